@@ -1,0 +1,19 @@
+"""Measurement methods, registered in one place.
+
+``REGISTRY`` maps a method name (the ``method`` key of a ``[tests.<name>]`` table) to
+its plugin class; see :mod:`agent.methods.base` for the interface.
+"""
+
+from __future__ import annotations
+
+from agent.methods.base import Method
+
+REGISTRY: dict[str, type[Method]] = {}
+
+
+def get(name: str) -> type[Method]:
+    """The plugin class for a method name; KeyError names the known ones."""
+    try:
+        return REGISTRY[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}") from None

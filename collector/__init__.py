@@ -1,0 +1,1 @@
+"""The collector: MQTT to InfluxDB, validation, dead letters, site registry, bulletin."""

@@ -1,0 +1,1 @@
+"""Grafana dashboards, data source and alert provisioning, generated from code."""

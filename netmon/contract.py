@@ -1,0 +1,351 @@
+"""The wire contract between agent and collector: MQTT topics and message models.
+
+This module is the single definition of what travels over MQTT. The agent builds
+messages with these models and the collector validates incoming bytes with
+:func:`parse_result` / :func:`parse_status`. Documented with examples in
+``docs/protocol.md``; change both together.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Final, Literal
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    ValidationError,
+    field_serializer,
+    field_validator,
+    model_validator,
+)
+
+SCHEMA_VERSION: Final = 1
+DEFAULT_PREFIX = "netmon/v1"
+MAX_MESSAGE_BYTES = 64 * 1024
+#: Faster than any access link we could meet; anything above is a bug or a forgery.
+MAX_SPEED_MBPS = 100_000.0
+#: Ten minutes: no RTT or test duration is longer on a working probe.
+MAX_MS = 600_000.0
+MAX_FUTURE = timedelta(days=1)
+
+PROBE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{2,63}$"
+_PROBE_ID_RE = re.compile(PROBE_ID_PATTERN)
+LINK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
+
+ProbeId = Annotated[str, StringConstraints(pattern=PROBE_ID_PATTERN)]
+LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
+Access = Literal["fixed", "mobile"]
+#: Known methods. New plugins add their name here so both sides agree on it.
+Method = Literal["iperf3", "speedtest", "http", "icmp", "tcp", "dns", "http_latency", "ipv6",
+                 "reachability"]
+ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+
+#: Error codes a failed test may carry (``error.code``).
+ERROR_CODES = (
+    "timeout", "unreachable", "server_busy", "refused", "dns", "tool_missing", "forbidden",
+    "protocol", "budget", "aborted", "internal",
+)
+ErrorCode = Literal[
+    "timeout", "unreachable", "server_busy", "refused", "dns", "tool_missing", "forbidden",
+    "protocol", "budget", "aborted", "internal",
+]
+
+
+def _utc(value: datetime) -> datetime:
+    # The wire and InfluxDB keep milliseconds; truncating here keeps round trips exact.
+    value = value.astimezone(UTC)
+    return value.replace(microsecond=value.microsecond // 1000 * 1000)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+
+
+def now_utc() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+
+
+class ErrorInfo(_Strict):
+    """Why a test failed; the message keeps the tool's own words."""
+
+    code: ErrorCode
+    message: Annotated[str, StringConstraints(max_length=2000)]
+
+
+class Metrics(BaseModel):
+    """Numbers a test measured. Known keys are typed; extra keys are allowed if numeric,
+    finite and non-negative (or boolean), and are documented in ``docs/protocol.md``.
+
+    Units are in the key: ``_mbps`` megabits per second (10^6 bit/s of goodput),
+    ``_ms`` milliseconds, ``_pct`` percent, ``_bytes`` bytes, ``_s`` seconds.
+    """
+
+    model_config = ConfigDict(extra="allow", frozen=True)
+
+    download_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    upload_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    rtt_ms: float | None = Field(None, ge=0, le=MAX_MS, description="median RTT")
+    rtt_min_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    rtt_mean_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    rtt_max_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    jitter_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    loss_pct: float | None = Field(None, ge=0, le=100)
+    idle_rtt_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    loaded_rtt_ms: float | None = Field(None, ge=0, le=MAX_MS)
+    cross_traffic_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    retransmits: float | None = Field(None, ge=0)
+    samples: float | None = Field(None, ge=0)
+    bytes: float | None = Field(None, ge=0, description="bytes the test moved (data budget)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _check_all_numbers(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        for key, value in data.items():
+            if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
+                raise ValueError(f"metric name {key!r} must be lower_snake_case, <= 64 chars")
+            if value is None or isinstance(value, bool):
+                continue
+            if not isinstance(value, int | float):
+                raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
+            if not math.isfinite(value):
+                raise ValueError(f"metric {key!r} is not finite ({value})")
+            if value < 0:
+                raise ValueError(f"metric {key!r} is negative ({value})")
+            if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
+                raise ValueError(f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")
+            if key.endswith("_pct") and value > 100:
+                raise ValueError(f"metric {key!r}={value} is outside 0-100")
+        return data
+
+    def values(self) -> dict[str, float | bool]:
+        """All metrics that are set, known and extra, as a plain dict."""
+        return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+class ResultMessage(_Strict):
+    """One test's outcome. A failed test is still a result: ``error`` says why."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    id: uuid.UUID = Field(default_factory=uuid.uuid4, description="idempotency key")
+    probe_id: ProbeId
+    link: LinkName
+    access: Access
+    isp: ShortText
+    method: Method
+    target: ShortText
+    started_at: UtcDatetime
+    duration_s: float = Field(ge=0, le=86_400, allow_inf_nan=False)
+    metrics: Metrics = Field(default_factory=Metrics)
+    error: ErrorInfo | None = None
+    #: e.g. ``cross_traffic`` (line busy during the test), ``clock_unsynced``.
+    flags: tuple[Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,31}$")], ...] = ()
+    agent_version: ShortText
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("started_at")
+    @classmethod
+    def _not_far_future(cls, value: datetime) -> datetime:
+        if value > now_utc() + MAX_FUTURE:
+            raise ValueError("started_at is more than a day in the future (probe clock wrong?)")
+        return value
+
+    @field_serializer("started_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+    @property
+    def ok(self) -> bool:
+        """True when the test succeeded."""
+        return self.error is None
+
+    def to_json(self) -> bytes:
+        """The UTF-8 JSON payload as published."""
+        return self.model_dump_json(by_alias=True, exclude_none=False).encode()
+
+
+class LinkStatus(_Strict):
+    """Per-link health in a status message."""
+
+    name: LinkName
+    access: Access
+    isp: ShortText
+    data_used_bytes: int = Field(0, ge=0, description="bytes used by tests this month")
+    data_budget_bytes: int | None = Field(None, ge=0)
+    last_result_at: UtcDatetime | None = None
+
+    @field_serializer("last_result_at")
+    def _ser_time(self, value: datetime | None) -> str | None:
+        return format_time(value) if value else None
+
+
+class StatusMessage(_Strict):
+    """Retained probe health; the MQTT last will publishes ``state=offline``."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    probe_id: ProbeId
+    state: Literal["online", "offline"]
+    at: UtcDatetime | None = Field(None, description="when this status was produced")
+    agent_version: ShortText
+    started_at: UtcDatetime | None = Field(None, description="agent process start")
+    uptime_s: float | None = Field(None, ge=0, allow_inf_nan=False)
+    spool_depth: int = Field(0, ge=0)
+    spool_evicted: int = Field(0, ge=0, description="results dropped because the spool was full")
+    last_result_at: UtcDatetime | None = None
+    clock_synced: bool | None = None
+    links: tuple[LinkStatus, ...] = ()
+    config_version: int | None = Field(None, ge=0, description="applied remote config version")
+    config_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("at", "started_at", "last_result_at")
+    def _ser_time(self, value: datetime | None) -> str | None:
+        return format_time(value) if value else None
+
+    def to_json(self) -> bytes:
+        """The UTF-8 JSON payload as published."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+# --------------------------------------------------------------------------- topics
+
+
+@dataclass(frozen=True)
+class Topics:
+    """Topic names under a prefix (default ``netmon/v1``)."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    def results(self, probe_id: str) -> str:
+        """QoS 1, not retained."""
+        return f"{self.prefix}/probes/{probe_id}/results"
+
+    def status(self, probe_id: str) -> str:
+        """QoS 1, retained; the last will sets it offline."""
+        return f"{self.prefix}/probes/{probe_id}/status"
+
+    def config(self, probe_id: str) -> str:
+        """Retained, signed desired configuration written by the NOC."""
+        return f"{self.prefix}/probes/{probe_id}/config"
+
+    def dead_letters(self) -> str:
+        """Where the collector republishes messages it rejected."""
+        return f"{self.prefix}/dead-letters"
+
+    def all_results(self) -> str:
+        """Subscription filter for every probe's results."""
+        return f"{self.prefix}/probes/+/results"
+
+    def all_status(self) -> str:
+        """Subscription filter for every probe's status."""
+        return f"{self.prefix}/probes/+/status"
+
+    def parse(self, topic: str) -> tuple[str, str]:
+        """Split a probe topic into ``(probe_id, kind)``; raise ContractError otherwise."""
+        head = f"{self.prefix}/probes/"
+        if not topic.startswith(head):
+            raise ContractError("bad_topic", f"topic {topic!r} is not under {head!r}")
+        parts = topic[len(head):].split("/")
+        if len(parts) != 2 or not _PROBE_ID_RE.match(parts[0]):
+            raise ContractError("bad_topic", f"topic {topic!r} is not <prefix>/probes/<id>/<kind>")
+        return parts[0], parts[1]
+
+
+# --------------------------------------------------------------------------- parsing
+
+
+class ContractError(ValueError):
+    """A message that breaks the contract. ``reason`` is a short stable code for counting
+    and dead-letter files; ``detail`` is what a person reads."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+def _decode(payload: bytes) -> dict[str, Any]:
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise ContractError("too_large", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES} limit")
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ContractError("not_utf8", f"payload is not UTF-8: {exc}") from None
+    try:
+        obj = json.loads(text, parse_constant=_reject_constant)
+    except ContractError:
+        raise
+    except ValueError as exc:
+        raise ContractError("not_json", f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise ContractError("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
+    schema = obj.get("schema")
+    if schema != SCHEMA_VERSION or isinstance(schema, bool):
+        raise ContractError("unsupported_schema",
+                            f"schema is {schema!r}; this collector understands {SCHEMA_VERSION}")
+    return obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise ContractError("invalid", f"non-finite number {name} in payload")
+
+
+def describe_validation_error(exc: ValidationError) -> str:
+    """One line per problem: ``field.path: why``."""
+    lines = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(message)"
+        lines.append(f"{loc}: {err['msg']}")
+    return "; ".join(lines)
+
+
+def parse_result(payload: bytes, topic_probe_id: str | None = None) -> ResultMessage:
+    """Validate raw MQTT bytes as a result message.
+
+    ``topic_probe_id`` (from the topic) must equal the payload's ``probe_id``: a probe can
+    only speak for itself.
+    """
+    obj = _decode(payload)
+    try:
+        msg = ResultMessage.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractError("invalid", describe_validation_error(exc)) from None
+    if topic_probe_id is not None and msg.probe_id != topic_probe_id:
+        raise ContractError("probe_mismatch",
+                            f"payload probe_id {msg.probe_id!r} != topic probe {topic_probe_id!r}")
+    return msg
+
+
+def parse_status(payload: bytes, topic_probe_id: str | None = None) -> StatusMessage:
+    """Validate raw MQTT bytes as a status message (see :func:`parse_result`)."""
+    obj = _decode(payload)
+    try:
+        msg = StatusMessage.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractError("invalid", describe_validation_error(exc)) from None
+    if topic_probe_id is not None and msg.probe_id != topic_probe_id:
+        raise ContractError("probe_mismatch",
+                            f"payload probe_id {msg.probe_id!r} != topic probe {topic_probe_id!r}")
+    return msg

@@ -1,0 +1,161 @@
+"""The wire contract: round trips and a table of messages that must be rejected, each
+for its own reason."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from netmon.contract import (
+    ContractError,
+    ResultMessage,
+    StatusMessage,
+    Topics,
+    parse_result,
+    parse_status,
+)
+
+
+def good_result(**overrides: object) -> dict[str, object]:
+    msg: dict[str, object] = {
+        "schema": 1,
+        "id": str(uuid.uuid4()),
+        "probe_id": "ky-anh-ubnd-01",
+        "link": "fibre",
+        "access": "fixed",
+        "isp": "VNPT",
+        "method": "iperf3",
+        "target": "iperf.hatinh.example:5201",
+        "started_at": "2025-06-01T12:00:00.000Z",
+        "duration_s": 10.2,
+        "metrics": {"download_mbps": 148.7, "upload_mbps": 95.1, "retransmits": 3,
+                    "loaded_rtt_ms": 41.0, "custom_extra_ms": 1.5},
+        "error": None,
+        "agent_version": "0.1.0",
+    }
+    msg.update(overrides)
+    return msg
+
+
+def encode(obj: object) -> bytes:
+    return json.dumps(obj, ensure_ascii=False).encode()
+
+
+def test_result_round_trip_keeps_every_field() -> None:
+    raw = good_result()
+    msg = parse_result(encode(raw), "ky-anh-ubnd-01")
+    again = json.loads(msg.to_json())
+    assert again["id"] == raw["id"]
+    assert again["started_at"] == "2025-06-01T12:00:00.000Z"
+    assert again["metrics"]["download_mbps"] == 148.7
+    assert again["metrics"]["custom_extra_ms"] == 1.5
+    assert parse_result(msg.to_json()) == msg
+
+
+def test_failed_result_round_trip() -> None:
+    raw = good_result(metrics={}, error={"code": "server_busy",
+                                         "message": "iperf3: the server is busy"})
+    msg = parse_result(encode(raw))
+    assert not msg.ok and msg.error is not None and msg.error.code == "server_busy"
+    assert parse_result(msg.to_json()) == msg
+
+
+def test_started_at_is_normalised_to_utc() -> None:
+    msg = parse_result(encode(good_result(started_at="2025-06-01T19:00:00+07:00")))
+    assert msg.started_at == datetime(2025, 6, 1, 12, 0, tzinfo=UTC)
+
+
+def test_status_round_trip_with_links() -> None:
+    status = StatusMessage(
+        probe_id="huong-khe-thpt-02", state="online", agent_version="0.1.0",
+        started_at=datetime(2025, 6, 1, tzinfo=UTC), at=datetime(2025, 6, 1, 1, tzinfo=UTC),
+        uptime_s=3600, spool_depth=4, last_result_at=datetime(2025, 6, 1, 0, 59, tzinfo=UTC),
+        clock_synced=True,
+        links=[{"name": "lte", "access": "mobile", "isp": "Viettel",
+                "data_used_bytes": 10_000, "data_budget_bytes": 5_000_000_000}],
+    )
+    assert parse_status(status.to_json(), "huong-khe-thpt-02") == status
+
+
+def test_topics() -> None:
+    t = Topics()
+    assert t.results("abc") == "netmon/v1/probes/abc/results"
+    assert t.status("abc") == "netmon/v1/probes/abc/status"
+    assert t.parse("netmon/v1/probes/abc-1/results") == ("abc-1", "results")
+    assert Topics("x/y").all_results() == "x/y/probes/+/results"
+    with pytest.raises(ContractError) as err:
+        t.parse("netmon/v1/probes/AB/results")
+    assert err.value.reason == "bad_topic"
+
+
+FUTURE = (datetime.now(UTC) + timedelta(days=2)).isoformat()
+
+BAD = [
+    ("unknown schema", encode(good_result(schema=2)), "unsupported_schema", "schema"),
+    ("schema missing", encode({k: v for k, v in good_result().items() if k != "schema"}),
+     "unsupported_schema", "schema"),
+    ("not json", b"{not json", "not_json", "JSON"),
+    ("json array", b"[1,2]", "not_object", "list"),
+    ("not utf-8", b'{"schema": 1, "isp": "\xff\xfe"}', "not_utf8", "UTF-8"),
+    ("too large", encode(good_result(isp="x" * 70_000)), "too_large", "65536"),
+    ("missing key", encode({k: v for k, v in good_result().items() if k != "probe_id"}),
+     "invalid", "probe_id"),
+    ("wrong type", encode(good_result(duration_s="ten")), "invalid", "duration_s"),
+    ("bad probe id", encode(good_result(probe_id="Ky Anh")), "invalid", "probe_id"),
+    ("bad access", encode(good_result(access="satellite")), "invalid", "access"),
+    ("bad uuid", encode(good_result(id="123")), "invalid", "id"),
+    ("naive time", encode(good_result(started_at="2025-06-01T12:00:00")), "invalid",
+     "started_at"),
+    ("future time", encode(good_result(started_at=FUTURE)), "invalid", "future"),
+    ("NaN metric", good_result_nan := b"", "invalid", "non-finite"),
+    ("negative metric", encode(good_result(metrics={"rtt_ms": -1})), "invalid", "rtt_ms"),
+    ("negative extra", encode(good_result(metrics={"foo_ms": -1})), "invalid", "negative"),
+    ("absurd speed", encode(good_result(metrics={"download_mbps": 200_000})), "invalid",
+     "download_mbps"),
+    ("absurd extra speed", encode(good_result(metrics={"x_mbps": 200_000})), "invalid",
+     "100000"),
+    ("loss > 100", encode(good_result(metrics={"loss_pct": 101})), "invalid", "loss_pct"),
+    ("string metric", encode(good_result(metrics={"rtt_ms": "5"})), "invalid", "rtt_ms"),
+    ("unknown top key", encode(good_result(colour="red")), "invalid", "colour"),
+    ("bad error code", encode(good_result(error={"code": "oops", "message": ""})), "invalid",
+     "error.code"),
+    ("bool schema", encode(good_result(schema=True)), "unsupported_schema", "True"),
+]
+# json.dumps writes NaN as a bare token that strict JSON parsers must refuse.
+BAD[13] = ("NaN metric", json.dumps(good_result(metrics={"download_mbps": float("nan")})).encode(),
+           "invalid", "non-finite")
+
+
+@pytest.mark.parametrize(("payload", "reason", "hint"), [b[1:] for b in BAD],
+                         ids=[b[0] for b in BAD])
+def test_bad_results_rejected_with_reason(payload: bytes, reason: str, hint: str) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_result(payload)
+    assert err.value.reason == reason
+    assert hint in str(err.value)
+
+
+def test_probe_id_must_match_topic() -> None:
+    with pytest.raises(ContractError) as err:
+        parse_result(encode(good_result()), "another-probe")
+    assert err.value.reason == "probe_mismatch"
+
+
+def test_bad_status_rejected() -> None:
+    with pytest.raises(ContractError) as err:
+        parse_status(encode({"schema": 1, "probe_id": "abc", "state": "asleep",
+                             "agent_version": "1"}))
+    assert err.value.reason == "invalid" and "state" in err.value.detail
+
+
+def test_models_are_the_same_on_both_sides() -> None:
+    # The agent builds with the model, the collector parses bytes: one definition.
+    msg = ResultMessage(probe_id="cam-xuyen-tyt-1", link="lte", access="mobile", isp="Viettel",
+                        method="icmp", target="198.18.0.2", started_at=datetime.now(UTC),
+                        duration_s=2.0, metrics={"rtt_ms": 30.0, "jitter_ms": 2.0,
+                                                 "loss_pct": 0.0},
+                        agent_version="0.1.0")
+    assert parse_result(msg.to_json(), "cam-xuyen-tyt-1") == msg
