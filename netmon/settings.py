@@ -1,0 +1,100 @@
+"""Loading TOML config files with ``NETMON_`` environment overrides (pydantic-settings),
+and turning validation errors into one line per bad key. Shared by agent and collector.
+
+Environment variables override the file: ``NETMON_BROKER__HOST=10.0.0.5`` sets
+``[broker] host`` (``__`` separates nesting levels).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any, TypeVar
+
+from pydantic import ValidationError
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+T = TypeVar("T", bound=BaseSettings)
+
+
+class ConfigError(Exception):
+    """A config file that cannot be used. ``problems`` has one ``key: why`` per bad key."""
+
+    def __init__(self, path: Path | None, problems: list[str]) -> None:
+        self.path = path
+        self.problems = problems
+        where = f"{path}: " if path else ""
+        super().__init__(where + "; ".join(problems))
+
+    def report(self) -> str:
+        """Multi-line text for an operator."""
+        head = f"invalid config {self.path}" if self.path else "invalid config"
+        return head + ":\n" + "\n".join(f"  - {p}" for p in self.problems)
+
+
+def describe_errors(exc: ValidationError) -> list[str]:
+    """``a.b.c: why (got X)`` for each error, with secrets never echoed."""
+    out = []
+    for err in exc.errors(include_url=False):
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"]
+        value = err.get("input")
+        secretish = any(s in loc.lower() for s in ("password", "secret", "token", "key"))
+        if err["type"] not in ("missing", "extra_forbidden") and not secretish and \
+                isinstance(value, str | int | float) and len(str(value)) < 80:
+            msg += f" (got {value!r})"
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (typo?)"
+        out.append(f"{loc}: {msg}")
+    return out
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Parse a TOML file; ConfigError with the line on a syntax error."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(path, ["file not found"]) from None
+    except PermissionError:
+        raise ConfigError(path, ["permission denied"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(path, [f"TOML syntax: {exc}"]) from None
+
+
+def load_settings(model: type[T], path: Path | None, env_prefix: str = "NETMON_",
+                  data: dict[str, Any] | None = None) -> T:
+    """Validate ``path`` (or ``data``) as ``model``, environment overriding the file.
+
+    Raises :class:`ConfigError` naming every bad key; nothing is started before this
+    returns.
+    """
+    file_data = data if data is not None else (read_toml(path) if path else {})
+
+    class _FromFile(model):  # type: ignore[valid-type, misc]
+        model_config = SettingsConfigDict(
+            env_prefix=env_prefix, env_nested_delimiter="__", extra="forbid",
+            case_sensitive=False)
+
+        @classmethod
+        def settings_customise_sources(
+            cls, settings_cls: type[BaseSettings], init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource, dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (env_settings, InitSettingsSource(settings_cls, file_data))
+
+    _FromFile.__name__ = model.__name__
+    _FromFile.__qualname__ = model.__qualname__
+    try:
+        loaded = _FromFile()
+    except ValidationError as exc:
+        raise ConfigError(path, describe_errors(exc)) from None
+    # Hand back the caller's own type so equality and pickling behave as expected.
+    return model.model_construct(  # type: ignore[return-value]**{k: getattr(loaded, k) for k in model.model_fields},
+                                 _fields_set=loaded.model_fields_set)
