@@ -96,5 +96,7 @@ def load_settings(model: type[T], path: Path | None, env_prefix: str = "NETMON_"
     except ValidationError as exc:
         raise ConfigError(path, describe_errors(exc)) from None
     # Hand back the caller's own type so equality and pickling behave as expected.
-    return model.model_construct(  # type: ignore[return-value]**{k: getattr(loaded, k) for k in model.model_fields},
-                                 _fields_set=loaded.model_fields_set)
+    result: T = model.model_construct(
+        _fields_set=loaded.model_fields_set,
+        **{k: getattr(loaded, k) for k in model.model_fields})
+    return result
