@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from pydantic import ValidationError
 from pydantic_settings import (
@@ -96,7 +96,6 @@ def load_settings(model: type[T], path: Path | None, env_prefix: str = "NETMON_"
     except ValidationError as exc:
         raise ConfigError(path, describe_errors(exc)) from None
     # Hand back the caller's own type so equality and pickling behave as expected.
-    result: T = model.model_construct(
+    return cast(T, model.model_construct(
         _fields_set=loaded.model_fields_set,
-        **{k: getattr(loaded, k) for k in model.model_fields})
-    return result
+        **{k: getattr(loaded, k) for k in model.model_fields}))
