@@ -1,0 +1,127 @@
+"""The collector's configuration (TOML + ``NETMON_`` environment overrides).
+
+One file configures ingest, InfluxDB, the site registry, dead letters, the targets the
+dashboards and bulletin compare with, and the bulletin. Load with :func:`load`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic_settings import BaseSettings
+
+from netmon.contract import DEFAULT_PREFIX
+from netmon.settings import load_settings
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class MqttSettings(_Section):
+    """Broker connection and subscription."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8883, ge=1, le=65535)
+    client_id: str = Field("netmon-collector", min_length=1, max_length=64)
+    username: str | None = None
+    password_file: Path | None = None
+    tls: bool = True
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    topic_prefix: str = DEFAULT_PREFIX
+    #: ``$share/<group>/...`` subscriptions so several collectors split the load.
+    shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    session_expiry_s: int = Field(7 * 86400, ge=0)
+    keepalive_s: int = Field(30, ge=5, le=3600)
+
+
+class InfluxSettings(_Section):
+    """InfluxDB through its v1 HTTP API (1.x, 2.x with DBRP mappings, 3.x)."""
+
+    url: str = "http://127.0.0.1:8086"
+    database: str = "netmon"
+    retention_policy: str | None = None
+    username: str | None = None
+    password_file: Path | None = None
+    #: 2.x/3.x token, sent as the basic-auth password (v1 compatibility API).
+    token_file: Path | None = None
+    create_database: bool = True
+    retention: str = Field("0s", description="for create_database on 1.x: 0s keeps forever")
+    timeout_s: float = Field(10.0, gt=0)
+    verify_tls: bool = True
+
+
+class RegistrySettings(_Section):
+    """The site registry file (TOML or CSV) mapping probe id to site."""
+
+    path: Path = Path("sites.toml")
+
+
+class DeadLetterSettings(_Section):
+    """Where rejected messages go."""
+
+    path: Path = Path("dead-letters.jsonl")
+    publish: bool = True
+
+
+class Targets(_Section):
+    """Download targets of plan 568/KH-UBND, Mb/s."""
+
+    mobile_mbps: float = Field(71.0, gt=0)
+    fixed_mbps: float = Field(150.0, gt=0)
+    fixed_2030_mbps: float = Field(1000.0, gt=0)
+
+    def for_access(self, access: Literal["fixed", "mobile"]) -> float:
+        """The 2025 target for an access type."""
+        return self.fixed_mbps if access == "fixed" else self.mobile_mbps
+
+
+class BulletinSettings(_Section):
+    """The monthly bulletin."""
+
+    min_tests: int = Field(30, ge=1, description="below this a commune is 'insufficient data'")
+    language: Literal["vi", "en"] = "vi"
+    province: str = "Hà Tĩnh"
+    timezone: str = "Asia/Ho_Chi_Minh"
+    peak_start_hour: int = Field(19, ge=0, le=23)
+    peak_end_hour: int = Field(23, ge=1, le=24)
+    expected_tests_per_day: float = Field(24.0, gt=0,
+                                          description="per link, for probe availability")
+
+    @model_validator(mode="after")
+    def _peak_order(self) -> BulletinSettings:
+        if self.peak_end_hour <= self.peak_start_hour:
+            raise ValueError("peak_end_hour must be after peak_start_hour")
+        return self
+
+
+class CollectorConfig(BaseSettings):
+    """The whole collector config file."""
+
+    mqtt: MqttSettings = MqttSettings()
+    influxdb: InfluxSettings = InfluxSettings()
+    registry: RegistrySettings = RegistrySettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
+    targets: Targets = Targets()
+    bulletin: BulletinSettings = BulletinSettings()
+
+
+def load(path: Path | None) -> CollectorConfig:
+    """Load and validate; raises :class:`netmon.settings.ConfigError` naming bad keys.
+
+    Relative paths in the file are resolved against the file's folder.
+    """
+    cfg = load_settings(CollectorConfig, path)
+    if path is not None:
+        base = path.resolve().parent
+        cfg.registry.path = _resolve(base, cfg.registry.path)
+        cfg.dead_letters.path = _resolve(base, cfg.dead_letters.path)
+    return cfg
+
+
+def _resolve(base: Path, p: Path) -> Path:
+    return p if p.is_absolute() else base / p
