@@ -175,6 +175,11 @@ class ResultMessage(_Strict):
     def _ser_time(self, value: datetime) -> str:
         return format_time(value)
 
+    @field_serializer("metrics")
+    def _ser_metrics(self, value: Metrics) -> dict[str, float | bool]:
+        # Only what was measured travels: absent keys mean "not measured", never null.
+        return value.values()
+
     @property
     def ok(self) -> bool:
         """True when the test succeeded."""
