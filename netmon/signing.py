@@ -1,0 +1,296 @@
+"""Ed25519 signatures over a canonical JSON envelope: how the NOC signs remote probe
+configuration and how a probe checks it.
+
+An envelope is a JSON object::
+
+    {"schema": 1, "probe_id": "ht-kyanh-01" | "*", "version": 42,
+     "issued_at": "2026-11-28T07:30:00.000Z", "key_id": "3f1c...",
+     "plan": {...}, "signature": "<base64 Ed25519 signature>"}
+
+The signature covers the *canonical bytes* of every member except ``signature``:
+UTF-8 JSON with sorted keys, no insignificant whitespace, non-ASCII kept as is and
+non-finite numbers refused (:func:`canonical_bytes`). Signer and verifier compute the
+same bytes from the parsed object, so re-serialising on the way (a broker, a file) never
+breaks a signature, while any change to any signed member does.
+
+Keys are stored as PEM (PKCS#8 private, SubjectPublicKeyInfo public). ``key_id`` is the
+first 16 hex digits of the SHA-256 of the raw 32-byte public key, so an agent holding
+several NOC keys (key rotation) knows which one to try and an operator can tell keys apart.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import json
+import math
+import os
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal
+
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
+
+from netmon.contract import (
+    MAX_MESSAGE_BYTES,
+    PROBE_ID_PATTERN,
+    UtcDatetime,
+    describe_validation_error,
+    format_time,
+    now_utc,
+)
+
+ENVELOPE_SCHEMA: Final = 1
+#: ``probe_id`` of an envelope meant for every probe.
+ALL_PROBES: Final = "*"
+
+
+class SigningError(Exception):
+    """A key or envelope that cannot be used. ``reason`` is a short stable code (it ends up
+    in a probe's status and in counters); the message is what a person reads."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+
+
+# --------------------------------------------------------------------------- canonical JSON
+
+
+def _check_finite(obj: Any, where: str = "") -> None:
+    if isinstance(obj, float) and not math.isfinite(obj):
+        raise SigningError("malformed", f"non-finite number at {where or '(top)'}")
+    if isinstance(obj, dict):
+        for key, value in obj.items():
+            if not isinstance(key, str):
+                raise SigningError("malformed", f"non-string key {key!r} at {where or '(top)'}")
+            _check_finite(value, f"{where}.{key}" if where else key)
+    elif isinstance(obj, list | tuple):
+        for i, value in enumerate(obj):
+            _check_finite(value, f"{where}[{i}]")
+
+
+def canonical_bytes(obj: Any) -> bytes:
+    """The bytes a signature covers: sorted keys, compact separators, UTF-8.
+
+    Raises SigningError(``malformed``) for NaN/Infinity (JSON has no such numbers, and
+    two parsers could disagree on them) and for non-string keys.
+    """
+    _check_finite(obj)
+    try:
+        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                          allow_nan=False)
+    except (TypeError, ValueError) as exc:
+        raise SigningError("malformed", f"not JSON-serialisable: {exc}") from None
+    return text.encode("utf-8")
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def key_id(public_key: Ed25519PublicKey) -> str:
+    """Short fingerprint of a public key (16 hex digits of SHA-256 of the raw key)."""
+    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return hashlib.sha256(raw).hexdigest()[:16]
+
+
+def generate_private_key() -> Ed25519PrivateKey:
+    """A fresh Ed25519 private key."""
+    return Ed25519PrivateKey.generate()
+
+
+def private_key_pem(key: Ed25519PrivateKey) -> bytes:
+    """PKCS#8 PEM, unencrypted (the file's 0600 mode and the NOC host protect it)."""
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
+def public_key_pem(key: Ed25519PublicKey) -> bytes:
+    """SubjectPublicKeyInfo PEM, the file Ansible installs on every probe."""
+    return key.public_bytes(serialization.Encoding.PEM,
+                            serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def write_keypair(private_path: Path, public_path: Path, overwrite: bool = False
+                  ) -> Ed25519PublicKey:
+    """Generate a key pair; the private key file is created with mode 0600.
+
+    The private file is opened with ``O_EXCL`` unless ``overwrite``, so a signing key is
+    never silently replaced (every probe would then refuse the NOC's configs).
+    """
+    key = generate_private_key()
+    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(private_path, flags, 0o600)
+    except FileExistsError:
+        raise SigningError("exists", f"{private_path} exists (use --force to replace)") from None
+    except OSError as exc:
+        raise SigningError("io", f"cannot create {private_path}: {exc.strerror}") from None
+    with os.fdopen(fd, "wb") as fh:
+        # O_CREAT's mode is filtered by the umask and ignored for an existing file.
+        os.fchmod(fh.fileno(), 0o600)
+        fh.write(private_key_pem(key))
+        fh.flush()
+        os.fsync(fh.fileno())
+    public = key.public_key()
+    try:
+        public_path.write_bytes(public_key_pem(public))
+    except OSError as exc:
+        raise SigningError("io", f"cannot write {public_path}: {exc.strerror}") from None
+    return public
+
+
+def load_private_key(path: Path) -> Ed25519PrivateKey:
+    """Read a PEM Ed25519 private key; SigningError naming the file otherwise.
+
+    A key readable by group or others is refused: it would sign configs for the whole fleet.
+    """
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SigningError("key_missing", f"private key {path} not found") from None
+    except OSError as exc:
+        raise SigningError("key_unreadable", f"cannot read {path}: {exc.strerror}") from None
+    if st.st_mode & 0o077:
+        raise SigningError("key_permissions",
+                           f"private key {path} is accessible by group/others "
+                           f"(mode {st.st_mode & 0o777:04o}); chmod 600 it")
+    try:
+        key = serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError) as exc:
+        raise SigningError("bad_key", f"{path} is not an unencrypted PEM private key: "
+                                      f"{exc}") from None
+    if not isinstance(key, Ed25519PrivateKey):
+        raise SigningError("bad_key", f"{path} is not an Ed25519 key")
+    return key
+
+
+def load_public_key(path: Path) -> Ed25519PublicKey:
+    """Read a PEM Ed25519 public key; SigningError naming the file otherwise."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise SigningError("key_missing", f"public key {path} not found") from None
+    except OSError as exc:
+        raise SigningError("key_unreadable", f"cannot read {path}: {exc.strerror}") from None
+    try:
+        key = serialization.load_pem_public_key(data)
+    except (ValueError, TypeError) as exc:
+        raise SigningError("bad_key", f"{path} is not a PEM public key: {exc}") from None
+    if not isinstance(key, Ed25519PublicKey):
+        raise SigningError("bad_key", f"{path} is not an Ed25519 public key")
+    return key
+
+
+# --------------------------------------------------------------------------- envelope
+
+
+class Envelope(BaseModel):
+    """A signed remote configuration as it travels (see the module docstring)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    schema_: Literal[1] = Field(ENVELOPE_SCHEMA, alias="schema")
+    probe_id: Annotated[str, StringConstraints(pattern=PROBE_ID_PATTERN + r"|^\*$")]
+    version: int = Field(ge=1, le=2**53 - 1, strict=True)
+    issued_at: UtcDatetime
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    plan: dict[str, Any]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    def signed_part(self) -> dict[str, Any]:
+        """The members the signature covers, as they appear on the wire."""
+        data = self.model_dump(by_alias=True, mode="json", exclude={"signature"})
+        data["issued_at"] = format_time(self.issued_at)
+        return data
+
+    def to_json(self) -> bytes:
+        """The payload as published (canonical form, signature included)."""
+        return canonical_bytes(self.signed_part() | {"signature": self.signature})
+
+
+def sign(plan: dict[str, Any], *, probe_id: str, version: int, key: Ed25519PrivateKey,
+         issued_at: datetime | None = None) -> Envelope:
+    """Sign ``plan`` for ``probe_id`` (or :data:`ALL_PROBES`) at ``version``."""
+    unsigned: dict[str, Any] = {
+        "schema": ENVELOPE_SCHEMA,
+        "probe_id": probe_id,
+        "version": version,
+        "issued_at": format_time(issued_at or now_utc()),
+        "key_id": key_id(key.public_key()),
+        "plan": plan,
+    }
+    signature = key.sign(canonical_bytes(unsigned))
+    try:
+        env = Envelope.model_validate(
+            unsigned | {"signature": base64.b64encode(signature).decode("ascii")})
+    except ValidationError as exc:
+        raise SigningError("malformed", describe_validation_error(exc)) from None
+    if len(env.to_json()) > MAX_MESSAGE_BYTES:
+        raise SigningError("too_large", f"signed config is {len(env.to_json())} bytes, "
+                                        f"above the {MAX_MESSAGE_BYTES} byte message limit")
+    return env
+
+
+def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """Decode and validate the shape of an envelope (not its signature).
+
+    Returns the model and the raw object (the signature is checked against the raw
+    object's members, exactly as received). Raises SigningError ``too_large`` /
+    ``malformed`` / ``unsigned``.
+    """
+    if len(payload) > MAX_MESSAGE_BYTES:
+        raise SigningError("too_large", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES} limit")
+    try:
+        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
+    except SigningError:
+        raise
+    except UnicodeDecodeError:
+        raise SigningError("malformed", "payload is not UTF-8") from None
+    except ValueError as exc:
+        raise SigningError("malformed", f"payload is not JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise SigningError("malformed", f"payload is a JSON {type(obj).__name__}, not an object")
+    if not obj.get("signature"):
+        raise SigningError("unsigned", "config has no signature")
+    try:
+        env = Envelope.model_validate(obj)
+    except ValidationError as exc:
+        raise SigningError("malformed", describe_validation_error(exc)) from None
+    return env, obj
+
+
+def _reject_constant(name: str) -> Any:
+    raise SigningError("malformed", f"non-finite number {name} in payload")
+
+
+def verify(payload: bytes, public_keys: Sequence[Ed25519PublicKey]) -> Envelope:
+    """Parse ``payload`` and check its signature against the trusted ``public_keys``.
+
+    Raises SigningError: ``unsigned``, ``malformed``, ``too_large``, ``unknown_key`` (signed
+    by a key this probe does not trust) or ``bad_signature``.
+    """
+    env, obj = parse_envelope(payload)
+    by_id = {key_id(k): k for k in public_keys}
+    key = by_id.get(env.key_id)
+    if key is None:
+        raise SigningError("unknown_key", f"signed with key {env.key_id}, not a trusted NOC key "
+                                          f"({', '.join(sorted(by_id)) or 'none configured'})")
+    try:
+        signature = base64.b64decode(env.signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise SigningError("bad_signature", "signature is not valid base64") from None
+    signed = {k: v for k, v in obj.items() if k != "signature"}
+    try:
+        key.verify(signature, canonical_bytes(signed))
+    except InvalidSignature:
+        raise SigningError("bad_signature",
+                           f"signature does not match the content (key {env.key_id})") from None
+    return env
