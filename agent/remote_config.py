@@ -1,0 +1,385 @@
+"""Signed remote configuration: the NOC changes a probe's test plan over MQTT.
+
+The NOC publishes a signed envelope (:mod:`netmon.signing`), retained, on
+``<prefix>/probes/<probe_id>/config``. For each message the agent, in this order:
+
+1. parses the envelope (``malformed`` / ``too_large`` / ``unsigned``);
+2. checks the Ed25519 signature against the NOC public key(s) from its Ansible-provisioned
+   file config (``unknown_key`` / ``bad_signature``);
+3. checks it is meant for this probe or for all (``wrong_probe``);
+4. checks the version is newer than the applied one (``replay``); the retained message
+   redelivered on every reconnect (same version, same bytes) is recognised and ignored;
+5. validates the plan with the same models as the file config (``invalid_plan``);
+6. checks every target against the file config's allowlist (``target_not_allowed``), so
+   a stolen broker account cannot point the fleet at a third party;
+7. persists the envelope atomically (write temp, fsync, rename, fsync the folder) so it
+   survives a reboot with the broker unreachable (``persist_failed``);
+8. hands the plan to the runtime to apply without a restart (``apply_failed``, in which
+   case the previous envelope is put back).
+
+A rejected config never replaces the running one; the reason is kept for the status
+message (``config_error``) next to the applied version (``config_version``).
+At start-up :meth:`RemoteConfig.restore` re-checks the persisted envelope (signature,
+probe, plan, allowlist, which Ansible may have tightened since) before running it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import logging
+import os
+import re
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+from urllib.parse import urlsplit
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from netmon.contract import describe_validation_error
+from netmon.signing import ALL_PROBES, Envelope, SigningError, load_public_key, verify
+
+log = logging.getLogger(__name__)
+
+P = TypeVar("P")
+
+#: Plan keys (at any depth) whose string values name a host the probe will contact.
+TARGET_KEYS = frozenset({"target", "targets", "url", "urls", "host", "hosts", "server",
+                         "servers", "address", "addresses"})
+#: Keys that never belong in a remote plan: credentials and keys stay in the file config.
+SECRET_KEY_RE = re.compile(r"password|secret|token|private|credential|(^|_)key(_|$)", re.I)
+_HOSTNAME_RE = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
+                          r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
+MAX_ERROR_CHARS = 2000
+
+
+class RemoteConfigSettings(BaseModel):
+    """``[remote_config]`` in the agent's file config (provisioned by Ansible).
+
+    Remote configuration is off while ``public_keys`` is empty.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="NOC Ed25519 public key files (PEM); two during a key rotation")
+    allowed_targets: list[str] = Field(
+        default_factory=list,
+        description="hosts a remote plan may test: names, *.suffix, IPs or CIDRs; the "
+                    "file config's own test targets are always allowed")
+    state_file: Path = Field(
+        Path("remote-config.json"),
+        description="where the last applied signed config is kept (relative: under the "
+                    "agent's state directory)")
+
+    @field_validator("allowed_targets")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        out = []
+        for entry in entries:
+            norm = entry.strip().lower().rstrip(".")
+            if "/" in norm:
+                try:
+                    ipaddress.ip_network(norm, strict=False)
+                except ValueError:
+                    raise ValueError(f"{entry!r} is not a valid CIDR network") from None
+            elif not (_is_ip(norm) or _HOSTNAME_RE.match(norm)):
+                raise ValueError(f"{entry!r} is not a host name, *.domain, IP address or CIDR")
+            out.append(norm)
+        return out
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one NOC key is configured."""
+        return bool(self.public_keys)
+
+
+# --------------------------------------------------------------------------- allowlist
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def target_host(target: str) -> str:
+    """The host part of a test target: ``host``, ``host:port``, ``[v6]:port``, a URL or an
+    IP literal, lower-cased without a trailing dot."""
+    text = target.strip()
+    if "://" in text:
+        host = urlsplit(text).hostname or ""
+    elif text.startswith("["):
+        host = text[1:].split("]", 1)[0]
+    elif text.count(":") == 1:
+        host = text.split(":", 1)[0]
+    else:
+        host = text
+    return host.lower().rstrip(".")
+
+
+class Allowlist:
+    """Which hosts a remote plan may point tests at (no DNS: names match as names)."""
+
+    def __init__(self, entries: Iterable[str]) -> None:
+        self.names: set[str] = set()
+        self.suffixes: list[str] = []
+        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
+        for raw in entries:
+            entry = raw.strip().lower().rstrip(".")
+            if not entry:
+                continue
+            if "/" in entry:
+                self.networks.append(ipaddress.ip_network(entry, strict=False))
+            elif _is_ip(entry):
+                self.networks.append(ipaddress.ip_network(entry))
+            elif entry.startswith("*."):
+                self.suffixes.append(entry[1:])
+            else:
+                self.names.add(entry)
+
+    def allows(self, target: str) -> bool:
+        """True when ``target``'s host is listed, under a listed ``*.domain``, or an IP
+        inside a listed network."""
+        host = target_host(target)
+        if not host:
+            return False
+        try:
+            ip = ipaddress.ip_address(host)
+        except ValueError:
+            return host in self.names or any(host.endswith(s) for s in self.suffixes)
+        return any(ip in net for net in self.networks)
+
+
+def plan_targets(plan: Any) -> list[str]:
+    """Every string under a target-like key (:data:`TARGET_KEYS`) anywhere in ``plan``."""
+    if isinstance(plan, BaseModel):
+        plan = plan.model_dump(mode="json")
+    found: list[str] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if str(key).lower() in TARGET_KEYS:
+                    values = value if isinstance(value, list | tuple) else [value]
+                    found.extend(v for v in values if isinstance(v, str))
+                walk(value)
+        elif isinstance(node, list | tuple):
+            for item in node:
+                walk(item)
+
+    walk(plan)
+    return found
+
+
+def secret_keys(plan: Any, where: str = "") -> list[str]:
+    """Paths of keys in ``plan`` that look like credentials (never allowed remotely)."""
+    out: list[str] = []
+    if isinstance(plan, dict):
+        for key, value in plan.items():
+            path = f"{where}.{key}" if where else str(key)
+            if SECRET_KEY_RE.search(str(key)):
+                out.append(path)
+            out.extend(secret_keys(value, path))
+    elif isinstance(plan, list):
+        for i, item in enumerate(plan):
+            out.extend(secret_keys(item, f"{where}[{i}]"))
+    return out
+
+
+# --------------------------------------------------------------------------- persistence
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``data`` so that after a crash or power loss at any instant
+    the file holds either the old or the new content, never a mix."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    # The rename is durable only once the directory entry itself reaches the disk.
+    dfd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dfd)
+    finally:
+        os.close(dfd)
+
+
+# --------------------------------------------------------------------------- the handler
+
+
+@dataclass(frozen=True)
+class Decision(Generic[P]):
+    """What happened to one config message."""
+
+    outcome: str  # "applied" | "unchanged" | "rejected" | "ignored"
+    version: int | None = None
+    reason: str | None = None
+    detail: str | None = None
+    plan: P | None = None
+
+    @property
+    def applied(self) -> bool:
+        """True when the plan was persisted and handed to the runtime."""
+        return self.outcome == "applied"
+
+
+class Rejected(Exception):
+    """Internal: a check failed."""
+
+    def __init__(self, reason: str, detail: str, version: int | None = None) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+        self.detail = detail
+        self.version = version
+
+
+class RemoteConfig(Generic[P]):
+    """Verifies, persists and applies signed plans for one probe; thread-safe.
+
+    ``validate_plan`` turns a plan dict into the runtime's plan object with the file
+    config's own models (raising ``ValidationError`` or ``ValueError``); ``apply`` swaps
+    the running plan (it must be quick and thread-safe: MQTT callbacks call it);
+    ``file_targets`` are the file config's test targets, always allowed.
+    """
+
+    def __init__(self, probe_id: str, settings: RemoteConfigSettings,
+                 validate_plan: Callable[[dict[str, Any]], P],
+                 apply: Callable[[P, int], None] | None = None,
+                 file_targets: Iterable[str] = (),
+                 state_dir: Path | None = None,
+                 public_keys: Sequence[Ed25519PublicKey] | None = None) -> None:
+        self.probe_id = probe_id
+        self.settings = settings
+        self.validate_plan = validate_plan
+        self.apply = apply
+        self.allowlist = Allowlist([*settings.allowed_targets,
+                                    *(target_host(t) for t in file_targets)])
+        state = settings.state_file
+        self.state_path = state if state.is_absolute() or state_dir is None else state_dir / state
+        # Keys are read once at start: a missing key file is a config error, found early.
+        self.public_keys = list(public_keys) if public_keys is not None else [
+            load_public_key(p) for p in settings.public_keys]
+        self._lock = threading.Lock()
+        self._applied_payload: bytes | None = None
+        self.version: int | None = None
+        self.error: str | None = None
+
+    # -- checks -------------------------------------------------------------------------
+
+    def _check(self, payload: bytes, replay_check: bool) -> tuple[Envelope, P]:
+        try:
+            env = verify(payload, self.public_keys)
+        except SigningError as exc:
+            raise Rejected(exc.reason, exc.detail) from None
+        if env.probe_id not in (self.probe_id, ALL_PROBES):
+            raise Rejected("wrong_probe", f"config is for {env.probe_id!r}, this probe is "
+                                          f"{self.probe_id!r}", env.version)
+        if replay_check and self.version is not None and env.version <= self.version:
+            raise Rejected("replay", f"version {env.version} is not newer than the applied "
+                                     f"version {self.version}", env.version)
+        secrets = secret_keys(env.plan)
+        if secrets:
+            raise Rejected("invalid_plan", "credentials and keys never travel in a remote "
+                           f"plan: {', '.join(secrets)}", env.version)
+        try:
+            plan = self.validate_plan(env.plan)
+        except ValidationError as exc:
+            raise Rejected("invalid_plan", describe_validation_error(exc), env.version) from None
+        except (ValueError, TypeError) as exc:
+            raise Rejected("invalid_plan", str(exc), env.version) from None
+        denied = sorted({t for t in [*plan_targets(env.plan), *plan_targets(plan)]
+                         if not self.allowlist.allows(t)})
+        if denied:
+            raise Rejected("target_not_allowed",
+                           f"not in the probe's allowlist: {', '.join(denied)}", env.version)
+        return env, plan
+
+    def _reject(self, exc: Rejected) -> Decision[P]:
+        what = f"config version {exc.version}" if exc.version is not None else "config"
+        self.error = f"{what} rejected: {exc.reason}: {exc.detail}"[:MAX_ERROR_CHARS]
+        log.warning("remote %s", self.error)
+        return Decision("rejected", exc.version, exc.reason, exc.detail)
+
+    # -- entry points -------------------------------------------------------------------
+
+    def restore(self) -> Decision[P]:
+        """At start-up: the persisted config, re-checked, ready to run (``applied``, with
+        ``plan``); ``ignored`` when there is none; ``rejected`` (file config runs) when it no
+        longer passes. ``apply`` is *not* called: the caller starts with the plan."""
+        with self._lock:
+            try:
+                payload = self.state_path.read_bytes()
+            except FileNotFoundError:
+                return Decision("ignored", reason="none", detail="no persisted remote config")
+            except OSError as exc:
+                return self._reject(Rejected("persist_failed",
+                                             f"cannot read {self.state_path}: {exc.strerror}"))
+            try:
+                env, plan = self._check(payload, replay_check=False)
+            except Rejected as exc:
+                exc.detail = f"persisted config {self.state_path}: {exc.detail}"
+                return self._reject(exc)
+            self._applied_payload = payload
+            self.version = env.version
+            self.error = None
+            log.info("running persisted remote config version %d", env.version)
+            return Decision("applied", env.version, plan=plan)
+
+    def handle(self, payload: bytes) -> Decision[P]:
+        """One message from the config topic (see the module docstring for the checks)."""
+        with self._lock:
+            if not payload:
+                # The NOC cleared the retained config: keep running what we have.
+                return Decision("ignored", self.version, "empty", "empty config message")
+            if payload == self._applied_payload:
+                # The broker redelivers the retained config on every (re)connect.
+                return Decision("unchanged", self.version)
+            try:
+                env, plan = self._check(payload, replay_check=True)
+            except Rejected as exc:
+                return self._reject(exc)
+            previous = self._applied_payload
+            try:
+                atomic_write(self.state_path, payload)
+            except OSError as exc:
+                return self._reject(Rejected(
+                    "persist_failed", f"cannot write {self.state_path}: {exc}", env.version))
+            if self.apply is not None:
+                try:
+                    self.apply(plan, env.version)
+                except Exception as exc:
+                    log.exception("applying remote config version %d failed", env.version)
+                    self._restore_previous(previous)
+                    return self._reject(Rejected("apply_failed", f"{type(exc).__name__}: "
+                                                 f"{exc}", env.version))
+            self._applied_payload = payload
+            self.version = env.version
+            self.error = None
+            log.info("applied remote config version %d", env.version)
+            return Decision("applied", env.version, plan=plan)
+
+    def _restore_previous(self, previous: bytes | None) -> None:
+        try:
+            if previous is None:
+                self.state_path.unlink(missing_ok=True)
+            else:
+                atomic_write(self.state_path, previous)
+        except OSError:
+            log.exception("could not put back the previous remote config")
