@@ -7,8 +7,15 @@ its plugin class; see :mod:`agent.methods.base` for the interface.
 from __future__ import annotations
 
 from agent.methods.base import Method
+from agent.methods.dns import DnsMethod
+from agent.methods.http import HttpMethod
+from agent.methods.icmp import IcmpMethod
+from agent.methods.tcp import TcpMethod
 
-REGISTRY: dict[str, type[Method]] = {}
+REGISTRY: dict[str, type[Method]] = {
+    cls.name: cls  # type: ignore[misc]
+    for cls in (HttpMethod, IcmpMethod, TcpMethod, DnsMethod)
+}
 
 
 def get(name: str) -> type[Method]:

@@ -1,0 +1,141 @@
+"""Loaded latency (bufferbloat) and cross-traffic, shared by every throughput method.
+
+Before the transfer a few ICMP echoes give the idle RTT; during the steady part of the
+transfer echoes every ``latency_interval_s`` give the loaded RTT (median). Interface
+byte counters read at the start and end of the measured window give the traffic that was
+not the test's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from agent import linkstats
+from agent.methods._icmp import Pinger
+from agent.methods._net import MeasureError
+from agent.methods.base import LinkBinding, MethodOptions
+
+
+class ThroughputOptions(MethodOptions):
+    """Keys every throughput method has (loaded latency and cross-traffic)."""
+
+    loaded_latency: bool = Field(True, description="measure idle and loaded RTT (ICMP)")
+    latency_target: str | None = Field(
+        None, description="host to ping for idle/loaded RTT (default: the test server)")
+    latency_interval_s: float = Field(0.1, ge=0.02, le=5, description="loaded RTT sampling")
+    cross_traffic_share: float = Field(
+        0.1, ge=0, le=10,
+        description="flag the result when other traffic on the link exceeds this share of "
+                    "the test's own throughput")
+
+
+async def idle_rtt(host: str, link: LinkBinding, count: int = 5,
+                   interval: float = 0.05) -> float | None:
+    """Median of a few echoes just before the transfer; None when ICMP gets no answer."""
+    try:
+        pinger = await Pinger.open(host, link)
+    except MeasureError:
+        return None
+    try:
+        rtts = []
+        for _ in range(count):
+            rtt = await pinger.ping(1.0)
+            if rtt is not None:
+                rtts.append(rtt)
+            await asyncio.sleep(interval)
+    finally:
+        pinger.close()
+    return statistics.median(rtts) if rtts else None
+
+
+@dataclass
+class LoadedSampler:
+    """Echoes sent every ``interval`` s while a transfer runs (started/stopped by the
+    transfer, in the transfer's event loop)."""
+
+    host: str
+    link: LinkBinding
+    interval: float
+    rtts: list[float] = field(default_factory=list)
+    sent: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin sampling in the running loop."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            pinger = await Pinger.open(self.host, self.link)
+        except MeasureError:
+            return
+        pending: set[asyncio.Task[float | None]] = set()
+        try:
+            while True:
+                self.sent += 1
+                task = asyncio.ensure_future(pinger.ping(2.0))
+                task.add_done_callback(self._collect)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in pending:
+                task.cancel()
+            pinger.close()
+
+    def _collect(self, task: asyncio.Task[float | None]) -> None:
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            self.rtts.append(task.result())  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        """Stop sampling (echoes still in flight are dropped)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+    def metrics(self) -> dict[str, float]:
+        """``loaded_rtt_ms`` (median) and ``loaded_rtt_samples``."""
+        if not self.rtts:
+            return {}
+        return {"loaded_rtt_ms": round(statistics.median(self.rtts), 3),
+                "loaded_rtt_samples": float(len(self.rtts))}
+
+
+@dataclass
+class CounterWindow:
+    """Interface counters at the start and end of a measured window."""
+
+    interface: str | None
+    start: linkstats.Counters | None = None
+    end: linkstats.Counters | None = None
+
+    def mark_start(self) -> None:
+        """Read the counters at the window's start."""
+        if self.interface:
+            self.start = linkstats.read_counters(self.interface)
+
+    def mark_end(self) -> None:
+        """Read the counters at the window's end."""
+        if self.interface:
+            self.end = linkstats.read_counters(self.interface)
+
+    def cross_traffic(self, direction: str, test_bytes: float, seconds: float,
+                      ipv6: bool, share: float, test_mbps: float
+                      ) -> tuple[dict[str, float], tuple[str, ...]]:
+        """``cross_traffic_mbps`` in the test's direction and the ``cross_traffic`` flag."""
+        if not (self.interface and self.start and self.end):
+            return {}, ()
+        if direction == "download":
+            delta = self.end.rx_bytes - self.start.rx_bytes
+        else:
+            delta = self.end.tx_bytes - self.start.tx_bytes
+        factor = linkstats.wire_factor(linkstats.mtu(self.interface), ipv6)
+        mbps = linkstats.cross_traffic_mbps(delta, test_bytes, seconds, factor)
+        flags = ("cross_traffic",) if mbps > share * test_mbps else ()
+        return {"cross_traffic_mbps": round(mbps, 3)}, flags

@@ -1,0 +1,45 @@
+"""``icmp``: ICMP echo RTT, jitter and loss (ping socket, or raw socket as root)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from agent.methods._icmp import ping_series
+from agent.methods._latency import LatencyOptions, series_metrics
+from agent.methods._net import guarded
+from agent.methods.base import MethodContext, make_result
+from netmon.contract import ResultMessage, now_utc
+
+FAMILIES = {"auto": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
+
+
+class IcmpOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "icmp"``; ``target`` is a host or address."""
+
+    family: Literal["auto", "ipv4", "ipv6"] = Field("auto", description="address family")
+
+
+class IcmpMethod:
+    """Echo requests sent ``interval_s`` apart; replies may overlap later requests."""
+
+    name: ClassVar[Literal["icmp"]] = "icmp"
+    kind: ClassVar[Literal["latency"]] = "latency"
+    Options: ClassVar[type[IcmpOptions]] = IcmpOptions
+
+    async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[ResultMessage]:  # type: ignore[override]
+        """Ping the target; all probes lost is an ``unreachable`` error with loss_pct=100."""
+        async def body() -> list[ResultMessage]:
+            started, t0 = now_utc(), time.monotonic()
+            rtts, sent = await ping_series(options.target, ctx.link, options.count,
+                                           options.interval_s, options.probe_timeout_s,
+                                           FAMILIES[options.family])
+            metrics = series_metrics(rtts, sent)
+            error = None if rtts else (
+                "unreachable", f"no echo reply from {options.target} to {sent} requests")
+            return [make_result(ctx, "icmp", options.target, started, time.monotonic() - t0,
+                                metrics, error)]  # type: ignore[arg-type]
+        return await guarded(ctx, "icmp", options.target, options.timeout_s, body)

@@ -1,0 +1,57 @@
+"""``tcp``: TCP connect time (SYN -> SYN/ACK as the kernel sees it) to host:port."""
+
+from __future__ import annotations
+
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field
+
+from agent.methods._latency import LatencyOptions, sample_series, series_metrics
+from agent.methods._net import MeasureError, connect_tcp, guarded, split_host_port
+from agent.methods.base import MethodContext, make_result
+from netmon.contract import ResultMessage, now_utc
+
+
+class TcpOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "tcp"``; ``target`` is ``host:port``."""
+
+    port: int = Field(443, ge=1, le=65535, description="port when target has none")
+
+
+class TcpMethod:
+    """One fresh connection per sample; the connection is closed right away."""
+
+    name: ClassVar[Literal["tcp"]] = "tcp"
+    kind: ClassVar[Literal["latency"]] = "latency"
+    Options: ClassVar[type[TcpOptions]] = TcpOptions
+
+    async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:  # type: ignore[override]
+        """Connect ``count`` times; refused/unreachable on every try becomes that error."""
+        async def body() -> list[ResultMessage]:
+            try:
+                hp = split_host_port(options.target, options.port)
+            except ValueError as exc:
+                raise MeasureError("protocol", str(exc)) from None
+            started, t0 = now_utc(), time.monotonic()
+            codes: list[MeasureError] = []
+
+            async def probe() -> float | None:
+                try:
+                    sock, seconds = await connect_tcp(hp.host, hp.port, ctx.link,
+                                                      options.probe_timeout_s)
+                except MeasureError as exc:
+                    codes.append(exc)
+                    raise
+                sock.close()
+                return seconds * 1000.0
+
+            rtts, sent, _ = await sample_series(probe, options.count, options.interval_s)
+            metrics = series_metrics(rtts, sent)
+            error = None
+            if not rtts:
+                first = codes[0] if codes else MeasureError("unreachable", "no connection")
+                error = (first.code, f"{sent} connection attempts failed; first: {first.message}")
+            return [make_result(ctx, "tcp", options.target, started, time.monotonic() - t0,
+                                metrics, error)]  # type: ignore[arg-type]
+        return await guarded(ctx, "tcp", options.target, options.timeout_s, body)

@@ -1,0 +1,106 @@
+"""The provincial measurement server: an nginx serving what the throughput methods need.
+
+* ``/download/blob.bin`` - the ``http`` method's download object (GET it repeatedly);
+* ``/upload`` - the ``http`` method's upload sink (POST, body discarded);
+* ``/speedtest/latency.txt``, ``/speedtest/random{N}x{N}.jpg``, ``/speedtest/upload.php`` -
+  the Speedtest legacy HTTP layout that speedtest-cli talks to.
+
+The nginx config comes from ``deploy/ansible/roles/netmon_server/templates/nginx.conf.j2``
+rendered with plain Jinja2, so the Ansible role and this module produce the same file.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+from netmon import services
+
+TEMPLATE = (Path(__file__).resolve().parent.parent / "deploy" / "ansible" / "roles" /
+            "netmon_server" / "templates" / "nginx.conf.j2")
+DOWNLOAD_PATH = "/download/blob.bin"
+UPLOAD_PATH = "/upload"
+SPEEDTEST_DIR = "speedtest"
+#: Image sizes of the Speedtest legacy layout (``random{N}x{N}.jpg``).
+SPEEDTEST_SIZES = (350, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000)
+LATENCY_TEXT = b"test=test\n"
+
+
+def speedtest_image_bytes(size: int) -> int:
+    """Byte size of ``random{size}x{size}.jpg`` (about what speedtest.net's files weigh)."""
+    return size * size * 2
+
+
+def _write_random(path: Path, nbytes: int, sparse: bool) -> None:
+    if path.exists() and path.stat().st_size == nbytes:
+        return
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    with open(tmp, "wb") as out:
+        if sparse:
+            out.truncate(nbytes)
+        else:
+            # Random bytes so no compressing proxy on the path can inflate the figures.
+            block = os.urandom(1 << 20)
+            left = nbytes
+            while left > 0:
+                n = min(left, len(block))
+                out.write(block[:n])
+                left -= n
+    os.replace(tmp, path)
+
+
+def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = False) -> Path:
+    """Create (idempotently) the files nginx serves under ``webroot``; return it.
+
+    ``sparse=True`` makes zero-filled sparse files (instant, no disk use) for tests; the
+    default writes incompressible data.
+    """
+    webroot.mkdir(parents=True, exist_ok=True)
+    (webroot / "download").mkdir(exist_ok=True)
+    _write_random(webroot / DOWNLOAD_PATH.lstrip("/"), blob_bytes, sparse)
+    st = webroot / SPEEDTEST_DIR
+    st.mkdir(exist_ok=True)
+    (st / "latency.txt").write_bytes(LATENCY_TEXT)
+    for size in SPEEDTEST_SIZES:
+        _write_random(st / f"random{size}x{size}.jpg", speedtest_image_bytes(size), sparse)
+    (webroot / "index.txt").write_text("hatinh-netmon measurement server\n")
+    return webroot
+
+
+def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp_dir: Path,
+                      error_log: Path, access_log: Path | str = "off",
+                      worker_processes: int | str = "auto") -> str:
+    """The nginx.conf text from the shared template (plain Jinja2)."""
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
+                             undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
+                             trim_blocks=True, lstrip_blocks=True, autoescape=False)
+    return env.get_template(TEMPLATE.name).render(
+        listen=list(listen), webroot=str(webroot), pid_file=str(pid_file),
+        temp_dir=str(temp_dir), error_log=str(error_log), access_log=str(access_log),
+        worker_processes=worker_processes)
+
+
+def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
+          netns: str | None = None, webroot: Path | None = None,
+          extra_listen: Sequence[str] = (), sparse: bool = False,
+          blob_bytes: int = 256 << 20) -> services.Service:
+    """Prepare a web root and start nginx serving it on host:port (inside ``netns`` if set).
+
+    ``Service.extra`` holds ``webroot`` and ``base_url``.
+    """
+    workdir.mkdir(parents=True, exist_ok=True)
+    if port is None:
+        port = services.free_port(host) if netns is None else 8080
+    webroot = prepare_webroot(webroot or workdir / "www", blob_bytes=blob_bytes, sparse=sparse)
+    temp = workdir / "tmp"
+    temp.mkdir(exist_ok=True)
+    hostspec = f"[{host}]" if ":" in host else host
+    conf = render_nginx_conf(
+        [f"{hostspec}:{port}", *extra_listen], webroot, workdir / "nginx.pid", temp,
+        workdir / "error.log", "off", worker_processes=1)
+    svc = services.start_nginx(workdir, conf, port, host, netns=netns)
+    svc.extra.update(webroot=webroot, base_url=f"http://{hostspec}:{port}")
+    return svc
