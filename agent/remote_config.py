@@ -298,18 +298,23 @@ class RemoteConfig(Generic[P]):
         if secrets:
             raise Rejected("invalid_plan", "credentials and keys never travel in a remote "
                            f"plan: {', '.join(secrets)}", env.version)
+        # Targets first on the raw plan (the most telling reason), then again on the
+        # validated plan, whose defaults and normalisation could add hosts.
+        self._check_targets(env.plan, env.version)
         try:
             plan = self.validate_plan(env.plan)
         except ValidationError as exc:
             raise Rejected("invalid_plan", describe_validation_error(exc), env.version) from None
         except (ValueError, TypeError) as exc:
             raise Rejected("invalid_plan", str(exc), env.version) from None
-        denied = sorted({t for t in [*plan_targets(env.plan), *plan_targets(plan)]
-                         if not self.allowlist.allows(t)})
+        self._check_targets(plan, env.version)
+        return env, plan
+
+    def _check_targets(self, plan: Any, version: int) -> None:
+        denied = sorted({t for t in plan_targets(plan) if not self.allowlist.allows(t)})
         if denied:
             raise Rejected("target_not_allowed",
-                           f"not in the probe's allowlist: {', '.join(denied)}", env.version)
-        return env, plan
+                           f"not in the probe's allowlist: {', '.join(denied)}", version)
 
     def _reject(self, exc: Rejected) -> Decision[P]:
         what = f"config version {exc.version}" if exc.version is not None else "config"
@@ -383,3 +388,37 @@ class RemoteConfig(Generic[P]):
                 atomic_write(self.state_path, previous)
         except OSError:
             log.exception("could not put back the previous remote config")
+
+
+# --------------------------------------------------------------------------- agent wiring
+
+
+def plan_validator(links: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+    """Validate a remote plan with the file config's own :class:`agent.config.TestPlan`
+    model, and check it only names links this probe has."""
+    from agent.config import TestPlan  # imported late: agent.config imports this module
+
+    def validate(data: dict[str, Any]) -> TestPlan:
+        plan = TestPlan.model_validate(data)
+        problems = plan.problems(links)
+        if problems:
+            raise ValueError("; ".join(problems))
+        return plan
+
+    return validate
+
+
+def for_agent(cfg: Any, apply: Callable[[Any, int], None] | None = None
+              ) -> RemoteConfig[Any] | None:
+    """The remote-config handler for an :class:`agent.config.AgentConfig`, or None when
+    ``[remote_config]`` names no NOC key (remote configuration off).
+
+    Raises SigningError (``key_missing`` / ``bad_key``) for an unusable key file.
+    """
+    settings: RemoteConfigSettings = cfg.remote_config
+    if not settings.enabled:
+        return None
+    state_dir = cfg.state_dir or cfg.spool.path.parent
+    file_targets = plan_targets(cfg.plan())
+    return RemoteConfig(cfg.probe_id, settings, plan_validator(cfg.links), apply,
+                        file_targets=file_targets, state_dir=state_dir)
