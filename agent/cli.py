@@ -15,6 +15,7 @@ from netmon import __version__
 
 #: Modules that register a subcommand (``register(subparsers) -> None``).
 COMMANDS: tuple[str, ...] = (
+    "agent.commands",
 )
 
 

@@ -1,0 +1,252 @@
+"""``netmon-agent run | once | check-config | status``.
+
+Exit codes: 0 ok, 1 runtime failure (or, for ``once``, a test that failed or results not
+delivered), 2 bad usage or invalid config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sqlite3
+import sys
+import time
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+
+from netmon.settings import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/netmon/agent.toml")
+T = TypeVar("T")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the four runtime commands."""
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path(os.environ.get(
+            "NETMON_AGENT_CONFIG", DEFAULT_CONFIG)),
+            help=f"agent TOML file (default: $NETMON_AGENT_CONFIG or {DEFAULT_CONFIG})")
+        p.add_argument("--log-level", default="info",
+                       choices=["debug", "info", "warning", "error"], help="default: info")
+
+    p = sub.add_parser("run", help="the service: measure on schedule, spool, publish",
+                       description="Run the agent until SIGTERM. Refuses to start (exit 2) "
+                                   "on an invalid config.")
+    common(p)
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("once", help="run the configured tests once",
+                       description="Run every configured test (or --test NAME) once on each "
+                                   "of its links, one after another. Results are spooled and "
+                                   "published unless --no-publish. Exit 1 when a test failed "
+                                   "or results could not be delivered in time.")
+    common(p)
+    p.add_argument("--json", action="store_true",
+                   help="print each result message as one JSON line on stdout")
+    p.add_argument("--no-publish", action="store_true",
+                   help="neither spool nor publish; only print")
+    p.add_argument("--test", action="append", metavar="NAME",
+                   help="only this test (repeatable)")
+    p.add_argument("--publish-timeout", type=float, default=30.0, metavar="S",
+                   help="wait this long for the broker's acknowledgements (default 30); "
+                        "what is not acknowledged stays spooled for the service")
+    p.set_defaults(func=cmd_once)
+
+    p = sub.add_parser("check-config", help="validate the config file",
+                       description="Exit 0 when the config is valid, 2 otherwise, naming "
+                                   "every bad key and why.")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable verdict")
+    p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("status", help="spool depth, last results, broker connection",
+                       description="Read the spool and the running agent's state file.")
+    common(p)
+    p.add_argument("--json", action="store_true", help="machine-readable status")
+    p.set_defaults(func=cmd_status)
+
+
+def _logging(level: str) -> None:
+    # Under systemd the journal adds its own timestamps.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=level.upper(), format=fmt, stream=sys.stderr, force=True)
+
+
+def _run_async(coro: Coroutine[Any, Any, T]) -> T:
+    try:
+        import uvloop
+    except ImportError:  # a probe without uvloop still works, a little slower
+        return asyncio.run(coro)
+    return uvloop.run(coro)
+
+
+def _load(path: Path, check_files: bool = True) -> Any:
+    from agent import config
+    return config.load(path, check_files=check_files)
+
+
+# --------------------------------------------------------------------------- commands
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    """Validate; print the problems or a summary."""
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        if args.json:
+            print(json.dumps({"ok": False, "config": str(args.config),
+                              "problems": exc.problems}))
+        else:
+            print(exc.report(), file=sys.stderr)
+        return 2
+    plan = cfg.plan()
+    if args.json:
+        print(json.dumps({"ok": True, "config": str(args.config), "probe_id": cfg.probe_id,
+                          "links": sorted(cfg.links), "tests": sorted(plan.tests)}))
+    else:
+        print(f"{args.config}: ok — probe {cfg.probe_id}, {len(cfg.links)} link(s) "
+              f"({', '.join(cfg.links)}), {len(plan.tests)} test(s)")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """The service."""
+    _logging(args.log_level)
+    try:
+        cfg = _load(args.config)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    from agent.runtime import Runtime
+    from agent.spool import SpoolError
+
+    async def main() -> None:
+        runtime = Runtime(cfg)
+        await runtime.run()
+
+    try:
+        _run_async(main())
+    except SpoolError as exc:
+        logging.getLogger("netmon.agent").error("%s", exc)
+        return 1
+    return 0
+
+
+def cmd_once(args: argparse.Namespace) -> int:
+    """Run tests once; print results."""
+    _logging(args.log_level if sys.stderr.isatty() or args.log_level != "info" else "warning")
+    try:
+        cfg = _load(args.config, check_files=not args.no_publish)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    unknown = [t for t in args.test or () if t not in cfg.tests]
+    if unknown:
+        print(f"unknown test(s): {', '.join(unknown)}; configured: "
+              f"{', '.join(cfg.tests) or '(none)'}", file=sys.stderr)
+        return 2
+    from agent.runtime import Runtime
+    from agent.spool import SpoolError
+    from netmon.contract import ResultMessage
+
+    failed = 0
+    progress = sys.stderr.isatty()
+
+    def emit(test: str, link: str, results: list[ResultMessage]) -> None:
+        nonlocal failed
+        for r in results:
+            failed += 0 if r.ok else 1
+            if args.json:
+                sys.stdout.write(r.to_json().decode() + "\n")
+                sys.stdout.flush()
+            else:
+                what = r.error.code + ": " + r.error.message if r.error else \
+                    ", ".join(f"{k}={v:g}" for k, v in r.metrics.values().items()
+                              if not isinstance(v, bool))
+                print(f"{test}@{link} {r.method} {r.target}: {what}")
+            if progress and args.json:
+                print(f"{test}@{link}: {'ok' if r.ok else 'failed'}", file=sys.stderr)
+
+    async def main() -> bool:
+        runtime = Runtime(cfg, publish=not args.no_publish)
+        try:
+            if runtime.publisher is not None:
+                await runtime.publisher.start()
+            await runtime.run_once(args.test, emit)
+            if runtime.publisher is None:
+                return True
+            delivered = await runtime.publisher.drain(args.publish_timeout)
+            if not delivered:
+                print(f"not all results acknowledged within {args.publish_timeout:g} s "
+                      f"({runtime.spool.depth()} spooled for the service); broker: "
+                      f"{runtime.publisher.info.last_error or 'not connected'}",
+                      file=sys.stderr)
+            return delivered
+        finally:
+            if runtime.publisher is not None:
+                await runtime.publisher.stop()
+            runtime.spool.close()
+
+    try:
+        delivered = _run_async(main())
+    except (RuntimeError, SpoolError) as exc:
+        print(f"netmon-agent once: {exc}", file=sys.stderr)
+        return 1
+    return 0 if delivered and not failed else 1
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Spool and connection state."""
+    try:
+        cfg = _load(args.config, check_files=False)
+    except ConfigError as exc:
+        print(exc.report(), file=sys.stderr)
+        return 2
+    from agent.runtime import state_file
+    from agent.spool import Spool, SpoolError
+
+    out: dict[str, Any] = {"probe_id": cfg.probe_id, "spool": str(cfg.spool.path)}
+    if cfg.spool.path.exists():
+        try:
+            with Spool(cfg.spool.path, readonly=True) as spool:
+                st = spool.stats()
+                out.update(spool_depth=st.depth, spool_bytes=st.bytes,
+                           spool_evicted=st.evicted,
+                           oldest_waiting_s=round(time.time() - st.oldest_spooled_at, 1)
+                           if st.oldest_spooled_at else None,
+                           last_results=spool.last_results())
+        except (SpoolError, sqlite3.Error) as exc:
+            print(f"cannot read spool {cfg.spool.path}: {exc}", file=sys.stderr)
+            return 1
+    else:
+        out.update(spool_depth=0, spool_evicted=0, last_results={})
+    state = state_file(cfg.state_path)
+    running = False
+    if state is not None:
+        try:
+            os.kill(int(state.get("pid", 0)), 0)
+            running = True
+        except (OSError, ValueError):
+            running = False
+    out["agent_running"] = running
+    out["broker"] = state.get("broker") if state else None
+    out["state_written_at"] = state.get("written_at") if state else None
+    if args.json:
+        print(json.dumps(out))
+        return 0
+    print(f"probe {out['probe_id']}: agent {'running' if running else 'not running'}")
+    print(f"spool: {out['spool_depth']} waiting, {out['spool_evicted']} evicted ({out['spool']})")
+    for link, at in sorted(out.get("last_results", {}).items()):
+        print(f"last result on {link}: {at}")
+    broker = out["broker"]
+    if broker:
+        conn = "connected" if broker.get("connected") else "not connected"
+        err = f" — {broker['last_error']}" if broker.get("last_error") else ""
+        print(f"broker {broker['host']}:{broker['port']}: {conn}{err} "
+              f"(as of {out['state_written_at']})")
+    return 0

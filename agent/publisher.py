@@ -1,0 +1,346 @@
+"""The MQTT side of the agent (paho-mqtt 2.x): drains the spool to the broker with QoS 1
+and deletes a result only when its PUBACK arrives.
+
+Threads: a supervisor thread connects (TLS, username/password, last will), runs paho's
+network loop for that connection (``loop_start``) and, when the connection ends, waits a
+backoff with jitter and starts over with a *fresh* client, so nothing queued inside an old
+client is ever sent twice. Everything else (the spool, which results are in flight) lives
+in the asyncio thread; paho callbacks reach it with ``call_soon_threadsafe``.
+
+Status: on every connection a retained ``online`` status; a heartbeat every
+``heartbeat_s``; the will (retained ``offline``) when the probe vanishes; an explicit
+retained ``offline`` on a clean shutdown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+
+from agent.config import BrokerConfig
+from agent.spool import Spool
+from netmon.contract import StatusMessage
+
+log = logging.getLogger("netmon.agent.publisher")
+
+#: Acknowledged results are deleted in batches: at most this many or this old.
+ACK_BATCH = 256
+ACK_DELAY_S = 0.05
+
+
+def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
+    """Exponential backoff with jitter: uniform in [cap/2, cap], cap = low * 2**attempt
+    bounded by ``high``. Jitter keeps hundreds of probes from reconnecting in lockstep
+    after a broker restart."""
+    cap = min(high, low * (2 ** min(attempt, 30)))
+    return rng.uniform(cap / 2, cap)
+
+
+@dataclass
+class ConnectionInfo:
+    """What ``status`` and the status file show about the broker connection."""
+
+    connected: bool = False
+    last_error: str | None = None
+    connected_since: float | None = None
+    attempts: int = 0
+    published: int = 0
+    acked: int = 0
+    history: list[str] = field(default_factory=list)
+
+
+class Publisher:
+    """Publish spooled results and status messages; see the module docstring."""
+
+    def __init__(self, cfg: BrokerConfig, probe_id: str, status_topic: str, spool: Spool,
+                 status: Callable[[str], StatusMessage], rng: random.Random | None = None
+                 ) -> None:
+        self.cfg = cfg
+        self.probe_id = probe_id
+        self.status_topic = status_topic
+        self.spool = spool
+        self._status = status
+        self._rng = rng or random.Random()
+        self.info = ConnectionInfo()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._client: mqtt.Client | None = None
+        self._generation = 0
+        self._stopping = threading.Event()
+        self._down = threading.Event()
+        self._thread: threading.Thread | None = None
+        # asyncio-side state
+        self._inflight: dict[int, int] = {}  # mid -> spool seq
+        self._cursor = 0  # highest seq handed to the current connection
+        self._acks: list[int] = []
+        self._ack_timer: asyncio.TimerHandle | None = None
+        self._wake = asyncio.Event()
+        self._status_mids: dict[int, asyncio.Future[None]] = {}
+        self._pump_task: asyncio.Task[None] | None = None
+        self._connected_evt = asyncio.Event()
+        self._bg: set[asyncio.Future[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Start connecting in the background; returns at once."""
+        self._loop = asyncio.get_running_loop()
+        self._pump_task = asyncio.create_task(self._pump(), name="mqtt-pump")
+        self._thread = threading.Thread(target=self._supervise, name="mqtt", daemon=True)
+        self._thread.start()
+
+    async def stop(self, timeout: float = 3.0) -> None:
+        """Publish the retained offline status (waiting up to ``timeout`` for its PUBACK),
+        flush acknowledgements and disconnect."""
+        if self._loop is None:
+            return
+        self._flush_acks()
+        if self.info.connected:
+            try:
+                await asyncio.wait_for(self.publish_status("offline"), timeout)
+            except (TimeoutError, ConnectionError):
+                log.warning("offline status not acknowledged before shutdown")
+        self._flush_acks()
+        self._stopping.set()
+        client = self._client
+        if client is not None:
+            client.disconnect()
+        self._down.set()
+        if self._pump_task:
+            self._pump_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump_task
+        if self._thread:
+            await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
+        self._flush_acks()
+
+    def notify(self) -> None:
+        """New results are in the spool: publish them if connected."""
+        self._wake.set()
+
+    @property
+    def connected(self) -> bool:
+        """True while a connection is accepted by the broker."""
+        return self.info.connected
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait until connected (True) or ``timeout`` passed (False)."""
+        try:
+            await asyncio.wait_for(self._connected_evt.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    async def drain(self, timeout: float) -> bool:
+        """Wait until the spool is empty (True) or ``timeout`` passed (False)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self._flush_acks()
+            if self.spool.depth() == 0:
+                return True
+            self._wake.set()
+            await asyncio.sleep(0.05)
+        self._flush_acks()
+        return self.spool.depth() == 0
+
+    # ------------------------------------------------------------------ status
+
+    async def publish_status(self, state: str = "online") -> None:
+        """Publish a retained status and wait for its PUBACK (ConnectionError when not
+        connected)."""
+        client = self._client
+        if client is None or not self.info.connected:
+            raise ConnectionError("not connected to the broker")
+        msg = self._status(state)
+        info = client.publish(self.status_topic, msg.to_json(), qos=1, retain=True)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            raise ConnectionError(mqtt.error_string(info.rc))
+        assert self._loop is not None
+        fut: asyncio.Future[None] = self._loop.create_future()
+        self._status_mids[info.mid] = fut
+        await fut
+
+    # ------------------------------------------------------------------ supervisor thread
+
+    def _supervise(self) -> None:
+        attempt = 0
+        while not self._stopping.is_set():
+            self._generation += 1
+            gen = self._generation
+            client = self._new_client(gen)
+            self._down.clear()
+            self.info.attempts += 1
+            try:
+                client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+            except ssl.SSLError as exc:
+                self._fail(f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: "
+                           f"{exc.reason or exc}")
+            except (OSError, ValueError) as exc:
+                self._fail(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}")
+            else:
+                self._client = client
+                client.loop_start()
+                self._down.wait()
+                client.loop_stop()
+                self._client = None
+            was_up = self.info.connected_since is not None and \
+                time.monotonic() - self.info.connected_since > 30
+            self._set_connected(False, gen)
+            if self._stopping.is_set():
+                break
+            attempt = 0 if was_up else attempt + 1
+            delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
+                                  self._rng)
+            log.info("reconnecting to %s:%d in %.1f s", self.cfg.host, self.cfg.port, delay)
+            self._stopping.wait(delay)
+
+    def _new_client(self, gen: int) -> mqtt.Client:
+        cfg = self.cfg
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or self.probe_id,
+                             clean_session=True, protocol=MQTTProtocolVersion.MQTTv311,
+                             reconnect_on_failure=False)
+        client.max_inflight_messages_set(cfg.max_inflight)
+        client.max_queued_messages_set(0)
+        if cfg.tls:
+            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
+                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
+                           keyfile=str(cfg.key_file) if cfg.key_file else None,
+                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
+        try:
+            password = cfg.read_password()
+        except OSError as exc:
+            password = None
+            self._fail(f"cannot read broker.password_file: {exc.strerror or exc}")
+        if password is not None or cfg.username:
+            client.username_pw_set(cfg.username or self.probe_id, password)
+        will = self._status("offline")
+        client.will_set(self.status_topic, will.to_json(), qos=1, retain=True)
+        client.on_connect = lambda c, u, f, rc, p: self._on_connect(c, gen, rc)
+        client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(gen, rc)
+        client.on_publish = lambda c, u, mid, rc, p: self._on_publish(gen, mid, rc)
+        return client
+
+    def _on_connect(self, client: mqtt.Client, gen: int, rc: mqtt.ReasonCode) -> None:
+        if rc.is_failure:
+            hint = ""
+            if rc.getName() in ("Not authorized", "Bad user name or password"):
+                hint = " (check broker.username and broker.password_file)"
+            self._fail(f"broker {self.cfg.host}:{self.cfg.port} refused the connection: "
+                       f"{rc.getName()}{hint}")
+            client.disconnect()
+            self._down.set()
+            return
+        log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
+        self.info.last_error = None
+        self._set_connected(True, gen)
+
+    def _on_disconnect(self, gen: int, rc: mqtt.ReasonCode) -> None:
+        if not self._stopping.is_set() and self.info.connected:
+            log.warning("disconnected from %s:%d: %s", self.cfg.host, self.cfg.port,
+                        rc.getName())
+        self._down.set()
+
+    def _on_publish(self, gen: int, mid: int, rc: mqtt.ReasonCode) -> None:
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):  # loop closed during shutdown
+            self._loop.call_soon_threadsafe(self._acked, gen, mid, rc.is_failure)
+
+    def _fail(self, text: str) -> None:
+        if text != self.info.last_error:
+            log.error("%s", text)
+        self.info.last_error = text
+
+    def _set_connected(self, up: bool, gen: int) -> None:
+        if self.info.connected == up:
+            return
+        self.info.connected = up
+        self.info.connected_since = time.monotonic() if up else None
+        assert self._loop is not None
+        with contextlib.suppress(RuntimeError):
+            self._loop.call_soon_threadsafe(self._connection_changed, up, gen)
+
+    # ------------------------------------------------------------------ asyncio side
+
+    def _connection_changed(self, up: bool, gen: int) -> None:
+        if up:
+            self._connected_evt.set()
+            task = asyncio.ensure_future(self._announce())
+            self._bg.add(task)
+            task.add_done_callback(self._bg.discard)
+        else:
+            self._connected_evt.clear()
+            self._flush_acks()
+            # Whatever was in flight is still in the spool; the next connection sends it
+            # again from the oldest.
+            self._inflight.clear()
+            self._cursor = 0
+            for fut in self._status_mids.values():
+                if not fut.done():
+                    fut.set_exception(ConnectionError("connection lost"))
+            self._status_mids.clear()
+        self._wake.set()
+
+    async def _announce(self) -> None:
+        with contextlib.suppress(ConnectionError):
+            await self.publish_status("online")
+
+    def _acked(self, gen: int, mid: int, failed: bool) -> None:
+        fut = self._status_mids.pop(mid, None)
+        if fut is not None:
+            if not fut.done():
+                fut.set_result(None)
+            return
+        seq = self._inflight.pop(mid, None)
+        if seq is None:
+            return
+        if failed:  # MQTT 5 only; stays spooled and goes again on the next connection
+            log.warning("broker refused result seq %d", seq)
+            return
+        self.info.acked += 1
+        self._acks.append(seq)
+        if len(self._acks) >= ACK_BATCH:
+            self._flush_acks()
+        elif self._ack_timer is None and self._loop is not None:
+            self._ack_timer = self._loop.call_later(ACK_DELAY_S, self._flush_acks)
+        self._wake.set()
+
+    def _flush_acks(self) -> None:
+        if self._ack_timer is not None:
+            self._ack_timer.cancel()
+            self._ack_timer = None
+        if self._acks:
+            acks, self._acks = self._acks, []
+            self.spool.ack(acks)
+
+    async def _pump(self) -> None:
+        window = self.cfg.max_inflight
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            client = self._client
+            if client is None or not self.info.connected:
+                continue
+            while len(self._inflight) < window:
+                entries = self.spool.peek(self._cursor, window - len(self._inflight))
+                if not entries:
+                    break
+                sent_all = True
+                for entry in entries:
+                    info = client.publish(entry.topic, entry.payload, qos=1)
+                    if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                        sent_all = False  # connection going down; resent after reconnect
+                        break
+                    self._inflight[info.mid] = entry.seq
+                    self._cursor = entry.seq
+                    self.info.published += 1
+                if not sent_all:
+                    break

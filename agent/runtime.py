@@ -1,0 +1,353 @@
+"""The running agent: wires config, clock, scheduler, methods, spool and publisher.
+
+A result's life: a method returns it -> clock flags are checked -> it is committed to the
+spool (with its bytes counted against the link's month) -> the publisher sends it -> the
+PUBACK deletes it. Nothing between "measured" and "acknowledged" lives only in memory
+except the measurement in progress.
+
+Remote configuration (issue 10) calls :meth:`Runtime.apply_plan` with a plan validated by
+:class:`agent.config.TestPlan`; it takes effect at once, without a restart, and the next
+status message carries ``config_version`` / ``config_error``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import random
+import signal
+import socket
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime
+from pathlib import Path
+from typing import Any, get_args
+
+from agent import methods
+from agent.budget import month_key
+from agent.clock import Clock, ClockState, clock_state
+from agent.config import AgentConfig, TestPlan, TestSpec
+from agent.methods.base import MethodContext, make_result
+from agent.publisher import Publisher
+from agent.scheduler import Job, Scheduler
+from agent.spool import Spool
+from netmon import __version__
+from netmon.contract import LinkStatus, ResultMessage, StatusMessage, Topics, format_time
+from netmon.contract import Method as MethodName
+
+log = logging.getLogger("netmon.agent")
+
+#: A method gets its own timeout plus this before the runtime gives up on it.
+GRACE_S = 15.0
+
+
+def sd_notify(state: str) -> bool:
+    """Send ``state`` (e.g. ``READY=1``, ``WATCHDOG=1``) to systemd's notify socket; a
+    no-op outside systemd. Returns True when sent."""
+    addr = os.environ.get("NOTIFY_SOCKET")
+    if not addr:
+        return False
+    if addr.startswith("@"):  # abstract namespace
+        addr = "\0" + addr[1:]
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+            sock.connect(addr)
+            sock.sendall(state.encode())
+    except OSError as exc:
+        log.debug("sd_notify failed: %s", exc)
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Half the systemd watchdog period (seconds), or None without a watchdog."""
+    usec = os.environ.get("WATCHDOG_USEC")
+    pid = os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(0.5, int(usec) / 2_000_000)
+    except ValueError:
+        return None
+
+
+class Runtime:
+    """One agent process's state and tasks."""
+
+    def __init__(self, cfg: AgentConfig, clock: Clock | None = None,
+                 rng: random.Random | None = None, publish: bool = True) -> None:
+        self.cfg = cfg
+        self.clock = clock or Clock()
+        self.rng = rng or random.Random()
+        self.topics = Topics(cfg.topic_prefix)
+        self.spool = Spool(cfg.spool.path, max_results=cfg.spool.max_results,
+                           max_bytes=int(cfg.spool.max_mb * 1_000_000))
+        self.bindings = cfg.bindings()
+        self.plan: TestPlan = cfg.plan()
+        self.config_version: int | None = None
+        self.config_error: str | None = None
+        self.started_wall = self.clock.wall()
+        self.started_mono = time.monotonic()
+        self.last_result_at: datetime | None = None
+        self.results_made = 0
+        self.publisher: Publisher | None = None
+        if publish:
+            self.publisher = Publisher(cfg.broker, cfg.probe_id,
+                                       self.topics.status(cfg.probe_id), self.spool,
+                                       self.status_message, rng=self.rng)
+        self.scheduler = Scheduler(
+            self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
+            rng=self.rng, timezone=cfg.schedule.timezone, clock_ok=self._clock_ok,
+            reserve_pct=lambda link: cfg.links[link].budget_reserve_pct)
+        self._clock_state: ClockState | None = None
+        self._holding = False
+        self._stop = asyncio.Event()
+
+    # ------------------------------------------------------------------ plan
+
+    def apply_plan(self, plan: TestPlan, version: int | None = None) -> list[str]:
+        """Check ``plan`` against this probe's links and switch to it atomically.
+
+        Returns the problems (and changes nothing) when it does not fit; the problems are
+        also kept as ``config_error`` for the status message.
+        """
+        problems = plan.problems(self.cfg.links)
+        if problems:
+            self.config_error = "; ".join(problems)[:2000]
+            return problems
+        self.plan = plan
+        self.scheduler.apply_plan(plan)
+        self.config_version = version
+        self.config_error = None
+        log.info("test plan applied (version %s): %d test(s)", version, len(plan.tests))
+        return []
+
+    def set_config_error(self, text: str | None) -> None:
+        """Record why a remote plan was refused (shown in the next status message)."""
+        self.config_error = text[:2000] if text else None
+
+    # ------------------------------------------------------------------ clock
+
+    def clock_state(self) -> ClockState:
+        """The clock's state now (cached per call site by the caller if needed)."""
+        state = clock_state(self.cfg.clock.not_before, self.clock.wall())
+        if self._clock_state is not None and state != self._clock_state:
+            log.info("clock state: plausible=%s synced=%s", state.plausible, state.synced)
+        self._clock_state = state
+        return state
+
+    def _clock_ok(self) -> bool:
+        state = self.clock_state()
+        ok = state.plausible and (state.synced or self.cfg.clock.policy == "flag")
+        if not ok and not self._holding:
+            log.warning("system clock reads %s (%s): holding tests until it is synchronised",
+                        format_time(self.clock.wall()),
+                        "unsynchronised" if state.plausible else
+                        f"before {self.cfg.clock.not_before}")
+        self._holding = not ok
+        return ok
+
+    # ------------------------------------------------------------------ tests
+
+    async def execute(self, job: Job) -> None:
+        """Run one job and store its results (the scheduler's callback)."""
+        results = await self.measure(job.test, job.spec, job.link)
+        self.store(results, job.test, job.spec)
+
+    async def measure(self, test: str, spec: TestSpec, link: str) -> list[ResultMessage]:
+        """Run ``spec`` on ``link`` and return its results; failures become results."""
+        flags = self.clock_state().flags
+        ctx = MethodContext(probe_id=self.cfg.probe_id, agent_version=__version__,
+                            link=self.bindings[link], flags=flags)
+        plugin = methods.get(spec.method)()
+        started, t0 = self.clock.wall(), time.monotonic()
+        target = spec.options.target
+        result_method: Any = spec.method if spec.method in _CONTRACT_METHODS else "tcp"
+        try:
+            results = await asyncio.wait_for(plugin.run(ctx, spec.options),
+                                             spec.options.timeout_s + GRACE_S)
+        except TimeoutError:
+            results = [make_result(ctx, result_method, target, started, time.monotonic() - t0,
+                                   error=("timeout", f"{test}: no result after "
+                                                     f"{spec.options.timeout_s + GRACE_S:g} s"))]
+        except asyncio.CancelledError:
+            # Shutdown: record the interruption (honest data), then let the cancel through.
+            self.store([make_result(ctx, result_method, target, started,
+                                    time.monotonic() - t0,
+                                    error=("aborted", f"{test}: agent stopped during the test"))],
+                       test, spec)
+            raise
+        except Exception as exc:
+            log.exception("method %s crashed", spec.method)
+            results = [make_result(ctx, result_method, target, started, time.monotonic() - t0,
+                                   error=("internal", f"{type(exc).__name__}: {exc}"))]
+        if flags:  # a method that forgot the context's flags still gets them
+            results = [r if set(flags) <= set(r.flags) else
+                       r.model_copy(update={"flags": tuple(dict.fromkeys(r.flags + flags))})
+                       for r in results]
+        return results
+
+    def store(self, results: Iterable[ResultMessage], test: str, spec: TestSpec) -> None:
+        """Commit results to the spool, count their bytes, wake the publisher."""
+        results = list(results)
+        if not results:
+            return
+        topic = self.topics.results(self.cfg.probe_id)
+        self.spool.put((str(r.id), topic, r.to_json()) for r in results)
+        month = month_key(self.clock.wall(), self.scheduler.tz)
+        by_link: dict[str, float] = {}
+        for r in results:
+            by_link[r.link] = by_link.get(r.link, 0.0) + float(r.metrics.values().get("bytes", 0))
+            self.spool.set_last_result(r.link, format_time(r.started_at))
+            self.last_result_at = max(self.last_result_at or r.started_at, r.started_at)
+        for link, nbytes in by_link.items():
+            self.spool.add_usage(link, month, nbytes)
+            if spec.kind == "throughput" and nbytes > 0:
+                self.spool.update_estimate(test, link, nbytes)
+        self.results_made += len(results)
+        if self.publisher is not None:
+            self.publisher.notify()
+
+    # ------------------------------------------------------------------ status
+
+    def status_message(self, state: str = "online") -> StatusMessage:
+        """The status message now (also the last will, with ``state=offline``)."""
+        wall = self.clock.wall()
+        month = month_key(wall, self.scheduler.tz)
+        usage = self.spool.usage(month) if state == "online" else {}
+        last = self.spool.last_results() if state == "online" else {}
+        stats = self.spool.stats() if state == "online" else None
+        links = tuple(
+            LinkStatus(name=name, access=link.access, isp=link.isp,
+                       data_used_bytes=int(usage.get(name, 0)),
+                       data_budget_bytes=self.plan.budget_bytes(name),
+                       last_result_at=last.get(name))
+            for name, link in self.cfg.links.items())
+        plausible = wall.date() >= self.cfg.clock.not_before
+        return StatusMessage(
+            probe_id=self.cfg.probe_id, state=state,  # type: ignore[arg-type]
+            at=wall if plausible else None, agent_version=__version__,
+            started_at=self.started_wall if plausible else None,
+            uptime_s=round(time.monotonic() - self.started_mono, 3),
+            spool_depth=stats.depth if stats else 0,
+            spool_evicted=stats.evicted if stats else 0,
+            last_result_at=self.last_result_at,
+            clock_synced=self._clock_state.synced if self._clock_state else None,
+            links=links, config_version=self.config_version, config_error=self.config_error)
+
+    def write_state(self) -> None:
+        """The state file ``netmon-agent status`` reads (atomic replace)."""
+        path = self.cfg.state_path
+        info = self.publisher.info if self.publisher else None
+        data = {
+            "pid": os.getpid(), "written_at": format_time(self.clock.wall()),
+            "agent_version": __version__,
+            "broker": {"host": self.cfg.broker.host, "port": self.cfg.broker.port,
+                       "connected": bool(info and info.connected),
+                       "last_error": info.last_error if info else None,
+                       "published": info.published if info else 0,
+                       "acked": info.acked if info else 0},
+            "status": json.loads(self.status_message().to_json()),
+            "jobs": {j.key: {"runs": j.runs, "running": j.running,
+                             "budget_stopped": j.budget_stopped}
+                     for j in self.scheduler.jobs.values()},
+        }
+        tmp = path.with_suffix(".tmp")
+        with contextlib.suppress(OSError):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps(data, indent=1))
+            tmp.replace(path)
+
+    # ------------------------------------------------------------------ main loops
+
+    def request_stop(self) -> None:
+        """Ask :meth:`run` to finish (signal handlers call this)."""
+        self._stop.set()
+
+    async def run(self) -> None:
+        """The service: schedule tests, publish, heartbeat, until :meth:`request_stop`."""
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            with contextlib.suppress(NotImplementedError, RuntimeError):
+                loop.add_signal_handler(sig, self.request_stop)
+        self.clock_state()
+        if self.publisher is not None:
+            await self.publisher.start()
+        tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
+                 asyncio.create_task(self._heartbeat(), name="heartbeat")]
+        wd = watchdog_interval()
+        if wd:
+            tasks.append(asyncio.create_task(self._watchdog(wd), name="watchdog"))
+        sd_notify("READY=1")
+        log.info("netmon-agent %s running as %s: %d test job(s), spool %s (%d waiting)",
+                 __version__, self.cfg.probe_id, len(self.scheduler.jobs),
+                 self.cfg.spool.path, self.spool.depth())
+        try:
+            await self._stop.wait()
+        finally:
+            sd_notify("STOPPING=1")
+            log.info("stopping: aborting running tests, keeping the spool")
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            if self.publisher is not None:
+                await self.publisher.stop()
+            self.write_state()
+            self.spool.close()
+
+    async def _heartbeat(self) -> None:
+        beat = self.cfg.heartbeat_s
+        state_every = min(beat, 60.0)
+        last_beat = time.monotonic()
+        while True:
+            await asyncio.sleep(state_every)
+            self.write_state()
+            if self.publisher is not None and time.monotonic() - last_beat >= beat - 0.01:
+                last_beat = time.monotonic()
+                with contextlib.suppress(ConnectionError, TimeoutError):
+                    await asyncio.wait_for(self.publisher.publish_status("online"), 30)
+
+    async def _watchdog(self, every: float) -> None:
+        # From the event loop itself: a wedged loop stops the pings and systemd restarts us.
+        while True:
+            sd_notify("WATCHDOG=1")
+            await asyncio.sleep(every)
+
+    async def run_once(self, only: list[str] | None = None,
+                       emit: Callable[[str, str, list[ResultMessage]], None] | None = None
+                       ) -> list[ResultMessage]:
+        """Run the plan's tests once each, one after another (so throughput tests never
+        overlap), store the results when publishing, and hand each test's results to
+        ``emit(test, link, results)`` as they come — ``netmon-agent once``."""
+        state = self.clock_state()
+        if not state.plausible:
+            raise RuntimeError(f"system clock reads {format_time(self.clock.wall())}, before "
+                               f"{self.cfg.clock.not_before}; set the clock first")
+        out: list[ResultMessage] = []
+        for name, spec in self.plan.tests.items():
+            if only and name not in only:
+                continue
+            for link in spec.links_on(list(self.cfg.links)):
+                log.info("running %s on %s", name, link)
+                results = await self.measure(name, spec, link)
+                if self.publisher is not None:
+                    self.store(results, name, spec)
+                out.extend(results)
+                if emit is not None:
+                    emit(name, link, results)
+        return out
+
+
+_CONTRACT_METHODS = frozenset(get_args(MethodName))
+
+
+def state_file(path: Path) -> dict[str, Any] | None:
+    """Read the runtime's state file, None when absent or unreadable."""
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return data

@@ -1,0 +1,264 @@
+"""The durable spool: every result is committed to SQLite (WAL, ``synchronous=FULL``)
+before it is published, and deleted only after the broker's PUBACK.
+
+* Crash-safe: a result is either fully in the spool or not at all, whatever instant the
+  process is killed or the power fails; a result acknowledged but not yet deleted when
+  that happens is published again (the collector's writes are idempotent on the result
+  id, so the duplicate on the wire does not duplicate data).
+* Bounded: beyond ``max_results`` rows or ``max_bytes`` of payload the oldest results
+  are evicted, counted (``evicted``, persistent) and warned about.
+* FIFO: :meth:`Spool.peek` hands results out oldest first.
+
+The same database keeps the budget ledger (bytes used per link and month, and a running
+estimate of what each test moves) so a restart does not forget what the SIM has used.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger("netmon.agent.spool")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS spool (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    topic TEXT NOT NULL,
+    payload BLOB NOT NULL,
+    spooled_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+INSERT OR IGNORE INTO counters VALUES ('depth', 0), ('bytes', 0), ('evicted', 0),
+    ('spooled', 0), ('acked', 0);
+-- Triggers keep depth/bytes right even when two processes (run and once) share the file.
+CREATE TRIGGER IF NOT EXISTS spool_ins AFTER INSERT ON spool BEGIN
+    UPDATE counters SET value = value + 1 WHERE name IN ('depth', 'spooled');
+    UPDATE counters SET value = value + length(NEW.payload) WHERE name = 'bytes';
+END;
+CREATE TRIGGER IF NOT EXISTS spool_del AFTER DELETE ON spool BEGIN
+    UPDATE counters SET value = value - 1 WHERE name = 'depth';
+    UPDATE counters SET value = value - length(OLD.payload) WHERE name = 'bytes';
+END;
+CREATE TABLE IF NOT EXISTS usage (
+    link TEXT NOT NULL, month TEXT NOT NULL, bytes REAL NOT NULL, runs INTEGER NOT NULL,
+    PRIMARY KEY (link, month)
+);
+CREATE TABLE IF NOT EXISTS estimates (
+    test TEXT NOT NULL, link TEXT NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (test, link)
+);
+CREATE TABLE IF NOT EXISTS last_result (link TEXT PRIMARY KEY, at TEXT NOT NULL);
+"""
+
+#: Weight of the newest run in the bytes-per-run estimate.
+EWMA_ALPHA = 0.3
+#: At most one eviction warning this often (the counter counts every eviction).
+WARN_EVERY_S = 600.0
+
+
+@dataclass(frozen=True)
+class Entry:
+    """A spooled message."""
+
+    seq: int
+    id: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class SpoolStats:
+    """Counters for the status message and ``netmon-agent status``."""
+
+    depth: int
+    bytes: int
+    evicted: int
+    spooled: int
+    acked: int
+    oldest_spooled_at: float | None
+
+
+class SpoolError(RuntimeError):
+    """The spool file cannot be opened or written (disk full, read-only, corrupt)."""
+
+
+class Spool:
+    """A bounded FIFO of messages on disk. Use from one thread at a time."""
+
+    def __init__(self, path: Path, max_results: int = 200_000,
+                 max_bytes: int = 64_000_000, readonly: bool = False) -> None:
+        self.path = path
+        self.max_results = max_results
+        self.max_bytes = max_bytes
+        self._warned_at = -WARN_EVERY_S
+        try:
+            if readonly:
+                self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
+                                           isolation_level=None, check_same_thread=False)
+            else:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                self._db = sqlite3.connect(path, timeout=30, isolation_level=None,
+                                           check_same_thread=False)
+                self._db.execute("PRAGMA journal_mode=WAL")
+                # FULL: a commit is on the medium when it returns (power loss included).
+                self._db.execute("PRAGMA synchronous=FULL")
+                self._db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {path}: {exc}") from None
+        if not readonly:
+            path.chmod(0o600)  # results name the probe's links and ISPs; keep them private
+
+    def close(self) -> None:
+        """Close the database (a checkpoint folds the WAL back into the file)."""
+        self._db.close()
+
+    def __enter__(self) -> Spool:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ queue
+
+    def put(self, items: Iterable[tuple[str, str, bytes]]) -> int:
+        """Commit ``(id, topic, payload)`` messages (one transaction), then evict the oldest
+        beyond the caps. A message id already spooled is ignored. Returns how many were
+        evicted."""
+        now = time.time()
+        try:
+            with self._tx():
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at) "
+                    "VALUES (?, ?, ?, ?)",
+                    ((i, t, p, now) for i, t, p in items))
+                evicted = self._evict()
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path}: cannot store results: {exc}") from None
+        if evicted and time.monotonic() - self._warned_at > WARN_EVERY_S:
+            # Rate-limited: a week-long outage must not fill the journal with warnings.
+            self._warned_at = time.monotonic()
+            log.warning("spool full (%d results / %d bytes max): evicted the %d oldest "
+                        "result(s); %d evicted in total", self.max_results, self.max_bytes,
+                        evicted, self.stats().evicted)
+        return evicted
+
+    def _evict(self) -> int:
+        evicted = 0
+        while True:
+            depth, size = self._counter("depth"), self._counter("bytes")
+            excess = max(depth - self.max_results, 0)
+            if excess == 0 and size > self.max_bytes and depth > 0:
+                # Over the byte cap: drop in small steps and look again, so at most a few
+                # more than needed go.
+                excess = min(depth, 16)
+            if excess == 0:
+                return evicted
+            cur = self._db.execute(
+                "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool ORDER BY seq LIMIT ?)",
+                (excess,))
+            evicted += cur.rowcount
+            self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'evicted'",
+                             (cur.rowcount,))
+
+    def peek(self, after_seq: int = 0, limit: int = 500) -> list[Entry]:
+        """Up to ``limit`` messages with ``seq > after_seq``, oldest first."""
+        rows = self._db.execute(
+            "SELECT seq, id, topic, payload FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
+            (after_seq, limit)).fetchall()
+        return [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows]
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Delete acknowledged messages; returns how many were still there."""
+        seqs = list(seqs)
+        if not seqs:
+            return 0
+        try:
+            with self._tx():
+                cur = self._db.executemany("DELETE FROM spool WHERE seq = ?",
+                                           ((s,) for s in seqs))
+                n = cur.rowcount
+                self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
+                                 (n,))
+        except sqlite3.Error as exc:
+            raise SpoolError(f"spool {self.path}: cannot delete acknowledged: {exc}") from None
+        return n
+
+    def depth(self) -> int:
+        """Messages waiting."""
+        return self._counter("depth")
+
+    def stats(self) -> SpoolStats:
+        """All counters."""
+        rows = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        oldest = self._db.execute("SELECT min(spooled_at) FROM spool").fetchone()[0]
+        return SpoolStats(depth=rows.get("depth", 0), bytes=rows.get("bytes", 0),
+                          evicted=rows.get("evicted", 0), spooled=rows.get("spooled", 0),
+                          acked=rows.get("acked", 0), oldest_spooled_at=oldest)
+
+    def ids(self) -> list[str]:
+        """Every spooled id, oldest first (for tests and diagnostics)."""
+        return [r[0] for r in self._db.execute("SELECT id FROM spool ORDER BY seq")]
+
+    # ------------------------------------------------------------------ budget ledger
+
+    def add_usage(self, link: str, month: str, nbytes: float) -> None:
+        """Count ``nbytes`` moved by one run on ``link`` in ``month`` (``YYYY-MM``)."""
+        with self._tx():
+            self._db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
+                "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
+
+    def usage(self, month: str) -> dict[str, float]:
+        """Bytes used per link in ``month``."""
+        return dict(self._db.execute("SELECT link, bytes FROM usage WHERE month = ?",
+                                     (month,)).fetchall())
+
+    def update_estimate(self, test: str, link: str, nbytes: float) -> float:
+        """Fold one run's bytes into the running estimate; returns the new estimate."""
+        old = self.estimate(test, link)
+        new = nbytes if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * nbytes
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO estimates VALUES (?, ?, ?)",
+                             (test, link, new))
+        return new
+
+    def estimate(self, test: str, link: str) -> float | None:
+        """Bytes one run of ``test`` on ``link`` moves, from past results."""
+        row = self._db.execute("SELECT bytes FROM estimates WHERE test = ? AND link = ?",
+                               (test, link)).fetchone()
+        return float(row[0]) if row else None
+
+    def set_last_result(self, link: str, at: str) -> None:
+        """Remember when ``link`` last produced a result (RFC 3339)."""
+        with self._tx():
+            self._db.execute("INSERT OR REPLACE INTO last_result VALUES (?, ?)", (link, at))
+
+    def last_results(self) -> dict[str, str]:
+        """Last result time per link."""
+        return dict(self._db.execute("SELECT link, at FROM last_result").fetchall())
+
+    # ------------------------------------------------------------------ helpers
+
+    def _counter(self, name: str) -> int:
+        row = self._db.execute("SELECT value FROM counters WHERE name = ?", (name,)).fetchone()
+        return int(row[0]) if row else 0
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self._db)
+
+
+class _Transaction:
+    """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers queue instead of failing."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self._db = db
+
+    def __enter__(self) -> None:
+        self._db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
