@@ -15,6 +15,9 @@ from netmon import __version__
 
 #: Modules that register a subcommand (``register(subparsers) -> None``).
 COMMANDS: tuple[str, ...] = (
+    "collector.cmd_run",
+    "collector.cmd_check_config",
+    "collector.cmd_dead_letters",
     "collector.cmd_probes",
 )
 

@@ -37,6 +37,9 @@ class MqttSettings(_Section):
     shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     session_expiry_s: int = Field(7 * 86400, ge=0)
     keepalive_s: int = Field(30, ge=5, le=3600)
+    #: Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive
+    #: Maximum): bounds memory while InfluxDB is down and caps the batch size.
+    receive_maximum: int = Field(2000, ge=1, le=65535)
 
 
 class InfluxSettings(_Section):
@@ -53,6 +56,18 @@ class InfluxSettings(_Section):
     retention: str = Field("0s", description="for create_database on 1.x: 0s keeps forever")
     timeout_s: float = Field(10.0, gt=0)
     verify_tls: bool = True
+
+
+class WriterSettings(_Section):
+    """Batching and retries of writes to InfluxDB, and self-metrics."""
+
+    batch_size: int = Field(5000, ge=1, le=100_000, description="points per HTTP write")
+    flush_interval_s: float = Field(0.5, gt=0, le=60, description="oldest point waits at most")
+    linger_s: float = Field(0.02, ge=0, le=5, description="flush once input pauses this long")
+    gzip: bool = True
+    retry_initial_s: float = Field(0.5, gt=0, le=60)
+    retry_max_s: float = Field(30.0, gt=0, le=3600)
+    stats_interval_s: float = Field(60.0, gt=0, le=3600)
 
 
 class RegistrySettings(_Section):
@@ -104,6 +119,7 @@ class CollectorConfig(BaseSettings):
 
     mqtt: MqttSettings = MqttSettings()
     influxdb: InfluxSettings = InfluxSettings()
+    writer: WriterSettings = WriterSettings()
     registry: RegistrySettings = RegistrySettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
     targets: Targets = Targets()

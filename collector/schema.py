@@ -13,6 +13,7 @@ Rules that keep the data sound:
 
 from __future__ import annotations
 
+import functools
 import unicodedata
 from dataclasses import dataclass
 
@@ -28,6 +29,10 @@ COLLECTOR_STATS = "collector_stats"
 #: Tags of ``results`` in a stable order (line protocol prefers sorted keys).
 RESULT_TAGS = ("access", "commune", "district", "error_code", "isp", "link", "method",
                "probe", "site_type", "status", "target")
+#: Non-metric fields of ``results``; a metric may not use these names.
+RESERVED_RESULT_FIELDS = frozenset({"duration_s", "latitude", "longitude", "result_id",
+                                    "site_name", "cross_traffic", "flags", "error_message",
+                                    "agent_version"})
 
 
 @dataclass(frozen=True)
@@ -53,13 +58,37 @@ def escape_measurement(name: str) -> str:
     return name.replace("\\", "\\\\").replace(",", "\\,").replace(" ", "\\ ")
 
 
+def tag_value_problem(text: str) -> str | None:
+    """Why ``text`` cannot be stored as a tag value byte-for-byte, or None if it can.
+
+    Measured on InfluxDB 1.6: a tag value unescapes only ``\\,``, ``\\ `` and ``\\=``; any
+    other backslash is literal (``\\\\`` stays two backslashes, unlike string fields), and
+    a backslash before a space, comma, ``=``, another backslash or the end of the value
+    cannot be written at all (or reads back differently on 2.x). Control characters
+    (newlines above all) cannot be escaped.
+    """
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in text):
+        return "contains a control character (newline, tab ...)"
+    if text.endswith("\\"):
+        return "ends with a backslash"
+    for bad in ("\\ ", "\\,", "\\=", "\\\\"):
+        if bad in text:
+            return f"contains {bad!r}: a backslash before a space, comma, '=' or backslash"
+    return None
+
+
+@functools.lru_cache(maxsize=65536)  # tags are low-cardinality: escape each value once
 def escape_key(text: str) -> str:
-    """Escape a tag key, tag value or field key for line protocol."""
+    """Escape a tag key, tag value or field key for line protocol.
+
+    Only commas, ``=`` and spaces are escaped: backslashes are literal in tag values
+    (see :func:`tag_value_problem`); raises ValueError for a value that cannot round-trip.
+    """
     text = nfc(text)
-    # Newlines cannot be escaped in line protocol at all; they never belong in a tag.
-    text = text.replace("\n", " ").replace("\r", " ")
-    return (text.replace("\\", "\\\\").replace(",", "\\,").replace("=", "\\=")
-            .replace(" ", "\\ "))
+    problem = tag_value_problem(text)
+    if problem:
+        raise ValueError(f"tag value {text!r} cannot be stored: {problem}")
+    return text.replace(",", "\\,").replace("=", "\\=").replace(" ", "\\ ")
 
 
 def escape_string_field(text: str) -> str:
@@ -95,10 +124,11 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int |
 
 def to_ms(msg_time: object) -> int:
     """Milliseconds since the epoch for an aware datetime."""
-    from datetime import datetime
+    from datetime import UTC, datetime, timedelta
 
     assert isinstance(msg_time, datetime)
-    return int(msg_time.timestamp() * 1000)
+    # Integer arithmetic: float seconds * 1000 can land one millisecond low.
+    return (msg_time - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(milliseconds=1)
 
 
 def result_line(msg: ResultMessage, site: Site) -> str:
@@ -118,6 +148,10 @@ def result_line(msg: ResultMessage, site: Site) -> str:
     }
     fields: dict[str, float | int | bool | str] = {}
     for key, value in msg.metrics.values().items():
+        if key in RESERVED_RESULT_FIELDS:
+            # e.g. a metric "flags" would be a float where other points hold a string:
+            # InfluxDB then rejects whole batches with a field type conflict.
+            raise ValueError(f"metric name {key!r} is reserved for a results field")
         fields[key] = float(value)  # bools become 0.0/1.0: one type per field, always
     fields["duration_s"] = float(msg.duration_s)
     fields["latitude"] = float(site.latitude)
@@ -136,8 +170,9 @@ def result_line(msg: ResultMessage, site: Site) -> str:
 def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> list[str]:
     """``probe_status`` (one point) and ``link_usage`` (one per link) for a status message.
 
-    Timestamped when the collector received it: a retained status replayed on reconnect
-    must not pretend the probe was seen now, so ``at`` is kept as a field too.
+    Timestamped with the status's own ``at`` (so a retained status replayed on reconnect
+    overwrites the same point instead of pretending the probe was seen now), or with the
+    time the collector received it when ``at`` is absent (e.g. a last-will message).
     """
     base_tags = {"probe": msg.probe_id}
     if site:
