@@ -25,6 +25,7 @@ probe, plan, allowlist, which Ansible may have tightened since) before running i
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ipaddress
 import logging
@@ -97,6 +98,16 @@ class RemoteConfigSettings(BaseModel):
     def enabled(self) -> bool:
         """True when at least one NOC key is configured."""
         return bool(self.public_keys)
+
+    def file_problems(self) -> list[str]:
+        """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
+        out = []
+        for i, path in enumerate(self.public_keys):
+            try:
+                load_public_key(path)
+            except SigningError as exc:
+                out.append(f"remote_config.public_keys[{i}]: {exc.detail}")
+        return out
 
 
 # --------------------------------------------------------------------------- allowlist
@@ -422,3 +433,43 @@ def for_agent(cfg: Any, apply: Callable[[Any, int], None] | None = None
     file_targets = plan_targets(cfg.plan())
     return RemoteConfig(cfg.probe_id, settings, plan_validator(cfg.links), apply,
                         file_targets=file_targets, state_dir=state_dir)
+
+
+def attach(runtime: Any) -> RemoteConfig[Any] | None:
+    """Wire remote configuration into an :class:`agent.runtime.Runtime`.
+
+    Restores the persisted plan (so a probe rebooted with the broker unreachable runs the
+    last applied config), and subscribes, QoS 1, to ``Topics.config(probe_id)`` through
+    the runtime's publisher. Each message is handled on the event loop; the runtime's
+    ``config_version`` / ``config_error`` follow, and a status message goes out at once
+    so the NOC sees the outcome without waiting for the heartbeat. None when off.
+    """
+    cfg = runtime.cfg
+
+    def apply(plan: Any, version: int) -> None:
+        problems = runtime.apply_plan(plan, version)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    remote = for_agent(cfg, apply)
+    if remote is None:
+        return None
+    restored = remote.restore()
+    if restored.applied:
+        runtime.apply_plan(restored.plan, restored.version)
+    runtime.config_version = remote.version
+    runtime.config_error = remote.error
+
+    def on_message(payload: bytes) -> None:
+        decision = remote.handle(payload)
+        runtime.config_version = remote.version
+        runtime.config_error = remote.error
+        publisher = runtime.publisher
+        if decision.outcome in ("applied", "rejected") and publisher is not None:
+            task = asyncio.ensure_future(publisher.publish_status("online"))
+            # A lost connection is fine: the next connection announces the status anyway.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
+
+    if runtime.publisher is not None:
+        runtime.publisher.add_subscription(runtime.topics.config(cfg.probe_id), on_message)
+    return remote
