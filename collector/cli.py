@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "collector.cmd_check_config",
     "collector.cmd_dead_letters",
     "collector.cmd_probes",
+    "collector.cmd_bulletin",
 )
 
 

@@ -1,0 +1,275 @@
+"""Fetch one month of raw test results from InfluxDB into numpy arrays.
+
+Raw values, not aggregates, are fetched for the speed statistics (medians and percentiles
+over individual tests cannot be rebuilt from aggregates). To keep memory bounded the month
+is read in time chunks (one local day by default), each grouped by the tags that identify
+a line, so tag strings travel once per series and chunk rather than once per point. Only
+the fields the bulletin uses are selected.
+
+Counts for IPv6 readiness and TSLCD reachability, and the 12-month trend, are aggregated
+by InfluxDB itself (``count()``, ``median()`` over the individual points), which is exact
+and keeps those reads small.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+import numpy as np
+from numpy.typing import NDArray
+
+from collector.influx import InfluxClient
+from collector.schema import RESULTS, nfc
+
+#: Methods whose results carry download/upload speeds.
+THROUGHPUT_METHODS: tuple[str, ...] = ("iperf3", "speedtest", "http")
+#: Methods whose results carry rtt_ms / jitter_ms / loss_pct.
+LATENCY_METHODS: tuple[str, ...] = ("icmp", "tcp", "dns", "http_latency")
+#: IPv6 readiness (plan 568 task 2.3): a test with status ok means the probe had a global
+#: IPv6 address and reached the configured IPv6 target; status error means it did not.
+IPV6_METHOD = "ipv6"
+#: Reachability of configured endpoints (e.g. the provincial data centre over TSLCD):
+#: status ok = reached, error = not reached; ``rtt_ms`` when reached.
+REACHABILITY_METHOD = "reachability"
+
+THROUGHPUT_FIELDS: tuple[str, ...] = ("download_mbps", "upload_mbps", "loaded_rtt_ms",
+                                      "idle_rtt_ms")
+LATENCY_FIELDS: tuple[str, ...] = ("rtt_ms", "jitter_ms", "loss_pct")
+#: Tags that identify one line (a probe's link) and where it stands.
+LINE_TAGS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune", "district")
+
+_MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
+
+
+class MonthError(ValueError):
+    """The month argument is not ``YYYY-MM``."""
+
+
+@dataclass(frozen=True)
+class Month:
+    """A calendar month in the bulletin's time zone."""
+
+    year: int
+    month: int
+    tz: str
+
+    @classmethod
+    def parse(cls, text: str, tz: str) -> Month:
+        """``YYYY-MM`` -> Month; raises :class:`MonthError`."""
+        m = _MONTH_RE.match(text.strip())
+        if not m:
+            raise MonthError(f"--month must be YYYY-MM (e.g. 2026-10), got {text!r}")
+        year = int(m.group(1))
+        if not 2000 <= year <= 2100:
+            raise MonthError(f"--month year {year} is outside 2000-2100")
+        return cls(year, int(m.group(2)), tz)
+
+    @property
+    def label(self) -> str:
+        """``YYYY-MM``."""
+        return f"{self.year:04d}-{self.month:02d}"
+
+    def start(self) -> datetime:
+        """Local midnight of the first day."""
+        return datetime(self.year, self.month, 1, tzinfo=ZoneInfo(self.tz))
+
+    def next(self) -> Month:
+        """The following month."""
+        return (Month(self.year + 1, 1, self.tz) if self.month == 12
+                else Month(self.year, self.month + 1, self.tz))
+
+    def prev(self) -> Month:
+        """The previous month."""
+        return (Month(self.year - 1, 12, self.tz) if self.month == 1
+                else Month(self.year, self.month - 1, self.tz))
+
+    def end(self) -> datetime:
+        """Local midnight of the first day of the next month (exclusive)."""
+        return self.next().start()
+
+    def bounds_ms(self) -> tuple[int, int]:
+        """[start, end) in epoch milliseconds."""
+        return int(self.start().timestamp() * 1000), int(self.end().timestamp() * 1000)
+
+    def days(self) -> int:
+        """Number of days in the month."""
+        return (self.end().date() - self.start().date()).days
+
+
+def _quote(value: str) -> str:
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _method_filter(methods: tuple[str, ...]) -> str:
+    return "(" + " OR ".join(f'"method" = {_quote(m)}' for m in methods) + ")"
+
+
+@dataclass
+class Lines:
+    """The distinct lines seen (index = line id), with their tags."""
+
+    keys: list[tuple[str, ...]] = field(default_factory=list)
+    index: dict[tuple[str, ...], int] = field(default_factory=dict)
+
+    def id_for(self, key: tuple[str, ...]) -> int:
+        """The line id for a tag tuple (``LINE_TAGS`` order), adding it if new."""
+        found = self.index.get(key)
+        if found is None:
+            found = self.index[key] = len(self.keys)
+            self.keys.append(key)
+        return found
+
+    def column(self, tag: str) -> list[str]:
+        """One tag's value for every line."""
+        i = LINE_TAGS.index(tag)
+        return [k[i] for k in self.keys]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class Tests:
+    """Individual results of one family of methods, one element per test."""
+
+    line: NDArray[np.int32]
+    time_ms: NDArray[np.int64]
+    ok: NDArray[np.bool_]
+    cross: NDArray[np.bool_]
+    values: dict[str, NDArray[np.float64]]
+
+    @property
+    def size(self) -> int:
+        """Number of tests."""
+        return int(self.line.size)
+
+    @classmethod
+    def empty(cls, fields: tuple[str, ...]) -> Tests:
+        """No tests."""
+        return cls(np.zeros(0, np.int32), np.zeros(0, np.int64), np.zeros(0, bool),
+                   np.zeros(0, bool), {f: np.zeros(0) for f in fields})
+
+
+def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple[str, ...],
+                fields: tuple[str, ...], lines: Lines, chunk_ms: int = 86_400_000) -> Tests:
+    """Every result of ``methods`` in [start_ms, end_ms), read in ``chunk_ms`` slices.
+
+    Failed tests are included (``ok`` False) so they can be counted; ``cross`` marks tests
+    flagged for cross-traffic on the line.
+    """
+    select = ", ".join(f'"{f}"' for f in ("cross_traffic", *fields))
+    group = ", ".join(f'"{t}"' for t in (*LINE_TAGS, "status"))
+    parts: dict[str, list[NDArray[np.float64]]] = {"t": [], "line": [], "ok": []}
+    cols: list[list[NDArray[np.float64]]] = []
+    t0 = start_ms
+    while t0 < end_ms:
+        t1 = min(t0 + chunk_ms, end_ms)
+        q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {t0}ms AND time < {t1}ms '
+             f'AND {_method_filter(methods)} GROUP BY {group}')
+        for series in client.query(q)[0]:
+            if not series.values:
+                continue
+            tags = series.tags
+            key = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
+            line_id = lines.id_for(key)
+            arr = np.array(series.values, dtype=np.float64)
+            n = arr.shape[0]
+            parts["t"].append(arr[:, 0])
+            parts["line"].append(np.full(n, line_id, dtype=np.float64))
+            parts["ok"].append(np.full(n, 1.0 if tags.get("status") == "ok" else 0.0))
+            cols.append(arr[:, 1:])
+        t0 = t1
+    if not cols:
+        return Tests.empty(fields)
+    data = np.concatenate(cols)
+    cross = data[:, 0]
+    return Tests(
+        line=np.concatenate(parts["line"]).astype(np.int32),
+        time_ms=np.concatenate(parts["t"]).astype(np.int64),
+        ok=np.concatenate(parts["ok"]) > 0,
+        cross=np.nan_to_num(cross, nan=0.0) > 0,
+        values={f: np.ascontiguousarray(data[:, i + 1]) for i, f in enumerate(fields)},
+    )
+
+
+@dataclass
+class CommuneCount:
+    """Server-side counts of one method's results for one commune."""
+
+    district: str
+    commune: str
+    ok: int = 0
+    failed: int = 0
+    targets: set[str] = field(default_factory=set)
+    rtt_median_ms: float | None = None
+
+
+def fetch_commune_counts(client: InfluxClient, start_ms: int, end_ms: int,
+                         method: str) -> list[CommuneCount]:
+    """Per commune: how many ``method`` tests succeeded and failed (counted by InfluxDB)."""
+    q = (f'SELECT count("duration_s") AS n, median("rtt_ms") AS rtt FROM "{RESULTS}" '
+         f'WHERE time >= {start_ms}ms AND time < {end_ms}ms AND "method" = {_quote(method)} '
+         f'GROUP BY "district", "commune", "status", "target"')
+    out: dict[tuple[str, str], CommuneCount] = {}
+    for series in client.query(q)[0]:
+        tags = series.tags
+        key = (nfc(tags.get("district", "")), nfc(tags.get("commune", "")))
+        cc = out.setdefault(key, CommuneCount(*key))
+        row = series.rows()[0] if series.values else {}
+        n = int(row.get("n") or 0)
+        if tags.get("status") == "ok":
+            cc.ok += n
+            # Several targets: keep the slowest median, the one the commune depends on.
+            rtt = row.get("rtt")
+            if rtt is not None:
+                cc.rtt_median_ms = max(cc.rtt_median_ms or 0.0, float(rtt))
+        else:
+            cc.failed += n
+        if tags.get("target"):
+            cc.targets.add(tags["target"])
+    return sorted(out.values(), key=lambda c: (c.district, c.commune))
+
+
+@dataclass
+class TrendPoint:
+    """Province medians for one month and access type (computed by InfluxDB)."""
+
+    month: str
+    access: str
+    download_median: float | None
+    download_tests: int
+    upload_median: float | None
+    upload_tests: int
+
+
+def fetch_trend(client: InfluxClient, months: list[Month]) -> list[TrendPoint]:
+    """Province median download/upload per access type for each month.
+
+    ``median()`` in InfluxDB is taken over the individual points (the mean of the two
+    middle values for an even count), the same definition as the bulletin's own.
+    """
+    stmts = []
+    for m in months:
+        a, b = m.bounds_ms()
+        stmts.append(
+            f'SELECT median("download_mbps") AS dl, count("download_mbps") AS dln, '
+            f'median("upload_mbps") AS ul, count("upload_mbps") AS uln FROM "{RESULTS}" '
+            f"WHERE time >= {a}ms AND time < {b}ms AND \"status\" = 'ok' "
+            f'AND "cross_traffic" = 0 AND {_method_filter(THROUGHPUT_METHODS)} '
+            f'GROUP BY "access"')
+    results = client.query(";\n".join(stmts))
+    out: list[TrendPoint] = []
+    for m, series_list in zip(months, results, strict=True):
+        for s in series_list:
+            row = s.rows()[0]
+            out.append(TrendPoint(m.label, s.tags.get("access", ""),
+                                  _f(row.get("dl")), int(row.get("dln") or 0),
+                                  _f(row.get("ul")), int(row.get("uln") or 0)))
+    return out
+
+
+def _f(v: object) -> float | None:
+    return None if v is None else float(v)  # type: ignore[arg-type]

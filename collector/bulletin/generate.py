@@ -1,0 +1,103 @@
+"""Generate one month's bulletin files: fetch, compute, chart, render."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.bulletin import charts, compute, data, pdf, render
+from collector.bulletin.i18n import Lang
+from collector.config import CollectorConfig
+from collector.influx import InfluxClient, InfluxError
+
+
+class BulletinInputError(ValueError):
+    """Bad input from the user (month, InfluxDB unreachable, output folder): exit code 2."""
+
+
+@dataclass
+class BulletinResult:
+    """What was written, and how long each stage took."""
+
+    month: str
+    lang: Lang
+    has_data: bool
+    files: dict[str, Path]
+    report: compute.Report
+    timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | None = None,
+             formats: tuple[str, ...] = ("html", "pdf", "csv"),
+             now: datetime | None = None) -> BulletinResult:
+    """Write ``bulletin-YYYY-MM.{html,pdf,csv}`` and the chart PNGs into ``out_dir``.
+
+    Raises :class:`BulletinInputError` for a bad month, an unreachable InfluxDB or an
+    unusable output folder; :class:`collector.influx.InfluxError` for query failures.
+    """
+    lang = lang or cfg.bulletin.language
+    try:
+        month = data.Month.parse(month_text, cfg.bulletin.timezone)
+    except data.MonthError as exc:
+        raise BulletinInputError(str(exc)) from None
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise BulletinInputError(f"--out {out_dir}: cannot create folder ({exc.strerror})"
+                                 ) from None
+    timings: dict[str, float] = {}
+    t0 = time.perf_counter()
+    with InfluxClient(cfg.influxdb) as client:
+        if not client.ping():
+            raise BulletinInputError(
+                f"InfluxDB at {cfg.influxdb.url} is unreachable (influxdb.url in the config)")
+        try:
+            start_ms, end_ms = month.bounds_ms()
+            lines = data.Lines()
+            tput = data.fetch_tests(client, start_ms, end_ms, data.THROUGHPUT_METHODS,
+                                    data.THROUGHPUT_FIELDS, lines)
+            lat_lines = data.Lines()
+            lat = data.fetch_tests(client, start_ms, end_ms, data.LATENCY_METHODS,
+                                   data.LATENCY_FIELDS, lat_lines)
+            ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, data.IPV6_METHOD)
+            reach = data.fetch_commune_counts(client, start_ms, end_ms,
+                                              data.REACHABILITY_METHOD)
+            months = [month]
+            for _ in range(11):
+                months.insert(0, months[0].prev())
+            trend = data.fetch_trend(client, months)
+        except InfluxError as exc:
+            if exc.status == 404 or "database not found" in str(exc):
+                raise BulletinInputError(f"InfluxDB database {cfg.influxdb.database!r} not "
+                                         f"found (influxdb.database in the config)") from None
+            raise
+    timings["fetch"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    rep = compute.build_report(month, lines, tput, lat, lat_lines, ipv6, reach, trend,
+                               cfg.bulletin, cfg.targets, now=now or datetime.now(UTC))
+    timings["compute"] = time.perf_counter() - t1
+    files: dict[str, Path] = {}
+    stem = f"bulletin-{month.label}"
+    t2 = time.perf_counter()
+    chart_files = charts.render_all(rep, lang, out_dir)
+    for key, name in chart_files.items():
+        files[f"chart_{key}"] = out_dir / name
+    timings["charts"] = time.perf_counter() - t2
+    t3 = time.perf_counter()
+    html = render.render_html(rep, lang, chart_files, cfg.bulletin.expected_tests_per_day)
+    if "html" in formats:
+        files["html"] = out_dir / f"{stem}.html"
+        files["html"].write_text(html, encoding="utf-8")
+    if "csv" in formats:
+        files["csv"] = out_dir / f"{stem}.csv"
+        render.write_csv(rep, files["csv"])
+    timings["render"] = time.perf_counter() - t3
+    if "pdf" in formats:
+        t4 = time.perf_counter()
+        files["pdf"] = out_dir / f"{stem}.pdf"
+        pdf.html_to_pdf(html, out_dir, files["pdf"])
+        timings["pdf"] = time.perf_counter() - t4
+    timings["total"] = time.perf_counter() - t0
+    return BulletinResult(month.label, lang, rep.has_data, files, rep, timings)

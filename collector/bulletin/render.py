@@ -1,0 +1,172 @@
+"""Render the report model: HTML (Jinja2 templates in ``templates/``) and CSV."""
+
+from __future__ import annotations
+
+import csv
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
+
+from collector.bulletin import i18n
+from collector.bulletin.compute import GroupRow, Report, SpeedStat
+from collector.bulletin.i18n import Lang
+
+TEMPLATES = Path(__file__).parent / "templates"
+
+#: CSV columns: stable English names whatever the bulletin's language, so scripts can read it.
+CSV_COLUMNS = ("month", "section", "district", "commune", "isp", "access", "period", "metric",
+               "tests", "failed", "cross_traffic_excluded", "probes", "median", "mean", "p10",
+               "p90", "share_at_target_pct", "consistent_80_80", "target", "rating",
+               "expected", "value")
+
+
+def _env() -> Environment:
+    return Environment(loader=FileSystemLoader(TEMPLATES), autoescape=select_autoescape(
+        enabled_extensions=("html", "j2"), default_for_string=True),
+        undefined=StrictUndefined, trim_blocks=True, lstrip_blocks=True)
+
+
+def headline_text(rep: Report, lang: Lang) -> str:
+    """The bulletin's title line, e.g. "Bản tin tốc độ băng rộng tỉnh Hà Tĩnh, tháng 10/2026"."""
+    return i18n.t("headline", lang, province=rep.province,
+                  month=i18n.month_label(rep.month.year, rep.month.month, lang))
+
+
+def render_html(rep: Report, lang: Lang, charts: dict[str, str],
+                expected_per_day: float) -> str:
+    """The bulletin as one HTML document (chart images referenced by relative name)."""
+    start = rep.month.start()
+    last = rep.month.end().date().toordinal() - 1
+    from datetime import date
+
+    end = date.fromordinal(last)
+    prov_avail = next((a for a in rep.availability if not a.district), None)
+    ctx: dict[str, Any] = {
+        "rep": rep, "lang": lang, "charts": _Charts(charts),
+        "headline_text": headline_text(rep, lang),
+        "period_text": i18n.t("period", lang,
+                              start=i18n.date_label(start.year, start.month, start.day, lang),
+                              end=i18n.date_label(end.year, end.month, end.day, lang),
+                              tz=rep.month.tz),
+        "generated_text": i18n.t("generated", lang,
+                                 at=rep.generated_at.strftime("%Y-%m-%d %H:%M")),
+        "below_communes": rep.below_target,
+        "insufficient_communes": rep.insufficient,
+        "province_availability": prov_avail,
+        "commune_facts": _commune_facts(rep),
+        "expected_per_day": expected_per_day,
+        "t": lambda key, **kw: i18n.t(key, lang, **kw),
+        "num": lambda v, d=1: i18n.fmt_num(v, lang, d),
+        "int": lambda v: i18n.fmt_int(v, lang),
+        "pct": lambda v: i18n.fmt_pct(v, lang),
+        "mbps": lambda v: i18n.fmt_mbps(v, lang),
+        "change": lambda v: i18n.fmt_change(v, lang),
+        "rating": lambda r: i18n.t("no_data_short" if r == "no_data" else r, lang),
+    }
+    html = _env().get_template("bulletin.html.j2").render(**ctx)
+    return unicodedata.normalize("NFC", html)
+
+
+@dataclass
+class _CommuneFact:
+    access: str
+    meets: int
+    below: int
+    insufficient: int
+
+    @property
+    def rated(self) -> int:
+        return self.meets + self.below
+
+
+def _commune_facts(rep: Report) -> list[_CommuneFact]:
+    """Per access type: how many communes meet, miss, or cannot be rated."""
+    out = []
+    for acc in ("fixed", "mobile"):
+        rows = [r for r in rep.communes if r.access == acc and r.download]
+        if not rows:
+            continue
+        n = {k: sum(1 for r in rows if r.download and r.download.rating == k)
+             for k in ("meets", "below", "insufficient", "no_data")}
+        out.append(_CommuneFact(acc, n["meets"], n["below"], n["insufficient"] + n["no_data"]))
+    return out
+
+
+class _Charts(dict[str, str]):
+    """Chart names; a missing chart is simply absent (falsy) in the template."""
+
+    def __getattr__(self, name: str) -> str:
+        return self.get(name, "")
+
+
+def _f(value: float | None, scale: float = 1.0) -> str:
+    return "" if value is None else f"{value * scale:.4f}"
+
+
+def _speed_record(rep: Report, row: GroupRow, metric: str, s: SpeedStat) -> dict[str, str]:
+    sm = s.summary
+    return {
+        "month": rep.month.label, "section": row.section, "district": row.district,
+        "commune": row.commune, "isp": row.isp, "access": row.access, "period": row.period,
+        "metric": metric, "tests": str(sm.tests), "failed": str(row.failed),
+        "cross_traffic_excluded": str(row.cross_traffic), "probes": str(s.probes),
+        "median": _f(sm.median), "mean": _f(sm.mean), "p10": _f(sm.p10), "p90": _f(sm.p90),
+        "share_at_target_pct": _f(sm.share_at_target, 100.0),
+        "consistent_80_80": _f(sm.consistent_80_80),
+        "target": _f(s.target), "rating": s.rating, "expected": "", "value": "",
+    }
+
+
+def csv_records(rep: Report) -> list[dict[str, str]]:
+    """Every CSV row as a dict keyed by :data:`CSV_COLUMNS`."""
+    out: list[dict[str, str]] = []
+    blank = dict.fromkeys(CSV_COLUMNS, "")
+    for row in rep.rows():
+        for metric, s in (("download_mbps", row.download), ("upload_mbps", row.upload)):
+            if s is not None:
+                out.append(_speed_record(rep, row, metric, s))
+    for lr in rep.latency:
+        base = blank | {"month": rep.month.label, "section": "latency",
+                        "district": lr.district, "access": lr.access}
+        out.append(base | {"metric": "rtt_ms", "tests": str(lr.tests), "failed": str(lr.failed),
+                           "median": _f(lr.rtt_median), "p90": _f(lr.rtt_p90)})
+        out.append(base | {"metric": "jitter_ms", "tests": str(lr.tests),
+                           "median": _f(lr.jitter_median)})
+        out.append(base | {"metric": "loss_pct", "tests": str(lr.tests), "mean": _f(lr.loss_mean)})
+        out.append(base | {"metric": "idle_rtt_ms", "tests": str(lr.loaded_tests),
+                           "median": _f(lr.idle_rtt_median)})
+        out.append(base | {"metric": "loaded_rtt_ms", "tests": str(lr.loaded_tests),
+                           "median": _f(lr.loaded_rtt_median)})
+    for a in rep.availability:
+        out.append(blank | {"month": rep.month.label, "section": "availability",
+                            "district": a.district, "metric": "availability_pct",
+                            "tests": str(a.arrived), "probes": str(a.probes),
+                            "expected": _f(a.expected), "value": _f(a.share, 100.0)})
+    for c in rep.reach:
+        base = blank | {"month": rep.month.label, "section": "commune_network",
+                        "district": c.district, "commune": c.commune}
+        if c.ipv6_ok + c.ipv6_failed:
+            out.append(base | {"metric": "ipv6_ready_pct", "tests": str(c.ipv6_ok + c.ipv6_failed),
+                               "failed": str(c.ipv6_failed), "value": _f(c.ipv6_share, 100.0)})
+        if c.reach_ok + c.reach_failed:
+            out.append(base | {"metric": "tslcd_reachable_pct",
+                               "tests": str(c.reach_ok + c.reach_failed),
+                               "failed": str(c.reach_failed), "median": _f(c.reach_rtt_ms),
+                               "value": _f(c.reach_share, 100.0)})
+    for p in rep.trend:
+        out.append(blank | {"month": p.month, "section": "trend", "access": p.access,
+                            "metric": "download_mbps", "tests": str(p.download_tests),
+                            "median": _f(p.download_median)})
+    return out
+
+
+def write_csv(rep: Report, path: Path) -> None:
+    """UTF-8 with a byte-order mark (so Excel shows Vietnamese names right), '.' decimals."""
+    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
+        w.writeheader()
+        for rec in csv_records(rep):
+            w.writerow({k: unicodedata.normalize("NFC", v) for k, v in rec.items()})

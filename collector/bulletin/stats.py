@@ -1,0 +1,110 @@
+"""Pure statistics for the bulletin, over individual test values (never averages of averages).
+
+Every percentile uses linear interpolation between closest ranks (Hyndman & Fan type 7,
+numpy's default, ``statistics.quantiles(method="inclusive")``), so a reader can reproduce
+each figure with a spreadsheet's ``PERCENTILE.INC``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from numpy.typing import ArrayLike, NDArray
+
+FloatArray = NDArray[np.float64]
+
+
+def _arr(values: ArrayLike) -> FloatArray:
+    a = np.asarray(values, dtype=np.float64)
+    return a[~np.isnan(a)]
+
+
+def median(values: ArrayLike) -> float | None:
+    """Median of the non-NaN values; None when there are none."""
+    a = _arr(values)
+    return float(np.median(a)) if a.size else None
+
+
+def mean(values: ArrayLike) -> float | None:
+    """Arithmetic mean (what VNNIC i-Speed publishes); None when empty."""
+    a = _arr(values)
+    return float(a.mean()) if a.size else None
+
+
+def percentile(values: ArrayLike, q: float) -> float | None:
+    """The ``q``-th percentile (0-100), linear interpolation; None when empty."""
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q={q} is outside 0-100")
+    a = _arr(values)
+    return float(np.percentile(a, q)) if a.size else None
+
+
+def share_at_or_above(values: ArrayLike, target: float) -> float | None:
+    """Share (0-1) of the values that reach the target (``>=``); None when empty."""
+    a = _arr(values)
+    return float(np.count_nonzero(a >= target) / a.size) if a.size else None
+
+
+def consistent_speed(per_line: Sequence[ArrayLike]) -> float | None:
+    """The "80/80" consistent speed, after the FCC's Measuring Broadband America.
+
+    For each line (one probe's link) take the speed it reached in 80% of its tests
+    (its 20th percentile); the 80/80 figure is the speed that 80% of the lines reach
+    (the 20th percentile of those). Lines without values are left out; None when no line
+    has any.
+    """
+    line_p20 = [percentile(v, 20) for v in per_line]
+    kept = [p for p in line_p20 if p is not None]
+    return percentile(kept, 20) if kept else None
+
+
+def has_enough(n_tests: int, min_tests: int) -> bool:
+    """The insufficient-data rule: a group is rated only with at least ``min_tests`` tests."""
+    return n_tests >= min_tests
+
+
+@dataclass(frozen=True)
+class Summary:
+    """The speed statistics of one group of tests."""
+
+    tests: int
+    median: float | None
+    mean: float | None
+    p10: float | None
+    p90: float | None
+    share_at_target: float | None
+    consistent_80_80: float | None
+
+
+def summarize(values: ArrayLike, line_ids: ArrayLike, target: float | None) -> Summary:
+    """All speed statistics of one group; ``line_ids`` says which line each value came from."""
+    a = np.asarray(values, dtype=np.float64)
+    ids = np.asarray(line_ids)
+    keep = ~np.isnan(a)
+    a, ids = a[keep], ids[keep]
+    if not a.size:
+        return Summary(0, None, None, None, None, None, None)
+    p10, p50, p90 = (float(x) for x in np.percentile(a, [10, 50, 90]))
+    order = np.argsort(ids, kind="stable")
+    sorted_ids = ids[order]
+    cuts = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
+    per_line = np.split(a[order], cuts)
+    return Summary(
+        tests=int(a.size),
+        median=p50,
+        mean=float(a.mean()),
+        p10=p10,
+        p90=p90,
+        share_at_target=(float(np.count_nonzero(a >= target) / a.size)
+                         if target is not None else None),
+        consistent_80_80=consistent_speed(per_line),
+    )
+
+
+def change_pct(current: float | None, previous: float | None) -> float | None:
+    """Relative change in percent from ``previous`` to ``current``; None if either is missing."""
+    if current is None or previous is None or previous == 0:
+        return None
+    return (current - previous) / previous * 100.0
