@@ -1,0 +1,159 @@
+"""Dashboard texts in Vietnamese (default) and English, from one table.
+
+Each entry is ``key: (vi, en)``. Texts may hold ``{placeholders}`` filled by
+:func:`t` (targets, hours), so numbers in titles always come from configuration.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+Lang = Literal["vi", "en"]
+LANGS: tuple[Lang, ...] = ("vi", "en")
+
+TEXTS: dict[str, tuple[str, str]] = {
+    # dashboards
+    "dash.overview": ("Tổng quan tỉnh: tốc độ so với mục tiêu",
+                      "Province overview: speed against the targets"),
+    "dash.overview.desc": (
+        "Trung vị tốc độ tải xuống/tải lên theo loại truy cập so với mục tiêu Kế hoạch "
+        "568/KH-UBND ({mobile} Mb/s di động, {fixed} Mb/s cố định năm 2025; {fixed2030} Mb/s "
+        "cố định năm 2030), tỷ lệ phép đo đạt mục tiêu, xu hướng và giờ cao điểm.",
+        "Median download/upload by access type against the targets of plan 568/KH-UBND "
+        "({mobile} Mb/s mobile, {fixed} Mb/s fixed for 2025; {fixed2030} Mb/s fixed for 2030), "
+        "share of tests meeting the target, trend and peak hours."),
+    "dash.where": ("Theo địa bàn: huyện, xã, nhà mạng", "Where: districts, communes, ISPs"),
+    "dash.where.desc": (
+        "Bảng huyện và xã xếp từ kém nhất, bản đồ điểm đo tô màu theo mục tiêu, so sánh nhà "
+        "mạng theo loại truy cập.",
+        "District and commune tables worst first, a map of probes coloured against the "
+        "target, ISPs compared by access type."),
+    "dash.quality": ("Chất lượng mạng: trễ, rung pha, mất gói, IPv6, TSLCD",
+                     "Network quality: latency, jitter, loss, IPv6, TSLCD"),
+    "dash.quality.desc": (
+        "Độ trễ, rung pha, tỷ lệ mất gói, độ trễ khi tải; mức sẵn sàng IPv6 và khả năng kết "
+        "nối mạng truyền số liệu chuyên dùng (TSLCD) theo xã.",
+        "Latency, jitter, packet loss, latency under load; IPv6 readiness and reachability "
+        "of the government's private data network (TSLCD) per commune."),
+    "dash.probes": ("Tình trạng điểm đo", "Probe health"),
+    "dash.probes.desc": (
+        "Điểm đo trực tuyến/ngoại tuyến, lần cuối gửi kết quả, hàng đợi, dung lượng dữ liệu "
+        "đã dùng, đồng bộ đồng hồ và danh sách điểm đo im lặng.",
+        "Probes online/offline, last seen, spool depth, data budget used, clock sync and "
+        "the list of silent probes."),
+    # variables
+    "var.district": ("Huyện", "District"),
+    "var.commune": ("Xã", "Commune"),
+    "var.isp": ("Nhà mạng", "ISP"),
+    "var.access": ("Loại truy cập", "Access type"),
+    "var.probe": ("Điểm đo", "Probe"),
+    # access types
+    "access.mobile": ("di động", "mobile"),
+    "access.fixed": ("cố định", "fixed"),
+    # rows
+    "row.targets": ("Mục tiêu", "Targets"),
+    "row.trend": ("Xu hướng", "Trend"),
+    "row.areas": ("Huyện và xã", "Districts and communes"),
+    "row.map": ("Bản đồ và nhà mạng", "Map and ISPs"),
+    "row.latency": ("Độ trễ và mất gói", "Latency and loss"),
+    "row.readiness": ("IPv6 và TSLCD", "IPv6 and TSLCD"),
+    "row.fleet": ("Đội điểm đo", "Fleet"),
+    # overview panels
+    "p.median_dl": ("Trung vị tải xuống – {access}", "Median download – {access}"),
+    "p.median_dl.desc": (
+        "Trung vị tốc độ tải xuống của các phép đo thông lượng thành công. Đỏ: dưới mục tiêu "
+        "{target} Mb/s; xanh lá: đạt; xanh dương: đạt mục tiêu 2030 ({target2030} Mb/s).",
+        "Median download of successful throughput tests. Red: below the {target} Mb/s "
+        "target; green: met; blue: meets the 2030 target ({target2030} Mb/s)."),
+    "p.median_ul": ("Trung vị tải lên theo loại truy cập", "Median upload by access type"),
+    "p.median_ul.desc": ("Kế hoạch không đặt mục tiêu tải lên; hiển thị để tham khảo.",
+                         "The plan sets no upload target; shown for reference."),
+    "p.share": ("Tỷ lệ phép đo đạt {target} Mb/s – {access}",
+                "Tests meeting {target} Mb/s – {access}"),
+    "p.share.desc": ("Phần trăm phép đo tải xuống thành công đạt hoặc vượt mục tiêu.",
+                     "Percent of successful download tests at or above the target."),
+    "p.trend": ("Trung vị tải xuống theo thời gian", "Median download over time"),
+    "p.trend.desc": (
+        "Đường ngưỡng: {mobile} Mb/s (di động), {fixed} Mb/s (cố định), {fixed2030} Mb/s (2030).",
+        "Threshold lines: {mobile} Mb/s (mobile), {fixed} Mb/s (fixed), {fixed2030} Mb/s (2030)."),
+    "p.peak": ("Giờ cao điểm {start}:00–{end}:00 – {access}",
+               "Peak hours {start}:00–{end}:00 – {access}"),
+    "p.peak.desc": (
+        "Trung vị tải xuống của các phép đo bắt đầu từ {start}:00 đến trước {end}:00 giờ Việt "
+        "Nam (trường local_hour).",
+        "Median download of tests started from {start}:00 to before {end}:00 Vietnam time "
+        "(field local_hour)."),
+    # where
+    "p.districts": ("Huyện – {access} (kém nhất trước)", "Districts – {access} (worst first)"),
+    "p.communes": ("Xã – {access} (kém nhất trước)", "Communes – {access} (worst first)"),
+    "p.areas.desc": (
+        "Trung vị, phân vị 10 và số phép đo tải xuống; tỷ lệ đạt mục tiêu {target} Mb/s.",
+        "Median, 10th percentile and number of download tests; share meeting {target} Mb/s."),
+    "p.map": ("Bản đồ điểm đo theo trung vị tải xuống", "Probes by median download"),
+    "p.map.desc": (
+        "Mỗi điểm là một điểm đo; màu theo mục tiêu của loại truy cập ({mobile} Mb/s di động, "
+        "{fixed} Mb/s cố định).",
+        "One marker per probe; coloured against its access type's target ({mobile} Mb/s "
+        "mobile, {fixed} Mb/s fixed)."),
+    "layer.mobile": ("Di động", "Mobile"),
+    "layer.fixed": ("Cố định", "Fixed"),
+    "p.isp": ("Nhà mạng – {access}", "ISPs – {access}"),
+    "p.isp.desc": ("Trung vị tải xuống theo nhà mạng, so với mục tiêu {target} Mb/s.",
+                   "Median download per ISP against the {target} Mb/s target."),
+    # quality
+    "p.rtt": ("Độ trễ (trung vị RTT)", "Latency (median RTT)"),
+    "p.jitter": ("Rung pha (trung vị)", "Jitter (median)"),
+    "p.loss": ("Mất gói (trung bình)", "Packet loss (mean)"),
+    "p.loss.desc": ("Cảnh báo khi vượt {loss}% trong 15 phút.",
+                    "Alerts above {loss}% for 15 minutes."),
+    "p.loaded": ("Độ trễ khi có tải và khi rảnh", "Latency under load and idle"),
+    "p.loaded.desc": ("Chênh lệch lớn là dấu hiệu bộ đệm quá lớn (bufferbloat).",
+                      "A large gap means oversized buffers (bufferbloat)."),
+    "p.ipv6": ("Mức sẵn sàng IPv6 theo xã", "IPv6 readiness per commune"),
+    "p.ipv6.desc": ("Phần trăm phép thử IPv6 thành công.", "Percent of IPv6 tests that passed."),
+    "p.tslcd": ("Kết nối TSLCD theo xã", "TSLCD reachability per commune"),
+    "p.tslcd.desc": ("Phần trăm phép thử đến các điểm TSLCD thành công.",
+                     "Percent of tests to TSLCD endpoints that succeeded."),
+    # probes
+    "p.online": ("Trực tuyến", "Online"),
+    "p.offline": ("Ngoại tuyến", "Offline"),
+    "p.silent_count": ("Im lặng > 30 phút", "Silent > 30 min"),
+    "p.unsynced": ("Đồng hồ chưa đồng bộ", "Clock not synced"),
+    "p.probe_table": ("Trạng thái điểm đo", "Probe status"),
+    "p.last_seen": ("Lần cuối có kết quả", "Last result"),
+    "p.silent": ("Điểm đo im lặng (không có kết quả 30 phút)",
+                 "Silent probes (no result for 30 minutes)"),
+    "p.silent.desc": (
+        "Có kết quả trong 7 ngày nhưng không có trong 30–35 phút gần nhất; không phụ thuộc "
+        "khoảng thời gian đã chọn.",
+        "Results in the last 7 days but none in the last 30-35 minutes; independent of the "
+        "time picker."),
+    "p.spool": ("Độ sâu hàng đợi", "Spool depth"),
+    "p.budget": ("Dung lượng dữ liệu đã dùng", "Data budget used"),
+    "map.online": ("trực tuyến", "online"),
+    "map.offline": ("ngoại tuyến", "offline"),
+    "map.synced": ("đã đồng bộ", "synced"),
+    "map.unsynced": ("chưa đồng bộ", "not synced"),
+    # table columns
+    "col.median": ("Trung vị (Mb/s)", "Median (Mb/s)"),
+    "col.p10": ("Phân vị 10 (Mb/s)", "10th percentile (Mb/s)"),
+    "col.tests": ("Số phép đo", "Tests"),
+    "col.share": ("Đạt mục tiêu (%)", "Meeting target (%)"),
+    "col.pct_ok": ("Thành công (%)", "Passed (%)"),
+    # alerts
+    "alert.silent": ("Điểm đo im lặng hơn 30 phút", "Probe silent for more than 30 minutes"),
+    "alert.commune": ("Xã dưới mục tiêu {target} Mb/s ({access}) trong 24 giờ",
+                      "Commune below the {target} Mb/s target ({access}) over 24 hours"),
+    "alert.loss": ("Mất gói trên {loss}%", "Packet loss above {loss}%"),
+    "alert.spool": ("Hàng đợi điểm đo tăng liên tục", "Probe spool keeps growing"),
+}
+
+
+def t(key: str, lang: Lang = "vi", **values: object) -> str:
+    """The text for ``key`` in ``lang`` with placeholders filled; KeyError names the key."""
+    try:
+        vi, en = TEXTS[key]
+    except KeyError:
+        raise KeyError(f"no dashboard text {key!r}") from None
+    text = vi if lang == "vi" else en
+    return text.format(**values) if values else text
