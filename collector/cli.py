@@ -20,6 +20,7 @@ COMMANDS: tuple[str, ...] = (
     "collector.cmd_dead_letters",
     "collector.cmd_probes",
     "collector.cmd_bulletin",
+    "dashboards.cli",
 )
 
 

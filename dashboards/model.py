@@ -230,7 +230,6 @@ class QueryVariable:
             "label": self.label,
             "datasource": self.datasource.to_json(),
             "query": self.query,
-            "definition": self.query,
             "refresh": 2,
             "multi": self.multi,
             "includeAll": self.include_all,
