@@ -70,7 +70,7 @@ def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = F
 
 def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp_dir: Path,
                       error_log: Path, access_log: Path | str = "off",
-                      worker_processes: int | str = "auto") -> str:
+                      worker_processes: int | str = "auto", user: str | None = None) -> str:
     """The nginx.conf text from the shared template (plain Jinja2)."""
     import jinja2
 
@@ -80,7 +80,7 @@ def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp
     return env.get_template(TEMPLATE.name).render(
         listen=list(listen), webroot=str(webroot), pid_file=str(pid_file),
         temp_dir=str(temp_dir), error_log=str(error_log), access_log=str(access_log),
-        worker_processes=worker_processes)
+        worker_processes=worker_processes, user=user)
 
 
 def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
@@ -100,7 +100,9 @@ def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
     hostspec = f"[{host}]" if ":" in host else host
     conf = render_nginx_conf(
         [f"{hostspec}:{port}", *extra_listen], webroot, workdir / "nginx.pid", temp,
-        workdir / "error.log", "off", worker_processes=1)
+        workdir / "error.log", "off", worker_processes=1,
+        # As root, workers would drop to "nobody", which cannot read a private work dir.
+        user="root" if os.geteuid() == 0 else None)
     svc = services.start_nginx(workdir, conf, port, host, netns=netns)
     svc.extra.update(webroot=webroot, base_url=f"http://{hostspec}:{port}")
     return svc

@@ -9,12 +9,15 @@ from __future__ import annotations
 from agent.methods.base import Method
 from agent.methods.dns import DnsMethod
 from agent.methods.http import HttpMethod
+from agent.methods.http_latency import HttpLatencyMethod
 from agent.methods.icmp import IcmpMethod
+from agent.methods.iperf3 import Iperf3Method
 from agent.methods.tcp import TcpMethod
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls  # type: ignore[misc]
-    for cls in (HttpMethod, IcmpMethod, TcpMethod, DnsMethod)
+    for cls in (Iperf3Method, HttpMethod, IcmpMethod, TcpMethod, DnsMethod,
+                HttpLatencyMethod)
 }
 
 

@@ -161,7 +161,10 @@ def os_error(exc: OSError, what: str) -> MeasureError:
         code = "forbidden"
     else:
         code = "unreachable"
-    return MeasureError(code, f"{what}: {exc.strerror or exc}")
+    # asyncio rewrites the message ("Connect call failed"); the errno text is what a
+    # person needs ("Connection refused").
+    words = os.strerror(exc.errno) if exc.errno else str(exc)
+    return MeasureError(code, f"{what}: {words}")
 
 
 # --------------------------------------------------------------------------- processes
