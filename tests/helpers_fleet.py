@@ -37,8 +37,8 @@ def tcp_plan(target: str, every_s: float = 10.0, name: str = "rtt", count: int =
     return {"tests": {name: test}}
 
 
-def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1"
-                     ) -> services.Service:
+def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1",
+                     port: int | None = None) -> services.Service:
     """mosquitto with ``allow_anonymous false``, a password_file made by mosquitto_passwd
     and the ACL of :func:`collector.fleet.mosquitto_acl`."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -50,7 +50,7 @@ def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon
     passwd.chmod(0o600)
     acl = workdir / "acl"
     acl.write_text(mosquitto_acl(prefix))
-    port = services.free_port()
+    port = port or services.free_port()
     conf = services.mosquitto_config(
         workdir, port, anonymous=False,
         # Run as root stays root: dropping to the ``mosquitto`` user would lose access
