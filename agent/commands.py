@@ -61,6 +61,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                                    "every bad key and why.")
     common(p)
     p.add_argument("--json", action="store_true", help="machine-readable verdict")
+    p.add_argument("--skip-files", action="store_true",
+                   help="do not check that CA, certificate, key and password files exist "
+                        "(validating a template away from the probe)")
     p.set_defaults(func=cmd_check_config)
 
     p = sub.add_parser("status", help="spool depth, last results, broker connection",
@@ -96,7 +99,7 @@ def _load(path: Path, check_files: bool = True) -> Any:
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate; print the problems or a summary."""
     try:
-        cfg = _load(args.config)
+        cfg = _load(args.config, check_files=not args.skip_files)
     except ConfigError as exc:
         if args.json:
             print(json.dumps({"ok": False, "config": str(args.config),
@@ -173,7 +176,7 @@ def cmd_once(args: argparse.Namespace) -> int:
                 print(f"{test}@{link}: {'ok' if r.ok else 'failed'}", file=sys.stderr)
 
     async def main() -> bool:
-        runtime = Runtime(cfg, publish=not args.no_publish)
+        runtime = Runtime(cfg, publish=not args.no_publish, announce=False)
         try:
             if runtime.publisher is not None:
                 await runtime.publisher.start()

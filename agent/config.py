@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings
 
 from agent import methods
 from agent.methods.base import Kind, LinkBinding, MethodOptions
+from agent.remote_config import RemoteConfigSettings
 from netmon.contract import DEFAULT_PREFIX, LINK_NAME_PATTERN, PROBE_ID_PATTERN, Access
 from netmon.settings import ConfigError, describe_errors, load_settings
 
@@ -48,7 +49,7 @@ MB = 1_000_000
 
 #: Keys of a ``[tests.<name>]`` table that belong to the scheduler, not to the method.
 SCHEDULE_KEYS = frozenset({"method", "every_s", "jitter_s", "links", "enabled",
-                           "expected_mb", "defer_when_busy"})
+                           "expected_mb"})
 
 
 class _Section(BaseModel):
@@ -112,8 +113,6 @@ class TestSpec(BaseModel):
     expected_mb: float | None = Field(
         None, gt=0, description="data one run moves, used for the budget until past "
                                 "results give a measured figure")
-    defer_when_busy: bool = Field(
-        False, description="postpone a throughput run while the method reports the line busy")
 
     _options: MethodOptions = PrivateAttr()
 
@@ -138,7 +137,9 @@ class TestSpec(BaseModel):
         try:
             self._options = plugin.Options.model_validate(self.model_extra or {})
         except ValidationError as exc:
-            raise ValueError("; ".join(describe_errors(exc))) from None
+            # One "option: why" per line; load() turns them into tests.<name>.<option>.
+            raise ValueError("\n".join(
+                p.replace(": Value error, ", ": ") for p in describe_errors(exc))) from None
         return self
 
     @property
@@ -307,6 +308,9 @@ class AgentConfig(BaseSettings):
     schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
     links: dict[LinkName, LinkConfig] = Field(min_length=1)
     tests: dict[TestName, TestSpec] = Field(default_factory=dict)
+    remote_config: RemoteConfigSettings = Field(
+        default_factory=RemoteConfigSettings,
+        description="signed test plans from the NOC over MQTT (agent/remote_config.py)")
 
     def plan(self) -> TestPlan:
         """The file's test plan: its tests and the links' budgets."""
@@ -328,13 +332,36 @@ class AgentConfig(BaseSettings):
 def load(path: Path | None, data: dict[str, Any] | None = None,
          check_files: bool = True) -> AgentConfig:
     """Load and validate the agent config; ConfigError names every bad key."""
-    cfg = load_settings(AgentConfig, path, data=data)
+    try:
+        cfg = load_settings(AgentConfig, path, data=data)
+    except ConfigError as exc:
+        raise ConfigError(path, _flatten(exc.problems)) from None
     problems = cfg.plan().problems(cfg.links)
     if check_files:
         problems += cfg.broker.file_problems()
+        remote_files = getattr(cfg.remote_config, "file_problems", None)
+        if remote_files is not None:
+            problems += remote_files()
     if problems:
         raise ConfigError(path, problems)
     return cfg
+
+
+def _flatten(problems: list[str]) -> list[str]:
+    # "tests.x: Value error, target: why\ncount: why" -> "tests.x.target: why", ...
+    out = []
+    for problem in problems:
+        head, sep, rest = problem.partition(": Value error, ")
+        if not sep:
+            out.append(problem)
+            continue
+        for line in rest.split("\n"):
+            key, sep2, why = line.partition(": ")
+            if sep2 and re.fullmatch(r"[A-Za-z0-9_.\[\]]+", key):
+                out.append(f"{head}.{key}: {why}")
+            else:
+                out.append(f"{head}: {line}")
+    return out
 
 
 def redact(text: str) -> str:

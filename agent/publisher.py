@@ -63,13 +63,17 @@ class Publisher:
     """Publish spooled results and status messages; see the module docstring."""
 
     def __init__(self, cfg: BrokerConfig, probe_id: str, status_topic: str, spool: Spool,
-                 status: Callable[[str], StatusMessage], rng: random.Random | None = None
-                 ) -> None:
+                 status: Callable[[str], StatusMessage], rng: random.Random | None = None,
+                 announce: bool = True, client_id: str | None = None) -> None:
         self.cfg = cfg
         self.probe_id = probe_id
         self.status_topic = status_topic
         self.spool = spool
         self._status = status
+        # announce=False (``netmon-agent once`` next to the service): no will, no status
+        # messages, and its own client id so the service's session is not kicked off.
+        self.announce = announce
+        self.client_id = client_id or cfg.client_id or probe_id
         self._rng = rng or random.Random()
         self.info = ConnectionInfo()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -88,6 +92,7 @@ class Publisher:
         self._pump_task: asyncio.Task[None] | None = None
         self._connected_evt = asyncio.Event()
         self._bg: set[asyncio.Future[None]] = set()
+        self._subs: dict[str, Callable[[bytes], None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -104,7 +109,7 @@ class Publisher:
         if self._loop is None:
             return
         self._flush_acks()
-        if self.info.connected:
+        if self.info.connected and self.announce:
             try:
                 await asyncio.wait_for(self.publish_status("offline"), timeout)
             except (TimeoutError, ConnectionError):
@@ -122,6 +127,14 @@ class Publisher:
         if self._thread:
             await asyncio.get_running_loop().run_in_executor(None, self._thread.join, 10)
         self._flush_acks()
+
+    def add_subscription(self, topic: str, callback: Callable[[bytes], None]) -> None:
+        """Subscribe (QoS 1, on every connection) to ``topic``; ``callback(payload)`` runs
+        on the event loop for each message (used by remote configuration)."""
+        self._subs[topic] = callback
+        client = self._client
+        if client is not None and self.info.connected:
+            client.subscribe(topic, qos=1)
 
     def notify(self) -> None:
         """New results are in the spool: publish them if connected."""
@@ -205,7 +218,7 @@ class Publisher:
 
     def _new_client(self, gen: int) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=cfg.client_id or self.probe_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              clean_session=True, protocol=MQTTProtocolVersion.MQTTv311,
                              reconnect_on_failure=False)
         client.max_inflight_messages_set(cfg.max_inflight)
@@ -222,11 +235,13 @@ class Publisher:
             self._fail(f"cannot read broker.password_file: {exc.strerror or exc}")
         if password is not None or cfg.username:
             client.username_pw_set(cfg.username or self.probe_id, password)
-        will = self._status("offline")
-        client.will_set(self.status_topic, will.to_json(), qos=1, retain=True)
+        if self.announce:
+            will = self._status("offline")
+            client.will_set(self.status_topic, will.to_json(), qos=1, retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(c, gen, rc)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(gen, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._on_publish(gen, mid, rc)
+        client.on_message = lambda c, u, msg: self._on_message(msg)
         return client
 
     def _on_connect(self, client: mqtt.Client, gen: int, rc: mqtt.ReasonCode) -> None:
@@ -241,6 +256,8 @@ class Publisher:
             return
         log.info("connected to %s:%d", self.cfg.host, self.cfg.port)
         self.info.last_error = None
+        for topic in list(self._subs):
+            client.subscribe(topic, qos=1)
         self._set_connected(True, gen)
 
     def _on_disconnect(self, gen: int, rc: mqtt.ReasonCode) -> None:
@@ -253,6 +270,13 @@ class Publisher:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self._acked, gen, mid, rc.is_failure)
+
+    def _on_message(self, msg: mqtt.MQTTMessage) -> None:
+        for topic, callback in list(self._subs.items()):
+            if mqtt.topic_matches_sub(topic, msg.topic):
+                assert self._loop is not None
+                with contextlib.suppress(RuntimeError):
+                    self._loop.call_soon_threadsafe(callback, bytes(msg.payload))
 
     def _fail(self, text: str) -> None:
         if text != self.info.last_error:
@@ -273,9 +297,10 @@ class Publisher:
     def _connection_changed(self, up: bool, gen: int) -> None:
         if up:
             self._connected_evt.set()
-            task = asyncio.ensure_future(self._announce())
-            self._bg.add(task)
-            task.add_done_callback(self._bg.discard)
+            if self.announce:
+                task = asyncio.ensure_future(self._announce())
+                self._bg.add(task)
+                task.add_done_callback(self._bg.discard)
         else:
             self._connected_evt.clear()
             self._flush_acks()

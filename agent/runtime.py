@@ -78,7 +78,8 @@ class Runtime:
     """One agent process's state and tasks."""
 
     def __init__(self, cfg: AgentConfig, clock: Clock | None = None,
-                 rng: random.Random | None = None, publish: bool = True) -> None:
+                 rng: random.Random | None = None, publish: bool = True,
+                 announce: bool = True) -> None:
         self.cfg = cfg
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
@@ -97,13 +98,16 @@ class Runtime:
         if publish:
             self.publisher = Publisher(cfg.broker, cfg.probe_id,
                                        self.topics.status(cfg.probe_id), self.spool,
-                                       self.status_message, rng=self.rng)
+                                       self.status_message, rng=self.rng, announce=announce,
+                                       client_id=None if announce else
+                                       f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}")
         self.scheduler = Scheduler(
             self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
             rng=self.rng, timezone=cfg.schedule.timezone, clock_ok=self._clock_ok,
             reserve_pct=lambda link: cfg.links[link].budget_reserve_pct)
         self._clock_state: ClockState | None = None
         self._holding = False
+        self.remote: Any = None
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ plan
@@ -274,6 +278,7 @@ class Runtime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         self.clock_state()
+        self._attach_remote_config()
         if self.publisher is not None:
             await self.publisher.start()
         tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
@@ -297,6 +302,16 @@ class Runtime:
                 await self.publisher.stop()
             self.write_state()
             self.spool.close()
+
+    def _attach_remote_config(self) -> None:
+        # Signed test plans over MQTT (issue 10), when [remote_config] names NOC keys.
+        try:
+            from agent import remote_config
+        except ImportError:
+            return
+        attach = getattr(remote_config, "attach", None)
+        if attach is not None:
+            self.remote = attach(self)
 
     async def _heartbeat(self) -> None:
         beat = self.cfg.heartbeat_s

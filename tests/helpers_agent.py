@@ -1,0 +1,286 @@
+"""Helpers for the agent runtime tests: config files, an MQTT subscriber, the agent as a
+subprocess, a fake clock, and test-only methods (named as such) for scheduler tests
+where a real measurement would be slow or could not report a chosen byte count."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+
+from agent.clock import Clock
+from agent.methods.base import MethodContext, MethodOptions, make_result
+from netmon.contract import ResultMessage, now_utc
+from netmon.services import Service
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def toml_value(value: Any) -> str:
+    """A Python value as TOML."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(toml_value(v) for v in value) + "]"
+    return json.dumps(str(value))
+
+
+def toml_text(data: dict[str, Any]) -> str:
+    """A (two-level) dict as TOML text: scalars first, then tables."""
+    lines: list[str] = []
+    tables: list[tuple[str, dict[str, Any]]] = []
+
+    def walk(prefix: str, obj: dict[str, Any]) -> None:
+        for key, value in obj.items():
+            if isinstance(value, dict):
+                tables.append((f"{prefix}{key}", value))
+    walk("", data)
+    for key, value in data.items():
+        if not isinstance(value, dict):
+            lines.append(f"{key} = {toml_value(value)}")
+    while tables:
+        name, table = tables.pop(0)
+        lines.append(f"\n[{name}]")
+        for key, value in table.items():
+            if isinstance(value, dict):
+                tables.append((f"{name}.{key}", value))
+            else:
+                lines.append(f"{key} = {toml_value(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def agent_config(tmp_path: Path, broker: Service | None, tests: dict[str, Any] | None = None,
+                 **top: Any) -> dict[str, Any]:
+    """A config dict for one loopback link, plain MQTT to ``broker``."""
+    cfg: dict[str, Any] = {
+        "probe_id": "test-probe-01",
+        "heartbeat_s": 5,
+        "broker": {"host": "127.0.0.1", "port": broker.port if broker else 1, "tls": False,
+                   "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
+        "spool": {"path": str(tmp_path / "state" / "spool.db")},
+        "links": {"lo": {"access": "fixed", "isp": "Loopback"}},
+        "tests": tests or {},
+    }
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(cfg.get(key), dict):
+            cfg[key].update(value)
+        else:
+            cfg[key] = value
+    return cfg
+
+
+def write_config(tmp_path: Path, data: dict[str, Any], name: str = "agent.toml") -> Path:
+    """Write ``data`` as TOML; returns the path."""
+    path = tmp_path / name
+    path.write_text(toml_text(data), encoding="utf-8")
+    return path
+
+
+def tcp_test(port: int, every_s: float = 1.0, **extra: Any) -> dict[str, Any]:
+    """A cheap real measurement: TCP connect time to a loopback port."""
+    return {"method": "tcp", "every_s": every_s, "jitter_s": 0.0,
+            "target": f"127.0.0.1:{port}", "count": 1, **extra}
+
+
+class Listener:
+    """A loopback TCP port that accepts connections (a target for the tcp method)."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(512)
+        self.port = self.sock.getsockname()[1]
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+# --------------------------------------------------------------------------- MQTT
+
+
+@dataclass
+class Received:
+    topic: str
+    payload: bytes
+    retain: bool
+
+    def json(self) -> dict[str, Any]:
+        data: dict[str, Any] = json.loads(self.payload)
+        return data
+
+
+@dataclass
+class Subscriber:
+    """A real MQTT subscriber collecting messages in a background thread."""
+
+    host: str
+    port: int
+    topic: str
+    client_id: str = ""
+    persistent: bool = False
+    messages: list[Received] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._subscribed = threading.Event()
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2,
+                                  client_id=self.client_id or f"sub-{os.getpid()}-{id(self)}",
+                                  clean_session=not self.persistent)
+        self.client.on_message = self._on_message
+        self.client.on_connect = self._on_connect
+        self.client.on_subscribe = lambda *a: self._subscribed.set()
+        self.client.reconnect_delay_set(0.1, 0.5)
+        self.client.connect(self.host, self.port)
+        self.client.loop_start()
+        assert self._subscribed.wait(10), "subscription not acknowledged"
+
+    def _on_connect(self, client: mqtt.Client, *args: Any) -> None:
+        client.subscribe(self.topic, qos=1)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+
+    def results(self) -> list[dict[str, Any]]:
+        """Result messages received so far, in arrival order."""
+        with self._lock:
+            return [m.json() for m in self.messages if m.topic.endswith("/results")]
+
+    def statuses(self) -> list[Received]:
+        """Status messages received so far."""
+        with self._lock:
+            return [m for m in self.messages if m.topic.endswith("/status")]
+
+    def wait(self, pred: Callable[[], bool], timeout: float, what: str) -> None:
+        """Poll ``pred`` until true or fail naming ``what``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if pred():
+                return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out waiting for {what}; got {len(self.messages)} msgs")
+
+    def close(self) -> None:
+        self.client.loop_stop()
+        self.client.disconnect()
+
+
+# --------------------------------------------------------------------------- agent process
+
+
+def start_agent(config: Path, log: Path, env: dict[str, str] | None = None,
+                command: str = "run") -> subprocess.Popen[bytes]:
+    """``netmon-agent run --config`` as a subprocess (the real CLI)."""
+    full_env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced", **(env or {})}
+    out = open(log, "ab")  # noqa: SIM115 - handed to the child
+    return subprocess.Popen(
+        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
+         command, "--config", str(config), "--log-level", "debug"],
+        stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+
+
+def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 15) -> int:
+    """Send ``sig`` and wait; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(sig)
+    return proc.wait(timeout)
+
+
+def wait_until(pred: Callable[[], bool], timeout: float, what: str) -> None:
+    """Poll ``pred`` (10 ms) until true or fail naming ``what``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.01)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+# --------------------------------------------------------------------------- fake clock
+
+
+class FakeClock(Clock):
+    """Virtual time: ``sleep`` lets ready tasks run, then jumps. For scheduler tests over
+    days or a month; the broker and the spool stay real."""
+
+    def __init__(self, start: datetime | None = None) -> None:
+        self.t = 1000.0
+        self.start_mono = self.t
+        self.start_wall = start or datetime(2026, 6, 1, tzinfo=UTC) - timedelta(hours=7)
+
+    def monotonic(self) -> float:
+        return self.t
+
+    def wall(self) -> datetime:
+        return self.start_wall + timedelta(seconds=self.t - self.start_mono)
+
+    async def sleep(self, seconds: float) -> None:
+        for _ in range(5):  # let started jobs finish before time jumps
+            await asyncio.sleep(0)
+        self.t += max(0.0, seconds)
+        await asyncio.sleep(0)
+
+    def advance(self, seconds: float) -> None:
+        self.t += seconds
+
+
+# --------------------------------------------------------------------------- test-only methods
+
+
+class TestOnlyOptions(MethodOptions):
+    """Options of the test-only methods."""
+
+    __test__ = False
+    sleep_s: float = 0.0  # real seconds the "measurement" takes
+    virtual_s: float = 0.0  # fake-clock seconds it takes (needs ``clock`` set)
+    bytes: float = 0.0
+
+
+class TestOnlyThroughputMethod:
+    """TEST ONLY: a throughput 'measurement' that sleeps and reports a chosen byte count.
+    Records (start, end) of every run in ``RUNS`` for overlap checks."""
+
+    __test__ = False
+    name: ClassVar[Literal["iperf3"]] = "iperf3"
+    kind: ClassVar[Literal["throughput"]] = "throughput"
+    Options: ClassVar[type[TestOnlyOptions]] = TestOnlyOptions
+    RUNS: ClassVar[list[tuple[str, str, float, float]]] = []
+    clock: ClassVar[FakeClock | None] = None
+
+    async def run(self, ctx: MethodContext, options: TestOnlyOptions) -> list[ResultMessage]:  # type: ignore[override]
+        t0 = self.clock.monotonic() if self.clock else time.monotonic()
+        started = now_utc()
+        if options.sleep_s:
+            await asyncio.sleep(options.sleep_s)
+        if options.virtual_s and self.clock:
+            self.clock.advance(options.virtual_s)
+        t1 = self.clock.monotonic() if self.clock else time.monotonic()
+        self.RUNS.append((self.kind, f"{options.target}@{ctx.link.name}", t0, t1))
+        metrics = {"download_mbps": 50.0} if self.kind == "throughput" else {"rtt_ms": 1.0}
+        if options.bytes:
+            metrics["bytes"] = options.bytes
+        return [make_result(ctx, self.name, options.target, started, t1 - t0, metrics)]
+
+
+class TestOnlyLatencyMethod(TestOnlyThroughputMethod):
+    """TEST ONLY: the latency twin of :class:`TestOnlyThroughputMethod`."""
+
+    __test__ = False
+    name: ClassVar[Literal["tcp"]] = "tcp"  # type: ignore[assignment]
+    kind: ClassVar[Literal["latency"]] = "latency"  # type: ignore[assignment]
