@@ -141,8 +141,12 @@ def _push(args: argparse.Namespace) -> int:
     api = GrafanaApi.from_url(args.grafana_url, credential=token, timeout=args.timeout)
     summary: dict[str, Any] = {"datasource": None, "dashboards": []}
     try:
-        if not args.no_datasource:
-            payload = datasource_payload(cfg.influxdb)
+        payload = None if args.no_datasource else datasource_payload(cfg.influxdb)
+    except OSError as exc:
+        print(f"cannot read an InfluxDB secret file: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if payload is not None:
             try:
                 api.datasource.get_datasource_by_uid(DATASOURCE_UID)
                 api.datasource.update_datasource_by_uid(DATASOURCE_UID, payload)
@@ -165,13 +169,10 @@ def _push(args: argparse.Namespace) -> int:
                                                 "folderUid": folder_uid, "overwrite": True,
                                                 "message": "netmon-collector dashboards push"})
                 summary["dashboards"].append(dash.uid)
-    except GrafanaException as exc:
-        # The message carries the HTTP status and Grafana's words, never our token.
+    except (GrafanaException, OSError) as exc:
+        # HTTP status and Grafana's words, or the connection error; never our token.
         print(f"Grafana at {args.grafana_url}: {exc}", file=sys.stderr)
         return 1
-    except OSError as exc:
-        print(f"cannot read a secret file: {exc}", file=sys.stderr)
-        return 2
     _emit(args, summary, f"data source {summary['datasource'] or 'skipped'}; "
           f"{len(summary['dashboards'])} dashboards pushed")
     return 0
