@@ -99,7 +99,7 @@ class Fleet:
         self.config = tmp / "agent.toml"
         self.config.write_text(f"""
 probe_id = "{PROBE}"
-heartbeat_s = 5
+heartbeat_s = 60
 state_dir = "{self.state}"
 
 [broker]

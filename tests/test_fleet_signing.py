@@ -285,3 +285,26 @@ def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
     atomic_write(target, b"two")
     assert target.read_bytes() == b"two"
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.json"]
+
+
+def test_agent_config_names_bad_remote_config_keys(tmp_path: Path) -> None:
+    from agent.config import load
+    from netmon.settings import ConfigError
+
+    _, pub, _ = make_keys(tmp_path)
+    base: dict[str, Any] = {"probe_id": PROBE, "links": {"fibre": {"access": "fixed",
+                                                                     "isp": "VNPT"}},
+                            "broker": {"tls": False}}
+    cfg = load(None, data=base | {"remote_config": {"public_keys": [str(pub)],
+                                                     "allowed_targets": ["10.0.0.0/8"]}})
+    assert cfg.remote_config.enabled
+    cases = {
+        "remote_config.public_keys[0]": {"public_keys": [str(tmp_path / "missing.pub")]},
+        "remote_config.public_keys[1]": {"public_keys": [str(pub), str(tmp_path / "noc.key")]},
+        "remote_config.allowed_targets": {"allowed_targets": ["not a host"]},
+        "remote_config.state_fle": {"state_fle": "x"},
+    }
+    for key, section in cases.items():
+        with pytest.raises(ConfigError) as exc:
+            load(None, data=base | {"remote_config": section})
+        assert any(p.startswith(key) for p in exc.value.problems), exc.value.problems
