@@ -35,7 +35,7 @@ from collector.influx import InfluxClient, Series
 from collector.schema import LINK_USAGE, PROBE_STATUS, RESULTS, Site
 from netmon.contract import DEFAULT_PREFIX, Topics, format_time
 from netmon.settings import describe_errors, read_toml
-from netmon.signing import Envelope, SigningError, sign, verify
+from netmon.signing import Envelope, SigningError, parse_envelope, sign, verify
 
 
 class FleetError(Exception):
@@ -257,8 +257,6 @@ def next_version(retained: Mapping[str, bytes], now: float | None = None) -> int
     highest = 0
     for payload in retained.values():
         try:
-            from netmon.signing import parse_envelope
-
             highest = max(highest, parse_envelope(payload)[0].version)
         except SigningError:
             continue
@@ -321,13 +319,12 @@ def show_config(payload: bytes | None, probe_id: str, topic: str,
     try:
         env = verify(payload, public_keys)
     except SigningError as exc:
-        from netmon.signing import parse_envelope
-
+        shape: Envelope | None
         try:
-            env = parse_envelope(payload)[0]
+            shape = parse_envelope(payload)[0]
         except SigningError:
-            env = None
-        return ShownConfig(probe_id, topic, True, False, str(exc), env)
+            shape = None
+        return ShownConfig(probe_id, topic, True, False, str(exc), shape)
     if env.probe_id not in (probe_id, "*"):
         return ShownConfig(probe_id, topic, True, False,
                            f"wrong_probe: envelope is for {env.probe_id!r}", env)
