@@ -147,22 +147,30 @@ class Spool:
         return evicted
 
     def _evict(self) -> int:
-        evicted = 0
-        while True:
-            depth, size = self._counter("depth"), self._counter("bytes")
-            excess = max(depth - self.max_results, 0)
-            if excess == 0 and size > self.max_bytes and depth > 0:
-                # Over the byte cap: drop in small steps and look again, so at most a few
-                # more than needed go.
-                excess = min(depth, 16)
-            if excess == 0:
-                return evicted
-            cur = self._db.execute(
-                "DELETE FROM spool WHERE seq IN (SELECT seq FROM spool ORDER BY seq LIMIT ?)",
-                (excess,))
-            evicted += cur.rowcount
-            self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'evicted'",
-                             (cur.rowcount,))
+        depth, size = self._counter("depth"), self._counter("bytes")
+        upto: int | None = None
+        excess = max(depth - self.max_results, 0)
+        if excess:
+            row = self._db.execute("SELECT seq FROM spool ORDER BY seq LIMIT 1 OFFSET ?",
+                                   (excess - 1,)).fetchone()
+            upto = row[0]
+            size -= self._db.execute("SELECT total(length(payload)) FROM spool WHERE seq <= ?",
+                                     (upto,)).fetchone()[0]
+        if size > self.max_bytes:
+            # Walk the oldest rows until enough bytes are freed.
+            cur = self._db.execute("SELECT seq, length(payload) FROM spool WHERE seq > ? "
+                                   "ORDER BY seq", (upto or 0,))
+            for seq, length in cur:
+                upto, size = seq, size - length
+                if size <= self.max_bytes:
+                    break
+            cur.close()
+        if upto is None:
+            return 0
+        evicted = self._db.execute("DELETE FROM spool WHERE seq <= ?", (upto,)).rowcount
+        self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'evicted'",
+                         (evicted,))
+        return evicted
 
     def peek(self, after_seq: int = 0, limit: int = 500) -> list[Entry]:
         """Up to ``limit`` messages with ``seq > after_seq``, oldest first."""

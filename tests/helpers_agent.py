@@ -231,7 +231,7 @@ class FakeClock(Clock):
         return self.start_wall + timedelta(seconds=self.t - self.start_mono)
 
     async def sleep(self, seconds: float) -> None:
-        for _ in range(5):  # let started jobs finish before time jumps
+        for _ in range(50):  # let started jobs finish before time jumps
             await asyncio.sleep(0)
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
