@@ -281,8 +281,8 @@ class Builder:
                     grid: GridPos) -> Panel:
         target = self.cfg.target(access)
         names = {"median_mbps": self.tr("col.median"), "p10_mbps": self.tr("col.p10"),
-                 "tests": self.tr("col.tests"), "share_pct": self.tr("col.share"),
-                 "district": t("var.district", self.lang), "commune": t("var.commune", self.lang)}
+                 "tests": self.tr("col.tests"), "share_pct": self.tr("col.share")}
+        names |= {tag: t(f"var.{tag}", self.lang) for tag in group}
         return self.panel(
             key, "table", self.tr(title_key, access=self.access_name(access)), grid,
             [self.target("A", Q.area_table(access, group), "table"),

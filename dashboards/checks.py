@@ -86,14 +86,14 @@ def structural_problems(dashboard: Json, datasource_uids: set[str]) -> list[str]
         if not all(isinstance(v, int) for v in (x, y, w, h)):
             problems.append(f"panel {panel.get('id')}: gridPos incomplete {g}")
             continue
-        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > GRID_COLUMNS:  # type: ignore[operator]
+        if x < 0 or y < 0 or w < 1 or h < 1 or x + w > GRID_COLUMNS:
             problems.append(f"panel {panel.get('id')}: gridPos {g} outside the 24-column grid")
-        for cx in range(x, x + w):  # type: ignore[arg-type, operator]
-            for cy in range(y, y + h):  # type: ignore[arg-type, operator]
+        for cx in range(x, x + w):
+            for cy in range(y, y + h):
                 if (cx, cy) in cells:
                     problems.append(f"panel {panel.get('id')} overlaps panel {cells[(cx, cy)]}")
                     break
-                cells[(cx, cy)] = panel.get("id")  # type: ignore[assignment]
+                cells[(cx, cy)] = panel.get("id")
             else:
                 continue
             break

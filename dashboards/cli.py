@@ -26,7 +26,12 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     parser = sub.add_parser("dashboards", help="Grafana dashboards: build, check, push",
                             description=__doc__,
                             formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.set_defaults(func=lambda _a: (parser.print_help(sys.stderr), 2)[1])
+
+    def usage(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=usage)
     actions = parser.add_subparsers(dest="action", metavar="ACTION")
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -118,7 +123,7 @@ def datasource_payload(influx: Any) -> dict[str, Any]:
 
 
 def _push(args: argparse.Namespace) -> int:
-    from grafana_client import GrafanaApi
+    from grafana_client.api import GrafanaApi
     from grafana_client.client import GrafanaClientError, GrafanaException
 
     loaded = _load(args)

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import yaml
+import yaml  # type: ignore[import-untyped]
 
 from dashboards import queries as Q
 from dashboards.build import DATASOURCE_UID, BuildConfig, _n
@@ -146,7 +146,7 @@ def contact_point_example() -> Json:
 
 
 def _yaml(doc: Json, header: str) -> str:
-    body = yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=100)
+    body = str(yaml.safe_dump(doc, allow_unicode=True, sort_keys=False, width=100))
     return "".join(f"# {line}\n" for line in header.splitlines()) + body
 
 

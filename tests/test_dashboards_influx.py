@@ -274,3 +274,62 @@ def test_alert_rule_queries(loaded: tuple[InfluxClient, H.DataSet]) -> None:
         assert expected, access
         assert firing(f"netmon-commune-below-{access}", "commune") == expected
 
+
+
+def _frame_columns(series: list[Series], fmt: str) -> set[str]:
+    """Field names Grafana gets from a result (part of the fake): table format turns tags
+    into columns, and Grafana's InfluxDB data source names the time column "Time"."""
+    cols: set[str] = set()
+    for s in series:
+        cols |= {"Time" if c == "time" else c for c in s.columns}
+        cols |= set(s.tags) if fmt == "table" else set()
+    return cols
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_transformations_overrides_and_map_fields_exist(
+        loaded: tuple[InfluxClient, H.DataSet], lang: str) -> None:
+    """Renames, hidden columns, byName overrides, table sort and geomap fields all refer to
+    columns the queries really return (a typo would silently show nothing in Grafana)."""
+    client, ds = loaded
+    for name in ("overview", "where", "quality", "probes"):
+        for panel in _committed(lang, name)["panels"]:
+            if panel["type"] == "row":
+                continue
+            cols: set[str] = set()
+            for target in panel["targets"]:
+                cols |= _frame_columns(_run(client, target["query"], ds),
+                                       target["resultFormat"])
+            where = f"{lang}/{name}/{panel['title']}"
+            final = set(cols)
+            for tr in panel.get("transformations", []):
+                if tr["id"] == "organize":
+                    opts = tr["options"]
+                    assert set(opts["renameByName"]) <= cols, (where, opts, cols)
+                    assert set(opts["excludeByName"]) <= cols, (where, opts, cols)
+                    final = {opts["renameByName"].get(c, c) for c in cols
+                             if c not in opts["excludeByName"]}
+            for override in panel["fieldConfig"]["overrides"]:
+                if override["matcher"]["id"] == "byName":
+                    assert override["matcher"]["options"] in final, (where, override, final)
+            for sort in panel["options"].get("sortBy", []):
+                assert sort["displayName"] in final | {"Time"}, (where, sort, final)
+            for layer in panel["options"].get("layers", []):
+                fields = {layer["location"]["latitude"], layer["location"]["longitude"],
+                          layer["config"]["style"]["color"]["field"]}
+                assert fields <= final, (where, fields, final)
+
+
+@pytest.mark.parametrize("interval", ["5m", "1h", "1d"])
+def test_success_share_independent_of_interval(loaded: tuple[InfluxClient, H.DataSet],
+                                               interval: str) -> None:
+    """The fill(0) buckets use $__interval; the per-commune share must not depend on it."""
+    client, ds = loaded
+    query = _panel("quality", "quality.tslcd")["targets"][0]["query"]
+    start, end = _window(ds)
+    got = {s.tags["commune"]: s.values[0][1]
+           for s in client.query(H.fake_grafana_interpolate(query, start, end, interval))[0]}
+    tests = [r for r in ds.results if r.method == "reachability"
+             and ds.site(r.probe_id).commune == H.UNREACHABLE_COMMUNE]
+    assert got[H.UNREACHABLE_COMMUNE] == pytest.approx(
+        100.0 * sum(r.ok for r in tests) / len(tests))
