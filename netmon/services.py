@@ -119,8 +119,11 @@ def _spawn(argv: Sequence[str], log: Path, cwd: Path | None = None,
 def mosquitto_config(workdir: Path, port: int, host: str = "127.0.0.1",
                      extra: str = "", anonymous: bool = True) -> str:
     """A minimal mosquitto.conf for a loopback listener with persistence under workdir."""
+    # As root, mosquitto drops to the "mosquitto" user, which cannot read files under a
+    # private work dir (password file, log); these are throwaway local brokers.
+    run_as = "user root\n" if os.geteuid() == 0 else ""
     return (
-        f"per_listener_settings false\n"
+        f"{run_as}per_listener_settings false\n"
         f"persistence true\npersistence_location {workdir}/\n"
         f"log_dest file {workdir}/mosquitto.log\nlog_type error\nlog_type warning\n"
         f"log_type notice\nlog_type information\n"
