@@ -3,7 +3,6 @@ the documented ACL, and a small MQTT v5 client that records acknowledgements."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import threading
 import time
@@ -53,10 +52,8 @@ def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon
     port = port or services.free_port()
     conf = services.mosquitto_config(
         workdir, port, anonymous=False,
-        # Run as root stays root: dropping to the ``mosquitto`` user would lose access
-        # to the 0600 password file in the test's private folder.
-        extra=f"password_file {passwd}\nacl_file {acl}\n" + ("user root\n" if os.geteuid() == 0
-                                                               else ""))
+        # (mosquitto_config keeps a root broker root, so it reads the 0600 password file)
+        extra=f"password_file {passwd}\nacl_file {acl}\n")
     return services.start_mosquitto(workdir, port=port, config=conf)
 
 

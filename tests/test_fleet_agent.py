@@ -144,6 +144,11 @@ state_file = "remote-config.json"
         self.broker = start_acl_broker(self.tmp / "broker", USERS, port=self.port)
         self.watch = self._observer()
 
+    def spool_depth(self) -> int:
+        out = subprocess.run([sys.executable, "-m", "agent.cli", "status", "--config",
+                              str(self.config), "--json"], capture_output=True, check=True)
+        return int(json.loads(out.stdout)["spool_depth"])
+
     def results(self) -> list[Any]:
         return [parse_result(p) for p in self.watch.payloads(T.results(PROBE))]
 
@@ -258,7 +263,11 @@ def test_restart_with_broker_down_runs_the_last_applied_config(fleet: Fleet) -> 
     f.broker.stop()
     agent_restart = time.time()
     f.agent.start()
-    time.sleep(4)  # the agent measures and spools while the broker is down
+    # The agent measures and spools while the broker is down.
+    deadline = time.monotonic() + 30
+    while f.spool_depth() < 2:
+        assert time.monotonic() < deadline, f"nothing spooled offline\n{f.agent.tail()}"
+        time.sleep(0.5)
     broker_back = time.time()
     f.restart_broker()
 
