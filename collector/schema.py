@@ -193,6 +193,10 @@ def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> lis
         fields["last_result_ms"] = to_ms(msg.last_result_at)
     if msg.config_version is not None:
         fields["config_version"] = msg.config_version
+    if msg.state == "online":
+        # Remote config (docs/fleet.md): always written, "" when none, so that last()
+        # never shows an error that a later config cleared.
+        fields["config_error"] = msg.config_error or ""
     if site:
         fields["latitude"] = float(site.latitude)
         fields["longitude"] = float(site.longitude)
