@@ -147,6 +147,7 @@ class Panel:
     color_mode: str | None = None
     custom: Json = field(default_factory=dict)
     mappings: list[Json] = field(default_factory=list)
+    no_value: str | None = None
     options: Json = field(default_factory=dict)
     overrides: list[Override] = field(default_factory=list)
     transformations: list[Json] = field(default_factory=list)
@@ -174,6 +175,8 @@ class Panel:
             defaults["custom"] = self.custom
         if self.mappings:
             defaults["mappings"] = self.mappings
+        if self.no_value is not None:
+            defaults["noValue"] = self.no_value
         out: Json = {
             "id": self.id,
             "type": self.type,

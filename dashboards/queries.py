@@ -264,12 +264,6 @@ def silent_probes() -> str:
             f"WHERE {q('recent')} = 0 GROUP BY {q('probe')}")
 
 
-def silent_count() -> str:
-    """How many probes are silent (see :func:`silent_probes`)."""
-    return (f"SELECT count({q('recent')}) AS {q('silent')} FROM "
-            f"({_recent_results(var_filters())}) WHERE {q('recent')} = 0")
-
-
 # ----------------------------------------------------------------- alert rules
 
 
