@@ -187,8 +187,11 @@ def cmd_list(args: argparse.Namespace) -> int:
                       "-" if r.spool_depth is None else str(r.spool_depth),
                       "-" if r.config_version is None else str(r.config_version), data, site))
     widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
+    errors = {r.probe_id: r.config_error for r in rows if r.config_error}
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        if row[0] in errors:  # the last remote config was refused: say why
+            print(f"    ! {errors[row[0]]}")
     return 0
 
 

@@ -356,6 +356,7 @@ class ProbeRow:
     last_result: dict[str, Any] = field(default_factory=dict)
     spool_depth: int | None = None
     config_version: int | None = None
+    config_error: str | None = None
     agent_version: str | None = None
     links: list[LinkUsage] = field(default_factory=list)
 
@@ -380,6 +381,7 @@ class ProbeRow:
             "last_result": self.last_result or None,
             "spool_depth": self.spool_depth,
             "config_version": self.config_version,
+            "config_error": self.config_error,
             "agent_version": self.agent_version,
             "data_used_bytes": self.data_used_bytes,
             "links": [{"link": u.link, "used_bytes": u.used_bytes,
@@ -421,6 +423,7 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
     # The last will carries no figures: take them from the last *online* status.
     q_figures = (f'SELECT last("spool_depth") AS spool_depth, '
                  f'last("config_version") AS config_version, '
+                 f'last("config_error") AS config_error, '
                  f'last("agent_version") AS agent_version, '
                  f'last("last_result_ms") AS last_result_ms FROM "{PROBE_STATUS}" '
                  f'WHERE "online" = 1 GROUP BY "probe"')
@@ -447,6 +450,7 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
         r, rec = row(pid), recs[0]
         r.spool_depth = _int(rec.get("spool_depth"))
         r.config_version = _int(rec.get("config_version"))
+        r.config_error = rec.get("config_error") or None
         r.agent_version = rec.get("agent_version")
         r.last_result_at = _ms(rec.get("last_result_ms"))
     for pid, recs in _by_probe(results).items():

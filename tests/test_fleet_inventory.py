@@ -53,11 +53,18 @@ def _seed(client: InfluxClient) -> None:
         "metrics": {"download_mbps": 63.5}, "agent_version": "0.1.0"}),
         SITES["ht-kyanh-01"]))
     # said online 2 hours ago and then nothing: silent
-    lines += status_lines(_status("ht-huongkhe-02", NOW - timedelta(hours=2), spool_depth=0),
-                          SITES["ht-huongkhe-02"], received)
+    lines += status_lines(_status(
+        "ht-huongkhe-02", NOW - timedelta(hours=2), spool_depth=0, config_version=3,
+        config_error="config version 4 rejected: target_not_allowed: not in the probe's "
+                     "allowlist: 192.0.2.1"), SITES["ht-huongkhe-02"], received)
     # online with figures, then a last will: offline, but the figures stay known
+    lines += status_lines(_status(
+        "ht-camxuyen-03", NOW - timedelta(hours=2), config_version=6,
+        config_error="config version 7 rejected: bad_signature: x"), SITES["ht-camxuyen-03"],
+        received)
     lines += status_lines(_status("ht-camxuyen-03", NOW - timedelta(hours=1), spool_depth=17,
                                   config_version=7), SITES["ht-camxuyen-03"], received)
+
     lines += status_lines(_status("ht-camxuyen-03", NOW - timedelta(minutes=30),
                                   state="offline"), SITES["ht-camxuyen-03"], received)
     # a probe that reports but is not in the registry
@@ -79,6 +86,7 @@ def test_inventory_states_and_figures(influx_client: InfluxClient) -> None:
     assert sorted(rows) == ["ht-camxuyen-03", "ht-huongkhe-02", "ht-kyanh-01", "ht-rogue-99",
                             "ht-thachha-04"]
     ky = rows["ht-kyanh-01"]
+    assert ky.config_error is None
     assert (ky.state, ky.spool_depth, ky.config_version) == ("online", 3, 42)
     assert ky.last_seen == NOW - timedelta(minutes=2)
     assert ky.last_result_at == NOW - timedelta(minutes=5)
@@ -87,8 +95,10 @@ def test_inventory_states_and_figures(influx_client: InfluxClient) -> None:
     assert {(u.link, u.budget_bytes) for u in ky.links} == {("4g", 3_000_000_000),
                                                             ("fibre", None)}
     assert rows["ht-huongkhe-02"].state == "silent"
+    assert "target_not_allowed" in (rows["ht-huongkhe-02"].config_error or "")
     cx = rows["ht-camxuyen-03"]
     assert (cx.state, cx.spool_depth, cx.config_version) == ("offline", 17, 7)
+    assert cx.config_error is None  # cleared by the later status, not shown stale
     assert cx.last_seen == NOW - timedelta(minutes=30)
     assert rows["ht-thachha-04"].state == "never_seen" and rows["ht-thachha-04"].registered
     assert not rows["ht-rogue-99"].registered and rows["ht-rogue-99"].state == "online"
@@ -113,6 +123,7 @@ def test_probes_list_cli(influx_client: InfluxClient, influxd: services.Service,
     assert cli.main(["probes", "list", "--config", str(cfg)]) == 0
     text = capsys.readouterr().out
     assert "UBND phường Kỳ Trinh" in text and "silent" in text and "1205/3000" in text
+    assert "! config version 4 rejected: target_not_allowed" in text
     # InfluxDB unreachable: runtime failure; bad config: usage error naming the key.
     cfg.write_text('[influxdb]\nurl = "http://127.0.0.1:9"\n[registry]\npath = "sites.toml"\n')
     assert cli.main(["probes", "list", "--config", str(cfg)]) == 1
