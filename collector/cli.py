@@ -1,17 +1,15 @@
 """``netmon-collector``: the collector's command line.
 
-Each command lives in its own module exposing ``register(subparsers)``, which adds a
-parser whose ``func(args) -> int`` runs the command; list the module in ``COMMANDS``.
-Exit codes: 0 ok, 1 runtime failure, 2 bad usage or bad config/input.
+Each command is a module with ``register(subparsers)`` (see :mod:`netmon.cli`); list it
+in ``COMMANDS``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
 
-from netmon import __version__
+from netmon import cli
 
 #: Modules that register a subcommand (``register(subparsers) -> None``).
 COMMANDS: tuple[str, ...] = (
@@ -26,28 +24,16 @@ COMMANDS: tuple[str, ...] = (
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with every registered subcommand."""
-    parser = argparse.ArgumentParser(
-        prog="netmon-collector",
-        description="hatinh-netmon collector: MQTT to InfluxDB, dead letters, bulletin, "
-                    "dashboards, fleet.")
-    parser.add_argument("--version", action="version", version=f"netmon-collector {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMANDS:
-        importlib.import_module(name).register(sub)
-    return parser
+    return cli.build_parser(
+        "netmon-collector",
+        "hatinh-netmon collector: MQTT to InfluxDB, dead letters, bulletin, "
+        "dashboards, fleet.",
+        COMMANDS)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit code."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if getattr(args, "func", None) is None:
-        parser.print_help(sys.stderr)
-        return 2
-    try:
-        return int(args.func(args))
-    except KeyboardInterrupt:
-        return 130
+    return cli.run(build_parser(), argv)
 
 
 if __name__ == "__main__":

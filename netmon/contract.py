@@ -14,7 +14,7 @@ import re
 import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import (
     AfterValidator,
@@ -68,6 +68,7 @@ def _utc(value: datetime) -> datetime:
 
 
 UtcDatetime = Annotated[AwareDatetime, AfterValidator(_utc)]
+_M = TypeVar("_M", bound=BaseModel)
 
 
 def now_utc() -> datetime:
@@ -326,31 +327,28 @@ def describe_validation_error(exc: ValidationError) -> str:
     return "; ".join(lines)
 
 
+def _parse(model: type[_M], payload: bytes, topic_probe_id: str | None) -> _M:
+    obj = _decode(payload)
+    try:
+        msg = model.model_validate(obj)
+    except ValidationError as exc:
+        raise ContractError("invalid", describe_validation_error(exc)) from None
+    probe_id = getattr(msg, "probe_id", None)
+    if topic_probe_id is not None and probe_id != topic_probe_id:
+        raise ContractError("probe_mismatch",
+                            f"payload probe_id {probe_id!r} != topic probe {topic_probe_id!r}")
+    return msg
+
+
 def parse_result(payload: bytes, topic_probe_id: str | None = None) -> ResultMessage:
     """Validate raw MQTT bytes as a result message.
 
     ``topic_probe_id`` (from the topic) must equal the payload's ``probe_id``: a probe can
     only speak for itself.
     """
-    obj = _decode(payload)
-    try:
-        msg = ResultMessage.model_validate(obj)
-    except ValidationError as exc:
-        raise ContractError("invalid", describe_validation_error(exc)) from None
-    if topic_probe_id is not None and msg.probe_id != topic_probe_id:
-        raise ContractError("probe_mismatch",
-                            f"payload probe_id {msg.probe_id!r} != topic probe {topic_probe_id!r}")
-    return msg
+    return _parse(ResultMessage, payload, topic_probe_id)
 
 
 def parse_status(payload: bytes, topic_probe_id: str | None = None) -> StatusMessage:
     """Validate raw MQTT bytes as a status message (see :func:`parse_result`)."""
-    obj = _decode(payload)
-    try:
-        msg = StatusMessage.model_validate(obj)
-    except ValidationError as exc:
-        raise ContractError("invalid", describe_validation_error(exc)) from None
-    if topic_probe_id is not None and msg.probe_id != topic_probe_id:
-        raise ContractError("probe_mismatch",
-                            f"payload probe_id {msg.probe_id!r} != topic probe {topic_probe_id!r}")
-    return msg
+    return _parse(StatusMessage, payload, topic_probe_id)

@@ -36,6 +36,7 @@ import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,8 @@ class Stack:
                 log = open(self.dir / f"iperf3-{link.name}.log", "wb")  # noqa: SIM115
                 self.ns.spawn(services.iperf3_server_argv(link.iperf3_port, link.server_ip),
                               stdout=log, stderr=subprocess.STDOUT)
-                services.wait_for(lambda ip=link.server_ip: services.tcp_open(ip, 5201), 10,
-                                  f"iperf3 for {link.name}")
+                services.wait_for(partial(services.tcp_open, link.server_ip, link.iperf3_port),
+                                  10, f"iperf3 for {link.name}")
             nginx = measurement_server.start(
                 self.dir / "nginx", host=links[0].server_ip, port=8080, netns=self.ns.name,
                 extra_listen=[f"{links[1].server_ip}:8080"], sparse=True)
