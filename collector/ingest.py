@@ -214,11 +214,20 @@ class MqttIngest:
                                                      str(exc)))
         if message.qos > 0:
             item.ack = (message.mid, message.qos, self._gen)
-        self.stats.add(received=1, results=item.kind == "result",
-                       statuses=item.kind == "status")
+        # Only this thread writes these counters: plain increments, no lock.
+        stats = self.stats
+        stats.received += 1
+        if item.kind == "result":
+            stats.results += 1
+        elif item.kind == "status":
+            stats.statuses += 1
         self.submit(item)
 
     # ------------------------------------------------------------------ acks
+
+    def is_stale(self, item: Item) -> bool:
+        """True when the item came on a connection that has since dropped."""
+        return item.ack is not None and item.ack[2] != self._gen
 
     def ack(self, items: list[Item]) -> None:
         """PUBACK every item received on the current connection (called by the writer)."""

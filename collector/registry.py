@@ -39,6 +39,7 @@ from pydantic import (
     Field,
     StringConstraints,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
@@ -83,10 +84,14 @@ class SiteEntry(BaseModel):
 
     @field_validator("name", "commune", "district")
     @classmethod
-    def _storable(cls, value: str) -> str:
+    def _storable(cls, value: str, info: ValidationInfo) -> str:
         value = nfc(value)
         if value != value.strip():
             raise ValueError("leading or trailing whitespace")
+        if info.field_name == "name":  # a string field: anything printable goes
+            if any(ord(c) < 0x20 for c in value):
+                raise ValueError("contains a control character")
+            return value
         problem = tag_value_problem(value)
         if problem:
             raise ValueError(f"cannot be stored as an InfluxDB tag: {problem}")

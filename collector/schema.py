@@ -93,22 +93,32 @@ def escape_key(text: str) -> str:
 
 def escape_string_field(text: str) -> str:
     """A quoted string field value."""
-    text = nfc(text)
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if not text.isascii():
+        text = nfc(text)
+    if "\\" in text or '"' in text:
+        text = text.replace("\\", "\\\\").replace('"', '\\"')
+    return f'"{text}"'
 
 
 def _format_float(value: float) -> str:
     return repr(float(value))
 
 
+@functools.lru_cache(maxsize=65536)
+def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
+    # Series repeat endlessly (same probe, link, target ...): build each key once.
+    return escape_measurement(measurement) + "".join(
+        f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags) if v != "")
+
+
 def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int | bool | str],
          ts_ms: int) -> str:
     """One line-protocol point; empty tag values are dropped (InfluxDB rejects them)."""
-    tag_part = "".join(f",{escape_key(k)}={escape_key(v)}"
-                       for k, v in sorted(tags.items()) if v != "")
     parts = []
     for key, value in fields.items():
-        if isinstance(value, bool):
+        if value.__class__ is float:
+            rendered = repr(value)
+        elif isinstance(value, bool):
             rendered = "true" if value else "false"
         elif isinstance(value, int):
             rendered = f"{value}i"
@@ -119,7 +129,7 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int |
         parts.append(f"{escape_key(key)}={rendered}")
     if not parts:
         raise ValueError("a point needs at least one field")
-    return f"{escape_measurement(measurement)}{tag_part} {','.join(parts)} {ts_ms}"
+    return f"{_series_key(measurement, tuple(tags.items()))} {','.join(parts)} {ts_ms}"
 
 
 def to_ms(msg_time: object) -> int:

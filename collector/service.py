@@ -62,7 +62,8 @@ class Collector:
             self.influx, cfg.writer, self.stats, on_done=self.ingest.ack,
             dead_store=self.dead_store,
             publish_dead=self.ingest.publish_dead if cfg.dead_letters.publish else None,
-            on_fatal=self._on_fatal, create_database=cfg.influxdb.create_database)
+            on_fatal=self._on_fatal, create_database=cfg.influxdb.create_database,
+            is_stale=self.ingest.is_stale)
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self._started = False

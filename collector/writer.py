@@ -61,7 +61,8 @@ class Writer:
                  dead_store: DeadLetterStore | None = None,
                  publish_dead: Callable[[DeadLetter], None] | None = None,
                  on_fatal: Callable[[Exception], None] | None = None,
-                 create_database: bool = False, compress: bool | None = None) -> None:
+                 create_database: bool = False, compress: bool | None = None,
+                 is_stale: Callable[[Item], bool] | None = None) -> None:
         self.client = client
         self.settings = settings
         self.stats = stats
@@ -72,13 +73,17 @@ class Writer:
         self.create_database = create_database
         self.compress = settings.gzip if compress is None else compress
         self.fatal: Exception | None = None
+        #: True for an item received on an MQTT connection that has since dropped: the
+        #: broker redelivers it, so holding on to it would only grow memory.
+        self.is_stale = is_stale
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._abort = threading.Event()
-        self._cond = threading.Condition()
+        self._cond = threading.Condition(threading.Lock())
         self._submitted = 0
         self._processed = 0
         self._thread: threading.Thread | None = None
         self._created_db = False
+        self._current: list[Item] = []
 
     # ------------------------------------------------------------------ public
 
@@ -130,27 +135,35 @@ class Writer:
     # ------------------------------------------------------------------ loop
 
     def _collect(self, first: Item) -> tuple[list[Item], bool]:
+        # Sleep-and-drain rather than a blocking get() per item: waking this thread for
+        # every message would hand the GIL back and forth with the network thread and
+        # halve throughput.
         batch = [first]
         points = len(first.lines)
         deadline = time.monotonic() + self.settings.flush_interval_s
         linger = self.settings.linger_s
-        stop = False
-        while points < self.settings.batch_size:
+        while True:
+            got = 0
+            while points < self.settings.batch_size:
+                try:
+                    nxt = self._q.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is _STOP:
+                    return batch, True
+                assert isinstance(nxt, Item)
+                batch.append(nxt)
+                points += len(nxt.lines)
+                got += 1
+            if points >= self.settings.batch_size or linger <= 0:
+                return batch, False
             left = deadline - time.monotonic()
-            if left <= 0:
-                break
-            try:
-                nxt = self._q.get(timeout=min(linger, left)) if linger > 0 else \
-                    self._q.get_nowait()
-            except queue.Empty:
-                break
-            if nxt is _STOP:
-                stop = True
-                break
-            assert isinstance(nxt, Item)
-            batch.append(nxt)
-            points += len(nxt.lines)
-        return batch, stop
+            if left <= 0 or (got == 0 and len(batch) > 1):
+                # input paused (all in-flight messages are here) or the batch is old enough
+                return batch, False
+            time.sleep(min(linger, left))
+            if self._q.empty():
+                return batch, False
 
     def _run(self) -> None:
         stop = False
@@ -185,7 +198,12 @@ class Writer:
 
         Returns the batch's dead letters (invalid messages and points InfluxDB refused).
         """
-        rejected = self._write_items(batch)
+        while True:
+            try:
+                rejected = self._write_items(batch)
+                break
+            except _Stale:
+                batch = [it for it in batch if not self._stale(it)]
         dead = [it.dead for it in batch if it.dead is not None]
         for item, why in rejected:
             topic, payload = item.source or ("", b"")
@@ -207,11 +225,15 @@ class Writer:
                     log.warning("dead letter not published to MQTT: %s", exc)
         return dead
 
+    def _stale(self, item: Item) -> bool:
+        return self.is_stale is not None and item.ack is not None and self.is_stale(item)
+
     def _write_items(self, items: list[Item]) -> list[tuple[Item, str]]:
         """Write the items' lines; return items InfluxDB refuses on their own (400)."""
         lines = [ln for it in items for ln in it.lines]
         if not lines:
             return []
+        self._current = items
         try:
             self._write_retrying(lines)
             return []
@@ -225,6 +247,10 @@ class Writer:
                 return [(items[0], str(exc))]
             mid = len(items) // 2
             return self._write_items(items[:mid]) + self._write_items(items[mid:])
+
+    @property
+    def _stale_in_flight(self) -> bool:
+        return any(self._stale(it) for it in self._current)
 
     def _write_retrying(self, lines: list[str]) -> None:
         delay = self.settings.retry_initial_s
@@ -249,6 +275,8 @@ class Writer:
                         f"(check url, database and credentials): {exc}") from None
                 failures += 1
                 self.stats.add(retries=1)
+                if self._stale_in_flight:
+                    raise _Stale() from None
                 if failures == 1 or failures % 10 == 0:
                     log.warning("InfluxDB write failed (%d points, attempt %d), retrying in "
                                 "%.1fs; messages stay unacknowledged: %s", len(lines),
@@ -265,3 +293,7 @@ class Writer:
 
 class _Aborted(Exception):
     """Shutdown while InfluxDB was failing."""
+
+
+class _Stale(Exception):
+    """The batch holds messages of a dropped connection; drop them and write the rest."""

@@ -1,0 +1,234 @@
+"""Ingest benchmark: results/s end to end, MQTT (mosquitto) -> collector -> InfluxDB (influxd).
+
+    python benchmarks/ingest/run.py                 # 3 runs x 30000 results, prints medians
+    python benchmarks/ingest/run.py --n 50000 --runs 5 --json
+
+Each run starts a fresh mosquitto and influxd on loopback (same machine: 2 cores shared by
+broker, database, publisher and collector), then measures:
+
+- ``backlog``: N valid results queued on the broker for the collector's persistent session
+  while it is away; the collector starts and drains them. Time = collector start -> the
+  count in InfluxDB equals N (checked: it must equal N exactly).
+- ``live``: the collector is running; a separate publisher process sends N results as fast
+  as it can. Time = first publish -> count in InfluxDB equals N.
+- ``naive``: the same backlog drained by a one-HTTP-write-per-message consumer (paho
+  auto-ack, validate, POST one line) - the design the batching writer replaces. Run on
+  ``--naive-n`` results (default 3000) because it is slow.
+
+The figure for the issue's goal (>= 10,000 results/s) is the median ``backlog`` and
+``live`` rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+
+import paho.mqtt.client as mqtt
+from helpers_collector import SITES, config, make_result
+from paho.mqtt.enums import CallbackAPIVersion
+
+from collector.config import CollectorConfig
+from collector.influx import InfluxClient
+from collector.ingest import validate
+from collector.registry import Registry
+from collector.service import Collector
+from netmon import services
+from netmon.contract import Topics
+
+DB = "bench"
+
+
+def payloads(n: int, offset: int = 0) -> list[tuple[str, bytes]]:
+    """N distinct valid results spread over the registry's probes."""
+    topics = Topics()
+    out = []
+    for i in range(offset, offset + n):
+        m = make_result(i, probe_id=SITES[i % len(SITES)].probe_id)
+        out.append((topics.results(m.probe_id), m.to_json()))
+    return out
+
+
+def publish(port: int, n: int, offset: int) -> None:
+    """Publish N results at QoS 1 as fast as the broker acknowledges (child process)."""
+    msgs = payloads(n, offset)
+    acked = 0
+
+    def on_publish(*_: object) -> None:
+        nonlocal acked
+        acked += 1
+
+    c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{offset}",
+                    protocol=mqtt.MQTTv5)
+    c.max_inflight_messages_set(1000)
+    c.max_queued_messages_set(0)
+    c.on_publish = on_publish
+    c.connect("127.0.0.1", port)
+    c.loop_start()
+    print("ready", flush=True)
+    sys.stdin.readline()  # parent says go
+    for topic, payload in msgs:
+        c.publish(topic, payload, qos=1)
+    while acked < n:
+        time.sleep(0.005)
+    c.disconnect()
+    c.loop_stop()
+
+
+def spawn_publisher(port: int, n: int, offset: int) -> subprocess.Popen[str]:
+    """Start a publisher process and wait until its payloads are built and it is connected."""
+    proc = subprocess.Popen([sys.executable, __file__, "_publish", str(port), str(n),
+                             str(offset)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True)
+    assert proc.stdout and proc.stdout.readline().strip() == "ready"
+    return proc
+
+
+def count(client: InfluxClient) -> int:
+    """Points in ``results``."""
+    res = client.query("SELECT count(download_mbps) FROM results")
+    return int(res[0][0].values[0][1]) if res and res[0] else 0
+
+
+def wait_count(client: InfluxClient, n: int, timeout: float) -> float:
+    """Monotonic time when count reached n (polling every 50 ms)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if count(client) >= n:
+            return time.monotonic()
+        time.sleep(0.05)
+    raise TimeoutError(f"only {count(client)}/{n} points after {timeout}s")
+
+
+def run_once(n: int, naive_n: int, tmp: Path) -> dict[str, float]:
+    """One run of the three measurements on fresh services."""
+    mq = services.start_mosquitto(tmp / "mq")
+    ix = services.start_influxd(tmp / "ix")
+    out: dict[str, float] = {}
+    try:
+        cfg: CollectorConfig = config(tmp / "c", mq.port, ix.port, database=DB,
+                                      client_id="bench-collector")
+        cfg.writer.stats_interval_s = 3600
+        influx = InfluxClient(cfg.influxdb)
+        # 1. backlog: create the session, go away, queue N, come back.
+        Collector(cfg).start().stop()
+        pub = spawn_publisher(mq.port, n, 0)
+        assert pub.stdin
+        pub.stdin.write("go\n")
+        pub.stdin.flush()
+        pub.wait(600)
+        t0 = time.monotonic()
+        col = Collector(cfg).start()
+        t1 = wait_count(influx, n, 600)
+        out["backlog"] = n / (t1 - t0)
+        assert count(influx) == n
+        # 2. live: collector running, publisher sends N more.
+        pub = spawn_publisher(mq.port, n, n)
+        assert pub.stdin
+        t0 = time.monotonic()
+        pub.stdin.write("go\n")
+        pub.stdin.flush()
+        t1 = wait_count(influx, 2 * n, 600)
+        pub.wait(60)
+        out["live"] = n / (t1 - t0)
+        col.stop()
+        assert count(influx) == 2 * n, count(influx)
+        # 3. naive: one HTTP write per message, backlog of naive_n.
+        out["naive"] = naive(cfg, mq.port, naive_n, 2 * n, influx)
+        assert count(influx) == 2 * n + naive_n
+        influx.close()
+    finally:
+        mq.stop()
+        ix.stop()
+    return out
+
+
+def naive(cfg: CollectorConfig, port: int, n: int, offset: int, influx: InfluxClient) -> float:
+    """Drain a backlog with one POST per message (auto-ack after each write)."""
+    registry = Registry.from_sites(SITES)
+    topics = Topics()
+    writer = InfluxClient(cfg.influxdb)
+
+    def on_message(client: mqtt.Client, userdata: object, msg: mqtt.MQTTMessage) -> None:
+        item = validate(msg.topic, msg.payload, topics, registry)
+        if item.lines:
+            writer.write_lines(item.lines, compress=False)
+
+    def make() -> mqtt.Client:
+        c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-naive",
+                        protocol=mqtt.MQTTv5)
+        c.on_message = on_message
+        return c
+
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    props = Properties(PacketTypes.CONNECT)
+    props.SessionExpiryInterval = 3600
+    c = make()
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    c.subscribe(topics.all_results(), qos=1)
+    c.loop_start()
+    time.sleep(0.5)
+    c.disconnect()
+    c.loop_stop()
+    pub = spawn_publisher(port, n, offset)
+    assert pub.stdin
+    pub.stdin.write("go\n")
+    pub.stdin.flush()
+    pub.wait(600)
+    c = make()
+    t0 = time.monotonic()
+    c.connect("127.0.0.1", port, clean_start=False, properties=props)
+    c.loop_start()
+    t1 = wait_count(influx, offset + n, 600)
+    c.disconnect()
+    c.loop_stop()
+    writer.close()
+    return n / (t1 - t0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the benchmark and print the medians."""
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] == "_publish":
+        publish(int(argv[1]), int(argv[2]), int(argv[3]))
+        return 0
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=30000, help="results per measurement")
+    ap.add_argument("--naive-n", type=int, default=3000, help="results for the naive path")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--json", action="store_true")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING)
+    runs = []
+    for i in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+            r = run_once(args.n, args.naive_n, Path(tmp))
+        runs.append(r)
+        print(f"run {i + 1}: " + "  ".join(f"{k}={v:,.0f}/s" for k, v in r.items()),
+              file=sys.stderr)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    result = {"n": args.n, "runs": args.runs, "median_results_per_s": med,
+              "batched_vs_naive": med["backlog"] / med["naive"], "all": runs}
+    if args.json:
+        print(json.dumps(result))
+    else:
+        print(f"median over {args.runs} runs of {args.n} results: "
+              f"backlog {med['backlog']:,.0f}/s, live {med['live']:,.0f}/s, "
+              f"naive (1 POST/message) {med['naive']:,.0f}/s; "
+              f"batched/naive = {result['batched_vs_naive']:.1f}x")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
