@@ -226,7 +226,8 @@ class Builder:
                 f"overview.median_{a}", "stat",
                 self.tr("p.median_dl", access=self.access_name(a)), g,
                 [self.target("A", Q.median_speed(a))],
-                description=self.tr("p.median_dl.desc", target=_n(cfg.target(a)),
+                description=self.tr("p.median_dl.desc" + ("_mobile" if a == "mobile" else ""),
+                                    target=_n(cfg.target(a)),
                                     target2030=_n(tg.fixed_2030_mbps)),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds", options=_stat_options()))

@@ -65,6 +65,11 @@ TEXTS: dict[str, tuple[str, str]] = {
         "{target} Mb/s; xanh lá: đạt; xanh dương: đạt mục tiêu 2030 ({target2030} Mb/s).",
         "Median download of successful throughput tests. Red: below the {target} Mb/s "
         "target; green: met; blue: meets the 2030 target ({target2030} Mb/s)."),
+    "p.median_dl.desc_mobile": (
+        "Trung vị tốc độ tải xuống của các phép đo thông lượng thành công. Đỏ: dưới mục tiêu "
+        "{target} Mb/s; xanh lá: đạt.",
+        "Median download of successful throughput tests. Red: below the {target} Mb/s "
+        "target; green: met."),
     "p.median_ul": ("Trung vị tải lên theo loại truy cập", "Median upload by access type"),
     "p.median_ul.desc": ("Kế hoạch không đặt mục tiêu tải lên; hiển thị để tham khảo.",
                          "The plan sets no upload target; shown for reference."),
