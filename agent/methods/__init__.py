@@ -12,12 +12,13 @@ from agent.methods.http import HttpMethod
 from agent.methods.http_latency import HttpLatencyMethod
 from agent.methods.icmp import IcmpMethod
 from agent.methods.iperf3 import Iperf3Method
+from agent.methods.speedtest import SpeedtestMethod
 from agent.methods.tcp import TcpMethod
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls  # type: ignore[misc]
     for cls in (Iperf3Method, HttpMethod, IcmpMethod, TcpMethod, DnsMethod,
-                HttpLatencyMethod)
+                HttpLatencyMethod, SpeedtestMethod)
 }
 
 
