@@ -308,3 +308,21 @@ def test_agent_config_names_bad_remote_config_keys(tmp_path: Path) -> None:
         with pytest.raises(ConfigError) as exc:
             load(None, data=base | {"remote_config": section})
         assert any(p.startswith(key) for p in exc.value.problems), exc.value.problems
+
+
+def test_openssl_made_keys_work(tmp_path: Path) -> None:
+    """deploy/ansible/pki.yml makes the NOC key with openssl; it must sign and verify."""
+    import subprocess
+
+    from netmon import services
+
+    try:
+        openssl = services.require_binary("openssl")
+    except services.ServiceError as exc:
+        pytest.skip(str(exc))
+    priv, pub = tmp_path / "noc-config.key", tmp_path / "noc-config.pub"
+    subprocess.run([openssl, "genpkey", "-algorithm", "ed25519", "-out", str(priv)], check=True)
+    subprocess.run([openssl, "pkey", "-in", str(priv), "-pubout", "-out", str(pub)], check=True)
+    priv.chmod(0o600)
+    env = sign({"tests": {}}, probe_id=PROBE, version=1, key=signing.load_private_key(priv))
+    assert verify(env.to_json(), [signing.load_public_key(pub)]).version == 1
