@@ -57,6 +57,8 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     push.add_argument("--token-file", type=Path, required=True,
                       help="file holding a Grafana service-account token (mode 0600)")
     push.add_argument("--lang", choices=[*LANGS, "all"], default="all")
+    push.add_argument("--datasource-url", default=None,
+                      help="InfluxDB URL as Grafana reaches it (default: [influxdb] url)")
     push.add_argument("--no-datasource", action="store_true",
                       help="only dashboards (the data source is provisioned otherwise)")
     push.add_argument("--timeout", type=float, default=10.0, help="seconds per request")
@@ -147,6 +149,8 @@ def _push(args: argparse.Namespace) -> int:
     summary: dict[str, Any] = {"datasource": None, "dashboards": []}
     try:
         payload = None if args.no_datasource else datasource_payload(cfg.influxdb)
+        if payload is not None and args.datasource_url:
+            payload["url"] = args.datasource_url
     except OSError as exc:
         print(f"cannot read an InfluxDB secret file: {exc}", file=sys.stderr)
         return 2

@@ -201,7 +201,8 @@ def test_push_to_fake_grafana(fake_grafana: str, tmp_path: Path,
     cfg.write_text(f'[influxdb]\nurl = "http://127.0.0.1:8086"\ntoken_file = "{influx_token}"\n')
     FakeGrafana.existing = {"/api/folders/netmon-vi"}
     rc = collector_main(["dashboards", "push", "--grafana-url", fake_grafana, "--token-file",
-                         str(token), "--config", str(cfg), "--json"])
+                         str(token), "--config", str(cfg), "--json",
+                         "--datasource-url", "http://influx.noc.invalid:8086"])
     out = capsys.readouterr()
     assert rc == 0, out.err
     summary = json.loads(out.out)
@@ -213,6 +214,7 @@ def test_push_to_fake_grafana(fake_grafana: str, tmp_path: Path,
     (ds_post,) = [b for m, p, b, _a in reqs if m == "POST" and p == "/api/datasources"]
     assert ds_post["uid"] == DATASOURCE_UID and ds_post["jsonData"]["version"] == "InfluxQL"
     assert ds_post["secureJsonData"] == {"httpHeaderValue1": "Token influx-secret"}
+    assert ds_post["url"] == "http://influx.noc.invalid:8086"
     folders = [b for m, p, b, _a in reqs if p == "/api/folders" and m == "POST"]
     assert folders == [{"title": "Hà Tĩnh netmon (English)", "uid": "netmon-en"}]
     dashes = [b for m, p, b, _a in reqs if p == "/api/dashboards/db"]
