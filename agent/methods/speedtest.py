@@ -44,7 +44,7 @@ class _StopEvent(threading.Event):
     """speedtest-cli polls ``isSet()`` per 10 KB chunk; Python 3.10+ warns on every call,
     which costs CPU in exactly the loop being measured."""
 
-    def isSet(self) -> bool:  # noqa: N802 - the name speedtest-cli calls
+    def isSet(self) -> bool:  # the name speedtest-cli calls
         return self.is_set()
 
 
