@@ -12,13 +12,15 @@ from agent.methods.http import HttpMethod
 from agent.methods.http_latency import HttpLatencyMethod
 from agent.methods.icmp import IcmpMethod
 from agent.methods.iperf3 import Iperf3Method
+from agent.methods.ipv6 import Ipv6Method
+from agent.methods.reachability import ReachabilityMethod
 from agent.methods.speedtest import SpeedtestMethod
 from agent.methods.tcp import TcpMethod
 
 REGISTRY: dict[str, type[Method]] = {
     cls.name: cls  # type: ignore[misc]
     for cls in (Iperf3Method, HttpMethod, IcmpMethod, TcpMethod, DnsMethod,
-                HttpLatencyMethod, SpeedtestMethod)
+                HttpLatencyMethod, SpeedtestMethod, Ipv6Method, ReachabilityMethod)
 }
 
 

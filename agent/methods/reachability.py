@@ -1,0 +1,103 @@
+"""``reachability``: up/down and RTT of configured endpoints (e.g. the provincial data
+centre over the government data network, TSLCD). One result per endpoint.
+
+An endpoint is ``host:port`` (TCP connect) or ``icmp:host`` (echo). ``reachable`` is 1
+when at least one probe got an answer; a down endpoint is also an error result whose
+code says why (refused, unreachable, timeout, dns).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import ClassVar, Literal
+
+from pydantic import Field, field_validator
+
+from agent.methods._icmp import ping_series
+from agent.methods._latency import LatencyOptions, sample_series, series_metrics
+from agent.methods._net import MeasureError, connect_tcp, guarded, split_host_port
+from agent.methods.base import MethodContext, make_result
+from netmon.contract import ErrorCode, ResultMessage, now_utc
+
+
+def _check_endpoint(value: str) -> str:
+    if value.startswith("icmp:"):
+        if not value[5:]:
+            raise ValueError(f"endpoint {value!r}: icmp: needs a host")
+        return value
+    hp = split_host_port(value, 0)
+    if hp.port == 0:
+        raise ValueError(f"endpoint {value!r} must be host:port or icmp:host")
+    return value
+
+
+class ReachabilityOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "reachability"``: ``target`` is the first
+    endpoint, ``endpoints`` more of them."""
+
+    endpoints: list[str] = Field(default_factory=list, max_length=64)
+    count: int = Field(3, ge=1, le=100, description="probes per endpoint")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        return [_check_endpoint(v) for v in value]
+
+
+class ReachabilityMethod:
+    """Probe every endpoint concurrently."""
+
+    name: ClassVar[Literal["reachability"]] = "reachability"
+    kind: ClassVar[Literal["latency"]] = "latency"
+    Options: ClassVar[type[ReachabilityOptions]] = ReachabilityOptions
+
+    async def _one(self, ctx: MethodContext, options: ReachabilityOptions, endpoint: str
+                   ) -> ResultMessage:
+        started, t0 = now_utc(), time.monotonic()
+        failures: list[MeasureError] = []
+        try:
+            if endpoint.startswith("icmp:"):
+                rtts, sent = await ping_series(endpoint[5:], ctx.link, options.count,
+                                               options.interval_s, options.probe_timeout_s)
+                if not rtts:
+                    failures.append(MeasureError("unreachable", f"no echo reply from "
+                                                                f"{endpoint[5:]}"))
+            else:
+                hp = split_host_port(endpoint, 0)
+
+                async def probe() -> float | None:
+                    try:
+                        sock, seconds = await connect_tcp(hp.host, hp.port, ctx.link,
+                                                          options.probe_timeout_s)
+                    except MeasureError as exc:
+                        failures.append(exc)
+                        return None
+                    sock.close()
+                    return seconds * 1000.0
+
+                rtts, sent, _ = await sample_series(probe, options.count, options.interval_s)
+        except MeasureError as exc:
+            rtts, sent = [], options.count
+            failures.append(exc)
+        metrics = series_metrics(rtts, sent) | {"reachable": 1.0 if rtts else 0.0}
+        error: tuple[ErrorCode, str] | None = None
+        if not rtts:
+            first = failures[0] if failures else MeasureError("unreachable", "no answer")
+            error = (first.code, f"{endpoint} is down: {first.message}")
+        return make_result(ctx, "reachability", endpoint, started, time.monotonic() - t0,
+                           metrics, error)
+
+    async def run(self, ctx: MethodContext, options: ReachabilityOptions  # type: ignore[override]
+                  ) -> list[ResultMessage]:
+        """One result per endpoint, in configuration order."""
+        endpoints = list(dict.fromkeys([options.target, *options.endpoints]))
+
+        async def body() -> list[ResultMessage]:
+            return list(await asyncio.gather(*(self._one(ctx, options, e) for e in endpoints)))
+        return await guarded(ctx, "reachability", options.target, options.timeout_s, body)
