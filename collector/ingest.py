@@ -42,6 +42,9 @@ from collector.writer import Item
 from netmon.contract import ContractError, Topics, parse_result, parse_status
 
 log = logging.getLogger(__name__)
+_MQTT_LOG = logging.getLogger("collector.mqtt")
+# paho's network thread logs this as an ERROR once after every clean disconnect.
+_MQTT_LOG.addFilter(lambda r: not str(r.msg).startswith("Client is not connected"))
 
 #: Points before this are a probe whose clock was never set (a Pi without RTC boots in
 #: 1970); InfluxDB cannot even store times before 1677.
@@ -118,7 +121,7 @@ class MqttIngest:
         self.last_error: str | None = None
         client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
                              protocol=mqtt.MQTTv5, manual_ack=True)
-        client.enable_logger(logging.getLogger("collector.mqtt"))
+        client.enable_logger(_MQTT_LOG)
         if settings.username:
             client.username_pw_set(settings.username, _read_secret(settings.password_file))
         if settings.tls:
@@ -191,6 +194,8 @@ class MqttIngest:
             self.last_error = f"subscription refused: {bad}"
             log.error("MQTT: %s", self.last_error)
             return
+        if not self.subscribed.is_set():
+            log.info("MQTT subscribed (QoS 1): %s", ", ".join(self.filters()))
         self.subscribed.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
