@@ -32,6 +32,21 @@ def test_median_percentiles_mean_match_statistics_module(values: list[float]) ->
     assert s.share_at_target == sum(v >= 71.0 for v in values) / len(values)
 
 
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 6), st.floats(0, 2000, allow_nan=False)), min_size=1,
+                max_size=150))
+def test_vectorised_80_80_equals_the_reference(pairs: list[tuple[int, float]]) -> None:
+    ids = [p[0] for p in pairs]
+    values = [p[1] for p in pairs]
+    per_line = [[v for i, v in pairs if i == line] for line in sorted(set(ids))]
+    expect = stats.consistent_speed(per_line)
+    assert stats.summarize(values, ids, 71.0).consistent_80_80 == pytest.approx(expect, abs=1e-9)
+    gids, p = stats.grouped_percentile(values, ids, 37.5)
+    for g, got in zip(gids, p, strict=True):
+        assert got == pytest.approx(np.percentile([v for i, v in pairs if i == g], 37.5),
+                                    abs=1e-9)
+
+
 def test_share_counts_the_target_itself_as_reached() -> None:
     assert stats.share_at_or_above([70.9, 71.0, 71.1, 10.0], 71.0) == 0.5
 
@@ -106,7 +121,7 @@ def test_month_bounds_in_local_time() -> None:
 @pytest.mark.parametrize("bad", ["2026-13", "2026-00", "26-10", "2026/10", "", "1999-05",
                                  "2026-10-01"])
 def test_bad_month(bad: str) -> None:
-    with pytest.raises(MonthError, match="YYYY-MM|outside"):
+    with pytest.raises(MonthError, match=r"YYYY-MM|outside"):
         Month.parse(bad, "Asia/Ho_Chi_Minh")
 
 

@@ -14,6 +14,7 @@ and keeps those reads small.
 from __future__ import annotations
 
 import re
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from zoneinfo import ZoneInfo
@@ -154,34 +155,41 @@ class Tests:
 
 
 def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple[str, ...],
-                fields: tuple[str, ...], lines: Lines, chunk_ms: int = 86_400_000) -> Tests:
+                fields: tuple[str, ...], lines: Lines, chunk_ms: int = 86_400_000,
+                workers: int = 3) -> Tests:
     """Every result of ``methods`` in [start_ms, end_ms), read in ``chunk_ms`` slices.
 
     Failed tests are included (``ok`` False) so they can be counted; ``cross`` marks tests
-    flagged for cross-traffic on the line.
+    flagged for cross-traffic on the line. ``workers`` slices are in flight at once: while
+    Python decodes one, influxd (another process, another core) reads the next. Results
+    are assembled in time order, so the output does not depend on thread timing.
     """
     select = ", ".join(f'"{f}"' for f in ("cross_traffic", *fields))
     group = ", ".join(f'"{t}"' for t in (*LINE_TAGS, "status"))
-    parts: dict[str, list[NDArray[np.float64]]] = {"t": [], "line": [], "ok": []}
-    cols: list[list[NDArray[np.float64]]] = []
+    bounds = []
     t0 = start_ms
     while t0 < end_ms:
-        t1 = min(t0 + chunk_ms, end_ms)
-        q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {t0}ms AND time < {t1}ms '
+        bounds.append((t0, min(t0 + chunk_ms, end_ms)))
+        t0 += chunk_ms
+
+    def one(b: tuple[int, int]) -> list[tuple[dict[str, str], NDArray[np.float64]]]:
+        q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
              f'AND {_method_filter(methods)} GROUP BY {group}')
-        for series in client.query(q)[0]:
-            if not series.values:
-                continue
-            tags = series.tags
-            key = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
-            line_id = lines.id_for(key)
-            arr = np.array(series.values, dtype=np.float64)
-            n = arr.shape[0]
-            parts["t"].append(arr[:, 0])
-            parts["line"].append(np.full(n, line_id, dtype=np.float64))
-            parts["ok"].append(np.full(n, 1.0 if tags.get("status") == "ok" else 0.0))
-            cols.append(arr[:, 1:])
-        t0 = t1
+        return [(s.tags, np.array(s.values, dtype=np.float64))
+                for s in client.query(q)[0] if s.values]
+
+    parts: dict[str, list[NDArray[np.float64]]] = {"t": [], "line": [], "ok": []}
+    cols: list[NDArray[np.float64]] = []
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        for chunk in pool.map(one, bounds):  # map() yields in submission (time) order
+            for tags, arr in chunk:
+                key = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
+                line_id = lines.id_for(key)
+                n = arr.shape[0]
+                parts["t"].append(arr[:, 0])
+                parts["line"].append(np.full(n, line_id, dtype=np.float64))
+                parts["ok"].append(np.full(n, 1.0 if tags.get("status") == "ok" else 0.0))
+                cols.append(arr[:, 1:])
     if not cols:
         return Tests.empty(fields)
     data = np.concatenate(cols)

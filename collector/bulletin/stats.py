@@ -60,6 +60,31 @@ def consistent_speed(per_line: Sequence[ArrayLike]) -> float | None:
     return percentile(kept, 20) if kept else None
 
 
+def grouped_percentile(values: ArrayLike, group_ids: ArrayLike, q: float
+                       ) -> tuple[NDArray[np.int64], FloatArray]:
+    """The ``q``-th percentile of each group at once (same interpolation as :func:`percentile`).
+
+    Returns (group ids in ascending order, their percentiles). One sort for all groups
+    instead of one call per group: a month has thousands of lines.
+    """
+    v = np.asarray(values, dtype=np.float64)
+    g = np.asarray(group_ids, dtype=np.int64)
+    keep = ~np.isnan(v)
+    v, g = v[keep], g[keep]
+    if not v.size:
+        return np.zeros(0, np.int64), np.zeros(0)
+    order = np.lexsort((v, g))
+    v, g = v[order], g[order]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    counts = np.diff(np.concatenate([starts, [v.size]]))
+    pos = (counts - 1) * (q / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, counts - 1)
+    frac = pos - lo
+    a, b = v[starts + lo], v[starts + hi]
+    return g[starts], a + frac * (b - a)
+
+
 def has_enough(n_tests: int, min_tests: int) -> bool:
     """The insufficient-data rule: a group is rated only with at least ``min_tests`` tests."""
     return n_tests >= min_tests
@@ -87,10 +112,7 @@ def summarize(values: ArrayLike, line_ids: ArrayLike, target: float | None) -> S
     if not a.size:
         return Summary(0, None, None, None, None, None, None)
     p10, p50, p90 = (float(x) for x in np.percentile(a, [10, 50, 90]))
-    order = np.argsort(ids, kind="stable")
-    sorted_ids = ids[order]
-    cuts = np.flatnonzero(sorted_ids[1:] != sorted_ids[:-1]) + 1
-    per_line = np.split(a[order], cuts)
+    _, line_p20 = grouped_percentile(a, ids, 20)  # == consistent_speed(), vectorised
     return Summary(
         tests=int(a.size),
         median=p50,
@@ -99,7 +121,7 @@ def summarize(values: ArrayLike, line_ids: ArrayLike, target: float | None) -> S
         p90=p90,
         share_at_target=(float(np.count_nonzero(a >= target) / a.size)
                          if target is not None else None),
-        consistent_80_80=consistent_speed(per_line),
+        consistent_80_80=percentile(line_p20, 20),
     )
 
 

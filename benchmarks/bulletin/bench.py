@@ -1,0 +1,214 @@
+"""Benchmark: bulletin generation for a month of 1,000 probes x 2 links x hourly tests.
+
+Loads ``probes x links x 24 x days`` throughput results (about 1.49 million for a 31-day
+month at the defaults) into a fresh influxd, then times ``netmon-collector bulletin`` as a
+child process, several runs, and reports wall time and the child's peak RSS
+(``resource.getrusage(RUSAGE_CHILDREN).ru_maxrss``). The points have the collector's
+schema (collector.schema: the same tags and fields, including the string fields), built
+with f-strings because a million pydantic messages would time the generator, not the
+bulletin.
+
+    python3 benchmarks/bulletin/bench.py                 # full size, 3 runs
+    python3 benchmarks/bulletin/bench.py --probes 100    # quick
+    python3 benchmarks/bulletin/bench.py --keep DIR      # keep influxd data for reuse
+    python3 benchmarks/bulletin/bench.py --reuse DIR     # skip the load, reuse DIR
+
+Prints one JSON object (figures) on stdout; progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+from collector.config import InfluxSettings  # noqa: E402
+from collector.influx import InfluxClient  # noqa: E402
+from collector.schema import escape_key, escape_string_field  # noqa: E402
+from netmon import services  # noqa: E402
+
+DISTRICTS = ["Thành phố Hà Tĩnh", "Thị xã Hồng Lĩnh", "Thị xã Kỳ Anh", "Nghi Xuân", "Đức Thọ",
+             "Hương Sơn", "Vũ Quang", "Can Lộc", "Lộc Hà", "Thạch Hà", "Cẩm Xuyên",
+             "Hương Khê", "Kỳ Anh"]
+COMMUNES_PER_DISTRICT = 16  # ~209 communes before the 2025 merge
+FIXED_ISPS = ["VNPT", "Viettel", "FPT"]
+MOBILE_ISPS = ["Viettel", "VinaPhone", "MobiFone"]
+MONTH = (2026, 10)
+TZ_OFFSET_MS = 7 * 3600 * 1000
+
+
+def log(msg: str) -> None:
+    print(f"[bench] {msg}", file=sys.stderr, flush=True)
+
+
+def generate_lines(probes: int, days: int, seed: int = 568):
+    """Yield batches of line-protocol strings for the month, hour by hour."""
+    rng = np.random.default_rng(seed)
+    # 2026-10-01 00:00 local = 2026-09-30 17:00 UTC
+    start_ms = int(dt.datetime(MONTH[0], MONTH[1], 1, tzinfo=dt.UTC).timestamp() * 1000
+                   ) - TZ_OFFSET_MS
+    cross_flag = ',flags="cross_traffic"'
+    prefixes = []
+    levels = []
+    for p in range(probes):
+        d = DISTRICTS[p % len(DISTRICTS)]
+        c = f"Xã {d.split()[-1]} {(p // len(DISTRICTS)) % COMMUNES_PER_DISTRICT + 1:02d}"
+        probe = f"ht-{p:04d}"
+        site_type = ("ubnd", "school", "health")[p % 3]
+        for link, access, isps, level in (("fibre", "fixed", FIXED_ISPS, 170.0),
+                                          ("lte", "mobile", MOBILE_ISPS, 75.0)):
+            isp = isps[p % len(isps)]
+            tags = {"access": access, "commune": c, "district": d, "isp": isp, "link": link,
+                    "method": "iperf3", "probe": probe, "site_type": site_type,
+                    "target": "speed.hatinh.example"}
+            base = ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
+            # status sorts after site_type and before target
+            ok_tags = base.replace(",target=", ",status=ok,target=")
+            err_tags = base.replace(",target=", ",error_code=timeout,status=error,target=")
+            prefixes.append((f"results,{ok_tags} ", f"results,{err_tags} ",
+                             escape_string_field(f"UBND {c}")))
+            levels.append(level * rng.uniform(0.5, 1.4))
+    levels_arr = np.array(levels)
+    n_lines = len(prefixes)
+    lat = 18.3
+    for h in range(days * 24):
+        ts0 = start_ms + h * 3600_000
+        dl = np.maximum(0.5, rng.normal(levels_arr, levels_arr * 0.25))
+        ul = dl * rng.uniform(0.3, 0.9, n_lines)
+        rtt = rng.uniform(5, 40, n_lines)
+        loaded = rtt + rng.uniform(10, 200, n_lines)
+        fail = rng.random(n_lines) < 0.02
+        cross = rng.random(n_lines) < 0.01
+        offs = rng.integers(0, 3_000_000, n_lines)
+        batch = []
+        for i in range(n_lines):
+            ok_p, err_p, site_name = prefixes[i]
+            ts = ts0 + int(offs[i])
+            rid = uuid.UUID(int=(h << 32) | i)
+            if fail[i]:
+                batch.append(f"{err_p}duration_s=30.0,latitude={lat},longitude=105.9,"
+                             f'result_id="{rid}",site_name={site_name},cross_traffic=0.0,'
+                             f'error_message="timeout: no answer",agent_version="1.0.0" {ts}')
+            else:
+                batch.append(f"{ok_p}download_mbps={dl[i]:.3f},upload_mbps={ul[i]:.3f},"
+                             f"rtt_ms={rtt[i]:.2f},idle_rtt_ms={rtt[i]:.2f},"
+                             f"loaded_rtt_ms={loaded[i]:.2f},retransmits=0.0,duration_s=10.0,"
+                             f"latitude={lat},longitude=105.9,result_id=\"{rid}\","
+                             f"site_name={site_name},cross_traffic={1.0 if cross[i] else 0.0}"
+                             f"{cross_flag if cross[i] else ''},"
+                             f'agent_version="1.0.0" {ts}')
+        yield batch
+
+
+def load(url: str, probes: int, days: int, batch_size: int) -> tuple[int, float]:
+    """Write the month; returns (points, seconds)."""
+    settings = InfluxSettings(url=url, database="netmon", timeout_s=300)
+    n = 0
+    t0 = time.perf_counter()
+    with InfluxClient(settings) as client:
+        client.ensure_database()
+        pending: list[str] = []
+        for hour_batch in generate_lines(probes, days):
+            pending.extend(hour_batch)
+            if len(pending) >= batch_size:
+                client.write_lines(pending)
+                n += len(pending)
+                pending = []
+                if n % 200_000 < batch_size:
+                    log(f"loaded {n:,} points ({time.perf_counter() - t0:.0f} s)")
+        if pending:
+            client.write_lines(pending)
+            n += len(pending)
+    return n, time.perf_counter() - t0
+
+
+def run_bulletin(url: str, work: Path, lang: str, formats: list[str]) -> dict[str, object]:
+    cfg = work / "collector.toml"
+    cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n',
+                   encoding="utf-8")
+    out = work / f"out-{lang}"
+    argv = [sys.executable, "-m", "collector.cli", "bulletin", "--config", str(cfg),
+            "--month", f"{MONTH[0]}-{MONTH[1]:02d}", "--out", str(out), "--lang", lang,
+            "--json"]
+    for f in formats:
+        argv += ["--format", f]
+    t0 = time.perf_counter()
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
+                       env=os.environ | {"PYTHONPATH": str(ROOT)})
+    wall = time.perf_counter() - t0
+    if p.returncode != 0:
+        raise SystemExit(f"bulletin failed ({p.returncode}): {p.stderr}")
+    summary = json.loads(p.stdout)
+    return {"wall_s": wall, "timings_s": summary["timings_s"], "totals": summary["totals"]}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--probes", type=int, default=1000)
+    ap.add_argument("--days", type=int, default=31, help="days of October 2026 to fill")
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=50_000, help="points per write")
+    ap.add_argument("--lang", default="vi", choices=("vi", "en"))
+    ap.add_argument("--keep", type=Path, help="keep influxd's data in this folder")
+    ap.add_argument("--reuse", type=Path, help="reuse influxd data kept with --keep")
+    args = ap.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="bench-bulletin-"))
+    data_dir = args.reuse or args.keep or work / "influxd"
+    svc = services.start_influxd(data_dir)
+    figures: dict[str, object] = {"probes": args.probes, "days": args.days}
+    try:
+        url = f"http://{svc.host}:{svc.port}"
+        if not args.reuse:
+            log(f"loading {args.probes * 2 * 24 * args.days:,} results into influxd ...")
+            n, secs = load(url, args.probes, args.days, args.batch)
+            figures |= {"points": n, "load_s": round(secs, 1),
+                        "load_points_per_s": round(n / secs)}
+            log(f"loaded {n:,} points in {secs:.0f} s")
+        runs = []
+        for i in range(args.runs):
+            r = run_bulletin(url, work, args.lang, [])
+            runs.append(r)
+            log(f"run {i + 1}: {r['wall_s']:.1f} s wall, stages {r['timings_s']}")
+        rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+        walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
+        figures |= {
+            "results_in_month": runs[0]["totals"]["results"],  # type: ignore[index]
+            "runs": len(runs),
+            "wall_s_median": round(statistics.median(walls), 2),
+            "wall_s_all": [round(w, 2) for w in walls],
+            "stages_s_last_run": runs[-1]["timings_s"],
+            "peak_rss_mib": round(rss_mib, 1),
+            "influxd_peak_rss_mib": _vm_hwm(svc.proc.pid),
+        }
+    finally:
+        svc.stop()
+    print(json.dumps(figures, indent=2))
+    return 0
+
+
+def _vm_hwm(pid: int) -> float | None:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return round(int(line.split()[1]) / 1024, 1)
+    except OSError:
+        return None
+    return None
+
+
+if __name__ == "__main__":
+    sys.exit(main())
