@@ -2,6 +2,8 @@
 
 * ``/download/blob.bin`` - the ``http`` method's download object (GET it repeatedly);
 * ``/upload`` - the ``http`` method's upload sink (POST, body discarded);
+* ``/speedtest-config.php`` - a fixed Speedtest configuration (for the speedtest-cli CLI
+  comparison through ``http_proxy``);
 * ``/speedtest/latency.txt``, ``/speedtest/random{N}x{N}.jpg``, ``/speedtest/upload.php`` -
   the Speedtest legacy HTTP layout that speedtest-cli talks to.
 
@@ -50,11 +52,13 @@ def _write_random(path: Path, nbytes: int, sparse: bool) -> None:
     os.replace(tmp, path)
 
 
-def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = False) -> Path:
+def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = False,
+                    speedtest_length_s: int = 10) -> Path:
     """Create (idempotently) the files nginx serves under ``webroot``; return it.
 
     ``sparse=True`` makes zero-filled sparse files (instant, no disk use) for tests; the
-    default writes incompressible data.
+    default writes incompressible data. ``speedtest_length_s`` is the test length in the
+    bundled ``speedtest-config.php`` (used only by the speedtest-cli comparison).
     """
     webroot.mkdir(parents=True, exist_ok=True)
     (webroot / "download").mkdir(exist_ok=True)
@@ -65,7 +69,25 @@ def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = F
     for size in SPEEDTEST_SIZES:
         _write_random(st / f"random{size}x{size}.jpg", speedtest_image_bytes(size), sparse)
     (webroot / "index.txt").write_text("hatinh-netmon measurement server\n")
+    (webroot / "speedtest-config.php").write_text(speedtest_config_xml(speedtest_length_s))
     return webroot
+
+
+def speedtest_config_xml(length_s: int = 10) -> str:
+    """A minimal speedtest-config.php (the shape speedtest.net serves), so that the
+    unmodified speedtest-cli command-line tool can be pointed at this server through
+    ``http_proxy`` for comparisons, with no request to speedtest.net."""
+    return (
+        '<?xml version="1.0" encoding="UTF-8"?>\n<settings>\n'
+        '<client ip="127.0.0.1" lat="18.34" lon="105.9" isp="local" isprating="3.7" '
+        'rating="0" ispdlavg="0" ispulavg="0" loggedin="0" country="VN"/>\n'
+        '<server-config threadcount="4" ignoreids="" notonmap="" forcepingid="" '
+        'preferredserverid=""/>\n'
+        f'<download testlength="{length_s}" initialtest="250K" mintestsize="250K" '
+        'threadsperurl="4"/>\n'
+        f'<upload testlength="{length_s}" ratio="5" initialtest="0" mintestsize="32K" '
+        'threads="2" maxchunksize="512K" maxchunkcount="50" threadsperurl="4"/>\n'
+        '</settings>\n')
 
 
 def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp_dir: Path,
@@ -86,7 +108,7 @@ def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp
 def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
           netns: str | None = None, webroot: Path | None = None,
           extra_listen: Sequence[str] = (), sparse: bool = False,
-          blob_bytes: int = 256 << 20) -> services.Service:
+          blob_bytes: int = 256 << 20, speedtest_length_s: int = 10) -> services.Service:
     """Prepare a web root and start nginx serving it on host:port (inside ``netns`` if set).
 
     ``Service.extra`` holds ``webroot`` and ``base_url``.
@@ -94,7 +116,8 @@ def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
     workdir.mkdir(parents=True, exist_ok=True)
     if port is None:
         port = services.free_port(host) if netns is None else 8080
-    webroot = prepare_webroot(webroot or workdir / "www", blob_bytes=blob_bytes, sparse=sparse)
+    webroot = prepare_webroot(webroot or workdir / "www", blob_bytes=blob_bytes, sparse=sparse,
+                              speedtest_length_s=speedtest_length_s)
     temp = workdir / "tmp"
     temp.mkdir(exist_ok=True)
     hostspec = f"[{host}]" if ":" in host else host
