@@ -38,11 +38,13 @@ def test_ipv6_ready_link(shaped_link: Shaped) -> None:
     assert res.metrics.values()["ipv6_global_address"] == 1
 
 
-def test_ipv6_unreachable_is_a_finding_not_an_error(shaped_link: Shaped) -> None:
+def test_ipv6_unreachable_is_an_error_result_with_the_findings(shaped_link: Shaped) -> None:
     link, _ = shaped_link(150)
     res = run("ipv6", ctx_for(link), target=unused_v6(link), v4_target=link.server_ip,
               count=2, interval_s=0.01, probe_timeout_s=0.5)
-    assert res.ok, res.error
+    # The bulletin counts ready / not ready from the status alone.
+    assert res.error is not None and res.error.code == "unreachable"
+    assert "IPv6" in res.error.message
     m = res.metrics.values()
     assert m["ipv6_reachable"] == 0 and m["loss_pct"] == 100
     assert m["rtt_v4_ms"] > 0 and "rtt_v6_v4_ratio" not in m

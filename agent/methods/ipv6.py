@@ -2,8 +2,10 @@
 
 Reports whether the link has a global unicast IPv6 address (2000::/3; ULAs and
 link-local do not count), whether the configured target answers over IPv6, and the
-IPv6 RTT beside the IPv4 RTT to the same target (or ``v4_target``). Not being ready is a
-finding, not an error: the result carries ``ipv6_reachable = 0``.
+IPv6 RTT beside the IPv4 RTT to the same target (or ``v4_target``). The result is ok
+when the target answers over IPv6 (*ready*); otherwise it is an ``unreachable`` error
+result that still carries the metrics (``ipv6_reachable = 0``, the IPv4 RTT, the address
+check), so the bulletin can count ready / not ready from the status alone.
 """
 
 from __future__ import annotations
@@ -94,6 +96,10 @@ class Ipv6Method:
                     metrics["rtt_v4_ms"] = v4_med
                     if v6 and v4_med > 0:
                         metrics["rtt_v6_v4_ratio"] = round(metrics["rtt_ms"] / v4_med, 3)
+            error = None
+            if not v6:
+                why = "; ".join(notes) or f"no echo reply over IPv6 to {options.count} requests"
+                error = ("unreachable", f"{options.target} not reachable over IPv6: {why}")
             return [make_result(ctx, "ipv6", options.target, started, time.monotonic() - t0,
-                                metrics)]
+                                metrics, error)]  # type: ignore[arg-type]
         return await guarded(ctx, "ipv6", options.target, options.timeout_s, body)
