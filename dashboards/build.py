@@ -390,14 +390,16 @@ class Builder:
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.row(self.tr("row.readiness"))
-        for key, method, pct in (("ipv6", Q.IPV6_METHOD, "ipv6_ok_pct"),
-                                 ("tslcd", Q.REACHABILITY_METHOD, "reachable_pct")):
+        for key, method, metric, pct in (
+                ("ipv6", Q.IPV6_METHOD, Q.IPV6_METRIC, "ipv6_ready_pct"),
+                ("tslcd", Q.REACHABILITY_METHOD, Q.REACHABILITY_METRIC, "reachable_pct")):
             names = {pct: self.tr("col.pct_ok"), "tests": self.tr("col.tests"),
                      "district": t("var.district", self.lang),
                      "commune": t("var.commune", self.lang)}
-            lay.add(12, 10, lambda g, k=key, m=method, p=pct, n=names: self.panel(
+            lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                [self.target("A", Q.success_share(m, ("district", "commune"), p), "table")],
+                [self.target("A", Q.readiness_share(m, mt, ("district", "commune"), p),
+                             "table")],
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
                                        Step("green", 100.0))),

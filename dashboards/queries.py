@@ -14,9 +14,8 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
   ``ceil(floor(x / T) / 1e6)`` is 0 for ``x < T`` and 1 for ``T <= x <= 1e6*T``
   (speeds are capped at 100 000 Mb/s by the contract), so ``mean()`` of it in a
   subquery is the share.
-- a share of failed tests uses ``count("error_message")`` (written only for failed
-  tests) with ``fill(0)`` in an inner ``GROUP BY time`` subquery, so a commune with no
-  failure gets 0 instead of a null that would blank the row.
+- IPv6 readiness and TSLCD reachability are the mean of the agent's 0/1 metrics
+  ``ipv6_reachable`` / ``reachable`` (agent/methods/ipv6.py, reachability.py).
 - an outer ``WHERE time`` narrows the inner query's range too, so "silent for 30 min"
   is a ``moving_average`` over 7 five-minute buckets (``fill(0)``) of a 7-day window.
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
@@ -34,6 +33,9 @@ THROUGHPUT_METHODS = ("iperf3", "speedtest", "http")
 LATENCY_METHODS = ("icmp", "tcp", "dns", "http_latency")
 IPV6_METHOD = "ipv6"
 REACHABILITY_METHOD = "reachability"
+#: 0/1 metrics those methods write on every result, failed or not.
+IPV6_METRIC = "ipv6_reachable"
+REACHABILITY_METRIC = "reachable"
 #: Field holding the test's start hour in local time (0-23); see module docstring.
 LOCAL_HOUR_FIELD = "local_hour"
 #: Speeds above this are rejected by the contract; the 0/1 trick needs x <= 1e6 * T.
@@ -179,15 +181,13 @@ def loaded_latency_trend(metric: str) -> str:
             f"GROUP BY time($__interval), {q('access')} fill(none)")
 
 
-def success_share(method: str, group: Sequence[str], pct_name: str) -> str:
-    """Percent of a method's tests that succeeded, per area (failures carry
-    ``error_message``; the inner ``fill(0)`` turns "no failure" into 0, not null)."""
-    inner = (f"SELECT count({q('duration_s')}) AS {q('n')}, "
-             f"count({q('error_message')}) AS {q('failed')} FROM {q(RESULTS)} "
-             f"{where(methods((method,)), *var_filters(), TIME)} "
-             f"GROUP BY time($__interval), {_group(group)} fill(0)")
-    return (f"SELECT 100 * (sum({q('n')}) - sum({q('failed')})) / sum({q('n')}) "
-            f"AS {q(pct_name)}, sum({q('n')}) AS {q('tests')} FROM ({inner}) "
+def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
+    """Percent of a method's tests whose 0/1 ``metric`` is 1 (``ipv6_reachable``,
+    ``reachable``), per area. The agent writes the metric on failed tests too; a test
+    that failed for another reason (tool missing, internal) carries no metric and is
+    not counted either way."""
+    return (f"SELECT mean({q(metric)}) * 100 AS {q(pct_name)}, count({q(metric)}) AS {q('tests')} "
+            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME)} "
             f"GROUP BY {_group(group)}")
 
 

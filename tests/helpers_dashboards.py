@@ -106,15 +106,21 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
             fail_tslcd = site.commune == UNREACHABLE_COMMUNE and i % 3 == 0
             ds.results.append(ResultMessage(
                 method="reachability", target="tslcd-gw", started_at=t + timedelta(seconds=40),
-                metrics=Metrics() if fail_tslcd else Metrics(rtt_ms=12.0, loss_pct=0.0),
+                metrics=Metrics(loss_pct=100.0, reachable=0.0) if fail_tslcd
+                else Metrics(rtt_ms=12.0, loss_pct=0.0, reachable=1.0),
                 error=ErrorInfo(code="unreachable", message="no route to TSLCD gateway")
                 if fail_tslcd else None, **link_common))
+            # Like agent/methods/ipv6.py: not ready = an error result still carrying
+            # ipv6_reachable=0; a broken test (tool missing) carries no metric at all.
             fail_v6 = probe in ("hk-ubnd-01", "ka-school-02") and i % 2 == 0
+            broken = probe == "ka-ubnd-01" and i % 7 == 0
             ds.results.append(ResultMessage(
                 method="ipv6", target="ipv6-test", started_at=t + timedelta(seconds=50),
-                metrics=Metrics() if fail_v6 else Metrics(rtt_ms=30.0),
-                error=ErrorInfo(code="unreachable", message="no IPv6 route")
-                if fail_v6 else None, **link_common))
+                metrics=Metrics() if broken else Metrics(ipv6_reachable=0.0, loss_pct=100.0)
+                if fail_v6 else Metrics(rtt_ms=30.0, ipv6_reachable=1.0),
+                error=ErrorInfo(code="tool_missing", message="ping not found") if broken
+                else ErrorInfo(code="unreachable", message="no IPv6 route") if fail_v6
+                else None, **link_common))
             in_last_hour = t > now - timedelta(hours=1)
             spool = (10 + int((t - (now - timedelta(hours=1))).total_seconds() // 60)
                      if probe == SPOOL_PROBE and in_last_hour else 0)
