@@ -410,6 +410,11 @@ class _Engine:
         return result
 
 
+def _settle(done: asyncio.Future[None]) -> None:
+    if not done.done():
+        done.set_result(None)
+
+
 def run_transfer(cfg: EngineConfig, stop: threading.Event | None = None,
                  counters: Callable[[], object] | None = None) -> EngineResult:
     """Run one transfer to completion on a fresh (uv)loop in the calling thread.
@@ -438,7 +443,7 @@ async def transfer(cfg: EngineConfig, counters: Callable[[], object] | None = No
             box["result"] = run_transfer(cfg, stop, counters)
         except BaseException as exc:  # handed to the awaiting task
             box["error"] = exc
-        loop.call_soon_threadsafe(lambda: done.done() or done.set_result(None))
+        loop.call_soon_threadsafe(_settle, done)
 
     thread = threading.Thread(target=worker, name="netmon-http-engine", daemon=True)
     thread.start()

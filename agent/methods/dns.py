@@ -51,7 +51,7 @@ class DnsMethod:
     kind: ClassVar[Literal["latency"]] = "latency"
     Options: ClassVar[type[DnsOptions]] = DnsOptions
 
-    async def run(self, ctx: MethodContext, options: DnsOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: DnsOptions) -> list[ResultMessage]:
         """Query ``count`` times; no usable answer at all becomes an error result."""
         async def body() -> list[ResultMessage]:
             try:

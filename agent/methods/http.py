@@ -3,6 +3,7 @@ or a LibreSpeed server's ``garbage`` / ``empty`` endpoints). See ``_httpengine``
 
 from __future__ import annotations
 
+import functools
 import time
 from typing import ClassVar, Literal
 from urllib.parse import urlsplit
@@ -57,7 +58,7 @@ class HttpMethod:
     kind: ClassVar[Literal["throughput"]] = "throughput"
     Options: ClassVar[type[HttpOptions]] = HttpOptions
 
-    async def run(self, ctx: MethodContext, options: HttpOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: HttpOptions) -> list[ResultMessage]:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
         async def body() -> list[ResultMessage]:
             parts = urlsplit(options.target)
@@ -85,7 +86,7 @@ class HttpMethod:
                     connect_timeout_s=options.connect_timeout_s,
                     ping_host=ping_host if options.loaded_latency else None,
                     ping_interval_s=options.latency_interval_s)
-                res = await transfer(cfg, counters=lambda w=window: _mark(w))
+                res = await transfer(cfg, counters=functools.partial(_mark, window))
                 total += res.total_bytes
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
                     err = res.errors[0] if res.errors else MeasureError(

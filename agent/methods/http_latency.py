@@ -90,7 +90,7 @@ class HttpLatencyMethod:
     kind: ClassVar[Literal["latency"]] = "latency"
     Options: ClassVar[type[HttpLatencyOptions]] = HttpLatencyOptions
 
-    async def run(self, ctx: MethodContext, options: HttpLatencyOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: HttpLatencyOptions) -> list[ResultMessage]:
         """GET the target ``count`` times; HTTP errors are failures with the status line."""
         async def body() -> list[ResultMessage]:
             parts = urlsplit(options.target)

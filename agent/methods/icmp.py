@@ -30,7 +30,7 @@ class IcmpMethod:
     kind: ClassVar[Literal["latency"]] = "latency"
     Options: ClassVar[type[IcmpOptions]] = IcmpOptions
 
-    async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[ResultMessage]:
         """Ping the target; all probes lost is an ``unreachable`` error with loss_pct=100."""
         async def body() -> list[ResultMessage]:
             started, t0 = now_utc(), time.monotonic()

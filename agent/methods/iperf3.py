@@ -153,7 +153,7 @@ class Iperf3Method:
             wait *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def run(self, ctx: MethodContext, options: Iperf3Options) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: Iperf3Options) -> list[ResultMessage]:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
         async def body() -> list[ResultMessage]:
             try:

@@ -60,7 +60,7 @@ class Ipv6Method:
     kind: ClassVar[Literal["latency"]] = "latency"
     Options: ClassVar[type[Ipv6Options]] = Ipv6Options
 
-    async def run(self, ctx: MethodContext, options: Ipv6Options) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: Ipv6Options) -> list[ResultMessage]:
         """One result: ``ipv6_global_address``, ``ipv6_reachable``, ``rtt_ms`` (v6),
         ``rtt_v4_ms``, ``rtt_v6_v4_ratio``, ``loss_pct`` (v6)."""
         async def body() -> list[ResultMessage]:

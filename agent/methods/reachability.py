@@ -93,7 +93,7 @@ class ReachabilityMethod:
         return make_result(ctx, "reachability", endpoint, started, time.monotonic() - t0,
                            metrics, error)
 
-    async def run(self, ctx: MethodContext, options: ReachabilityOptions  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: ReachabilityOptions
                   ) -> list[ResultMessage]:
         """One result per endpoint, in configuration order."""
         endpoints = list(dict.fromkeys([options.target, *options.endpoints]))

@@ -124,7 +124,7 @@ class _Run:
         self.stop = stop
 
     def open(self) -> Any:
-        import speedtest
+        import speedtest  # type: ignore[import-untyped]
 
         options = self.options
         if options.target == PUBLIC:
@@ -144,7 +144,7 @@ class _Run:
             def get_config(self) -> dict[str, Any]:
                 self.config.update(config)
                 self.lat_lon = (0.0, 0.0)
-                return self.config
+                return dict(self.config)
 
         secure = urlsplit(options.target).scheme == "https"
         st = SelfHosted(source_address=self.source, secure=secure, shutdown_event=self.stop,
@@ -166,7 +166,7 @@ class SpeedtestMethod:
     kind: ClassVar[Literal["throughput"]] = "throughput"
     Options: ClassVar[type[SpeedtestOptions]] = SpeedtestOptions
 
-    async def run(self, ctx: MethodContext, options: SpeedtestOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: SpeedtestOptions) -> list[ResultMessage]:
         """One result with ``download_mbps`` / ``upload_mbps`` / ``rtt_ms``."""
         stop = _StopEvent()
 
@@ -283,7 +283,7 @@ async def _drain_time(iface: str, mbps: float, limit: float = 2.0) -> float:
 def _ip_of(host: str) -> str | None:
     import socket
     try:
-        return socket.getaddrinfo(host, None)[0][4][0] if host else None
+        return str(socket.getaddrinfo(host, None)[0][4][0]) if host else None
     except OSError:
         return None
 

@@ -26,7 +26,7 @@ class TcpMethod:
     kind: ClassVar[Literal["latency"]] = "latency"
     Options: ClassVar[type[TcpOptions]] = TcpOptions
 
-    async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:
         """Connect ``count`` times; refused/unreachable on every try becomes that error."""
         async def body() -> list[ResultMessage]:
             try:
@@ -53,5 +53,5 @@ class TcpMethod:
                 first = codes[0] if codes else MeasureError("unreachable", "no connection")
                 error = (first.code, f"{sent} connection attempts failed; first: {first.message}")
             return [make_result(ctx, "tcp", options.target, started, time.monotonic() - t0,
-                                metrics, error)]  # type: ignore[arg-type]
+                                metrics, error)]
         return await guarded(ctx, "tcp", options.target, options.timeout_s, body)
