@@ -49,6 +49,8 @@ def test_bad_options_name_the_key() -> None:
         get("http").Options(target="http://x", duration_s=2, warmup_s=2)
     with pytest.raises(ValidationError, match="http://"):
         get("http").Options(target="https://x")
+    with pytest.raises(ValidationError, match="timeout_s"):
+        get("http").Options(target="http://x", duration_s=60, timeout_s=90)
     with pytest.raises(ValidationError, match="stream"):
         get("http").Options(target="http://x", stream=3)
 

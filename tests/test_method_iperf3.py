@@ -95,13 +95,22 @@ def test_refused_and_missing_tool_are_error_results(
     assert res.error is not None and res.error.code == "tool_missing"
 
 
-def test_hard_timeout_kills_the_tool(iperf_link: Callable[[float], netns.ShapedLink]) -> None:
+def test_timeout_shorter_than_the_test_is_rejected() -> None:
+    with pytest.raises(ValidationError, match="timeout_s"):
+        get("iperf3").Options(target="x", duration_s=30, timeout_s=10)
+
+
+def test_hard_timeout_kills_the_tool(iperf_link: Callable[[float], netns.ShapedLink],
+                                     server_ns: netns.ServerNamespace) -> None:
     link = iperf_link(150)
+    # A server that never answers the SYN: iperf3 would wait for its 5 s connect timeout.
+    server_ns.exec(["iptables", "-A", "INPUT", "-p", "tcp", "--dport", str(IPERF_PORT),
+                    "-j", "DROP"])
     t0 = time.monotonic()
-    res = run("iperf3", ctx_for(link), target=link.server_ip, duration_s=30, omit_s=0,
-              timeout_s=1.5, loaded_latency=False)
+    res = run("iperf3", ctx_for(link), target=link.server_ip, duration_s=1, omit_s=0,
+              direction="upload", timeout_s=3, loaded_latency=False)
     assert res.error is not None and res.error.code == "timeout"
-    assert time.monotonic() - t0 < 5
+    assert time.monotonic() - t0 < 4.5
     time.sleep(0.3)
     left = subprocess.run(["pgrep", "-f", f"iperf3 -c {link.server_ip}"], capture_output=True,
                           text=True, check=False).stdout.split()

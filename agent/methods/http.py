@@ -48,6 +48,12 @@ class HttpOptions(ThroughputOptions):
         if self.warmup_s >= self.duration_s:
             raise ValueError(f"warmup_s ({self.warmup_s:g}) must be shorter than duration_s "
                              f"({self.duration_s:g})")
+        runs = 2 if self.direction == "both" else 1
+        need = runs * (self.duration_s + self.connect_timeout_s) + 2
+        if self.timeout_s < need:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
+                             f"({need:g} s for direction={self.direction}, "
+                             f"duration_s={self.duration_s:g})")
         return self
 
 

@@ -14,7 +14,7 @@ import statistics
 import time
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from agent import linkstats
 from agent.methods._load import CounterWindow, LoadedSampler, ThroughputOptions, idle_rtt
@@ -35,6 +35,16 @@ class Iperf3Options(ThroughputOptions):
     busy_backoff_s: float = Field(2.0, ge=0, le=120, description="first wait, doubled each try")
     binary: str = Field("iperf3", min_length=1, description="iperf3 executable")
     timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> Iperf3Options:
+        runs = 2 if self.direction == "both" else 1
+        need = runs * (self.duration_s + self.omit_s + 2)
+        if self.timeout_s < need:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
+                             f"({need:g} s for direction={self.direction}, "
+                             f"duration_s={self.duration_s}, omit_s={self.omit_s})")
+        return self
 
 
 def classify(text: str) -> ErrorCode:
