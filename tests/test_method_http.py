@@ -4,10 +4,13 @@ link binding."""
 
 from __future__ import annotations
 
+import socketserver
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -165,3 +168,52 @@ def test_http_errors_are_error_results(site: Site, server_ns: netns.ServerNamesp
     res = run("http", ctx_for(link), target=f"http://{link.server_ip}:9", duration_s=2,
               warmup_s=0.5, loaded_latency=False)
     assert res.error is not None and res.error.code == "refused", res.error
+
+
+class _ChunkedHandler(socketserver.BaseRequestHandler):
+    """Answers every GET with a chunked body of 16 x 64 KiB (a LibreSpeed garbage.php)."""
+
+    served: ClassVar[list[int]] = []
+    chunk: ClassVar[bytes] = bytes(range(256)) * 256
+
+    def handle(self) -> None:
+        buf = b""
+        try:
+            while True:
+                while b"\r\n\r\n" not in buf:
+                    data = self.request.recv(4096)
+                    if not data:
+                        return
+                    buf += data
+                _, _, buf = buf.partition(b"\r\n\r\n")
+                self.request.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n"
+                                     b"Content-Type: application/octet-stream\r\n\r\n")
+                for _ in range(16):
+                    self.request.sendall(b"%x;ext=1\r\n" % len(self.chunk) + self.chunk + b"\r\n")
+                self.request.sendall(b"0\r\nX-Trailer: yes\r\n\r\n")
+                self.served.append(16 * len(self.chunk))
+        except OSError:
+            return
+
+
+def test_chunked_responses_are_counted_without_framing_and_never_stall() -> None:
+    _ChunkedHandler.served = []
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _ChunkedHandler)
+    server.daemon_threads = True
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        port = server.server_address[1]
+        res = run("http", ctx_for(), target=f"http://127.0.0.1:{port}", direction="download",
+                  download_path="/garbage.php?ckSize=1", streams=2, duration_s=1.5,
+                  warmup_s=0.5, loaded_latency=False)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert res.ok, res.error
+    sent = sum(_ChunkedHandler.served)
+    # Many responses per connection: the parser found every end and asked for more.
+    assert len(_ChunkedHandler.served) > 2 * 2 * 2
+    moved = res.metrics.bytes
+    assert moved is not None and moved <= sent + 2 * 2 * 16 * 65536  # no framing counted
+    assert moved >= sent - (32 << 20)  # at most a few MB still in flight

@@ -132,6 +132,9 @@ class DownloadProtocol(asyncio.BufferedProtocol):
         self.in_body = False
         self.remaining: int | None = None
         self.bytes = 0
+        self.chunked = False
+        self.chunk_state = ""  # "", "size", "crlf", "trailer"
+        self.line = bytearray()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.stream.transport = transport  # type: ignore[assignment]
@@ -147,7 +150,7 @@ class DownloadProtocol(asyncio.BufferedProtocol):
         while pos < nbytes:
             if self.in_body:
                 avail = nbytes - pos
-                if self.remaining is None:  # read until close (chunk framing is tiny)
+                if self.remaining is None:  # no length, not chunked: read until close
                     self.bytes += avail
                     return
                 take = min(avail, self.remaining)
@@ -155,7 +158,14 @@ class DownloadProtocol(asyncio.BufferedProtocol):
                 self.remaining -= take
                 pos += take
                 if self.remaining == 0:
-                    self._next()
+                    if self.chunked:
+                        self.in_body = False
+                        self.chunk_state = "crlf"
+                    else:
+                        self._next()
+                continue
+            if self.chunk_state:
+                pos = self._chunk_framing(pos, nbytes)
                 continue
             # Response head: copy only the (small) head, then count the rest as body.
             old = len(self.head)
@@ -165,17 +175,55 @@ class DownloadProtocol(asyncio.BufferedProtocol):
                 if len(self.head) > 65536:
                     self.stream.fail(MeasureError("protocol", "response head over 64 KiB"))
                 return
-            length, _chunked, error = _parse_head(bytes(self.head[:end]),
-                                                  self.stream.engine.cfg.host)
+            length, chunked, error = _parse_head(bytes(self.head[:end]),
+                                                 self.stream.engine.cfg.host)
             if error:
                 self.stream.fail(error)
                 return
             pos += end + 4 - old
             self.head.clear()
+            if chunked:
+                self.chunked = True
+                self.chunk_state = "size"
+                continue
+            self.chunked = False
             self.in_body = True
             self.remaining = length
             if length == 0:
                 self._next()
+
+    def _chunk_framing(self, pos: int, nbytes: int) -> int:
+        """Parse chunked framing (size lines, CRLFs, trailers) from buffer[pos:nbytes];
+        return the new position. Chunk data itself is counted by the body branch."""
+        line_end = bytes(self.buffer[pos:min(nbytes, pos + 1024)]).find(b"\n")
+        if line_end < 0:
+            self.line += self.buffer[pos:nbytes]
+            if len(self.line) > 4096:
+                self.stream.fail(MeasureError("protocol", "bad chunked framing"))
+            return nbytes
+        self.line += self.buffer[pos:pos + line_end + 1]
+        pos += line_end + 1
+        line = bytes(self.line).strip()
+        self.line.clear()
+        if self.chunk_state == "crlf":  # the CRLF after a chunk's data
+            self.chunk_state = "size"
+        elif self.chunk_state == "size":
+            try:
+                size = int(line.split(b";")[0], 16)
+            except ValueError:
+                self.stream.fail(MeasureError("protocol", f"bad chunk size {line[:40]!r}"))
+                return nbytes
+            if size == 0:
+                self.chunk_state = "trailer"
+            else:
+                self.chunk_state = ""
+                self.in_body = True
+                self.remaining = size
+        elif self.chunk_state == "trailer" and not line:  # empty line ends the response
+            self.chunk_state = ""
+            self.chunked = False
+            self._next()
+        return pos
 
     def _next(self) -> None:
         """A response ended: keep PIPELINE requests queued so the link never idles."""
