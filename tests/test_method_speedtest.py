@@ -4,9 +4,11 @@ served by the measurement nginx inside a namespace; never a request to speedtest
 from __future__ import annotations
 
 import socket
+import socketserver
+import threading
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
 from pydantic import ValidationError
@@ -84,3 +86,44 @@ def test_unreachable_self_hosted_server_is_an_error(server_ns: netns.ServerNames
     assert res.error is not None and res.error.code == "unreachable", res.error
     assert "latency.txt" in res.error.message
     assert not [h for h in lookups if "speedtest" in h], lookups
+
+
+class _RefusingProxy(socketserver.BaseRequestHandler):
+    """An HTTP proxy that refuses everything with 403, recording the request lines."""
+
+    lines: ClassVar[list[str]] = []
+
+    def handle(self) -> None:
+        data = self.request.recv(4096)
+        self.lines.append(data.split(b"\r\n", 1)[0].decode(errors="replace"))
+        body = b"Forbidden by test proxy"
+        self.request.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Length: %d\r\n"
+                             b"Connection: close\r\n\r\n%s" % (len(body), body))
+
+
+@pytest.fixture
+def refusing_proxy(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[str]]:
+    """speedtest-cli honours http(s)_proxy: route speedtest.net requests to a local 403."""
+    _RefusingProxy.lines = []
+    server = socketserver.ThreadingTCPServer(("127.0.0.1", 0), _RefusingProxy)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    for var in ("http_proxy", "https_proxy", "HTTP_PROXY", "HTTPS_PROXY"):
+        monkeypatch.setenv(var, url)
+    monkeypatch.delenv("no_proxy", raising=False)
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    yield _RefusingProxy.lines
+    server.shutdown()
+    server.server_close()
+
+
+def test_speedtest_net_uses_https_and_a_refusal_is_forbidden(refusing_proxy: list[str]
+                                                             ) -> None:
+    res = run("speedtest", ctx_for(), target="speedtest.net", length_s=1,
+              loaded_latency=False, timeout_s=30)
+    assert res.error is not None and res.error.code == "forbidden", res.error
+    assert "403" in res.error.message
+    # HTTPS: the proxy was asked for a tunnel to port 443, never for a plain-HTTP URL.
+    assert refusing_proxy and all(line.startswith("CONNECT www.speedtest.net:443")
+                                  for line in refusing_proxy), refusing_proxy
