@@ -84,7 +84,7 @@ class Runtime:
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.topics = Topics(cfg.topic_prefix)
-        self.spool = Spool(cfg.spool.path, max_results=cfg.spool.max_results,
+        self.spool = Spool(cfg.spool.path if publish else None, max_results=cfg.spool.max_results,
                            max_bytes=int(cfg.spool.max_mb * 1_000_000))
         self.bindings = cfg.bindings()
         self.plan: TestPlan = cfg.plan()

@@ -89,14 +89,20 @@ class SpoolError(RuntimeError):
 class Spool:
     """A bounded FIFO of messages on disk. Use from one thread at a time."""
 
-    def __init__(self, path: Path, max_results: int = 200_000,
+    def __init__(self, path: Path | None, max_results: int = 200_000,
                  max_bytes: int = 64_000_000, readonly: bool = False) -> None:
+        """Open (creating) the spool at ``path``; ``None`` keeps it in memory (``once
+        --no-publish``, which must not touch the service's files)."""
         self.path = path
         self.max_results = max_results
         self.max_bytes = max_bytes
         self._warned_at = -WARN_EVERY_S
         try:
-            if readonly:
+            if path is None:
+                self._db = sqlite3.connect(":memory:", isolation_level=None,
+                                           check_same_thread=False)
+                self._db.executescript(_SCHEMA)
+            elif readonly:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
                                            isolation_level=None, check_same_thread=False)
             else:
@@ -109,7 +115,7 @@ class Spool:
                 self._db.executescript(_SCHEMA)
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {path}: {exc}") from None
-        if not readonly:
+        if path is not None and not readonly:
             path.chmod(0o600)  # results name the probe's links and ISPs; keep them private
 
     def close(self) -> None:

@@ -65,13 +65,14 @@ def toml_text(data: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def agent_config(tmp_path: Path, broker: Service | None, tests: dict[str, Any] | None = None,
+def agent_config(tmp_path: Path, svc: Service | None, tests: dict[str, Any] | None = None,
                  **top: Any) -> dict[str, Any]:
-    """A config dict for one loopback link, plain MQTT to ``broker``."""
+    """A config dict for one loopback link, plain MQTT to the broker ``svc``; ``top``
+    replaces top-level keys (dict values update sections)."""
     cfg: dict[str, Any] = {
         "probe_id": "test-probe-01",
         "heartbeat_s": 5,
-        "broker": {"host": "127.0.0.1", "port": broker.port if broker else 1, "tls": False,
+        "broker": {"host": "127.0.0.1", "port": svc.port if svc else 1, "tls": False,
                    "reconnect_min_s": 0.2, "reconnect_max_s": 1.0},
         "spool": {"path": str(tmp_path / "state" / "spool.db")},
         "links": {"lo": {"access": "fixed", "isp": "Loopback"}},
@@ -134,6 +135,9 @@ class Subscriber:
     topic: str
     client_id: str = ""
     persistent: bool = False
+    ca_file: str | None = None
+    username: str | None = None
+    password: str | None = None
     messages: list[Received] = field(default_factory=list)
 
     def __post_init__(self) -> None:
@@ -146,6 +150,10 @@ class Subscriber:
         self.client.on_connect = self._on_connect
         self.client.on_subscribe = lambda *a: self._subscribed.set()
         self.client.reconnect_delay_set(0.1, 0.5)
+        if self.ca_file:
+            self.client.tls_set(ca_certs=self.ca_file)
+        if self.username:
+            self.client.username_pw_set(self.username, self.password)
         self.client.connect(self.host, self.port)
         self.client.loop_start()
         assert self._subscribed.wait(10), "subscription not acknowledged"
@@ -179,6 +187,94 @@ class Subscriber:
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def spool_ids(path: Path) -> list[str]:
+    """Ids in a spool file right now (read-only, while the agent may be writing)."""
+    from agent.spool import Spool
+    if not path.exists():
+        return []
+    with Spool(path, readonly=True) as spool:
+        return spool.ids()
+
+
+# --------------------------------------------------------------------------- TLS
+
+
+def make_tls(directory: Path, host_ip: str = "127.0.0.1") -> dict[str, Path]:
+    """A throwaway CA and a server certificate for ``host_ip`` (cryptography package)."""
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(name("netmon test CA"))
+          .issuer_name(name("netmon test CA")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                       crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(name("broker"))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=2))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address(host_ip)), x509.DNSName("localhost")]),
+                critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    out = {"ca": directory / "ca.pem", "cert": directory / "server.pem",
+           "key": directory / "server.key"}
+    out["ca"].write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    out["cert"].write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    out["key"].write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                             serialization.PrivateFormat.TraditionalOpenSSL,
+                                             serialization.NoEncryption()))
+    out["key"].chmod(0o600)
+    return out
+
+
+def start_tls_mosquitto(workdir: Path, users: dict[str, str]) -> Service:
+    """mosquitto with only a TLS listener and a password file (mosquitto_passwd)."""
+    from netmon import services
+    tls = make_tls(workdir / "tls")
+    passwd = workdir / "passwd"
+    passwd.touch(mode=0o600)
+    for user, password in users.items():
+        subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(passwd),
+                        user, password], check=True, capture_output=True)
+    extra = (f"cafile {tls['ca']}\ncertfile {tls['cert']}\nkeyfile {tls['key']}\n"
+             f"password_file {passwd}\n")
+    svc = start_broker(workdir, extra=extra, anonymous=False)
+    svc.extra["ca"] = tls["ca"]
+    return svc
+
+
+def start_broker(workdir: Path, port: int | None = None, extra: str = "",
+                 anonymous: bool = True) -> Service:
+    """mosquitto whose persistence, log and password file work when the tests run as
+    root: started as root, mosquitto drops to the ``mosquitto`` user, which cannot
+    open files under pytest's private (0700) temporary directories."""
+    from netmon import services
+    port = port or services.free_port()
+    conf = services.mosquitto_config(workdir, port, extra=extra, anonymous=anonymous)
+    if os.geteuid() == 0 and "user root" not in conf:  # newer services.py does it itself
+        conf = "user root\n" + conf
+    return services.start_mosquitto(workdir, port=port, config=conf)
 
 
 # --------------------------------------------------------------------------- agent process
