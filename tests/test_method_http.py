@@ -217,3 +217,17 @@ def test_chunked_responses_are_counted_without_framing_and_never_stall() -> None
     moved = res.metrics.bytes
     assert moved is not None and moved <= sent + 2 * 2 * 16 * 65536  # no framing counted
     assert moved >= sent - (32 << 20)  # at most a few MB still in flight
+
+
+def test_server_ignoring_icmp_still_measures_throughput(site: Site,
+                                                        server_ns: netns.ServerNamespace
+                                                        ) -> None:
+    link = server_ns.add_link(150)
+    server_ns.exec(["iptables", "-A", "INPUT", "-p", "icmp", "-j", "DROP"])
+    t0 = time.monotonic()
+    res = http(site, link, direction="download", duration_s=2, warmup_s=0.5,
+               loaded_latency=True)
+    assert res.ok, res.error
+    assert res.metrics.download_mbps and res.metrics.download_mbps > 100
+    assert res.metrics.idle_rtt_ms is None and res.metrics.loaded_rtt_ms is None
+    assert time.monotonic() - t0 < 6  # the unanswered echoes cost about a second

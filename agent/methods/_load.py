@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pydantic import Field
 
 from agent import linkstats
-from agent.methods._icmp import Pinger
+from agent.methods._icmp import Pinger, ping_series
 from agent.methods._net import MeasureError
 from agent.methods.base import LinkBinding, MethodOptions
 
@@ -36,20 +36,13 @@ class ThroughputOptions(MethodOptions):
 
 async def idle_rtt(host: str, link: LinkBinding, count: int = 5,
                    interval: float = 0.05) -> float | None:
-    """Median of a few echoes just before the transfer; None when ICMP gets no answer."""
+    """Median of a few echoes just before the transfer (sent ``interval`` apart, each
+    waiting up to 1 s, so a host that ignores ICMP costs about a second); None when none
+    is answered or ICMP cannot be used."""
     try:
-        pinger = await Pinger.open(host, link)
+        rtts, _ = await ping_series(host, link, count, interval, 1.0)
     except MeasureError:
         return None
-    try:
-        rtts = []
-        for _ in range(count):
-            rtt = await pinger.ping(1.0)
-            if rtt is not None:
-                rtts.append(rtt)
-            await asyncio.sleep(interval)
-    finally:
-        pinger.close()
     return statistics.median(rtts) if rtts else None
 
 
