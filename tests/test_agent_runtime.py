@@ -331,8 +331,8 @@ def test_apply_plan_at_runtime_and_status_fields(tmp_path: Path, broker: Service
     asyncio.run(main())
     sub.wait(lambda: any(json.loads(m.payload).get("config_version") == 8
                          for m in sub.statuses()), 10, "status with config_version")
-    status = parse_status([m for m in sub.statuses()
-                           if json.loads(m.payload).get("config_version") == 8][0].payload)
+    status = parse_status(next(m for m in sub.statuses()
+                           if json.loads(m.payload).get("config_version") == 8).payload)
     assert status.config_error == "version 9 rejected: bad_signature"
     assert status.links[0].name == "lo" and status.clock_synced is not None
     sub.close()

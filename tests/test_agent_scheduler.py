@@ -5,6 +5,7 @@ clock hold, plan replacement."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import random
 import statistics
 from collections.abc import Iterator
@@ -89,7 +90,7 @@ def test_jitter_spreads_probes_and_runs() -> None:
                           rng=random.Random(seed))
         await run_for(sched, clock, 20 * 3600)
         firsts.append(starts[0] - 1000.0)
-        gaps.extend(b - a for a, b in zip(starts, starts[1:], strict=False))
+        gaps.extend(b - a for a, b in itertools.pairwise(starts))
 
     async def main() -> None:
         for seed in range(40):
@@ -131,7 +132,7 @@ def test_throughput_tests_never_overlap_latency_runs_alongside() -> None:
     asyncio.run(main())
     tput = sorted((s, e, k) for kind, k, s, e in spans if kind == "throughput")
     assert len({k for _, _, k in tput}) == 6  # 3 tests x 2 links all got their turn
-    for (s1, e1, k1), (s2, _e2, k2) in zip(tput, tput[1:], strict=False):
+    for (_s1, e1, k1), (s2, _e2, k2) in itertools.pairwise(tput):
         assert s2 >= e1 - 1e-3, f"{k1} and {k2} overlapped"
     lat = [(s, e) for kind, _k, s, e in spans if kind == "latency"]
     overlapped = any(ls < e and s < le for ls, le in lat for s, e, _ in tput)
@@ -193,7 +194,7 @@ def test_budget_spreads_then_stops_throughput_latency_continues(
     starts = [clock.start_wall + timedelta(seconds=s - clock.start_mono) for _, _, s, _ in speed]
     # spread over the month, not spent in the first hours
     assert starts[-1] - starts[0] > timedelta(days=18)
-    assert max(b - a for a, b in zip(starts, starts[1:], strict=False)) < timedelta(days=8)
+    assert max(b - a for a, b in itertools.pairwise(starts)) < timedelta(days=8)
     job = runtime.scheduler.jobs["speed@lo"]
     assert job.budget_stopped and runtime.scheduler.budget_skips > 0
     ping = runtime.scheduler.jobs["ping@lo"]
@@ -249,7 +250,7 @@ def test_no_burst_of_missed_runs_after_a_long_test_or_suspend() -> None:
                                   "long": spec("throughput", 30 * 86400)})
     sched = Scheduler(plan, ["lo"], execute, MemLedger(), clock=clock, rng=random.Random(3))
     asyncio.run(run_for(sched, clock, 4 * 3600))
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert min(gaps) >= 30 - 1e-6, "missed runs were made up in a burst"
     assert len(starts) < 4 * 60 - 150  # three hours of slots were dropped, not replayed
 
