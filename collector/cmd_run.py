@@ -10,8 +10,10 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +31,45 @@ def register(sub: Any) -> None:
     p.add_argument("--config", type=Path, required=True, help="collector TOML file")
     p.add_argument("--log-level", default="INFO",
                    choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    p.add_argument("--worker", type=int, default=None, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+
+def _supervise(args: argparse.Namespace, workers: int) -> int:
+    """Run ``workers`` collector processes sharing one subscription; forward signals.
+
+    If one exits unexpectedly, stop the others and exit with its code (1 at least), so
+    systemd restarts the whole set.
+    """
+    log = logging.getLogger(__name__)
+    argv = [sys.executable, "-m", "collector.cli", "run", "--config", str(args.config),
+            "--log-level", args.log_level]
+    procs = [subprocess.Popen([*argv, "--worker", str(i)]) for i in range(workers)]
+    log.info("started %d collector workers: %s", workers, [p.pid for p in procs])
+    stopping = threading.Event()
+
+    def forward(signum: int, frame: object) -> None:
+        if signum in (signal.SIGTERM, signal.SIGINT):
+            stopping.set()
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(sig, forward)
+    code = 0
+    while any(p.poll() is None for p in procs):
+        for p in procs:
+            rc = p.poll()
+            if rc is not None and rc != 0 and not stopping.is_set():
+                log.error("worker %d exited with %d; stopping the others", p.pid, rc)
+                code = rc if rc > 0 else 1
+                forward(signal.SIGTERM, None)
+        time.sleep(0.2)
+    for p in procs:
+        if p.returncode and p.returncode > 0:
+            code = max(code, p.returncode)
+    return code
 
 
 def run(args: argparse.Namespace) -> int:
@@ -47,7 +87,12 @@ def run(args: argparse.Namespace) -> int:
     except RegistryError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
-    from collector.service import Collector  # heavy imports only once config is good
+    from collector.service import Collector, worker_config  # heavy imports after config
+
+    if cfg.mqtt.workers > 1 and args.worker is None:
+        return _supervise(args, cfg.mqtt.workers)
+    if args.worker is not None:
+        cfg = worker_config(cfg, args.worker)
 
     try:
         collector = Collector(cfg, registry)

@@ -186,6 +186,10 @@ class MqttIngest:
                  self.settings.port, self.settings.client_id, flags.session_present)
         opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
         client.subscribe([(f, opts) for f in self.filters()])
+        if flags.session_present and self.settings.shared_group:
+            # Switched from one plain subscriber to a share group: drop the session's old
+            # plain subscription, or every message would arrive twice.
+            client.unsubscribe([self.topics.all_results(), self.topics.all_status()])
 
     def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
                       reason_codes: list[object], properties: object) -> None:

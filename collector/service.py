@@ -46,6 +46,18 @@ from netmon.contract import ResultMessage, StatusMessage, Topics
 log = logging.getLogger(__name__)
 
 
+DEFAULT_SHARE_GROUP = "netmon-collectors"
+
+
+def worker_config(cfg: CollectorConfig, index: int) -> CollectorConfig:
+    """The config of worker ``index`` when ``mqtt.workers > 1``: same share group, own
+    client id (worker 0 keeps the configured one, so no session is orphaned)."""
+    mqtt = cfg.mqtt.model_copy(update={
+        "client_id": cfg.mqtt.client_id if index == 0 else f"{cfg.mqtt.client_id}-{index}",
+        "shared_group": cfg.mqtt.shared_group or DEFAULT_SHARE_GROUP})
+    return cfg.model_copy(update={"mqtt": mqtt})
+
+
 class Collector:
     """The running collector. Thread-based; ``start()``/``stop()`` or ``run(stop_event)``."""
 
@@ -148,7 +160,7 @@ class Collector:
 
     def _report_stats(self, write: bool) -> None:
         snap = self.stats.snapshot(reset_interval=True)
-        log.info("stats: %s", self.stats.log_line(snap))
+        log.info("stats [%s]: %s", self.cfg.mqtt.client_id, self.stats.log_line(snap))
         if write and not self.fatal:
             lines = self.stats.lines(self.cfg.mqtt.client_id, int(time.time() * 1000), snap)
             self.writer.submit(Item(lines, kind="stats"))

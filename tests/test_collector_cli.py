@@ -114,7 +114,7 @@ def test_sigkill_mid_stream_every_message_exactly_once(
     res = influx.query("SELECT count(distinct(result_id)) FROM results", db=DB)
     assert res["results"][0]["series"][0]["values"][0][1] == n
     assert second.stop() == 0
-    assert "stats: received=" in second.text()
+    assert "stats [crash-test]: received=" in second.text()
 
 
 def test_sighup_reload_dead_letter_replay_and_list(
@@ -243,3 +243,37 @@ def test_check_config(tmp_path: Path) -> None:
     missing = subprocess.run([*CLI, "run", "--config", str(tmp_path / "nope.toml")],
                              capture_output=True, text=True)
     assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_workers_split_load_through_a_shared_subscription(
+        tmp_path: Path, mosquitto: services.Service, influxd: services.Service,
+        influx: object, running: list[Running]) -> None:
+    cfg = write_config(tmp_path / "c", mosquitto.port, influxd.port, client_id="multi")
+    cfg.write_text(cfg.read_text().replace('client_id = "multi"',
+                                           'client_id = "multi"\nworkers = 2'))
+    r = Running(cfg)
+    running.append(r)
+    deadline = time.monotonic() + 30
+    while r.text().count("MQTT subscribed") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert "$share/netmon-collectors/netmon/v1/probes/+/results" in r.text()
+    n = 2000
+    pub = Publisher(mosquitto.port)
+    pub.results(make_result(i, probe_id=SITES[i % 4].probe_id) for i in range(n))
+    pub.close()
+    assert wait_count(influx, DB, n) == n
+    r.proc.send_signal(signal.SIGHUP)  # forwarded to both workers
+    deadline = time.monotonic() + 10
+    while r.text().count("site registry reloaded") < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert r.text().count("site registry reloaded") == 2
+    assert r.stop() == 0
+    last: dict[str, int] = {}  # the last stats line of each worker
+    for x in r.text().splitlines():
+        if "stats [" in x:
+            last[x.split("stats [")[1].split("]")[0]] = int(x.split("received=")[1].split()[0])
+    assert sorted(last) == ["multi", "multi-1"]
+    last_two = list(last.values())
+    assert all(v > 0 for v in last_two), r.text()  # both took a share
+    assert n <= sum(last_two) < n * 1.5
+    assert count(influx, DB) == n
