@@ -1,8 +1,9 @@
 """A known data set for the bulletin tests, and how to publish it into a real influxd.
 
-The data set is built from contract messages (``ResultMessage``) and written through the
-collector's own schema and writer path, so the bulletin reads exactly what the collector
-would have stored. Each test keeps the raw values it published, to recompute every figure
+The data set is built from contract messages (``ResultMessage``) and published through the
+collector's in-process entry point (``collector.service.ingest``: the collector's validation,
+site-registry enrichment, schema and writer, minus MQTT), so the bulletin reads exactly what
+the collector stores. Each test keeps the raw values it published, to recompute every figure
 independently with :mod:`statistics`.
 """
 
@@ -13,9 +14,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from collector.config import InfluxSettings
-from collector.influx import InfluxClient
-from collector.schema import Site, result_line
+from collector.schema import Site
+from collector.service import ingest
 from netmon.contract import ErrorInfo, Metrics, ResultMessage
 
 TZ_OFFSET = timedelta(hours=7)  # Asia/Ho_Chi_Minh, no DST since 1975
@@ -136,14 +136,12 @@ def october_data_set(seed: int = 568) -> DataSet:
 
 
 def publish(ds: DataSet, url: str, database: str = "netmon") -> int:
-    """Write the data set into InfluxDB the way the collector does; returns points written."""
-    sites = {s.probe_id: s for s in ds.sites}
-    settings = InfluxSettings(url=url, database=database)
-    with InfluxClient(settings) as client:
-        client.ensure_database()
-        lines = [result_line(m, sites[m.probe_id]) for m in ds.messages]
-        client.write_lines(lines)
-    return len(lines)
+    """Publish the data set through the collector (validation, registry enrichment, schema,
+    writer; no broker) into InfluxDB; returns the points written."""
+    report = ingest(ds.messages, ds.sites, url, database=database)
+    assert not report.dead, f"dead letters: {report.dead[:3]}"
+    assert report.accepted == len(ds.messages)
+    return report.accepted
 
 
 def write_config(path: Path, url: str, database: str = "netmon", min_tests: int = MIN_TESTS,
