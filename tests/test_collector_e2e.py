@@ -274,3 +274,22 @@ def test_fuzz_through_broker_into_influxdb(collector: Collector, mosquitto: serv
     assert collector.stats.dead_reasons["influx_rejected"] == 0  # every accepted point fits
     got = count(influx, DB, "SELECT count(duration_s) FROM results")
     assert got == len(expected_valid)
+
+
+def test_point_influxdb_refuses_is_dead_lettered_alone(
+        collector: Collector, mosquitto: services.Service, influx: object) -> None:
+    # Someone else wrote "weird_mbps" as a string in this shard: InfluxDB answers 400
+    # (field type conflict) for our float. Only that message may suffer.
+    ts = to_ms(make_result(0).started_at)
+    influx.write(DB, f'results,probe=other weird_mbps="text" {ts}')
+    pub = Publisher(mosquitto.port)
+    msgs = [make_result(i) for i in range(1, 41)]
+    poison = make_result(999, metrics={"download_mbps": 1.0, "weird_mbps": 5.0})
+    pub.results([*msgs[:20], poison, *msgs[20:]])
+    pub.close()
+    assert wait_count(influx, DB, 40) == 40
+    assert collector.flush(30)
+    [rec] = DeadLetterStore(collector.cfg.dead_letters.path).read()
+    assert rec.reason == "influx_rejected" and "conflict" in rec.detail
+    assert rec.raw() == poison.to_json()
+    assert collector.fatal is None and collector.stats.acked == 41
