@@ -6,6 +6,7 @@ Measurements are real ``tcp`` connects to a loopback port the test opens."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -336,3 +337,42 @@ def test_apply_plan_at_runtime_and_status_fields(tmp_path: Path, broker: Service
     assert status.config_error == "version 9 rejected: bad_signature"
     assert status.links[0].name == "lo" and status.clock_synced is not None
     sub.close()
+
+
+def test_systemd_notify_ready_watchdog_stopping(tmp_path: Path, broker: Service,
+                                                target: Listener) -> None:
+    import socket as socketlib
+    sock_path = tmp_path / "notify.sock"
+    server = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_DGRAM)
+    server.bind(str(sock_path))
+    server.settimeout(20)
+    cfg = write_config(tmp_path, agent_config(tmp_path, broker,
+                                              {"t": tcp_test(target.port, every_s=60)}))
+    agent = start_agent(cfg, tmp_path / "agent.log",
+                        env={"NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "1000000"})
+    try:
+        got: list[str] = []
+        while got.count("WATCHDOG=1") < 3:
+            got.append(server.recv(4096).decode())
+        assert "READY=1" in got
+        kill(agent, signal.SIGTERM)
+        rest = []
+        server.settimeout(1)
+        with contextlib.suppress(TimeoutError):
+            while True:
+                rest.append(server.recv(4096).decode())
+        assert "STOPPING=1" in rest
+    finally:
+        kill(agent)
+        server.close()
+
+
+def test_unit_file_is_hardened() -> None:
+    unit = (REPO / "deploy" / "systemd" / "netmon-agent.service").read_text()
+    settings = {line.split("=", 1)[0]: line.split("=", 1)[1]
+                for line in unit.splitlines() if "=" in line and not line.startswith("#")}
+    assert settings["Type"] == "notify" and settings["Restart"] == "always"
+    assert settings["WatchdogSec"] and settings["DynamicUser"] == "yes"
+    assert settings["CapabilityBoundingSet"] == "CAP_NET_RAW"
+    assert settings["ProtectSystem"] == "strict" and settings["StateDirectory"]
+    assert "run --config" in settings["ExecStart"]
