@@ -70,10 +70,12 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
             ok = rng.random() > 0.1
             out.append(line(RESULTS, base_tags | {"method": "reachability", "target": "tslcd",
                                                   "status": "ok" if ok else "error"},
-                            {"duration_s": 1.0} | ({} if ok else {"error_message": "x"}),
+                            {"duration_s": 1.0, "reachable": 1.0 if ok else 0.0}
+                            | ({} if ok else {"error_message": "x"}),
                             ts + 40_000))
             out.append(line(RESULTS, base_tags | {"method": "ipv6", "target": "v6",
-                                                  "status": "ok"}, {"duration_s": 1.0},
+                                                  "status": "ok"},
+                            {"duration_s": 1.0, "ipv6_reachable": 1.0},
                             ts + 50_000))
         for ts in range(start, now_ms, 900_000):
             out.append(line(PROBE_STATUS, {"probe": probe, **site},
