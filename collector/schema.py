@@ -16,6 +16,7 @@ from __future__ import annotations
 import functools
 import unicodedata
 from dataclasses import dataclass
+from datetime import timedelta, timezone
 
 from netmon.contract import ResultMessage, StatusMessage
 
@@ -31,8 +32,10 @@ RESULT_TAGS = ("access", "commune", "district", "error_code", "isp", "link", "me
                "probe", "site_type", "status", "target")
 #: Non-metric fields of ``results``; a metric may not use these names.
 RESERVED_RESULT_FIELDS = frozenset({"duration_s", "latitude", "longitude", "result_id",
-                                    "site_name", "cross_traffic", "flags", "error_message",
-                                    "agent_version"})
+                                    "site_name", "cross_traffic", "local_hour", "flags",
+                                    "error_message", "agent_version"})
+#: Asia/Ho_Chi_Minh: UTC+7 all year (no daylight saving since 1975), for ``local_hour``.
+VIETNAM = timezone(timedelta(hours=7))
 
 
 @dataclass(frozen=True)
@@ -169,6 +172,8 @@ def result_line(msg: ResultMessage, site: Site) -> str:
     fields["result_id"] = str(msg.id)
     fields["site_name"] = site.name
     fields["cross_traffic"] = 1.0 if "cross_traffic" in msg.flags else 0.0
+    # InfluxQL 1.x has no hour-of-day function: peak-hour panels filter on this field.
+    fields["local_hour"] = float(msg.started_at.astimezone(VIETNAM).hour)
     if msg.flags:
         fields["flags"] = ",".join(msg.flags)
     if msg.error:

@@ -34,6 +34,8 @@ def test_valid_result_becomes_one_enriched_point() -> None:
     assert ln.startswith("results,access=fixed,commune=Sông\\ Trí,district=Kỳ\\ Anh,")
     assert 'site_name="UBND phường Sông Trí"' in ln
     assert ln.endswith(f" {to_ms(make_result(1).started_at)}")
+    evening = make_result(2, started_at=datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
+    assert ",local_hour=19.0," in _v(evening.to_json()).lines[0]  # 19:30 in Hà Tĩnh
 
 
 @pytest.mark.parametrize(("payload", "probe", "reason"), [
