@@ -266,7 +266,8 @@ class Builder:
                 description=self.tr("p.peak.desc", start=cfg.peak_start_hour,
                                     end=cfg.peak_end_hour),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
-                color_mode="thresholds", options=_stat_options()))
+                color_mode="thresholds", no_value=self.tr("p.peak.novalue"),
+                options=_stat_options()))
         lay.row(self.tr("row.trend"))
         lay.add(24, 9, lambda g: self.panel(
             "overview.trend", "timeseries", self.tr("p.trend"), g,

@@ -1,7 +1,8 @@
 """``netmon-collector dashboards build|check|push``.
 
 - ``build``: write dashboards/json/** and dashboards/provisioning/** from the config.
-- ``check``: exit 1 when a committed file differs from what the code generates.
+- ``check``: exit 1 when a committed file differs from what the code generates, or a
+  dashboard breaks a structural rule (ids, grid, data source uid).
 - ``push``: upload the data source and dashboards to Grafana's HTTP API (grafana-client).
 
 Exit codes: 0 ok, 1 runtime failure (or stale files for ``check``), 2 bad usage/config.
@@ -17,6 +18,7 @@ from typing import Any
 
 from dashboards import files
 from dashboards.build import DATASOURCE_UID, BuildConfig, build_all
+from dashboards.checks import structural_problems
 from dashboards.i18n import LANGS, Lang
 from dashboards.provisioning import DATASOURCE_NAME, FOLDERS
 
@@ -96,10 +98,13 @@ def _check(args: argparse.Namespace) -> int:
     if loaded is None:
         return 2
     stale = files.stale(loaded[1], args.dir)
-    _emit(args, {"stale": stale},
-          "\n".join(f"stale: {p} (run: netmon-collector dashboards build)" for p in stale)
-          or "dashboards up to date")
-    return 1 if stale else 0
+    problems = [f"{lang}/{name}: {problem}" for lang in LANGS
+                for name, dash in build_all(loaded[1], lang).items()
+                for problem in structural_problems(dash.to_json(), {DATASOURCE_UID})]
+    lines = [f"stale: {p} (run: netmon-collector dashboards build)" for p in stale]
+    _emit(args, {"stale": stale, "problems": problems},
+          "\n".join(lines + problems) or "dashboards up to date")
+    return 1 if stale or problems else 0
 
 
 def datasource_payload(influx: Any) -> dict[str, Any]:

@@ -88,6 +88,7 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Nam (trường local_hour).",
         "Median download of tests started from {start}:00 to before {end}:00 Vietnam time "
         "(field local_hour)."),
+    "p.peak.novalue": ("chưa có dữ liệu local_hour", "no local_hour data yet"),
     # where
     "p.districts": ("Huyện – {access} (kém nhất trước)", "Districts – {access} (worst first)"),
     "p.communes": ("Xã – {access} (kém nhất trước)", "Communes – {access} (worst first)"),

@@ -44,7 +44,24 @@ def test_check_fails_on_a_changed_file(tmp_path: Path, capsys: pytest.CaptureFix
     target.write_text(target.read_text().replace("71", "70"))
     capsys.readouterr()
     assert collector_main(["dashboards", "check", "--dir", str(tmp_path), "--json"]) == 1
-    assert json.loads(capsys.readouterr().out) == {"stale": ["json/vi/overview.json"]}
+    assert json.loads(capsys.readouterr().out) == {"stale": ["json/vi/overview.json"],
+                                                   "problems": []}
+
+
+@pytest.mark.parametrize("argv", [["dashboards", "--help"], ["dashboards", "build", "--help"],
+                                  ["dashboards", "check", "--help"],
+                                  ["dashboards", "push", "--help"]])
+def test_help(argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        collector_main(argv)
+    assert exc.value.code == 0 and "usage" in capsys.readouterr().out
+
+
+def test_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:
+    assert collector_main(["dashboards"]) == 2
+    with pytest.raises(SystemExit) as exc:
+        collector_main(["dashboards", "push", "--token-file", "x"])  # no --grafana-url
+    assert exc.value.code == 2
 
 
 def test_bad_config_exit_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
