@@ -68,6 +68,12 @@ def run(args: argparse.Namespace) -> int:
         problems += sp
         if not cfg.mqtt.tls and cfg.mqtt.host not in ("127.0.0.1", "localhost", "::1"):
             warnings.append("mqtt.tls: false with a non-loopback broker sends results in clear")
+        if cfg.mqtt.session_expiry_s < 3600:
+            warnings.append(f"mqtt.session_expiry_s: {cfg.mqtt.session_expiry_s} s: messages "
+                            "published while the collector is down longer than that are lost")
+        if cfg.writer.batch_size > cfg.mqtt.receive_maximum * cfg.mqtt.workers:
+            warnings.append("writer.batch_size is above mqtt.receive_maximum: batches can "
+                            "never fill, every flush waits for linger_s/flush_interval_s")
     ok = not problems
     if args.json:
         print(json.dumps({"ok": ok, "config": str(args.config), "sites": sites,

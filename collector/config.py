@@ -39,7 +39,7 @@ class MqttSettings(_Section):
     keepalive_s: int = Field(30, ge=5, le=3600)
     #: Unacknowledged messages the broker may have in flight to us (MQTT v5 Receive
     #: Maximum): bounds memory while InfluxDB is down and caps the batch size.
-    receive_maximum: int = Field(2000, ge=1, le=65535)
+    receive_maximum: int = Field(10000, ge=1, le=65535)
     #: Collector processes on this machine, splitting the load through a shared
     #: subscription (``shared_group``, default "netmon-collectors"); process 0 keeps
     #: ``client_id``, process i uses ``<client_id>-<i>``.
