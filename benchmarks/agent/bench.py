@@ -1,0 +1,233 @@
+"""Agent footprint and spool drain rate, against real local services.
+
+    python benchmarks/agent/bench.py [--runs 3] [--results 20000] [--json]
+
+Prints (medians over ``--runs``):
+
+* ``idle_rss_mb``: resident memory of ``netmon-agent run`` connected to a local
+  mosquitto with latency tests scheduled but none running (goal <= 40 MB);
+* ``test_rss_mb``: peak resident memory (VmHWM) of the agent across an iperf3 test
+  against a local iperf3 server and tcp latency tests (the iperf3 child not counted);
+* ``idle_cpu_pct``: CPU used by the idle agent over 20 s (percent of one core);
+* ``drain_results_per_s``: results published and acknowledged per second when the
+  agent starts with ``--results`` results spooled during an "outage" (goal >= 2000),
+  counted at a subscriber from the first to the last message, and from agent start to
+  an empty spool (``drain_total_s``, includes start-up).
+
+Runs as any user; needs mosquitto and iperf3 (Debian packages).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import paho.mqtt.client as mqtt  # noqa: E402
+from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
+
+from agent.spool import Spool  # noqa: E402
+from netmon import services  # noqa: E402
+from netmon.contract import Metrics, ResultMessage, Topics, now_utc  # noqa: E402
+
+PROBE = "bench-probe-01"
+
+
+def rss_kb(pid: int, field: str = "VmRSS") -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def cpu_ticks(pid: int) -> int:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[11]) + int(fields[12])  # utime + stime
+
+
+def write_config(path: Path, port: int, spool: Path, tests: str) -> None:
+    path.write_text(f"""probe_id = "{PROBE}"
+heartbeat_s = 300
+[broker]
+host = "127.0.0.1"
+port = {port}
+tls = false
+max_inflight = 200
+[spool]
+path = "{spool}"
+max_results = 1000000
+max_mb = 1000
+[links.lo]
+access = "fixed"
+isp = "Loopback"
+{tests}
+""")
+
+
+def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced"}
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
+             "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=REPO)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def footprint(work: Path) -> dict[str, float]:
+    broker = services.start_mosquitto(work / "mosquitto")
+    iperf = services.start_iperf3(work / "iperf3")
+    listener_port = broker.port  # tcp tests connect to the broker's port
+    try:
+        # Idle: latency tests every 10 minutes, first one within 5 s.
+        cfg = work / "idle.toml"
+        write_config(cfg, broker.port, work / "idle-spool.db", f"""
+[tests.tcp]
+method = "tcp"
+every_s = 600
+jitter_s = 5
+target = "127.0.0.1:{listener_port}"
+count = 3
+""")
+        agent = start_agent(cfg, work / "idle.log")
+        try:
+            time.sleep(10)  # started, connected, first test done
+            ticks0, t0 = cpu_ticks(agent.pid), time.monotonic()
+            time.sleep(20)
+            ticks1, t1 = cpu_ticks(agent.pid), time.monotonic()
+            idle_rss = rss_kb(agent.pid) / 1024
+            hz = os.sysconf("SC_CLK_TCK")
+            idle_cpu = (ticks1 - ticks0) / hz / (t1 - t0) * 100
+        finally:
+            stop(agent)
+        # During a test: an iperf3 run (5 s each way) and tcp tests.
+        cfg = work / "busy.toml"
+        write_config(cfg, broker.port, work / "busy-spool.db", f"""
+[tests.speed]
+method = "iperf3"
+every_s = 600
+jitter_s = 0
+target = "127.0.0.1"
+port = {iperf.port}
+duration_s = 5
+omit_s = 0
+direction = "both"
+loaded_latency = false
+
+[tests.tcp]
+method = "tcp"
+every_s = 1
+jitter_s = 0
+target = "127.0.0.1:{listener_port}"
+count = 3
+""")
+        agent = start_agent(cfg, work / "busy.log")
+        try:
+            time.sleep(16)
+            test_rss = rss_kb(agent.pid, "VmHWM") / 1024
+        finally:
+            stop(agent)
+        return {"idle_rss_mb": idle_rss, "idle_cpu_pct": idle_cpu, "test_rss_mb": test_rss}
+    finally:
+        iperf.stop()
+        broker.stop()
+
+
+def drain(work: Path, n: int) -> dict[str, float]:
+    spool_path = work / "drain-spool.db"
+    topic = Topics().results(PROBE)
+    with Spool(spool_path, max_results=10 * n, max_bytes=10**10) as spool:
+        batch = []
+        for i in range(n):
+            msg = ResultMessage(
+                probe_id=PROBE, link="lo", access="fixed", isp="Loopback", method="tcp",
+                target="127.0.0.1:443", started_at=now_utc(), duration_s=0.5,
+                metrics=Metrics(rtt_ms=1.0 + i % 7, loss_pct=0.0, samples=10),
+                agent_version="bench", id=uuid.uuid4())
+            batch.append((str(msg.id), topic, msg.to_json()))
+            if len(batch) == 1000:
+                spool.put(batch)
+                batch = []
+        spool.put(batch)
+    broker = services.start_mosquitto(work / "mosquitto-drain")
+    got: list[float] = []
+    done = threading.Event()
+
+    def on_message(client: Any, userdata: Any, msg: Any) -> None:
+        got.append(time.monotonic())
+        if len(got) >= n:
+            done.set()
+
+    sub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-sub")
+    sub.on_message = on_message
+    sub.connect(broker.host, broker.port)
+    sub.subscribe(topic, qos=1)
+    sub.loop_start()
+    time.sleep(0.5)
+    cfg = work / "drain.toml"
+    write_config(cfg, broker.port, spool_path, "")
+    t0 = time.monotonic()
+    agent = start_agent(cfg, work / "drain.log")
+    try:
+        if not done.wait(300):
+            raise SystemExit(f"drain: only {len(got)} of {n} results arrived")
+        while True:
+            with Spool(spool_path, readonly=True) as ro:
+                if ro.depth() == 0:
+                    break
+            time.sleep(0.02)
+        total = time.monotonic() - t0
+    finally:
+        stop(agent)
+        sub.loop_stop()
+        broker.stop()
+    spool_path.unlink(missing_ok=True)
+    return {"drain_results_per_s": (n - 1) / (got[-1] - got[0]), "drain_total_s": total}
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--results", type=int, default=20000)
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    runs: list[dict[str, float]] = []
+    for i in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:
+            work = Path(tmp)
+            os.chmod(work, 0o755)  # mosquitto may drop to its own user
+            figures = footprint(work) | drain(work, args.results)
+            runs.append(figures)
+            print(f"run {i + 1}: " + ", ".join(f"{k}={v:.2f}" for k, v in figures.items()),
+                  file=sys.stderr)
+    medians = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    if args.json:
+        print(json.dumps({"runs": runs, "median": medians}))
+    else:
+        for key, value in medians.items():
+            print(f"{key:22} {value:10.2f}   (median of {len(runs)})")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
