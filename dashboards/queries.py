@@ -19,8 +19,8 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
 - an outer ``WHERE time`` narrows the inner query's range too, so "silent for 30 min"
   is a ``moving_average`` over 7 five-minute buckets (``fill(0)``) of a 7-day window.
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
-  silently returns nothing, so peak-hour medians filter on the ``local_hour`` field
-  (hour in Asia/Ho_Chi_Minh of the test's start; see docs/dashboards.md).
+  silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
+  collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/schema.py).
 """
 
 from __future__ import annotations

@@ -8,12 +8,11 @@ import math
 import random
 import re
 import statistics
-from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from collector.schema import RESULTS, Site, line
+from collector.schema import Site
 from netmon.contract import ErrorInfo, LinkStatus, Metrics, ResultMessage, StatusMessage
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
@@ -142,25 +141,6 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
 def local_hour(msg: ResultMessage) -> float:
     """The test's start hour in Vietnam time (what ``local_hour`` should hold)."""
     return float(msg.started_at.astimezone(VN).hour)
-
-
-def local_hour_lines(results: Iterable[ResultMessage]) -> list[str]:
-    """STAND-IN until the collector writes ``local_hour`` itself (see docs/dashboards.md):
-    the same series and timestamp as the collector's point, with only that field, which
-    InfluxDB merges into the existing point."""
-    sites = {s.probe_id: s for s in SITES}
-    out = []
-    for msg in results:
-        site = sites[msg.probe_id]
-        tags = {"probe": msg.probe_id, "link": msg.link, "access": msg.access, "isp": msg.isp,
-                "method": msg.method, "target": msg.target,
-                "status": "ok" if msg.error is None else "error",
-                "error_code": msg.error.code if msg.error else "",
-                "district": site.district, "commune": site.commune,
-                "site_type": site.site_type}
-        out.append(line(RESULTS, tags, {"local_hour": local_hour(msg)},
-                        int(msg.started_at.timestamp() * 1000)))
-    return out
 
 
 # --------------------------------------------------------------------------- fake Grafana

@@ -42,8 +42,6 @@ def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InfluxCli
     report = ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB)
     assert not report.dead, report.dead[:3]
     client = InfluxClient(InfluxSettings(url=url, database=DB))
-    # Stand-in until the collector writes local_hour (see helpers_dashboards).
-    client.write_lines(H.local_hour_lines(ds.results))
     yield client, ds
     client.close()
     svc.stop()
@@ -101,7 +99,6 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
             series = _run(client, query, ds, variables)  # raises InfluxError on any error
             if not series and variables is None:
                 empty.append(where)
-    # Only the peak-hour panels may be empty if local_hour were missing; it is not here.
     assert not empty, empty
 
 
@@ -146,6 +143,8 @@ def test_filtered_by_district_and_2030_share(loaded: tuple[InfluxClient, H.DataS
 
 
 def test_peak_hour_median(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """The collector writes local_hour (hour of started_at in Vietnam); the peak panel's
+    median equals the median of tests started 19:00-22:59 local time."""
     client, ds = loaded
     rows = H.throughput(ds, "mobile", ds.start, ds.now)
     peak = [r.metrics.download_mbps for r, _s in rows
@@ -330,13 +329,3 @@ def test_transformations_overrides_and_map_fields_exist(
                           layer["config"]["style"]["color"]["field"]}
                 assert fields <= final, (where, fields, final)
 
-
-@pytest.mark.xfail(strict=True, reason="collector/schema.py does not write local_hour yet; "
-                   "the peak-hour panels need it (docs/dashboards.md). When this starts "
-                   "passing, drop the local_hour stand-in in helpers_dashboards.")
-def test_collector_writes_local_hour() -> None:
-    from collector.schema import result_line
-
-    ds = H.make_dataset()
-    msg = next(r for r in ds.results if r.method == "iperf3")
-    assert f"local_hour={H.local_hour(msg)!r}" in result_line(msg, ds.site(msg.probe_id))
