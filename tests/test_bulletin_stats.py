@@ -108,6 +108,17 @@ def test_every_string_is_nfc_in_both_languages() -> None:
                                                    month="10/2026"))
 
 
+def test_vietnamese_dictionary_order() -> None:
+    names = ["Vũ Quang", "Đức Thọ", "Can Lộc", "Cẩm Xuyên", "Hương Sơn", "Hương Khê", "Ân Phú",
+             "An Hòa", "Ăn Lợi", "Kỳ Anh", "Ký Anh", "Kỳ Hoa", "Ðức"]
+    assert sorted(names, key=i18n.sort_key)[:3] == ["An Hòa", "Ăn Lợi", "Ân Phú"]
+    order = sorted(names, key=i18n.sort_key)
+    assert order.index("Can Lộc") < order.index("Cẩm Xuyên")
+    assert order.index("Đức Thọ") < order.index("Hương Khê") < order.index("Hương Sơn")
+    assert order.index("Kỳ Anh") < order.index("Kỳ Hoa") and order[-1] == "Vũ Quang"
+    assert abs(order.index("Ðức") - order.index("Đức Thọ")) == 1
+
+
 def test_month_bounds_in_local_time() -> None:
     m = Month.parse("2026-10", "Asia/Ho_Chi_Minh")
     a, b = m.bounds_ms()

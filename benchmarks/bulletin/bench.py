@@ -136,7 +136,14 @@ def load(url: str, probes: int, days: int, batch_size: int) -> tuple[int, float]
     return n, time.perf_counter() - t0
 
 
-def run_bulletin(url: str, work: Path, lang: str, formats: list[str]) -> dict[str, object]:
+def _cpu_s(pid: int) -> float:
+    """utime + stime of a process, seconds (from /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
+                 influxd_pid: int) -> dict[str, object]:
     cfg = work / "collector.toml"
     cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n',
                    encoding="utf-8")
@@ -146,14 +153,21 @@ def run_bulletin(url: str, work: Path, lang: str, formats: list[str]) -> dict[st
             "--json"]
     for f in formats:
         argv += ["--format", f]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    influx_cpu0 = _cpu_s(influxd_pid)
     t0 = time.perf_counter()
     p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
                        env=os.environ | {"PYTHONPATH": str(ROOT)})
     wall = time.perf_counter() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    # CPU seconds do not depend on what else the (shared) machine is doing; wall time does.
+    child_cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    influx_cpu = _cpu_s(influxd_pid) - influx_cpu0
     if p.returncode != 0:
         raise SystemExit(f"bulletin failed ({p.returncode}): {p.stderr}")
     summary = json.loads(p.stdout)
-    return {"wall_s": wall, "timings_s": summary["timings_s"], "totals": summary["totals"]}
+    return {"wall_s": wall, "cpu_s": child_cpu, "influxd_cpu_s": influx_cpu,
+            "timings_s": summary["timings_s"], "totals": summary["totals"]}
 
 
 def main() -> int:
@@ -180,9 +194,11 @@ def main() -> int:
             log(f"loaded {n:,} points in {secs:.0f} s")
         runs = []
         for i in range(args.runs):
-            r = run_bulletin(url, work, args.lang, [])
+            r = run_bulletin(url, work, args.lang, [], svc.proc.pid)
             runs.append(r)
-            log(f"run {i + 1}: {r['wall_s']:.1f} s wall, stages {r['timings_s']}")
+            log(f"run {i + 1}: {r['wall_s']:.1f} s wall, bulletin CPU {r['cpu_s']:.1f} s, "
+                f"influxd CPU {r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
+                f"load average {os.getloadavg()[0]:.1f}")
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
         figures |= {
@@ -190,6 +206,11 @@ def main() -> int:
             "runs": len(runs),
             "wall_s_median": round(statistics.median(walls), 2),
             "wall_s_all": [round(w, 2) for w in walls],
+            "bulletin_cpu_s_median": round(statistics.median(
+                float(r["cpu_s"]) for r in runs), 2),  # type: ignore[arg-type]
+            "influxd_cpu_s_median": round(statistics.median(
+                float(r["influxd_cpu_s"]) for r in runs), 2),  # type: ignore[arg-type]
+            "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "stages_s_last_run": runs[-1]["timings_s"],
             "peak_rss_mib": round(rss_mib, 1),
             "influxd_peak_rss_mib": _vm_hwm(svc.proc.pid),

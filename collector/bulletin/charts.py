@@ -108,10 +108,15 @@ def districts(rep: Report, lang: Lang, out: Path) -> str:
         bars = ax.barh(labels, vals, color=colors)
         for bar, h in zip(bars, hatches, strict=True):
             bar.set_hatch(h)
+        span = max([*vals, target])
         for y, v in enumerate(vals):
-            ax.text(v, y, " " + fmt_num(v, lang), va="center", fontsize=7)
+            # Inside the bar's end (clear of the target line); outside for short bars.
+            inside = v > 0.25 * span
+            ax.text(v - 0.01 * span if inside else v + 0.01 * span, y, fmt_num(v, lang),
+                    va="center", ha="right" if inside else "left", fontsize=7,
+                    color="white" if inside else "black", fontweight="bold")
         ax.axvline(target, color="black", lw=1.5, ls="--")
-        ax.set_xlim(0, max([*vals, target]) * 1.18)
+        ax.set_xlim(0, span * 1.08)
         ax.set_title(f"{t(f'{acc}_short', lang)} ({t('legend_target', lang).lower()} "
                      f"{fmt_num(target, lang, 0)} Mb/s)")
         ax.set_xlabel(t("axis_speed", lang))

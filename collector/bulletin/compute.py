@@ -28,6 +28,7 @@ from collector.bulletin.data import (
     Tests,
     TrendPoint,
 )
+from collector.bulletin.i18n import sort_key
 from collector.config import BulletinSettings, Targets
 
 Rating = Literal["meets", "below", "insufficient", "no_data"]
@@ -259,7 +260,7 @@ def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
 def _sort_rows(rows: list[GroupRow]) -> list[GroupRow]:
     def k(r: GroupRow) -> tuple[object, ...]:
         acc = ACCESS_ORDER.index(r.access) if r.access in ACCESS_ORDER else 9
-        return (r.district, r.commune, r.isp, acc, r.period)
+        return (sort_key(r.district), sort_key(r.commune), sort_key(r.isp), acc, r.period)
     return sorted(rows, key=k)
 
 
@@ -344,9 +345,9 @@ def _latency(lat_lines: Lines, lat: Tests, tput: Tests, ctx: _Ctx) -> list[Laten
     lat_district = np.array(lat_lines.column("district") or [""], dtype=object)
     t_access = np.array(ctx.attr["access"] or [""], dtype=object)
     t_district = np.array(ctx.attr["district"] or [""], dtype=object)
-    districts = sorted(set(lat_lines.column("district")) | set(ctx.attr["district"]))
+    districts = set(lat_lines.column("district")) | set(ctx.attr["district"])
     # "" is the province row; lines without a district tag count only towards it.
-    for district in ["", *(d for d in districts if d)]:
+    for district in ["", *sorted((d for d in districts if d), key=sort_key)]:
         for acc in ACCESS_ORDER:
             lm = (lat_access == acc) & ((lat_district == district) if district else True)
             tm = (t_access == acc) & ((t_district == district) if district else True)
@@ -398,7 +399,7 @@ def _availability(ctx: _Ctx, month: Month, settings: BulletinSettings,
     rows: list[AvailabilityRow] = []
     districts = np.array(ctx.attr["district"], dtype=object)
     # "" is the province row; lines without a district tag count only towards it.
-    for d in ["", *sorted(x for x in set(ctx.attr["district"]) if x)]:
+    for d in ["", *sorted((x for x in set(ctx.attr["district"]) if x), key=sort_key)]:
         m = np.ones(n_lines, bool) if not d else districts == d
         exp = float(expected[m].sum())
         rows.append(AvailabilityRow(
@@ -416,4 +417,4 @@ def _reach(ipv6: list[CommuneCount], reach: list[CommuneCount]) -> list[CommuneR
     for c in reach:
         r = out.setdefault((c.district, c.commune), CommuneReach(c.district, c.commune))
         r.reach_ok, r.reach_failed, r.reach_rtt_ms = c.ok, c.failed, c.rtt_median_ms
-    return [out[k] for k in sorted(out)]
+    return [out[k] for k in sorted(out, key=lambda k: (sort_key(k[0]), sort_key(k[1])))]

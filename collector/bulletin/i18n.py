@@ -232,3 +232,28 @@ def date_label(year: int, month: int, day: int, lang: Lang) -> str:
     if lang == "vi":
         return f"{day:02d}/{month:02d}/{year}"
     return f"{day} {_MONTHS_EN[month - 1]} {year}"
+
+
+# Vietnamese alphabetical order: a ă â b c d đ e ê g h i k l m n o ô ơ p q r s t u ư v x y;
+# the letter marks (breve, circumflex, horn, the bar of đ) make distinct letters, the tone
+# marks only break ties. Code-point order would put "Đức Thọ" after "Vũ Quang".
+_LETTER_MARKS = {"\u0306": 1, "\u0302": 2, "\u031b": 3}  # breve, circumflex, horn
+_TONE_MARKS = {"\u0300": 1, "\u0309": 2, "\u0303": 3, "\u0301": 4, "\u0323": 5}
+
+
+def sort_key(text: str) -> tuple[tuple[tuple[str, int], ...], tuple[int, ...], str]:
+    """A key that sorts Vietnamese names in dictionary order."""
+    primary: list[tuple[str, int]] = []
+    tones: list[int] = []
+    for ch in unicodedata.normalize("NFD", text.casefold()):
+        if ch in _LETTER_MARKS and primary:
+            base, _ = primary[-1]
+            primary[-1] = (base, _LETTER_MARKS[ch])
+        elif ch in _TONE_MARKS:
+            tones.append(_TONE_MARKS[ch])
+        elif ch in ("đ", "ð"):  # ð (Icelandic eth) is a common look-alike typed for đ
+            primary.append(("d", 9))
+        elif unicodedata.category(ch) != "Mn":
+            primary.append((ch, 0))
+            tones.append(0)
+    return tuple(primary), tuple(tones), text
