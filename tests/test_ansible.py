@@ -1,0 +1,712 @@
+"""Ansible deployment (deploy/ansible): lint, syntax, and every rendered file validated by
+the real program that reads it.
+
+One session renders the whole example inventory offline on localhost (``render.yml``:
+the roles' own tasks with paths pointed into a temporary folder) with a test CA made by
+``pki.yml`` and random secrets; then the agent, the collector, mosquitto (with real MQTT
+clients), nginx (with the agent's http and speedtest methods), systemd and influxd check
+what came out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import ssl
+import stat
+import subprocess
+import threading
+import tomllib
+import unicodedata
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import yaml
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.reasoncodes import ReasonCode
+
+from netmon import services
+from netmon.contract import Topics
+from tests.helpers_ansible import (
+    ANSIBLE_DIR,
+    INVENTORY,
+    Ansible,
+    host_vars,
+    inventory_groups,
+    make_secrets,
+    recap_changed,
+    tool,
+)
+
+GROUPS = inventory_groups()
+PROBES = GROUPS["probes"]
+BROKER = GROUPS["broker"][0]
+COLLECTOR = GROUPS["collector"][0]
+SERVER = GROUPS["measurement_servers"][0]
+TOPICS = Topics("netmon/v1")
+NOT_AUTHORIZED = 135
+#: PUBACK codes of an accepted publish: success, or success with no subscriber (16).
+ACCEPTED = (0, 16)
+
+
+def _need(binary: str) -> str:
+    try:
+        return services.require_binary(binary)
+    except services.ServiceError as exc:
+        pytest.skip(str(exc))
+
+
+@dataclass
+class Rendered:
+    """The example inventory rendered once for the session."""
+
+    ansible: Ansible
+    out: Path
+    pki: Path
+    secrets: dict[str, Any]
+
+    def host(self, name: str) -> Path:
+        return self.out / name
+
+    def extra(self) -> dict[str, Any]:
+        values = self.secrets | {"netmon_pki_dir": str(self.pki),
+                                 "netmon_render_dir": str(self.out)}
+        if os.geteuid() == 0 and _group_exists("mosquitto"):
+            # As in production: broker files root:mosquitto 0640, because mosquitto
+            # started as root reads the password file and ACL as user mosquitto.
+            values["mosquitto_group"] = "mosquitto"
+        return values
+
+
+def _group_exists(name: str) -> bool:
+    import grp
+
+    try:
+        grp.getgrnam(name)
+    except KeyError:
+        return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+    _need("mosquitto_passwd")
+    _need("openssl")
+    base = tmp_path_factory.mktemp("ansible")
+    # mosquitto and nginx drop privileges when started as root: let them traverse.
+    base.chmod(0o755)
+    base.parent.chmod(base.parent.stat().st_mode | 0o011)
+    ans = Ansible(base / "home")
+    pki = base / "pki"
+    ans.make_pki(pki)
+    r = Rendered(ans, base / "out", pki, make_secrets())
+    ans.playbook(ANSIBLE_DIR / "render.yml", r.extra())
+    # Let services that drop privileges (mosquitto) traverse to their files; the files
+    # themselves keep the modes the roles gave them.
+    for d in (r.out, r.host(BROKER)):
+        d.chmod(d.stat().st_mode | 0o001)
+    return r
+
+
+# --------------------------------------------------------------------------- lint
+
+
+def test_ansible_lint_production_profile_offline(tmp_path: Path) -> None:
+    lint = tool("ansible-lint")
+    assert lint, "ansible-lint not installed (pip install -e '.[dev]')"
+    cfg = yaml.safe_load((ANSIBLE_DIR / ".ansible-lint").read_text())
+    # Offline: ansible-lint would otherwise try to install collections from Galaxy.
+    assert cfg["offline"] is True and cfg["profile"] == "production"
+    env = Ansible(tmp_path / "home").env() | {"ANSIBLE_LINT_SKIP_SCHEMA_UPDATE": "1"}
+    proc = subprocess.run([lint, "--offline", "--profile", "production"], cwd=ANSIBLE_DIR,
+                          env=env, capture_output=True, text=True, timeout=600, check=False)
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-5000:]
+    assert "Profile 'production' was required, and it passed" in out, out[-3000:]
+
+
+@pytest.mark.parametrize("playbook", ["site.yml", "probes.yml", "pki.yml", "render.yml",
+                                      "wheel.yml"])
+def test_syntax_check(playbook: str, tmp_path: Path) -> None:
+    proc = Ansible(tmp_path / "home").playbook(ANSIBLE_DIR / playbook, args=("--syntax-check",))
+    assert f"playbook: {ANSIBLE_DIR / playbook}" in proc.stdout
+
+
+def test_only_builtin_modules_are_used() -> None:
+    """No collection beyond ansible.builtin: nothing to fetch from Galaxy, ever."""
+    used = set()
+    for path in ANSIBLE_DIR.rglob("*.yml"):
+        for match in re.finditer(r"^\s*-?\s*([a-z_]+\.[a-z_]+\.[a-z_0-9]+):", path.read_text(),
+                                 re.M):
+            used.add(match.group(1))
+    assert used and all(m.startswith("ansible.builtin.") for m in used), sorted(used)
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_no_plaintext_secret_in_the_repository() -> None:
+    for path in ANSIBLE_DIR.rglob("*"):
+        if not path.is_file() or ".build" in path.parts:
+            continue
+        text = path.read_text(errors="replace")
+        if path.name.startswith("vault") and not path.name.endswith(".example"):
+            assert text.startswith("$ANSIBLE_VAULT;"), f"{path} is not vault-encrypted"
+        assert "PRIVATE KEY-----" not in text or text.startswith("$ANSIBLE_VAULT;"), path
+    example = yaml.safe_load((INVENTORY / "group_vars/all/vault.yml.example").read_text())
+    # Every vault variable the inventory needs is in the example, with a placeholder only.
+    assert set(example) == set(make_secrets())
+    for probe in PROBES:
+        assert example["vault_netmon_mqtt_probe_passwords"][probe].startswith("REPLACE")
+
+
+def test_placeholder_passwords_are_refused(rendered: Rendered, tmp_path: Path) -> None:
+    example = yaml.safe_load((INVENTORY / "group_vars/all/vault.yml.example").read_text())
+    proc = rendered.ansible.playbook(
+        ANSIBLE_DIR / "render.yml", example | {"netmon_pki_dir": str(rendered.pki),
+                                               "netmon_render_dir": str(tmp_path / "out")},
+        limit=BROKER, check=False)
+    assert proc.returncode != 0
+    assert f"probe {PROBES[0]}: needs an id" in proc.stdout, proc.stdout[-3000:]
+
+
+def test_secret_files_are_private_and_secrets_stay_in_them(rendered: Rendered) -> None:
+    values = [v for k, v in rendered.secrets.items() if isinstance(v, str)]
+    values += list(rendered.secrets["vault_netmon_mqtt_probe_passwords"].values())
+    secret_names = {"mqtt.password", "influxdb.password", "noc-mqtt.password",
+                    "influx-password", "admin-password", "broker.key", "noc-config.key"}
+    seen = 0
+    for path in rendered.out.rglob("*"):
+        if not path.is_file():
+            continue
+        mode = stat.S_IMODE(path.stat().st_mode)
+        if path.name in secret_names:
+            seen += 1
+            assert mode & 0o007 == 0, f"{path} is readable by others ({oct(mode)})"
+            continue
+        text = path.read_text(errors="replace")
+        leaked = [v for v in values if v in text]
+        assert not leaked, f"a secret is in {path}"
+    assert seen >= len(PROBES) + 6
+    # The broker has only hashes.
+    passwd = (rendered.host(BROKER) / "mosquitto" / "netmon.passwd").read_text()
+    assert "$7$" in passwd
+
+
+# --------------------------------------------------------------------------- agent
+
+
+@pytest.mark.parametrize("probe", PROBES)
+def test_every_agent_config_passes_check_config(rendered: Rendered, probe: str) -> None:
+    agent = tool("netmon-agent")
+    assert agent
+    path = rendered.host(probe) / "probe" / "etc" / "agent.toml"
+    proc = subprocess.run([agent, "check-config", "--config", str(path), "--json"],
+                          capture_output=True, text=True, timeout=60, check=False)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    verdict = json.loads(proc.stdout)
+    assert verdict["ok"] and verdict["probe_id"] == probe
+
+    # One source of truth: links, ISPs and budgets are the inventory's.
+    from agent.config import load
+
+    cfg = load(path)
+    links = {link["name"]: link for link in host_vars(probe)["netmon_links"]}
+    assert set(cfg.links) == set(links)
+    for name, link in cfg.links.items():
+        assert (link.access, link.isp, link.interface) == (
+            links[name]["access"], links[name]["isp"], links[name]["interface"])
+        assert link.budget_mb == links[name].get("budget_mb")
+    assert cfg.broker.username == probe and cfg.broker.tls
+    assert cfg.broker.read_password() == rendered.secrets[
+        "vault_netmon_mqtt_probe_passwords"][probe]
+    assert cfg.remote_config.enabled
+    # Throughput on metered mobile links only where the plan says so.
+    fixed = {n for n, lk in links.items() if lk["access"] == "fixed"}
+    if fixed:
+        assert set(cfg.tests["iperf3"].links or ()) == fixed
+    else:
+        assert "iperf3" not in cfg.tests
+
+
+def test_probes_spread_over_the_iperf3_ports(rendered: Rendered) -> None:
+    ports = []
+    for probe in PROBES:
+        data = tomllib.loads((rendered.host(probe) / "probe/etc/agent.toml").read_text())
+        if "iperf3" in data["tests"]:
+            ports.append(data["tests"]["iperf3"]["port"])
+    server_ports = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())[
+        "netmon_iperf3_ports"]
+    most = -(-len(PROBES) // len(server_ports))  # ceil: round-robin over every probe
+    assert set(ports) <= set(server_ports) and len(set(ports)) > 1, ports
+    assert max(ports.count(p) for p in ports) <= most, ports
+
+
+# --------------------------------------------------------------------------- collector
+
+
+def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
+    from collector import config as collector_config
+    from collector.registry import load_sites
+
+    etc = rendered.host(COLLECTOR) / "collector" / "etc"
+    cfg = collector_config.load(etc / "collector.toml")
+    assert cfg.mqtt.username == "netmon_collector" and cfg.mqtt.tls
+    assert cfg.influxdb.create_database is False  # the write-only user cannot
+    assert cfg.influxdb.password_file is not None
+    assert cfg.influxdb.password_file.read_text().strip() == rendered.secrets[
+        "vault_netmon_influxdb_collector_password"]
+    sites = load_sites(cfg.registry.path)
+    assert sorted(sites) == PROBES
+    for probe in PROBES:
+        want = host_vars(probe)["netmon_site"]
+        got = sites[probe]
+        for key in ("name", "commune", "district"):
+            assert getattr(got, key) == unicodedata.normalize("NFC", want[key])
+        assert (got.latitude, got.longitude, got.site_type) == (
+            want["latitude"], want["longitude"], want["site_type"])
+    assert any("Kỳ Anh" == s.district for s in sites.values())
+
+    collector = tool("netmon-collector")
+    assert collector
+    for name in ("collector.toml", "noc.toml"):
+        proc = subprocess.run([collector, "check-config", "--config", str(etc / name), "--json"],
+                              capture_output=True, text=True, timeout=60, check=False)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        verdict = json.loads(proc.stdout)
+        assert verdict["ok"] and verdict["sites"] == len(PROBES), verdict
+        assert not verdict["warnings"], verdict
+    noc = collector_config.load(etc / "noc.toml")
+    assert noc.mqtt.username == "netmon_noc" and noc.mqtt.shared_group is None
+
+
+# --------------------------------------------------------------------------- broker
+
+
+def _test_broker_config(rendered: Rendered, workdir: Path, port: int) -> str:
+    """The rendered mosquitto.conf with only listener port, persistence, log and pid
+    rewritten for a loopback test; TLS, password file and ACL are the rendered ones."""
+    text = (rendered.host(BROKER) / "mosquitto" / "mosquitto.conf").read_text()
+    text, n = re.subn(r"^listener \d+.*$", f"listener {port} 127.0.0.1", text, flags=re.M)
+    assert n == 1
+    text = re.sub(r"^persistence_location .*$", f"persistence_location {workdir}/", text,
+                  flags=re.M)
+    text = re.sub(r"^pid_file .*$\n", "", text, flags=re.M)
+    text = re.sub(r"^log_dest .*$", f"log_dest file {workdir}/mosquitto.log", text, flags=re.M)
+    return text
+
+
+class Client:
+    """A paho MQTT v5 client over TLS that records acknowledgements and messages."""
+
+    def __init__(self, port: int, ca: Path, user: str | None, password: str | None) -> None:
+        self.c = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{user}-{os.getpid()}",
+                             protocol=mqtt.MQTTv5)
+        if user:
+            self.c.username_pw_set(user, password)
+        self.c.tls_set(ca_certs=str(ca), cert_reqs=ssl.CERT_REQUIRED)
+        self.connected = threading.Event()
+        self.connect_rc: ReasonCode | None = None
+        self.acks: dict[int, int] = {}
+        self.subacks: dict[int, list[int]] = {}
+        self.messages: list[tuple[str, bytes]] = []
+        self.cond = threading.Condition()
+        self.c.on_connect = self._on_connect
+        self.c.on_publish = self._on_publish
+        self.c.on_subscribe = self._on_subscribe
+        self.c.on_message = self._on_message
+        self.c.connect("localhost", port)
+        self.c.loop_start()
+        assert self.connected.wait(15), "no CONNACK"
+
+    def _on_connect(self, c: Any, u: Any, flags: Any, rc: ReasonCode, props: Any) -> None:
+        self.connect_rc = rc
+        self.connected.set()
+
+    def _on_publish(self, c: Any, u: Any, mid: int, rc: ReasonCode, props: Any) -> None:
+        with self.cond:
+            self.acks[mid] = rc.value
+            self.cond.notify_all()
+
+    def _on_subscribe(self, c: Any, u: Any, mid: int, rcs: list[ReasonCode], props: Any) -> None:
+        with self.cond:
+            self.subacks[mid] = [r.value for r in rcs]
+            self.cond.notify_all()
+
+    def _on_message(self, c: Any, u: Any, msg: mqtt.MQTTMessage) -> None:
+        with self.cond:
+            self.messages.append((msg.topic, msg.payload))
+            self.cond.notify_all()
+
+    @property
+    def ok(self) -> bool:
+        return self.connect_rc is not None and not self.connect_rc.is_failure
+
+    def publish(self, topic: str, payload: bytes) -> int:
+        """QoS 1 publish; the PUBACK reason code (0 = accepted, 135 = not authorised)."""
+        info = self.c.publish(topic, payload, qos=1)
+        with self.cond:
+            assert self.cond.wait_for(lambda: info.mid in self.acks, 10), "no PUBACK"
+            return self.acks[info.mid]
+
+    def subscribe(self, topic: str) -> int:
+        """The SUBACK reason code (granted QoS, or 135)."""
+        _, mid = self.c.subscribe(topic, qos=1)
+        with self.cond:
+            assert self.cond.wait_for(lambda: mid in self.subacks, 10), "no SUBACK"
+            return self.subacks[mid][0]
+
+    def wait_message(self, payload: bytes, timeout: float = 5) -> bool:
+        with self.cond:
+            return self.cond.wait_for(lambda: any(p == payload for _, p in self.messages),
+                                      timeout)
+
+    def close(self) -> None:
+        self.c.disconnect()
+        self.c.loop_stop()
+
+
+@pytest.fixture
+def broker(rendered: Rendered, tmp_path: Path) -> Iterator[services.Service]:
+    _need("mosquitto")
+    workdir = tmp_path / "broker"
+    workdir.mkdir()
+    workdir.chmod(0o777)  # mosquitto runs as user mosquitto when started as root
+    port = services.free_port()
+    svc = services.start_mosquitto(workdir, port,
+                                   config=_test_broker_config(rendered, workdir, port))
+    yield svc
+    svc.stop()
+
+
+def test_broker_acl_with_real_clients(rendered: Rendered, broker: services.Service) -> None:
+    ca = rendered.pki / "ca.crt"
+    pw = rendered.secrets["vault_netmon_mqtt_probe_passwords"]
+    a, b = PROBES[0], PROBES[1]
+    clients: list[Client] = []
+
+    def connect(user: str | None, password: str | None) -> Client:
+        c = Client(broker.port, ca, user, password)
+        clients.append(c)
+        return c
+
+    try:
+        collector = connect("netmon_collector",
+                            rendered.secrets["vault_netmon_mqtt_collector_password"])
+        assert collector.ok, collector.connect_rc
+        # mosquitto's ACL file grants every SUBSCRIBE and filters each delivery, so read
+        # rights are checked by what arrives, write rights by the PUBACK reason code.
+        for topic in (TOPICS.all_results(), TOPICS.all_status(), TOPICS.config(a)):
+            assert collector.subscribe(topic) == 1
+        assert collector.publish(TOPICS.results(a), b"forged") == NOT_AUTHORIZED
+        assert collector.publish(TOPICS.dead_letters(), b"rejected") in ACCEPTED
+
+        probe_a = connect(a, pw[a])
+        assert probe_a.ok, probe_a.connect_rc
+        for topic in (TOPICS.config(a), TOPICS.config(b), TOPICS.all_results()):
+            probe_a.subscribe(topic)
+        assert probe_a.publish(TOPICS.results(a), b"a-own") in ACCEPTED
+        assert probe_a.publish(TOPICS.status(a), b"a-status") in ACCEPTED
+        assert collector.wait_message(b"a-own") and collector.wait_message(b"a-status")
+        # Probe A on probe B's topics: refused, and nothing reaches the collector.
+        assert probe_a.publish(TOPICS.results(b), b"a-as-b") == NOT_AUTHORIZED
+        assert probe_a.publish(TOPICS.status(b), b"a-as-b-status") == NOT_AUTHORIZED
+        # A probe cannot write a config, not even its own.
+        assert probe_a.publish(TOPICS.config(a), b"self-config") == NOT_AUTHORIZED
+        assert probe_a.publish(TOPICS.config(b), b"b-config") == NOT_AUTHORIZED
+
+        # Only the NOC account writes configs; each probe receives only its own.
+        noc = connect("netmon_noc", rendered.secrets["vault_netmon_mqtt_noc_password"])
+        assert noc.ok, noc.connect_rc
+        assert noc.publish(TOPICS.config(b), b"plan-for-b") in ACCEPTED
+        assert noc.publish(TOPICS.config(a), b"plan-for-a") in ACCEPTED
+        assert probe_a.wait_message(b"plan-for-a")
+        assert noc.publish(TOPICS.results(a), b"noc-forged") == NOT_AUTHORIZED
+
+        # Probe B's own publish goes through to the collector, not to probe A.
+        probe_b = connect(b, pw[b])
+        assert probe_b.publish(TOPICS.results(b), b"b-own") in ACCEPTED
+        assert collector.wait_message(b"b-own")
+        assert not probe_a.wait_message(b"b-own", timeout=1)
+        got = [p for _, p in collector.messages]
+        for forged in (b"a-as-b", b"a-as-b-status", b"noc-forged", b"self-config",
+                       b"plan-for-a", b"plan-for-b"):
+            assert forged not in got, forged
+        got_a = [p for _, p in probe_a.messages]
+        assert b"plan-for-b" not in got_a and b"a-own" not in got_a
+    finally:
+        for c in clients:
+            c.close()
+
+
+def test_broker_refuses_anonymous_wrong_password_and_cross_login(
+        rendered: Rendered, broker: services.Service) -> None:
+    ca = rendered.pki / "ca.crt"
+    pw = rendered.secrets["vault_netmon_mqtt_probe_passwords"]
+    a, b = PROBES[0], PROBES[1]
+    for user, password in ((None, None), (a, "wrong-password"), (a, pw[b]),
+                           ("netmon_collector", pw[a])):
+        c = Client(broker.port, ca, user, password)
+        try:
+            assert not c.ok, f"{user} logged in"
+        finally:
+            c.close()
+    # Plain MQTT without TLS is not served at all.
+    plain = mqtt.Client(CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
+    plain.username_pw_set(a, pw[a])
+    with pytest.raises(Exception):  # noqa: B017 - any failure: the TLS listener ignores it
+        plain.connect("127.0.0.1", broker.port)
+        rc = plain.loop(timeout=3)
+        assert rc == 0 and plain.is_connected()
+        raise AssertionError("unreachable")
+
+
+def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
+                                                        broker: services.Service,
+                                                        tmp_path: Path) -> None:
+    """Re-running with the same vault leaves the password file alone; rotating one
+    probe's password rebuilds it, and after SIGHUP the old password is refused."""
+    play = tmp_path / "broker.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "Broker files only", "hosts": BROKER, "connection": "local",
+        "gather_facts": False,
+        "tasks": [{"name": "Broker", "ansible.builtin.include_role": {"name": "mosquitto"},
+                   "vars": {"mosquitto_manage_service": False,
+                            "mosquitto_conf_dir":
+                                f"{rendered.out}/{BROKER}/mosquitto"}}]}]))
+    passwd = rendered.host(BROKER) / "mosquitto" / "netmon.passwd"
+    before = passwd.read_bytes()
+    proc = rendered.ansible.playbook(play, rendered.extra())
+    assert recap_changed(proc.stdout, BROKER) == 0, proc.stdout[-3000:]
+    assert passwd.read_bytes() == before
+
+    a = PROBES[0]
+    old = rendered.secrets["vault_netmon_mqtt_probe_passwords"][a]
+    rotated = json.loads(json.dumps(rendered.secrets))
+    rotated["vault_netmon_mqtt_probe_passwords"][a] = new = old[::-1] + "-rotated"
+    try:
+        proc = rendered.ansible.playbook(play, rendered.extra() | rotated)
+        assert recap_changed(proc.stdout, BROKER) > 0
+        assert passwd.read_bytes() != before
+        broker.proc.send_signal(signal.SIGHUP)  # what the role's "Reload mosquitto" does
+        ca = rendered.pki / "ca.crt"
+        deadline = 50
+        while deadline:
+            c = Client(broker.port, ca, a, new)
+            ok = c.ok
+            c.close()
+            if ok:
+                break
+            deadline -= 1
+            threading.Event().wait(0.1)
+        assert ok, "new password refused after reload"
+        c = Client(broker.port, ca, a, old)
+        try:
+            assert not c.ok, "old password still accepted"
+        finally:
+            c.close()
+    finally:
+        # Put the session's password file back for the other tests.
+        rendered.ansible.playbook(play, rendered.extra())
+
+
+# --------------------------------------------------------------------------- measurement server
+
+
+@pytest.fixture
+def measurement_server(rendered: Rendered, tmp_path: Path) -> Iterator[tuple[Path, int]]:
+    """The netmon_server role run for the server host with the web root prepared (small
+    download object) and nginx pointed at loopback and a temporary folder."""
+    _need("nginx")
+    tmp_path.chmod(0o755)
+    port = services.free_port()
+    conf_dir = tmp_path / "server"
+    play = tmp_path / "server.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "Measurement server files", "hosts": SERVER, "connection": "local",
+        "gather_facts": False,
+        "tasks": [{"name": "Server", "ansible.builtin.include_role": {"name": "netmon_server"},
+                   "vars": {"netmon_server_manage_service": False,
+                            "netmon_server_systemd_dir": str(conf_dir)}}]}]))
+    rendered.ansible.playbook(play, rendered.extra() | {
+        "netmon_server_conf_dir": str(conf_dir),
+        "netmon_server_webroot": str(tmp_path / "www"),
+        "netmon_server_blob_mib": 8,
+        "netmon_server_listen": [f"127.0.0.1:{port}"],
+        "netmon_server_pid_file": str(tmp_path / "nginx.pid"),
+        "netmon_server_temp_dir": str(tmp_path / "tmp"),
+        "netmon_server_error_log": str(tmp_path / "error.log"),
+        "netmon_server_worker_processes": 1,
+        # nginx is started as root here; the real unit starts it as netmon-www instead.
+        "netmon_server_nginx_user": "root" if os.geteuid() == 0 else "",
+    })
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    yield conf_dir, port
+
+
+def test_rendered_nginx_config_passes_nginx_t(rendered: Rendered, tmp_path: Path) -> None:
+    nginx = _need("nginx")
+    # The production rendering, with only pid, log and temp paths moved for a test.
+    text = (rendered.host(SERVER) / "server" / "nginx.conf").read_text()
+    assert "listen 0.0.0.0:80;" in text and "listen [::]:80;" in text
+    for old in ("/run/netmon-nginx/nginx.pid", "/var/log/netmon-nginx/error.log",
+                "/var/cache/netmon-nginx"):
+        assert old in text
+        text = text.replace(old, str(tmp_path / Path(old).name))
+    (tmp_path / "netmon-nginx").mkdir()
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(text)
+    proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert "syntax is ok" in proc.stderr and "test is successful" in proc.stderr
+
+
+def test_agent_methods_measure_against_the_deployed_nginx(
+        measurement_server: tuple[Path, int], tmp_path: Path) -> None:
+    from agent.methods import get
+    from agent.methods.base import LinkBinding, MethodContext
+
+    conf_dir, port = measurement_server
+    nginx = _need("nginx")
+    conf = conf_dir / "nginx.conf"
+    proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)],
+                          capture_output=True, text=True, timeout=30, check=False)
+    assert proc.returncode == 0, proc.stderr
+    svc = services.start_nginx(tmp_path / "nginx-run", conf.read_text(), port)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        with urllib.request.urlopen(f"{base}/speedtest/latency.txt", timeout=5) as resp:
+            assert resp.read() == b"test=test\n"
+        with urllib.request.urlopen(f"{base}/speedtest/random350x350.jpg", timeout=5) as resp:
+            assert len(resp.read()) == 350 * 350 * 2
+        ctx = MethodContext(probe_id=PROBES[0], agent_version="test",
+                            link=LinkBinding("fibre", "fixed", "VNPT"))
+        for method, options in (
+                ("http", {"target": base, "duration_s": 2, "warmup_s": 0.5, "streams": 2,
+                          "loaded_latency": False}),
+                ("speedtest", {"target": f"{base}/speedtest/upload.php", "length_s": 1,
+                               "loaded_latency": False, "download_threads": 2,
+                               "upload_threads": 2})):
+            cls = get(method)
+            results = asyncio.run(cls().run(ctx, cls.Options(**options)))
+            assert len(results) == 1
+            res = results[0]
+            assert res.ok, (method, res.error)
+            m = res.metrics.values()
+            assert m["download_mbps"] > 0 and m["upload_mbps"] > 0, (method, m)
+    finally:
+        svc.stop()
+
+
+def test_server_layout_matches_measurement_server_module() -> None:
+    from netmon import measurement_server as ms
+
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/netmon_server/defaults/main.yml").read_text())
+    assert defaults["netmon_server_speedtest_sizes"] == list(ms.SPEEDTEST_SIZES)
+    assert ms.DOWNLOAD_PATH == "/download/blob.bin" and ms.UPLOAD_PATH == "/upload"
+
+
+# --------------------------------------------------------------------------- systemd
+
+
+def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> None:
+    analyze = _need("systemd-analyze")
+    agent, collector = tool("netmon-agent"), tool("netmon-collector")
+    assert agent and collector
+    units = {
+        "netmon-agent.service": (rendered.host(PROBES[0]) / "probe" / "netmon-agent.service",
+                                 "/opt/netmon-agent/venv/bin/netmon-agent", agent),
+        "netmon-collector.service": (
+            rendered.host(COLLECTOR) / "collector" / "netmon-collector.service",
+            "/opt/netmon-collector/venv/bin/netmon-collector", collector),
+        "netmon-nginx.service": (rendered.host(SERVER) / "server" / "netmon-nginx.service",
+                                 None, None),
+        "netmon-iperf3@5201.service": (
+            rendered.host(SERVER) / "server" / "netmon-iperf3@.service", None, None),
+    }
+    for name, (src, venv_path, real) in units.items():
+        text = src.read_text()
+        if venv_path:  # the venv does not exist here: point at the installed entry point
+            assert venv_path in text
+            text = text.replace(venv_path, real)
+        unit = tmp_path / name
+        unit.write_text(text)
+        proc = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
+                              text=True, timeout=60, check=False)
+        problems = [line for line in (proc.stdout + proc.stderr).splitlines()
+                    if name.split("@")[0] in line or "Unknown" in line]
+        assert proc.returncode == 0 and not problems, (name, proc.stdout, proc.stderr)
+
+
+# --------------------------------------------------------------------------- influxdb
+
+
+def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path: Path) -> None:
+    _need("influxd")
+    tmp_path.chmod(0o755)
+    svc = services.start_influxd(tmp_path / "influxd", auth=True)
+    play = tmp_path / "influx.yml"
+    play.write_text(yaml.safe_dump([{
+        "name": "InfluxDB users", "hosts": GROUPS["influxdb"][0], "connection": "local",
+        "gather_facts": False,
+        "tasks": [{"name": "InfluxDB", "ansible.builtin.include_role": {"name": "influxdb"},
+                   "vars": {"influxdb_manage_service": False,
+                            "influxdb_conf_path": str(tmp_path / "conf" / "influxdb.conf")}}]}]))
+    url = f"http://127.0.0.1:{svc.port}"
+    extra = rendered.extra() | {"netmon_influxdb_url": url}
+    s = rendered.secrets
+    try:
+        host = GROUPS["influxdb"][0]
+        first = rendered.ansible.playbook(play, extra)
+        assert recap_changed(first.stdout, host) > 0
+        second = rendered.ansible.playbook(play, extra)
+        assert recap_changed(second.stdout, host) == 0, second.stdout[-3000:]
+
+        def call(path: str, user: str, password: str, data: bytes | None = None,
+                 **params: str) -> int:
+            import base64
+            import urllib.error
+            import urllib.parse
+
+            req = urllib.request.Request(f"{url}{path}?{urllib.parse.urlencode(params)}",
+                                         data=data, method="POST" if data else "GET")
+            token = base64.b64encode(f"{user}:{password}".encode()).decode()
+            req.add_header("Authorization", f"Basic {token}")
+            try:
+                with urllib.request.urlopen(req, timeout=10) as resp:
+                    return int(resp.status)
+            except urllib.error.HTTPError as exc:
+                return int(exc.code)
+
+        coll = ("netmon_collector", s["vault_netmon_influxdb_collector_password"])
+        graf = ("netmon_grafana", s["vault_netmon_influxdb_grafana_password"])
+        line = b"results,probe=x download_mbps=1 1700000000000"
+        assert call("/write", *coll, data=line, db="netmon", precision="ms") == 204
+        assert call("/query", *coll, db="netmon", q="SELECT * FROM results") == 403
+        assert call("/query", *graf, db="netmon", q="SELECT * FROM results") == 200
+        assert call("/write", *graf, data=line, db="netmon", precision="ms") == 403
+        assert call("/query", *graf, q='DROP DATABASE "netmon"') == 403
+        admin = ("netmon_admin", s["vault_netmon_influxdb_admin_password"])
+        with urllib.request.urlopen(urllib.request.Request(
+                f"{url}/query?db=netmon&q=SHOW+RETENTION+POLICIES&u={admin[0]}&p={admin[1]}"),
+                timeout=10) as resp:
+            rps = json.loads(resp.read())["results"][0]["series"][0]["values"]
+        assert ["netmon_10y", "87600h0m0s"] == rps[-1][:2] and rps[-1][4] is True, rps
+
+        # Rotation: a new vault password is applied, the old one stops working.
+        rotated = extra | {"vault_netmon_influxdb_collector_password": "rotated-" + coll[1]}
+        rendered.ansible.playbook(play, rotated)
+        assert call("/write", *coll, data=line, db="netmon", precision="ms") == 401
+        assert call("/write", "netmon_collector", "rotated-" + coll[1], data=line,
+                    db="netmon", precision="ms") == 204
+    finally:
+        svc.stop()
