@@ -246,6 +246,28 @@ def test_trend_and_previous_month_change(stack: tuple[str, hb.DataSet], tmp_path
                                                                          abs=1e-4)
 
 
+def test_trend_reuses_earlier_bulletin_csv(stack: tuple[str, hb.DataSet],
+                                           tmp_path: Path) -> None:
+    url, _ = stack
+    cfg = _cfg(tmp_path, url)
+    out = tmp_path / "out"
+    sept = generate(cfg, "2026-09", out, formats=("csv",)).files["csv"]
+    rows = _read_csv(sept)
+    fixed = next(r for r in rows if r["section"] == "province" and r["access"] == "fixed"
+                 and r["metric"] == "download_mbps")
+    # Mark September's published figure: October's bulletin must take it from the CSV.
+    text = sept.read_text(encoding="utf-8-sig").replace(
+        f"province,,,,fixed,,download_mbps,{fixed['tests']},{fixed['failed']},"
+        f"{fixed['cross_traffic_excluded']},{fixed['probes']},{fixed['median']},",
+        f"province,,,,fixed,,download_mbps,{fixed['tests']},{fixed['failed']},"
+        f"{fixed['cross_traffic_excluded']},{fixed['probes']},123.4567,")
+    assert "123.4567" in text
+    sept.write_text(text, encoding="utf-8-sig")
+    res = generate(cfg, "2026-10", out, formats=("csv",))
+    head = {h.access: h for h in res.report.headline}["fixed"]
+    assert head.prev_download == pytest.approx(123.4567)
+
+
 def _pdftext(path: Path) -> str:
     out = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True,
                          check=True, timeout=60).stdout.decode("utf-8")

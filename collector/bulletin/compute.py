@@ -300,6 +300,14 @@ def build_report(month: Month, lines: Lines, tput: Tests, lat: Tests, lat_lines:
 
     province = {r.access: r for r in _group_rows(ctx, "province", lambda i: (a["access"][i],),
                                                  ("access",), targets, mt)}
+    # This month's trend point is the bulletin's own figure, not a second InfluxDB scan.
+    rep.trend = [p for p in trend if p.month != month.label]
+    for acc, row in province.items():
+        d, u = row.download, row.upload
+        rep.trend.append(TrendPoint(month.label, acc, d.summary.median if d else None,
+                                    d.summary.tests if d else 0,
+                                    u.summary.median if u else None,
+                                    u.summary.tests if u else 0))
     prev = month.prev().label
     prev_pts = {p.access: p for p in trend if p.month == prev}
     for acc in ACCESS_ORDER:

@@ -253,18 +253,26 @@ class TrendPoint:
     upload_tests: int
 
 
-def fetch_trend(client: InfluxClient, months: list[Month]) -> list[TrendPoint]:
-    """Province median download/upload per access type for each month.
+def fetch_trend(client: InfluxClient, months: list[Month],
+                with_upload: frozenset[str] = frozenset()) -> list[TrendPoint]:
+    """Province median download (and upload for the months in ``with_upload``) per access
+    type for each month, computed by InfluxDB.
 
     ``median()`` in InfluxDB is taken over the individual points (the mean of the two
-    middle values for an even count), the same definition as the bulletin's own.
+    middle values for an even count), the same definition as the bulletin's own. Each
+    month costs InfluxDB a scan of its points, so callers pass only months they cannot get
+    from an earlier bulletin's CSV.
     """
+    if not months:
+        return []
     stmts = []
     for m in months:
         a, b = m.bounds_ms()
+        sel = 'median("download_mbps") AS dl, count("download_mbps") AS dln'
+        if m.label in with_upload:
+            sel += ', median("upload_mbps") AS ul, count("upload_mbps") AS uln'
         stmts.append(
-            f'SELECT median("download_mbps") AS dl, count("download_mbps") AS dln, '
-            f'median("upload_mbps") AS ul, count("upload_mbps") AS uln FROM "{RESULTS}" '
+            f'SELECT {sel} FROM "{RESULTS}" '
             f"WHERE time >= {a}ms AND time < {b}ms AND \"status\" = 'ok' "
             f'AND "cross_traffic" = 0 AND {_method_filter(THROUGHPUT_METHODS)} '
             f'GROUP BY "access"')

@@ -64,10 +64,20 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
             ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, data.IPV6_METHOD)
             reach = data.fetch_commune_counts(client, start_ms, end_ms,
                                               data.REACHABILITY_METHOD)
-            months = [month]
-            for _ in range(11):
-                months.insert(0, months[0].prev())
-            trend = data.fetch_trend(client, months)
+            # The 11 months before this one: from earlier bulletins' CSVs in --out when
+            # there, else from InfluxDB (one scan per month); this month is computed below.
+            earlier = [month.prev()]
+            for _ in range(10):
+                earlier.insert(0, earlier[0].prev())
+            trend: list[data.TrendPoint] = []
+            missing = []
+            for m in earlier:
+                pts = render.read_trend_csv(out_dir / f"bulletin-{m.label}.csv", m.label)
+                if pts:
+                    trend += pts
+                else:
+                    missing.append(m)
+            trend += data.fetch_trend(client, missing, frozenset({month.prev().label}))
         except InfluxError as exc:
             if exc.status == 404 or "database not found" in str(exc):
                 raise BulletinInputError(f"InfluxDB database {cfg.influxdb.database!r} not "

@@ -12,6 +12,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from collector.bulletin import i18n
 from collector.bulletin.compute import GroupRow, Report, SpeedStat
+from collector.bulletin.data import TrendPoint
 from collector.bulletin.i18n import Lang
 
 TEMPLATES = Path(__file__).parent / "templates"
@@ -170,3 +171,33 @@ def write_csv(rep: Report, path: Path) -> None:
         w.writeheader()
         for rec in csv_records(rep):
             w.writerow({k: unicodedata.normalize("NFC", v) for k, v in rec.items()})
+
+
+def read_trend_csv(path: Path, month: str) -> list[TrendPoint]:
+    """Province medians of an earlier bulletin's CSV (empty if absent or unreadable).
+
+    The trend then shows the figures as they were published; results that arrived after
+    that bulletin was made do not change them.
+    """
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            rows = [r for r in csv.DictReader(fh)
+                    if r.get("section") == "province" and r.get("month") == month]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return []
+    by_access: dict[str, dict[str, dict[str, str]]] = {}
+    for r in rows:
+        by_access.setdefault(r.get("access", ""), {})[r.get("metric", "")] = r
+    out = []
+    for access, metrics in by_access.items():
+        dl, ul = metrics.get("download_mbps"), metrics.get("upload_mbps")
+        try:
+            out.append(TrendPoint(
+                month, access,
+                float(dl["median"]) if dl and dl.get("median") else None,
+                int(dl["tests"]) if dl and dl.get("tests") else 0,
+                float(ul["median"]) if ul and ul.get("median") else None,
+                int(ul["tests"]) if ul and ul.get("tests") else 0))
+        except (KeyError, ValueError):
+            return []
+    return out
