@@ -205,9 +205,22 @@ class _Ctx:
         self.tests = tests
         self.attr = {t: lines.column(t) for t in ("probe", "access", "isp", "commune",
                                                    "district")}
+        self._line_p20: dict[str, NDArray[np.float64]] = {}
         probe_codes: dict[str, int] = {}
         self.line_probe = np.array([probe_codes.setdefault(p, len(probe_codes))
                                     for p in self.attr["probe"]], dtype=np.int64)
+
+
+    def line_p20(self, field_name: str) -> NDArray[np.float64]:
+        """Each line's 20th percentile over its valid tests (NaN without any), cached."""
+        if field_name not in self._line_p20:
+            t = self.tests
+            valid = t.ok & ~t.cross
+            ids, p20 = stats.grouped_percentile(t.values[field_name][valid], t.line[valid], 20)
+            full = np.full(len(self.lines), np.nan)
+            full[ids] = p20
+            self._line_p20[field_name] = full
+        return self._line_p20[field_name]
 
 
 def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
@@ -249,7 +262,10 @@ def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
                 ("upload", ul_all, None)):
             v = arr[idx][valid]
             has = ~np.isnan(v)
-            summ = stats.summarize(v, line_ids, target)
+            # Without a mask every group holds whole lines: per-line 20th percentiles are
+            # the same in every grouping, so compute them once.
+            lp = ctx.line_p20(f"{direction}_mbps") if mask is None else None
+            summ = stats.summarize(v, line_ids, target, lp)
             probes = int(np.unique(ctx.line_probe[line_ids[has]]).size)
             setattr(row, direction, SpeedStat(summ, probes, target,
                                               _rating(summ, target, min_tests)))
