@@ -360,6 +360,14 @@ def test_cli_unreachable_influxdb_exit_2(tmp_path: Path) -> None:
     assert "Traceback" not in p.stderr
 
 
+def test_cli_missing_database_exit_2(stack: tuple[str, hb.DataSet], tmp_path: Path) -> None:
+    cfg = hb.write_config(tmp_path / "c.toml", stack[0], database="no_such_db")
+    p = _cli("--config", str(cfg), "--month", "2026-10", "--out", str(tmp_path / "o"))
+    assert p.returncode == 2, p.stderr
+    assert "no_such_db" in p.stderr and "influxdb.database" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
 def test_cli_bad_config_exit_2(tmp_path: Path) -> None:
     cfg = tmp_path / "c.toml"
     cfg.write_text("[bulletin]\nmin_tests = 0\n", encoding="utf-8")

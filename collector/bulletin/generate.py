@@ -79,6 +79,10 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
                     missing.append(m)
             trend += data.fetch_trend(client, missing, frozenset({month.prev().label}))
         except InfluxError as exc:
+            if exc.status in (401, 403):
+                raise BulletinInputError(
+                    f"InfluxDB at {cfg.influxdb.url} refused the credentials "
+                    "(influxdb.username / password_file / token_file in the config)") from None
             if exc.status == 404 or "database not found" in str(exc):
                 raise BulletinInputError(f"InfluxDB database {cfg.influxdb.database!r} not "
                                          f"found (influxdb.database in the config)") from None
