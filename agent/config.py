@@ -302,10 +302,10 @@ class AgentConfig(BaseSettings):
     heartbeat_s: float = Field(300.0, ge=5, le=3600)
     state_dir: Path | None = Field(
         None, description="where `status` finds the runtime's state (default: spool dir)")
-    broker: BrokerConfig = Field(default_factory=BrokerConfig)  # type: ignore[arg-type]
-    spool: SpoolConfig = Field(default_factory=SpoolConfig)  # type: ignore[arg-type]
-    clock: ClockConfig = Field(default_factory=ClockConfig)  # type: ignore[arg-type]
-    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)  # type: ignore[arg-type]
+    broker: BrokerConfig = Field(default_factory=BrokerConfig)
+    spool: SpoolConfig = Field(default_factory=SpoolConfig)
+    clock: ClockConfig = Field(default_factory=ClockConfig)
+    schedule: ScheduleConfig = Field(default_factory=ScheduleConfig)
     links: dict[LinkName, LinkConfig] = Field(min_length=1)
     tests: dict[TestName, TestSpec] = Field(default_factory=dict)
     remote_config: RemoteConfigSettings = Field(

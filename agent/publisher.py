@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig
 from agent.spool import Spool
@@ -244,7 +245,7 @@ class Publisher:
         client.on_message = lambda c, u, msg: self._on_message(msg)
         return client
 
-    def _on_connect(self, client: mqtt.Client, gen: int, rc: mqtt.ReasonCode) -> None:
+    def _on_connect(self, client: mqtt.Client, gen: int, rc: ReasonCode) -> None:
         if rc.is_failure:
             hint = ""
             if rc.getName() in ("Not authorized", "Bad user name or password"):
@@ -260,13 +261,13 @@ class Publisher:
             client.subscribe(topic, qos=1)
         self._set_connected(True, gen)
 
-    def _on_disconnect(self, gen: int, rc: mqtt.ReasonCode) -> None:
+    def _on_disconnect(self, gen: int, rc: ReasonCode) -> None:
         if not self._stopping.is_set() and self.info.connected:
             log.warning("disconnected from %s:%d: %s", self.cfg.host, self.cfg.port,
                         rc.getName())
         self._down.set()
 
-    def _on_publish(self, gen: int, mid: int, rc: mqtt.ReasonCode) -> None:
+    def _on_publish(self, gen: int, mid: int, rc: ReasonCode) -> None:
         assert self._loop is not None
         with contextlib.suppress(RuntimeError):  # loop closed during shutdown
             self._loop.call_soon_threadsafe(self._acked, gen, mid, rc.is_failure)

@@ -232,7 +232,7 @@ class Runtime:
             for name, link in self.cfg.links.items())
         plausible = wall.date() >= self.cfg.clock.not_before
         return StatusMessage(
-            probe_id=self.cfg.probe_id, state=state,  # type: ignore[arg-type]
+            probe_id=self.cfg.probe_id, state=state,
             at=wall if plausible else None, agent_version=__version__,
             started_at=self.started_wall if plausible else None,
             uptime_s=round(time.monotonic() - self.started_mono, 3),
