@@ -93,7 +93,8 @@ class Ansible:
 
     def playbook(self, playbook: Path, extra_vars: dict[str, Any] | None = None,
                  limit: str | None = None, inventory: Path | str = INVENTORY,
-                 check: bool = True, args: tuple[str, ...] = ()) -> subprocess.CompletedProcess[str]:
+                 check: bool = True, args: tuple[str, ...] = (),
+                 ) -> subprocess.CompletedProcess[str]:
         """Run a playbook on localhost (connection local); raise with the log on failure."""
         binary = tool("ansible-playbook")
         assert binary, "ansible-playbook not installed (pip install -e '.[dev]')"

@@ -38,6 +38,7 @@ from netmon.contract import Topics
 from tests.helpers_ansible import (
     ANSIBLE_DIR,
     INVENTORY,
+    ROOT,
     Ansible,
     host_vars,
     inventory_groups,
@@ -181,7 +182,7 @@ def test_placeholder_passwords_are_refused(rendered: Rendered, tmp_path: Path) -
 def test_secret_files_are_private_and_secrets_stay_in_them(rendered: Rendered) -> None:
     values = [v for k, v in rendered.secrets.items() if isinstance(v, str)]
     values += list(rendered.secrets["vault_netmon_mqtt_probe_passwords"].values())
-    secret_names = {"mqtt.password", "influxdb.password", "noc-mqtt.password",
+    secret_names = {"mqtt-password", "mqtt.password", "influxdb.password", "noc-mqtt.password",
                     "influx-password", "admin-password", "broker.key", "noc-config.key"}
     seen = 0
     for path in rendered.out.rglob("*"):
@@ -273,7 +274,7 @@ def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
             assert getattr(got, key) == unicodedata.normalize("NFC", want[key])
         assert (got.latitude, got.longitude, got.site_type) == (
             want["latitude"], want["longitude"], want["site_type"])
-    assert any("Kỳ Anh" == s.district for s in sites.values())
+    assert any(s.district == "Kỳ Anh" for s in sites.values())
 
     collector = tool("netmon-collector")
     assert collector
@@ -624,10 +625,10 @@ def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> No
     assert agent and collector
     units = {
         "netmon-agent.service": (rendered.host(PROBES[0]) / "probe" / "netmon-agent.service",
-                                 "/opt/netmon-agent/venv/bin/netmon-agent", agent),
+                                 "/opt/netmon/venv/bin/netmon-agent", agent),
         "netmon-collector.service": (
             rendered.host(COLLECTOR) / "collector" / "netmon-collector.service",
-            "/opt/netmon-collector/venv/bin/netmon-collector", collector),
+            "/opt/netmon/venv/bin/netmon-collector", collector),
         "netmon-nginx.service": (rendered.host(SERVER) / "server" / "netmon-nginx.service",
                                  None, None),
         "netmon-iperf3@5201.service": (
@@ -635,6 +636,9 @@ def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> No
     }
     for name, (src, venv_path, real) in units.items():
         text = src.read_text()
+        repo_unit = ROOT / "deploy" / "systemd" / src.name
+        if repo_unit.exists():  # one unit for everyone: the role installs it unchanged
+            assert text == repo_unit.read_text(), src.name
         if venv_path:  # the venv does not exist here: point at the installed entry point
             assert venv_path in text
             text = text.replace(venv_path, real)
@@ -700,7 +704,7 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
                 f"{url}/query?db=netmon&q=SHOW+RETENTION+POLICIES&u={admin[0]}&p={admin[1]}"),
                 timeout=10) as resp:
             rps = json.loads(resp.read())["results"][0]["series"][0]["values"]
-        assert ["netmon_10y", "87600h0m0s"] == rps[-1][:2] and rps[-1][4] is True, rps
+        assert rps[-1][:2] == ["netmon_10y", "87600h0m0s"] and rps[-1][4] is True, rps
 
         # Rotation: a new vault password is applied, the old one stops working.
         rotated = extra | {"vault_netmon_influxdb_collector_password": "rotated-" + coll[1]}
@@ -710,3 +714,24 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
                     db="netmon", precision="ms") == 204
     finally:
         svc.stop()
+
+
+def test_role_paths_match_the_repository_units() -> None:
+    """The roles install deploy/systemd/*.service unchanged, so their paths must agree."""
+    def defaults(role: str) -> dict[str, Any]:
+        loaded: dict[str, Any] = yaml.safe_load(
+            (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").read_text())
+        return loaded
+
+    p = defaults("netmon_probe")
+    agent_unit = (ROOT / "deploy/systemd/netmon-agent.service").read_text()
+    home, conf = p["netmon_probe_home"], p["netmon_probe_conf_dir"]
+    assert f"ExecStart={home}/venv/bin/netmon-agent run --config {conf}/agent.toml" in agent_unit
+    assert f"LoadCredential=mqtt-password:{conf}/mqtt-password" in agent_unit
+    assert f"StateDirectory={Path(p['netmon_probe_state_dir']).name}" in agent_unit
+    c = defaults("netmon_collector")
+    unit = (ROOT / "deploy/systemd/netmon-collector.service").read_text()
+    home, conf = c["netmon_collector_home"], c["netmon_collector_conf_dir"]
+    assert f"ExecStart={home}/venv/bin/netmon-collector run --config {conf}/collector.toml" in unit
+    assert f"StateDirectory={Path(c['netmon_collector_state_dir']).name}" in unit
+    assert f"User={c['netmon_collector_user']}" in unit
