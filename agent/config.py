@@ -49,7 +49,7 @@ MB = 1_000_000
 
 #: Keys of a ``[tests.<name>]`` table that belong to the scheduler, not to the method.
 SCHEDULE_KEYS = frozenset({"method", "every_s", "jitter_s", "links", "enabled",
-                           "expected_mb"})
+                           "expected_mb", "defer_when_busy_mbps", "defer_s", "defer_max"})
 
 
 class _Section(BaseModel):
@@ -113,6 +113,13 @@ class TestSpec(BaseModel):
     expected_mb: float | None = Field(
         None, gt=0, description="data one run moves, used for the budget until past "
                                 "results give a measured figure")
+
+    defer_when_busy_mbps: float | None = Field(
+        None, gt=0, description="throughput tests only: when the link's interface already "
+                                "carries more than this (users' traffic), postpone the test")
+    defer_s: float = Field(300.0, ge=1, le=86400, description="how long to postpone")
+    defer_max: int = Field(3, ge=0, le=100,
+                           description="postpone at most this many times in a row, then run")
 
     _options: MethodOptions = PrivateAttr()
 

@@ -74,6 +74,31 @@ def watchdog_interval() -> float | None:
         return None
 
 
+#: How long the interface counters are watched before a throughput test.
+BUSY_SAMPLE_S = 1.0
+
+
+def _iface_bytes(iface: str) -> tuple[int, int] | None:
+    base = Path("/sys/class/net") / iface / "statistics"
+    try:
+        return (int((base / "rx_bytes").read_text()), int((base / "tx_bytes").read_text()))
+    except (OSError, ValueError):
+        return None
+
+
+async def interface_mbps(iface: str, seconds: float) -> float | None:
+    """The busier direction's rate on ``iface`` over ``seconds`` (Mb/s), None when the
+    interface has no counters."""
+    first = _iface_bytes(iface)
+    t0 = time.monotonic()
+    await asyncio.sleep(seconds)
+    second = _iface_bytes(iface)
+    if first is None or second is None:
+        return None
+    elapsed = max(time.monotonic() - t0, 1e-3)
+    return max(second[0] - first[0], second[1] - first[1]) * 8 / elapsed / 1e6
+
+
 class Runtime:
     """One agent process's state and tasks."""
 
@@ -104,7 +129,8 @@ class Runtime:
         self.scheduler = Scheduler(
             self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
             rng=self.rng, timezone=cfg.schedule.timezone, clock_ok=self._clock_ok,
-            reserve_pct=lambda link: cfg.links[link].budget_reserve_pct)
+            reserve_pct=lambda link: cfg.links[link].budget_reserve_pct,
+            precheck=self.line_busy)
         self._clock_state: ClockState | None = None
         self._holding = False
         self.remote: Any = None
@@ -160,6 +186,23 @@ class Runtime:
         """Run one job and store its results (the scheduler's callback)."""
         results = await self.measure(job.test, job.spec, job.link)
         self.store(results, job.test, job.spec)
+
+    async def line_busy(self, job: Job) -> float | None:
+        """Seconds to postpone a throughput test because the link's interface already
+        carries more than ``defer_when_busy_mbps`` (users' traffic would both disturb the
+        measurement and be disturbed by it); None to run now. After ``defer_max``
+        postponements in a row the test runs anyway (flagged by the method if busy)."""
+        spec = job.spec
+        iface = self.bindings[job.link].interface
+        if (spec.kind != "throughput" or spec.defer_when_busy_mbps is None or not iface
+                or job.deferrals >= spec.defer_max):
+            return None
+        mbps = await interface_mbps(iface, BUSY_SAMPLE_S)
+        if mbps is None or mbps <= spec.defer_when_busy_mbps:
+            return None
+        log.info("%s on %s postponed %g s: line busy (%.1f Mb/s > %g)", job.test, job.link,
+                 spec.defer_s, mbps, spec.defer_when_busy_mbps)
+        return spec.defer_s
 
     async def measure(self, test: str, spec: TestSpec, link: str) -> list[ResultMessage]:
         """Run ``spec`` on ``link`` and return its results; failures become results."""

@@ -62,6 +62,7 @@ class Job:
     last_start: float | None = None
     running: bool = False
     budget_stopped: bool = False
+    deferrals: int = 0  # postponed in a row because the line was busy
     history: list[float] = field(default_factory=list)  # start times (monotonic), bounded
 
     @property
@@ -76,6 +77,8 @@ class Job:
 
 
 Execute = Callable[[Job], Awaitable[None]]
+#: Called before a run; returns seconds to postpone it by (line busy), or None to run.
+Precheck = Callable[[Job], Awaitable[float | None]]
 
 
 class Scheduler:
@@ -85,7 +88,8 @@ class Scheduler:
                  clock: Clock | None = None, rng: random.Random | None = None,
                  timezone: str = "Asia/Ho_Chi_Minh",
                  clock_ok: Callable[[], bool] = lambda: True,
-                 reserve_pct: Callable[[str], float] = lambda link: 5.0) -> None:
+                 reserve_pct: Callable[[str], float] = lambda link: 5.0,
+                 precheck: Precheck | None = None) -> None:
         self.links = list(links)
         self.execute = execute
         self.ledger = ledger
@@ -94,6 +98,8 @@ class Scheduler:
         self.tz = ZoneInfo(timezone)
         self.clock_ok = clock_ok
         self.reserve_pct = reserve_pct
+        self.precheck = precheck
+        self.deferred = 0
         self.jobs: dict[str, Job] = {}
         self.plan = TestPlan()
         self._wake = asyncio.Event()
@@ -210,6 +216,16 @@ class Scheduler:
 
     async def _run_job(self, job: Job) -> None:
         try:
+            if self.precheck is not None:
+                delay = await self.precheck(job)
+                if delay is not None:
+                    # Not a run: try again after ``delay`` (sooner than the next slot).
+                    job.deferrals += 1
+                    job.runs -= 1
+                    self.deferred += 1
+                    job.due = min(job.due, self.clock.monotonic() + delay)
+                    return
+            job.deferrals = 0
             await self.execute(job)
         except asyncio.CancelledError:
             raise

@@ -322,3 +322,52 @@ def test_apply_plan_keeps_rhythm_adds_and_removes() -> None:
 
     asyncio.run(main())
     assert seen and set(seen) == {"b"}
+
+
+def test_throughput_test_postponed_while_the_line_is_busy(tmp_path: Path) -> None:
+    import socket
+    import threading
+
+    # Users' traffic on the link's interface (loopback here): a UDP flood.
+    stop = threading.Event()
+    sink = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sink.bind(("127.0.0.1", 0))
+
+    def flood() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as out:
+            blob = b"x" * 8000
+            while not stop.is_set():
+                for _ in range(100):
+                    out.sendto(blob, sink.getsockname())
+
+    data = agent_config(
+        tmp_path, None,
+        tests={"speed": {"method": "test_only_throughput", "every_s": 3600, "jitter_s": 0,
+                         "target": "speed", "defer_when_busy_mbps": 5, "defer_s": 1,
+                         "defer_max": 2}},
+        links={"lo": {"access": "fixed", "isp": "Loopback", "interface": "lo"}})
+    cfg = config.load(None, data=data)
+    flooder = threading.Thread(target=flood, daemon=True)
+    flooder.start()
+
+    async def main() -> Runtime:
+        runtime = Runtime(cfg, publish=False)
+        task = asyncio.create_task(runtime.run())
+        for _ in range(300):
+            await asyncio.sleep(0.05)
+            if TestOnlyThroughputMethod.RUNS:
+                break
+        runtime.request_stop()
+        await task
+        return runtime
+
+    try:
+        runtime = asyncio.run(main())
+    finally:
+        stop.set()
+        flooder.join()
+        sink.close()
+    job = runtime.scheduler.jobs["speed@lo"]
+    # postponed twice (defer_max), then run anyway rather than never
+    assert runtime.scheduler.deferred == 2
+    assert job.runs == 1 and len(TestOnlyThroughputMethod.RUNS) == 1
