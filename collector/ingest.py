@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import ssl
+import struct
 import threading
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from collector.writer import Item
 from netmon.contract import ContractError, Topics, parse_result, parse_status
 
 log = logging.getLogger(__name__)
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct("!BBH")
 _MQTT_LOG = logging.getLogger("collector.mqtt")
 # paho's network thread logs this as an ERROR once after every clean disconnect.
 _MQTT_LOG.addFilter(lambda r: not str(r.msg).startswith("Client is not connected"))
@@ -240,14 +243,24 @@ class MqttIngest:
 
     def ack(self, items: list[Item]) -> None:
         """PUBACK every item received on the current connection (called by the writer)."""
-        n = 0
         with self._gen_lock:
             gen = self._gen
-            for item in items:
-                if item.ack is not None and item.ack[2] == gen:
-                    self.client.ack(item.ack[0], item.ack[1])
-                    n += 1
-        self.stats.add(acked=n)
+            mids = [it.ack[0] for it in items
+                    if it.ack is not None and it.ack[2] == gen and it.ack[1] == 1]
+            others = [it.ack for it in items
+                      if it.ack is not None and it.ack[2] == gen and it.ack[1] != 1]
+            queue = getattr(self.client, "_packet_queue", None)
+            if mids and queue is not None:
+                # One socket write for the whole batch instead of a wake-up and a send()
+                # per message: the same 4-byte PUBACKs paho's ack() would queue one by one.
+                queue(_PUBACK, b"".join([_PUBACK_PACKET.pack(_PUBACK, 2, m) for m in mids]),
+                      0, 1)
+            else:
+                for mid in mids:
+                    self.client.ack(mid, 1)
+            for mid, qos, _ in others:
+                self.client.ack(mid, qos)
+        self.stats.add(acked=len(mids) + len(others))
 
     def publish_dead(self, rec: DeadLetter) -> None:
         """Courtesy copy of a dead letter on the dead-letter topic (QoS 1)."""

@@ -160,7 +160,12 @@ def result_line(msg: ResultMessage, site: Site) -> str:
         "site_type": site.site_type,
     }
     fields: dict[str, float | int | bool | str] = {}
-    for key, value in msg.metrics.values().items():
+    metrics = msg.metrics
+    # __dict__ + extras is what Metrics.values() returns, without a pydantic dump per point
+    for key, value in (*metrics.__dict__.items(),
+                       *(metrics.__pydantic_extra__ or {}).items()):
+        if value is None:
+            continue
         if key in RESERVED_RESULT_FIELDS:
             # e.g. a metric "flags" would be a float where other points hold a string:
             # InfluxDB then rejects whole batches with a field type conflict.

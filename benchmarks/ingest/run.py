@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import statistics
 import subprocess
 import sys
@@ -127,18 +128,43 @@ class CollectorProc:
         self.fh.close()
 
 
-def drain_rate(client: InfluxClient, n: int, timeout: float) -> float:
-    """Sustained rate: from the first points seen to all n, excluding process start-up."""
+def cpu_seconds(pid: int) -> float:
+    """User+system CPU of a process and all its descendants (from /proc)."""
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(entry.name)] = (int(fields[1]), (int(fields[11]) + int(fields[12])) / tick)
+    total, todo = 0.0, [pid]
+    while todo:
+        p = todo.pop()
+        total += stats.get(p, (0, 0.0))[1]
+        todo += [c for c, (ppid, _) in stats.items() if ppid == p]
+    return total
+
+
+def drain_rate(client: InfluxClient, n: int, timeout: float,
+               pids: tuple[int, ...] = ()) -> tuple[float, list[float]]:
+    """Sustained rate from the first points seen to all n (process start-up excluded),
+    and the CPU seconds each of ``pids`` used over the same span."""
     deadline = time.monotonic() + timeout
     c0, t0 = 0, 0.0
+    cpu0: list[float] = []
     while time.monotonic() < deadline:
         c = count(client)
         if c0 == 0 and c > 0:
             c0, t0 = c, time.monotonic()
+            cpu0 = [cpu_seconds(p) for p in pids]
         if c >= n:
             if c == c0:
                 raise RuntimeError("poll too coarse: everything arrived in one step")
-            return (n - c0) / (time.monotonic() - t0)
+            cpu = [cpu_seconds(p) - c for p, c in zip(pids, cpu0, strict=True)]
+            return (n - c0) / (time.monotonic() - t0), [x / (n - c0) for x in cpu]
         time.sleep(0.02)
     raise TimeoutError(f"only {count(client)}/{n} points after {timeout}s")
 
@@ -167,7 +193,12 @@ def run_once(n: int, naive_n: int, workers: int, tmp: Path) -> dict[str, float]:
         pub.stdin.flush()
         pub.wait(600)
         col = CollectorProc(cfg_path)
-        out["backlog"] = drain_rate(influx, n, 600)
+        rate, cpu = drain_rate(influx, n, 600, (col.proc.pid, ix.proc.pid, mq.proc.pid))
+        out["backlog"] = rate
+        # CPU per result is what contention on a shared machine does not distort much:
+        # 1e6 / us_per_result is what one core could sustain.
+        out["collector_cpu_us"], out["influxd_cpu_us"], out["mosquitto_cpu_us"] = (
+            x * 1e6 for x in cpu)
         assert count(influx) == n
         # 2. live: collector running, publisher sends N more.
         pub = spawn_publisher(mq.port, n, n)
@@ -265,8 +296,9 @@ def main(argv: list[str] | None = None) -> int:
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
             r = run_once(args.n, args.naive_n, args.workers, Path(tmp))
         runs.append(r)
-        print(f"run {i + 1}: " + "  ".join(f"{k}={v:,.0f}/s" for k, v in r.items()),
-              file=sys.stderr)
+        print(f"run {i + 1}: " + "  ".join(
+            f"{k}={v:,.0f}" + ("" if k.endswith("_us") else "/s") for k, v in r.items()),
+            file=sys.stderr)
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
     result = {"n": args.n, "runs": args.runs, "workers": args.workers, "median_results_per_s": med,
               "batched_vs_naive": med["backlog"] / med["naive"], "all": runs}
@@ -276,7 +308,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"median over {args.runs} runs of {args.n} results, {args.workers} worker(s): "
               f"backlog {med['backlog']:,.0f}/s, live {med['live']:,.0f}/s, "
               f"naive (1 POST/message) {med['naive']:,.0f}/s; "
-              f"batched/naive = {result['batched_vs_naive']:.1f}x")
+              f"batched/naive = {result['batched_vs_naive']:.1f}x; CPU per result: "
+              f"collector {med['collector_cpu_us']:.0f} us (= {1e6 / med['collector_cpu_us']:,.0f}"
+              f"/s per core), influxd {med['influxd_cpu_us']:.0f} us, mosquitto "
+              f"{med['mosquitto_cpu_us']:.0f} us; load average {os.getloadavg()[0]:.1f}")
     return 0
 
 
