@@ -330,6 +330,7 @@ class Runtime:
         if wd:
             tasks.append(asyncio.create_task(self._watchdog(wd), name="watchdog"))
         sd_notify("READY=1")
+        self.write_state()
         log.info("netmon-agent %s running as %s: %d test job(s), spool %s (%d waiting)",
                  __version__, self.cfg.probe_id, len(self.scheduler.jobs),
                  self.cfg.spool.path, self.spool.depth())
