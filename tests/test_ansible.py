@@ -712,6 +712,12 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
         assert call("/write", *coll, data=line, db="netmon", precision="ms") == 401
         assert call("/write", "netmon_collector", "rotated-" + coll[1], data=line,
                     db="netmon", precision="ms") == 204
+
+        # A vault admin password that is not the server's stops the play, saying so.
+        wrong = rotated | {"vault_netmon_influxdb_admin_password": "not-the-admin-password-1"}
+        proc = rendered.ansible.playbook(play, wrong, check=False)
+        assert proc.returncode != 0
+        assert "cannot log in with the vault" in proc.stdout, proc.stdout[-3000:]
     finally:
         svc.stop()
 
