@@ -118,6 +118,7 @@ def test_icmp_on_loopback() -> None:
     assert res.metrics.rtt_ms < 50
 
 
+@pytest.mark.skipif(not ROOT, reason="raw ICMP needs root when ping sockets are not allowed")
 def test_icmp_ipv6_on_loopback() -> None:
     res = run("icmp", ctx_for(), target="::1", count=3, interval_s=0.01, family="ipv6")
     assert res.ok, res.error
