@@ -231,3 +231,16 @@ def test_server_ignoring_icmp_still_measures_throughput(site: Site,
     assert res.metrics.download_mbps and res.metrics.download_mbps > 100
     assert res.metrics.idle_rtt_ms is None and res.metrics.loaded_rtt_ms is None
     assert time.monotonic() - t0 < 6  # the unanswered echoes cost about a second
+
+
+def test_ipv6_path_for_http_and_iperf3(site: Site, server_ns: netns.ServerNamespace) -> None:
+    link = server_ns.add_link(150)
+    res = run("http", ctx_for(link), target=f"http://[{link.server_ip6}]:8080",
+              direction="download", duration_s=2, warmup_s=0.5, loaded_latency=True)
+    assert res.ok, res.error
+    assert abs(res.metrics.download_mbps - 150 * 0.95) < 150 * 0.06, res.metrics
+    assert res.metrics.idle_rtt_ms is not None  # ICMPv6 to the same server
+    ref = run("iperf3", ctx_for(link), target=link.server_ip6, direction="download",
+              duration_s=1, omit_s=1, loaded_latency=False)
+    assert ref.ok, ref.error
+    assert abs(ref.metrics.download_mbps - 150 * 0.95) < 150 * 0.06, ref.metrics

@@ -29,10 +29,13 @@ SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)
 class MeasureError(Exception):
     """A measurement failed; ``code`` is a contract error code, the message the tool's words."""
 
-    def __init__(self, code: ErrorCode, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str,
+                 metrics: dict[str, float] | None = None) -> None:
         super().__init__(message)
         self.code: ErrorCode = code
         self.message = message
+        #: What was measured before the failure (e.g. ``bytes`` for data budgets).
+        self.metrics = metrics or {}
 
 
 # --------------------------------------------------------------------------- targets
@@ -248,12 +251,15 @@ async def guarded(ctx: MethodContext, method: MethodName, target: str, timeout: 
     (a measurement never raises into the runtime; cancellation still propagates)."""
     started = now_utc()
     t0 = time.monotonic()
+    metrics: dict[str, float] = {}
     try:
         return await asyncio.wait_for(body(), timeout)
     except MeasureError as exc:
         err: tuple[ErrorCode, str] = (exc.code, exc.message)
+        metrics = exc.metrics
     except TimeoutError:
         err = ("timeout", f"{method} test against {target} exceeded timeout_s={timeout:g}")
     except Exception as exc:  # a bug must not take the agent down; report it instead
         err = ("internal", f"{type(exc).__name__}: {exc}")
-    return [make_result(ctx, method, target, started, time.monotonic() - t0, error=err)]
+    return [make_result(ctx, method, target, started, time.monotonic() - t0, metrics,
+                        error=err)]

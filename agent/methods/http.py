@@ -97,7 +97,8 @@ class HttpMethod:
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
                     err = res.errors[0] if res.errors else MeasureError(
                         "protocol", f"{direction} moved no data")
-                    raise MeasureError(err.code, f"{direction}: {err.message}")
+                    raise MeasureError(err.code, f"{direction}: {err.message}",
+                                       {"bytes": float(total)})
                 mbps = res.goodput_mbps
                 suffix = "" if direction == "download" else "_upload"
                 metrics[f"{direction}_mbps"] = round(mbps, 3)
