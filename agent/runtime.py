@@ -134,6 +134,7 @@ class Runtime:
         self._clock_state: ClockState | None = None
         self._holding = False
         self.remote: Any = None
+        self._service = False  # run() (not once): owns the state file
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ plan
@@ -257,6 +258,8 @@ class Runtime:
         self.results_made += len(results)
         if self.publisher is not None:
             self.publisher.notify()
+        if self._service:
+            self.write_state()
 
     # ------------------------------------------------------------------ status
 
@@ -316,6 +319,7 @@ class Runtime:
 
     async def run(self) -> None:
         """The service: schedule tests, publish, heartbeat, until :meth:`request_stop`."""
+        self._service = True
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):

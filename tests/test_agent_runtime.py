@@ -290,8 +290,16 @@ def test_status_cli_reports_spool_and_broker(tmp_path: Path, broker: Service,
     cfg = write_config(tmp_path, data)
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:
-        wait_until(lambda: (tmp_path / "state" / "agent-state.json").exists(), 90,
-                   "state file")
+        state = tmp_path / "state" / "agent-state.json"
+
+        def ready() -> bool:
+            try:
+                data = json.loads(state.read_text())
+            except (OSError, ValueError):
+                return False
+            return bool(data["broker"]["connected"] and data["status"]["last_result_at"])
+
+        wait_until(ready, 30, "state file: connected, a result made")
         res = cli("status", "--config", str(cfg), "--json")
         assert res.returncode == 0, res.stderr
         status = json.loads(res.stdout)
