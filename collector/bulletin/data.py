@@ -172,34 +172,52 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
         bounds.append((t0, min(t0 + chunk_ms, end_ms)))
         t0 += chunk_ms
 
-    def one(b: tuple[int, int]) -> list[tuple[dict[str, str], NDArray[np.float64]]]:
+    n_cols = 1 + len(fields)
+
+    def one(b: tuple[int, int]) -> tuple[list[tuple[dict[str, str], int]],
+                                         NDArray[np.float64] | None]:
+        """One slice: (series tags and lengths, all its rows as one float array)."""
         q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
              f'AND {_method_filter(methods)} GROUP BY {group}')
-        return [(s.tags, np.array(s.values, dtype=np.float64))
-                for s in client.query(q)[0] if s.values]
+        series = [s for s in client.query(q)[0] if s.values]
+        if not series:
+            return [], None
+        # One conversion per slice: None (field absent) becomes NaN.
+        arr = np.array([row for s in series for row in s.values], dtype=np.float64)
+        return [(s.tags, len(s.values)) for s in series], arr.reshape(-1, 1 + n_cols)
 
-    parts: dict[str, list[NDArray[np.float64]]] = {"t": [], "line": [], "ok": []}
-    cols: list[NDArray[np.float64]] = []
+    # Per-slice columns in their final dtypes: the month is never held twice in float64.
+    t_parts: list[NDArray[np.int64]] = []
+    line_parts: list[NDArray[np.int32]] = []
+    ok_parts: list[NDArray[np.bool_]] = []
+    cross_parts: list[NDArray[np.bool_]] = []
+    val_parts: dict[str, list[NDArray[np.float64]]] = {f: [] for f in fields}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for chunk in pool.map(one, bounds):  # map() yields in submission (time) order
-            for tags, arr in chunk:
+        for meta, arr in pool.map(one, bounds):  # map() yields in submission (time) order
+            if arr is None:
+                continue
+            line_ids = np.empty(arr.shape[0], dtype=np.int32)
+            ok = np.empty(arr.shape[0], dtype=bool)
+            pos = 0
+            for tags, n in meta:
                 key = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
-                line_id = lines.id_for(key)
-                n = arr.shape[0]
-                parts["t"].append(arr[:, 0])
-                parts["line"].append(np.full(n, line_id, dtype=np.float64))
-                parts["ok"].append(np.full(n, 1.0 if tags.get("status") == "ok" else 0.0))
-                cols.append(arr[:, 1:])
-    if not cols:
+                line_ids[pos:pos + n] = lines.id_for(key)
+                ok[pos:pos + n] = tags.get("status") == "ok"
+                pos += n
+            t_parts.append(arr[:, 0].astype(np.int64))
+            line_parts.append(line_ids)
+            ok_parts.append(ok)
+            cross_parts.append(np.nan_to_num(arr[:, 1], nan=0.0) > 0)
+            for i, f in enumerate(fields):
+                val_parts[f].append(arr[:, 2 + i].copy())
+    if not t_parts:
         return Tests.empty(fields)
-    data = np.concatenate(cols)
-    cross = data[:, 0]
     return Tests(
-        line=np.concatenate(parts["line"]).astype(np.int32),
-        time_ms=np.concatenate(parts["t"]).astype(np.int64),
-        ok=np.concatenate(parts["ok"]) > 0,
-        cross=np.nan_to_num(cross, nan=0.0) > 0,
-        values={f: np.ascontiguousarray(data[:, i + 1]) for i, f in enumerate(fields)},
+        line=np.concatenate(line_parts),
+        time_ms=np.concatenate(t_parts),
+        ok=np.concatenate(ok_parts),
+        cross=np.concatenate(cross_parts),
+        values={f: np.concatenate(v) for f, v in val_parts.items()},
     )
 
 

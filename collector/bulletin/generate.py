@@ -91,6 +91,8 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     t1 = time.perf_counter()
     rep = compute.build_report(month, lines, tput, lat, lat_lines, ipv6, reach, trend,
                                cfg.bulletin, cfg.targets, now=now or datetime.now(UTC))
+    # The raw arrays are no longer needed: free them before charts and PDF peak.
+    del tput, lat, lines, lat_lines
     timings["compute"] = time.perf_counter() - t1
     files: dict[str, Path] = {}
     stem = f"bulletin-{month.label}"

@@ -56,8 +56,8 @@ STRINGS: dict[str, tuple[str, str]] = {
                    "dưới mục tiêu; {insufficient} xã/phường chưa đủ dữ liệu để đánh giá (dưới "
                    "{min_tests} phép đo).",
                    "{access}: {meets} of {rated} rated communes meet the target, {below} are "
-                   "below it; {insufficient} communes have too few tests to be rated (under "
-                   "{min_tests})."),
+                   "below it; not rated for too few tests (under {min_tests}): "
+                   "{insufficient}."),
     "fact_availability": ("Điểm đo hoạt động: {share} số phép đo dự kiến đã về.",
                           "Probe availability: {share} of the expected tests arrived."),
     "charts": ("Biểu đồ", "Charts"),
