@@ -207,8 +207,9 @@ class Writer:
         dead = [it.dead for it in batch if it.dead is not None]
         for item, why in rejected:
             topic, payload = item.source or ("", b"")
-            rec = DeadLetter.from_raw(topic, payload, "influx_rejected", why,
-                                      probe_id=item.dead.probe_id if item.dead else None)
+            parts = topic.split("/")
+            probe = parts[-2] if len(parts) >= 3 and parts[-3] == "probes" else None
+            rec = DeadLetter.from_raw(topic, payload, "influx_rejected", why, probe_id=probe)
             dead.append(rec)
         for rec in dead:
             self.stats.dead(rec.reason)

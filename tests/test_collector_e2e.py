@@ -291,5 +291,6 @@ def test_point_influxdb_refuses_is_dead_lettered_alone(
     assert collector.flush(30)
     [rec] = DeadLetterStore(collector.cfg.dead_letters.path).read()
     assert rec.reason == "influx_rejected" and "conflict" in rec.detail
+    assert rec.probe_id == "ky-anh-01"
     assert rec.raw() == poison.to_json()
     assert collector.fatal is None and collector.stats.acked == 41
