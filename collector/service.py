@@ -18,7 +18,7 @@ bulletin): the same validation, registry enrichment, schema and writer, in-proce
 
     from collector.service import ingest
     report = ingest(messages, sites, "http://127.0.0.1:8086", database="netmon")
-    assert report.written == len(messages) and not report.dead
+    assert report.accepted == len(messages) and not report.dead
 
 ``messages`` are ResultMessage/StatusMessage objects or raw ``(topic, payload)`` pairs;
 ``sites`` is an iterable of :class:`collector.schema.Site` or a Registry.
