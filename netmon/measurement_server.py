@@ -66,6 +66,8 @@ def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = F
     st = webroot / SPEEDTEST_DIR
     st.mkdir(exist_ok=True)
     (st / "latency.txt").write_bytes(LATENCY_TEXT)
+    # GET answers with the file; a POST is answered by nginx.conf after reading the body.
+    (st / "upload.php").write_bytes(b"size=0\n")
     for size in SPEEDTEST_SIZES:
         _write_random(st / f"random{size}x{size}.jpg", speedtest_image_bytes(size), sparse)
     (webroot / "index.txt").write_text("hatinh-netmon measurement server\n")

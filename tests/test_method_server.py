@@ -82,3 +82,20 @@ def test_server_serves_the_layout(server: services.Service) -> None:
     assert root.find("download").attrib["testlength"] == "10"  # type: ignore[union-attr]
     status, body = get("/download/blob.bin")
     assert len(body) == 8 << 20
+
+
+def test_speedtest_upload_is_answered_only_after_the_whole_body(
+        server: services.Service) -> None:
+    import socket
+
+    body = b"content1=" + b"A" * 3_000_000
+    with socket.create_connection((server.host, server.port), timeout=5) as sock:
+        sock.sendall(b"POST /speedtest/upload.php HTTP/1.1\r\nHost: x\r\n"
+                     b"Content-Length: %d\r\n\r\n" % len(body) + body[:1_000_000])
+        sock.settimeout(0.5)
+        with pytest.raises(TimeoutError):
+            sock.recv(100)  # an early answer would make clients reset and lose data
+        sock.settimeout(5)
+        sock.sendall(body[1_000_000:])
+        answer = sock.recv(1000)
+    assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"size=0\n")
