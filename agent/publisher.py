@@ -168,9 +168,9 @@ class Publisher:
 
     # ------------------------------------------------------------------ status
 
-    async def publish_status(self, state: str = "online") -> None:
+    async def publish_status(self, state: str = "online", timeout: float = 30.0) -> None:
         """Publish a retained status and wait for its PUBACK (ConnectionError when not
-        connected)."""
+        connected or the connection drops, TimeoutError after ``timeout``)."""
         client = self._client
         if client is None or not self.info.connected:
             raise ConnectionError("not connected to the broker")
@@ -181,7 +181,10 @@ class Publisher:
         assert self._loop is not None
         fut: asyncio.Future[None] = self._loop.create_future()
         self._status_mids[info.mid] = fut
-        await fut
+        try:
+            await asyncio.wait_for(fut, timeout)
+        finally:
+            self._status_mids.pop(info.mid, None)
 
     # ------------------------------------------------------------------ supervisor thread
 
@@ -316,7 +319,7 @@ class Publisher:
         self._wake.set()
 
     async def _announce(self) -> None:
-        with contextlib.suppress(ConnectionError):
+        with contextlib.suppress(ConnectionError, TimeoutError):
             await self.publish_status("online")
 
     def _acked(self, gen: int, mid: int, failed: bool) -> None:

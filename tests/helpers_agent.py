@@ -319,6 +319,8 @@ class FakeClock(Clock):
         self.t = 1000.0
         self.start_mono = self.t
         self.start_wall = start or datetime(2026, 6, 1, tzinfo=UTC) - timedelta(hours=7)
+        #: Virtual time stops advancing at this wall time (end of a simulation).
+        self.frozen_at: datetime | None = None
 
     def monotonic(self) -> float:
         return self.t
@@ -329,6 +331,9 @@ class FakeClock(Clock):
     async def sleep(self, seconds: float) -> None:
         for _ in range(50):  # let started jobs finish before time jumps
             await asyncio.sleep(0)
+        if self.frozen_at is not None and self.wall() >= self.frozen_at:
+            await asyncio.sleep(0.01)  # time stands still: nothing new becomes due
+            return
         self.t += max(0.0, seconds)
         await asyncio.sleep(0)
 

@@ -170,6 +170,7 @@ def test_budget_spreads_then_stops_throughput_latency_continues(
     cfg = config.load(None, data=data)
     sub = Subscriber(mosquitto.host, mosquitto.port, "netmon/v1/probes/+/results")
     month_end = datetime(2026, 6, 30, 23, 0, tzinfo=TZ).astimezone(UTC)
+    clock.frozen_at = month_end  # no July (a new budget) while the spool drains
 
     async def main() -> Runtime:
         runtime = Runtime(cfg, clock=clock, rng=random.Random(7))
