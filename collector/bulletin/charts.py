@@ -150,9 +150,11 @@ def trend(rep: Report, lang: Lang, out: Path) -> str:
     x = np.arange(len(months))
     for acc in ACCESS_ORDER:
         pts = {p.month: p for p in rep.trend if p.access == acc}
-        y = [pts[mm].download_median if mm in pts and pts[mm].download_tests >= rep.min_tests
-             and pts[mm].download_median is not None else np.nan for mm in months]
-        if all(np.isnan(v) for v in y):
+        y = np.array([pts[mm].download_median if mm in pts
+                      and pts[mm].download_tests >= rep.min_tests
+                      and pts[mm].download_median is not None else np.nan for mm in months],
+                     dtype=np.float64)
+        if np.isnan(y).all():
             continue
         ax.plot(x, y, marker="o", color=COLORS[acc], label=t(f"{acc}_short", lang))
         target = rep.targets.for_access(acc)  # type: ignore[arg-type]
