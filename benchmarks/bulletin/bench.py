@@ -199,6 +199,8 @@ def main() -> int:
             log(f"run {i + 1}: {r['wall_s']:.1f} s wall, bulletin CPU {r['cpu_s']:.1f} s, "
                 f"influxd CPU {r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
                 f"load average {os.getloadavg()[0]:.1f}")
+        if not runs:
+            return 0
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
         figures |= {
@@ -217,7 +219,7 @@ def main() -> int:
         }
     finally:
         svc.stop()
-    print(json.dumps(figures, indent=2))
+        print(json.dumps(figures, indent=2))
     return 0
 
 
