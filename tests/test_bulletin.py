@@ -295,6 +295,13 @@ def test_pdf_and_html_render_with_vietnamese_intact(
     assert "Noto" in fonts or "DejaVu" in fonts
     html = res.files["html"].read_text(encoding="utf-8")
     assert f'<html lang="{lang}">' in html and headline in html
+    # The list of communes below target names Kỳ Thư (fixed median ~95 < 150) and not
+    # Hương Trạch's fixed line (one test short of the minimum: not rated).
+    below = html.split(">" + ("Các xã/phường dưới mục tiêu" if lang == "vi"
+                              else "Communes below target") + "<", 1)[1].split("<h2", 1)[0]
+    assert "Kỳ Thư" in below
+    assert not any("Hương Trạch" in row and ("Cố định" in row or "Fixed" in row)
+                   for row in below.split("<tr>"))
     for key in ("distribution", "districts", "trend"):
         png = res.files[f"chart_{key}"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in html
@@ -365,6 +372,15 @@ def test_cli_missing_database_exit_2(stack: tuple[str, hb.DataSet], tmp_path: Pa
     p = _cli("--config", str(cfg), "--month", "2026-10", "--out", str(tmp_path / "o"))
     assert p.returncode == 2, p.stderr
     assert "no_such_db" in p.stderr and "influxdb.database" in p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_cli_unknown_timezone_exit_2(stack: tuple[str, hb.DataSet], tmp_path: Path) -> None:
+    cfg = hb.write_config(tmp_path / "c.toml", stack[0])
+    cfg.write_text(cfg.read_text(encoding="utf-8").replace(
+        "[bulletin]\n", '[bulletin]\ntimezone = "Asia/Ha_Tinh"\n'), encoding="utf-8")
+    p = _cli("--config", str(cfg), "--month", "2026-10", "--out", str(tmp_path / "o"))
+    assert p.returncode == 2 and "bulletin.timezone" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
 
 

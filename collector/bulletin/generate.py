@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from zoneinfo import ZoneInfoNotFoundError
 
 from collector.bulletin import charts, compute, data, pdf, render
 from collector.bulletin.i18n import Lang
@@ -40,8 +41,12 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     lang = lang or cfg.bulletin.language
     try:
         month = data.Month.parse(month_text, cfg.bulletin.timezone)
+        month.start()
     except data.MonthError as exc:
         raise BulletinInputError(str(exc)) from None
+    except (ZoneInfoNotFoundError, ValueError):
+        raise BulletinInputError(f"bulletin.timezone {cfg.bulletin.timezone!r} is not a known "
+                                 "time zone (e.g. Asia/Ho_Chi_Minh)") from None
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
