@@ -40,6 +40,7 @@ def _err(msg: str) -> None:
 def run(args: argparse.Namespace) -> int:
     """Run the command; returns the exit code."""
     from collector import config as config_mod
+    from collector.bulletin.charts import FontError
     from collector.bulletin.generate import BulletinInputError, generate
     from collector.bulletin.pdf import PdfError
     from collector.influx import InfluxError
@@ -61,7 +62,7 @@ def run(args: argparse.Namespace) -> int:
     except InfluxError as exc:
         _err(f"InfluxDB query failed: {exc}")
         return 1
-    except PdfError as exc:
+    except (PdfError, FontError) as exc:
         _err(str(exc))
         return 1
     except OSError as exc:

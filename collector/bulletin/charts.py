@@ -25,6 +25,10 @@ MEETS, BELOW, GREY = "#2e8b57", "#c0392b", "#9e9e9e"
 DPI = 150
 
 
+class FontError(RuntimeError):
+    """No font with Vietnamese glyphs is installed."""
+
+
 def vietnamese_font() -> str:
     """The first installed font family with Vietnamese glyphs; raises if none is."""
     for fam in FONT_FAMILIES:
@@ -34,7 +38,7 @@ def vietnamese_font() -> str:
             return fam
         except ValueError:
             continue
-    raise RuntimeError("no font with Vietnamese glyphs found: install fonts-noto-core or "
+    raise FontError("no font with Vietnamese glyphs found: install fonts-noto-core or "
                        "fonts-dejavu-core (scripts/setup does)")
 
 
