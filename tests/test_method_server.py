@@ -101,3 +101,34 @@ def test_speedtest_upload_is_answered_only_after_the_whole_body(
             answer = sock.recv(1000)
         assert answer.startswith(b"HTTP/1.1 200") and answer.endswith(b"size=0\n")
         (Path(str(server.extra["webroot"])) / "speedtest" / "upload.php").unlink(missing_ok=True)
+
+
+def test_cancelled_http_test_stops_its_engine_thread(server: services.Service) -> None:
+    """The runtime may cancel a test (shutdown, its own timeout): the engine thread and its
+    connections must not outlive it."""
+    import asyncio
+    import threading
+    import time
+
+    from agent.methods import get
+    from tests.helpers_methods import ctx_for
+
+    cls = get("http")
+    opts = cls.Options(target=server.extra["base_url"], duration_s=20, warmup_s=1,
+                       direction="download", loaded_latency=False)
+
+    async def main() -> None:
+        task = asyncio.ensure_future(cls().run(ctx_for(), opts))
+        await asyncio.sleep(1.0)
+        assert any(t.name == "netmon-http-engine" for t in threading.enumerate())
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    t0 = time.monotonic()
+    asyncio.run(main())
+    deadline = time.monotonic() + 2
+    while any(t.name == "netmon-http-engine" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "engine thread still running after cancel"
+        time.sleep(0.05)
+    assert time.monotonic() - t0 < 5

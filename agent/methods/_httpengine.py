@@ -491,7 +491,9 @@ async def transfer(cfg: EngineConfig, counters: Callable[[], object] | None = No
             box["result"] = run_transfer(cfg, stop, counters)
         except BaseException as exc:  # handed to the awaiting task
             box["error"] = exc
-        loop.call_soon_threadsafe(_settle, done)
+        # The caller may be gone (cancelled, its loop closed): then nobody waits.
+        with contextlib.suppress(RuntimeError):
+            loop.call_soon_threadsafe(_settle, done)
 
     thread = threading.Thread(target=worker, name="netmon-http-engine", daemon=True)
     thread.start()
