@@ -294,3 +294,28 @@ def test_point_influxdb_refuses_is_dead_lettered_alone(
     assert rec.probe_id == "ky-anh-01"
     assert rec.raw() == poison.to_json()
     assert collector.fatal is None and collector.stats.acked == 41
+
+
+def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, mosquitto: services.Service,
+                                                 influxd: services.Service,
+                                                 influx: object) -> None:
+    cfg = config(tmp_path / "c", mosquitto.port, influxd.port)
+    n = 3000
+    with Collector(cfg) as c:
+        pub = Publisher(mosquitto.port)
+        pub.results(make_result(i) for i in range(n // 2))
+        pub.wait()
+        pub.close()
+        assert wait_count(influx, DB, 1) >= 1
+        mosquitto.stop()  # persistence: our session and its queue are saved
+        broker = services.start_mosquitto(mosquitto.workdir, port=mosquitto.port)
+        try:
+            pub = Publisher(broker.port)
+            pub.results(make_result(i) for i in range(n // 2, n))
+            pub.close()
+            assert wait_count(influx, DB, n, timeout=90) == n
+            assert c.ingest.subscribed.is_set() and c.fatal is None
+        finally:
+            c.stop()
+            broker.stop()
+    assert count(influx, DB) == n
