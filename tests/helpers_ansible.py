@@ -128,3 +128,14 @@ def recap_changed(stdout: str, host: str) -> int:
         if line.startswith(host + " ") and "changed=" in line:
             return int(line.split("changed=")[1].split()[0])
     raise AssertionError(f"no recap line for {host}:\n{stdout[-2000:]}")
+
+
+def task_status(stdout: str, task: str) -> str:
+    """``ok``/``changed``/``skipping``/``failed`` of the first run of a named task."""
+    lines = stdout.splitlines()
+    for i, line in enumerate(lines):
+        if line.startswith("TASK [") and f" : {task}]" in line:
+            for follow in lines[i + 1:]:
+                if follow.strip():
+                    return follow.split(":")[0].strip()
+    raise AssertionError(f"task {task!r} not in output:\n{stdout[-2000:]}")
