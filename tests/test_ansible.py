@@ -753,3 +753,39 @@ def test_role_paths_match_the_repository_units() -> None:
     assert f"ExecStart={home}/venv/bin/netmon-collector run --config {conf}/collector.toml" in unit
     assert f"StateDirectory={Path(c['netmon_collector_state_dir']).name}" in unit
     assert f"User={c['netmon_collector_user']}" in unit
+
+
+# --------------------------------------------------------------------------- grafana
+
+
+def test_grafana_provisioning_is_the_repository_s_and_gets_its_environment(
+        rendered: Rendered) -> None:
+    """Grafana cannot run here: check the installed files are the generated ones and that
+    every $__env{} / $__file{} they expand is provided by the role."""
+    g = rendered.host(GROUPS["grafana"][0]) / "grafana"
+    src = ROOT / "dashboards"
+    ds_text = (g / "etc/provisioning/datasources/netmon.yaml").read_text()
+    assert ds_text == (src / "provisioning/datasources/influxdb-1x.yaml").read_text()
+    for lang in ("vi", "en"):
+        for f in (src / "json" / lang).glob("*.json"):
+            assert (g / "dashboards" / lang / f.name).read_text() == f.read_text()
+    provider = yaml.safe_load((g / "etc/provisioning/dashboards/netmon.yaml").read_text())
+    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/grafana/defaults/main.yml").read_text())
+    assert {p["options"]["path"] for p in provider["providers"]} == {
+        f"{defaults['grafana_dashboard_dir']}/{lang}" for lang in ("vi", "en")}
+    rules = yaml.safe_load((g / "etc/provisioning/alerting/netmon-rules.yaml").read_text())
+    ds = yaml.safe_load(ds_text)["datasources"][0]
+    for rule in rules["groups"][0]["rules"]:
+        assert all(d["datasourceUid"] in (ds["uid"], "__expr__") for d in rule["data"])
+
+    dropin = (g / "grafana-server.service.d" / "netmon.conf").read_text()
+    env = dict(re.findall(r"^Environment=([A-Z_]+)=(.*)$", dropin, flags=re.M))
+    for name in re.findall(r"\$__env\{([A-Z_]+)\}", ds_text):
+        assert name in env, name
+    assert env["NETMON_INFLUX_USER"] == "netmon_grafana"
+    assert env["NETMON_INFLUX_URL"] == "http://127.0.0.1:8086"
+    for path in re.findall(r"\$__file\{([^}]+)\}", ds_text):
+        name = Path(path).name
+        assert path == f"{defaults['grafana_conf_dir']}/secrets/{name}", path
+        assert (g / "etc/secrets" / name).read_text() == rendered.secrets[
+            "vault_netmon_influxdb_grafana_password"]
