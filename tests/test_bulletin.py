@@ -199,9 +199,14 @@ def test_insufficient_data_rule_at_the_threshold(
 
 
 def test_below_target_list_and_rating(october_csv: list[dict[str, str]]) -> None:
+    ratings = {r["rating"] for r in _rows(october_csv, "commune")}
+    assert {"meets", "below", "insufficient"} <= ratings
     for r in _rows(october_csv, "commune"):
         if r["rating"] in ("meets", "below"):
             assert (float(r["median"]) >= float(r["target"])) == (r["rating"] == "meets")
+    # Upload has no target in plan 568: never rated meets/below.
+    assert {r["rating"] for r in _rows(october_csv, "commune", "upload_mbps")} <= {
+        "no_target", "insufficient", "no_data"}
 
 
 def test_latency_ipv6_reachability_and_availability(october_csv: list[dict[str, str]],

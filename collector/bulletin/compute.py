@@ -31,7 +31,8 @@ from collector.bulletin.data import (
 from collector.bulletin.i18n import sort_key
 from collector.config import BulletinSettings, Targets
 
-Rating = Literal["meets", "below", "insufficient", "no_data"]
+#: ``no_target``: enough tests but nothing to rate against (upload: the plan sets no target).
+Rating = Literal["meets", "below", "insufficient", "no_data", "no_target"]
 ACCESS_ORDER = ("fixed", "mobile")
 
 
@@ -193,7 +194,7 @@ def _rating(s: stats.Summary, target: float | None, min_tests: int) -> Rating:
     if not stats.has_enough(s.tests, min_tests):
         return "insufficient"
     if target is None or s.median is None:
-        return "meets"
+        return "no_target"
     return "meets" if s.median >= target else "below"
 
 
@@ -209,7 +210,6 @@ class _Ctx:
         probe_codes: dict[str, int] = {}
         self.line_probe = np.array([probe_codes.setdefault(p, len(probe_codes))
                                     for p in self.attr["probe"]], dtype=np.int64)
-
 
     def line_p20(self, field_name: str) -> NDArray[np.float64]:
         """Each line's 20th percentile over its valid tests (NaN without any), cached."""

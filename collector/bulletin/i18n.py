@@ -45,6 +45,7 @@ STRINGS: dict[str, tuple[str, str]] = {
     "below": ("Chưa đạt", "Below target"),
     "insufficient": ("Chưa đủ dữ liệu", "Insufficient data"),
     "no_data_short": ("Không có dữ liệu", "No data"),
+    "no_target": ("Không có mục tiêu", "No target"),
     "key_facts": ("Số liệu chính", "Key facts"),
     "fact_tests": ("{valid} phép đo tốc độ hợp lệ từ {probes} điểm đo tại {communes} xã/phường "
                    "({failed} phép đo lỗi và {cross} phép đo bị nhiễu lưu lượng khác đã được "
