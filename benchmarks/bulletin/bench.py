@@ -12,6 +12,7 @@ bulletin.
     python3 benchmarks/bulletin/bench.py --probes 100    # quick
     python3 benchmarks/bulletin/bench.py --keep DIR      # keep influxd data for reuse
     python3 benchmarks/bulletin/bench.py --reuse DIR     # skip the load, reuse DIR
+    python3 benchmarks/bulletin/bench.py --out DIR       # keep the bulletins to look at
 
 Prints one JSON object (figures) on stdout; progress goes to stderr.
 """
@@ -23,6 +24,7 @@ import datetime as dt
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -179,8 +181,11 @@ def main() -> int:
     ap.add_argument("--lang", default="vi", choices=("vi", "en"))
     ap.add_argument("--keep", type=Path, help="keep influxd's data in this folder")
     ap.add_argument("--reuse", type=Path, help="reuse influxd data kept with --keep")
+    ap.add_argument("--out", type=Path, help="keep the bulletins here (default: a temporary "
+                    "folder, removed at the end)")
     args = ap.parse_args()
-    work = Path(tempfile.mkdtemp(prefix="bench-bulletin-"))
+    work = args.out or Path(tempfile.mkdtemp(prefix="bench-bulletin-"))
+    work.mkdir(parents=True, exist_ok=True)
     data_dir = args.reuse or args.keep or work / "influxd"
     svc = services.start_influxd(data_dir)
     figures: dict[str, object] = {"probes": args.probes, "days": args.days}
@@ -219,6 +224,8 @@ def main() -> int:
         }
     finally:
         svc.stop()
+        if not args.out:
+            shutil.rmtree(work, ignore_errors=True)
         print(json.dumps(figures, indent=2))
     return 0
 
