@@ -135,8 +135,7 @@ def test_ansible_lint_production_profile_offline(tmp_path: Path) -> None:
     assert "Profile 'production' was required, and it passed" in out, out[-3000:]
 
 
-@pytest.mark.parametrize("playbook", ["site.yml", "probes.yml", "pki.yml", "render.yml",
-                                      "wheel.yml"])
+@pytest.mark.parametrize("playbook", ["site.yml", "probes.yml", "pki.yml", "render.yml"])
 def test_syntax_check(playbook: str, tmp_path: Path) -> None:
     proc = Ansible(tmp_path / "home").playbook(ANSIBLE_DIR / playbook, args=("--syntax-check",))
     assert f"playbook: {ANSIBLE_DIR / playbook}" in proc.stdout
@@ -618,6 +617,41 @@ def test_agent_methods_measure_against_the_deployed_nginx(
             assert m["download_mbps"] > 0 and m["upload_mbps"] > 0, (method, m)
     finally:
         svc.stop()
+
+
+def test_iperf3_unit_command_serves_the_agent_s_iperf3_method(rendered: Rendered,
+                                                             tmp_path: Path) -> None:
+    """The rendered netmon-iperf3@.service's ExecStart, instantiated on a free port (bound
+    to loopback for the test), is a server the agent's iperf3 method measures against."""
+    from agent.methods import get
+    from agent.methods.base import LinkBinding, MethodContext
+
+    _need("iperf3")
+    unit = (rendered.host(SERVER) / "server" / "netmon-iperf3@.service").read_text()
+    exec_start = re.search(r"^ExecStart=(.+)$", unit, flags=re.M)
+    assert exec_start and "%i" in exec_start.group(1)
+    port = services.free_port()
+    argv = [*exec_start.group(1).replace("%i", str(port)).split(), "--bind", "127.0.0.1"]
+    log = tmp_path / "iperf3.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        services.wait_for(lambda: services.tcp_open("127.0.0.1", port), 10, "iperf3", proc, log)
+        ctx = MethodContext(probe_id=PROBES[0], agent_version="test",
+                            link=LinkBinding("fibre", "fixed", "VNPT"))
+        cls = get("iperf3")
+        opts = cls.Options(target="127.0.0.1", port=port, duration_s=1, omit_s=0, streams=1,
+                           loaded_latency=False)
+        (res,) = asyncio.run(cls().run(ctx, opts))
+        assert res.ok, res.error
+        assert res.metrics.values()["download_mbps"] > 0
+    finally:
+        proc.terminate()
+        proc.wait(10)
+    # Several ports, one unit instance each, as the inventory says.
+    ports = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())[
+        "netmon_iperf3_ports"]
+    assert len(ports) > 1
 
 
 def test_server_layout_matches_measurement_server_module() -> None:
