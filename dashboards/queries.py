@@ -52,6 +52,9 @@ _MEASUREMENT_TAGS = {
 
 TIME = "$timeFilter"
 OK = "\"status\" = 'ok'"
+#: Tests run while the office line carried other traffic measure the office, not the ISP;
+#: the bulletin excludes them too (docs/methodology.md).
+CLEAN = "\"cross_traffic\" = 0"
 
 #: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
 SILENT_BUCKET = "5m"
@@ -92,7 +95,7 @@ def where(*conds: str) -> str:
 
 
 def _throughput(access: str | None) -> list[str]:
-    conds = [methods(THROUGHPUT_METHODS), OK]
+    conds = [methods(THROUGHPUT_METHODS), OK, CLEAN]
     if access:
         conds.append(f"{q('access')} = {s(access)}")
     return conds

@@ -86,12 +86,18 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
                           "agent_version": "0.1.0", "duration_s": 10.0}
                 method = THROUGHPUT[i % 3]
                 down = round(max(0.5, rng.gauss(base, base * 0.2)), 3)
+                # Every 11th test shares the line with office traffic: slow, and flagged.
+                busy = i % 11 == 5
+                if busy:
+                    down = round(down * 0.3, 3)
                 up = round(down / 3, 3)
                 ds.results.append(ResultMessage(
                     method=method, target="mlab-hn", started_at=t,
                     metrics=Metrics(download_mbps=down, upload_mbps=up,
                                     loaded_rtt_ms=round(rng.uniform(40, 90), 2),
-                                    idle_rtt_ms=round(rng.uniform(8, 20), 2)), **common))
+                                    idle_rtt_ms=round(rng.uniform(8, 20), 2),
+                                    **({"cross_traffic_mbps": 80.0} if busy else {})),
+                    flags=("cross_traffic",) if busy else (), **common))
                 recent = t > now - timedelta(minutes=40)
                 loss = 5.0 if (probe == LOSSY_PROBE and recent) else rng.choice((0.0, 0.0, 1.0))
                 ds.results.append(ResultMessage(
@@ -188,11 +194,13 @@ def influx_percentile(values: list[float], pct: float) -> float:
 
 def throughput(ds: DataSet, access: str | None, start: datetime, end: datetime,
                **tags: str) -> list[tuple[ResultMessage, Site]]:
-    """Successful throughput results in [start, end] matching access and site tags."""
+    """Successful throughput results in [start, end] matching access and site tags, without
+    the cross-traffic-flagged ones (dashboards and bulletin exclude them)."""
     out = []
     for r in ds.results:
         site = ds.site(r.probe_id)
-        if (r.method in THROUGHPUT and r.ok and (access is None or r.access == access)
+        if (r.method in THROUGHPUT and r.ok and "cross_traffic" not in r.flags
+                and (access is None or r.access == access)
                 and start <= r.started_at <= end
                 and all(getattr(site, k, None) == v or getattr(r, k, None) == v
                         for k, v in tags.items())):
