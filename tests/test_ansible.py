@@ -823,3 +823,26 @@ def test_grafana_provisioning_is_the_repository_s_and_gets_its_environment(
         assert path == f"{defaults['grafana_conf_dir']}/secrets/{name}", path
         assert (g / "etc/secrets" / name).read_text() == rendered.secrets[
             "vault_netmon_influxdb_grafana_password"]
+
+
+def test_bad_inventory_entries_are_named(rendered: Rendered, tmp_path: Path) -> None:
+    """A wrong access type or a site without commune stops the run, naming probe and key."""
+    import shutil
+
+    inv = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inv)
+    a, b = PROBES[0], PROBES[1]
+    hv = host_vars(a)
+    hv["netmon_links"][0]["access"] = "dsl"
+    (inv / "host_vars" / f"{a}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
+    hv = host_vars(b)
+    del hv["netmon_site"]["commune"]
+    (inv / "host_vars" / f"{b}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
+    proc = rendered.ansible.playbook(
+        ANSIBLE_DIR / "render.yml", rendered.extra() | {"netmon_render_dir": str(tmp_path / "o")},
+        inventory=inv, limit=f"{COLLECTOR},{a}", check=False)
+    assert proc.returncode != 0
+    link = host_vars(a)["netmon_links"][0]["name"]
+    assert f"probe {a}, link {link}: needs name" in proc.stdout, proc.stdout[-4000:]
+    assert f"probe {b}: host_vars/{b}.yml needs netmon_site" in proc.stdout, proc.stdout[-4000:]
+    assert not (tmp_path / "o" / a / "probe" / "etc" / "agent.toml").exists()
