@@ -35,14 +35,20 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 from urllib.parse import urlsplit
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from netmon.contract import describe_validation_error
-from netmon.signing import ALL_PROBES, Envelope, SigningError, load_public_key, verify
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    from netmon.signing import Envelope
+
+# netmon.signing (and the cryptography package, ~7 MB resident) is imported only when a
+# probe actually uses remote configuration: most of the agent's memory is the goal there.
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +107,8 @@ class RemoteConfigSettings(BaseModel):
 
     def file_problems(self) -> list[str]:
         """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
+        from netmon.signing import SigningError, load_public_key
+
         out = []
         for i, path in enumerate(self.public_keys):
             try:
@@ -276,6 +284,8 @@ class RemoteConfig(Generic[P]):
                  file_targets: Iterable[str] = (),
                  state_dir: Path | None = None,
                  public_keys: Sequence[Ed25519PublicKey] | None = None) -> None:
+        from netmon.signing import load_public_key
+
         self.probe_id = probe_id
         self.settings = settings
         self.validate_plan = validate_plan
@@ -295,6 +305,8 @@ class RemoteConfig(Generic[P]):
     # -- checks -------------------------------------------------------------------------
 
     def _check(self, payload: bytes, replay_check: bool) -> tuple[Envelope, P]:
+        from netmon.signing import ALL_PROBES, SigningError, verify
+
         try:
             env = verify(payload, self.public_keys)
         except SigningError as exc:
