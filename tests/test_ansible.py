@@ -55,6 +55,9 @@ COLLECTOR = GROUPS["collector"][0]
 SERVER = GROUPS["measurement_servers"][0]
 TOPICS = Topics("netmon/v1")
 NOT_AUTHORIZED = 135
+# The first test to use the rendered inventory pays for the whole render (a minute or two
+# on a busy machine): more than the suite's default per-test limit.
+pytestmark = pytest.mark.timeout(900)
 #: PUBACK codes of an accepted publish: success, or success with no subscriber (16).
 ACCEPTED = (0, 16)
 
@@ -183,6 +186,7 @@ def test_secret_files_are_private_and_secrets_stay_in_them(rendered: Rendered) -
     values = [v for k, v in rendered.secrets.items() if isinstance(v, str)]
     values += list(rendered.secrets["vault_netmon_mqtt_probe_passwords"].values())
     secret_names = {"mqtt-password", "mqtt.password", "influxdb.password", "noc-mqtt.password",
+                    "noc-influxdb.password",
                     "influx-password", "admin-password", "broker.key", "noc-config.key"}
     seen = 0
     for path in rendered.out.rglob("*"):
@@ -287,6 +291,8 @@ def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
         assert not verdict["warnings"], verdict
     noc = collector_config.load(etc / "noc.toml")
     assert noc.mqtt.username == "netmon_noc" and noc.mqtt.shared_group is None
+    # NOC commands read InfluxDB: the read-only account, not the collector's write-only one.
+    assert noc.influxdb.username == "netmon_grafana"
 
 
 # --------------------------------------------------------------------------- broker
@@ -751,6 +757,22 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
                 timeout=10) as resp:
             rps = json.loads(resp.read())["results"][0]["series"][0]["values"]
         assert rps[-1][:2] == ["netmon_10y", "87600h0m0s"] and rps[-1][4] is True, rps
+
+        # The NOC's `probes list` reads with noc.toml (read-only account); the collector's
+        # write-only account could not.
+        collector_bin = tool("netmon-collector")
+        assert collector_bin
+        etc = rendered.host(COLLECTOR) / "collector" / "etc"
+        env = os.environ | {"NETMON_INFLUXDB__URL": url}
+        listed = subprocess.run([collector_bin, "probes", "list", "--config",
+                                 str(etc / "noc.toml"), "--json"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert listed.returncode == 0, listed.stdout + listed.stderr
+        assert sorted(r["probe_id"] for r in json.loads(listed.stdout)) == PROBES
+        denied = subprocess.run([collector_bin, "probes", "list", "--config",
+                                 str(etc / "collector.toml"), "--json"], env=env,
+                                capture_output=True, text=True, timeout=60, check=False)
+        assert denied.returncode == 1, denied.stdout + denied.stderr
 
         # Rotation: a new vault password is applied, the old one stops working.
         rotated = extra | {"vault_netmon_influxdb_collector_password": "rotated-" + coll[1]}
