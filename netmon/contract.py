@@ -129,6 +129,8 @@ class Metrics(BaseModel):
                 continue
             if not isinstance(value, int | float):
                 raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
+            if isinstance(value, int) and abs(value) > 2**53:
+                raise ValueError(f"metric {key!r} is too large (more than 2**53)")
             if not math.isfinite(value):
                 raise ValueError(f"metric {key!r} is not finite ({value})")
             if value < 0:
@@ -305,6 +307,8 @@ def _decode(payload: bytes) -> dict[str, Any]:
         raise
     except ValueError as exc:
         raise ContractError("not_json", f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise ContractError("not_json", "payload nests JSON too deeply") from None
     if not isinstance(obj, dict):
         raise ContractError("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
     schema = obj.get("schema")
@@ -333,6 +337,8 @@ def _parse(model: type[_M], payload: bytes, topic_probe_id: str | None) -> _M:
         msg = model.model_validate(obj)
     except ValidationError as exc:
         raise ContractError("invalid", describe_validation_error(exc)) from None
+    except (OverflowError, RecursionError) as exc:  # huge integers, deep nesting
+        raise ContractError("invalid", f"unrepresentable value: {exc}") from None
     probe_id = getattr(msg, "probe_id", None)
     if topic_probe_id is not None and probe_id != topic_probe_id:
         raise ContractError("probe_mismatch",

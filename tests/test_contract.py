@@ -123,6 +123,16 @@ BAD = [
     ("bad error code", encode(good_result(error={"code": "oops", "message": ""})), "invalid",
      "error.code"),
     ("bool schema", encode(good_result(schema=True)), "unsupported_schema", "True"),
+    ("huge integer metric", encode(good_result(metrics={"download_mbps": 10**400})), "invalid",
+     "download_mbps"),
+    ("huge integer extra", encode(good_result(metrics={"x_bytes": 10**400})), "invalid",
+     "too large"),
+    ("huge integer duration", encode(good_result(duration_s=10**400)), "invalid",
+     "duration_s"),
+    ("deep nesting", b'{"schema": 1, "metrics": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+     "too_large", "bytes"),
+    ("deep nesting under the size limit", b'{"schema": 1, "x": ' + b"[" * 30_000
+     + b"]" * 30_000 + b"}", "not_json", "deeply"),
 ]
 # json.dumps writes NaN as a bare token that strict JSON parsers must refuse.
 BAD[13] = ("NaN metric", json.dumps(good_result(metrics={"download_mbps": float("nan")})).encode(),
