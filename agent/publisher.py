@@ -240,7 +240,9 @@ class Publisher:
         if password is not None or cfg.username:
             client.username_pw_set(cfg.username or self.probe_id, password)
         if self.announce:
-            will = self._status("offline")
+            # The broker sends the will later, when the probe vanishes: no "at" or uptime,
+            # so the collector stamps it with the time it arrives, not this connect time.
+            will = self._status("offline").model_copy(update={"at": None, "uptime_s": None})
             client.will_set(self.status_topic, will.to_json(), qos=1, retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(c, gen, rc)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(gen, rc)

@@ -151,7 +151,11 @@ def test_last_will_reads_offline_after_kill(tmp_path: Path, broker: Service,
         late = Subscriber(broker.host, broker.port, STATUS)  # joins after: retained copy
         late.wait(lambda: bool(late.statuses()), 10, "retained status")
         retained = late.statuses()[-1]
-        assert retained.retain and parse_status(retained.payload).state == "offline"
+        will = parse_status(retained.payload)
+        assert retained.retain and will.state == "offline"
+        # Sent by the broker long after the connect it was set at: it must not claim a time,
+        # or the collector would file "offline" before the heartbeats that followed.
+        assert will.at is None and will.uptime_s is None
         late.close()
     finally:
         kill(agent)
