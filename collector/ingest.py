@@ -27,11 +27,13 @@ import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.config import MqttSettings
@@ -154,7 +156,7 @@ class MqttIngest:
 
     def start(self) -> None:
         """Connect (asynchronously; paho reconnects by itself) and start the network thread."""
-        props = Properties(PacketTypes.CONNECT)
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         props.SessionExpiryInterval = self.settings.session_expiry_s
         props.ReceiveMaximum = self.settings.receive_maximum
         self.client.connect_async(self.settings.host, self.settings.port,
@@ -194,8 +196,8 @@ class MqttIngest:
             # plain subscription, or every message would arrive twice.
             client.unsubscribe([self.topics.all_results(), self.topics.all_status()])
 
-    def _on_subscribe(self, client: mqtt.Client, userdata: object, mid: int,
-                      reason_codes: list[object], properties: object) -> None:
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties) -> None:
         bad = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
         if bad:
             self.last_error = f"subscription refused: {bad}"
@@ -219,10 +221,10 @@ class MqttIngest:
         if not self._accepting:
             return
         try:
-            item = validate(message.topic, message.payload, self.topics, self.registry)
+            item = validate(message.topic, bytes(message.payload), self.topics, self.registry)
         except Exception as exc:  # message.topic itself may be invalid UTF-8
             topic = repr(message._topic)
-            item = Item([], dead=DeadLetter.from_raw(topic, message.payload, "bad_topic",
+            item = Item([], dead=DeadLetter.from_raw(topic, bytes(message.payload), "bad_topic",
                                                      str(exc)))
         if message.qos > 0:
             item.ack = (message.mid, message.qos, self._gen)
