@@ -243,8 +243,9 @@ class Stack:
             mdir, port, config=services.mosquitto_config(mdir, port, extra=extra,
                                                          anonymous=False))
         self.services.append(broker)
-        self.report.endpoints["mqtt"] = f"mqtt://{broker.host}:{broker.port} (passwords in " \
-                                        f"{self.dir}/*-password, mode 0600)"
+        self.report.endpoints["mqtt"] = (
+            f"mqtt://{broker.host}:{broker.port} (accounts {PROBE_ID}, {COLLECTOR_USER}; "
+            f"passwords in {self.dir}/agent/mqtt-password, {self.dir}/collector/mqtt-password)")
         self.broker = broker
         return accounts
 
@@ -511,6 +512,9 @@ def main(argv: list[str] | None = None) -> int:
     opts = StackOptions(workdir=args.dir, rounds=args.rounds, duration_s=args.duration,
                         fibre_mbit=args.fibre_mbit, mobile_mbit=args.mobile_mbit,
                         use_netns=not args.no_netns, lang=args.lang, keep=args.keep)
+    # Ctrl-C and SIGTERM both end in the same clean teardown (a shell may have started us
+    # with SIGINT ignored, so set it explicitly).
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:
         with open_stack(opts) as stack:
