@@ -868,3 +868,14 @@ def test_bad_inventory_entries_are_named(rendered: Rendered, tmp_path: Path) -> 
     assert f"probe {a}, link {link}: needs name" in proc.stdout, proc.stdout[-4000:]
     assert f"probe {b}: host_vars/{b}.yml needs netmon_site" in proc.stdout, proc.stdout[-4000:]
     assert not (tmp_path / "o" / a / "probe" / "etc" / "agent.toml").exists()
+
+
+def test_a_second_run_changes_nothing(rendered: Rendered) -> None:
+    """Idempotent: the same inventory and vault rendered again report no change (the
+    broker's password file keeps its hashes; no file is rewritten)."""
+    passwd = rendered.host(BROKER) / "mosquitto" / "netmon.passwd"
+    before = passwd.read_bytes()
+    proc = rendered.ansible.playbook(ANSIBLE_DIR / "render.yml", rendered.extra())
+    for host in GROUPS["all"]:
+        assert recap_changed(proc.stdout, host) == 0, (host, proc.stdout[-4000:])
+    assert passwd.read_bytes() == before
