@@ -108,7 +108,9 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
     base = tmp_path_factory.mktemp("ansible")
     # mosquitto and nginx drop privileges when started as root: let them traverse.
     base.chmod(0o755)
-    base.parent.chmod(base.parent.stat().st_mode | 0o011)
+    # ... all the way up: pytest makes /tmp/pytest-of-<user> 0700 as well.
+    for parent in (base.parent, base.parent.parent):
+        parent.chmod(parent.stat().st_mode | 0o011)
     ans = Ansible(base / "home")
     pki = base / "pki"
     ans.make_pki(pki)
