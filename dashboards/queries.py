@@ -135,11 +135,16 @@ def share_meeting(access: str, target_mbps: float, group: Sequence[str] = ()) ->
     return f"SELECT mean({q('met')}) * 100 AS {q('share_pct')} FROM ({inner}){by}"
 
 
+def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
+    """``agg(metric)`` per time bucket, one series per access type."""
+    return (f"SELECT {agg}({q(metric)}) FROM {q(RESULTS)} "
+            f"{where(*conds, *var_filters(), TIME)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
+
+
 def speed_trend(metric: str = "download_mbps") -> str:
     """Median per time bucket, one series per access type."""
-    return (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
-            f"{where(*_throughput(None), *var_filters(), TIME)} "
-            f"GROUP BY time($__interval), {q('access')} fill(none)")
+    return _per_bucket("median", metric, _throughput(None))
 
 
 def area_table(access: str, group: Sequence[str]) -> str:
@@ -165,23 +170,17 @@ def probe_map(access: str) -> str:
 
 def latency_trend(metric: str) -> str:
     """Median of a latency metric per bucket and access type (latency methods)."""
-    return (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
-            f"{where(methods(LATENCY_METHODS), OK, *var_filters(), TIME)} "
-            f"GROUP BY time($__interval), {q('access')} fill(none)")
+    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK))
 
 
 def loss_trend() -> str:
     """Mean packet loss per bucket and access type."""
-    return (f"SELECT mean({q('loss_pct')}) FROM {q(RESULTS)} "
-            f"{where(methods(LATENCY_METHODS), OK, *var_filters(), TIME)} "
-            f"GROUP BY time($__interval), {q('access')} fill(none)")
+    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK))
 
 
 def loaded_latency_trend(metric: str) -> str:
     """Median RTT under load / idle (written by throughput tests that measure it)."""
-    return (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
-            f"{where(OK, *var_filters(), TIME)} "
-            f"GROUP BY time($__interval), {q('access')} fill(none)")
+    return _per_bucket("median", metric, (OK,))
 
 
 def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
