@@ -45,7 +45,8 @@ from zoneinfo import ZoneInfo
 from netmon import __version__, measurement_server, netns, services
 
 PROBE_ID = "demo-ky-anh-01"
-COLLECTOR_USER = "netmon-collector"
+#: Service accounts carry "_", which no probe id may, as in the Ansible inventory.
+COLLECTOR_USER = "netmon_collector"
 DATABASE = "netmon"
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 THROUGHPUT_METHODS = ("iperf3", "http")
@@ -114,10 +115,6 @@ class _Progress:
         if not self.quiet:
             print(f"[{self.step}/{self.total}] {text}", file=sys.stderr, flush=True)
 
-    def note(self, text: str) -> None:
-        if not self.quiet:
-            print(f"      {text}", file=sys.stderr, flush=True)
-
 
 def _write_secret(path: Path, text: str) -> Path:
     path.write_text(text)
@@ -138,6 +135,8 @@ class Stack:
         self.services: list[services.Service] = []
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ns: netns.ServerNamespace | None = None
+        self.broker_port = 0
+        self.agent_config: Path | None = None
         self.collector: Any = None
         self.report = StackReport(self.dir)
 
@@ -229,14 +228,10 @@ class Stack:
         for user, password in accounts.items():
             subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(passwd), user,
                             password], check=True, capture_output=True)
+        from collector.fleet import mosquitto_acl
+
         acl = mdir / "acl"
-        acl.write_text(
-            f"user {COLLECTOR_USER}\n"
-            "topic read netmon/v1/probes/+/results\ntopic read netmon/v1/probes/+/status\n"
-            "topic write netmon/v1/dead-letters\n\n"
-            "pattern write netmon/v1/probes/%u/results\n"
-            "pattern readwrite netmon/v1/probes/%u/status\n"
-            "pattern read netmon/v1/probes/%u/config\n")
+        acl.write_text(mosquitto_acl(noc_user="netmon_noc", collector_user=COLLECTOR_USER))
         port = services.free_port()
         extra = f"password_file {passwd}\nacl_file {acl}\n"
         broker = services.start_mosquitto(
@@ -246,7 +241,7 @@ class Stack:
         self.report.endpoints["mqtt"] = (
             f"mqtt://{broker.host}:{broker.port} (accounts {PROBE_ID}, {COLLECTOR_USER}; "
             f"passwords in {self.dir}/agent/mqtt-password, {self.dir}/collector/mqtt-password)")
-        self.broker = broker
+        self.broker_port = broker.port
         return accounts
 
     def start_influx_and_collector(self, collector_password: str) -> None:
@@ -256,7 +251,6 @@ class Stack:
 
         influxd = services.start_influxd(self.dir / "influxd")
         self.services.append(influxd)
-        self.influxd = influxd
         cdir = self.dir / "collector"
         cdir.mkdir()
         pw = _write_secret(cdir / "mqtt-password", collector_password + "\n")
@@ -268,7 +262,7 @@ class Stack:
         cfg_path = cdir / "collector.toml"
         cfg_path.write_text(
             "[mqtt]\n"
-            f"host = \"127.0.0.1\"\nport = {self.broker.port}\ntls = false\n"
+            f"host = \"127.0.0.1\"\nport = {self.broker_port}\ntls = false\n"
             f"username = \"{COLLECTOR_USER}\"\npassword_file = {_toml_str(str(pw))}\n"
             "client_id = \"netmon-collector-demo\"\n\n"
             "[influxdb]\n"
@@ -292,7 +286,7 @@ class Stack:
         d = self.opts.duration_s
         lines = [
             f"probe_id = \"{PROBE_ID}\"", "heartbeat_s = 30", "",
-            "[broker]", "host = \"127.0.0.1\"", f"port = {self.broker.port}", "tls = false",
+            "[broker]", "host = \"127.0.0.1\"", f"port = {self.broker_port}", "tls = false",
             f"username = \"{PROBE_ID}\"", f"password_file = {_toml_str(str(pw))}", "",
             "[spool]", f"path = {_toml_str(str(adir / 'spool.db'))}", "",
             # The demo runs on whatever clock the machine has; results are flagged if unsynced.
@@ -462,9 +456,8 @@ def open_stack(opts: StackOptions) -> Iterator[Stack]:
         progress("influxd and the collector")
         stack.start_influx_and_collector(accounts[COLLECTOR_USER])
         progress(f"agent: {opts.rounds} round(s) of tests on two links")
-        agent_cfg = stack.write_agent_config(accounts[PROBE_ID])
-        stack.agent_config = agent_cfg  # type: ignore[attr-defined]
-        stack.run_agent_rounds(agent_cfg)
+        stack.agent_config = stack.write_agent_config(accounts[PROBE_ID])
+        stack.run_agent_rounds(stack.agent_config)
         progress("collector -> InfluxDB: checking every result arrived")
         stack.wait_for_points()
         progress("bulletin for this month and Grafana dashboards")
@@ -530,7 +523,7 @@ def main(argv: list[str] | None = None) -> int:
                 log = open(stack.dir / "agent" / "run.log", "ab")  # noqa: SIM115
                 stack.procs.append(subprocess.Popen(
                     [sys.executable, "-m", "agent.cli", "run", "--config",
-                     str(stack.agent_config)],  # type: ignore[attr-defined]
+                     str(stack.agent_config)],
                     stdout=log, stderr=subprocess.STDOUT, start_new_session=True))
                 print("\nrunning until Ctrl-C:", file=sys.stderr)
                 for name, value in report.endpoints.items():
