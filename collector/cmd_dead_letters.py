@@ -90,10 +90,7 @@ def _replay(args: argparse.Namespace) -> int:
     try:
         cfg, records = _select(args)
         registry = Registry(cfg.registry.path)
-    except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
-        return 2
-    except RegistryError as exc:
+    except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
         return 2
     from collector.influx import InfluxClient, InfluxError

@@ -81,10 +81,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         cfg = collector_config.load(args.config)
         registry = Registry(cfg.registry.path)
-    except ConfigError as exc:
-        print(exc.report(), file=sys.stderr)
-        return 2
-    except RegistryError as exc:
+    except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
         return 2
     from collector.service import Collector, worker_config  # heavy imports after config
