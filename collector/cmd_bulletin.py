@@ -10,8 +10,12 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from netmon.settings import ConfigError
+
+if TYPE_CHECKING:
+    from collector.bulletin.generate import BulletinResult
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -78,11 +82,8 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def summary(res: object) -> dict[str, object]:
+def summary(res: BulletinResult) -> dict[str, object]:
     """A JSON-ready summary of a :class:`BulletinResult`."""
-    from collector.bulletin.generate import BulletinResult
-
-    assert isinstance(res, BulletinResult)
     rep = res.report
     head = {}
     for h in rep.headline:
