@@ -145,3 +145,11 @@ def load(path: Path | None) -> CollectorConfig:
 
 def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else base / p
+
+
+def read_secret(path: Path | None) -> str | None:
+    """The content of a ``*_file`` secret (surrounding whitespace stripped), or None."""
+    if path is None:
+        return None
+    with open(path, encoding="utf-8") as fh:
+        return fh.read().strip()

@@ -12,7 +12,7 @@ from typing import Any
 
 import httpx
 
-from collector.config import InfluxSettings
+from collector.config import InfluxSettings, read_secret
 from collector.schema import PRECISION
 
 
@@ -39,19 +39,12 @@ class Series:
         return [dict(zip(self.columns, v, strict=True)) for v in self.values]
 
 
-def _read_secret(path: Any) -> str | None:
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()
-
-
 class InfluxClient:
     """Synchronous v1 client; one connection pool, reused."""
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
-        password = _read_secret(settings.token_file) or _read_secret(settings.password_file)
+        password = read_secret(settings.token_file) or read_secret(settings.password_file)
         auth = (settings.username or "netmon", password) if password else None
         self._http = httpx.Client(base_url=settings.url.rstrip("/"), auth=auth,
                                   timeout=settings.timeout_s, verify=settings.verify_tls)

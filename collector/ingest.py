@@ -36,7 +36,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from collector.config import MqttSettings
+from collector.config import MqttSettings, read_secret
 from collector.deadletters import DeadLetter
 from collector.registry import Registry
 from collector.schema import result_line, status_lines
@@ -101,13 +101,6 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
                 kind="dead")
 
 
-def _read_secret(path: object) -> str | None:
-    if path is None:
-        return None
-    with open(str(path), encoding="utf-8") as fh:
-        return fh.read().strip()
-
-
 class MqttIngest:
     """The MQTT side of the collector (paho network thread)."""
 
@@ -128,7 +121,7 @@ class MqttIngest:
                              protocol=mqtt.MQTTv5, manual_ack=True)
         client.enable_logger(_MQTT_LOG)
         if settings.username:
-            client.username_pw_set(settings.username, _read_secret(settings.password_file))
+            client.username_pw_set(settings.username, read_secret(settings.password_file))
         if settings.tls:
             ctx = ssl.create_default_context(cafile=str(settings.ca_file)
                                              if settings.ca_file else None)
