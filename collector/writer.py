@@ -83,7 +83,6 @@ class Writer:
         self._processed = 0
         self._thread: threading.Thread | None = None
         self._created_db = False
-        self._current: list[Item] = []
 
     # ------------------------------------------------------------------ public
 
@@ -234,9 +233,8 @@ class Writer:
         lines = [ln for it in items for ln in it.lines]
         if not lines:
             return []
-        self._current = items
         try:
-            self._write_retrying(lines)
+            self._write_retrying(lines, items)
             return []
         except InfluxError as exc:
             if exc.status not in (400, 413):
@@ -249,11 +247,7 @@ class Writer:
             mid = len(items) // 2
             return self._write_items(items[:mid]) + self._write_items(items[mid:])
 
-    @property
-    def _stale_in_flight(self) -> bool:
-        return any(self._stale(it) for it in self._current)
-
-    def _write_retrying(self, lines: list[str]) -> None:
+    def _write_retrying(self, lines: list[str], items: list[Item]) -> None:
         delay = self.settings.retry_initial_s
         failures = 0
         while True:
@@ -276,7 +270,7 @@ class Writer:
                         f"(check url, database and credentials): {exc}") from None
                 failures += 1
                 self.stats.add(retries=1)
-                if self._stale_in_flight:
+                if any(self._stale(it) for it in items):
                     raise _Stale() from None
                 if failures == 1 or failures % 10 == 0:
                     log.warning("InfluxDB write failed (%d points, attempt %d), retrying in "
