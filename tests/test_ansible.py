@@ -399,6 +399,32 @@ class Client:
         self.c.loop_stop()
 
 
+def _acl_rules(text: str) -> set[tuple[str, str]]:
+    """An ACL file's rules as (account, rule); ``pattern`` rules apply to every account
+    ("*"), ``topic`` rules to the ``user`` above them. Comments and order do not count."""
+    rules, user = set(), ""
+    for line in text.splitlines():
+        line = line.strip()
+        if line.startswith("user "):
+            user = line.split(None, 1)[1]
+        elif line.startswith(("topic ", "pattern ")):
+            rules.add(("*" if line.startswith("pattern ") else user, " ".join(line.split())))
+    return rules
+
+
+def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
+    """The role's netmon.acl.j2 grants what collector.fleet.mosquitto_acl() (the ACL of
+    the local stack and the fleet tests) grants; the NOC may also watch dead letters."""
+    from collector.fleet import mosquitto_acl
+
+    settings = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())
+    noc, collector = settings["netmon_mqtt_noc_user"], settings["netmon_mqtt_collector_user"]
+    role = _acl_rules((rendered.host(BROKER) / "mosquitto" / "netmon.acl").read_text())
+    fleet = _acl_rules(mosquitto_acl(TOPICS.prefix, noc_user=noc, collector_user=collector))
+    assert role - fleet == {(noc, f"topic read {TOPICS.dead_letters()}")}
+    assert fleet <= role, fleet - role
+
+
 @pytest.fixture
 def broker(rendered: Rendered, tmp_path: Path) -> Iterator[services.Service]:
     svc = _start_broker(rendered, tmp_path)
