@@ -96,19 +96,22 @@ def _replay(args: argparse.Namespace) -> int:
     from collector.influx import InfluxClient, InfluxError
     from collector.ingest import validate
     from collector.stats import Stats
-    from collector.writer import Writer
+    from collector.writer import Item, Writer
     from netmon.contract import Topics
 
     topics = Topics(cfg.mqtt.topic_prefix)
-    items = [validate(r.topic, r.raw(), topics, registry) for r in records]
-    ok_ids = {r.id for r, it in zip(records, items, strict=True) if it.dead is None}
+    good: list[Item] = []
+    ok_ids: set[str] = set()
     still: dict[str, DeadLetter] = {}
-    for r, it in zip(records, items, strict=True):
-        if it.dead is not None:
+    for r in records:
+        it = validate(r.topic, r.raw(), topics, registry)
+        if it.dead is None:
+            good.append(it)
+            ok_ids.add(r.id)
+        else:
             still[r.id] = r.model_copy(update={"reason": it.dead.reason,
                                                "detail": it.dead.detail})
-    if not args.dry_run and ok_ids:
-        good = [it for it in items if it.dead is None]
+    if not args.dry_run and good:
         try:
             with InfluxClient(cfg.influxdb) as client:
                 writer = Writer(client, cfg.writer, Stats(),
