@@ -5,13 +5,14 @@ from __future__ import annotations
 import csv
 import unicodedata
 from dataclasses import dataclass
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoescape
 
 from collector.bulletin import i18n
-from collector.bulletin.compute import GroupRow, Report, SpeedStat
+from collector.bulletin.compute import ACCESS_ORDER, GroupRow, Report, SpeedStat
 from collector.bulletin.data import TrendPoint
 from collector.bulletin.i18n import Lang
 
@@ -40,10 +41,7 @@ def render_html(rep: Report, lang: Lang, charts: dict[str, str],
                 expected_per_day: float) -> str:
     """The bulletin as one HTML document (chart images referenced by relative name)."""
     start = rep.month.start()
-    last = rep.month.end().date().toordinal() - 1
-    from datetime import date
-
-    end = date.fromordinal(last)
+    end = rep.month.end().date() - timedelta(days=1)
     prov_avail = next((a for a in rep.availability if not a.district), None)
     ctx: dict[str, Any] = {
         "rep": rep, "lang": lang, "charts": _Charts(charts),
@@ -86,7 +84,7 @@ class _CommuneFact:
 def _commune_facts(rep: Report) -> list[_CommuneFact]:
     """Per access type: how many communes meet, miss, or cannot be rated."""
     out = []
-    for acc in ("fixed", "mobile"):
+    for acc in ACCESS_ORDER:
         rows = [r for r in rep.communes if r.access == acc and r.download]
         if not rows:
             continue
