@@ -46,6 +46,33 @@ async def idle_rtt(host: str, link: LinkBinding, count: int = 5,
     return statistics.median(rtts) if rtts else None
 
 
+async def add_idle_rtt(metrics: dict[str, float], host: str, link: LinkBinding) -> None:
+    """Set ``idle_rtt_ms`` in ``metrics`` when the idle RTT could be measured."""
+    idle = await idle_rtt(host, link)
+    if idle is not None:
+        metrics["idle_rtt_ms"] = round(idle, 3)
+
+
+def directions(direction: str) -> tuple[str, ...]:
+    """The directions run, in order, for a ``direction`` option ("both" = down then up)."""
+    return ("download", "upload") if direction == "both" else (direction,)
+
+
+def add_direction(metrics: dict[str, float], direction: str, mbps: float,
+                  loaded_rtts: list[float], window: CounterWindow, test_bytes: float,
+                  seconds: float, ipv6: bool, share: float) -> tuple[str, ...]:
+    """Set one direction's rate, loaded RTT (median) and cross-traffic in ``metrics``
+    (upload keys carry ``_upload``); return its flags."""
+    suffix = "" if direction == "download" else "_upload"
+    metrics[f"{direction}_mbps"] = round(mbps, 3)
+    if loaded_rtts:
+        metrics[f"loaded_rtt{suffix}_ms"] = round(statistics.median(loaded_rtts), 3)
+    cross, flags = window.cross_traffic(direction, test_bytes, seconds, ipv6, share, mbps)
+    if cross:
+        metrics[f"cross_traffic{suffix}_mbps"] = cross["cross_traffic_mbps"]
+    return flags
+
+
 @dataclass
 class LoadedSampler:
     """Echoes sent every ``interval`` s while a transfer runs (started/stopped by the
@@ -91,13 +118,6 @@ class LoadedSampler:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-
-    def metrics(self) -> dict[str, float]:
-        """``loaded_rtt_ms`` (median) and ``loaded_rtt_samples``."""
-        if not self.rtts:
-            return {}
-        return {"loaded_rtt_ms": round(statistics.median(self.rtts), 3),
-                "loaded_rtt_samples": float(len(self.rtts))}
 
 
 @dataclass

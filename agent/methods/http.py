@@ -12,7 +12,13 @@ from pydantic import Field, field_validator, model_validator
 
 from agent import linkstats
 from agent.methods._httpengine import EngineConfig, transfer
-from agent.methods._load import CounterWindow, ThroughputOptions, idle_rtt
+from agent.methods._load import (
+    CounterWindow,
+    ThroughputOptions,
+    add_direction,
+    add_idle_rtt,
+    directions,
+)
 from agent.methods._net import MeasureError, guarded, resolve
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
@@ -75,14 +81,10 @@ class HttpMethod:
             metrics: dict[str, float] = {}
             flags: tuple[str, ...] = ()
             if options.loaded_latency:
-                idle = await idle_rtt(ping_host, ctx.link)
-                if idle is not None:
-                    metrics["idle_rtt_ms"] = round(idle, 3)
+                await add_idle_rtt(metrics, ping_host, ctx.link)
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
-            directions = ("download", "upload") if options.direction == "both" \
-                else (options.direction,)
             total = 0
-            for direction in directions:
+            for direction in directions(options.direction):
                 window = CounterWindow(iface)
                 cfg = EngineConfig(
                     host=host, port=port, link=ctx.link, direction=direction,  # type: ignore[arg-type]
@@ -99,19 +101,12 @@ class HttpMethod:
                         "protocol", f"{direction} moved no data")
                     raise MeasureError(err.code, f"{direction}: {err.message}",
                                        {"bytes": float(total)})
-                mbps = res.goodput_mbps
                 suffix = "" if direction == "download" else "_upload"
-                metrics[f"{direction}_mbps"] = round(mbps, 3)
                 metrics[f"streams{suffix}"] = float(res.streams_ok)
                 metrics[f"cpu{suffix}_s"] = round(res.cpu_s, 4)
-                if res.loaded_rtts:
-                    import statistics
-                    metrics[f"loaded_rtt{suffix}_ms"] = round(statistics.median(res.loaded_rtts), 3)
-                cross, fl = window.cross_traffic(direction, res.steady_bytes, res.steady_s,
-                                                 res.ipv6, options.cross_traffic_share, mbps)
-                if cross:
-                    metrics[f"cross_traffic{suffix}_mbps"] = cross["cross_traffic_mbps"]
-                flags += fl
+                flags += add_direction(metrics, direction, res.goodput_mbps, res.loaded_rtts,
+                                       window, res.steady_bytes, res.steady_s, res.ipv6,
+                                       options.cross_traffic_share)
             metrics["bytes"] = float(total)
             return [make_result(ctx, "http", options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]

@@ -17,7 +17,14 @@ from typing import Any, ClassVar, Literal
 from pydantic import Field, model_validator
 
 from agent import linkstats
-from agent.methods._load import CounterWindow, LoadedSampler, ThroughputOptions, idle_rtt
+from agent.methods._load import (
+    CounterWindow,
+    LoadedSampler,
+    ThroughputOptions,
+    add_direction,
+    add_idle_rtt,
+    directions,
+)
 from agent.methods._net import MeasureError, guarded, resolve, run_tool, split_host_port
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
@@ -176,32 +183,22 @@ class Iperf3Method:
             metrics: dict[str, float] = {}
             flags: tuple[str, ...] = ()
             if ping_host:
-                idle = await idle_rtt(ping_host, ctx.link)
-                if idle is not None:
-                    metrics["idle_rtt_ms"] = round(idle, 3)
+                await add_idle_rtt(metrics, ping_host, ctx.link)
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
-            directions = ("download", "upload") if options.direction == "both" \
-                else (options.direction,)
             total = 0.0
-            for direction in directions:
+            for direction in directions(options.direction):
                 window = CounterWindow(iface)
                 rep, loaded, wall = await self._one(ctx, options, addr[0], hp.port,
                                                     direction == "download", window, ping_host)
                 suffix = "" if direction == "download" else "_upload"
-                metrics[f"{direction}_mbps"] = round(rep["mbps"], 3)
-                metrics[f"retransmits{suffix}" if suffix else "retransmits"] = rep["retransmits"]
+                metrics[f"retransmits{suffix}"] = rep["retransmits"]
                 for key in ("rtt_ms", "rtt_min_ms", "rtt_max_ms"):
                     if key in rep and key not in metrics:
                         metrics[key] = round(rep[key], 3)
-                if loaded:
-                    metrics[f"loaded_rtt{suffix}_ms"] = round(statistics.median(loaded), 3)
                 total += rep["all_bytes"]
-                cross, fl = window.cross_traffic(direction, rep["all_bytes"], wall,
-                                                 ":" in addr[0], options.cross_traffic_share,
-                                                 rep["mbps"])
-                if cross:
-                    metrics[f"cross_traffic{suffix}_mbps"] = cross["cross_traffic_mbps"]
-                flags += fl
+                flags += add_direction(metrics, direction, rep["mbps"], loaded, window,
+                                       rep["all_bytes"], wall, ":" in addr[0],
+                                       options.cross_traffic_share)
             metrics["bytes"] = total
             return [make_result(ctx, "iperf3", options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import statistics
 import subprocess
 import threading
 import time
@@ -28,7 +27,14 @@ from urllib.parse import urlsplit
 from pydantic import Field, field_validator
 
 from agent import linkstats
-from agent.methods._load import CounterWindow, LoadedSampler, ThroughputOptions, idle_rtt
+from agent.methods._load import (
+    CounterWindow,
+    LoadedSampler,
+    ThroughputOptions,
+    add_direction,
+    add_idle_rtt,
+    directions,
+)
 from agent.methods._net import MeasureError, guarded
 from agent.methods.base import LinkBinding, MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
@@ -198,14 +204,10 @@ class SpeedtestMethod:
             flags: tuple[str, ...] = ()
             ping_host = options.latency_target or server_host
             if options.loaded_latency and ping_host:
-                idle = await idle_rtt(ping_host, _link_with(ctx.link, source))
-                if idle is not None:
-                    metrics["idle_rtt_ms"] = round(idle, 3)
+                await add_idle_rtt(metrics, ping_host, _link_with(ctx.link, source))
             iface = linkstats.interface_for(ctx.link.interface, source, _ip_of(server_host))
-            directions = ("download", "upload") if options.direction == "both" \
-                else (options.direction,)
             total = 0.0
-            for direction in directions:
+            for direction in directions(options.direction):
                 window = CounterWindow(iface)
                 sampler = LoadedSampler(ping_host, _link_with(ctx.link, source),
                                         options.latency_interval_s) \
@@ -240,15 +242,9 @@ class SpeedtestMethod:
                 wall = time.perf_counter() - w0
                 window.mark_end()
                 total += moved
-                suffix = "" if direction == "download" else "_upload"
-                metrics[f"{direction}_mbps"] = round(mbps, 3)
-                if sampler and sampler.rtts:
-                    metrics[f"loaded_rtt{suffix}_ms"] = round(statistics.median(sampler.rtts), 3)
-                cross, fl = window.cross_traffic(direction, moved, wall, False,
-                                                 options.cross_traffic_share, mbps)
-                if cross:
-                    metrics[f"cross_traffic{suffix}_mbps"] = cross["cross_traffic_mbps"]
-                flags += fl
+                flags += add_direction(metrics, direction, mbps,
+                                       sampler.rtts if sampler else [], window, moved, wall,
+                                       False, options.cross_traffic_share)
             metrics["bytes"] = total
             return [make_result(ctx, "speedtest", options.target, started,
                                 time.monotonic() - t0, metrics, flags=flags)]
