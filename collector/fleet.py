@@ -30,7 +30,7 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from pydantic import ValidationError
 
-from collector.config import MqttSettings
+from collector.config import MqttSettings, read_secret
 from collector.influx import InfluxClient, Series
 from collector.schema import LINK_USAGE, PROBE_STATUS, RESULTS, Site
 from netmon.contract import DEFAULT_PREFIX, Topics, format_time
@@ -126,13 +126,11 @@ class NocClient:
     def __enter__(self) -> NocClient:
         s = self.settings
         if s.username:
-            password = None
-            if s.password_file is not None:
-                try:
-                    password = s.password_file.read_text(encoding="utf-8").rstrip("\r\n")
-                except OSError as exc:
-                    raise FleetError(f"mqtt.password_file: cannot read {s.password_file}: "
-                                     f"{exc.strerror}", usage=True) from None
+            try:
+                password = read_secret(s.password_file)  # as the collector reads it
+            except OSError as exc:
+                raise FleetError(f"mqtt.password_file: cannot read {s.password_file}: "
+                                 f"{exc.strerror}", usage=True) from None
             self.client.username_pw_set(s.username, password)
         if s.tls:
             try:
