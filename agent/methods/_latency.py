@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable
 
 from pydantic import Field
 
-from agent.methods._net import MeasureError, rtt_metrics
+from agent.methods._net import MeasureError
 from agent.methods.base import MethodOptions
 
 
@@ -46,8 +46,3 @@ async def sample_series(probe: Callable[[], Awaitable[float | None]], count: int
         else:
             next_at = loop.time()
     return rtts, count, errors
-
-
-def series_metrics(rtts: list[float], sent: int) -> dict[str, float]:
-    """RTT statistics (see :func:`agent.methods._net.rtt_metrics`)."""
-    return rtt_metrics(rtts, sent)

@@ -11,8 +11,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from agent.methods._latency import LatencyOptions, sample_series, series_metrics
-from agent.methods._net import MeasureError, guarded, link_socket, os_error, split_host_port
+from agent.methods._latency import LatencyOptions, sample_series
+from agent.methods._net import (
+    MeasureError,
+    guarded,
+    link_socket,
+    os_error,
+    rtt_metrics,
+    split_host_port,
+)
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
@@ -107,7 +114,7 @@ class DnsMethod:
                 rtts, sent, _ = await sample_series(probe, options.count, options.interval_s)
             finally:
                 sock.close()
-            metrics = series_metrics(rtts, sent)
+            metrics = rtt_metrics(rtts, sent)
             error = None
             if not rtts:
                 code, words = failures[0] if failures else ("timeout", "no answer")

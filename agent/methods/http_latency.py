@@ -15,8 +15,8 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator
 
-from agent.methods._latency import LatencyOptions, sample_series, series_metrics
-from agent.methods._net import MeasureError, connect_tcp, guarded, os_error
+from agent.methods._latency import LatencyOptions, sample_series
+from agent.methods._net import MeasureError, connect_tcp, guarded, os_error, rtt_metrics
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
@@ -142,5 +142,5 @@ class HttpLatencyMethod:
                 code, words = failures[0] if failures else ("timeout", "no answer")
                 error = (code, f"{sent} requests failed; first: {words}")
             return [make_result(ctx, "http_latency", options.target, started,
-                                time.monotonic() - t0, series_metrics(rtts, sent), error)]
+                                time.monotonic() - t0, rtt_metrics(rtts, sent), error)]
         return await guarded(ctx, "http_latency", options.target, options.timeout_s, body)

@@ -9,8 +9,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods._icmp import ping_series
-from agent.methods._latency import LatencyOptions, series_metrics
-from agent.methods._net import guarded
+from agent.methods._latency import LatencyOptions
+from agent.methods._net import guarded, rtt_metrics
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
 
@@ -37,7 +37,7 @@ class IcmpMethod:
             rtts, sent = await ping_series(options.target, ctx.link, options.count,
                                            options.interval_s, options.probe_timeout_s,
                                            FAMILIES[options.family])
-            metrics = series_metrics(rtts, sent)
+            metrics = rtt_metrics(rtts, sent)
             error = None if rtts else (
                 "unreachable", f"no echo reply from {options.target} to {sent} requests")
             return [make_result(ctx, "icmp", options.target, started, time.monotonic() - t0,

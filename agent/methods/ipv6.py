@@ -19,8 +19,8 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods._icmp import ping_series
-from agent.methods._latency import LatencyOptions, series_metrics
-from agent.methods._net import MeasureError, guarded
+from agent.methods._latency import LatencyOptions
+from agent.methods._net import MeasureError, guarded, rtt_metrics
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
 
@@ -78,7 +78,7 @@ class Ipv6Method:
                     v6, sent = await ping_series(options.target, v6_link, options.count,
                                                  options.interval_s, options.probe_timeout_s,
                                                  socket.AF_INET6)
-                    metrics |= series_metrics(v6, sent)
+                    metrics |= rtt_metrics(v6, sent)
                 except MeasureError as exc:
                     notes.append(exc.message)
                     metrics["loss_pct"] = 100.0
@@ -92,7 +92,7 @@ class Ipv6Method:
                 except MeasureError:
                     v4 = []
                 if v4:
-                    v4_med = series_metrics(v4, len(v4))["rtt_ms"]
+                    v4_med = rtt_metrics(v4, len(v4))["rtt_ms"]
                     metrics["rtt_v4_ms"] = v4_med
                     if v6 and v4_med > 0:
                         metrics["rtt_v6_v4_ratio"] = round(metrics["rtt_ms"] / v4_med, 3)

@@ -15,8 +15,8 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from agent.methods._icmp import ping_series
-from agent.methods._latency import LatencyOptions, sample_series, series_metrics
-from agent.methods._net import MeasureError, connect_tcp, guarded, split_host_port
+from agent.methods._latency import LatencyOptions, sample_series
+from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, split_host_port
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
@@ -85,7 +85,7 @@ class ReachabilityMethod:
         except MeasureError as exc:
             rtts, sent = [], options.count
             failures.append(exc)
-        metrics = series_metrics(rtts, sent) | {"reachable": 1.0 if rtts else 0.0}
+        metrics = rtt_metrics(rtts, sent) | {"reachable": 1.0 if rtts else 0.0}
         error: tuple[ErrorCode, str] | None = None
         if not rtts:
             first = failures[0] if failures else MeasureError("unreachable", "no answer")

@@ -7,8 +7,8 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from agent.methods._latency import LatencyOptions, sample_series, series_metrics
-from agent.methods._net import MeasureError, connect_tcp, guarded, split_host_port
+from agent.methods._latency import LatencyOptions, sample_series
+from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, split_host_port
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
 
@@ -47,7 +47,7 @@ class TcpMethod:
                 return seconds * 1000.0
 
             rtts, sent, _ = await sample_series(probe, options.count, options.interval_s)
-            metrics = series_metrics(rtts, sent)
+            metrics = rtt_metrics(rtts, sent)
             error = None
             if not rtts:
                 first = codes[0] if codes else MeasureError("unreachable", "no connection")
