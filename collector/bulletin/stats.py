@@ -128,8 +128,7 @@ def summarize(values: ArrayLike, line_ids: ArrayLike, target: float | None,
         mean=float(a.mean()),
         p10=p10,
         p90=p90,
-        share_at_target=(float(np.count_nonzero(a >= target) / a.size)
-                         if target is not None else None),
+        share_at_target=share_at_or_above(a, target) if target is not None else None,
         consistent_80_80=percentile(per_line, 20),
     )
 
