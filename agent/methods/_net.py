@@ -70,6 +70,15 @@ def split_host_port(target: str, default_port: int) -> HostPort:
     return HostPort(target, default_port)
 
 
+def target_host_port(target: str, default_port: int) -> HostPort:
+    """:func:`split_host_port` for a method's target: a bad one is a ``protocol`` error
+    reported in the result."""
+    try:
+        return split_host_port(target, default_port)
+    except ValueError as exc:
+        raise MeasureError("protocol", str(exc)) from None
+
+
 def is_ip(host: str) -> bool:
     """True when ``host`` is a literal IPv4/IPv6 address."""
     try:

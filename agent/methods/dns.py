@@ -18,7 +18,7 @@ from agent.methods._net import (
     link_socket,
     os_error,
     rtt_metrics,
-    split_host_port,
+    target_host_port,
 )
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
@@ -61,10 +61,7 @@ class DnsMethod:
     async def run(self, ctx: MethodContext, options: DnsOptions) -> list[ResultMessage]:
         """Query ``count`` times; no usable answer at all becomes an error result."""
         async def body() -> list[ResultMessage]:
-            try:
-                hp = split_host_port(options.target, options.port)
-            except ValueError as exc:
-                raise MeasureError("protocol", str(exc)) from None
+            hp = target_host_port(options.target, options.port)
             loop = asyncio.get_running_loop()
             try:
                 infos = await loop.getaddrinfo(hp.host, hp.port, type=socket.SOCK_DGRAM)

@@ -25,7 +25,7 @@ from agent.methods._load import (
     add_idle_rtt,
     directions,
 )
-from agent.methods._net import MeasureError, guarded, resolve, run_tool, split_host_port
+from agent.methods._net import MeasureError, guarded, resolve, run_tool, target_host_port
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
@@ -173,10 +173,7 @@ class Iperf3Method:
     async def run(self, ctx: MethodContext, options: Iperf3Options) -> list[ResultMessage]:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
         async def body() -> list[ResultMessage]:
-            try:
-                hp = split_host_port(options.target, options.port)
-            except ValueError as exc:
-                raise MeasureError("protocol", str(exc)) from None
+            hp = target_host_port(options.target, options.port)
             started, t0 = now_utc(), time.monotonic()
             _, addr = await resolve(hp.host, hp.port, ctx.link)
             ping_host = (options.latency_target or addr[0]) if options.loaded_latency else None

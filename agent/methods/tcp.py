@@ -8,7 +8,7 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods._latency import LatencyOptions, sample_series
-from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, split_host_port
+from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, target_host_port
 from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
 
@@ -29,10 +29,7 @@ class TcpMethod:
     async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:
         """Connect ``count`` times; refused/unreachable on every try becomes that error."""
         async def body() -> list[ResultMessage]:
-            try:
-                hp = split_host_port(options.target, options.port)
-            except ValueError as exc:
-                raise MeasureError("protocol", str(exc)) from None
+            hp = target_host_port(options.target, options.port)
             started, t0 = now_utc(), time.monotonic()
             codes: list[MeasureError] = []
 
