@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from collector.config import InfluxSettings, read_secret
 from dashboards import files
 from dashboards.build import DATASOURCE_UID, BuildConfig, build_all
 from dashboards.checks import structural_problems
@@ -107,7 +108,7 @@ def _check(args: argparse.Namespace) -> int:
     return 1 if stale or problems else 0
 
 
-def datasource_payload(influx: Any) -> dict[str, Any]:
+def datasource_payload(influx: InfluxSettings) -> dict[str, Any]:
     """The data source for Grafana's API from the collector's ``[influxdb]`` settings.
 
     A token (2.x/3.x) goes in an ``Authorization: Token`` header; a password (1.x) as
@@ -119,13 +120,11 @@ def datasource_payload(influx: Any) -> dict[str, Any]:
         "jsonData": {"dbName": influx.database, "httpMode": "POST", "version": "InfluxQL",
                      "timeInterval": "1m", "tlsSkipVerify": not influx.verify_tls}}
     if influx.token_file:
-        token = Path(influx.token_file).read_text(encoding="utf-8").strip()
         payload["jsonData"]["httpHeaderName1"] = "Authorization"
-        payload["secureJsonData"] = {"httpHeaderValue1": f"Token {token}"}
+        payload["secureJsonData"] = {"httpHeaderValue1": f"Token {read_secret(influx.token_file)}"}
     elif influx.password_file:
         payload["user"] = influx.username or "netmon"
-        payload["secureJsonData"] = {
-            "password": Path(influx.password_file).read_text(encoding="utf-8").strip()}
+        payload["secureJsonData"] = {"password": read_secret(influx.password_file)}
     return payload
 
 
