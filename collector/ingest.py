@@ -240,10 +240,8 @@ class MqttIngest:
         """PUBACK every item received on the current connection (called by the writer)."""
         with self._gen_lock:
             gen = self._gen
-            mids = [it.ack[0] for it in items
-                    if it.ack is not None and it.ack[2] == gen and it.ack[1] == 1]
-            others = [it.ack for it in items
-                      if it.ack is not None and it.ack[2] == gen and it.ack[1] != 1]
+            # Subscribed at QoS 1: every message with an ack is QoS 1 (PUBACK, no PUBREC).
+            mids = [it.ack[0] for it in items if it.ack is not None and it.ack[2] == gen]
             queue = getattr(self.client, "_packet_queue", None)
             if mids and queue is not None:
                 # One socket write for the whole batch instead of a wake-up and a send()
@@ -253,9 +251,7 @@ class MqttIngest:
             else:
                 for mid in mids:
                     self.client.ack(mid, 1)
-            for mid, qos, _ in others:
-                self.client.ack(mid, qos)
-        self.stats.add(acked=len(mids) + len(others))
+        self.stats.add(acked=len(mids))
 
     def publish_dead(self, rec: DeadLetter) -> None:
         """Courtesy copy of a dead letter on the dead-letter topic (QoS 1)."""
