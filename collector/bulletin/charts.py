@@ -67,7 +67,7 @@ def distribution(rep: Report, lang: Lang, out: Path) -> str:
     axes = fig.subplots(1, max(len(accesses), 1), squeeze=False)[0]
     for ax, acc in zip(axes, accesses, strict=False):
         v = rep.distributions[acc]
-        target = rep.targets.for_access(acc)  # type: ignore[arg-type]
+        target = rep.targets.for_access(acc)
         hi = max(float(np.percentile(v, 99.5)), target * 1.25)
         weights = np.full(v.size, 100.0 / v.size)
         ax.hist(np.clip(v, 0, hi), bins=40, range=(0, hi), weights=weights,
@@ -100,7 +100,7 @@ def districts(rep: Report, lang: Lang, out: Path) -> str:
     for ax, acc in zip(axes, accesses, strict=False):
         rows = sorted(by_acc[acc], key=lambda r: (r.download.summary.median or 0.0)
                       if r.download else 0.0)
-        target = rep.targets.for_access(acc)  # type: ignore[arg-type]
+        target = rep.targets.for_access(acc)
         labels = [r.district or t("unknown", lang) for r in rows]
         vals = [(r.download.summary.median or 0.0) if r.download else 0.0 for r in rows]
         colors = []
@@ -161,7 +161,7 @@ def trend(rep: Report, lang: Lang, out: Path) -> str:
         if np.isnan(y).all():
             continue
         ax.plot(x, y, marker="o", color=COLORS[acc], label=t(f"{acc}_short", lang))
-        target = rep.targets.for_access(acc)  # type: ignore[arg-type]
+        target = rep.targets.for_access(acc)
         ax.axhline(target, color=COLORS[acc], ls="--", lw=1,
                    label=f"{t('legend_target', lang)} {fmt_num(target, lang, 0)}")
     ax.set_xticks(x, [short_month(mm, lang) for mm in months], fontsize=8)

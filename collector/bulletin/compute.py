@@ -30,10 +30,11 @@ from collector.bulletin.data import (
 )
 from collector.bulletin.i18n import sort_key
 from collector.config import BulletinSettings, Targets
+from netmon.contract import Access
 
 #: ``no_target``: enough tests but nothing to rate against (upload: the plan sets no target).
 Rating = Literal["meets", "below", "insufficient", "no_data", "no_target"]
-ACCESS_ORDER = ("fixed", "mobile")
+ACCESS_ORDER: tuple[Access, ...] = ("fixed", "mobile")
 
 
 @dataclass
@@ -257,7 +258,7 @@ def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
                        cross_traffic=int(np.count_nonzero(ok & t.cross[idx])))
         line_ids = t.line[idx][valid]
         for direction, arr, target in (
-                ("download", dl_all, targets.for_access(access)  # type: ignore[arg-type]
+                ("download", dl_all, targets.for_access(access)
                  if access in ACCESS_ORDER else None),
                 ("upload", ul_all, None)):
             v = arr[idx][valid]
