@@ -28,7 +28,6 @@ from __future__ import annotations
 import csv
 import logging
 import threading
-import tomllib
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Any
@@ -45,7 +44,7 @@ from pydantic import (
 
 from collector.schema import Site, nfc, tag_value_problem
 from netmon.contract import ProbeId
-from netmon.settings import describe_errors
+from netmon.settings import ConfigError, describe_errors, read_toml
 
 log = logging.getLogger(__name__)
 
@@ -106,10 +105,9 @@ class SiteEntry(BaseModel):
 
 def _rows_from_toml(path: Path) -> list[tuple[str, Any]]:
     try:
-        with open(path, "rb") as fh:
-            data = tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise RegistryError(path, [f"TOML syntax: {exc}"]) from None
+        data = read_toml(path)
+    except ConfigError as exc:  # syntax, missing file, permissions
+        raise RegistryError(path, exc.problems) from None
     extra = sorted(set(data) - {"site"})
     if extra:
         raise RegistryError(path, [f"{k}: unknown top-level key (expected [[site]] tables)"
