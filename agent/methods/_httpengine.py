@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
-from agent.methods._net import MeasureError, link_socket, os_error, resolve
+from agent.methods._net import MeasureError, connect_addr, os_error, resolve
 from agent.methods.base import LinkBinding
 
 try:
@@ -358,16 +358,8 @@ class _Engine:
     async def _open(self, family: int, addr: tuple[str, int]) -> _Stream:
         loop = asyncio.get_running_loop()
         stream = _Stream(self)
-        sock = link_socket(family, socket.SOCK_STREAM, self.cfg.link)
-        try:
-            await asyncio.wait_for(loop.sock_connect(sock, addr), self.cfg.connect_timeout_s)
-        except TimeoutError:
-            sock.close()
-            raise MeasureError("timeout", f"connect to {self.cfg.host}:{self.cfg.port} timed "
-                                          f"out after {self.cfg.connect_timeout_s:g}s") from None
-        except OSError as exc:
-            sock.close()
-            raise os_error(exc, f"connect to {self.cfg.host}:{self.cfg.port}") from None
+        sock, _ = await connect_addr(family, addr, self.cfg.link, self.cfg.connect_timeout_s,
+                                  f"{self.cfg.host}:{self.cfg.port}")
         proto: DownloadProtocol | UploadProtocol
         if self.cfg.direction == "download":
             proto = DownloadProtocol(stream, self._request(), self.recv_buffer)

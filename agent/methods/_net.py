@@ -140,10 +140,10 @@ def link_socket(family: int, type_: int, link: LinkBinding, proto: int = 0) -> s
     return sock
 
 
-async def connect_tcp(host: str, port: int, link: LinkBinding, timeout: float
-                      ) -> tuple[socket.socket, float]:
-    """Open a TCP connection on the link; return the connected socket and connect time (s)."""
-    family, addr = await resolve(host, port, link, timeout=timeout)
+async def connect_addr(family: int, addr: tuple[str, int], link: LinkBinding, timeout: float,
+                       what: str) -> tuple[socket.socket, float]:
+    """Open a TCP connection to a resolved address on the link; return the connected socket
+    and connect time (s, socket set-up excluded). Errors name ``what`` (``host:port``)."""
     sock = link_socket(family, socket.SOCK_STREAM, link)
     loop = asyncio.get_running_loop()
     start = time.perf_counter()
@@ -151,12 +151,19 @@ async def connect_tcp(host: str, port: int, link: LinkBinding, timeout: float
         await asyncio.wait_for(loop.sock_connect(sock, addr), timeout)
     except TimeoutError:
         sock.close()
-        raise MeasureError("timeout", f"connect to {host}:{port} timed out after "
+        raise MeasureError("timeout", f"connect to {what} timed out after "
                                       f"{timeout:g}s") from None
     except OSError as exc:
         sock.close()
-        raise os_error(exc, f"connect to {host}:{port}") from None
+        raise os_error(exc, f"connect to {what}") from None
     return sock, time.perf_counter() - start
+
+
+async def connect_tcp(host: str, port: int, link: LinkBinding, timeout: float
+                      ) -> tuple[socket.socket, float]:
+    """Open a TCP connection on the link; return the connected socket and connect time (s)."""
+    family, addr = await resolve(host, port, link, timeout=timeout)
+    return await connect_addr(family, addr, link, timeout, f"{host}:{port}")
 
 
 def os_error(exc: OSError, what: str) -> MeasureError:
