@@ -122,6 +122,15 @@ class Ansible:
         })
 
 
+def role_playbook(path: Path, host: str, role: str, role_vars: dict[str, Any]) -> Path:
+    """Write a playbook that runs one role, locally, for one inventory host."""
+    path.write_text(yaml.safe_dump([{
+        "name": f"{role} only", "hosts": host, "connection": "local", "gather_facts": False,
+        "tasks": [{"name": role, "ansible.builtin.include_role": {"name": role},
+                   "vars": role_vars}]}]), encoding="utf-8")
+    return path
+
+
 def recap_changed(stdout: str, host: str) -> int:
     """The ``changed=`` count of one host in PLAY RECAP."""
     for line in stdout.splitlines():

@@ -44,6 +44,7 @@ from tests.helpers_ansible import (
     inventory_groups,
     make_secrets,
     recap_changed,
+    role_playbook,
     task_status,
     tool,
 )
@@ -530,13 +531,8 @@ def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
     subprocess.run(["cp", "-a", str(rendered.host(BROKER) / "mosquitto"), str(mosq)],
                    check=True)
     broker = _start_broker(rendered, tmp_path, mosq)
-    play = tmp_path / "broker.yml"
-    play.write_text(yaml.safe_dump([{
-        "name": "Broker files only", "hosts": BROKER, "connection": "local",
-        "gather_facts": False,
-        "tasks": [{"name": "Broker", "ansible.builtin.include_role": {"name": "mosquitto"},
-                   "vars": {"mosquitto_manage_service": False,
-                            "mosquitto_conf_dir": str(mosq)}}]}]))
+    play = role_playbook(tmp_path / "broker.yml", BROKER, "mosquitto", {
+        "mosquitto_manage_service": False, "mosquitto_conf_dir": str(mosq)})
     passwd = mosq / "netmon.passwd"
     before = passwd.read_bytes()
     try:
@@ -582,13 +578,8 @@ def measurement_server(rendered: Rendered, tmp_path: Path) -> Iterator[tuple[Pat
     tmp_path.chmod(0o755)
     port = services.free_port()
     conf_dir = tmp_path / "server"
-    play = tmp_path / "server.yml"
-    play.write_text(yaml.safe_dump([{
-        "name": "Measurement server files", "hosts": SERVER, "connection": "local",
-        "gather_facts": False,
-        "tasks": [{"name": "Server", "ansible.builtin.include_role": {"name": "netmon_server"},
-                   "vars": {"netmon_server_manage_service": False,
-                            "netmon_server_systemd_dir": str(conf_dir)}}]}]))
+    play = role_playbook(tmp_path / "server.yml", SERVER, "netmon_server", {
+        "netmon_server_manage_service": False, "netmon_server_systemd_dir": str(conf_dir)})
     rendered.ansible.playbook(play, rendered.extra() | {
         "netmon_server_conf_dir": str(conf_dir),
         "netmon_server_webroot": str(tmp_path / "www"),
@@ -745,13 +736,9 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
     _need("influxd")
     tmp_path.chmod(0o755)
     svc = services.start_influxd(tmp_path / "influxd", auth=True)
-    play = tmp_path / "influx.yml"
-    play.write_text(yaml.safe_dump([{
-        "name": "InfluxDB users", "hosts": GROUPS["influxdb"][0], "connection": "local",
-        "gather_facts": False,
-        "tasks": [{"name": "InfluxDB", "ansible.builtin.include_role": {"name": "influxdb"},
-                   "vars": {"influxdb_manage_service": False,
-                            "influxdb_conf_path": str(tmp_path / "conf" / "influxdb.conf")}}]}]))
+    play = role_playbook(tmp_path / "influx.yml", GROUPS["influxdb"][0], "influxdb", {
+        "influxdb_manage_service": False,
+        "influxdb_conf_path": str(tmp_path / "conf" / "influxdb.conf")})
     url = f"http://127.0.0.1:{svc.port}"
     extra = rendered.extra() | {"netmon_influxdb_url": url}
     s = rendered.secrets
