@@ -15,7 +15,7 @@ import struct
 import time
 from typing import Self
 
-from agent.methods._net import MeasureError, bind_to_link, resolve
+from agent.methods._net import MeasureError, link_socket, resolve
 from agent.methods.base import LinkBinding
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
@@ -55,16 +55,10 @@ class Pinger:
         errors = []
         for kind, raw in ((socket.SOCK_DGRAM, False), (socket.SOCK_RAW, True)):
             try:
-                sock = socket.socket(fam, kind, proto)
-            except OSError as exc:
+                sock = link_socket(fam, kind, link, proto)
+            except OSError as exc:  # link_socket's own binding errors are MeasureErrors
                 errors.append(f"{'raw' if raw else 'ping'} socket: {exc.strerror}")
                 continue
-            try:
-                sock.setblocking(False)
-                bind_to_link(sock, link)
-            except BaseException:
-                sock.close()
-                raise
             ident = sock.getsockname()[1] if not raw else (os.getpid() ^ id(sock)) & 0xFFFF
             return cls(sock, fam, (addr[0], 0), raw, ident)
         raise MeasureError("forbidden", "cannot open an ICMP socket (" + "; ".join(errors) +
