@@ -20,6 +20,7 @@ Runs as any user; needs mosquitto and iperf3 (Debian packages).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import statistics
@@ -29,6 +30,7 @@ import tempfile
 import threading
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -76,41 +78,46 @@ isp = "Loopback"
 """)
 
 
-def start_agent(config: Path, log: Path) -> subprocess.Popen[bytes]:
+def tcp_test(port: int, every_s: int, jitter_s: int) -> str:
+    """A ``[tests.tcp]`` section: 3 connects to ``port`` (the broker's, which is open)."""
+    return f"""
+[tests.tcp]
+method = "tcp"
+every_s = {every_s}
+jitter_s = {jitter_s}
+target = "127.0.0.1:{port}"
+count = 3
+"""
+
+
+@contextlib.contextmanager
+def running_agent(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``netmon-agent run`` for the block, stopped (SIGTERM, then SIGKILL) on leaving it."""
     env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced"}
     with open(log, "ab") as out:
-        return subprocess.Popen(
+        proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
              "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=env,
             cwd=REPO)
-
-
-def stop(proc: subprocess.Popen[bytes]) -> None:
-    proc.terminate()
     try:
-        proc.wait(15)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+        yield proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(15)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
 
 
 def footprint(work: Path) -> dict[str, float]:
     broker = services.start_mosquitto(work / "mosquitto")
     iperf = services.start_iperf3(work / "iperf3")
-    listener_port = broker.port  # tcp tests connect to the broker's port
     try:
         # Idle: latency tests every 10 minutes, first one within 5 s.
         cfg = work / "idle.toml"
-        write_config(cfg, broker.port, work / "idle-spool.db", f"""
-[tests.tcp]
-method = "tcp"
-every_s = 600
-jitter_s = 5
-target = "127.0.0.1:{listener_port}"
-count = 3
-""")
-        agent = start_agent(cfg, work / "idle.log")
-        try:
+        write_config(cfg, broker.port, work / "idle-spool.db", tcp_test(broker.port, 600, 5))
+        with running_agent(cfg, work / "idle.log") as agent:
             time.sleep(10)  # started, connected, first test done
             ticks0, t0 = cpu_ticks(agent.pid), time.monotonic()
             time.sleep(20)
@@ -118,8 +125,6 @@ count = 3
             idle_rss = rss_kb(agent.pid) / 1024
             hz = os.sysconf("SC_CLK_TCK")
             idle_cpu = (ticks1 - ticks0) / hz / (t1 - t0) * 100
-        finally:
-            stop(agent)
         # During a test: an iperf3 run (5 s each way) and tcp tests.
         cfg = work / "busy.toml"
         write_config(cfg, broker.port, work / "busy-spool.db", f"""
@@ -133,20 +138,10 @@ duration_s = 5
 omit_s = 0
 direction = "both"
 loaded_latency = false
-
-[tests.tcp]
-method = "tcp"
-every_s = 1
-jitter_s = 0
-target = "127.0.0.1:{listener_port}"
-count = 3
-""")
-        agent = start_agent(cfg, work / "busy.log")
-        try:
+""" + tcp_test(broker.port, 1, 0))
+        with running_agent(cfg, work / "busy.log") as agent:
             time.sleep(16)
             test_rss = rss_kb(agent.pid, "VmHWM") / 1024
-        finally:
-            stop(agent)
         return {"idle_rss_mb": idle_rss, "idle_cpu_pct": idle_cpu, "test_rss_mb": test_rss}
     finally:
         iperf.stop()
@@ -187,18 +182,17 @@ def drain(work: Path, n: int) -> dict[str, float]:
     cfg = work / "drain.toml"
     write_config(cfg, broker.port, spool_path, "")
     t0 = time.monotonic()
-    agent = start_agent(cfg, work / "drain.log")
     try:
-        if not done.wait(300):
-            raise SystemExit(f"drain: only {len(got)} of {n} results arrived")
-        while True:
-            with Spool(spool_path, readonly=True) as ro:
-                if ro.depth() == 0:
-                    break
-            time.sleep(0.02)
-        total = time.monotonic() - t0
+        with running_agent(cfg, work / "drain.log"):
+            if not done.wait(300):
+                raise SystemExit(f"drain: only {len(got)} of {n} results arrived")
+            while True:
+                with Spool(spool_path, readonly=True) as ro:
+                    if ro.depth() == 0:
+                        break
+                time.sleep(0.02)
+            total = time.monotonic() - t0
     finally:
-        stop(agent)
         sub.loop_stop()
         broker.stop()
     spool_path.unlink(missing_ok=True)
