@@ -103,6 +103,11 @@ def escape_string_field(text: str) -> str:
     return f'"{text}"'
 
 
+def influxql_string(value: str) -> str:
+    """A single-quoted InfluxQL string literal."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
 def _format_float(value: float) -> str:
     return repr(float(value))
 

@@ -31,6 +31,7 @@ from dashboards.model import (
     Step,
     Thresholds,
 )
+from netmon import contract
 
 #: The provisioned data source's uid; every panel, variable and alert rule points at it.
 DATASOURCE_UID = "netmon-influxdb"
@@ -392,8 +393,8 @@ class Builder:
             options=_TS_OPTIONS))
         lay.row(self.tr("row.readiness"))
         for key, method, metric, pct in (
-                ("ipv6", Q.IPV6_METHOD, Q.IPV6_METRIC, "ipv6_ready_pct"),
-                ("tslcd", Q.REACHABILITY_METHOD, Q.REACHABILITY_METRIC, "reachable_pct")):
+                ("ipv6", contract.IPV6_METHOD, Q.IPV6_METRIC, "ipv6_ready_pct"),
+                ("tslcd", contract.REACHABILITY_METHOD, Q.REACHABILITY_METRIC, "reachable_pct")):
             names = {pct: self.tr("col.pct_ok"), "tests": self.tr("col.tests"),
                      "district": t("var.district", self.lang),
                      "commune": t("var.commune", self.lang)}

@@ -27,12 +27,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from collector.schema import LINK_USAGE, PROBE_STATUS, RESULTS
+from collector.schema import LINK_USAGE, PROBE_STATUS, RESULTS, influxql_string
+from netmon.contract import (
+    LATENCY_METHODS,
+    THROUGHPUT_METHODS,
+)
 
-THROUGHPUT_METHODS = ("iperf3", "speedtest", "http")
-LATENCY_METHODS = ("icmp", "tcp", "dns", "http_latency")
-IPV6_METHOD = "ipv6"
-REACHABILITY_METHOD = "reachability"
 #: 0/1 metrics those methods write on every result, failed or not.
 IPV6_METRIC = "ipv6_reachable"
 REACHABILITY_METRIC = "reachable"
@@ -67,9 +67,8 @@ def q(name: str) -> str:
     return '"' + name.replace('"', '\\"') + '"'
 
 
-def s(value: str) -> str:
-    """A single-quoted string literal."""
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+#: A single-quoted string literal (short: queries below use it everywhere).
+s = influxql_string
 
 
 def num(value: float) -> str:

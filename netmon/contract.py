@@ -49,6 +49,14 @@ Access = Literal["fixed", "mobile"]
 Method = Literal["iperf3", "speedtest", "http", "icmp", "tcp", "dns", "http_latency", "ipv6",
                  "reachability"]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: Methods whose results carry ``download_mbps`` / ``upload_mbps``.
+THROUGHPUT_METHODS: Final = ("iperf3", "speedtest", "http")
+#: Methods whose results carry ``rtt_ms`` / ``jitter_ms`` / ``loss_pct``.
+LATENCY_METHODS: Final = ("icmp", "tcp", "dns", "http_latency")
+#: IPv6 readiness (plan task 2.3): ok = global address and the v6 target reached.
+IPV6_METHOD: Final = "ipv6"
+#: Reachability of configured endpoints (e.g. TSLCD): ok = reached, one result each.
+REACHABILITY_METHOD: Final = "reachability"
 
 #: Error codes a failed test may carry (``error.code``).
 ERROR_CODES = (

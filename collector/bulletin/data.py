@@ -25,18 +25,10 @@ import numpy as np
 from numpy.typing import NDArray
 
 from collector.influx import InfluxClient
-from collector.schema import RESULTS, nfc
-
-#: Methods whose results carry download/upload speeds.
-THROUGHPUT_METHODS: tuple[str, ...] = ("iperf3", "speedtest", "http")
-#: Methods whose results carry rtt_ms / jitter_ms / loss_pct.
-LATENCY_METHODS: tuple[str, ...] = ("icmp", "tcp", "dns", "http_latency")
-#: IPv6 readiness (plan 568 task 2.3): a test with status ok means the probe had a global
-#: IPv6 address and reached the configured IPv6 target; status error means it did not.
-IPV6_METHOD = "ipv6"
-#: Reachability of configured endpoints (e.g. the provincial data centre over TSLCD):
-#: status ok = reached, error = not reached; ``rtt_ms`` when reached.
-REACHABILITY_METHOD = "reachability"
+from collector.schema import RESULTS, influxql_string, nfc
+from netmon.contract import (
+    THROUGHPUT_METHODS,
+)
 
 THROUGHPUT_FIELDS: tuple[str, ...] = ("download_mbps", "upload_mbps", "loaded_rtt_ms",
                                       "idle_rtt_ms")
@@ -113,12 +105,8 @@ def _is_loopback(client: InfluxClient) -> bool:
         return False
 
 
-def _quote(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
-
-
 def _method_filter(methods: tuple[str, ...]) -> str:
-    return "(" + " OR ".join(f'"method" = {_quote(m)}' for m in methods) + ")"
+    return "(" + " OR ".join(f'"method" = {influxql_string(m)}' for m in methods) + ")"
 
 
 @dataclass
@@ -251,7 +239,8 @@ def fetch_commune_counts(client: InfluxClient, start_ms: int, end_ms: int,
                          method: str) -> list[CommuneCount]:
     """Per commune: how many ``method`` tests succeeded and failed (counted by InfluxDB)."""
     q = (f'SELECT count("duration_s") AS n, median("rtt_ms") AS rtt FROM "{RESULTS}" '
-         f'WHERE time >= {start_ms}ms AND time < {end_ms}ms AND "method" = {_quote(method)} '
+         f'WHERE time >= {start_ms}ms AND time < {end_ms}ms '
+         f'AND "method" = {influxql_string(method)} '
          f'GROUP BY "district", "commune", "status", "target"')
     out: dict[tuple[str, str], CommuneCount] = {}
     for series in client.query(q)[0]:

@@ -12,6 +12,7 @@ from collector.bulletin import charts, compute, data, pdf, render
 from collector.bulletin.i18n import Lang
 from collector.config import CollectorConfig
 from collector.influx import InfluxClient, InfluxError
+from netmon import contract
 
 
 class BulletinInputError(ValueError):
@@ -61,14 +62,14 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
         try:
             start_ms, end_ms = month.bounds_ms()
             lines = data.Lines()
-            tput = data.fetch_tests(client, start_ms, end_ms, data.THROUGHPUT_METHODS,
+            tput = data.fetch_tests(client, start_ms, end_ms, contract.THROUGHPUT_METHODS,
                                     data.THROUGHPUT_FIELDS, lines)
             lat_lines = data.Lines()
-            lat = data.fetch_tests(client, start_ms, end_ms, data.LATENCY_METHODS,
+            lat = data.fetch_tests(client, start_ms, end_ms, contract.LATENCY_METHODS,
                                    data.LATENCY_FIELDS, lat_lines)
-            ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, data.IPV6_METHOD)
+            ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, contract.IPV6_METHOD)
             reach = data.fetch_commune_counts(client, start_ms, end_ms,
-                                              data.REACHABILITY_METHOD)
+                                              contract.REACHABILITY_METHOD)
             # The 11 months before this one: from earlier bulletins' CSVs in --out when
             # there, else from InfluxDB (one scan per month); this month is computed below.
             earlier = [month.prev()]
