@@ -369,8 +369,3 @@ def _flatten(problems: list[str]) -> list[str]:
             else:
                 out.append(f"{head}: {line}")
     return out
-
-
-def redact(text: str) -> str:
-    """Drop anything that looks like a password from a log line (belt and braces)."""
-    return re.sub(r"(password\S*\s*[=:]\s*)\S+", r"\1***", text, flags=re.IGNORECASE)

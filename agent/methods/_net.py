@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import errno
-import ipaddress
 import itertools
 import os
 import socket
@@ -77,15 +76,6 @@ def target_host_port(target: str, default_port: int) -> HostPort:
         return split_host_port(target, default_port)
     except ValueError as exc:
         raise MeasureError("protocol", str(exc)) from None
-
-
-def is_ip(host: str) -> bool:
-    """True when ``host`` is a literal IPv4/IPv6 address."""
-    try:
-        ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    return True
 
 
 async def resolve(host: str, port: int, link: LinkBinding, family: int = socket.AF_UNSPEC,
