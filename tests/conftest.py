@@ -55,6 +55,15 @@ def influxd(tmp_path: Path) -> Iterator[services.Service]:
     svc.stop()
 
 
+@pytest.fixture(scope="module")
+def influxd_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
+    """One influxd for a whole test module, for data sets that take seconds to load."""
+    _need("influxd")
+    svc = services.start_influxd(tmp_path_factory.mktemp("influxd"))
+    yield svc
+    svc.stop()
+
+
 class Influx:
     """Tiny v1 HTTP helper for tests (the product's writer lives in the collector)."""
 

@@ -14,7 +14,7 @@ import subprocess
 import sys
 import unicodedata
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -33,18 +33,12 @@ TARGET = {"fixed": 150.0, "mobile": 71.0}
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, hb.DataSet]]:
+def stack(influxd_module: services.Service) -> tuple[str, hb.DataSet]:
     """One influxd for the module with the October data set published into it."""
-    try:
-        services.require_binary("influxd")
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
-    svc = services.start_influxd(tmp_path_factory.mktemp("influxd"))
-    url = f"http://{svc.host}:{svc.port}"
+    url = f"http://{influxd_module.host}:{influxd_module.port}"
     ds = hb.october_data_set()
     assert hb.publish(ds, url) == len(ds.messages)
-    yield url, ds
-    svc.stop()
+    return url, ds
 
 
 def _cfg(tmp: Path, url: str, **kw: object) -> config_mod.CollectorConfig:

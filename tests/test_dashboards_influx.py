@@ -30,21 +30,15 @@ DB = "netmon"
 
 
 @pytest.fixture(scope="module")
-def loaded(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[InfluxClient, H.DataSet]]:
+def loaded(influxd_module: services.Service) -> Iterator[tuple[InfluxClient, H.DataSet]]:
     """influxd with the data set, written once for the module (loading takes seconds)."""
-    try:
-        services.require_binary("influxd")
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
-    svc = services.start_influxd(tmp_path_factory.mktemp("influxd"))
-    url = f"http://{svc.host}:{svc.port}"
+    url = f"http://{influxd_module.host}:{influxd_module.port}"
     ds = H.make_dataset()
     report = ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB)
     assert not report.dead, report.dead[:3]
     client = InfluxClient(InfluxSettings(url=url, database=DB))
     yield client, ds
     client.close()
-    svc.stop()
 
 
 def _committed(lang: str, name: str) -> dict[str, Any]:
