@@ -280,15 +280,29 @@ def start_broker(workdir: Path, port: int | None = None, extra: str = "",
 # --------------------------------------------------------------------------- agent process
 
 
+#: ``netmon-agent`` (the real CLI) from this checkout.
+AGENT_ARGV = [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())"]
+
+
+def agent_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for the agent: the clock taken as synced, plus ``env``."""
+    return {**os.environ, "NETMON_CLOCK_ASSUME": "synced", **(env or {})}
+
+
+def cli(*args: str, env: dict[str, str] | None = None, timeout: float = 120
+        ) -> subprocess.CompletedProcess[str]:
+    """``netmon-agent ARGS`` run to completion, output captured."""
+    return subprocess.run([*AGENT_ARGV, *args], capture_output=True, text=True, cwd=REPO,
+                          timeout=timeout, env=agent_env(env))
+
+
 def start_agent(config: Path, log: Path, env: dict[str, str] | None = None,
                 command: str = "run") -> subprocess.Popen[bytes]:
     """``netmon-agent run --config`` as a subprocess (the real CLI)."""
-    full_env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced", **(env or {})}
-    out = open(log, "ab")  # noqa: SIM115 - handed to the child
-    return subprocess.Popen(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
-         command, "--config", str(config), "--log-level", "debug"],
-        stdout=out, stderr=subprocess.STDOUT, env=full_env, cwd=REPO)
+    with open(log, "ab") as out:  # the child has its own copy of the descriptor
+        return subprocess.Popen(
+            [*AGENT_ARGV, command, "--config", str(config), "--log-level", "debug"],
+            stdout=out, stderr=subprocess.STDOUT, env=agent_env(env), cwd=REPO)
 
 
 def kill(proc: subprocess.Popen[bytes], sig: int = signal.SIGKILL, timeout: float = 15) -> int:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -12,13 +10,7 @@ import pytest
 
 from agent import config
 from netmon.settings import ConfigError
-from tests.helpers_agent import REPO, agent_config, tcp_test, write_config
-
-
-def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
-         *args], capture_output=True, text=True, cwd=REPO, timeout=60)
+from tests.helpers_agent import REPO, agent_config, cli, tcp_test, write_config
 
 
 def base(tmp_path: Path, **top: Any) -> dict[str, Any]:

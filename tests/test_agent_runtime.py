@@ -11,8 +11,6 @@ import json
 import logging
 import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +27,7 @@ from tests.helpers_agent import (
     Listener,
     Subscriber,
     agent_config,
+    cli,
     kill,
     spool_ids,
     start_agent,
@@ -55,13 +54,6 @@ def broker(tmp_path: Path) -> Iterator[Service]:
     svc = start_broker(tmp_path / "broker")
     yield svc
     svc.stop()
-
-
-def cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
-         *args], capture_output=True, text=True, cwd=REPO, timeout=120,
-        env={**os.environ, "NETMON_CLOCK_ASSUME": "synced", **(env or {})})
 
 
 def test_broker_down_then_back_every_result_once_oldest_first(
