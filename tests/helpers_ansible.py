@@ -54,6 +54,20 @@ def host_vars(host: str) -> dict[str, Any]:
     return loaded
 
 
+def group_vars() -> dict[str, Any]:
+    """The settings every host shares (group_vars/all/main.yml)."""
+    loaded: dict[str, Any] = yaml.safe_load(
+        (INVENTORY / "group_vars" / "all" / "main.yml").read_text(encoding="utf-8"))
+    return loaded
+
+
+def role_defaults(role: str) -> dict[str, Any]:
+    """defaults/main.yml of one role."""
+    loaded: dict[str, Any] = yaml.safe_load(
+        (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").read_text(encoding="utf-8"))
+    return loaded
+
+
 def make_secrets() -> dict[str, Any]:
     """Random test values for every vault variable of vault.yml.example."""
     def pw() -> str:

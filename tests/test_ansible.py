@@ -40,10 +40,12 @@ from tests.helpers_ansible import (
     INVENTORY,
     ROOT,
     Ansible,
+    group_vars,
     host_vars,
     inventory_groups,
     make_secrets,
     recap_changed,
+    role_defaults,
     role_playbook,
     task_status,
     tool,
@@ -251,8 +253,7 @@ def test_probes_spread_over_the_iperf3_ports(rendered: Rendered) -> None:
         data = tomllib.loads((rendered.host(probe) / "probe/etc/agent.toml").read_text())
         if "iperf3" in data["tests"]:
             ports.append(data["tests"]["iperf3"]["port"])
-    server_ports = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())[
-        "netmon_iperf3_ports"]
+    server_ports = group_vars()["netmon_iperf3_ports"]
     most = -(-len(PROBES) // len(server_ports))  # ceil: round-robin over every probe
     assert set(ports) <= set(server_ports) and len(set(ports)) > 1, ports
     assert max(ports.count(p) for p in ports) <= most, ports
@@ -418,7 +419,7 @@ def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
     the local stack and the fleet tests) grants; the NOC may also watch dead letters."""
     from collector.fleet import mosquitto_acl
 
-    settings = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())
+    settings = group_vars()
     noc, collector = settings["netmon_mqtt_noc_user"], settings["netmon_mqtt_collector_user"]
     role = _acl_rules((rendered.host(BROKER) / "mosquitto" / "netmon.acl").read_text())
     fleet = _acl_rules(mosquitto_acl(TOPICS.prefix, noc_user=noc, collector_user=collector))
@@ -681,16 +682,14 @@ def test_iperf3_unit_command_serves_the_agent_s_iperf3_method(rendered: Rendered
         proc.terminate()
         proc.wait(10)
     # Several ports, one unit instance each, as the inventory says.
-    ports = yaml.safe_load((INVENTORY / "group_vars/all/main.yml").read_text())[
-        "netmon_iperf3_ports"]
-    assert len(ports) > 1
+    assert len(group_vars()["netmon_iperf3_ports"]) > 1
 
 
 def test_server_layout_matches_measurement_server_module() -> None:
     from netmon import measurement_server as ms
 
-    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/netmon_server/defaults/main.yml").read_text())
-    assert defaults["netmon_server_speedtest_sizes"] == list(ms.SPEEDTEST_SIZES)
+    sizes = role_defaults("netmon_server")["netmon_server_speedtest_sizes"]
+    assert sizes == list(ms.SPEEDTEST_SIZES)
     assert ms.DOWNLOAD_PATH == "/download/blob.bin" and ms.UPLOAD_PATH == "/upload"
 
 
@@ -814,18 +813,13 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
 
 def test_role_paths_match_the_repository_units() -> None:
     """The roles install deploy/systemd/*.service unchanged, so their paths must agree."""
-    def defaults(role: str) -> dict[str, Any]:
-        loaded: dict[str, Any] = yaml.safe_load(
-            (ANSIBLE_DIR / "roles" / role / "defaults" / "main.yml").read_text())
-        return loaded
-
-    p = defaults("netmon_probe")
+    p = role_defaults("netmon_probe")
     agent_unit = (ROOT / "deploy/systemd/netmon-agent.service").read_text()
     home, conf = p["netmon_probe_home"], p["netmon_probe_conf_dir"]
     assert f"ExecStart={home}/venv/bin/netmon-agent run --config {conf}/agent.toml" in agent_unit
     assert f"LoadCredential=mqtt-password:{conf}/mqtt-password" in agent_unit
     assert f"StateDirectory={Path(p['netmon_probe_state_dir']).name}" in agent_unit
-    c = defaults("netmon_collector")
+    c = role_defaults("netmon_collector")
     unit = (ROOT / "deploy/systemd/netmon-collector.service").read_text()
     home, conf = c["netmon_collector_home"], c["netmon_collector_conf_dir"]
     assert f"ExecStart={home}/venv/bin/netmon-collector run --config {conf}/collector.toml" in unit
@@ -848,7 +842,7 @@ def test_grafana_provisioning_is_the_repository_s_and_gets_its_environment(
         for f in (src / "json" / lang).glob("*.json"):
             assert (g / "dashboards" / lang / f.name).read_text() == f.read_text()
     provider = yaml.safe_load((g / "etc/provisioning/dashboards/netmon.yaml").read_text())
-    defaults = yaml.safe_load((ANSIBLE_DIR / "roles/grafana/defaults/main.yml").read_text())
+    defaults = role_defaults("grafana")
     assert {p["options"]["path"] for p in provider["providers"]} == {
         f"{defaults['grafana_dashboard_dir']}/{lang}" for lang in ("vi", "en")}
     rules = yaml.safe_load((g / "etc/provisioning/alerting/netmon-rules.yaml").read_text())
