@@ -863,6 +863,27 @@ def test_grafana_provisioning_is_the_repository_s_and_gets_its_environment(
             "vault_netmon_influxdb_grafana_password"]
 
 
+def test_grafana_contact_point_is_the_generated_one_with_the_inventory_s_addresses(
+        rendered: Rendered, tmp_path: Path) -> None:
+    """contact-points.yaml.j2 writes dashboards.provisioning.contact_point_example() with
+    netmon_grafana_alert_emails as the addresses (the example inventory sets none)."""
+    from dashboards.provisioning import contact_point_example
+
+    emails = ["noc@example.org", "oncall@example.org"]
+    conf = tmp_path / "etc"
+    play = role_playbook(tmp_path / "grafana.yml", GROUPS["grafana"][0], "grafana", {
+        "grafana_manage_service": False, "grafana_conf_dir": str(conf),
+        "grafana_dashboard_dir": str(tmp_path / "dashboards"),
+        "grafana_systemd_dropin_dir": str(tmp_path / "grafana-server.service.d")})
+    # (The play is not in deploy/ansible, so the checkout is not playbook_dir/../..)
+    rendered.ansible.playbook(play, rendered.extra() | {"netmon_source_dir": str(ROOT),
+                                                        "netmon_grafana_alert_emails": emails})
+    got = yaml.safe_load((conf / "provisioning/alerting/netmon-contact-points.yaml").read_text())
+    want = contact_point_example()
+    want["contactPoints"][0]["receivers"][0]["settings"]["addresses"] = ";".join(emails)
+    assert got == want
+
+
 def test_bad_inventory_entries_are_named(rendered: Rendered, tmp_path: Path) -> None:
     """A wrong access type or a site without commune stops the run, naming probe and key."""
     import shutil
