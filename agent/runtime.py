@@ -26,7 +26,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
-from agent import methods
+from agent import linkstats, methods
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
 from agent.config import AgentConfig, TestPlan, TestSpec
@@ -78,25 +78,18 @@ def watchdog_interval() -> float | None:
 BUSY_SAMPLE_S = 1.0
 
 
-def _iface_bytes(iface: str) -> tuple[int, int] | None:
-    base = Path("/sys/class/net") / iface / "statistics"
-    try:
-        return (int((base / "rx_bytes").read_text()), int((base / "tx_bytes").read_text()))
-    except (OSError, ValueError):
-        return None
-
-
 async def interface_mbps(iface: str, seconds: float) -> float | None:
     """The busier direction's rate on ``iface`` over ``seconds`` (Mb/s), None when the
     interface has no counters."""
-    first = _iface_bytes(iface)
+    first = linkstats.read_counters(iface)
     t0 = time.monotonic()
     await asyncio.sleep(seconds)
-    second = _iface_bytes(iface)
+    second = linkstats.read_counters(iface)
     if first is None or second is None:
         return None
     elapsed = max(time.monotonic() - t0, 1e-3)
-    return max(second[0] - first[0], second[1] - first[1]) * 8 / elapsed / 1e6
+    return max(second.rx_bytes - first.rx_bytes,
+               second.tx_bytes - first.tx_bytes) * 8 / elapsed / 1e6
 
 
 class Runtime:
