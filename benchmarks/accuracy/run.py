@@ -18,6 +18,7 @@ import asyncio
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -61,7 +62,7 @@ def ref(ctx: MethodContext, link: netns.ShapedLink, direction: str, duration: in
 
 def run_cli(base: str, direction: str, length: int) -> tuple[dict[str, Any], float]:
     """speedtest-cli (the command-line tool) against the self-hosted server."""
-    exe = services.require_binary("speedtest-cli") if not _which_module() else None
+    exe = shutil.which("speedtest-cli")  # else the module pip installed (no console script)
     argv = [exe] if exe else [sys.executable, "-m", "speedtest"]
     argv += ["--mini", f"{base}/", "--json", "--no-upload" if direction == "download"
              else "--no-download"]
@@ -76,11 +77,6 @@ def run_cli(base: str, direction: str, length: int) -> tuple[dict[str, Any], flo
     key = "download" if direction == "download" else "upload"
     moved = doc["bytes_received"] if direction == "download" else doc["bytes_sent"]
     return {f"{direction}_mbps": doc[key] / 1e6, "bytes": float(moved)}, used
-
-
-def _which_module() -> bool:
-    import shutil
-    return shutil.which("speedtest-cli") is None
 
 
 def main(argv: list[str] | None = None) -> int:
