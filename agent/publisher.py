@@ -22,7 +22,7 @@ import ssl
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
@@ -57,7 +57,6 @@ class ConnectionInfo:
     attempts: int = 0
     published: int = 0
     acked: int = 0
-    history: list[str] = field(default_factory=list)
 
 
 class Publisher:

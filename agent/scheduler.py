@@ -27,8 +27,7 @@ import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
-from datetime import datetime, time
+from dataclasses import dataclass
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
@@ -63,7 +62,6 @@ class Job:
     running: bool = False
     budget_stopped: bool = False
     deferrals: int = 0  # postponed in a row because the line was busy
-    history: list[float] = field(default_factory=list)  # start times (monotonic), bounded
 
     @property
     def key(self) -> str:
@@ -206,8 +204,6 @@ class Scheduler:
         job.running = True
         job.runs += 1
         job.last_start = now
-        job.history.append(now)
-        del job.history[:-1000]
         if job.throughput:
             self._throughput_busy = True
         task = asyncio.create_task(self._run_job(job), name=f"test {job.key}")
@@ -255,11 +251,3 @@ class Scheduler:
                 fut.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await fut
-
-
-def in_peak(wall: datetime, tz: ZoneInfo, start: time, end: time) -> bool:
-    """True when ``wall`` falls in the peak window (local time of ``tz``)."""
-    local = wall.astimezone(tz).time()
-    if start <= end:
-        return start <= local < end
-    return local >= start or local < end

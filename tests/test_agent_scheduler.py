@@ -19,7 +19,7 @@ import pytest
 from agent import config, methods
 from agent.budget import Demand, effective_intervals, seconds_left_in_month
 from agent.runtime import Runtime
-from agent.scheduler import Job, Scheduler, in_peak
+from agent.scheduler import Job, Scheduler
 from netmon.services import Service
 from tests.helpers_agent import (
     FakeClock,
@@ -30,6 +30,14 @@ from tests.helpers_agent import (
 )
 
 TZ = ZoneInfo("Asia/Ho_Chi_Minh")
+
+
+def in_peak(wall: datetime, tz: ZoneInfo, start: time, end: time) -> bool:
+    """True when ``wall`` falls in the peak window (local time of ``tz``)."""
+    local = wall.astimezone(tz).time()
+    if start <= end:
+        return start <= local < end
+    return local >= start or local < end
 
 
 @pytest.fixture(autouse=True)
