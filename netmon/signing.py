@@ -82,12 +82,14 @@ def canonical_bytes(obj: Any) -> bytes:
     Raises SigningError(``malformed``) for NaN/Infinity (JSON has no such numbers, and
     two parsers could disagree on them) and for non-string keys.
     """
-    _check_finite(obj)
     try:
+        _check_finite(obj)
         text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
                           allow_nan=False)
     except (TypeError, ValueError) as exc:
         raise SigningError("malformed", f"not JSON-serialisable: {exc}") from None
+    except RecursionError:
+        raise SigningError("malformed", "JSON nests too deeply") from None
     return text.encode("utf-8")
 
 
@@ -256,6 +258,8 @@ def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
         raise SigningError("malformed", "payload is not UTF-8") from None
     except ValueError as exc:
         raise SigningError("malformed", f"payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise SigningError("malformed", "payload nests JSON too deeply") from None
     if not isinstance(obj, dict):
         raise SigningError("malformed", f"payload is a JSON {type(obj).__name__}, not an object")
     if not obj.get("signature"):

@@ -87,6 +87,22 @@ def test_unsigned_unknown_key_and_malformed(tmp_path: Path) -> None:
         assert exc.value.reason == "malformed", bad
 
 
+def test_deeply_nested_config_is_malformed_not_a_crash(tmp_path: Path) -> None:
+    _, _, key = make_keys(tmp_path)
+    obj = json.loads(sign({}, probe_id=PROBE, version=1, key=key).to_json())
+    text = json.dumps(dict(obj, plan={"tests": "PLAN"}))
+    payload = text.replace('"PLAN"', "[" * 5000 + "]" * 5000).encode()
+    with pytest.raises(SigningError) as exc:
+        verify(payload, [key.public_key()])
+    assert exc.value.reason == "malformed" and "deep" in exc.value.detail
+    nested: list[Any] = []
+    for _ in range(5000):
+        nested = [nested]
+    with pytest.raises(SigningError) as exc:
+        canonical_bytes({"plan": nested})
+    assert exc.value.reason == "malformed" and "deep" in exc.value.detail
+
+
 def test_canonical_bytes_refuses_non_finite_numbers() -> None:
     with pytest.raises(SigningError, match="non-finite"):
         canonical_bytes({"a": [1.0, float("nan")]})
