@@ -60,6 +60,7 @@ def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
         f"user {noc_user}\n"
         f"topic readwrite {prefix}/probes/+/config\n"
         f"topic read {prefix}/probes/+/status\n"
+        f"topic read {prefix}/dead-letters\n"
         "\n"
         f"user {collector_user}\n"
         f"topic read {prefix}/probes/+/results\n"

@@ -415,16 +415,15 @@ def _acl_rules(text: str) -> set[tuple[str, str]]:
 
 
 def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
-    """The role's netmon.acl.j2 grants what collector.fleet.mosquitto_acl() (the ACL of
-    the local stack and the fleet tests) grants; the NOC may also watch dead letters."""
+    """The role's netmon.acl.j2 grants exactly what collector.fleet.mosquitto_acl() (the
+    ACL of the local stack and the fleet tests) grants."""
     from collector.fleet import mosquitto_acl
 
     settings = group_vars()
     noc, collector = settings["netmon_mqtt_noc_user"], settings["netmon_mqtt_collector_user"]
     role = _acl_rules((rendered.host(BROKER) / "mosquitto" / "netmon.acl").read_text())
     fleet = _acl_rules(mosquitto_acl(TOPICS.prefix, noc_user=noc, collector_user=collector))
-    assert role - fleet == {(noc, f"topic read {TOPICS.dead_letters()}")}
-    assert fleet <= role, fleet - role
+    assert role == fleet, (role - fleet, fleet - role)
 
 
 @pytest.fixture
