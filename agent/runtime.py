@@ -26,11 +26,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, get_args
 
-from agent import linkstats, methods
+from agent import methods
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
 from agent.config import AgentConfig, TestPlan, TestSpec
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common import linkstats
 from agent.publisher import Publisher
 from agent.scheduler import Job, Scheduler
 from agent.spool import Spool

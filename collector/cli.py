@@ -13,12 +13,12 @@ from netmon import cli
 
 #: Modules that register a subcommand (``register(subparsers) -> None``).
 COMMANDS: tuple[str, ...] = (
-    "collector.cmd_run",
-    "collector.cmd_check_config",
-    "collector.cmd_dead_letters",
-    "collector.cmd_probes",
-    "collector.cmd_bulletin",
-    "dashboards.cli",
+    "collector.commands.run",
+    "collector.commands.check_config",
+    "collector.commands.dead_letters",
+    "collector.commands.probes",
+    "collector.commands.bulletin",
+    "collector.commands.dashboards",
 )
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from netmon import netns, services
+from devstack import netns, services
 
 IN_CI = os.environ.get("CI") == "true"
 

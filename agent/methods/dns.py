@@ -11,8 +11,9 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from agent.methods._latency import LatencyOptions, sample_series
-from agent.methods._net import (
+from agent.methods.base import MethodContext, make_result
+from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.net import (
     MeasureError,
     guarded,
     link_socket,
@@ -20,7 +21,6 @@ from agent.methods._net import (
     rtt_metrics,
     target_host_port,
 )
-from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 QTYPES = {"A": 1, "AAAA": 28}

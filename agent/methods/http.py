@@ -10,17 +10,17 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator, model_validator
 
-from agent import linkstats
-from agent.methods._httpengine import EngineConfig, transfer
-from agent.methods._load import (
+from agent.methods.base import MethodContext, make_result
+from agent.methods.common import linkstats
+from agent.methods.common.httpengine import EngineConfig, transfer
+from agent.methods.common.net import MeasureError, guarded, resolve
+from agent.methods.common.throughput import (
     CounterWindow,
     ThroughputOptions,
     add_direction,
     add_idle_rtt,
     directions,
 )
-from agent.methods._net import MeasureError, guarded, resolve
-from agent.methods.base import MethodContext, make_result
 from netmon.contract import ResultMessage, now_utc
 
 

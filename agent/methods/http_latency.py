@@ -15,9 +15,9 @@ from urllib.parse import urlsplit
 
 from pydantic import field_validator
 
-from agent.methods._latency import LatencyOptions, sample_series
-from agent.methods._net import MeasureError, connect_tcp, guarded, os_error, rtt_metrics
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.net import MeasureError, connect_tcp, guarded, os_error, rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 

@@ -16,8 +16,10 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from agent import linkstats
-from agent.methods._load import (
+from agent.methods.base import MethodContext, make_result
+from agent.methods.common import linkstats
+from agent.methods.common.net import MeasureError, guarded, resolve, run_tool, target_host_port
+from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,
     ThroughputOptions,
@@ -25,8 +27,6 @@ from agent.methods._load import (
     add_idle_rtt,
     directions,
 )
-from agent.methods._net import MeasureError, guarded, resolve, run_tool, target_host_port
-from agent.methods.base import MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 

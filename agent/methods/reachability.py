@@ -14,10 +14,16 @@ from typing import ClassVar, Literal
 
 from pydantic import Field, field_validator
 
-from agent.methods._icmp import ping_series
-from agent.methods._latency import LatencyOptions, sample_series
-from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, split_host_port
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.icmp import ping_series
+from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.net import (
+    MeasureError,
+    connect_tcp,
+    guarded,
+    rtt_metrics,
+    split_host_port,
+)
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 

@@ -26,8 +26,10 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, field_validator
 
-from agent import linkstats
-from agent.methods._load import (
+from agent.methods.base import LinkBinding, MethodContext, make_result
+from agent.methods.common import linkstats
+from agent.methods.common.net import MeasureError, guarded
+from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,
     ThroughputOptions,
@@ -35,8 +37,6 @@ from agent.methods._load import (
     add_idle_rtt,
     directions,
 )
-from agent.methods._net import MeasureError, guarded
-from agent.methods.base import LinkBinding, MethodContext, make_result
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 PUBLIC = "speedtest.net"

@@ -7,9 +7,15 @@ from typing import ClassVar, Literal
 
 from pydantic import Field
 
-from agent.methods._latency import LatencyOptions, sample_series
-from agent.methods._net import MeasureError, connect_tcp, guarded, rtt_metrics, target_host_port
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.net import (
+    MeasureError,
+    connect_tcp,
+    guarded,
+    rtt_metrics,
+    target_host_port,
+)
 from netmon.contract import ResultMessage, now_utc
 
 

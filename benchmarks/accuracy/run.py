@@ -31,7 +31,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.methods import get
 from agent.methods.base import LinkBinding, MethodContext
-from netmon import measurement_server, netns, services
+from devstack import measurement_server, netns, services
 
 PORT = 8080
 

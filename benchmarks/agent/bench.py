@@ -41,7 +41,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.spool import Spool  # noqa: E402
-from netmon import services  # noqa: E402
+from devstack import services  # noqa: E402
 from netmon.contract import Metrics, ResultMessage, Topics, now_utc  # noqa: E402
 
 PROBE = "bench-probe-01"

@@ -39,9 +39,9 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from collector.config import InfluxSettings  # noqa: E402
-from collector.influx import InfluxClient  # noqa: E402
-from collector.schema import escape_key, escape_string_field  # noqa: E402
-from netmon import services  # noqa: E402
+from collector.core.influx import InfluxClient  # noqa: E402
+from collector.core.schema import escape_key, escape_string_field  # noqa: E402
+from devstack import services  # noqa: E402
 
 DISTRICTS = ["Thành phố Hà Tĩnh", "Thị xã Hồng Lĩnh", "Thị xã Kỳ Anh", "Nghi Xuân", "Đức Thọ",
              "Hương Sơn", "Vũ Quang", "Can Lộc", "Lộc Hà", "Thạch Hà", "Cẩm Xuyên",

@@ -29,12 +29,12 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from collector.config import InfluxSettings  # noqa: E402
-from collector.influx import InfluxClient  # noqa: E402
-from collector.schema import LINK_USAGE, PROBE_STATUS, RESULTS, line  # noqa: E402
-from dashboards.build import BuildConfig, build_all  # noqa: E402
-from dashboards.provisioning import alert_rules  # noqa: E402
-from netmon import services  # noqa: E402
-from tests.helpers_dashboards import VN, fake_grafana_interpolate  # noqa: E402
+from collector.core.influx import InfluxClient  # noqa: E402
+from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, line  # noqa: E402
+from collector.dashboards.build import BuildConfig, build_all  # noqa: E402
+from collector.dashboards.provisioning import alert_rules  # noqa: E402
+from devstack import services  # noqa: E402
+from tests.helpers.dashboards import VN, fake_grafana_interpolate  # noqa: E402
 
 
 def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:

@@ -23,12 +23,11 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
-
-from helpers_fleet import ensure_methods, make_keys
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.remote_config import RemoteConfig, RemoteConfigSettings, plan_validator
 from netmon.signing import sign, verify
+from tests.helpers.fleet import ensure_methods, make_keys
 
 PROBE = "ht-kyanh-01"
 

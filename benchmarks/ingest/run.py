@@ -35,18 +35,18 @@ import tempfile
 import time
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 import paho.mqtt.client as mqtt
-from helpers_collector import SITES, make_result, write_config
 from paho.mqtt.enums import CallbackAPIVersion
 
 from collector.config import CollectorConfig, load
-from collector.influx import InfluxClient
-from collector.ingest import validate
-from collector.registry import Registry
-from netmon import services
+from collector.core.influx import InfluxClient
+from collector.core.ingest import validate
+from collector.core.registry import Registry
+from devstack import services
 from netmon.contract import Topics
+from tests.helpers.collector import SITES, make_result, write_config
 
 DB = "bench"
 

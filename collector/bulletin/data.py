@@ -24,8 +24,8 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from numpy.typing import NDArray
 
-from collector.influx import InfluxClient
-from collector.schema import RESULTS, influxql_string, nfc
+from collector.core.influx import InfluxClient
+from collector.core.schema import RESULTS, influxql_string, nfc
 from netmon.contract import (
     THROUGHPUT_METHODS,
 )

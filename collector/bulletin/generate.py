@@ -11,7 +11,7 @@ from zoneinfo import ZoneInfoNotFoundError
 from collector.bulletin import charts, compute, data, pdf, render
 from collector.bulletin.i18n import Lang
 from collector.config import CollectorConfig
-from collector.influx import InfluxClient, InfluxError
+from collector.core.influx import InfluxClient, InfluxError
 from netmon import contract
 
 

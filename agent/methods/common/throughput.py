@@ -1,0 +1,154 @@
+"""Loaded latency (bufferbloat) and cross-traffic, shared by every throughput method.
+
+Before the transfer a few ICMP echoes give the idle RTT; during the steady part of the
+transfer echoes every ``latency_interval_s`` give the loaded RTT (median). Interface
+byte counters read at the start and end of the measured window give the traffic that was
+not the test's own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import statistics
+from dataclasses import dataclass, field
+
+from pydantic import Field
+
+from agent.methods.base import LinkBinding, MethodOptions
+from agent.methods.common import linkstats
+from agent.methods.common.icmp import Pinger, ping_series
+from agent.methods.common.net import MeasureError
+
+
+class ThroughputOptions(MethodOptions):
+    """Keys every throughput method has (loaded latency and cross-traffic)."""
+
+    loaded_latency: bool = Field(True, description="measure idle and loaded RTT (ICMP)")
+    latency_target: str | None = Field(
+        None, description="host to ping for idle/loaded RTT (default: the test server)")
+    latency_interval_s: float = Field(0.1, ge=0.02, le=5, description="loaded RTT sampling")
+    cross_traffic_share: float = Field(
+        0.1, ge=0, le=10,
+        description="flag the result when other traffic on the link exceeds this share of "
+                    "the test's own throughput")
+
+
+async def idle_rtt(host: str, link: LinkBinding, count: int = 5,
+                   interval: float = 0.05) -> float | None:
+    """Median of a few echoes just before the transfer (sent ``interval`` apart, each
+    waiting up to 1 s, so a host that ignores ICMP costs about a second); None when none
+    is answered or ICMP cannot be used."""
+    try:
+        rtts, _ = await ping_series(host, link, count, interval, 1.0)
+    except MeasureError:
+        return None
+    return statistics.median(rtts) if rtts else None
+
+
+async def add_idle_rtt(metrics: dict[str, float], host: str, link: LinkBinding) -> None:
+    """Set ``idle_rtt_ms`` in ``metrics`` when the idle RTT could be measured."""
+    idle = await idle_rtt(host, link)
+    if idle is not None:
+        metrics["idle_rtt_ms"] = round(idle, 3)
+
+
+def directions(direction: str) -> tuple[str, ...]:
+    """The directions run, in order, for a ``direction`` option ("both" = down then up)."""
+    return ("download", "upload") if direction == "both" else (direction,)
+
+
+def add_direction(metrics: dict[str, float], direction: str, mbps: float,
+                  loaded_rtts: list[float], window: CounterWindow, test_bytes: float,
+                  seconds: float, ipv6: bool, share: float) -> tuple[str, ...]:
+    """Set one direction's rate, loaded RTT (median) and cross-traffic in ``metrics``
+    (upload keys carry ``_upload``); return its flags."""
+    suffix = "" if direction == "download" else "_upload"
+    metrics[f"{direction}_mbps"] = round(mbps, 3)
+    if loaded_rtts:
+        metrics[f"loaded_rtt{suffix}_ms"] = round(statistics.median(loaded_rtts), 3)
+    cross, flags = window.cross_traffic(direction, test_bytes, seconds, ipv6, share, mbps)
+    if cross:
+        metrics[f"cross_traffic{suffix}_mbps"] = cross["cross_traffic_mbps"]
+    return flags
+
+
+@dataclass
+class LoadedSampler:
+    """Echoes sent every ``interval`` s while a transfer runs (started/stopped by the
+    transfer, in the transfer's event loop)."""
+
+    host: str
+    link: LinkBinding
+    interval: float
+    rtts: list[float] = field(default_factory=list)
+    sent: int = 0
+    _task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        """Begin sampling in the running loop."""
+        self._task = asyncio.ensure_future(self._run())
+
+    async def _run(self) -> None:
+        try:
+            pinger = await Pinger.open(self.host, self.link)
+        except MeasureError:
+            return
+        pending: set[asyncio.Task[float | None]] = set()
+        try:
+            while True:
+                self.sent += 1
+                task = asyncio.ensure_future(pinger.ping(2.0))
+                task.add_done_callback(self._collect)
+                pending.add(task)
+                task.add_done_callback(pending.discard)
+                await asyncio.sleep(self.interval)
+        finally:
+            for task in pending:
+                task.cancel()
+            pinger.close()
+
+    def _collect(self, task: asyncio.Task[float | None]) -> None:
+        if not task.cancelled() and task.exception() is None and task.result() is not None:
+            self.rtts.append(task.result())  # type: ignore[arg-type]
+
+    async def stop(self) -> None:
+        """Stop sampling (echoes still in flight are dropped)."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+
+
+@dataclass
+class CounterWindow:
+    """Interface counters at the start and end of a measured window."""
+
+    interface: str | None
+    start: linkstats.Counters | None = None
+    end: linkstats.Counters | None = None
+
+    def mark_start(self) -> None:
+        """Read the counters at the window's start."""
+        if self.interface:
+            self.start = linkstats.read_counters(self.interface)
+
+    def mark_end(self) -> None:
+        """Read the counters at the window's end."""
+        if self.interface:
+            self.end = linkstats.read_counters(self.interface)
+
+    def cross_traffic(self, direction: str, test_bytes: float, seconds: float,
+                      ipv6: bool, share: float, test_mbps: float
+                      ) -> tuple[dict[str, float], tuple[str, ...]]:
+        """``cross_traffic_mbps`` in the test's direction and the ``cross_traffic`` flag."""
+        if not (self.interface and self.start and self.end):
+            return {}, ()
+        if direction == "download":
+            delta = self.end.rx_bytes - self.start.rx_bytes
+        else:
+            delta = self.end.tx_bytes - self.start.tx_bytes
+        factor = linkstats.wire_factor(linkstats.mtu(self.interface), ipv6)
+        mbps = linkstats.cross_traffic_mbps(delta, test_bytes, seconds, factor)
+        flags = ("cross_traffic",) if mbps > share * test_mbps else ()
+        return {"cross_traffic_mbps": round(mbps, 3)}, flags

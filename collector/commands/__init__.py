@@ -1,0 +1,1 @@
+"""``netmon-collector`` subcommands, one module each (``register(subparsers)``)."""

@@ -1,0 +1,283 @@
+"""``netmon-collector probes``: the NOC's view of the fleet and signed remote config.
+
+    netmon-collector probes list [--json]
+    netmon-collector probes config push (--probe ID ... | --all) --file PLAN.toml --key KEY
+    netmon-collector probes config show --probe ID (--public-key PUB | --key KEY) [--json]
+    netmon-collector probes keygen --private KEY --public PUB
+
+The broker and InfluxDB come from the collector config (``--config``); run ``config``
+commands with the NOC broker account (``NETMON_MQTT__USERNAME=noc
+NETMON_MQTT__PASSWORD_FILE=...``): probes and the collector may not write config topics.
+See ``docs/fleet.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from collector.config import CollectorConfig, load
+from netmon.contract import PROBE_ID_PATTERN, Topics
+from netmon.settings import ConfigError
+
+# collector.fleet and netmon.signing (paho, cryptography) are imported by the commands
+# that use them: every ``netmon-collector`` process, ``run`` above all, builds this
+# parser, and would otherwise carry ~7 MB and ~0.25 s of imports it never uses.
+
+DEFAULT_CONFIG = os.environ.get("NETMON_COLLECTOR_CONFIG")
+
+
+def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add ``probes`` and its subcommands."""
+    probes = sub.add_parser("probes", help="probe inventory and signed remote configuration",
+                            description=__doc__,
+                            formatter_class=argparse.RawDescriptionHelpFormatter)
+    probes.set_defaults(func=lambda a: _usage(probes))
+    psub = probes.add_subparsers(dest="probes_command", metavar="SUBCOMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--config", type=Path, default=Path(DEFAULT_CONFIG) if DEFAULT_CONFIG
+                       else None, help="collector config TOML (default: $NETMON_COLLECTOR_CONFIG,"
+                       " else built-in defaults and NETMON_ environment variables)")
+
+    ls = psub.add_parser("list", help="every registered probe: state, last seen, last result, "
+                                      "spool depth, config version, data used")
+    common(ls)
+    ls.add_argument("--json", action="store_true", help="one JSON array on stdout")
+    ls.add_argument("--stale-after", type=float, default=900.0, metavar="SECONDS",
+                    help="an online probe silent this long is shown 'silent' (default 900)")
+    ls.set_defaults(func=cmd_list)
+
+    cfg = psub.add_parser("config", help="push or show signed remote configuration")
+    cfg.set_defaults(func=lambda a: _usage(cfg))
+    csub = cfg.add_subparsers(dest="config_command", metavar="ACTION")
+
+    push = csub.add_parser("push", help="sign a plan and publish it retained to probes",
+                           description="Sign PLAN.toml ([tests.<name>] tables and "
+                           "[budgets_mb], as in the agent's file config) with the NOC key and "
+                           "publish it retained, QoS 1, on each probe's config topic.")
+    common(push)
+    who = push.add_mutually_exclusive_group(required=True)
+    who.add_argument("--probe", action="append", metavar="ID", help="a probe id (repeatable)")
+    who.add_argument("--all", action="store_true", help="every probe in the site registry")
+    push.add_argument("--file", type=Path, required=True, metavar="PLAN.toml")
+    push.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                      help="NOC Ed25519 private key (PEM, mode 0600)")
+    push.add_argument("--version", type=int, metavar="N",
+                      help="config version (default: max(now as Unix seconds, retained + 1))")
+    push.add_argument("--json", action="store_true")
+    push.set_defaults(func=cmd_push)
+
+    show = csub.add_parser("show", help="read a probe's retained config and verify it")
+    common(show)
+    show.add_argument("--probe", required=True, metavar="ID")
+    keys = show.add_mutually_exclusive_group(required=True)
+    keys.add_argument("--public-key", type=Path, action="append", metavar="PUB",
+                      help="NOC public key to verify with (repeatable)")
+    keys.add_argument("--key", type=Path, metavar="KEYFILE",
+                      help="or the NOC private key (its public half is used)")
+    show.add_argument("--json", action="store_true")
+    show.set_defaults(func=cmd_show)
+
+    kg = psub.add_parser("keygen", help="make the NOC's Ed25519 key pair")
+    kg.add_argument("--private", type=Path, required=True, metavar="KEYFILE",
+                    help="private key file to create (mode 0600; keep it on the NOC host)")
+    kg.add_argument("--public", type=Path, required=True, metavar="PUBFILE",
+                    help="public key file (Ansible installs it on every probe)")
+    kg.add_argument("--force", action="store_true", help="replace an existing private key")
+    kg.add_argument("--json", action="store_true")
+    kg.set_defaults(func=cmd_keygen)
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _err(msg: str) -> None:
+    print(f"netmon-collector probes: {msg}", file=sys.stderr)
+
+
+def _load_config(args: argparse.Namespace) -> CollectorConfig:
+    return load(args.config)
+
+
+def _fail(exc: Exception) -> int:
+    """Map an exception to an exit code with one clear message."""
+    from collector import fleet
+    from collector.core.influx import InfluxError
+    from collector.core.registry import RegistryError
+    from netmon.signing import SigningError
+
+    if isinstance(exc, ConfigError):
+        _err(exc.report())
+        return 2
+    if isinstance(exc, fleet.FleetError):
+        _err(str(exc))
+        return 2 if exc.usage else 1
+    if isinstance(exc, SigningError):
+        _err(str(exc))
+        return 2
+    if isinstance(exc, RegistryError):
+        _err(exc.report())
+        return 2
+    if isinstance(exc, InfluxError):
+        _err(str(exc))
+        return 1
+    raise exc
+
+
+# --------------------------------------------------------------------------- list
+
+
+def _ago(at: datetime | None, now: datetime) -> str:
+    if at is None:
+        return "-"
+    s = max(0, int((now - at).total_seconds()))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit} ago"
+    return f"{s}s ago"
+
+
+def _mb(n: int | None) -> str:
+    return "-" if n is None else f"{n / 1e6:.0f}"
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    """``probes list``."""
+    from collector import fleet
+    from collector.core.influx import InfluxClient
+    from collector.core.registry import load_sites
+
+    try:
+        cfg = _load_config(args)
+        sites = load_sites(cfg.registry.path) if cfg.registry.path.exists() else {}
+        with InfluxClient(cfg.influxdb) as influx:
+            rows = fleet.inventory(influx, sites, stale_after_s=args.stale_after)
+    except Exception as exc:
+        return _fail(exc)
+    if not cfg.registry.path.exists():
+        _err(f"warning: site registry {cfg.registry.path} not found; listing probes seen "
+             "in InfluxDB only")
+    if args.json:
+        json.dump([r.as_dict() for r in rows], sys.stdout, ensure_ascii=False, indent=1)
+        print()
+        return 0
+    now = datetime.now(UTC)
+    head = ("PROBE", "STATE", "LAST SEEN", "LAST RESULT", "SPOOL", "CONFIG", "DATA MB",
+            "SITE")
+    table = [head]
+    for r in rows:
+        budget = sum(u.budget_bytes or 0 for u in r.links)
+        data = _mb(r.data_used_bytes) + (f"/{_mb(budget)}" if budget else "")
+        site = (f"{r.site.name}, {r.site.commune}" if r.site else "(not in registry)")
+        table.append((r.probe_id, r.state, _ago(r.last_seen, now),
+                      _ago(r.last_result_at, now),
+                      "-" if r.spool_depth is None else str(r.spool_depth),
+                      "-" if r.config_version is None else str(r.config_version), data, site))
+    widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
+    errors = {r.probe_id: r.config_error for r in rows if r.config_error}
+    for row in table:
+        print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
+        if row[0] in errors:  # the last remote config was refused: say why
+            print(f"    ! {errors[row[0]]}")
+    return 0
+
+
+# --------------------------------------------------------------------------- config
+
+
+def cmd_push(args: argparse.Namespace) -> int:
+    """``probes config push``."""
+    from collector import fleet
+    from netmon.signing import key_id, load_private_key
+
+    try:
+        cfg = _load_config(args)
+        key = load_private_key(args.key)
+        plan = fleet.load_plan(args.file)
+        if args.all:
+            from collector.core.registry import load_sites
+
+            probe_ids = sorted(load_sites(cfg.registry.path))
+            if not probe_ids:
+                raise fleet.FleetError(f"--all: no probe in {cfg.registry.path}", usage=True)
+        else:
+            bad = [p for p in args.probe if not re.match(PROBE_ID_PATTERN, p)]
+            if bad:
+                raise fleet.FleetError(f"--probe: not a probe id: {', '.join(bad)}", usage=True)
+            probe_ids = sorted(set(args.probe))
+        if args.version is not None and args.version < 1:
+            raise fleet.FleetError("--version must be >= 1", usage=True)
+        topics = Topics(cfg.mqtt.topic_prefix)
+        with fleet.NocClient(cfg.mqtt) as client:
+            results = fleet.push_configs(client, topics, probe_ids, plan, key, args.version)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps([r.as_dict() for r in results]))
+    else:
+        for r in results:
+            print(f"{r.probe_id}: version {r.version} published retained on {r.topic} "
+                  f"({r.bytes} bytes, key {key_id(key.public_key())})")
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """``probes config show``: 0 when a config is retained and verifies, else 1."""
+    from collector import fleet
+    from netmon.signing import load_private_key, load_public_key
+
+    try:
+        cfg = _load_config(args)
+        if args.key is not None:
+            public_keys = [load_private_key(args.key).public_key()]
+        else:
+            public_keys = [load_public_key(p) for p in args.public_key]
+        topics = Topics(cfg.mqtt.topic_prefix)
+        topic = topics.config(args.probe)
+        with fleet.NocClient(cfg.mqtt) as client:
+            retained = client.collect_retained(topic, expect=[topic])
+    except Exception as exc:
+        return _fail(exc)
+    shown = fleet.show_config(retained.get(topic), args.probe, topic, public_keys)
+    if args.json:
+        print(json.dumps(shown.as_dict(), ensure_ascii=False))
+    elif not shown.present:
+        print(f"{args.probe}: no config retained on {topic}")
+    else:
+        env = shown.envelope
+        state = "signature OK" if shown.verified else f"NOT VALID: {shown.error}"
+        if env is not None:
+            print(f"{args.probe}: version {env.version}, issued {env.issued_at:%Y-%m-%d %H:%M:%S}"
+                  f"Z, key {env.key_id}, for {env.probe_id!r}: {state}")
+            print(json.dumps(env.plan, ensure_ascii=False, indent=2, sort_keys=True))
+        else:
+            print(f"{args.probe}: {state}")
+    return 0 if shown.present and shown.verified else 1
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """``probes keygen``."""
+    from netmon.signing import SigningError, key_id, write_keypair
+
+    try:
+        public = write_keypair(args.private, args.public, overwrite=args.force)
+    except SigningError as exc:
+        _err(str(exc))
+        return 2 if exc.reason == "exists" else 1
+    out: dict[str, Any] = {"private": str(args.private), "public": str(args.public),
+                           "key_id": key_id(public)}
+    if args.json:
+        print(json.dumps(out))
+    else:
+        print(f"key {out['key_id']}: private {args.private} (mode 0600, keep it on the NOC "
+              f"host), public {args.public} (install on every probe)")
+    return 0

@@ -1,0 +1,2 @@
+"""The ingest pipeline: MQTT -> validate -> enrich -> InfluxDB, dead letters,
+self-metrics."""

@@ -1,0 +1,123 @@
+"""A small client for InfluxDB's v1 HTTP API (``/ping``, ``/write``, ``/query``), the one
+API served by InfluxDB 1.x, 2.x (with DBRP mappings) and 3.x.
+
+Auth is HTTP basic with user/password, or any user with a 2.x/3.x token as password.
+"""
+
+from __future__ import annotations
+
+import gzip
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+
+from collector.config import InfluxSettings, read_secret
+from collector.core.schema import PRECISION
+
+
+class InfluxError(RuntimeError):
+    """InfluxDB refused a request. ``retryable`` is True for 5xx, timeouts and refusals."""
+
+    def __init__(self, message: str, retryable: bool, status: int | None = None) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+        self.status = status
+
+
+@dataclass
+class Series:
+    """One InfluxQL result series."""
+
+    name: str
+    tags: dict[str, str]
+    columns: list[str]
+    values: list[list[Any]]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """Values as dicts keyed by column name."""
+        return [dict(zip(self.columns, v, strict=True)) for v in self.values]
+
+
+class InfluxClient:
+    """Synchronous v1 client; one connection pool, reused."""
+
+    def __init__(self, settings: InfluxSettings) -> None:
+        self.settings = settings
+        password = read_secret(settings.token_file) or read_secret(settings.password_file)
+        auth = (settings.username or "netmon", password) if password else None
+        self._http = httpx.Client(base_url=settings.url.rstrip("/"), auth=auth,
+                                  timeout=settings.timeout_s, verify=settings.verify_tls)
+
+    def close(self) -> None:
+        """Close the connection pool."""
+        self._http.close()
+
+    def __enter__(self) -> InfluxClient:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
+        try:
+            resp = self._http.request(method, path, **kwargs)
+        except (httpx.TimeoutException, httpx.TransportError) as exc:
+            raise InfluxError(f"InfluxDB at {self.settings.url} unreachable: {exc}",
+                              retryable=True) from None
+        if resp.status_code >= 500:
+            raise InfluxError(f"InfluxDB {resp.status_code}: {resp.text[:500]}", True,
+                              resp.status_code)
+        if resp.status_code >= 400:
+            raise InfluxError(f"InfluxDB {resp.status_code}: {resp.text[:500]}", False,
+                              resp.status_code)
+        return resp
+
+    def ping(self) -> bool:
+        """True when InfluxDB answers ``/ping``."""
+        try:
+            return self._request("GET", "/ping").status_code == 204
+        except InfluxError:
+            return False
+
+    def write_lines(self, lines: list[str], compress: bool = True) -> None:
+        """POST line protocol to ``/write`` (precision ms); raises InfluxError."""
+        body = ("\n".join(lines) + "\n").encode()
+        headers = {"Content-Type": "text/plain; charset=utf-8"}
+        if compress:
+            body = gzip.compress(body, compresslevel=1)
+            headers["Content-Encoding"] = "gzip"
+        params = {"db": self.settings.database, "precision": PRECISION}
+        if self.settings.retention_policy:
+            params["rp"] = self.settings.retention_policy
+        self._request("POST", "/write", params=params, content=body, headers=headers)
+
+    def query(self, q: str, params: dict[str, Any] | None = None, *,
+              compressed: bool = True) -> list[list[Series]]:
+        """Run InfluxQL; one list of series per statement. Times are epoch ms.
+
+        ``compressed=False`` asks for an uncompressed answer: on loopback, gzip only costs
+        CPU on both sides (~18% of influxd's time for big raw reads).
+        """
+        form = {"q": q, "db": self.settings.database, "epoch": "ms"}
+        if params:
+            import json
+
+            form["params"] = json.dumps(params)
+        headers = None if compressed else {"Accept-Encoding": "identity"}
+        resp = self._request("POST", "/query", data=form, headers=headers)
+        out: list[list[Series]] = []
+        for result in resp.json().get("results", []):
+            if "error" in result:
+                raise InfluxError(f"InfluxQL error: {result['error']}", False)
+            out.append([Series(s.get("name", ""), s.get("tags") or {}, s["columns"], s["values"])
+                        for s in result.get("series", [])])
+        return out
+
+    def ensure_database(self) -> None:
+        """CREATE DATABASE (idempotent on 1.x), with the configured retention."""
+        db = self.settings.database.replace('"', '\\"')
+        stmt = f'CREATE DATABASE "{db}"'
+        if self.settings.retention != "0s":
+            stmt += f" WITH DURATION {self.settings.retention}"
+        self.query(stmt)

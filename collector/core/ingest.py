@@ -1,0 +1,258 @@
+"""Ingest: MQTT messages in, validated points (or dead letters) out to the writer.
+
+:func:`validate` turns one ``(topic, payload)`` into either line-protocol points or a
+dead letter with a reason; it never raises, whatever the bytes. :class:`MqttIngest`
+runs paho-mqtt 2.x with:
+
+- MQTT v5, a fixed client id, ``clean_start=False`` and a Session Expiry Interval, so the
+  broker keeps our subscription and queues messages while we are away (a crash or a
+  restart loses nothing);
+- QoS 1 subscriptions to every probe's results and status (optionally shared,
+  ``$share/<group>/...``, so several collectors split the load), retain-handling 1 so a
+  resumed session does not get the retained statuses again;
+- ``manual_ack=True``: ``on_message`` only validates and queues; the PUBACK is sent by
+  :meth:`MqttIngest.ack` after the writer has stored the point (or the dead letter).
+  Acks for messages received on an earlier connection are dropped: the broker redelivers
+  those, and a stale packet id could otherwise acknowledge a different message;
+- a Receive Maximum (``mqtt.receive_maximum``): the broker never has more unacknowledged
+  messages in flight to us, which bounds memory while InfluxDB is down.
+"""
+
+from __future__ import annotations
+
+import logging
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from collector.config import MqttSettings, read_secret
+from collector.core.deadletters import DeadLetter
+from collector.core.registry import Registry
+from collector.core.schema import result_line, status_lines
+from collector.core.selfmetrics import Stats
+from collector.core.writer import Item
+from netmon.contract import ContractError, Topics, parse_result, parse_status
+
+log = logging.getLogger(__name__)
+_PUBACK = 0x40
+_PUBACK_PACKET = struct.Struct("!BBH")
+_MQTT_LOG = logging.getLogger("collector.mqtt")
+# paho's network thread logs this as an ERROR once after every clean disconnect.
+_MQTT_LOG.addFilter(lambda r: not str(r.msg).startswith("Client is not connected"))
+
+#: Points before this are a probe whose clock was never set (a Pi without RTC boots in
+#: 1970); InfluxDB cannot even store times before 1677.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+
+
+def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
+             received_ms: int | None = None) -> Item:
+    """One message -> an Item with its points, or with a dead letter. Never raises."""
+    probe_id: str | None = None
+    try:
+        probe_id, kind = topics.parse(topic)
+        if kind == "results":
+            msg = parse_result(payload, probe_id)
+            if msg.started_at < EARLIEST:
+                raise ContractError("invalid", f"started_at {msg.started_at.isoformat()} is "
+                                    "before 2000 (probe clock not set?)")
+            site = registry.get(probe_id)
+            if site is None:
+                raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
+                                    "registry; add it, reload (SIGHUP) and replay")
+            try:
+                lines = [result_line(msg, site)]
+            except ValueError as exc:
+                raise ContractError("unstorable", str(exc)) from None
+            return Item(lines, source=(topic, payload), kind="result")
+        if kind == "status":
+            st = parse_status(payload, probe_id)
+            for when in (st.at, st.started_at, st.last_result_at):
+                if when is not None and when < EARLIEST:
+                    raise ContractError("invalid", f"status time {when.isoformat()} is before "
+                                        "2000 (probe clock not set?)")
+            site = registry.get(probe_id)
+            if site is None:
+                raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
+                                    "registry")
+            now_ms = received_ms if received_ms is not None else int(time.time() * 1000)
+            try:
+                lines = status_lines(st, site, now_ms)
+            except ValueError as exc:
+                raise ContractError("unstorable", str(exc)) from None
+            return Item(lines, source=(topic, payload), kind="status")
+        raise ContractError("bad_topic", f"topic kind {kind!r} is neither results nor status")
+    except ContractError as exc:
+        reason, detail = exc.reason, exc.detail
+    except Exception as exc:  # e.g. OverflowError, RecursionError from hostile JSON
+        reason, detail = "invalid", f"{type(exc).__name__}: {exc}"
+    return Item([], dead=DeadLetter.from_raw(topic, payload, reason, detail, probe_id),
+                kind="dead")
+
+
+class MqttIngest:
+    """The MQTT side of the collector (paho network thread)."""
+
+    def __init__(self, settings: MqttSettings, registry: Registry, stats: Stats,
+                 submit: Callable[[Item], None]) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.stats = stats
+        self.submit = submit
+        self.topics = Topics(settings.topic_prefix)
+        self._gen = 0
+        self._gen_lock = threading.Lock()
+        self._accepting = True
+        self.subscribed = threading.Event()
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
+                             protocol=mqtt.MQTTv5, manual_ack=True)
+        client.enable_logger(_MQTT_LOG)
+        if settings.username:
+            client.username_pw_set(settings.username, read_secret(settings.password_file))
+        if settings.tls:
+            ctx = ssl.create_default_context(cafile=str(settings.ca_file)
+                                             if settings.ca_file else None)
+            if settings.cert_file:
+                ctx.load_cert_chain(str(settings.cert_file),
+                                    str(settings.key_file) if settings.key_file else None)
+            client.tls_set_context(ctx)
+        client.reconnect_delay_set(1, 30)
+        # Outgoing (dead-letter publishes): never drop them silently inside paho.
+        client.max_queued_messages_set(0)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+        client.on_subscribe = self._on_subscribe
+        self.client = client
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def filters(self) -> list[str]:
+        """Topic filters we subscribe to (shared when ``shared_group`` is set)."""
+        base = [self.topics.all_results(), self.topics.all_status()]
+        if self.settings.shared_group:
+            return [f"$share/{self.settings.shared_group}/{f}" for f in base]
+        return base
+
+    def start(self) -> None:
+        """Connect (asynchronously; paho reconnects by itself) and start the network thread."""
+        props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        props.SessionExpiryInterval = self.settings.session_expiry_s
+        props.ReceiveMaximum = self.settings.receive_maximum
+        self.client.connect_async(self.settings.host, self.settings.port,
+                                  keepalive=self.settings.keepalive_s,
+                                  clean_start=False, properties=props)
+        self.client.loop_start()
+
+    def pause(self) -> None:
+        """Stop accepting new messages (they stay unacknowledged and come back later)."""
+        self._accepting = False
+
+    def stop(self) -> None:
+        """Disconnect after the PUBACKs already queued, and stop the network thread."""
+        self._accepting = False
+        try:
+            self.client.disconnect()
+        finally:
+            self.client.loop_stop()
+
+    # ------------------------------------------------------------------ callbacks
+
+    def _on_connect(self, client: mqtt.Client, userdata: object, flags: mqtt.ConnectFlags,
+                    reason: object, properties: object) -> None:
+        if getattr(reason, "is_failure", False):
+            self.last_error = f"broker refused connection: {reason}"
+            log.error("MQTT: %s", self.last_error)
+            return
+        with self._gen_lock:
+            self._gen += 1
+        self.connected.set()
+        log.info("MQTT connected to %s:%d as %r (session present: %s)", self.settings.host,
+                 self.settings.port, self.settings.client_id, flags.session_present)
+        opts = SubscribeOptions(qos=1, retainHandling=SubscribeOptions.RETAIN_SEND_IF_NEW_SUB)
+        client.subscribe([(f, opts) for f in self.filters()])
+        if flags.session_present and self.settings.shared_group:
+            # Switched from one plain subscriber to a share group: drop the session's old
+            # plain subscription, or every message would arrive twice.
+            client.unsubscribe([self.topics.all_results(), self.topics.all_status()])
+
+    def _on_subscribe(self, client: mqtt.Client, userdata: Any, mid: int,
+                      reason_codes: list[ReasonCode], properties: Properties) -> None:
+        bad = [str(rc) for rc in reason_codes if getattr(rc, "is_failure", False)]
+        if bad:
+            self.last_error = f"subscription refused: {bad}"
+            log.error("MQTT: %s", self.last_error)
+            return
+        if not self.subscribed.is_set():
+            log.info("MQTT subscribed (QoS 1): %s", ", ".join(self.filters()))
+        self.subscribed.set()
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: object, flags: object,
+                       reason: object, properties: object) -> None:
+        with self._gen_lock:
+            self._gen += 1  # acks for what we received so far must not reach the next session
+        self.connected.clear()
+        if self._accepting:
+            log.warning("MQTT disconnected (%s); reconnecting", reason)
+
+    def _on_message(self, client: mqtt.Client, userdata: object,
+                    message: mqtt.MQTTMessage) -> None:
+        # Runs in the network thread: parse + validate only; never raise (paho would stop).
+        if not self._accepting:
+            return
+        try:
+            item = validate(message.topic, bytes(message.payload), self.topics, self.registry)
+        except Exception as exc:  # message.topic itself may be invalid UTF-8
+            topic = repr(message._topic)
+            item = Item([], dead=DeadLetter.from_raw(topic, bytes(message.payload), "bad_topic",
+                                                     str(exc)))
+        if message.qos > 0:
+            item.ack = (message.mid, message.qos, self._gen)
+        # Only this thread writes these counters: plain increments, no lock.
+        stats = self.stats
+        stats.received += 1
+        if item.kind == "result":
+            stats.results += 1
+        elif item.kind == "status":
+            stats.statuses += 1
+        self.submit(item)
+
+    # ------------------------------------------------------------------ acks
+
+    def is_stale(self, item: Item) -> bool:
+        """True when the item came on a connection that has since dropped."""
+        return item.ack is not None and item.ack[2] != self._gen
+
+    def ack(self, items: list[Item]) -> None:
+        """PUBACK every item received on the current connection (called by the writer)."""
+        with self._gen_lock:
+            gen = self._gen
+            # Subscribed at QoS 1: every message with an ack is QoS 1 (PUBACK, no PUBREC).
+            mids = [it.ack[0] for it in items if it.ack is not None and it.ack[2] == gen]
+            queue = getattr(self.client, "_packet_queue", None)
+            if mids and queue is not None:
+                # One socket write for the whole batch instead of a wake-up and a send()
+                # per message: the same 4-byte PUBACKs paho's ack() would queue one by one.
+                queue(_PUBACK, b"".join([_PUBACK_PACKET.pack(_PUBACK, 2, m) for m in mids]),
+                      0, 1)
+            else:
+                for mid in mids:
+                    self.client.ack(mid, 1)
+        self.stats.add(acked=len(mids))
+
+    def publish_dead(self, rec: DeadLetter) -> None:
+        """Courtesy copy of a dead letter on the dead-letter topic (QoS 1)."""
+        self.client.publish(self.topics.dead_letters(), rec.to_line().rstrip(b"\n"), qos=1)

@@ -1,0 +1,303 @@
+"""Every InfluxQL query the dashboards and alert rules run, in one place.
+
+Dashboard queries use Grafana's macros: ``$timeFilter`` (the time picker's range),
+``$__interval`` (bucket size for the panel's width) and the template variables
+``$district $commune $isp $access $probe`` as regex filters (``=~ /^$var$/``; "All" is
+``.*``). Alert rule queries use fixed relative windows (``now() - 24h``) instead, since
+alerting has no time picker and no variables.
+
+InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
+
+- ``median()``/``percentile()`` are exact over the points; a median over an even count
+  is the mean of the two middle values.
+- "share of tests meeting the target" needs a 0/1 per test, and InfluxQL has no CASE:
+  ``ceil(floor(x / T) / 1e6)`` is 0 for ``x < T`` and 1 for ``T <= x <= 1e6*T``
+  (speeds are capped at 100 000 Mb/s by the contract), so ``mean()`` of it in a
+  subquery is the share.
+- IPv6 readiness and TSLCD reachability are the mean of the agent's 0/1 metrics
+  ``ipv6_reachable`` / ``reachable`` (agent/methods/ipv6.py, reachability.py).
+- an outer ``WHERE time`` narrows the inner query's range too, so "silent for 30 min"
+  is a ``moving_average`` over 7 five-minute buckets (``fill(0)``) of a 7-day window.
+- no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
+  silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
+  collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/core/schema.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, influxql_string
+from netmon.contract import (
+    LATENCY_METHODS,
+    THROUGHPUT_METHODS,
+)
+
+#: 0/1 metrics those methods write on every result, failed or not.
+IPV6_METRIC = "ipv6_reachable"
+REACHABILITY_METRIC = "reachable"
+#: Field holding the test's start hour in local time (0-23); see module docstring.
+LOCAL_HOUR_FIELD = "local_hour"
+#: Speeds above this are rejected by the contract; the 0/1 trick needs x <= 1e6 * T.
+_INDICATOR_SCALE = 1_000_000
+
+#: Template variables: name -> tag key. Order = order on the dashboard.
+VARIABLES = ("district", "commune", "isp", "access", "probe")
+#: Which variables can filter which measurement (tags it carries).
+_MEASUREMENT_TAGS = {
+    RESULTS: ("district", "commune", "isp", "access", "probe"),
+    PROBE_STATUS: ("district", "commune", "probe"),
+    LINK_USAGE: ("district", "commune", "isp", "access", "probe"),
+}
+
+TIME = "$timeFilter"
+OK = "\"status\" = 'ok'"
+#: Tests run while the office line carried other traffic measure the office, not the ISP;
+#: the bulletin excludes them too (docs/methodology.md).
+CLEAN = "\"cross_traffic\" = 0"
+
+#: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
+SILENT_BUCKET = "5m"
+SILENT_BUCKETS = 7
+SILENT_LOOKBACK = "7d"
+
+
+def q(name: str) -> str:
+    """A double-quoted identifier."""
+    return '"' + name.replace('"', '\\"') + '"'
+
+
+#: A single-quoted string literal (short: queries below use it everywhere).
+s = influxql_string
+
+
+def num(value: float) -> str:
+    """A number literal without a useless ``.0``."""
+    return f"{value:g}" if float(value).is_integer() else repr(float(value))
+
+
+def var_filters(measurement: str = RESULTS) -> list[str]:
+    """``"tag" =~ /^$tag$/`` for every template variable the measurement can be filtered by."""
+    return [f"{q(tag)} =~ /^${tag}$/" for tag in _MEASUREMENT_TAGS[measurement]]
+
+
+def methods(names: Sequence[str]) -> str:
+    """A condition selecting these methods."""
+    if len(names) == 1:
+        return f"{q('method')} = {s(names[0])}"
+    return f"{q('method')} =~ /^({'|'.join(names)})$/"
+
+
+def where(*conds: str) -> str:
+    """``WHERE a AND b ...``."""
+    return "WHERE " + " AND ".join(conds)
+
+
+def _throughput(access: str | None) -> list[str]:
+    conds = [methods(THROUGHPUT_METHODS), OK, CLEAN]
+    if access:
+        conds.append(f"{q('access')} = {s(access)}")
+    return conds
+
+
+def _group(tags: Sequence[str]) -> str:
+    return ", ".join(q(t) for t in tags)
+
+
+# ----------------------------------------------------------------- throughput
+
+
+def median_speed(access: str | None, metric: str = "download_mbps",
+                 group: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
+    """Median of a throughput metric over the time range, optionally per tag."""
+    sql = (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
+           f"{where(*_throughput(access), *extra, *var_filters(), TIME)}")
+    return sql + (f" GROUP BY {_group(group)}" if group else "")
+
+
+def peak_median(access: str, start_hour: int, end_hour: int) -> str:
+    """Median download over tests started in [start_hour, end_hour) local time."""
+    hours = [f"{q(LOCAL_HOUR_FIELD)} >= {start_hour}", f"{q(LOCAL_HOUR_FIELD)} < {end_hour}"]
+    return median_speed(access, extra=hours)
+
+
+def met_indicator(target_mbps: float, metric: str = "download_mbps") -> str:
+    """A 0/1 expression: 1 when the metric meets the target (see module docstring)."""
+    return f"ceil(floor({q(metric)} / {num(target_mbps)}) / {_INDICATOR_SCALE})"
+
+
+def share_meeting(access: str, target_mbps: float, group: Sequence[str] = ()) -> str:
+    """Percent of successful throughput tests whose download met the target."""
+    by = f" GROUP BY {_group(group)}" if group else ""
+    inner = (f"SELECT {met_indicator(target_mbps)} AS {q('met')} FROM {q(RESULTS)} "
+             f"{where(*_throughput(access), *var_filters(), TIME)}{by}")
+    return f"SELECT mean({q('met')}) * 100 AS {q('share_pct')} FROM ({inner}){by}"
+
+
+def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
+    """``agg(metric)`` per time bucket, one series per access type."""
+    return (f"SELECT {agg}({q(metric)}) FROM {q(RESULTS)} "
+            f"{where(*conds, *var_filters(), TIME)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
+
+
+def speed_trend(metric: str = "download_mbps") -> str:
+    """Median per time bucket, one series per access type."""
+    return _per_bucket("median", metric, _throughput(None))
+
+
+def area_table(access: str, group: Sequence[str]) -> str:
+    """Median, 10th percentile and test count of download per area (table format)."""
+    return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
+            f"percentile({q('download_mbps')}, 10) AS {q('p10_mbps')}, "
+            f"count({q('download_mbps')}) AS {q('tests')} FROM {q(RESULTS)} "
+            f"{where(*_throughput(access), *var_filters(), TIME)} GROUP BY {_group(group)}")
+
+
+def probe_map(access: str) -> str:
+    """Median download per probe with its coordinates (for the geomap)."""
+    return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
+            f"count({q('download_mbps')}) AS {q('tests')}, "
+            f"last({q('latitude')}) AS {q('latitude')}, "
+            f"last({q('longitude')}) AS {q('longitude')} FROM {q(RESULTS)} "
+            f"{where(*_throughput(access), *var_filters(), TIME)} "
+            f"GROUP BY {_group(('probe', 'commune'))}")
+
+
+# ----------------------------------------------------------------- quality
+
+
+def latency_trend(metric: str) -> str:
+    """Median of a latency metric per bucket and access type (latency methods)."""
+    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK))
+
+
+def loss_trend() -> str:
+    """Mean packet loss per bucket and access type."""
+    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK))
+
+
+def loaded_latency_trend(metric: str) -> str:
+    """Median RTT under load / idle (written by throughput tests that measure it)."""
+    return _per_bucket("median", metric, (OK,))
+
+
+def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
+    """Percent of a method's tests whose 0/1 ``metric`` is 1 (``ipv6_reachable``,
+    ``reachable``), per area. The agent writes the metric on failed tests too; a test
+    that failed for another reason (tool missing, internal) carries no metric and is
+    not counted either way."""
+    return (f"SELECT mean({q(metric)}) * 100 AS {q(pct_name)}, count({q(metric)}) AS {q('tests')} "
+            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME)} "
+            f"GROUP BY {_group(group)}")
+
+
+# ----------------------------------------------------------------- probe health
+
+
+def _last_per_probe(field: str, alias: str) -> str:
+    return (f"SELECT last({q(field)}) AS {q(alias)} FROM {q(PROBE_STATUS)} "
+            f"{where(*var_filters(PROBE_STATUS), TIME)} GROUP BY {q('probe')}")
+
+
+def probes_online() -> str:
+    """How many probes were online at their last status."""
+    inner = _last_per_probe("online", "online")
+    return f"SELECT sum({q('online')}) AS {q('online')} FROM ({inner})"
+
+
+def probes_offline() -> str:
+    """How many probes were offline at their last status."""
+    return (f"SELECT count({q('online')}) - sum({q('online')}) AS {q('offline')} "
+            f"FROM ({_last_per_probe('online', 'online')})")
+
+
+def clocks_unsynced() -> str:
+    """How many probes reported an unsynchronised clock last."""
+    return (f"SELECT count({q('synced')}) - sum({q('synced')}) AS {q('unsynced')} "
+            f"FROM ({_last_per_probe('clock_synced', 'synced')})")
+
+
+def probe_table() -> str:
+    """The last status of every probe."""
+    cols = ", ".join(f"last({q(f)}) AS {q(f)}" for f in
+                     ("online", "clock_synced", "spool_depth", "spool_evicted",
+                      "config_version", "agent_version"))
+    return (f"SELECT {cols} FROM {q(PROBE_STATUS)} {where(*var_filters(PROBE_STATUS), TIME)} "
+            f"GROUP BY {_group(('probe', 'district', 'commune'))}")
+
+
+def last_seen() -> str:
+    """When each probe's last result was measured (the row's time)."""
+    return (f"SELECT last({q('duration_s')}) AS {q('duration_s')} FROM {q(RESULTS)} "
+            f"{where(*var_filters(), TIME)} GROUP BY {q('probe')}")
+
+
+def spool_trend() -> str:
+    """Spool depth per probe over time."""
+    return (f"SELECT max({q('spool_depth')}) FROM {q(PROBE_STATUS)} "
+            f"{where(*var_filters(PROBE_STATUS), TIME)} "
+            f"GROUP BY time($__interval), {q('probe')} fill(none)")
+
+
+def data_budget() -> str:
+    """Data used this month against the budget, per probe and link."""
+    return (f"SELECT last({q('used_pct')}) AS {q('used_pct')}, "
+            f"last({q('used_bytes')}) AS {q('used_bytes')}, "
+            f"last({q('budget_bytes')}) AS {q('budget_bytes')} FROM {q(LINK_USAGE)} "
+            f"{where(*var_filters(LINK_USAGE), TIME)} GROUP BY {_group(('probe', 'link', 'isp'))}")
+
+
+def _recent_results(extra: Sequence[str]) -> str:
+    """Per probe: mean results per 5-min bucket over the last 30-35 min (0 = silent)."""
+    inner = (f"SELECT moving_average(count({q('duration_s')}), {SILENT_BUCKETS}) AS {q('ma')} "
+             f"FROM {q(RESULTS)} {where(*extra, f'time > now() - {SILENT_LOOKBACK}')} "
+             f"GROUP BY time({SILENT_BUCKET}), {q('probe')} fill(0)")
+    return f"SELECT last({q('ma')}) AS {q('recent')} FROM ({inner}) GROUP BY {q('probe')}"
+
+
+def silent_probes() -> str:
+    """Probes with results in the last 7 days but none in the last 30 (to 35) minutes.
+
+    The window is fixed to "now", whatever the time picker says: silence is a now-thing.
+    """
+    return (f"SELECT {q('recent')} FROM ({_recent_results(var_filters())}) "
+            f"WHERE {q('recent')} = 0 GROUP BY {q('probe')}")
+
+
+# ----------------------------------------------------------------- alert rules
+
+
+def alert_silent() -> str:
+    """Alert: recent results per probe (fires when 0)."""
+    return _recent_results(())
+
+
+def alert_commune_median(access: str) -> str:
+    """Alert: median download per commune over the last 24 hours."""
+    return (f"SELECT median({q('download_mbps')}) FROM {q(RESULTS)} "
+            f"{where(*_throughput(access), 'time > now() - 24h')} "
+            f"GROUP BY {_group(('district', 'commune'))}")
+
+
+def alert_loss() -> str:
+    """Alert: mean loss per probe and link over the last 30 minutes."""
+    return (f"SELECT mean({q('loss_pct')}) FROM {q(RESULTS)} "
+            f"{where(methods(LATENCY_METHODS), OK, 'time > now() - 30m')} "
+            f"GROUP BY {_group(('probe', 'link'))}")
+
+
+def alert_spool_growth() -> str:
+    """Alert: spool depth change per probe over the last hour."""
+    return (f"SELECT last({q('spool_depth')}) - first({q('spool_depth')}) AS {q('growth')} "
+            f"FROM {q(PROBE_STATUS)} WHERE time > now() - 1h GROUP BY {q('probe')}")
+
+
+def variable_query(tag: str) -> str:
+    """``SHOW TAG VALUES`` for a variable, narrowed by the variables before it
+    (a commune list follows the chosen district; probes follow district and commune)."""
+    narrowing = {"commune": ("district",), "probe": ("district", "commune")}.get(tag, ())
+    sql = f"SHOW TAG VALUES FROM {q(RESULTS)} WITH KEY = {q(tag)}"
+    if narrowing:
+        sql += " " + where(*(f"{q(t)} =~ /^${t}$/" for t in narrowing))
+    return sql

@@ -1,0 +1,325 @@
+"""Every dashboard, variable and alert query runs on a real influxd holding a known data
+set written through the collector (``collector.service.ingest``), and the key panels
+return the numbers computed here from the same messages.
+
+Grafana cannot run here: ``fake_grafana_interpolate`` (a named fake) substitutes
+``$timeFilter``, ``$__interval`` and the variables the way Grafana's InfluxDB data
+source does.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import pytest
+
+from collector.config import InfluxSettings
+from collector.core.influx import InfluxClient, Series
+from collector.core.service import ingest
+from collector.dashboards.build import BuildConfig, build_all
+from collector.dashboards.files import ROOT
+from collector.dashboards.provisioning import alert_rules
+from devstack import services
+from tests.helpers import dashboards as H
+
+CFG = BuildConfig.from_config()
+DB = "netmon"
+
+
+@pytest.fixture(scope="module")
+def loaded(influxd_module: services.Service) -> Iterator[tuple[InfluxClient, H.DataSet]]:
+    """influxd with the data set, written once for the module (loading takes seconds)."""
+    url = f"http://{influxd_module.host}:{influxd_module.port}"
+    ds = H.make_dataset()
+    report = ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB)
+    assert not report.dead, report.dead[:3]
+    client = InfluxClient(InfluxSettings(url=url, database=DB))
+    yield client, ds
+    client.close()
+
+
+def _committed(lang: str, name: str) -> dict[str, Any]:
+    return json.loads((ROOT / "json" / lang / f"{name}.json").read_text(encoding="utf-8"))
+
+
+def _all_queries() -> list[tuple[str, str]]:
+    out = []
+    for lang in ("vi", "en"):
+        for name in ("overview", "where", "quality", "probes"):
+            dash = _committed(lang, name)
+            for var in dash["templating"]["list"]:
+                out.append((f"{lang}/{name}/var:{var['name']}", var["query"]))
+            for panel in dash["panels"]:
+                for target in panel.get("targets", []):
+                    out.append((f"{lang}/{name}/{panel['id']}:{panel['title']}/{target['refId']}",
+                                target["query"]))
+    return out
+
+
+def _window(ds: H.DataSet) -> tuple[int, int]:
+    return int(ds.start.timestamp() * 1000) - 1, int(ds.now.timestamp() * 1000)
+
+
+def _run(client: InfluxClient, query: str, ds: H.DataSet,
+         variables: dict[str, list[str] | None] | None = None) -> list[Series]:
+    start, end = _window(ds)
+    sql = H.fake_grafana_interpolate(query, start, end, "1h", variables)
+    return client.query(sql)[0]
+
+
+def _panel(name: str, key: str) -> dict[str, Any]:
+    """The committed JSON of the panel the builder knows by ``key``."""
+    dash = build_all(CFG, "vi")[name]
+    pid = next(p.id for p in dash.data_panels() if p.key == key)
+    return next(p for p in _committed("vi", name)["panels"] if p["id"] == pid)
+
+
+def _value(series: list[Series], column: str | None = None) -> float:
+    assert len(series) == 1 and len(series[0].values) == 1, series
+    row = series[0].rows()[0]
+    return float(row[column] if column else series[0].values[0][1])
+
+
+def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    queries = _all_queries()
+    assert len(queries) > 60
+    empty = []
+    for where, query in queries:
+        for variables in (None, {"district": ["Kỳ Anh"], "access": ["fixed", "mobile"]}):
+            series = _run(client, query, ds, variables)  # raises InfluxError on any error
+            if not series and variables is None:
+                empty.append(where)
+    assert not empty, empty
+
+
+def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    dash = _committed("vi", "overview")
+    got = {}
+    for var in dash["templating"]["list"]:
+        series = _run(client, var["query"], ds, {"district": ["Hương Khê"]})
+        got[var["name"]] = sorted(v[1] for v in series[0].values)
+    assert got["district"] == ["Hương Khê", "Kỳ Anh"]
+    assert got["commune"] == ["Hương Trạch", "Phúc Đồng"]  # narrowed by the district
+    assert got["access"] == ["fixed", "mobile"]
+    assert got["isp"] == sorted({isp for links in H.LINKS.values() for _l, _a, isp, _b in links})
+    assert got["probe"] == sorted(s.probe_id for s in H.SITES if s.district == "Hương Khê")
+
+
+@pytest.mark.parametrize("access", ["mobile", "fixed"])
+def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
+                                         access: str) -> None:
+    client, ds = loaded
+    values = H.downloads(H.throughput(ds, access, ds.start, ds.now))
+    median = _value(_run(client, _panel("overview", f"overview.median_{access}")["targets"][0]
+                         ["query"], ds))
+    assert median == pytest.approx(H.median(values), rel=1e-9)
+    share = _value(_run(client, _panel("overview", f"overview.share_{access}")["targets"][0]
+                        ["query"], ds))
+    assert share == pytest.approx(H.share_at_least(values, CFG.target(access)), rel=1e-9)
+    assert 0 < share < 100  # the data set straddles the target
+
+
+def test_filtered_by_district_and_2030_share(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, district="Kỳ Anh"))
+    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
+    got = _value(_run(client, query, ds, {"district": ["Kỳ Anh"]}))
+    assert got == pytest.approx(H.median(values), rel=1e-9)
+    all_fixed = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now))
+    query = _panel("overview", "overview.share_fixed_2030")["targets"][0]["query"]
+    assert _value(_run(client, query, ds)) == pytest.approx(
+        H.share_at_least(all_fixed, CFG.targets.fixed_2030_mbps), rel=1e-9)
+
+
+def test_peak_hour_median(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """The collector writes local_hour (hour of started_at in Vietnam); the peak panel's
+    median equals the median of tests started 19:00-22:59 local time."""
+    client, ds = loaded
+    rows = H.throughput(ds, "mobile", ds.start, ds.now)
+    peak = [r.metrics.download_mbps for r, _s in rows
+            if CFG.peak_start_hour <= H.local_hour(r) < CFG.peak_end_hour]
+    assert peak and len(peak) < len(rows)
+    query = _panel("overview", "overview.peak_mobile")["targets"][0]["query"]
+    assert _value(_run(client, query, ds)) == pytest.approx(H.median(peak), rel=1e-9)
+
+
+def test_district_table_worst_first_numbers(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    panel = _panel("where", "where.districts_fixed")
+    series = _run(client, panel["targets"][0]["query"], ds)
+    shares = {s.tags["district"]: s.rows()[0]["share_pct"]
+              for s in _run(client, panel["targets"][1]["query"], ds)}
+    assert {s.tags["district"] for s in series} == {"Kỳ Anh", "Hương Khê"}
+    for s in series:
+        district = s.tags["district"]
+        values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, district=district))
+        row = s.rows()[0]
+        assert row["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
+        assert row["p10_mbps"] == pytest.approx(H.influx_percentile(values, 10))
+        assert row["tests"] == len(values)
+        assert shares[district] == pytest.approx(H.share_at_least(values, CFG.target("fixed")))
+    assert panel["options"]["sortBy"] == [{"displayName": "Trung vị (Mb/s)", "desc": False}]
+
+
+def test_commune_table_and_map(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    panel = _panel("where", "where.communes_mobile")
+    for s in _run(client, panel["targets"][0]["query"], ds):
+        values = H.downloads(H.throughput(ds, "mobile", ds.start, ds.now,
+                                          commune=s.tags["commune"]))
+        assert s.rows()[0]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
+    geomap = _panel("where", "where.map")
+    rows = {s.tags["probe"]: s.rows()[0] for s in _run(client, geomap["targets"][1]["query"], ds)}
+    site = ds.site("ka-ubnd-01")
+    assert rows["ka-ubnd-01"]["latitude"] == site.latitude
+    assert rows["ka-ubnd-01"]["longitude"] == site.longitude
+    values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, probe_id="ka-ubnd-01"))
+    assert rows["ka-ubnd-01"]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
+
+
+def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    query = _panel("where", "where.isp_fixed")["targets"][0]["query"]
+    got = {s.tags["isp"]: s.values[0][1] for s in _run(client, query, ds)}
+    rows = H.throughput(ds, "fixed", ds.start, ds.now)
+    expected = {isp: H.median([r.metrics.download_mbps for r, _s in rows if r.isp == isp])
+                for isp in {r.isp for r, _s in rows}}
+    assert got == pytest.approx(expected, rel=1e-9)
+
+
+@pytest.mark.parametrize(("key", "method", "metric"),
+                         [("quality.tslcd", "reachability", "reachable"),
+                          ("quality.ipv6", "ipv6", "ipv6_reachable")])
+def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
+                               method: str, metric: str) -> None:
+    client, ds = loaded
+    series = _run(client, _panel("quality", key)["targets"][0]["query"], ds)
+    got = {s.tags["commune"]: s.values[0][1:] for s in series}
+    expected = {}
+    for commune in {s.commune for s in H.SITES}:
+        values = [r.metrics.values()[metric] for r in ds.results if r.method == method
+                  and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()]
+        expected[commune] = [100.0 * sum(values) / len(values), len(values)]
+    assert got.keys() == expected.keys()
+    for commune, (pct, n) in expected.items():
+        assert got[commune][0] == pytest.approx(pct) and got[commune][1] == n
+    assert any(v[0] < 100 for v in got.values()) and any(v[0] == 100 for v in got.values())
+    # Tests that broke (no metric) are not counted as "not ready".
+    if method == "ipv6":
+        broken = sum(1 for r in ds.results if r.method == "ipv6" and not r.ok
+                     and r.error is not None and r.error.code == "tool_missing")
+        assert broken and got["Kỳ Hoa"][1] == sum(
+            1 for r in ds.results if r.method == "ipv6"
+            and ds.site(r.probe_id).commune == "Kỳ Hoa") - broken
+
+
+def test_probe_health(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    client, ds = loaded
+    reporting = {s.probe_id for s in H.SITES}
+    online = _value(_run(client, _panel("probes", "probes.online")["targets"][0]["query"], ds))
+    offline = _value(_run(client, _panel("probes", "probes.offline")["targets"][0]["query"], ds))
+    unsynced = _value(_run(client, _panel("probes", "probes.unsynced")["targets"][0]["query"],
+                           ds))
+    assert (online, offline, unsynced) == (len(reporting) - 1, 1, 1)
+    silent = _run(client, _panel("probes", "probes.silent")["targets"][0]["query"], ds)
+    assert {s.tags["probe"] for s in silent} == {H.SILENT_PROBE}
+    # The stat counts rows of the silent list in Grafana (reduce "count", table format
+    # merges the per-probe series into one table): here the rows are counted directly.
+    counter = _panel("probes", "probes.silent_count")
+    assert counter["options"]["reduceOptions"]["calcs"] == ["count"]
+    rows = sum(len(s.values) for s in _run(client, counter["targets"][0]["query"], ds))
+    assert rows == 1
+    table = {s.tags["probe"]: s.rows()[0]
+             for s in _run(client, _panel("probes", "probes.table")["targets"][0]["query"], ds)}
+    assert table[H.OFFLINE_PROBE]["online"] == 0 and table[H.UNSYNCED_PROBE]["clock_synced"] == 0
+    last = {s.tags["probe"]: s.values[0][0]
+            for s in _run(client, _panel("probes", "probes.last_seen")["targets"][0]["query"],
+                          ds)}
+    expected_last = max(r.started_at for r in ds.results if r.probe_id == H.SILENT_PROBE)
+    assert last[H.SILENT_PROBE] == int(expected_last.timestamp() * 1000)
+    budget = _run(client, _panel("probes", "probes.budget")["targets"][0]["query"], ds)
+    mobile = [s.rows()[0] for s in budget if s.tags["link"] == "mobile"]
+    assert mobile and all(0 < r["used_pct"] < 100 for r in mobile)
+
+
+def test_alert_rule_queries(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """Alert queries run with their own relative windows; which series cross the rule's
+    threshold is what Grafana's reduce(last) + threshold would fire on."""
+    client, ds = loaded
+    rules = {r["uid"]: r for r in alert_rules(CFG)["groups"][0]["rules"]}
+
+    def firing(uid: str, tag: str) -> set[str]:
+        rule = rules[uid]
+        cond = rule["data"][2]["model"]["conditions"][0]["evaluator"]
+        op, limit = cond["type"], cond["params"][0]
+        out = set()
+        for s in client.query(rule["data"][0]["model"]["query"])[0]:
+            value = [v for v in s.values if v[1] is not None][-1][1]
+            if (op == "lt" and value < limit) or (op == "gt" and value > limit):
+                out.add(s.tags[tag])
+        return out
+
+    assert firing("netmon-probe-silent", "probe") == {H.SILENT_PROBE}
+    assert firing("netmon-loss", "probe") == {H.LOSSY_PROBE}
+    assert firing("netmon-spool-growing", "probe") == {H.SPOOL_PROBE}
+    day = ds.now - timedelta(hours=24)
+    for access in ("mobile", "fixed"):
+        expected = set()
+        for commune in {s.commune for s in H.SITES}:
+            values = H.downloads(H.throughput(ds, access, day + timedelta(milliseconds=1),
+                                              ds.now, commune=commune))
+            if values and H.median(values) < CFG.target(access):
+                expected.add(commune)
+        assert expected, access
+        assert firing(f"netmon-commune-below-{access}", "commune") == expected
+
+
+
+def _frame_columns(series: list[Series], fmt: str) -> set[str]:
+    """Field names Grafana gets from a result (part of the fake): table format turns tags
+    into columns, and Grafana's InfluxDB data source names the time column "Time"."""
+    cols: set[str] = set()
+    for s in series:
+        cols |= {"Time" if c == "time" else c for c in s.columns}
+        cols |= set(s.tags) if fmt == "table" else set()
+    return cols
+
+
+@pytest.mark.parametrize("lang", ["vi", "en"])
+def test_transformations_overrides_and_map_fields_exist(
+        loaded: tuple[InfluxClient, H.DataSet], lang: str) -> None:
+    """Renames, hidden columns, byName overrides, table sort and geomap fields all refer to
+    columns the queries really return (a typo would silently show nothing in Grafana)."""
+    client, ds = loaded
+    for name in ("overview", "where", "quality", "probes"):
+        for panel in _committed(lang, name)["panels"]:
+            if panel["type"] == "row":
+                continue
+            cols: set[str] = set()
+            for target in panel["targets"]:
+                cols |= _frame_columns(_run(client, target["query"], ds),
+                                       target["resultFormat"])
+            where = f"{lang}/{name}/{panel['title']}"
+            final = set(cols)
+            for tr in panel.get("transformations", []):
+                if tr["id"] == "organize":
+                    opts = tr["options"]
+                    assert set(opts["renameByName"]) <= cols, (where, opts, cols)
+                    assert set(opts["excludeByName"]) <= cols, (where, opts, cols)
+                    final = {opts["renameByName"].get(c, c) for c in cols
+                             if c not in opts["excludeByName"]}
+            for override in panel["fieldConfig"]["overrides"]:
+                if override["matcher"]["id"] == "byName":
+                    assert override["matcher"]["options"] in final, (where, override, final)
+            for sort in panel["options"].get("sortBy", []):
+                assert sort["displayName"] in final | {"Time"}, (where, sort, final)
+            for layer in panel["options"].get("layers", []):
+                fields = {layer["location"]["latitude"], layer["location"]["longitude"],
+                          layer["config"]["style"]["color"]["field"]}
+                assert fields <= final, (where, fields, final)
+

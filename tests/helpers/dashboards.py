@@ -1,0 +1,223 @@
+"""Dashboard tests: a known data set, a fake of Grafana's query interpolation, and the
+expected numbers computed in Python straight from the messages (not from InfluxDB).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import re
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+from collector.core.schema import Site
+from netmon.contract import ErrorInfo, LinkStatus, Metrics, ResultMessage, StatusMessage
+
+VN = ZoneInfo("Asia/Ho_Chi_Minh")
+THROUGHPUT = ("iperf3", "speedtest", "http")
+LATENCY = ("icmp", "tcp", "dns", "http_latency")
+
+SITES = [
+    Site("ka-ubnd-01", "UBND xã Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.07, 106.29, "commune_office"),
+    Site("ka-school-02", "Trường TH Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.08, 106.30, "school"),
+    Site("ka-ubnd-03", "UBND xã Kỳ Thư", "Kỳ Thư", "Kỳ Anh", 18.10, 106.25, "commune_office"),
+    Site("hk-ubnd-01", "UBND xã Hương Trạch", "Hương Trạch", "Hương Khê", 18.18, 105.70,
+         "commune_office"),
+    Site("hk-health-02", "Trạm y tế Hương Trạch", "Hương Trạch", "Hương Khê", 18.19, 105.71,
+         "health_station"),
+    #: Stops reporting two hours before "now": the silent probe.
+    Site("hk-silent-03", "UBND xã Phúc Đồng", "Phúc Đồng", "Hương Khê", 18.22, 105.66,
+         "commune_office"),
+]
+SILENT_PROBE = "hk-silent-03"
+OFFLINE_PROBE = "hk-health-02"      # last status: offline
+UNSYNCED_PROBE = "ka-school-02"     # last status: clock not synced
+LOSSY_PROBE = "ka-ubnd-03"          # 5 % loss in the last 40 minutes
+SPOOL_PROBE = "hk-ubnd-01"          # spool growing in the last hour
+UNREACHABLE_COMMUNE = "Kỳ Thư"      # every third TSLCD test fails
+#: (link, access, isp, base download Mb/s) per probe; speeds spread around the base.
+LINKS = {
+    "ka-ubnd-01": [("fibre", "fixed", "VNPT", 180.0), ("mobile", "mobile", "Viettel", 80.0)],
+    "ka-school-02": [("fibre", "fixed", "Viettel", 140.0)],
+    "ka-ubnd-03": [("fibre", "fixed", "FPT", 120.0), ("mobile", "mobile", "VinaPhone", 60.0)],
+    "hk-ubnd-01": [("fibre", "fixed", "VNPT", 160.0), ("mobile", "mobile", "Viettel", 72.0)],
+    "hk-health-02": [("mobile", "mobile", "MobiFone", 50.0)],
+    "hk-silent-03": [("fibre", "fixed", "VNPT", 1100.0)],
+}
+STEP = timedelta(minutes=20)
+HOURS = 48
+
+
+@dataclass
+class DataSet:
+    """The messages, and the data's time span (ms)."""
+
+    now: datetime
+    results: list[ResultMessage] = field(default_factory=list)
+    statuses: list[StatusMessage] = field(default_factory=list)
+
+    @property
+    def start(self) -> datetime:
+        """Earliest test start."""
+        return min(r.started_at for r in self.results)
+
+    def site(self, probe: str) -> Site:
+        """The site of a probe."""
+        return next(s for s in SITES if s.probe_id == probe)
+
+
+def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
+    """48 hours of results every 20 minutes per link, statuses every 20 minutes."""
+    rng = random.Random(seed)
+    now = (now or datetime.now(UTC)).replace(microsecond=0)
+    ds = DataSet(now)
+    start = now - timedelta(hours=HOURS)
+    t = start
+    i = 0
+    while t <= now - timedelta(minutes=1):
+        for site in SITES:
+            probe = site.probe_id
+            if probe == SILENT_PROBE and t > now - timedelta(hours=2):
+                continue
+            for link, access, isp, base in LINKS[probe]:
+                common = {"probe_id": probe, "link": link, "access": access, "isp": isp,
+                          "agent_version": "0.1.0", "duration_s": 10.0}
+                method = THROUGHPUT[i % 3]
+                down = round(max(0.5, rng.gauss(base, base * 0.2)), 3)
+                # Every 11th test shares the line with office traffic: slow, and flagged.
+                busy = i % 11 == 5
+                if busy:
+                    down = round(down * 0.3, 3)
+                up = round(down / 3, 3)
+                ds.results.append(ResultMessage(
+                    method=method, target="mlab-hn", started_at=t,
+                    metrics=Metrics(download_mbps=down, upload_mbps=up,
+                                    loaded_rtt_ms=round(rng.uniform(40, 90), 2),
+                                    idle_rtt_ms=round(rng.uniform(8, 20), 2),
+                                    **({"cross_traffic_mbps": 80.0} if busy else {})),
+                    flags=("cross_traffic",) if busy else (), **common))
+                recent = t > now - timedelta(minutes=40)
+                loss = 5.0 if (probe == LOSSY_PROBE and recent) else rng.choice((0.0, 0.0, 1.0))
+                ds.results.append(ResultMessage(
+                    method=LATENCY[i % 4], target="8.8.8.8", started_at=t + timedelta(seconds=20),
+                    metrics=Metrics(rtt_ms=round(rng.uniform(10, 60), 2),
+                                    jitter_ms=round(rng.uniform(1, 8), 2), loss_pct=loss),
+                    **common))
+            first = LINKS[probe][0]
+            link_common = {"probe_id": probe, "link": first[0], "access": first[1],
+                           "isp": first[2], "agent_version": "0.1.0", "duration_s": 1.0}
+            fail_tslcd = site.commune == UNREACHABLE_COMMUNE and i % 3 == 0
+            ds.results.append(ResultMessage(
+                method="reachability", target="tslcd-gw", started_at=t + timedelta(seconds=40),
+                metrics=Metrics(loss_pct=100.0, reachable=0.0) if fail_tslcd
+                else Metrics(rtt_ms=12.0, loss_pct=0.0, reachable=1.0),
+                error=ErrorInfo(code="unreachable", message="no route to TSLCD gateway")
+                if fail_tslcd else None, **link_common))
+            # Like agent/methods/ipv6.py: not ready = an error result still carrying
+            # ipv6_reachable=0; a broken test (tool missing) carries no metric at all.
+            fail_v6 = probe in ("hk-ubnd-01", "ka-school-02") and i % 2 == 0
+            broken = probe == "ka-ubnd-01" and i % 7 == 0
+            ds.results.append(ResultMessage(
+                method="ipv6", target="ipv6-test", started_at=t + timedelta(seconds=50),
+                metrics=Metrics() if broken else Metrics(ipv6_reachable=0.0, loss_pct=100.0)
+                if fail_v6 else Metrics(rtt_ms=30.0, ipv6_reachable=1.0),
+                error=ErrorInfo(code="tool_missing", message="ping not found") if broken
+                else ErrorInfo(code="unreachable", message="no IPv6 route") if fail_v6
+                else None, **link_common))
+            in_last_hour = t > now - timedelta(hours=1)
+            spool = (10 + int((t - (now - timedelta(hours=1))).total_seconds() // 60)
+                     if probe == SPOOL_PROBE and in_last_hour else 0)
+            last_status = t + STEP > now - timedelta(minutes=1)
+            ds.statuses.append(StatusMessage(
+                probe_id=probe, at=t + timedelta(seconds=55), agent_version="0.1.0",
+                state="offline" if (probe == OFFLINE_PROBE and last_status) else "online",
+                spool_depth=spool, clock_synced=not (probe == UNSYNCED_PROBE and last_status),
+                last_result_at=t, config_version=3,
+                links=tuple(LinkStatus(name=ln, access=a, isp=isp,
+                                       data_used_bytes=(i + 1) * 10_000_000,
+                                       data_budget_bytes=5_000_000_000 if a == "mobile" else None)
+                            for ln, a, isp, _b in LINKS[probe])))
+        t += STEP
+        i += 1
+    return ds
+
+
+def local_hour(msg: ResultMessage) -> float:
+    """The test's start hour in Vietnam time (what ``local_hour`` should hold)."""
+    return float(msg.started_at.astimezone(VN).hour)
+
+
+# --------------------------------------------------------------------------- fake Grafana
+
+
+def _regex_escape(value: str) -> str:
+    # Grafana's InfluxDB data source escapes these in regex-formatted variable values.
+    return re.sub(r"[\\^$*+?.()|\[\]{}/]", lambda m: "\\" + m.group(0), value)
+
+
+def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: str = "1h",
+                             variables: dict[str, list[str] | None] | None = None) -> str:
+    """FAKE of Grafana's InfluxDB data source interpolation (Grafana cannot run here).
+
+    ``$timeFilter`` -> ``time >= Xms and time <= Yms``; ``$__interval``; each template
+    variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)``.
+    """
+    variables = variables or {}
+    out = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
+    out = out.replace("$__interval", interval)
+    out = out.replace("$__from", str(start_ms)).replace("$__to", str(end_ms))
+    for name in ("district", "commune", "isp", "access", "probe"):
+        values = variables.get(name)
+        if not values:
+            rendered = ".*"
+        elif len(values) == 1:
+            rendered = _regex_escape(values[0])
+        else:
+            rendered = "(" + "|".join(_regex_escape(v) for v in values) + ")"
+        out = out.replace(f"${name}", rendered)
+    leftover = re.findall(r"\$\w+", out)
+    assert not leftover, f"uninterpolated macros {leftover} in {out}"
+    return out
+
+
+# --------------------------------------------------------------------------- expectations
+
+
+def influx_percentile(values: list[float], pct: float) -> float:
+    """InfluxQL's nearest-rank percentile."""
+    ordered = sorted(values)
+    i = math.floor(len(ordered) * pct / 100.0 + 0.5) - 1
+    return ordered[min(max(i, 0), len(ordered) - 1)]
+
+
+def throughput(ds: DataSet, access: str | None, start: datetime, end: datetime,
+               **tags: str) -> list[tuple[ResultMessage, Site]]:
+    """Successful throughput results in [start, end] matching access and site tags, without
+    the cross-traffic-flagged ones (dashboards and bulletin exclude them)."""
+    out = []
+    for r in ds.results:
+        site = ds.site(r.probe_id)
+        if (r.method in THROUGHPUT and r.ok and "cross_traffic" not in r.flags
+                and (access is None or r.access == access)
+                and start <= r.started_at <= end
+                and all(getattr(site, k, None) == v or getattr(r, k, None) == v
+                        for k, v in tags.items())):
+            out.append((r, site))
+    return out
+
+
+def downloads(rows: list[tuple[ResultMessage, Site]]) -> list[float]:
+    """The download values of those results."""
+    return [r.metrics.download_mbps for r, _s in rows if r.metrics.download_mbps is not None]
+
+
+def median(values: list[float]) -> float:
+    """Median as InfluxQL computes it (mean of the middle two for an even count)."""
+    return float(statistics.median(values))
+
+
+def share_at_least(values: list[float], target: float) -> float:
+    """Percent of values >= target."""
+    return 100.0 * sum(v >= target for v in values) / len(values)
