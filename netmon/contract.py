@@ -20,6 +20,7 @@ from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StringConstraints,
@@ -28,6 +29,9 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
+
+from netmon.methods import DECLARATIONS, IPV6, REACHABILITY
 
 SCHEMA_VERSION: Final = 1
 DEFAULT_PREFIX = "netmon/v1"
@@ -45,18 +49,35 @@ LINK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 ProbeId = Annotated[str, StringConstraints(pattern=PROBE_ID_PATTERN)]
 LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
 Access = Literal["fixed", "mobile"]
-#: Known methods. New plugins add their name here so both sides agree on it.
-Method = Literal["iperf3", "speedtest", "http", "icmp", "tcp", "dns", "http_latency", "ipv6",
-                 "reachability"]
+
+
+def _declared_method(value: Any) -> Any:
+    # Checked against the live registry rather than a Literal fixed at import, so a test
+    # can declare a test-only method for its duration; the error is the one a Literal of
+    # the declared names gives, so messages and dead-letter details stay as they were.
+    if isinstance(value, str) and value in DECLARATIONS:
+        return value
+    names = [repr(name) for name in DECLARATIONS]
+    expected = names[0] if len(names) == 1 else f"{', '.join(names[:-1])} or {names[-1]}"
+    raise PydanticCustomError("literal_error", "Input should be {expected}",
+                              {"expected": expected})
+
+
+#: A declared method's name (:data:`netmon.methods.DECLARATIONS`): declaring a method
+#: there is what makes both sides agree on it.
+Method = Annotated[str, BeforeValidator(_declared_method)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
-#: Methods whose results carry ``download_mbps`` / ``upload_mbps``.
-THROUGHPUT_METHODS: Final = ("iperf3", "speedtest", "http")
-#: Methods whose results carry ``rtt_ms`` / ``jitter_ms`` / ``loss_pct``.
-LATENCY_METHODS: Final = ("icmp", "tcp", "dns", "http_latency")
+#: Every declared method, in declaration order.
+METHODS: Final = tuple(DECLARATIONS)
+#: Methods whose results carry ``download_mbps`` / ``upload_mbps`` (kind ``throughput``).
+THROUGHPUT_METHODS: Final = tuple(n for n, d in DECLARATIONS.items() if d.kind == "throughput")
+#: Methods whose results carry ``rtt_ms`` / ``jitter_ms`` / ``loss_pct`` towards a
+#: measurement target (kind ``latency``).
+LATENCY_METHODS: Final = tuple(n for n, d in DECLARATIONS.items() if d.kind == "latency")
 #: IPv6 readiness (plan task 2.3): ok = global address and the v6 target reached.
-IPV6_METHOD: Final = "ipv6"
+IPV6_METHOD: Final = IPV6.name
 #: Reachability of configured endpoints (e.g. TSLCD): ok = reached, one result each.
-REACHABILITY_METHOD: Final = "reachability"
+REACHABILITY_METHOD: Final = REACHABILITY.name
 
 #: Error codes a failed test may carry (``error.code``).
 ERROR_CODES = (

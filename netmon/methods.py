@@ -1,0 +1,335 @@
+"""The measurement methods, as both sides know them: one declaration per method.
+
+A :class:`Declaration` is everything about a method that is not the measurement itself:
+its name (the ``method`` of a ``[tests.<name>]`` table and of a result), its kind, the
+options model that validates its table, and a one-line description (the table in
+``docs/methods.md``, checked by ``tests/agent/methods/test_registry.py``).
+
+It lives in the core, not beside the implementation, because the collector and the NOC
+tools validate results (:mod:`netmon.contract`) and test plans (:mod:`netmon.plan`)
+without importing the agent: the agent pulls in the HTTP engine, speedtest-cli and about
+twenty modules the NOC never runs. The implementations are ``agent/methods/<name>.py``,
+one line each in ``agent/methods/registry.py``; see "Adding a method" in
+``docs/methods.md``.
+
+This module imports nothing first-party, so :mod:`netmon.contract` can derive its method
+set and groups from :data:`DECLARATIONS` without an import cycle.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+#: What a method's results are, which decides how they are scheduled and aggregated:
+#: ``throughput`` tests never overlap and are charged against data budgets, and their
+#: results feed the speed charts; ``latency`` results feed the latency charts; ``check``
+#: results answer yes / no per target (ready, up) with RTTs beside, counted on their own.
+Kind = Literal["throughput", "latency", "check"]
+
+#: The speedtest target meaning "speedtest.net's own servers" (anything else is a URL).
+SPEEDTEST_NET = "speedtest.net"
+
+
+# --------------------------------------------------------------------------- targets
+
+
+@dataclass(frozen=True)
+class HostPort:
+    """A parsed ``host``, ``host:port``, ``[v6]:port`` or URL target."""
+
+    host: str
+    port: int
+
+
+def split_host_port(target: str, default_port: int) -> HostPort:
+    """Parse ``host``, ``host:port``, ``[v6addr]:port``, a bare IPv6 address or a URL.
+
+    Raises ValueError for a bad port or a URL without a host. Here rather than in the
+    agent because option models (``reachability`` endpoints) check targets with it.
+    """
+    target = target.strip()
+    if "://" in target:
+        parts = urlsplit(target)
+        if not parts.hostname:
+            raise ValueError(f"target {target!r} has no host")
+        scheme_port = {"http": 80, "https": 443}.get(parts.scheme, default_port)
+        return HostPort(parts.hostname, parts.port or scheme_port)
+    if target.startswith("["):
+        host, _, rest = target[1:].partition("]")
+        port = int(rest[1:]) if rest.startswith(":") else default_port
+        return HostPort(host, port)
+    if target.count(":") == 1:
+        host, port_text = target.split(":")
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise ValueError(f"target {target!r}: port must be 1-65535")
+        return HostPort(host, int(port_text))
+    return HostPort(target, default_port)
+
+
+# --------------------------------------------------------------------------- shared options
+
+
+class MethodOptions(BaseModel):
+    """Options shared by every method; each method subclasses this with its own keys."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    target: str = Field(min_length=1, description="host, host:port or URL to measure against")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
+
+
+class ThroughputOptions(MethodOptions):
+    """Keys every throughput method has (loaded latency and cross-traffic)."""
+
+    loaded_latency: bool = Field(True, description="measure idle and loaded RTT (ICMP)")
+    latency_target: str | None = Field(
+        None, description="host to ping for idle/loaded RTT (default: the test server)")
+    latency_interval_s: float = Field(0.1, ge=0.02, le=5, description="loaded RTT sampling")
+    cross_traffic_share: float = Field(
+        0.1, ge=0, le=10,
+        description="flag the result when other traffic on the link exceeds this share of "
+                    "the test's own throughput")
+
+
+class LatencyOptions(MethodOptions):
+    """Keys every latency method has: ``count`` probes ``interval_s`` apart, each with
+    ``probe_timeout_s``."""
+
+    count: int = Field(10, ge=1, le=1000, description="probes per test")
+    interval_s: float = Field(0.2, ge=0.005, le=60, description="seconds between probes")
+    probe_timeout_s: float = Field(2.0, gt=0, le=60, description="wait for one answer")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
+
+
+# --------------------------------------------------------------------------- throughput
+
+
+class Iperf3Options(ThroughputOptions):
+    """``[tests.<name>]`` keys for ``method = "iperf3"``; ``target`` is ``host[:port]``."""
+
+    direction: Literal["download", "upload", "both"] = "both"
+    port: int = Field(5201, ge=1, le=65535, description="server port when target has none")
+    streams: int = Field(4, ge=1, le=128, description="parallel streams (-P)")
+    duration_s: int = Field(10, ge=1, le=120, description="measured seconds (-t)")
+    omit_s: int = Field(2, ge=0, le=30, description="warm-up seconds not counted (-O)")
+    busy_retries: int = Field(3, ge=0, le=20, description="retries when the server is busy")
+    busy_backoff_s: float = Field(2.0, ge=0, le=120, description="first wait, doubled each try")
+    binary: str = Field("iperf3", min_length=1, description="iperf3 executable")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
+
+    @model_validator(mode="after")
+    def _timeout_fits(self) -> Iperf3Options:
+        runs = 2 if self.direction == "both" else 1
+        need = runs * (self.duration_s + self.omit_s + 2)
+        if self.timeout_s < need:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
+                             f"({need:g} s for direction={self.direction}, "
+                             f"duration_s={self.duration_s}, omit_s={self.omit_s})")
+        return self
+
+
+class SpeedtestOptions(ThroughputOptions):
+    """``[tests.<name>]`` keys for ``method = "speedtest"``; ``target`` is
+    ``"speedtest.net"`` or the URL of a self-hosted server's ``upload.php``."""
+
+    direction: Literal["download", "upload", "both"] = "both"
+    server_ids: list[int] = Field(default_factory=list,
+                                  description="speedtest.net server ids to choose from")
+    length_s: int = Field(10, ge=1, le=60, description="seconds per direction (testlength)")
+    download_threads: int = Field(8, ge=1, le=64)
+    upload_threads: int = Field(8, ge=1, le=64)
+    threads_per_url: int = Field(4, ge=1, le=16, description="requests per image size")
+    secure: bool = Field(True, description="HTTPS to speedtest.net (HTTP gets 403)")
+    timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        if value == SPEEDTEST_NET:
+            return value
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f'target must be "{SPEEDTEST_NET}" or the http(s):// URL of a '
+                             "self-hosted server's upload.php")
+        return value
+
+
+class HttpOptions(ThroughputOptions):
+    """``[tests.<name>]`` keys for ``method = "http"``; ``target`` is the server's base URL
+    (``http://host[:port]``)."""
+
+    direction: Literal["download", "upload", "both"] = "both"
+    download_path: str = Field("/download/blob.bin", pattern=r"^/\S*$",
+                               description="object to GET (LibreSpeed: /garbage.php?ckSize=100)")
+    upload_path: str = Field("/upload", pattern=r"^/\S*$",
+                             description="sink to POST to (LibreSpeed: /empty.php)")
+    streams: int = Field(4, ge=1, le=64, description="parallel connections")
+    duration_s: float = Field(10.0, ge=1, le=120, description="per direction, warm-up included")
+    warmup_s: float = Field(2.0, ge=0, le=60, description="slow start excluded from goodput")
+    sample_interval_s: float = Field(0.1, ge=0.05, le=0.25)
+    connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    timeout_s: float = Field(90.0, gt=0, le=3600, description="hard limit for the whole test")
+
+    @field_validator("target")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("target must be an http:// URL of the measurement server "
+                             "(https is not supported by the http engine)")
+        return value.rstrip("/")
+
+    @model_validator(mode="after")
+    def _warmup_shorter(self) -> HttpOptions:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(f"warmup_s ({self.warmup_s:g}) must be shorter than duration_s "
+                             f"({self.duration_s:g})")
+        runs = 2 if self.direction == "both" else 1
+        need = runs * (self.duration_s + self.connect_timeout_s) + 2
+        if self.timeout_s < need:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
+                             f"({need:g} s for direction={self.direction}, "
+                             f"duration_s={self.duration_s:g})")
+        return self
+
+
+# --------------------------------------------------------------------------- latency
+
+
+class IcmpOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "icmp"``; ``target`` is a host or address."""
+
+    family: Literal["auto", "ipv4", "ipv6"] = Field("auto", description="address family")
+
+
+class TcpOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "tcp"``; ``target`` is ``host:port``."""
+
+    port: int = Field(443, ge=1, le=65535, description="port when target has none")
+
+
+class DnsOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "dns"``; ``target`` is the resolver
+    (``address`` or ``address:port``)."""
+
+    name: str = Field("example.com", min_length=1, max_length=253, description="name to resolve")
+    record: Literal["A", "AAAA"] = "A"
+    port: int = Field(53, ge=1, le=65535, description="resolver port when target has none")
+
+    @field_validator("name")
+    @classmethod
+    def _labels(cls, value: str) -> str:
+        labels = value.rstrip(".").split(".")
+        if any(not 0 < len(label) < 64 for label in labels):
+            raise ValueError("each label of name must be 1-63 characters")
+        return value.rstrip(".")
+
+
+class HttpLatencyOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "http_latency"``; ``target`` is an http:// URL
+    of a small object (e.g. ``http://server/speedtest/latency.txt``)."""
+
+    @field_validator("target")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        parts = urlsplit(value)
+        if parts.scheme != "http" or not parts.hostname:
+            raise ValueError("target must be an http:// URL")
+        return value
+
+
+# --------------------------------------------------------------------------- checks
+
+
+class Ipv6Options(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "ipv6"``; ``target`` is a host name with
+    AAAA and A records, or an IPv6 address (then set ``v4_target``)."""
+
+    v4_target: str | None = Field(None, description="IPv4 host to compare with")
+    count: int = Field(5, ge=1, le=100)
+
+
+def _check_endpoint(value: str) -> str:
+    if value.startswith("icmp:"):
+        if not value[5:]:
+            raise ValueError(f"endpoint {value!r}: icmp: needs a host")
+        return value
+    hp = split_host_port(value, 0)
+    if hp.port == 0:
+        raise ValueError(f"endpoint {value!r} must be host:port or icmp:host")
+    return value
+
+
+class ReachabilityOptions(LatencyOptions):
+    """``[tests.<name>]`` keys for ``method = "reachability"``: ``target`` is the first
+    endpoint, ``endpoints`` more of them (``host:port`` or ``icmp:host`` each)."""
+
+    endpoints: list[str] = Field(default_factory=list, max_length=64)
+    count: int = Field(3, ge=1, le=100, description="probes per endpoint")
+
+    @field_validator("target")
+    @classmethod
+    def _target(cls, value: str) -> str:
+        return _check_endpoint(value)
+
+    @field_validator("endpoints")
+    @classmethod
+    def _endpoints(cls, value: list[str]) -> list[str]:
+        return [_check_endpoint(v) for v in value]
+
+
+# --------------------------------------------------------------------------- declarations
+
+
+@dataclass(frozen=True)
+class Declaration:
+    """What both sides know about a method: enough to validate its tests and results."""
+
+    name: str
+    kind: Kind
+    options: type[MethodOptions]
+    doc: str  # one line: the "what" column of the table in docs/methods.md
+
+
+#: Every method, by name, in declaration order (the order of the contract's groups, which
+#: the dashboards' queries follow). Tests add test-only methods for their duration with the
+#: ``register_method`` fixture (``tests/conftest.py``); production code never changes it.
+DECLARATIONS: dict[str, Declaration] = {}
+
+
+def declare(name: str, kind: Kind, options: type[MethodOptions], doc: str) -> Declaration:
+    """Add a method to :data:`DECLARATIONS` and return its declaration."""
+    if name in DECLARATIONS:
+        raise ValueError(f"method {name!r} is declared twice")
+    decl = Declaration(name, kind, options, doc)
+    DECLARATIONS[name] = decl
+    return decl
+
+
+def declared(name: str) -> Declaration:
+    """The declaration of a method; KeyError names the known ones."""
+    try:
+        return DECLARATIONS[name]
+    except KeyError:
+        raise KeyError(f"unknown method {name!r}; known: "
+                       f"{', '.join(sorted(DECLARATIONS))}") from None
+
+
+IPERF3 = declare("iperf3", "throughput", Iperf3Options,
+                 "iperf3 binary, `-J`, download `-R` / upload")
+SPEEDTEST = declare("speedtest", "throughput", SpeedtestOptions,
+                    "speedtest-cli library: speedtest.net over HTTPS, or a self-hosted server")
+HTTP = declare("http", "throughput", HttpOptions,
+               "our multi-stream HTTP engine (uvloop, `BufferedProtocol`)")
+ICMP = declare("icmp", "latency", IcmpOptions, "ICMP echo")
+TCP = declare("tcp", "latency", TcpOptions, "TCP connect time")
+DNS = declare("dns", "latency", DnsOptions, "resolution time against a configured resolver")
+HTTP_LATENCY = declare("http_latency", "latency", HttpLatencyOptions, "HTTP time to first byte")
+IPV6 = declare("ipv6", "check", Ipv6Options,
+               "IPv6 readiness: global address, v6 reachability, v6 vs v4 RTT")
+REACHABILITY = declare("reachability", "check", ReachabilityOptions,
+                       "up/down and RTT per endpoint (one result per endpoint)")
