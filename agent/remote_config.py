@@ -26,10 +26,8 @@ probe, plan, allowlist, which Ansible may have tightened since) before running i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import ipaddress
 import logging
-import os
 import re
 import threading
 from collections.abc import Callable, Iterable, Sequence
@@ -41,6 +39,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from netmon.contract import describe_validation_error
+from netmon.errors import NetmonError
+from netmon.fsutil import atomic_write
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -216,28 +216,8 @@ def secret_keys(plan: Any, where: str = "") -> list[str]:
 # --------------------------------------------------------------------------- persistence
 
 
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Replace ``path`` with ``data`` so that after a crash or power loss at any instant
-    the file holds either the old or the new content, never a mix."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    # The rename is durable only once the directory entry itself reaches the disk.
-    dfd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dfd)
-    finally:
-        os.close(dfd)
+# The envelope is written with netmon.fsutil.atomic_write (0600: temp file, fsync,
+# rename, fsync of the folder).
 
 
 # --------------------------------------------------------------------------- the handler
@@ -259,7 +239,7 @@ class Decision(Generic[P]):
         return self.outcome == "applied"
 
 
-class Rejected(Exception):
+class Rejected(NetmonError):
     """Internal: a check failed."""
 
     def __init__(self, reason: str, detail: str, version: int | None = None) -> None:

@@ -22,6 +22,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
+from netmon.errors import NetmonError
+
 log = logging.getLogger("netmon.agent.spool")
 
 _SCHEMA = """
@@ -82,7 +84,7 @@ class SpoolStats:
     oldest_spooled_at: float | None
 
 
-class SpoolError(RuntimeError):
+class SpoolError(NetmonError, RuntimeError):
     """The spool file cannot be opened or written (disk full, read-only, corrupt)."""
 
 

@@ -44,6 +44,7 @@ from zoneinfo import ZoneInfo
 
 from devstack import measurement_server, netns, services
 from netmon import __version__
+from netmon.errors import NetmonError
 
 PROBE_ID = "demo-ky-anh-01"
 #: Service accounts carry "_", which no probe id may, as in the Ansible inventory.
@@ -103,7 +104,7 @@ class StackReport:
                 "links": [vars(link) for link in self.links]}
 
 
-class StackError(RuntimeError):
+class StackError(NetmonError, RuntimeError):
     """The stack could not run; the message says which step and what to do."""
 
 

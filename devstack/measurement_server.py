@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from devstack import services
+from netmon.fsutil import atomic_writer
 
 TEMPLATE = (Path(__file__).resolve().parent.parent / "deploy" / "ansible" / "roles" /
             "netmon_server" / "templates" / "nginx.conf.j2")
@@ -37,8 +38,8 @@ def speedtest_image_bytes(size: int) -> int:
 def _write_random(path: Path, nbytes: int, sparse: bool) -> None:
     if path.exists() and path.stat().st_size == nbytes:
         return
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    with open(tmp, "wb") as out:
+    # Atomic: a run interrupted half way leaves no short file that looks finished.
+    with atomic_writer(path, mode=0o644) as out:  # served by nginx
         if sparse:
             out.truncate(nbytes)
         else:
@@ -49,7 +50,6 @@ def _write_random(path: Path, nbytes: int, sparse: bool) -> None:
                 n = min(left, len(block))
                 out.write(block[:n])
                 left -= n
-    os.replace(tmp, path)
 
 
 def prepare_webroot(webroot: Path, blob_bytes: int = 256 << 20, sparse: bool = False,

@@ -16,8 +16,10 @@ import subprocess
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+from netmon.errors import NetmonError
 
-class NetnsError(RuntimeError):
+
+class NetnsError(NetmonError, RuntimeError):
     """A namespace, veth or qdisc could not be set up."""
 
 

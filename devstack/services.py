@@ -17,8 +17,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from netmon.errors import NetmonError
 
-class ServiceError(RuntimeError):
+
+class ServiceError(NetmonError, RuntimeError):
     """A service could not start; the message says which and where its log is."""
 
 

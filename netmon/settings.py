@@ -1,8 +1,14 @@
 """Loading TOML config files with ``NETMON_`` environment overrides (pydantic-settings),
-and turning validation errors into one line per bad key. Shared by agent and collector.
+turning validation errors into one line per bad key, and reading the ``*_file`` secrets
+a config points to. Shared by agent and collector.
 
 Environment variables override the file: ``NETMON_BROKER__HOST=10.0.0.5`` sets
 ``[broker] host`` (``__`` separates nesting levels).
+
+Secret files (``password_file``, ``token_file``) follow one rule, :func:`read_secret`: the
+file is UTF-8 text, leading and trailing whitespace (the newline an editor or Ansible's
+``content: "...\\n"`` adds, a stray space) is not part of the secret, and a file that is
+empty after that is refused rather than sent as an empty password.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 
+from netmon.errors import EXIT_INPUT, NetmonError
+
 T = TypeVar("T", bound=BaseSettings)
 
 
-class ConfigError(Exception):
+class ConfigError(NetmonError):
     """A config file that cannot be used. ``problems`` has one ``key: why`` per bad key."""
+
+    exit_code = EXIT_INPUT
 
     def __init__(self, path: Path | None, problems: list[str]) -> None:
         self.path = path
@@ -99,3 +109,45 @@ def load_settings(model: type[T], path: Path | None, env_prefix: str = "NETMON_"
     return cast(T, model.model_construct(
         _fields_set=loaded.model_fields_set,
         **{k: getattr(loaded, k) for k in model.model_fields}))
+
+
+class SecretFileError(NetmonError):
+    """A secret file that cannot be used: unreadable, not UTF-8, or empty.
+
+    ``why`` is the reason alone (``No such file or directory``, ``empty``); the message
+    names the config ``key`` when known, and never contains the secret.
+    """
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, path: Path, why: str, key: str | None = None) -> None:
+        super().__init__(f"{key}: {path}: {why}" if key else f"{path}: {why}")
+        self.path = path
+        self.why = why
+        self.key = key
+
+
+def read_secret(path: Path | None, key: str | None = None) -> str | None:
+    """The secret held in ``path`` (None when no file is configured); ``key`` (e.g.
+    ``mqtt.password_file``) names the setting in errors.
+
+    The rule for every ``*_file`` secret: UTF-8 text with leading and trailing whitespace
+    stripped; an unreadable, non-UTF-8 or (after stripping) empty file raises
+    :class:`SecretFileError`. Nothing is cached: a caller that reads at every connection
+    attempt (the agent) picks up a corrected file without a restart.
+    """
+    if path is None:
+        return None
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise SecretFileError(path, exc.strerror or str(exc), key) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise SecretFileError(path, "not UTF-8 text", key) from None
+    # Strip both ends: an invisible space is as much a typo as the trailing newline.
+    secret = text.strip()
+    if not secret:
+        raise SecretFileError(path, "empty", key)
+    return secret

@@ -25,7 +25,6 @@ import binascii
 import hashlib
 import json
 import math
-import os
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -44,20 +43,28 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
+from netmon.errors import EXIT_INPUT, EXIT_RUNTIME, NetmonError
+from netmon.fsutil import atomic_write
+from netmon.jsonutil import JsonError, decode_object
 
 ENVELOPE_SCHEMA: Final = 1
 #: ``probe_id`` of an envelope meant for every probe.
 ALL_PROBES: Final = "*"
 
 
-class SigningError(Exception):
+class SigningError(NetmonError):
     """A key or envelope that cannot be used. ``reason`` is a short stable code (it ends up
-    in a probe's status and in counters); the message is what a person reads."""
+    in a probe's status and in counters); the message is what a person reads.
+
+    Exit code 2 (a bad key, envelope or argument), except ``io``: a file that could not
+    be written is a run-time failure (1).
+    """
 
     def __init__(self, reason: str, detail: str) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.exit_code = EXIT_RUNTIME if reason == "io" else EXIT_INPUT
 
 
 # --------------------------------------------------------------------------- canonical JSON
@@ -123,26 +130,21 @@ def write_keypair(private_path: Path, public_path: Path, overwrite: bool = False
                   ) -> Ed25519PublicKey:
     """Generate a key pair; the private key file is created with mode 0600.
 
-    The private file is opened with ``O_EXCL`` unless ``overwrite``, so a signing key is
-    never silently replaced (every probe would then refuse the NOC's configs).
+    The private key is written atomically and, unless ``overwrite``, only if no file is
+    there yet, so a signing key is never silently replaced (every probe would then
+    refuse the NOC's configs) and never left half written.
     """
     key = generate_private_key()
-    flags = os.O_WRONLY | os.O_CREAT | (os.O_TRUNC if overwrite else os.O_EXCL)
     try:
-        fd = os.open(private_path, flags, 0o600)
+        atomic_write(private_path, private_key_pem(key), mode=0o600, overwrite=overwrite)
     except FileExistsError:
         raise SigningError("exists", f"{private_path} exists (use --force to replace)") from None
     except OSError as exc:
         raise SigningError("io", f"cannot create {private_path}: {exc.strerror}") from None
-    with os.fdopen(fd, "wb") as fh:
-        # O_CREAT's mode is filtered by the umask and ignored for an existing file.
-        os.fchmod(fh.fileno(), 0o600)
-        fh.write(private_key_pem(key))
-        fh.flush()
-        os.fsync(fh.fileno())
     public = key.public_key()
     try:
-        public_path.write_bytes(public_key_pem(public))
+        # Atomic: a probe's Ansible copy never picks up half a key.
+        atomic_write(public_path, public_key_pem(public), mode=0o644)
     except OSError as exc:
         raise SigningError("io", f"cannot write {public_path}: {exc.strerror}") from None
     return public
@@ -248,20 +250,13 @@ def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
     object's members, exactly as received). Raises SigningError ``too_large`` /
     ``malformed`` / ``unsigned``.
     """
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise SigningError("too_large", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES} limit")
     try:
-        obj = json.loads(payload.decode("utf-8"), parse_constant=_reject_constant)
-    except SigningError:
-        raise
-    except UnicodeDecodeError:
-        raise SigningError("malformed", "payload is not UTF-8") from None
-    except ValueError as exc:
-        raise SigningError("malformed", f"payload is not JSON: {exc}") from None
-    except RecursionError:
-        raise SigningError("malformed", "payload nests JSON too deeply") from None
-    if not isinstance(obj, dict):
-        raise SigningError("malformed", f"payload is a JSON {type(obj).__name__}, not an object")
+        obj = decode_object(payload, MAX_MESSAGE_BYTES)
+    except JsonError as exc:
+        # Envelope codes: only the size has its own; every other decoding problem is
+        # "malformed" (the detail says which).
+        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
+                           exc.detail) from None
     if not obj.get("signature"):
         raise SigningError("unsigned", "config has no signature")
     try:
@@ -269,10 +264,6 @@ def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
     except ValidationError as exc:
         raise SigningError("malformed", describe_validation_error(exc)) from None
     return env, obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise SigningError("malformed", f"non-finite number {name} in payload")
 
 
 def verify(payload: bytes, public_keys: Sequence[Ed25519PublicKey]) -> Envelope:

@@ -18,6 +18,7 @@ from matplotlib.ticker import FuncFormatter
 
 from collector.bulletin.compute import ACCESS_ORDER, Report
 from collector.bulletin.i18n import Lang, fmt_num, short_month, t
+from netmon.errors import NetmonError
 
 FONT_FAMILIES = ["Noto Sans", "DejaVu Sans"]
 COLORS = {"fixed": "#1f5fa8", "mobile": "#d9731a"}
@@ -25,7 +26,7 @@ MEETS, BELOW, GREY = "#2e8b57", "#c0392b", "#9e9e9e"
 DPI = 150
 
 
-class FontError(RuntimeError):
+class FontError(NetmonError, RuntimeError):
     """No font with Vietnamese glyphs is installed."""
 
 

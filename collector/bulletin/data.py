@@ -29,6 +29,7 @@ from collector.core.schema import RESULTS, influxql_string, nfc
 from netmon.contract import (
     THROUGHPUT_METHODS,
 )
+from netmon.errors import EXIT_INPUT, NetmonError
 
 THROUGHPUT_FIELDS: tuple[str, ...] = ("download_mbps", "upload_mbps", "loaded_rtt_ms",
                                       "idle_rtt_ms")
@@ -39,8 +40,10 @@ LINE_TAGS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune", "dist
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
 
-class MonthError(ValueError):
+class MonthError(NetmonError, ValueError):
     """The month argument is not ``YYYY-MM``."""
+
+    exit_code = EXIT_INPUT
 
 
 @dataclass(frozen=True)

@@ -13,10 +13,14 @@ from collector.bulletin.i18n import Lang
 from collector.config import CollectorConfig
 from collector.core.influx import InfluxClient, InfluxError
 from netmon import contract
+from netmon.errors import EXIT_INPUT, NetmonError
+from netmon.fsutil import atomic_write
 
 
-class BulletinInputError(ValueError):
+class BulletinInputError(NetmonError, ValueError):
     """Bad input from the user (month, InfluxDB unreachable, output folder): exit code 2."""
+
+    exit_code = EXIT_INPUT
 
 
 @dataclass
@@ -111,7 +115,7 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     html = render.render_html(rep, lang, chart_files, cfg.bulletin.expected_tests_per_day)
     if "html" in formats:
         files["html"] = out_dir / f"{stem}.html"
-        files["html"].write_text(html, encoding="utf-8")
+        atomic_write(files["html"], html, mode=0o644)  # served as is by the web server
     if "csv" in formats:
         files["csv"] = out_dir / f"{stem}.csv"
         render.write_csv(rep, files["csv"])

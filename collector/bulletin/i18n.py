@@ -8,10 +8,11 @@ are single code points in HTML, PDF and CSV alike.
 from __future__ import annotations
 
 import unicodedata
-from typing import Literal
 
-Lang = Literal["vi", "en"]
-LANGS: tuple[Lang, ...] = ("vi", "en")
+# Re-exported: the area's modules import the language type from their own table.
+from netmon.i18n import LANGS as LANGS
+from netmon.i18n import Lang as Lang
+from netmon.i18n import Texts
 
 _MONTHS_EN = ("January", "February", "March", "April", "May", "June", "July", "August",
               "September", "October", "November", "December")
@@ -175,13 +176,8 @@ STRINGS: dict[str, tuple[str, str]] = {
 }
 
 
-def t(key: str, lang: Lang, **kwargs: object) -> str:
-    """The string ``key`` in ``lang``, formatted with ``kwargs``, NFC."""
-    vi, en = STRINGS[key]
-    text = vi if lang == "vi" else en
-    if kwargs:
-        text = text.format(**kwargs)
-    return unicodedata.normalize("NFC", text)
+#: ``t(key, lang="vi", **values)``: the string in ``lang``, formatted, NFC (netmon.i18n).
+t = Texts(STRINGS, "bulletin string")
 
 
 def fmt_num(value: float | None, lang: Lang, decimals: int = 1) -> str:

@@ -10,8 +10,10 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from netmon.errors import NetmonError
 
-class PdfError(RuntimeError):
+
+class PdfError(NetmonError, RuntimeError):
     """The PDF could not be produced (library or system libraries missing)."""
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import unicodedata
 from dataclasses import dataclass
 from datetime import timedelta
@@ -15,6 +16,7 @@ from collector.bulletin import i18n
 from collector.bulletin.compute import ACCESS_ORDER, GroupRow, Report, SpeedStat
 from collector.bulletin.data import TrendPoint
 from collector.bulletin.i18n import Lang
+from netmon.fsutil import atomic_write
 
 TEMPLATES = Path(__file__).parent / "templates"
 
@@ -163,12 +165,16 @@ def csv_records(rep: Report) -> list[dict[str, str]]:
 
 
 def write_csv(rep: Report, path: Path) -> None:
-    """UTF-8 with a byte-order mark (so Excel shows Vietnamese names right), '.' decimals."""
-    with open(path, "w", encoding="utf-8-sig", newline="") as fh:
-        w = csv.DictWriter(fh, fieldnames=CSV_COLUMNS)
-        w.writeheader()
-        for rec in csv_records(rep):
-            w.writerow({k: unicodedata.normalize("NFC", v) for k, v in rec.items()})
+    """UTF-8 with a byte-order mark (so Excel shows Vietnamese names right), '.' decimals.
+
+    Written atomically: next month's bulletin reads this file back for its trend.
+    """
+    buf = io.StringIO(newline="")
+    w = csv.DictWriter(buf, fieldnames=CSV_COLUMNS)
+    w.writeheader()
+    for rec in csv_records(rep):
+        w.writerow({k: unicodedata.normalize("NFC", v) for k, v in rec.items()})
+    atomic_write(path, buf.getvalue(), mode=0o644, encoding="utf-8-sig")
 
 
 def read_trend_csv(path: Path, month: str) -> list[TrendPoint]:

@@ -16,12 +16,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from collector.config import InfluxSettings, read_secret
+from collector.config import InfluxSettings
 from collector.dashboards import files
 from collector.dashboards.build import DATASOURCE_UID, BuildConfig, build_all
 from collector.dashboards.checks import structural_problems
 from collector.dashboards.i18n import LANGS, Lang
 from collector.dashboards.provisioning import DATASOURCE_NAME, FOLDERS
+from netmon.settings import SecretFileError, read_secret
 
 
 def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -121,10 +122,12 @@ def datasource_payload(influx: InfluxSettings) -> dict[str, Any]:
                      "timeInterval": "1m", "tlsSkipVerify": not influx.verify_tls}}
     if influx.token_file:
         payload["jsonData"]["httpHeaderName1"] = "Authorization"
-        payload["secureJsonData"] = {"httpHeaderValue1": f"Token {read_secret(influx.token_file)}"}
+        token = read_secret(influx.token_file, "influxdb.token_file")
+        payload["secureJsonData"] = {"httpHeaderValue1": f"Token {token}"}
     elif influx.password_file:
         payload["user"] = influx.username or "netmon"
-        payload["secureJsonData"] = {"password": read_secret(influx.password_file)}
+        payload["secureJsonData"] = {
+            "password": read_secret(influx.password_file, "influxdb.password_file")}
     return payload
 
 
@@ -137,12 +140,9 @@ def _push(args: argparse.Namespace) -> int:
         return 2
     cfg, build_cfg = loaded
     try:
-        token = args.token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        print(f"--token-file {args.token_file}: {exc.strerror}", file=sys.stderr)
-        return 2
-    if not token:
-        print(f"--token-file {args.token_file}: empty", file=sys.stderr)
+        token = read_secret(args.token_file, "--token-file")
+    except SecretFileError as exc:  # unreadable or empty
+        print(exc, file=sys.stderr)
         return 2
     if not args.grafana_url.startswith(("http://", "https://")):
         print(f"--grafana-url must start with http:// or https://: {args.grafana_url!r}",

@@ -19,7 +19,7 @@ from typing import Any
 
 from collector import config as collector_config
 from collector.core.registry import Registry, RegistryError
-from netmon.settings import ConfigError
+from netmon.settings import ConfigError, SecretFileError
 
 
 def register(sub: Any) -> None:
@@ -93,7 +93,7 @@ def run(args: argparse.Namespace) -> int:
 
     try:
         collector = Collector(cfg, registry)
-    except OSError as exc:  # e.g. unreadable password file
+    except (OSError, SecretFileError) as exc:  # e.g. an unusable password or TLS file
         print(f"error: {exc}", file=sys.stderr)
         return 2
     stop = threading.Event()

@@ -20,6 +20,7 @@ import contextlib
 import fcntl
 import json
 import os
+import stat
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,6 +28,7 @@ from pathlib import Path
 from pydantic import BaseModel, ConfigDict, Field
 
 from netmon.contract import format_time, now_utc
+from netmon.fsutil import atomic_write
 
 
 class DeadLetter(BaseModel):
@@ -69,7 +71,13 @@ class DeadLetter(BaseModel):
 
 class DeadLetterStore:
     """The JSONL file. Appends and rewrites take an exclusive ``flock`` so a replay can
-    run while the collector keeps appending."""
+    run while the collector keeps appending.
+
+    A rewrite (:meth:`remove`) replaces the file atomically (:mod:`netmon.fsutil`), so a
+    power cut during a replay loses no record; the new file keeps the old one's mode and
+    owner. The lock is on the open file, so whoever waited for it checks afterwards that
+    the path still names that file, and opens the new one otherwise.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -77,10 +85,23 @@ class DeadLetterStore:
     @contextlib.contextmanager
     def _locked(self, mode: str) -> Iterator[int]:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        flags = os.O_CREAT | (os.O_APPEND | os.O_WRONLY if mode == "a" else os.O_RDWR)
-        fd = os.open(self.path, flags, 0o640)
+        flags = os.O_CREAT | (os.O_APPEND | os.O_WRONLY if mode == "a" else os.O_RDONLY)
+        while True:
+            fd = os.open(self.path, flags, 0o640)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                held = os.fstat(fd)
+                try:
+                    now = os.stat(self.path)
+                except FileNotFoundError:
+                    now = None
+            except BaseException:
+                os.close(fd)
+                raise
+            if now is not None and (now.st_ino, now.st_dev) == (held.st_ino, held.st_dev):
+                break
+            os.close(fd)  # replaced while we waited: lock the file the path names now
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
             yield fd
         finally:
             os.close(fd)  # releases the lock
@@ -114,10 +135,11 @@ class DeadLetterStore:
         return out
 
     def remove(self, ids: set[str], updated: dict[str, DeadLetter] | None = None) -> int:
-        """Drop records by id (and replace those in ``updated``), rewriting in place under
-        the lock so a concurrent appender keeps appending to the same file."""
+        """Drop records by id (and replace those in ``updated``): the file is replaced
+        atomically while the lock is held, so a concurrent appender waits and then appends
+        to the new file."""
         updated = updated or {}
-        with self._locked("rw") as fd, os.fdopen(os.dup(fd), "r+b") as fh:
+        with self._locked("r") as fd, os.fdopen(os.dup(fd), "rb") as fh:
             kept: list[bytes] = []
             removed = 0
             for raw in fh.read().splitlines():
@@ -134,9 +156,9 @@ class DeadLetterStore:
                     kept.append(updated[rec.id].to_line())
                 else:
                     kept.append(raw + b"\n")
-            fh.seek(0)
-            fh.truncate()
-            fh.write(b"".join(kept))
-            fh.flush()
-            os.fsync(fh.fileno())
+            st = os.fstat(fd)
+            # Same mode and owner: a replay run as root must leave a file the collector's
+            # account can still append to.
+            atomic_write(self.path, b"".join(kept), mode=stat.S_IMODE(st.st_mode),
+                         owner=(st.st_uid, st.st_gid))
         return removed

@@ -12,11 +12,13 @@ from typing import Any
 
 import httpx
 
-from collector.config import InfluxSettings, read_secret
+from collector.config import InfluxSettings
 from collector.core.schema import PRECISION
+from netmon.errors import NetmonError
+from netmon.settings import read_secret
 
 
-class InfluxError(RuntimeError):
+class InfluxError(NetmonError, RuntimeError):
     """InfluxDB refused a request. ``retryable`` is True for 5xx, timeouts and refusals."""
 
     def __init__(self, message: str, retryable: bool, status: int | None = None) -> None:
@@ -44,7 +46,9 @@ class InfluxClient:
 
     def __init__(self, settings: InfluxSettings) -> None:
         self.settings = settings
-        password = read_secret(settings.token_file) or read_secret(settings.password_file)
+        # A token (2.x/3.x) goes as the basic-auth password; SecretFileError when unusable.
+        password = (read_secret(settings.token_file, "influxdb.token_file")
+                    or read_secret(settings.password_file, "influxdb.password_file"))
         auth = (settings.username or "netmon", password) if password else None
         self._http = httpx.Client(base_url=settings.url.rstrip("/"), auth=auth,
                                   timeout=settings.timeout_s, verify=settings.verify_tls)

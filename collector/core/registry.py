@@ -44,6 +44,7 @@ from pydantic import (
 
 from collector.core.schema import Site, nfc, tag_value_problem
 from netmon.contract import ProbeId
+from netmon.errors import EXIT_INPUT, NetmonError
 from netmon.settings import ConfigError, describe_errors, read_toml
 
 log = logging.getLogger(__name__)
@@ -53,8 +54,10 @@ CSV_COLUMNS = ("probe_id", "name", "commune", "district", "latitude", "longitude
 Name = Annotated[str, StringConstraints(min_length=1, max_length=200)]
 
 
-class RegistryError(Exception):
+class RegistryError(NetmonError):
     """A registry file that cannot be used; ``problems`` names each bad entry and key."""
+
+    exit_code = EXIT_INPUT
 
     def __init__(self, path: Path | None, problems: list[str]) -> None:
         self.path = path

@@ -29,6 +29,7 @@ from collector.config import WriterSettings
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient, InfluxError
 from collector.core.selfmetrics import Stats
+from netmon.errors import NetmonError
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ class Item:
     kind: str = field(default="")
 
 
-class FatalWriteError(RuntimeError):
+class FatalWriteError(NetmonError, RuntimeError):
     """InfluxDB refused writes in a way no retry can fix (wrong credentials, ...)."""
 
 

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from collector.dashboards.build import BuildConfig, render_all
 from collector.dashboards.provisioning import render_provisioning
+from netmon.fsutil import atomic_write
 
 #: The package folder; generated files live under it (json/, provisioning/).
 ROOT = Path(__file__).resolve().parent
@@ -17,12 +18,12 @@ def render(cfg: BuildConfig) -> dict[str, str]:
 
 
 def write(cfg: BuildConfig, root: Path = ROOT) -> list[Path]:
-    """Write every generated file under ``root``; returns the paths written."""
+    """Write every generated file under ``root`` (each atomically: Grafana's provisioning
+    may re-read a dashboard at any moment); returns the paths written."""
     written = []
     for rel, text in render(cfg).items():
         path = root / rel
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text, encoding="utf-8")
+        atomic_write(path, text, mode=0o644)  # read by the grafana account
         written.append(path)
     return written
 

@@ -6,10 +6,10 @@ Each entry is ``key: (vi, en)``. Texts may hold ``{placeholders}`` filled by
 
 from __future__ import annotations
 
-from typing import Literal
-
-Lang = Literal["vi", "en"]
-LANGS: tuple[Lang, ...] = ("vi", "en")
+# Re-exported: the area's modules import the language type from their own table.
+from netmon.i18n import LANGS as LANGS
+from netmon.i18n import Lang as Lang
+from netmon.i18n import Texts
 
 TEXTS: dict[str, tuple[str, str]] = {
     # dashboards
@@ -156,11 +156,6 @@ TEXTS: dict[str, tuple[str, str]] = {
 }
 
 
-def t(key: str, lang: Lang = "vi", **values: object) -> str:
-    """The text for ``key`` in ``lang`` with placeholders filled; KeyError names the key."""
-    try:
-        vi, en = TEXTS[key]
-    except KeyError:
-        raise KeyError(f"no dashboard text {key!r}") from None
-    text = vi if lang == "vi" else en
-    return text.format(**values) if values else text
+#: ``t(key, lang="vi", **values)``: the text in ``lang`` with placeholders filled, NFC;
+#: KeyError names a missing key (netmon.i18n).
+t = Texts(TEXTS, "dashboard text")

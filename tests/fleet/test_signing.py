@@ -16,7 +16,6 @@ from agent.remote_config import (
     Allowlist,
     RemoteConfig,
     RemoteConfigSettings,
-    atomic_write,
     plan_targets,
     plan_validator,
     target_host,
@@ -293,14 +292,6 @@ def test_apply_failure_puts_the_previous_envelope_back(tmp_path: Path) -> None:
     d = h.rc.handle(h.payload(tcp_plan("127.0.0.1:2"), 2))
     assert d.reason == "apply_failed" and "scheduler refused" in (h.rc.error or "")
     assert h.rc.version == 1 and (h.state_dir / "remote.json").read_bytes() == good
-
-
-def test_atomic_write_leaves_no_temp_files(tmp_path: Path) -> None:
-    target = tmp_path / "d" / "f.json"
-    atomic_write(target, b"one")
-    atomic_write(target, b"two")
-    assert target.read_bytes() == b"two"
-    assert sorted(p.name for p in target.parent.iterdir()) == ["f.json"]
 
 
 def test_agent_config_names_bad_remote_config_keys(tmp_path: Path) -> None:
