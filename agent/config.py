@@ -17,11 +17,10 @@ See ``docs/agent.md`` for the reference and ``examples/agent.toml`` for a commun
 from __future__ import annotations
 
 import ipaddress
-import os
 import re
 from datetime import date, time
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -41,6 +40,7 @@ from agent import methods
 from agent.methods.base import Kind, LinkBinding, MethodOptions
 from agent.remote_config import RemoteConfigSettings
 from netmon.contract import DEFAULT_PREFIX, LINK_NAME_PATTERN, PROBE_ID_PATTERN, Access
+from netmon.mqtt import BrokerSettings, ReconnectPolicy
 from netmon.settings import ConfigError, describe_errors, load_settings
 
 TestName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
@@ -213,27 +213,27 @@ class TestPlan(BaseModel):
 # --------------------------------------------------------------------------- broker etc.
 
 
-class BrokerConfig(_Section):
-    """``[broker]``: where results go."""
+class BrokerConfig(BrokerSettings):
+    """``[broker]``: where results go.
 
-    host: str = Field("127.0.0.1", min_length=1)
-    port: int = Field(8883, ge=1, le=65535)
-    tls: bool = True
-    ca_file: Path | None = Field(None, description="CA bundle; default: the system store")
-    cert_file: Path | None = Field(None, description="client certificate (PEM)")
-    key_file: Path | None = Field(None, description="client key (PEM), mode 0600")
+    The connection keys (``host``, ``port``, ``tls``, ``ca_file``, ``cert_file``,
+    ``key_file``, ``username``, ``password_file``, ``keepalive_s``) and the file checks
+    are :class:`netmon.mqtt.BrokerSettings`'; this adds the probe's own.
+    """
+
+    section: ClassVar[str] = "broker"
+
     username: str | None = Field(None, description="default: the probe id")
-    password_file: Path | None = Field(None, description="file holding the password, mode 0600")
     password: SecretStr | None = Field(
         None, description="prefer password_file; for NETMON_BROKER__PASSWORD only")
     client_id: str | None = Field(None, description="default: the probe id")
-    keepalive_s: int = Field(60, ge=5, le=3600)
     reconnect_min_s: float = Field(1.0, gt=0, le=3600)
     reconnect_max_s: float = Field(300.0, gt=0, le=86400)
     max_inflight: int = Field(100, ge=1, le=65535)
 
     @model_validator(mode="after")
     def _consistent(self) -> BrokerConfig:
+        # Stricter than the collector: a probe's client certificate is two files.
         if (self.cert_file is None) != (self.key_file is None):
             raise ValueError("cert_file and key_file go together")
         if self.reconnect_max_s < self.reconnect_min_s:
@@ -243,27 +243,15 @@ class BrokerConfig(_Section):
         return self
 
     def read_password(self) -> str | None:
-        """The password (from the file, stripped of the trailing newline); never logged."""
+        """The password: ``password`` (environment) as is, else the file by the secret-file
+        rule (:func:`netmon.settings.read_secret`); never logged."""
         if self.password is not None:
             return self.password.get_secret_value()
-        if self.password_file is None:
-            return None
-        return self.password_file.read_text(encoding="utf-8").rstrip("\r\n")
+        return super().read_password()
 
-    def file_problems(self) -> list[str]:
-        """Missing or unreadable files named by this section."""
-        out = []
-        for key in ("ca_file", "cert_file", "key_file", "password_file"):
-            path = getattr(self, key)
-            if path is None:
-                continue
-            if not path.is_file():
-                out.append(f"broker.{key}: no such file {str(path)!r}")
-            elif not os.access(path, os.R_OK):
-                out.append(f"broker.{key}: {str(path)!r} is not readable")
-        if self.ca_file is not None and not self.tls:
-            out.append("broker.ca_file: set but tls = false")
-        return out
+    def reconnect_policy(self) -> ReconnectPolicy:
+        """Backoff between connection attempts; the publisher runs the attempts itself."""
+        return ReconnectPolicy(self.reconnect_min_s, self.reconnect_max_s, automatic=False)
 
 
 class SpoolConfig(_Section):

@@ -1,11 +1,14 @@
 """The MQTT side of the agent (paho-mqtt 2.x): drains the spool to the broker with QoS 1
 and deletes a result only when its PUBACK arrives.
 
-Threads: a supervisor thread connects (TLS, username/password, last will), runs paho's
-network loop for that connection (``loop_start``) and, when the connection ends, waits a
-backoff with jitter and starts over with a *fresh* client, so nothing queued inside an old
-client is ever sent twice. Everything else (the spool, which results are in flight) lives
-in the asyncio thread; paho callbacks reach it with ``call_soon_threadsafe``.
+Threads: a supervisor thread connects (a client from :func:`netmon.mqtt.new_client`: TLS,
+username/password, plus the last will), runs paho's network loop for that connection
+(``loop_start``) and, when the connection ends, waits a backoff with jitter
+(:meth:`netmon.mqtt.ReconnectPolicy.delay`) and starts over with a *fresh* client, so
+nothing queued inside an old client is ever sent twice. The password file is read again
+for every attempt, so fixing it needs no restart. Everything else (the spool, which
+results are in flight) lives in the asyncio thread; paho callbacks reach it with
+``call_soon_threadsafe``.
 
 Status: on every connection a retained ``online`` status; a heartbeat every
 ``heartbeat_s``; the will (retained ``offline``) when the probe vanishes; an explicit
@@ -25,26 +28,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig
 from agent.spool import Spool
 from netmon.contract import StatusMessage
+from netmon.mqtt import new_client
+from netmon.settings import SecretFileError
 
 log = logging.getLogger("netmon.agent.publisher")
 
 #: Acknowledged results are deleted in batches: at most this many or this old.
 ACK_BATCH = 256
 ACK_DELAY_S = 0.05
-
-
-def backoff_delay(attempt: int, low: float, high: float, rng: random.Random) -> float:
-    """Exponential backoff with jitter: uniform in [cap/2, cap], cap = low * 2**attempt
-    bounded by ``high``. Jitter keeps hundreds of probes from reconnecting in lockstep
-    after a broker restart."""
-    cap = min(high, low * (2 ** min(attempt, 30)))
-    return rng.uniform(cap / 2, cap)
 
 
 @dataclass
@@ -75,6 +72,7 @@ class Publisher:
         self.announce = announce
         self.client_id = client_id or cfg.client_id or probe_id
         self._rng = rng or random.Random()
+        self._reconnect = cfg.reconnect_policy()
         self.info = ConnectionInfo()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._client: mqtt.Client | None = None
@@ -192,52 +190,58 @@ class Publisher:
         while not self._stopping.is_set():
             self._generation += 1
             gen = self._generation
-            client = self._new_client(gen)
             self._down.clear()
             self.info.attempts += 1
-            try:
-                client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
-            except ssl.SSLError as exc:
-                self._fail(f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: "
-                           f"{exc.reason or exc}")
-            except (OSError, ValueError) as exc:
-                self._fail(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}")
-            else:
-                self._client = client
-                client.loop_start()
-                self._down.wait()
-                client.loop_stop()
-                self._client = None
+            client = self._setup(gen)
+            if client is not None:
+                self._connect(client)
             was_up = self.info.connected_since is not None and \
                 time.monotonic() - self.info.connected_since > 30
             self._set_connected(False, gen)
             if self._stopping.is_set():
                 break
             attempt = 0 if was_up else attempt + 1
-            delay = backoff_delay(attempt, self.cfg.reconnect_min_s, self.cfg.reconnect_max_s,
-                                  self._rng)
+            delay = self._reconnect.delay(attempt, self._rng)
             log.info("reconnecting to %s:%d in %.1f s", self.cfg.host, self.cfg.port, delay)
             self._stopping.wait(delay)
 
+    def _setup(self, gen: int) -> mqtt.Client | None:
+        """A fresh client for this attempt, or None (error recorded) when the password or
+        TLS files cannot be used: the attempt fails and is retried after the backoff."""
+        try:
+            return self._new_client(gen)
+        except SecretFileError as exc:
+            self._fail(f"cannot read broker.password_file: {exc.why}")
+        except ssl.SSLError as exc:
+            self._fail(f"broker TLS files (ca_file, cert_file, key_file): {exc.reason or exc}")
+        except (OSError, ValueError) as exc:
+            self._fail(f"broker TLS files (ca_file, cert_file, key_file): {exc}")
+        return None
+
+    def _connect(self, client: mqtt.Client) -> None:
+        """Connect and run the network loop until the connection ends."""
+        try:
+            client.connect(self.cfg.host, self.cfg.port, keepalive=self.cfg.keepalive_s)
+        except ssl.SSLError as exc:
+            self._fail(f"TLS handshake with {self.cfg.host}:{self.cfg.port} failed: "
+                       f"{exc.reason or exc}")
+        except (OSError, ValueError) as exc:
+            self._fail(f"cannot connect to {self.cfg.host}:{self.cfg.port}: {exc}")
+        else:
+            self._client = client
+            client.loop_start()
+            self._down.wait()
+            client.loop_stop()
+            self._client = None
+
     def _new_client(self, gen: int) -> mqtt.Client:
         cfg = self.cfg
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
-                             clean_session=True, protocol=MQTTProtocolVersion.MQTTv311,
-                             reconnect_on_failure=False)
+        # MQTT 3.1.1 with a clean session: the spool, not the broker, keeps what is unsent.
+        client = new_client(cfg, client_id=self.client_id,
+                            protocol=MQTTProtocolVersion.MQTTv311, clean_session=True,
+                            reconnect=self._reconnect,
+                            credentials=cfg.credentials(default_username=self.probe_id))
         client.max_inflight_messages_set(cfg.max_inflight)
-        client.max_queued_messages_set(0)
-        if cfg.tls:
-            client.tls_set(ca_certs=str(cfg.ca_file) if cfg.ca_file else None,
-                           certfile=str(cfg.cert_file) if cfg.cert_file else None,
-                           keyfile=str(cfg.key_file) if cfg.key_file else None,
-                           cert_reqs=ssl.CERT_REQUIRED, tls_version=ssl.PROTOCOL_TLS_CLIENT)
-        try:
-            password = cfg.read_password()
-        except OSError as exc:
-            password = None
-            self._fail(f"cannot read broker.password_file: {exc.strerror or exc}")
-        if password is not None or cfg.username:
-            client.username_pw_set(cfg.username or self.probe_id, password)
         if self.announce:
             # The broker sends the will later, when the probe vanishes: no "at" or uptime,
             # so the collector stamps it with the time it arrives, not this connect time.

@@ -13,6 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
 
 from netmon.contract import DEFAULT_PREFIX
+from netmon.mqtt import BrokerSettings, ReconnectPolicy
 from netmon.settings import load_settings
 
 
@@ -20,18 +21,15 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class MqttSettings(_Section):
-    """Broker connection and subscription."""
+class MqttSettings(BrokerSettings):
+    """Broker connection and subscription.
 
-    host: str = "127.0.0.1"
-    port: int = Field(8883, ge=1, le=65535)
+    The connection keys (``host``, ``port``, ``tls``, ``ca_file``, ``cert_file``,
+    ``key_file``, ``username``, ``password_file``, ``keepalive_s``) are
+    :class:`netmon.mqtt.BrokerSettings`'; this adds the subscription's own.
+    """
+
     client_id: str = Field("netmon-collector", min_length=1, max_length=64)
-    username: str | None = None
-    password_file: Path | None = None
-    tls: bool = True
-    ca_file: Path | None = None
-    cert_file: Path | None = None
-    key_file: Path | None = None
     topic_prefix: str = DEFAULT_PREFIX
     #: ``$share/<group>/...`` subscriptions so several collectors split the load.
     shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
@@ -44,6 +42,11 @@ class MqttSettings(_Section):
     #: subscription (``shared_group``, default "netmon-collectors"); process 0 keeps
     #: ``client_id``, process i uses ``<client_id>-<i>``.
     workers: int = Field(1, ge=1, le=64)
+
+    def reconnect_policy(self) -> ReconnectPolicy:
+        """paho's own reconnect loop, 1 s doubling to 30 s: the session and the messages
+        queued for us wait on the broker meanwhile (clean_start=False)."""
+        return ReconnectPolicy(1.0, 30.0, automatic=True)
 
 
 class InfluxSettings(_Section):
@@ -145,11 +148,3 @@ def load(path: Path | None) -> CollectorConfig:
 
 def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else base / p
-
-
-def read_secret(path: Path | None) -> str | None:
-    """The content of a ``*_file`` secret (surrounding whitespace stripped), or None."""
-    if path is None:
-        return None
-    with open(path, encoding="utf-8") as fh:
-        return fh.read().strip()

@@ -230,7 +230,7 @@ class Stack:
         for user, password in accounts.items():
             subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(passwd), user,
                             password], check=True, capture_output=True)
-        from collector.fleet import mosquitto_acl
+        from collector.fleet.acl import mosquitto_acl
 
         acl = mdir / "acl"
         acl.write_text(mosquitto_acl(noc_user="netmon_noc", collector_user=COLLECTOR_USER))

@@ -24,9 +24,9 @@ from typing import Any
 
 from collector.config import CollectorConfig, load
 from netmon.contract import PROBE_ID_PATTERN, Topics
-from netmon.settings import ConfigError
+from netmon.errors import NetmonError
 
-# collector.fleet and netmon.signing (paho, cryptography) are imported by the commands
+# collector.fleet.* and netmon.signing (paho, cryptography) are imported by the commands
 # that use them: every ``netmon-collector`` process, ``run`` above all, builds this
 # parser, and would otherwise carry ~7 MB and ~0.25 s of imports it never uses.
 
@@ -109,27 +109,11 @@ def _load_config(args: argparse.Namespace) -> CollectorConfig:
 
 
 def _fail(exc: Exception) -> int:
-    """Map an exception to an exit code with one clear message."""
-    from collector import fleet
-    from collector.core.influx import InfluxError
-    from collector.core.registry import RegistryError
-    from netmon.signing import SigningError
-
-    if isinstance(exc, ConfigError):
+    """One clear message and the error's exit code for an expected failure (config,
+    registry, key, broker, InfluxDB: every NetmonError); anything else is a bug."""
+    if isinstance(exc, NetmonError):
         _err(exc.report())
-        return 2
-    if isinstance(exc, fleet.FleetError):
-        _err(str(exc))
-        return 2 if exc.usage else 1
-    if isinstance(exc, SigningError):
-        _err(str(exc))
-        return 2
-    if isinstance(exc, RegistryError):
-        _err(exc.report())
-        return 2
-    if isinstance(exc, InfluxError):
-        _err(str(exc))
-        return 1
+        return exc.exit_code
     raise exc
 
 
@@ -152,15 +136,15 @@ def _mb(n: int | None) -> str:
 
 def cmd_list(args: argparse.Namespace) -> int:
     """``probes list``."""
-    from collector import fleet
     from collector.core.influx import InfluxClient
     from collector.core.registry import load_sites
+    from collector.fleet.inventory import inventory
 
     try:
         cfg = _load_config(args)
         sites = load_sites(cfg.registry.path) if cfg.registry.path.exists() else {}
         with InfluxClient(cfg.influxdb) as influx:
-            rows = fleet.inventory(influx, sites, stale_after_s=args.stale_after)
+            rows = inventory(influx, sites, stale_after_s=args.stale_after)
     except Exception as exc:
         return _fail(exc)
     if not cfg.registry.path.exists():
@@ -196,29 +180,31 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 def cmd_push(args: argparse.Namespace) -> int:
     """``probes config push``."""
-    from collector import fleet
+    from collector.fleet.errors import FleetError
+    from collector.fleet.noc_client import NocClient
+    from collector.fleet.push import load_plan, push_configs
     from netmon.signing import key_id, load_private_key
 
     try:
         cfg = _load_config(args)
         key = load_private_key(args.key)
-        plan = fleet.load_plan(args.file)
+        plan = load_plan(args.file)
         if args.all:
             from collector.core.registry import load_sites
 
             probe_ids = sorted(load_sites(cfg.registry.path))
             if not probe_ids:
-                raise fleet.FleetError(f"--all: no probe in {cfg.registry.path}", usage=True)
+                raise FleetError(f"--all: no probe in {cfg.registry.path}", usage=True)
         else:
             bad = [p for p in args.probe if not re.match(PROBE_ID_PATTERN, p)]
             if bad:
-                raise fleet.FleetError(f"--probe: not a probe id: {', '.join(bad)}", usage=True)
+                raise FleetError(f"--probe: not a probe id: {', '.join(bad)}", usage=True)
             probe_ids = sorted(set(args.probe))
         if args.version is not None and args.version < 1:
-            raise fleet.FleetError("--version must be >= 1", usage=True)
+            raise FleetError("--version must be >= 1", usage=True)
         topics = Topics(cfg.mqtt.topic_prefix)
-        with fleet.NocClient(cfg.mqtt) as client:
-            results = fleet.push_configs(client, topics, probe_ids, plan, key, args.version)
+        with NocClient(cfg.mqtt) as client:
+            results = push_configs(client, topics, probe_ids, plan, key, args.version)
     except Exception as exc:
         return _fail(exc)
     if args.json:
@@ -232,7 +218,8 @@ def cmd_push(args: argparse.Namespace) -> int:
 
 def cmd_show(args: argparse.Namespace) -> int:
     """``probes config show``: 0 when a config is retained and verifies, else 1."""
-    from collector import fleet
+    from collector.fleet.noc_client import NocClient
+    from collector.fleet.push import show_config
     from netmon.signing import load_private_key, load_public_key
 
     try:
@@ -243,11 +230,11 @@ def cmd_show(args: argparse.Namespace) -> int:
             public_keys = [load_public_key(p) for p in args.public_key]
         topics = Topics(cfg.mqtt.topic_prefix)
         topic = topics.config(args.probe)
-        with fleet.NocClient(cfg.mqtt) as client:
+        with NocClient(cfg.mqtt) as client:
             retained = client.collect_retained(topic, expect=[topic])
     except Exception as exc:
         return _fail(exc)
-    shown = fleet.show_config(retained.get(topic), args.probe, topic, public_keys)
+    shown = show_config(retained.get(topic), args.probe, topic, public_keys)
     if args.json:
         print(json.dumps(shown.as_dict(), ensure_ascii=False))
     elif not shown.present:
@@ -272,7 +259,7 @@ def cmd_keygen(args: argparse.Namespace) -> int:
         public = write_keypair(args.private, args.public, overwrite=args.force)
     except SigningError as exc:
         _err(str(exc))
-        return 2 if exc.reason == "exists" else 1
+        return exc.exit_code  # 2: the key exists (use --force); 1: could not write
     out: dict[str, Any] = {"private": str(args.private), "public": str(args.public),
                            "key_id": key_id(public)}
     if args.json:

@@ -21,7 +21,6 @@ runs paho-mqtt 2.x with:
 from __future__ import annotations
 
 import logging
-import ssl
 import struct
 import threading
 import time
@@ -30,19 +29,20 @@ from datetime import UTC, datetime
 from typing import Any
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from collector.config import MqttSettings, read_secret
+from collector.config import MqttSettings
 from collector.core.deadletters import DeadLetter
 from collector.core.registry import Registry
 from collector.core.schema import result_line, status_lines
 from collector.core.selfmetrics import Stats
 from collector.core.writer import Item
 from netmon.contract import ContractError, Topics, parse_result, parse_status
+from netmon.mqtt import new_client
 
 log = logging.getLogger(__name__)
 _PUBACK = 0x40
@@ -117,21 +117,12 @@ class MqttIngest:
         self.subscribed = threading.Event()
         self.connected = threading.Event()
         self.last_error: str | None = None
-        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=settings.client_id,
-                             protocol=mqtt.MQTTv5, manual_ack=True)
-        client.enable_logger(_MQTT_LOG)
-        if settings.username:
-            client.username_pw_set(settings.username, read_secret(settings.password_file))
-        if settings.tls:
-            ctx = ssl.create_default_context(cafile=str(settings.ca_file)
-                                             if settings.ca_file else None)
-            if settings.cert_file:
-                ctx.load_cert_chain(str(settings.cert_file),
-                                    str(settings.key_file) if settings.key_file else None)
-            client.tls_set_context(ctx)
-        client.reconnect_delay_set(1, 30)
-        # Outgoing (dead-letter publishes): never drop them silently inside paho.
-        client.max_queued_messages_set(0)
+        # The password is read once: paho's reconnect loop reuses it (restart to change it).
+        # new_client never drops outgoing dead-letter publishes silently inside paho.
+        client = new_client(settings, client_id=settings.client_id,
+                            protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
+                            reconnect=settings.reconnect_policy(),
+                            credentials=settings.credentials(), logger=_MQTT_LOG)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message

@@ -415,9 +415,9 @@ def _acl_rules(text: str) -> set[tuple[str, str]]:
 
 
 def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
-    """The role's netmon.acl.j2 grants exactly what collector.fleet.mosquitto_acl() (the
+    """The role's netmon.acl.j2 grants exactly what collector.fleet.acl.mosquitto_acl() (the
     ACL of the local stack and the fleet tests) grants."""
-    from collector.fleet import mosquitto_acl
+    from collector.fleet.acl import mosquitto_acl
 
     settings = group_vars()
     noc, collector = settings["netmon_mqtt_noc_user"], settings["netmon_mqtt_collector_user"]

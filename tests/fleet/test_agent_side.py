@@ -23,7 +23,8 @@ from typing import Any
 import pytest
 
 from collector.config import MqttSettings
-from collector.fleet import NocClient, push_configs
+from collector.fleet.noc_client import NocClient
+from collector.fleet.push import push_configs
 from devstack import services
 from netmon.contract import Topics, parse_result, parse_status
 from netmon.signing import sign

@@ -13,7 +13,7 @@ from collector import cli
 from collector.config import InfluxSettings
 from collector.core.influx import InfluxClient
 from collector.core.schema import Site, result_line, status_lines
-from collector.fleet import inventory
+from collector.fleet.inventory import inventory
 from devstack import services
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage
 

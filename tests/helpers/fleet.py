@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.fleet import mosquitto_acl
+from collector.fleet.acl import mosquitto_acl
 from devstack import services
 from netmon.signing import load_private_key, write_keypair
 
@@ -39,7 +39,7 @@ def tcp_plan(target: str, every_s: float = 10.0, name: str = "rtt", count: int =
 def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1",
                      port: int | None = None) -> services.Service:
     """mosquitto with ``allow_anonymous false``, a password_file made by mosquitto_passwd
-    and the ACL of :func:`collector.fleet.mosquitto_acl`."""
+    and the ACL of :func:`collector.fleet.acl.mosquitto_acl`."""
     workdir.mkdir(parents=True, exist_ok=True)
     passwd = workdir / "passwd"
     tool = services.require_binary("mosquitto_passwd")
