@@ -38,7 +38,7 @@ def load_plan(path: Path) -> dict[str, Any]:
         data = read_toml(path)
     except ConfigError as exc:
         raise FleetError(exc.report(), usage=True) from None
-    from agent.config import TestPlan  # the same model the probe validates with
+    from netmon.plan import TestPlan  # the same model the probe validates with
 
     try:
         TestPlan.model_validate(data)
