@@ -12,15 +12,10 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import MeasureError, guarded, os_error
 from agent.methods.common.latency import LatencyOptions, sample_series
-from agent.methods.common.net import (
-    MeasureError,
-    guarded,
-    link_socket,
-    os_error,
-    rtt_metrics,
-    target_host_port,
-)
+from agent.methods.common.net import link_socket, target_host_port
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 QTYPES = {"A": 1, "AAAA": 28}

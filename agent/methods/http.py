@@ -12,8 +12,9 @@ from pydantic import Field, field_validator, model_validator
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats
+from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.httpengine import EngineConfig, transfer
-from agent.methods.common.net import MeasureError, guarded, resolve
+from agent.methods.common.net import resolve
 from agent.methods.common.throughput import (
     CounterWindow,
     ThroughputOptions,

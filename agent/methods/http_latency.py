@@ -16,8 +16,10 @@ from urllib.parse import urlsplit
 from pydantic import field_validator
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import MeasureError, guarded, os_error
 from agent.methods.common.latency import LatencyOptions, sample_series
-from agent.methods.common.net import MeasureError, connect_tcp, guarded, os_error, rtt_metrics
+from agent.methods.common.net import connect_tcp
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
 
 

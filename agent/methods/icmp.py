@@ -9,9 +9,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.latency import LatencyOptions
-from agent.methods.common.net import guarded, rtt_metrics
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
 
 FAMILIES = {"auto": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}

@@ -18,7 +18,9 @@ from pydantic import Field, model_validator
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats
-from agent.methods.common.net import MeasureError, guarded, resolve, run_tool, target_host_port
+from agent.methods.common.guard import MeasureError, guarded
+from agent.methods.common.net import resolve, target_host_port
+from agent.methods.common.proc import run_tool
 from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,

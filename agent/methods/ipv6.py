@@ -19,9 +19,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.latency import LatencyOptions
-from agent.methods.common.net import MeasureError, guarded, rtt_metrics
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
 
 

@@ -15,16 +15,13 @@ from typing import ClassVar, Literal
 from pydantic import Field, field_validator
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.latency import LatencyOptions, sample_series
-from agent.methods.common.net import (
-    MeasureError,
-    connect_tcp,
-    guarded,
-    rtt_metrics,
-    split_host_port,
-)
+from agent.methods.common.net import connect_tcp
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
+from netmon.methods import split_host_port
 
 
 def _check_endpoint(value: str) -> str:

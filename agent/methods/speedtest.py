@@ -28,7 +28,7 @@ from pydantic import Field, field_validator
 
 from agent.methods.base import LinkBinding, MethodContext, make_result
 from agent.methods.common import linkstats
-from agent.methods.common.net import MeasureError, guarded
+from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,

@@ -8,14 +8,10 @@ from typing import ClassVar, Literal
 from pydantic import Field
 
 from agent.methods.base import MethodContext, make_result
+from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.latency import LatencyOptions, sample_series
-from agent.methods.common.net import (
-    MeasureError,
-    connect_tcp,
-    guarded,
-    rtt_metrics,
-    target_host_port,
-)
+from agent.methods.common.net import connect_tcp, target_host_port
+from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
 
 

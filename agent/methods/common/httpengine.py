@@ -26,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from agent.methods.base import LinkBinding
-from agent.methods.common.net import MeasureError, connect_addr, os_error, resolve
+from agent.methods.common.guard import MeasureError, os_error
+from agent.methods.common.net import connect_addr, resolve
 
 try:
     import uvloop

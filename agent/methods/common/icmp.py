@@ -16,7 +16,8 @@ import time
 from typing import Self
 
 from agent.methods.base import LinkBinding
-from agent.methods.common.net import MeasureError, link_socket, resolve
+from agent.methods.common.guard import MeasureError
+from agent.methods.common.net import link_socket, resolve
 
 ICMP_ECHO, ICMP_ECHOREPLY = 8, 0
 ICMP6_ECHO, ICMP6_ECHOREPLY = 128, 129

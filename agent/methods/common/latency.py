@@ -9,7 +9,7 @@ from collections.abc import Awaitable, Callable
 from pydantic import Field
 
 from agent.methods.base import MethodOptions
-from agent.methods.common.net import MeasureError
+from agent.methods.common.guard import MeasureError
 
 
 class LatencyOptions(MethodOptions):

@@ -17,8 +17,8 @@ from pydantic import Field
 
 from agent.methods.base import LinkBinding, MethodOptions
 from agent.methods.common import linkstats
+from agent.methods.common.guard import MeasureError
 from agent.methods.common.icmp import Pinger, ping_series
-from agent.methods.common.net import MeasureError
 
 
 class ThroughputOptions(MethodOptions):
