@@ -4,13 +4,15 @@ Two layers, so the test plan can also arrive over MQTT (signed remote config, is
 
 * :class:`AgentConfig` — the probe's own settings: identity, links, broker, spool, clock.
   Only the file (and environment) can set these.
-* :class:`TestPlan` — what to measure and how often (``tests``) plus per-link monthly
-  data budgets (``budgets``). It comes from the file's ``[tests.<name>]`` tables and
-  ``budget_mb`` keys of the links, or from a remote plan validated with the same model;
-  :meth:`TestPlan.problems` checks it against the probe's links.
+* :class:`netmon.plan.TestPlan` — what to measure and how often (``tests``) plus per-link
+  monthly data budgets (``budgets``). It comes from the file's ``[tests.<name>]`` tables
+  and ``budget_mb`` keys of the links (:meth:`AgentConfig.plan`), or from a remote plan
+  validated with the same model; :meth:`TestPlan.problems` checks it against the links.
+  It lives in the core because the NOC tools validate plans with it too.
 
-Every ``[tests.<name>]`` table has scheduling keys (see :class:`TestSpec`) and the
-method's own options, validated by ``agent.methods.get(method).Options``.
+Every ``[tests.<name>]`` table has scheduling keys (see :class:`netmon.plan.TestSpec`)
+and the method's own options, validated by the options model declared in
+:mod:`netmon.methods`.
 See ``docs/agent.md`` for the reference and ``examples/agent.toml`` for a commune probe.
 """
 
@@ -27,29 +29,21 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    PrivateAttr,
     SecretStr,
     StringConstraints,
-    ValidationError,
     field_validator,
     model_validator,
 )
 from pydantic_settings import BaseSettings
 
-from agent import methods
-from agent.methods.base import Kind, LinkBinding, MethodOptions
+from agent.methods.base import LinkBinding
 from agent.remote_config import RemoteConfigSettings
 from netmon.contract import DEFAULT_PREFIX, LINK_NAME_PATTERN, PROBE_ID_PATTERN, Access
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
-from netmon.settings import ConfigError, describe_errors, load_settings
+from netmon.plan import TestName, TestPlan, TestSpec
+from netmon.settings import ConfigError, load_settings
 
-TestName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
 LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
-MB = 1_000_000
-
-#: Keys of a ``[tests.<name>]`` table that belong to the scheduler, not to the method.
-SCHEDULE_KEYS = frozenset({"method", "every_s", "jitter_s", "links", "enabled",
-                           "expected_mb", "defer_when_busy_mbps", "defer_s", "defer_max"})
 
 
 class _Section(BaseModel):
@@ -85,129 +79,6 @@ class LinkConfig(_Section):
         """The method-facing view of this link."""
         return LinkBinding(name=name, access=self.access, isp=self.isp,
                            interface=self.interface, source_address=self.source_address)
-
-
-# --------------------------------------------------------------------------- tests
-
-
-class TestSpec(BaseModel):
-    """One ``[tests.<name>]`` table: scheduling keys plus the method's own options.
-
-    Unknown keys are passed to the method's ``Options`` model, which rejects the ones it
-    does not know, so a typo is still named.
-    """
-
-    __test__ = False  # not a pytest class, despite the name
-    model_config = ConfigDict(extra="allow", frozen=True)
-
-    method: str = Field(description="a method registered in agent.methods.REGISTRY")
-    # Not ``interval_s``: latency methods use that name for the gap between probes.
-    every_s: float = Field(3600.0, ge=1, le=31 * 86400,
-                           description="mean time between two runs on one link")
-    jitter_s: float | None = Field(
-        None, ge=0, description="each run moves by a random amount in [-jitter, +jitter]; "
-                                "default a tenth of the interval, at most 5 minutes")
-    links: tuple[LinkName, ...] | None = Field(
-        None, min_length=1, description="links it runs on (default: every link)")
-    enabled: bool = True
-    expected_mb: float | None = Field(
-        None, gt=0, description="data one run moves, used for the budget until past "
-                                "results give a measured figure")
-
-    defer_when_busy_mbps: float | None = Field(
-        None, gt=0, description="throughput tests only: when the link's interface already "
-                                "carries more than this (users' traffic), postpone the test")
-    defer_s: float = Field(300.0, ge=1, le=86400, description="how long to postpone")
-    defer_max: int = Field(3, ge=0, le=100,
-                           description="postpone at most this many times in a row, then run")
-
-    _options: MethodOptions = PrivateAttr()
-
-    @model_validator(mode="wrap")
-    @classmethod
-    def _known_method_wrap(cls, data: Any, handler: Any) -> Any:
-        # KeyError from methods.get is not a ValueError; turn it into one so pydantic
-        # reports it under ``tests.<name>.method`` with the list of known methods.
-        if isinstance(data, dict) and isinstance(data.get("method"), str):
-            try:
-                methods.get(data["method"])
-            except KeyError as exc:
-                raise ValueError(f"method: {exc.args[0]}") from None
-        return handler(data)
-
-    @model_validator(mode="after")
-    def _options_valid(self) -> TestSpec:
-        if self.jitter_s is not None and self.jitter_s > self.every_s / 2:
-            raise ValueError(f"jitter_s ({self.jitter_s:g}) must be at most half of "
-                             f"every_s ({self.every_s:g})")
-        plugin = methods.get(self.method)
-        try:
-            self._options = plugin.Options.model_validate(self.model_extra or {})
-        except ValidationError as exc:
-            # One "option: why" per line; load() turns them into tests.<name>.<option>.
-            raise ValueError("\n".join(
-                p.replace(": Value error, ", ": ") for p in describe_errors(exc))) from None
-        return self
-
-    @property
-    def options(self) -> MethodOptions:
-        """The method's validated options."""
-        return self._options
-
-    @property
-    def kind(self) -> Kind:
-        """``throughput`` or ``latency``, from the method."""
-        return methods.get(self.method).kind
-
-    @property
-    def jitter(self) -> float:
-        """The effective jitter in seconds."""
-        return self.jitter_s if self.jitter_s is not None else min(self.every_s / 10, 300.0)
-
-    def links_on(self, all_links: list[str]) -> list[str]:
-        """The link names this test runs on."""
-        return list(self.links) if self.links is not None else list(all_links)
-
-
-class TestPlan(BaseModel):
-    """What to measure: the tests and the monthly data budgets (MB) per link.
-
-    The same model validates the file's tests and a remote plan; check it against the
-    probe's links with :meth:`problems` before applying it.
-    """
-
-    __test__ = False
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-    tests: dict[TestName, TestSpec] = Field(default_factory=dict)
-    budgets_mb: dict[LinkName, float] = Field(
-        default_factory=dict, description="monthly data budget (MB) per metered link")
-
-    @field_validator("budgets_mb")
-    @classmethod
-    def _positive(cls, value: dict[str, float]) -> dict[str, float]:
-        for link, mb in value.items():
-            if mb <= 0:
-                raise ValueError(f"budget of link {link!r} must be > 0 MB (got {mb!r})")
-        return value
-
-    def problems(self, links: dict[str, LinkConfig]) -> list[str]:
-        """``key: why`` for each reference to a link the probe does not have."""
-        out = []
-        known = ", ".join(sorted(links)) or "(none)"
-        for name, spec in self.tests.items():
-            for link in spec.links or ():
-                if link not in links:
-                    out.append(f"tests.{name}.links: unknown link {link!r} (known: {known})")
-        for link in self.budgets_mb:
-            if link not in links:
-                out.append(f"budgets_mb.{link}: unknown link {link!r} (known: {known})")
-        return out
-
-    def budget_bytes(self, link: str) -> int | None:
-        """The monthly budget of ``link`` in bytes, or None when unmetered."""
-        mb = self.budgets_mb.get(link)
-        return int(mb * MB) if mb is not None else None
 
 
 # --------------------------------------------------------------------------- broker etc.

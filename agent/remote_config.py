@@ -397,9 +397,9 @@ class RemoteConfig(Generic[P]):
 
 
 def plan_validator(links: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
-    """Validate a remote plan with the file config's own :class:`agent.config.TestPlan`
+    """Validate a remote plan with the file config's own :class:`netmon.plan.TestPlan`
     model, and check it only names links this probe has."""
-    from agent.config import TestPlan  # imported late: agent.config imports this module
+    from netmon.plan import TestPlan  # the model the file config's tests use too
 
     def validate(data: dict[str, Any]) -> TestPlan:
         plan = TestPlan.model_validate(data)

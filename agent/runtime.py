@@ -6,7 +6,7 @@ PUBACK deletes it. Nothing between "measured" and "acknowledged" lives only in m
 except the measurement in progress.
 
 Remote configuration (issue 10) calls :meth:`Runtime.apply_plan` with a plan validated by
-:class:`agent.config.TestPlan`; it takes effect at once, without a restart, and the next
+:class:`netmon.plan.TestPlan`; it takes effect at once, without a restart, and the next
 status message carries ``config_version`` / ``config_error``.
 """
 
@@ -24,12 +24,12 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
 from pathlib import Path
-from typing import Any, get_args
+from typing import Any
 
-from agent import methods
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
-from agent.config import AgentConfig, TestPlan, TestSpec
+from agent.config import AgentConfig
+from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats
 from agent.publisher import Publisher
@@ -37,7 +37,7 @@ from agent.scheduler import Job, Scheduler
 from agent.spool import Spool
 from netmon import __version__
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage, Topics, format_time
-from netmon.contract import Method as MethodName
+from netmon.plan import TestPlan, TestSpec
 
 log = logging.getLogger("netmon.agent")
 
@@ -204,27 +204,26 @@ class Runtime:
         flags = self.clock_state().flags
         ctx = MethodContext(probe_id=self.cfg.probe_id, agent_version=__version__,
                             link=self.bindings[link], flags=flags)
-        plugin = methods.get(spec.method)()
+        plugin = registry.get(spec.method)()
         started, t0 = self.clock.wall(), time.monotonic()
         target = spec.options.target
-        result_method: Any = spec.method if spec.method in _CONTRACT_METHODS else "tcp"
         try:
             results = await asyncio.wait_for(plugin.run(ctx, spec.options),
                                              spec.options.timeout_s + GRACE_S)
         except TimeoutError:
-            results = [make_result(ctx, result_method, target, started, time.monotonic() - t0,
+            results = [make_result(ctx, spec.method, target, started, time.monotonic() - t0,
                                    error=("timeout", f"{test}: no result after "
                                                      f"{spec.options.timeout_s + GRACE_S:g} s"))]
         except asyncio.CancelledError:
             # Shutdown: record the interruption (honest data), then let the cancel through.
-            self.store([make_result(ctx, result_method, target, started,
+            self.store([make_result(ctx, spec.method, target, started,
                                     time.monotonic() - t0,
                                     error=("aborted", f"{test}: agent stopped during the test"))],
                        test, spec)
             raise
         except Exception as exc:
             log.exception("method %s crashed", spec.method)
-            results = [make_result(ctx, result_method, target, started, time.monotonic() - t0,
+            results = [make_result(ctx, spec.method, target, started, time.monotonic() - t0,
                                    error=("internal", f"{type(exc).__name__}: {exc}"))]
         if flags:  # a method that forgot the context's flags still gets them
             results = [r if set(flags) <= set(r.flags) else
@@ -397,8 +396,6 @@ class Runtime:
                     emit(name, link, results)
         return out
 
-
-_CONTRACT_METHODS = frozenset(get_args(MethodName))
 
 
 def state_file(path: Path) -> dict[str, Any] | None:

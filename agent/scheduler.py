@@ -33,7 +33,7 @@ from zoneinfo import ZoneInfo
 
 from agent.budget import Demand, effective_intervals, month_key, seconds_left_in_month
 from agent.clock import Clock
-from agent.config import MB, TestPlan, TestSpec
+from netmon.plan import MB, TestPlan, TestSpec
 
 log = logging.getLogger("netmon.agent.scheduler")
 

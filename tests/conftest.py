@@ -12,10 +12,14 @@ import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
 from devstack import netns, services
+
+if TYPE_CHECKING:
+    from agent.methods.base import Method
 
 IN_CI = os.environ.get("CI") == "true"
 
@@ -124,3 +128,23 @@ def shaped_link(server_ns: netns.ServerNamespace
     def make(rate_mbit: float) -> tuple[netns.ShapedLink, netns.ServerNamespace]:
         return server_ns.add_link(rate_mbit), server_ns
     return make
+
+
+@pytest.fixture
+def register_method(monkeypatch: pytest.MonkeyPatch) -> Callable[[type[Method[Any]]], None]:
+    """Factory: ``register_method(Impl)`` adds a test-only method for this test only: its
+    declaration (``Impl.decl``) to :data:`netmon.methods.DECLARATIONS`, so plans and the
+    contract accept its name, and ``Impl`` to the agent's registry, so the runtime runs it.
+    Both are removed when the test ends; production code has no test-only path."""
+    # Imported here, not at the top: the collector's and the dashboards' tests never load
+    # the agent's methods.
+    from agent.methods.registry import REGISTRY
+    from netmon.methods import DECLARATIONS
+
+    def register(impl: type[Method[Any]]) -> None:
+        name = impl.decl.name
+        assert name not in DECLARATIONS and name not in REGISTRY, f"{name} is already a method"
+        monkeypatch.setitem(DECLARATIONS, name, impl.decl)
+        monkeypatch.setitem(REGISTRY, name, impl)
+
+    return register

@@ -1,22 +1,21 @@
 """The one interface every measurement method implements.
 
-A method is a small module exposing a class that satisfies :class:`Method`; it is
-registered in ``agent/methods/__init__.py`` and configured by its own TOML table
-(``[tests.<name>]`` with ``method = "<method name>"``) validated by its ``Options`` model.
+A method is declared in the core (:mod:`netmon.methods`: name, kind, options model, one
+line of doc) and implemented here by a small module exposing a class that satisfies
+:class:`Method` and points at its declaration; the class is registered in
+``agent/methods/registry.py``. It is configured by its own TOML table
+(``[tests.<name>]`` with ``method = "<method name>"``) validated by the declared options.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import ClassVar, Literal, Protocol
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import ClassVar, Protocol, TypeVar
 
 from netmon.contract import Access, ErrorCode, ErrorInfo, Metrics, ResultMessage
 from netmon.contract import Method as MethodName
-
-Kind = Literal["throughput", "latency"]
+from netmon.methods import Declaration, MethodOptions
 
 
 @dataclass(frozen=True)
@@ -40,23 +39,21 @@ class MethodContext:
     flags: tuple[str, ...] = field(default=())  # e.g. ("clock_unsynced",) added by the runtime
 
 
-class MethodOptions(BaseModel):
-    """Options shared by every method; each method subclasses this with its own keys."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    target: str = Field(min_length=1, description="host, host:port or URL to measure against")
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
+#: The options model a method's ``run`` takes (its declared ``options``).
+OptionsT = TypeVar("OptionsT", bound=MethodOptions, contravariant=True)
 
 
-class Method(Protocol):
-    """A measurement method plugin."""
+class Method(Protocol[OptionsT]):
+    """A measurement method plugin: the implementation of one declaration.
 
-    name: ClassVar[MethodName]
-    kind: ClassVar[Kind]
-    Options: ClassVar[type[MethodOptions]]
+    Generic in its options so each method's ``run`` takes its own options model; the
+    registry, looked up by name, holds ``Method[Any]``.
+    """
 
-    async def run(self, ctx: MethodContext, options: MethodOptions) -> list[ResultMessage]:
+    #: Name, kind and options model, declared once in :mod:`netmon.methods`.
+    decl: ClassVar[Declaration]
+
+    async def run(self, ctx: MethodContext, options: OptionsT) -> list[ResultMessage]:
         """Run one test and return its result(s); never raise for a failed measurement,
         return a result carrying ``error`` instead."""
         ...

@@ -7,36 +7,18 @@ import secrets
 import socket
 import struct
 import time
-from typing import ClassVar, Literal
-
-from pydantic import Field, field_validator
+from typing import ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded, os_error
-from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.latency import sample_series
 from agent.methods.common.net import link_socket, target_host_port
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
+from netmon.methods import DNS, Declaration, DnsOptions
 
 QTYPES = {"A": 1, "AAAA": 28}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
-
-
-class DnsOptions(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "dns"``; ``target`` is the resolver
-    (``address`` or ``address:port``)."""
-
-    name: str = Field("example.com", min_length=1, max_length=253, description="name to resolve")
-    record: Literal["A", "AAAA"] = "A"
-    port: int = Field(53, ge=1, le=65535, description="resolver port when target has none")
-
-    @field_validator("name")
-    @classmethod
-    def _labels(cls, value: str) -> str:
-        labels = value.rstrip(".").split(".")
-        if any(not 0 < len(label) < 64 for label in labels):
-            raise ValueError("each label of name must be 1-63 characters")
-        return value.rstrip(".")
 
 
 def build_query(qid: int, name: str, qtype: int) -> bytes:
@@ -49,9 +31,7 @@ class DnsMethod:
     """A sample is the time from sending the query to the resolver's answer. NOERROR and
     NXDOMAIN count as answers; SERVFAIL / REFUSED count as failures with their rcode."""
 
-    name: ClassVar[Literal["dns"]] = "dns"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[DnsOptions]] = DnsOptions
+    decl: ClassVar[Declaration] = DNS
 
     async def run(self, ctx: MethodContext, options: DnsOptions) -> list[ResultMessage]:
         """Query ``count`` times; no usable answer at all becomes an error result."""
@@ -111,6 +91,6 @@ class DnsMethod:
             if not rtts:
                 code, words = failures[0] if failures else ("timeout", "no answer")
                 error = (code, f"{sent} queries failed; first: {words}")
-            return [make_result(ctx, "dns", options.target, started, time.monotonic() - t0,
+            return [make_result(ctx, DNS.name, options.target, started, time.monotonic() - t0,
                                 metrics, error)]
-        return await guarded(ctx, "dns", options.target, options.timeout_s, body)
+        return await guarded(ctx, DNS.name, options.target, options.timeout_s, body)

@@ -10,30 +10,16 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import ClassVar, Literal
+from typing import ClassVar
 from urllib.parse import urlsplit
-
-from pydantic import field_validator
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded, os_error
-from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
-
-
-class HttpLatencyOptions(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "http_latency"``; ``target`` is an http:// URL
-    of a small object (e.g. ``http://server/speedtest/latency.txt``)."""
-
-    @field_validator("target")
-    @classmethod
-    def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError("target must be an http:// URL")
-        return value
+from netmon.methods import HTTP_LATENCY, Declaration, HttpLatencyOptions
 
 
 class _Conn:
@@ -88,9 +74,7 @@ async def _read_response(loop: asyncio.AbstractEventLoop, conn: _Conn, timeout: 
 class HttpLatencyMethod:
     """Time to first byte of small GETs."""
 
-    name: ClassVar[Literal["http_latency"]] = "http_latency"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[HttpLatencyOptions]] = HttpLatencyOptions
+    decl: ClassVar[Declaration] = HTTP_LATENCY
 
     async def run(self, ctx: MethodContext, options: HttpLatencyOptions) -> list[ResultMessage]:
         """GET the target ``count`` times; HTTP errors are failures with the status line."""
@@ -143,6 +127,6 @@ class HttpLatencyMethod:
             if not rtts:
                 code, words = failures[0] if failures else ("timeout", "no answer")
                 error = (code, f"{sent} requests failed; first: {words}")
-            return [make_result(ctx, "http_latency", options.target, started,
+            return [make_result(ctx, HTTP_LATENCY.name, options.target, started,
                                 time.monotonic() - t0, rtt_metrics(rtts, sent), error)]
-        return await guarded(ctx, "http_latency", options.target, options.timeout_s, body)
+        return await guarded(ctx, HTTP_LATENCY.name, options.target, options.timeout_s, body)

@@ -4,32 +4,22 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import ClassVar, Literal
-
-from pydantic import Field
+from typing import ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import guarded
 from agent.methods.common.icmp import ping_series
-from agent.methods.common.latency import LatencyOptions
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
+from netmon.methods import ICMP, Declaration, IcmpOptions
 
 FAMILIES = {"auto": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
-
-
-class IcmpOptions(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "icmp"``; ``target`` is a host or address."""
-
-    family: Literal["auto", "ipv4", "ipv6"] = Field("auto", description="address family")
 
 
 class IcmpMethod:
     """Echo requests sent ``interval_s`` apart; replies may overlap later requests."""
 
-    name: ClassVar[Literal["icmp"]] = "icmp"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[IcmpOptions]] = IcmpOptions
+    decl: ClassVar[Declaration] = ICMP
 
     async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[ResultMessage]:
         """Ping the target; all probes lost is an ``unreachable`` error with loss_pct=100."""
@@ -41,6 +31,6 @@ class IcmpMethod:
             metrics = rtt_metrics(rtts, sent)
             error = None if rtts else (
                 "unreachable", f"no echo reply from {options.target} to {sent} requests")
-            return [make_result(ctx, "icmp", options.target, started, time.monotonic() - t0,
+            return [make_result(ctx, ICMP.name, options.target, started, time.monotonic() - t0,
                                 metrics, error)]  # type: ignore[arg-type]
-        return await guarded(ctx, "icmp", options.target, options.timeout_s, body)
+        return await guarded(ctx, ICMP.name, options.target, options.timeout_s, body)

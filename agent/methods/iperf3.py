@@ -12,9 +12,7 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any, ClassVar, Literal
-
-from pydantic import Field, model_validator
+from typing import Any, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats
@@ -24,36 +22,12 @@ from agent.methods.common.proc import run_tool
 from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,
-    ThroughputOptions,
     add_direction,
     add_idle_rtt,
     directions,
 )
 from netmon.contract import ErrorCode, ResultMessage, now_utc
-
-
-class Iperf3Options(ThroughputOptions):
-    """``[tests.<name>]`` keys for ``method = "iperf3"``; ``target`` is ``host[:port]``."""
-
-    direction: Literal["download", "upload", "both"] = "both"
-    port: int = Field(5201, ge=1, le=65535, description="server port when target has none")
-    streams: int = Field(4, ge=1, le=128, description="parallel streams (-P)")
-    duration_s: int = Field(10, ge=1, le=120, description="measured seconds (-t)")
-    omit_s: int = Field(2, ge=0, le=30, description="warm-up seconds not counted (-O)")
-    busy_retries: int = Field(3, ge=0, le=20, description="retries when the server is busy")
-    busy_backoff_s: float = Field(2.0, ge=0, le=120, description="first wait, doubled each try")
-    binary: str = Field("iperf3", min_length=1, description="iperf3 executable")
-    timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
-
-    @model_validator(mode="after")
-    def _timeout_fits(self) -> Iperf3Options:
-        runs = 2 if self.direction == "both" else 1
-        need = runs * (self.duration_s + self.omit_s + 2)
-        if self.timeout_s < need:
-            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
-                             f"({need:g} s for direction={self.direction}, "
-                             f"duration_s={self.duration_s}, omit_s={self.omit_s})")
-        return self
+from netmon.methods import IPERF3, Declaration, Iperf3Options
 
 
 def classify(text: str) -> ErrorCode:
@@ -113,9 +87,7 @@ def parse_report(doc: dict[str, Any], reverse: bool) -> dict[str, float]:
 class Iperf3Method:
     """Download (-R) and/or upload against an iperf3 server, retrying while it is busy."""
 
-    name: ClassVar[Literal["iperf3"]] = "iperf3"
-    kind: ClassVar[Literal["throughput"]] = "throughput"
-    Options: ClassVar[type[Iperf3Options]] = Iperf3Options
+    decl: ClassVar[Declaration] = IPERF3
 
     def argv(self, ctx: MethodContext, options: Iperf3Options, host: str, port: int,
              reverse: bool) -> list[str]:
@@ -199,6 +171,6 @@ class Iperf3Method:
                                        rep["all_bytes"], wall, ":" in addr[0],
                                        options.cross_traffic_share)
             metrics["bytes"] = total
-            return [make_result(ctx, "iperf3", options.target, started, time.monotonic() - t0,
+            return [make_result(ctx, IPERF3.name, options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]
-        return await guarded(ctx, "iperf3", options.target, options.timeout_s, body)
+        return await guarded(ctx, IPERF3.name, options.target, options.timeout_s, body)

@@ -14,24 +14,14 @@ import ipaddress
 import socket
 import subprocess
 import time
-from typing import ClassVar, Literal
-
-from pydantic import Field
+from typing import ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
-from agent.methods.common.latency import LatencyOptions
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
-
-
-class Ipv6Options(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "ipv6"``; ``target`` is a host name with
-    AAAA and A records, or an IPv6 address (then set ``v4_target``)."""
-
-    v4_target: str | None = Field(None, description="IPv4 host to compare with")
-    count: int = Field(5, ge=1, le=100)
+from netmon.methods import IPV6, Declaration, Ipv6Options
 
 
 def global_ipv6_addresses(interface: str | None) -> list[str]:
@@ -57,9 +47,7 @@ def global_ipv6_addresses(interface: str | None) -> list[str]:
 class Ipv6Method:
     """ICMP over v6 and v4 to the same target, plus the address check."""
 
-    name: ClassVar[Literal["ipv6"]] = "ipv6"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[Ipv6Options]] = Ipv6Options
+    decl: ClassVar[Declaration] = IPV6
 
     async def run(self, ctx: MethodContext, options: Ipv6Options) -> list[ResultMessage]:
         """One result: ``ipv6_global_address``, ``ipv6_reachable``, ``rtt_ms`` (v6),
@@ -101,6 +89,6 @@ class Ipv6Method:
             if not v6:
                 why = "; ".join(notes) or f"no echo reply over IPv6 to {options.count} requests"
                 error = ("unreachable", f"{options.target} not reachable over IPv6: {why}")
-            return [make_result(ctx, "ipv6", options.target, started, time.monotonic() - t0,
+            return [make_result(ctx, IPV6.name, options.target, started, time.monotonic() - t0,
                                 metrics, error)]  # type: ignore[arg-type]
-        return await guarded(ctx, "ipv6", options.target, options.timeout_s, body)
+        return await guarded(ctx, IPV6.name, options.target, options.timeout_s, body)

@@ -10,55 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar, Literal
-
-from pydantic import Field, field_validator
+from typing import ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
-from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import split_host_port
-
-
-def _check_endpoint(value: str) -> str:
-    if value.startswith("icmp:"):
-        if not value[5:]:
-            raise ValueError(f"endpoint {value!r}: icmp: needs a host")
-        return value
-    hp = split_host_port(value, 0)
-    if hp.port == 0:
-        raise ValueError(f"endpoint {value!r} must be host:port or icmp:host")
-    return value
-
-
-class ReachabilityOptions(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "reachability"``: ``target`` is the first
-    endpoint, ``endpoints`` more of them."""
-
-    endpoints: list[str] = Field(default_factory=list, max_length=64)
-    count: int = Field(3, ge=1, le=100, description="probes per endpoint")
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        return _check_endpoint(value)
-
-    @field_validator("endpoints")
-    @classmethod
-    def _endpoints(cls, value: list[str]) -> list[str]:
-        return [_check_endpoint(v) for v in value]
+from netmon.methods import REACHABILITY, Declaration, ReachabilityOptions, split_host_port
 
 
 class ReachabilityMethod:
     """Probe every endpoint concurrently."""
 
-    name: ClassVar[Literal["reachability"]] = "reachability"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[ReachabilityOptions]] = ReachabilityOptions
+    decl: ClassVar[Declaration] = REACHABILITY
 
     async def _one(self, ctx: MethodContext, options: ReachabilityOptions, endpoint: str
                    ) -> ResultMessage:
@@ -93,7 +60,7 @@ class ReachabilityMethod:
         if not rtts:
             first = failures[0] if failures else MeasureError("unreachable", "no answer")
             error = (first.code, f"{endpoint} is down: {first.message}")
-        return make_result(ctx, "reachability", endpoint, started, time.monotonic() - t0,
+        return make_result(ctx, REACHABILITY.name, endpoint, started, time.monotonic() - t0,
                            metrics, error)
 
     async def run(self, ctx: MethodContext, options: ReachabilityOptions
@@ -103,4 +70,4 @@ class ReachabilityMethod:
 
         async def body() -> list[ResultMessage]:
             return list(await asyncio.gather(*(self._one(ctx, options, e) for e in endpoints)))
-        return await guarded(ctx, "reachability", options.target, options.timeout_s, body)
+        return await guarded(ctx, REACHABILITY.name, options.target, options.timeout_s, body)

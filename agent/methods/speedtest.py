@@ -21,10 +21,8 @@ import contextlib
 import subprocess
 import threading
 import time
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 from urllib.parse import urlsplit
-
-from pydantic import Field, field_validator
 
 from agent.methods.base import LinkBinding, MethodContext, make_result
 from agent.methods.common import linkstats
@@ -32,14 +30,13 @@ from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.throughput import (
     CounterWindow,
     LoadedSampler,
-    ThroughputOptions,
     add_direction,
     add_idle_rtt,
     directions,
 )
 from netmon.contract import ErrorCode, ResultMessage, now_utc
+from netmon.methods import SPEEDTEST, SPEEDTEST_NET, Declaration, SpeedtestOptions
 
-PUBLIC = "speedtest.net"
 DOWNLOAD_SIZES = [350, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000]
 #: speedtest.net's usual config (upload ratio 5, maxchunkcount 50): the three largest sizes.
 UPLOAD_SIZES = [524288, 1048576, 7340032]
@@ -52,32 +49,6 @@ class _StopEvent(threading.Event):
 
     def isSet(self) -> bool:  # the name speedtest-cli calls
         return self.is_set()
-
-
-class SpeedtestOptions(ThroughputOptions):
-    """``[tests.<name>]`` keys for ``method = "speedtest"``; ``target`` is
-    ``"speedtest.net"`` or the URL of a self-hosted server's ``upload.php``."""
-
-    direction: Literal["download", "upload", "both"] = "both"
-    server_ids: list[int] = Field(default_factory=list,
-                                  description="speedtest.net server ids to choose from")
-    length_s: int = Field(10, ge=1, le=60, description="seconds per direction (testlength)")
-    download_threads: int = Field(8, ge=1, le=64)
-    upload_threads: int = Field(8, ge=1, le=64)
-    threads_per_url: int = Field(4, ge=1, le=16, description="requests per image size")
-    secure: bool = Field(True, description="HTTPS to speedtest.net (HTTP gets 403)")
-    timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
-
-    @field_validator("target")
-    @classmethod
-    def _target(cls, value: str) -> str:
-        if value == PUBLIC:
-            return value
-        parts = urlsplit(value)
-        if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError(f'target must be "{PUBLIC}" or the http(s):// URL of a '
-                             "self-hosted server's upload.php")
-        return value
 
 
 def _config(options: SpeedtestOptions) -> dict[str, Any]:
@@ -133,7 +104,7 @@ class _Run:
         import speedtest  # type: ignore[import-untyped]
 
         options = self.options
-        if options.target == PUBLIC:
+        if options.target == SPEEDTEST_NET:
             st = speedtest.Speedtest(source_address=self.source, secure=options.secure,
                                      shutdown_event=self.stop, timeout=10)
             st.config.update(_config(options) | {"client": st.config["client"]})
@@ -168,9 +139,7 @@ class _Run:
 class SpeedtestMethod:
     """Download / upload / latency the way speedtest-cli measures them."""
 
-    name: ClassVar[Literal["speedtest"]] = "speedtest"
-    kind: ClassVar[Literal["throughput"]] = "throughput"
-    Options: ClassVar[type[SpeedtestOptions]] = SpeedtestOptions
+    decl: ClassVar[Declaration] = SPEEDTEST
 
     async def run(self, ctx: MethodContext, options: SpeedtestOptions) -> list[ResultMessage]:
         """One result with ``download_mbps`` / ``upload_mbps`` / ``rtt_ms``."""
@@ -246,11 +215,11 @@ class SpeedtestMethod:
                                        sampler.rtts if sampler else [], window, moved, wall,
                                        False, options.cross_traffic_share)
             metrics["bytes"] = total
-            return [make_result(ctx, "speedtest", options.target, started,
+            return [make_result(ctx, SPEEDTEST.name, options.target, started,
                                 time.monotonic() - t0, metrics, flags=flags)]
 
         try:
-            return await guarded(ctx, "speedtest", options.target, options.timeout_s, body)
+            return await guarded(ctx, SPEEDTEST.name, options.target, options.timeout_s, body)
         finally:
             stop.set()  # worker threads stop reading at their next chunk
 

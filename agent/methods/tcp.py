@@ -3,30 +3,21 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar, Literal
-
-from pydantic import Field
+from typing import ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
-from agent.methods.common.latency import LatencyOptions, sample_series
+from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp, target_host_port
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contract import ResultMessage, now_utc
-
-
-class TcpOptions(LatencyOptions):
-    """``[tests.<name>]`` keys for ``method = "tcp"``; ``target`` is ``host:port``."""
-
-    port: int = Field(443, ge=1, le=65535, description="port when target has none")
+from netmon.methods import TCP, Declaration, TcpOptions
 
 
 class TcpMethod:
     """One fresh connection per sample; the connection is closed right away."""
 
-    name: ClassVar[Literal["tcp"]] = "tcp"
-    kind: ClassVar[Literal["latency"]] = "latency"
-    Options: ClassVar[type[TcpOptions]] = TcpOptions
+    decl: ClassVar[Declaration] = TCP
 
     async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:
         """Connect ``count`` times; refused/unreachable on every try becomes that error."""
@@ -51,6 +42,6 @@ class TcpMethod:
             if not rtts:
                 first = codes[0] if codes else MeasureError("unreachable", "no connection")
                 error = (first.code, f"{sent} connection attempts failed; first: {first.message}")
-            return [make_result(ctx, "tcp", options.target, started, time.monotonic() - t0,
+            return [make_result(ctx, TCP.name, options.target, started, time.monotonic() - t0,
                                 metrics, error)]
-        return await guarded(ctx, "tcp", options.target, options.timeout_s, body)
+        return await guarded(ctx, TCP.name, options.target, options.timeout_s, body)

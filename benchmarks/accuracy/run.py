@@ -29,8 +29,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from agent.methods import get
 from agent.methods.base import LinkBinding, MethodContext
+from agent.methods.registry import get
 from devstack import measurement_server, netns, services
 
 PORT = 8080
@@ -45,7 +45,7 @@ def run_method(name: str, ctx: MethodContext, **opts: Any) -> tuple[dict[str, An
     """Run a method; return its metrics and the CPU seconds it cost (self + children)."""
     c0 = cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN)
     cls = get(name)
-    res = asyncio.run(cls().run(ctx, cls.Options(**opts)))[0]
+    res = asyncio.run(cls().run(ctx, cls.decl.options(**opts)))[0]
     used = cpu(resource.RUSAGE_SELF) + cpu(resource.RUSAGE_CHILDREN) - c0
     if res.error:
         return {"error": f"{res.error.code}: {res.error.message}"}, used

@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from agent.remote_config import RemoteConfig, RemoteConfigSettings, plan_validator
 from netmon.signing import sign, verify
-from tests.helpers.fleet import ensure_methods, make_keys
+from tests.helpers.fleet import make_keys
 
 PROBE = "ht-kyanh-01"
 
@@ -44,14 +44,13 @@ def plan() -> dict[str, object]:
 
 def one_run(n: int) -> dict[str, float]:
     """One measurement round; returns medians."""
-    ensure_methods()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         _, pub, key = make_keys(folder / "keys")
         settings = RemoteConfigSettings(public_keys=[pub], allowed_targets=["10.20.0.0/16"],
                                         state_file=folder / "state" / "remote.json")
         rc: RemoteConfig[object] = RemoteConfig(
-            PROBE, settings, plan_validator({"fibre": object(), "4g": object()}),
+            PROBE, settings, plan_validator(("fibre", "4g")),
             apply=lambda p, v: None)
         payloads = [sign(plan(), probe_id=PROBE, version=v + 1, key=key).to_json()
                     for v in range(n)]

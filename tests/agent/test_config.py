@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from agent import config
+from netmon.plan import TestPlan
 from netmon.settings import ConfigError
 from tests.helpers.agent import REPO, agent_config, cli, tcp_test, write_config
 
@@ -83,13 +84,13 @@ def test_environment_overrides(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) 
 
 def test_test_plan_model_is_reusable(tmp_path: Path) -> None:
     cfg = config.load(write_config(tmp_path, base(tmp_path)))
-    plan = config.TestPlan.model_validate(
+    plan = TestPlan.model_validate(
         {"tests": {"x": tcp_test(80, links=["mobile"])}, "budgets_mb": {"sat": 5}})
     assert plan.problems(cfg.links) == [
         "tests.x.links: unknown link 'mobile' (known: lo)",
         "budgets_mb.sat: unknown link 'sat' (known: lo)"]
     with pytest.raises(ValueError, match="count"):
-        config.TestPlan.model_validate({"tests": {"x": tcp_test(80, count=0)}})
+        TestPlan.model_validate({"tests": {"x": tcp_test(80, count=0)}})
 
 
 def test_check_config_cli_exit_codes(tmp_path: Path) -> None:

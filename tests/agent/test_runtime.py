@@ -22,6 +22,7 @@ from agent.runtime import Runtime
 from agent.spool import Spool
 from devstack.services import Service
 from netmon.contract import parse_result, parse_status
+from netmon.plan import TestPlan
 from tests.helpers.agent import (
     REPO,
     Listener,
@@ -320,11 +321,11 @@ def test_apply_plan_at_runtime_and_status_fields(tmp_path: Path, broker: Service
         runtime = Runtime(cfg)
         task = asyncio.create_task(runtime.run())
         assert runtime.publisher is not None and await runtime.publisher.wait_connected(10)
-        bad = config.TestPlan.model_validate(
+        bad = TestPlan.model_validate(
             {"tests": {"x": tcp_test(target.port, links=["lte"])}})
         assert runtime.apply_plan(bad, 7) == ["tests.x.links: unknown link 'lte' (known: lo)"]
         assert set(runtime.scheduler.jobs) == {"t@lo"}  # unchanged
-        good = config.TestPlan.model_validate(
+        good = TestPlan.model_validate(
             {"tests": {"y": tcp_test(target.port, every_s=60)}})
         assert runtime.apply_plan(good, 8) == []
         assert set(runtime.scheduler.jobs) == {"y@lo"}

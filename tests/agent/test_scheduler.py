@@ -8,7 +8,7 @@ import asyncio
 import itertools
 import random
 import statistics
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
@@ -16,11 +16,13 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from agent import config, methods
+from agent import config
 from agent.budget import Demand, effective_intervals, seconds_left_in_month
+from agent.methods.base import Method
 from agent.runtime import Runtime
 from agent.scheduler import Job, Scheduler
 from devstack.services import Service
+from netmon.plan import TestPlan, TestSpec
 from tests.helpers.agent import (
     FakeClock,
     Subscriber,
@@ -41,16 +43,17 @@ def in_peak(wall: datetime, tz: ZoneInfo, start: time, end: time) -> bool:
 
 
 @pytest.fixture(autouse=True)
-def test_only_methods(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    monkeypatch.setitem(methods.REGISTRY, "test_only_throughput", TestOnlyThroughputMethod)
-    monkeypatch.setitem(methods.REGISTRY, "test_only_latency", TestOnlyLatencyMethod)
+def test_only_methods(register_method: Callable[[type[Method[Any]]], None]
+                      ) -> Iterator[None]:
+    register_method(TestOnlyThroughputMethod)
+    register_method(TestOnlyLatencyMethod)
     TestOnlyThroughputMethod.RUNS.clear()
     yield
     TestOnlyThroughputMethod.clock = None
 
 
-def spec(kind: str, every_s: float, jitter_s: float = 0.0, **opts: Any) -> config.TestSpec:
-    return config.TestSpec.model_validate(
+def spec(kind: str, every_s: float, jitter_s: float = 0.0, **opts: Any) -> TestSpec:
+    return TestSpec.model_validate(
         {"method": f"test_only_{kind}", "every_s": every_s, "jitter_s": jitter_s,
          "target": opts.pop("target", kind), **opts})
 
@@ -93,7 +96,7 @@ def test_jitter_spreads_probes_and_runs() -> None:
         async def execute(job: Job) -> None:
             starts.append(clock.monotonic())
 
-        plan = config.TestPlan(tests={"speed": spec("latency", 3600, 300)})
+        plan = TestPlan(tests={"speed": spec("latency", 3600, 300)})
         sched = Scheduler(plan, ["lo"], execute, MemLedger(), clock=clock,
                           rng=random.Random(seed))
         await run_for(sched, clock, 20 * 3600)
@@ -127,7 +130,7 @@ def test_throughput_tests_never_overlap_latency_runs_alongside() -> None:
         spans.append((job.spec.kind, job.key, t0, loop.time()))
 
     async def main() -> None:
-        plan = config.TestPlan(tests={
+        plan = TestPlan(tests={
             "a": spec("throughput", 1), "b": spec("throughput", 1),
             "c": spec("throughput", 1), "ping": spec("latency", 1)})
         sched = Scheduler(plan, ["fibre", "mobile"], execute, MemLedger(),
@@ -230,7 +233,7 @@ def test_peak_hours_keep_their_share_under_a_budget() -> None:
             used["lte"] = used.get("lte", 0) + 100e6
             ledger.est[(job.test, job.link)] = 100e6
 
-        plan = config.TestPlan(tests={"speed": spec("throughput", 600, 60)},
+        plan = TestPlan(tests={"speed": spec("throughput", 600, 60)},
                                budgets_mb={"lte": 6000})
         sched = Scheduler(plan, ["lte"], execute, ledger, clock=clock,
                           rng=random.Random(seed))
@@ -255,7 +258,7 @@ def test_no_burst_of_missed_runs_after_a_long_test_or_suspend() -> None:
         else:
             starts.append(clock.monotonic())
 
-    plan = config.TestPlan(tests={"ping": spec("latency", 60),
+    plan = TestPlan(tests={"ping": spec("latency", 60),
                                   "long": spec("throughput", 30 * 86400)})
     sched = Scheduler(plan, ["lo"], execute, MemLedger(), clock=clock, rng=random.Random(3))
     asyncio.run(run_for(sched, clock, 4 * 3600))
@@ -275,7 +278,7 @@ def test_no_test_while_the_clock_is_wrong() -> None:
     async def execute(job: Job) -> None:
         starts.append(clock.monotonic())
 
-    plan = config.TestPlan(tests={"ping": spec("latency", 60)})
+    plan = TestPlan(tests={"ping": spec("latency", 60)})
     sched = Scheduler(plan, ["lo"], execute, MemLedger(), clock=clock,
                       clock_ok=lambda: ok["value"])
 
@@ -306,7 +309,7 @@ def test_apply_plan_keeps_rhythm_adds_and_removes() -> None:
     async def execute(job: Job) -> None:
         seen.append(job.test)
 
-    sched = Scheduler(config.TestPlan(tests={"a": spec("latency", 60)}), ["lo"], execute,
+    sched = Scheduler(TestPlan(tests={"a": spec("latency", 60)}), ["lo"], execute,
                       MemLedger(), clock=clock)
 
     async def main() -> None:
@@ -315,14 +318,14 @@ def test_apply_plan_keeps_rhythm_adds_and_removes() -> None:
         while clock.monotonic() < end:
             await asyncio.sleep(0)
         due_a = sched.jobs["a@lo"].due
-        sched.apply_plan(config.TestPlan(tests={"a": spec("latency", 60),
+        sched.apply_plan(TestPlan(tests={"a": spec("latency", 60),
                                                 "b": spec("latency", 60)}))
         assert sched.jobs["a@lo"].due == due_a  # unchanged test keeps its timing
         end = clock.monotonic() + 120
         while clock.monotonic() < end:
             await asyncio.sleep(0)
         seen.clear()
-        sched.apply_plan(config.TestPlan(tests={"b": spec("latency", 60)}))
+        sched.apply_plan(TestPlan(tests={"b": spec("latency", 60)}))
         end = clock.monotonic() + 300
         while clock.monotonic() < end:
             await asyncio.sleep(0)

@@ -616,8 +616,8 @@ def test_rendered_nginx_config_passes_nginx_t(rendered: Rendered, tmp_path: Path
 
 def test_agent_methods_measure_against_the_deployed_nginx(
         measurement_server: tuple[Path, int], tmp_path: Path) -> None:
-    from agent.methods import get
     from agent.methods.base import LinkBinding, MethodContext
+    from agent.methods.registry import get
 
     conf_dir, port = measurement_server
     nginx = _need("nginx")
@@ -641,7 +641,7 @@ def test_agent_methods_measure_against_the_deployed_nginx(
                                "loaded_latency": False, "download_threads": 2,
                                "upload_threads": 2})):
             cls = get(method)
-            results = asyncio.run(cls().run(ctx, cls.Options(**options)))
+            results = asyncio.run(cls().run(ctx, cls.decl.options(**options)))
             assert len(results) == 1
             res = results[0]
             assert res.ok, (method, res.error)
@@ -655,8 +655,8 @@ def test_iperf3_unit_command_serves_the_agent_s_iperf3_method(rendered: Rendered
                                                              tmp_path: Path) -> None:
     """The rendered netmon-iperf3@.service's ExecStart, instantiated on a free port (bound
     to loopback for the test), is a server the agent's iperf3 method measures against."""
-    from agent.methods import get
     from agent.methods.base import LinkBinding, MethodContext
+    from agent.methods.registry import get
 
     _need("iperf3")
     unit = (rendered.host(SERVER) / "server" / "netmon-iperf3@.service").read_text()
@@ -672,8 +672,8 @@ def test_iperf3_unit_command_serves_the_agent_s_iperf3_method(rendered: Rendered
         ctx = MethodContext(probe_id=PROBES[0], agent_version="test",
                             link=LinkBinding("fibre", "fixed", "VNPT"))
         cls = get("iperf3")
-        opts = cls.Options(target="127.0.0.1", port=port, duration_s=1, omit_s=0, streams=1,
-                           loaded_latency=False)
+        opts = cls.decl.options(target="127.0.0.1", port=port, duration_s=1, omit_s=0,
+                                streams=1, loaded_latency=False)
         (res,) = asyncio.run(cls().run(ctx, opts))
         assert res.ok, res.error
         assert res.metrics.values()["download_mbps"] > 0

@@ -110,12 +110,12 @@ def test_cancelled_http_test_stops_its_engine_thread(server: services.Service) -
     import threading
     import time
 
-    from agent.methods import get
+    from agent.methods.registry import get
     from tests.helpers.methods import ctx_for
 
     cls = get("http")
-    opts = cls.Options(target=server.extra["base_url"], duration_s=20, warmup_s=1,
-                       direction="download", loaded_latency=False)
+    opts = cls.decl.options(target=server.extra["base_url"], duration_s=20, warmup_s=1,
+                            direction="download", loaded_latency=False)
 
     async def main() -> None:
         task = asyncio.ensure_future(cls().run(ctx_for(), opts))

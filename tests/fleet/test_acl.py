@@ -14,7 +14,7 @@ from collector import cli
 from devstack import services
 from netmon.contract import Topics
 from netmon.signing import sign, verify
-from tests.helpers.fleet import Client, ensure_methods, make_keys, start_acl_broker
+from tests.helpers.fleet import Client, make_keys, start_acl_broker
 
 USERS = {"noc": "noc-secret", "collector": "coll-secret", "ht-kyanh-01": "p1-secret",
          "ht-huongkhe-02": "p2-secret"}
@@ -133,7 +133,6 @@ every_s = 600
 
 def test_cli_push_show_all_and_refusals(broker: services.Service, tmp_path: Path,
                                         capsys: pytest.CaptureFixture[str]) -> None:
-    ensure_methods()
     priv, pub, key = make_keys(tmp_path / "keys")
     plan = tmp_path / "plan.toml"
     plan.write_text(PLAN)
@@ -207,7 +206,6 @@ def test_cli_push_show_all_and_refusals(broker: services.Service, tmp_path: Path
 
 def test_cli_wrong_password_and_unreachable_broker(broker: services.Service, tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
-    ensure_methods()
     _, pub, _ = make_keys(tmp_path / "keys")
     cfg = _collector_config(tmp_path, broker, "noc")
     (tmp_path / "noc.pw").write_text("wrong\n")

@@ -28,7 +28,7 @@ from collector.fleet.push import push_configs
 from devstack import services
 from netmon.contract import Topics, parse_result, parse_status
 from netmon.signing import sign
-from tests.helpers.fleet import Client, ensure_methods, make_keys, start_acl_broker, tcp_plan
+from tests.helpers.fleet import Client, make_keys, start_acl_broker, tcp_plan
 
 PROBE = "ht-kyanh-01"
 USERS = {"noc": "noc-pw", "collector": "coll-pw", PROBE: "probe-pw"}
@@ -87,7 +87,6 @@ class Fleet:
     """Everything one test needs: broker, keys, listeners, agent, observers."""
 
     def __init__(self, tmp: Path) -> None:
-        ensure_methods()
         self.tmp = tmp
         self.priv, self.pub, self.key = make_keys(tmp / "noc")
         self.a, self.b = Listener(), Listener()

@@ -22,14 +22,9 @@ from agent.remote_config import (
 )
 from netmon import signing
 from netmon.signing import SigningError, canonical_bytes, sign, verify
-from tests.helpers.fleet import ensure_methods, make_keys, tcp_plan
+from tests.helpers.fleet import make_keys, tcp_plan
 
 PROBE = "ht-kyanh-01"
-
-
-@pytest.fixture(autouse=True)
-def _methods() -> None:
-    ensure_methods()
 
 
 # --------------------------------------------------------------------------- signing

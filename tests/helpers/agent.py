@@ -17,15 +17,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from agent.clock import Clock
-from agent.methods.base import MethodContext, MethodOptions, make_result
+from agent.methods.base import MethodContext, make_result
 from devstack.services import Service
 from netmon.contract import ResultMessage, now_utc
+from netmon.methods import Declaration, MethodOptions
 from tests.helpers import REPO
 
 
@@ -366,18 +367,25 @@ class TestOnlyOptions(MethodOptions):
     bytes: float = 0.0
 
 
+# Declared here, not in netmon.methods: a test registers them for its own duration with
+# the ``register_method`` fixture (tests/conftest.py), so production never knows them.
+TEST_ONLY_THROUGHPUT = Declaration("test_only_throughput", "throughput", TestOnlyOptions,
+                                   "TEST ONLY: sleeps, reports a chosen byte count")
+TEST_ONLY_LATENCY = Declaration("test_only_latency", "latency", TestOnlyOptions,
+                                "TEST ONLY: the latency twin")
+
+
 class TestOnlyThroughputMethod:
     """TEST ONLY: a throughput 'measurement' that sleeps and reports a chosen byte count.
     Records (start, end) of every run in ``RUNS`` for overlap checks."""
 
     __test__ = False
-    name: ClassVar[Literal["iperf3"]] = "iperf3"
-    kind: ClassVar[Literal["throughput"]] = "throughput"
-    Options: ClassVar[type[TestOnlyOptions]] = TestOnlyOptions
+    decl: ClassVar[Declaration] = TEST_ONLY_THROUGHPUT
     RUNS: ClassVar[list[tuple[str, str, float, float]]] = []
     clock: ClassVar[FakeClock | None] = None
 
-    async def run(self, ctx: MethodContext, options: TestOnlyOptions) -> list[ResultMessage]:  # type: ignore[override]
+    async def run(self, ctx: MethodContext, options: TestOnlyOptions) -> list[ResultMessage]:
+        """Sleep (really or on the fake clock), record the run, return one result."""
         t0 = self.clock.monotonic() if self.clock else time.monotonic()
         started = now_utc()
         if options.sleep_s:
@@ -385,16 +393,16 @@ class TestOnlyThroughputMethod:
         if options.virtual_s and self.clock:
             self.clock.advance(options.virtual_s)
         t1 = self.clock.monotonic() if self.clock else time.monotonic()
-        self.RUNS.append((self.kind, f"{options.target}@{ctx.link.name}", t0, t1))
-        metrics = {"download_mbps": 50.0} if self.kind == "throughput" else {"rtt_ms": 1.0}
+        kind = self.decl.kind
+        self.RUNS.append((kind, f"{options.target}@{ctx.link.name}", t0, t1))
+        metrics = {"download_mbps": 50.0} if kind == "throughput" else {"rtt_ms": 1.0}
         if options.bytes:
             metrics["bytes"] = options.bytes
-        return [make_result(ctx, self.name, options.target, started, t1 - t0, metrics)]
+        return [make_result(ctx, self.decl.name, options.target, started, t1 - t0, metrics)]
 
 
 class TestOnlyLatencyMethod(TestOnlyThroughputMethod):
     """TEST ONLY: the latency twin of :class:`TestOnlyThroughputMethod`."""
 
     __test__ = False
-    name: ClassVar[Literal["tcp"]] = "tcp"  # type: ignore[assignment]
-    kind: ClassVar[Literal["latency"]] = "latency"  # type: ignore[assignment]
+    decl: ClassVar[Declaration] = TEST_ONLY_LATENCY

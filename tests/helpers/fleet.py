@@ -125,15 +125,3 @@ class Client:
         """Disconnect."""
         self.c.disconnect()
         self.c.loop_stop()
-
-
-def ensure_methods() -> None:
-    """Make sure the ``tcp`` method is registered (the plans here use it)."""
-    from agent import methods
-
-    if "tcp" not in methods.REGISTRY:
-        # Registration of the methods lands with the measurement issue; until then the
-        # real plugin is registered by hand so plans validate with the real models.
-        from agent.methods.tcp import TcpMethod
-
-        methods.REGISTRY["tcp"] = TcpMethod  # type: ignore[assignment]

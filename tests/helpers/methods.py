@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from agent.methods import get
 from agent.methods.base import LinkBinding, MethodContext
+from agent.methods.registry import get
 from devstack import measurement_server, netns, services
 from netmon.contract import ResultMessage
 
@@ -38,7 +38,7 @@ def ctx_for(link: netns.ShapedLink | None = None, by: str = "interface",
 def run(method: str, ctx: MethodContext, **options: Any) -> ResultMessage:
     """Validate options through the method's model and run it; return its one result."""
     cls = get(method)
-    opts = cls.Options(**options)
+    opts = cls.decl.options(**options)
     results = asyncio.run(cls().run(ctx, opts))
     assert len(results) == 1, results
     return results[0]

@@ -1,24 +1,13 @@
-"""Options and the sampling loop shared by the latency methods (icmp, tcp, dns,
-http_latency): ``count`` probes ``interval_s`` apart, each with ``probe_timeout_s``."""
+"""The sampling loop shared by the latency methods (tcp, dns, http_latency, reachability):
+``count`` probes ``interval_s`` apart, each with ``probe_timeout_s`` (the keys of
+:class:`netmon.methods.LatencyOptions`)."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
 
-from pydantic import Field
-
-from agent.methods.base import MethodOptions
 from agent.methods.common.guard import MeasureError
-
-
-class LatencyOptions(MethodOptions):
-    """Keys every latency method has."""
-
-    count: int = Field(10, ge=1, le=1000, description="probes per test")
-    interval_s: float = Field(0.2, ge=0.005, le=60, description="seconds between probes")
-    probe_timeout_s: float = Field(2.0, gt=0, le=60, description="wait for one answer")
-    timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
 
 
 async def sample_series(probe: Callable[[], Awaitable[float | None]], count: int,

@@ -13,25 +13,10 @@ import contextlib
 import statistics
 from dataclasses import dataclass, field
 
-from pydantic import Field
-
-from agent.methods.base import LinkBinding, MethodOptions
+from agent.methods.base import LinkBinding
 from agent.methods.common import linkstats
 from agent.methods.common.guard import MeasureError
 from agent.methods.common.icmp import Pinger, ping_series
-
-
-class ThroughputOptions(MethodOptions):
-    """Keys every throughput method has (loaded latency and cross-traffic)."""
-
-    loaded_latency: bool = Field(True, description="measure idle and loaded RTT (ICMP)")
-    latency_target: str | None = Field(
-        None, description="host to ping for idle/loaded RTT (default: the test server)")
-    latency_interval_s: float = Field(0.1, ge=0.02, le=5, description="loaded RTT sampling")
-    cross_traffic_share: float = Field(
-        0.1, ge=0, le=10,
-        description="flag the result when other traffic on the link exceeds this share of "
-                    "the test's own throughput")
 
 
 async def idle_rtt(host: str, link: LinkBinding, count: int = 5,

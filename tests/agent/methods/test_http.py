@@ -15,7 +15,7 @@ from typing import ClassVar
 import pytest
 from pydantic import ValidationError
 
-from agent.methods import get
+from agent.methods.registry import get
 from devstack import netns
 from netmon.contract import ResultMessage
 from tests.helpers.methods import IPERF_PORT, Site, ctx_for, make_site, run, within
@@ -44,18 +44,18 @@ def http(site: Site, link: netns.ShapedLink, **kw: object) -> ResultMessage:
 
 
 def test_registered_as_throughput() -> None:
-    assert get("http").kind == "throughput"
+    assert get("http").decl.kind == "throughput"
 
 
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(ValidationError, match="warmup_s"):
-        get("http").Options(target="http://x", duration_s=2, warmup_s=2)
+        get("http").decl.options(target="http://x", duration_s=2, warmup_s=2)
     with pytest.raises(ValidationError, match="http://"):
-        get("http").Options(target="https://x")
+        get("http").decl.options(target="https://x")
     with pytest.raises(ValidationError, match="timeout_s"):
-        get("http").Options(target="http://x", duration_s=60, timeout_s=90)
+        get("http").decl.options(target="http://x", duration_s=60, timeout_s=90)
     with pytest.raises(ValidationError, match="stream"):
-        get("http").Options(target="http://x", stream=3)
+        get("http").decl.options(target="http://x", stream=3)
 
 
 @pytest.mark.parametrize("rate", [71, 150, 1000])

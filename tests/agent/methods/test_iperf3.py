@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.methods import get
+from agent.methods.registry import get
 from devstack import netns, services
 from tests.helpers.methods import IPERF_PORT, ctx_for, run
 
@@ -37,14 +37,14 @@ def iperf_link(shaped_link: Shaped, tmp_path: Path
 
 
 def test_registered_as_throughput() -> None:
-    assert get("iperf3").kind == "throughput"
+    assert get("iperf3").decl.kind == "throughput"
 
 
 def test_bad_options_name_the_key() -> None:
     with pytest.raises(ValidationError, match="streams"):
-        get("iperf3").Options(target="x", streams=0)
+        get("iperf3").decl.options(target="x", streams=0)
     with pytest.raises(ValidationError, match="bogus"):
-        get("iperf3").Options(target="x", bogus=1)
+        get("iperf3").decl.options(target="x", bogus=1)
 
 
 @pytest.mark.parametrize("rate", [71, 150, 1000])
@@ -97,7 +97,7 @@ def test_refused_and_missing_tool_are_error_results(
 
 def test_timeout_shorter_than_the_test_is_rejected() -> None:
     with pytest.raises(ValidationError, match="timeout_s"):
-        get("iperf3").Options(target="x", duration_s=30, timeout_s=10)
+        get("iperf3").decl.options(target="x", duration_s=30, timeout_s=10)
 
 
 def test_hard_timeout_kills_the_tool(iperf_link: Callable[[float], netns.ShapedLink],

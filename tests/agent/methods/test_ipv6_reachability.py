@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.methods import get
+from agent.methods.registry import get
 from devstack import netns
 from tests.helpers.methods import HTTP_PORT, ctx_for, make_site, run
 
@@ -55,7 +55,7 @@ def test_reachability_one_result_per_endpoint(shaped_link: Shaped, tmp_path: Pat
     site = make_site(ns, tmp_path)
     try:
         cls = get("reachability")
-        opts = cls.Options(target=f"{link.server_ip}:{HTTP_PORT}", endpoints=[
+        opts = cls.decl.options(target=f"{link.server_ip}:{HTTP_PORT}", endpoints=[
             f"{link.server_ip}:9", f"icmp:{link.server_ip}", f"icmp:{unused_v6(link)}"],
             count=2, interval_s=0.01, probe_timeout_s=0.5)
         results = asyncio.run(cls().run(ctx_for(link), opts))
@@ -75,6 +75,6 @@ def test_reachability_one_result_per_endpoint(shaped_link: Shaped, tmp_path: Pat
 
 def test_reachability_endpoint_syntax_is_checked() -> None:
     with pytest.raises(ValidationError, match="host:port or icmp:host"):
-        get("reachability").Options(target="10.0.0.1")
+        get("reachability").decl.options(target="10.0.0.1")
     with pytest.raises(ValidationError, match="icmp: needs a host"):
-        get("reachability").Options(target="a:1", endpoints=["icmp:"])
+        get("reachability").decl.options(target="a:1", endpoints=["icmp:"])

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from agent.methods import REGISTRY, get
+from agent.methods.registry import REGISTRY, get
 from devstack import netns
 from tests.helpers.methods import DnsResponder, ctx_for, dns_responder, make_site, run
 
@@ -30,14 +30,14 @@ def dns_refusing() -> Iterator[DnsResponder]:
 
 def test_every_latency_method_is_registered_as_latency() -> None:
     for name in ("icmp", "tcp", "dns", "http_latency"):
-        assert get(name).kind == "latency"
-        assert REGISTRY[name].name == name
+        assert get(name).decl.kind == "latency"
+        assert REGISTRY[name].decl.name == name
 
 
 @pytest.mark.parametrize("method", ["icmp", "tcp", "dns", "http_latency"])
 def test_unknown_option_is_rejected_by_name(method: str) -> None:
     with pytest.raises(ValidationError) as err:
-        get(method).Options(target="127.0.0.1", cuont=3)
+        get(method).decl.options(target="127.0.0.1", cuont=3)
     assert "cuont" in str(err.value)
 
 
@@ -96,7 +96,7 @@ def test_dns_silent_resolver_times_out() -> None:
 
 def test_dns_bad_name_is_rejected() -> None:
     with pytest.raises(ValidationError, match="label"):
-        get("dns").Options(target="127.0.0.1", name="a..b")
+        get("dns").decl.options(target="127.0.0.1", name="a..b")
 
 
 def test_whole_test_timeout_is_an_error_result() -> None:

@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import pytest
 from pydantic import ValidationError
 
-from agent.methods import get
+from agent.methods.registry import get
 from devstack import netns
 from tests.helpers.methods import Site, ctx_for, make_site, run, within
 
@@ -46,12 +46,12 @@ def upload_url(site: Site, link: netns.ShapedLink) -> str:
 
 
 def test_options() -> None:
-    assert get("speedtest").kind == "throughput"
-    assert get("speedtest").Options(target="speedtest.net").secure is True
+    assert get("speedtest").decl.kind == "throughput"
+    assert get("speedtest").decl.options(target="speedtest.net").secure is True
     with pytest.raises(ValidationError, match=r"upload\.php"):
-        get("speedtest").Options(target="ftp://x")
+        get("speedtest").decl.options(target="ftp://x")
     with pytest.raises(ValidationError, match="server_id"):
-        get("speedtest").Options(target="speedtest.net", server_id=5)
+        get("speedtest").decl.options(target="speedtest.net", server_id=5)
 
 
 @pytest.mark.parametrize("rate", [71, 150])
