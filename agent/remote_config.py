@@ -25,12 +25,11 @@ probe, plan, allowlist, which Ansible may have tightened since) before running i
 
 from __future__ import annotations
 
-import asyncio
 import ipaddress
 import logging
 import re
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -41,6 +40,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from netmon.contract import describe_validation_error
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
+from netmon.plan import TestPlan
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -396,10 +396,13 @@ class RemoteConfig(Generic[P]):
 # --------------------------------------------------------------------------- agent wiring
 
 
-def plan_validator(links: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
+def plan_validator(links: Collection[str]) -> Callable[[dict[str, Any]], TestPlan]:
     """Validate a remote plan with the file config's own :class:`netmon.plan.TestPlan`
-    model, and check it only names links this probe has."""
-    from netmon.plan import TestPlan  # the model the file config's tests use too
+    model, and check it only names links this probe has (``links``: their names).
+
+    The runtime wires the handler in (``Runtime._attach_remote_config``): this module
+    knows plans, not the runtime, so the two do not import each other.
+    """
 
     def validate(data: dict[str, Any]) -> TestPlan:
         plan = TestPlan.model_validate(data)
@@ -409,59 +412,3 @@ def plan_validator(links: dict[str, Any]) -> Callable[[dict[str, Any]], Any]:
         return plan
 
     return validate
-
-
-def for_agent(cfg: Any, apply: Callable[[Any, int], None] | None = None
-              ) -> RemoteConfig[Any] | None:
-    """The remote-config handler for an :class:`agent.config.AgentConfig`, or None when
-    ``[remote_config]`` names no NOC key (remote configuration off).
-
-    Raises SigningError (``key_missing`` / ``bad_key``) for an unusable key file.
-    """
-    settings: RemoteConfigSettings = cfg.remote_config
-    if not settings.enabled:
-        return None
-    state_dir = cfg.state_dir or cfg.spool.path.parent
-    file_targets = plan_targets(cfg.plan())
-    return RemoteConfig(cfg.probe_id, settings, plan_validator(cfg.links), apply,
-                        file_targets=file_targets, state_dir=state_dir)
-
-
-def attach(runtime: Any) -> RemoteConfig[Any] | None:
-    """Wire remote configuration into an :class:`agent.runtime.Runtime`.
-
-    Restores the persisted plan (so a probe rebooted with the broker unreachable runs the
-    last applied config), and subscribes, QoS 1, to ``Topics.config(probe_id)`` through
-    the runtime's publisher. Each message is handled on the event loop; the runtime's
-    ``config_version`` / ``config_error`` follow, and a status message goes out at once
-    so the NOC sees the outcome without waiting for the heartbeat. None when off.
-    """
-    cfg = runtime.cfg
-
-    def apply(plan: Any, version: int) -> None:
-        problems = runtime.apply_plan(plan, version)
-        if problems:
-            raise ValueError("; ".join(problems))
-
-    remote = for_agent(cfg, apply)
-    if remote is None:
-        return None
-    restored = remote.restore()
-    if restored.applied:
-        runtime.apply_plan(restored.plan, restored.version)
-    runtime.config_version = remote.version
-    runtime.config_error = remote.error
-
-    def on_message(payload: bytes) -> None:
-        decision = remote.handle(payload)
-        runtime.config_version = remote.version
-        runtime.config_error = remote.error
-        publisher = runtime.publisher
-        if decision.outcome in ("applied", "rejected") and publisher is not None:
-            task = asyncio.ensure_future(publisher.publish_status("online"))
-            # A lost connection is fine: the next connection announces the status anyway.
-            task.add_done_callback(lambda t: t.cancelled() or t.exception())
-
-    if runtime.publisher is not None:
-        runtime.publisher.add_subscription(runtime.topics.config(cfg.probe_id), on_message)
-    return remote

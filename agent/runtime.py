@@ -33,6 +33,7 @@ from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats
 from agent.publisher import Publisher
+from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
 from agent.spool import Spool
 from netmon import __version__
@@ -127,7 +128,7 @@ class Runtime:
             precheck=self.line_busy)
         self._clock_state: ClockState | None = None
         self._holding = False
-        self.remote: Any = None
+        self.remote: RemoteConfig[TestPlan] | None = None
         self._service = False  # run() (not once): owns the state file
         self._stop = asyncio.Event()
 
@@ -345,14 +346,50 @@ class Runtime:
             self.spool.close()
 
     def _attach_remote_config(self) -> None:
-        # Signed test plans over MQTT (issue 10), when [remote_config] names NOC keys.
-        try:
-            from agent import remote_config
-        except ImportError:
+        """Wire signed test plans over MQTT (issue 10), when ``[remote_config]`` names NOC
+        keys.
+
+        Restores the persisted plan (so a probe rebooted with the broker unreachable runs
+        the last applied config), and subscribes, QoS 1, to ``Topics.config(probe_id)``
+        through the publisher. Each message is handled on the event loop;
+        ``config_version`` / ``config_error`` follow, and a status message goes out at once
+        so the NOC sees the outcome without waiting for the heartbeat.
+
+        Raises SigningError (``key_missing`` / ``bad_key``) for an unusable key file.
+        """
+        cfg = self.cfg
+        if not cfg.remote_config.enabled:
             return
-        attach = getattr(remote_config, "attach", None)
-        if attach is not None:
-            self.remote = attach(self)
+        remote = RemoteConfig(cfg.probe_id, cfg.remote_config, plan_validator(cfg.links),
+                              self._apply_remote_plan, file_targets=plan_targets(cfg.plan()),
+                              state_dir=cfg.state_dir or cfg.spool.path.parent)
+        self.remote = remote
+        restored = remote.restore()
+        if restored.applied and restored.plan is not None:
+            self.apply_plan(restored.plan, restored.version)
+        self.config_version = remote.version
+        self.config_error = remote.error
+        if self.publisher is not None:
+            self.publisher.add_subscription(self.topics.config(cfg.probe_id),
+                                            self._on_config_message)
+
+    def _apply_remote_plan(self, plan: TestPlan, version: int) -> None:
+        # Raising makes RemoteConfig put the previous envelope back and report apply_failed.
+        problems = self.apply_plan(plan, version)
+        if problems:
+            raise ValueError("; ".join(problems))
+
+    def _on_config_message(self, payload: bytes) -> None:
+        remote = self.remote
+        if remote is None:  # only subscribed once attached
+            return
+        decision = remote.handle(payload)
+        self.config_version = remote.version
+        self.config_error = remote.error
+        if decision.outcome in ("applied", "rejected") and self.publisher is not None:
+            task = asyncio.ensure_future(self.publisher.publish_status("online"))
+            # A lost connection is fine: the next connection announces the status anyway.
+            task.add_done_callback(lambda t: t.cancelled() or t.exception())
 
     async def _heartbeat(self) -> None:
         beat = self.cfg.heartbeat_s
