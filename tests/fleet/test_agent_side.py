@@ -134,7 +134,10 @@ state_file = "remote-config.json"
         self.watch = self._observer()
 
     def _observer(self) -> Client:
-        c = Client(self.broker, "collector", USERS["collector"])
+        # A persistent session: results the agent delivers while the observer reconnects
+        # after a broker restart are queued for it, not lost to a race.
+        c = Client(self.broker, "collector", USERS["collector"],
+                   client_id="fleet-observer", persistent=True)
         c.subscribe(T.all_results())
         c.subscribe(T.all_status())
         return c

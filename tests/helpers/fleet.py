@@ -13,6 +13,8 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from collector.fleet.acl import mosquitto_acl
@@ -62,10 +64,12 @@ class Client:
     PUBACK reason code, subscribe and collect messages."""
 
     def __init__(self, broker: services.Service, username: str | None = None,
-                 password: str | None = None, client_id: str | None = None) -> None:
+                 password: str | None = None, client_id: str | None = None,
+                 persistent: bool = False) -> None:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=client_id or f"t-{time.monotonic_ns()}",
                              protocol=mqtt.MQTTv5)
+        self.subacks: set[int] = set()
         if username:
             self.c.username_pw_set(username, password)
         self.cond = threading.Condition()
@@ -75,14 +79,26 @@ class Client:
         self.c.on_connect = self._on_connect
         self.c.on_publish = self._on_publish
         self.c.on_message = self._on_message
-        self.c.on_subscribe = lambda *a: None
-        self.c.connect(broker.host, broker.port)
+        self.c.on_subscribe = self._on_subscribe
+        # persistent: the broker keeps the session (subscriptions, queued QoS 1 messages)
+        # while this client is away, across a broker restart on the same persistence dir.
+        props = None
+        if persistent:
+            props = Properties(PacketTypes.CONNECT)
+            props.SessionExpiryInterval = 3600
+        self.c.connect(broker.host, broker.port, clean_start=not persistent,
+                       properties=props)
         self.c.loop_start()
         self.wait(lambda: self.connect_rc is not None, 10)
 
     def _on_connect(self, c: Any, u: Any, f: Any, rc: ReasonCode, p: Any = None) -> None:
         with self.cond:
             self.connect_rc = rc
+            self.cond.notify_all()
+
+    def _on_subscribe(self, c: Any, u: Any, mid: int, rcs: Any, p: Any = None) -> None:
+        with self.cond:
+            self.subacks.add(mid)
             self.cond.notify_all()
 
     def _on_publish(self, c: Any, u: Any, mid: int, rc: ReasonCode, p: Any = None) -> None:
@@ -113,8 +129,9 @@ class Client:
         return self.acks[info.mid]
 
     def subscribe(self, topic: str) -> None:
-        """QoS 1 subscription."""
-        self.c.subscribe(topic, qos=1)
+        """QoS 1 subscription, in force when this returns (SUBACK received)."""
+        _, mid = self.c.subscribe(topic, qos=1)
+        assert self.wait(lambda: mid in self.subacks, 30), f"no SUBACK for {topic}"
 
     def payloads(self, topic: str) -> list[bytes]:
         """Payloads received on ``topic`` so far."""
