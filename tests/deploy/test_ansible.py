@@ -834,7 +834,7 @@ def test_grafana_provisioning_is_the_repository_s_and_gets_its_environment(
     """Grafana cannot run here: check the installed files are the generated ones and that
     every $__env{} / $__file{} they expand is provided by the role."""
     g = rendered.host(GROUPS["grafana"][0]) / "grafana"
-    src = ROOT / "dashboards"
+    src = ROOT / "collector" / "dashboards"
     ds_text = (g / "etc/provisioning/datasources/netmon.yaml").read_text()
     assert ds_text == (src / "provisioning/datasources/influxdb-1x.yaml").read_text()
     for lang in ("vi", "en"):
