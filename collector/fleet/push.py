@@ -28,7 +28,7 @@ from netmon.signing import Envelope, SigningError, parse_envelope, sign, verify
 
 def load_plan(path: Path) -> dict[str, Any]:
     """Read a plan TOML file (``[tests.<name>]`` tables as in the agent's file config and
-    ``[budgets_mb]``) and validate it with the agent's :class:`~agent.config.TestPlan`.
+    ``[budgets_mb]``) and validate it with the agent's :class:`~netmon.plan.TestPlan`.
 
     Returns the plan as a JSON-ready dict; FleetError(usage=True) names each bad key.
     """
