@@ -13,7 +13,7 @@ import pytest
 
 from collector.core.ingest import validate
 from collector.core.registry import Registry, RegistryError, load_sites, load_table
-from collector.core.schema import RESULT_TAGS, RESERVED_METRIC_NAMES, identity_offset_ns
+from collector.core.schema import RESERVED_METRIC_NAMES, RESULT_TAGS, identity_offset_ns
 from collector.core.units import DEFAULT_FILE, UnitsError, load_units
 from netmon.contract import Topics
 from tests.helpers import REPO
