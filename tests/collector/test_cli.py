@@ -220,7 +220,17 @@ def test_check_config(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "check-config", "--config", str(good), "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["sites"] == len(SITES)
+    verdict = json.loads(out.stdout)
+    assert (verdict["sites"], verdict["units"]) == (len(SITES), 69)
+    # a reference map that cannot be used: exit 2 naming the key, for check-config and run
+    bad_units = write_config(tmp_path / "bu", 1883, 8086, units_file=Path("units.csv"))
+    (bad_units.parent / "units.csv").write_text("new_code,new_name\n18754,Phường Sông Trí\n",
+                                                encoding="utf-8")
+    for cmd in ("check-config", "run"):
+        out = subprocess.run([*CLI, cmd, "--config", str(bad_units)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2 and "registry.units_file: " in out.stderr, out.stderr
+        assert "header must start with new_code,new_name,old_code" in out.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text('[mqtt]\nport = "x"\nbogus = 1\n[writer]\nbatch_size = 0\n'
                    '[registry]\npath = "missing.toml"\n')

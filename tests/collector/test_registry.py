@@ -11,11 +11,13 @@ from pathlib import Path
 
 import pytest
 
+from collector import config as collector_config
 from collector.core.ingest import validate
 from collector.core.registry import Registry, RegistryError, load_sites, load_table
 from collector.core.schema import RESERVED_METRIC_NAMES, RESULT_TAGS, identity_offset_ns
 from collector.core.units import DEFAULT_FILE, UnitsError, load_units
 from netmon.contract import Topics
+from netmon.settings import ConfigError
 from tests.helpers import REPO
 from tests.helpers.collector import SITES, make_result, sites_toml
 
@@ -222,3 +224,51 @@ def test_a_metric_named_like_a_tag_or_field_is_dead_lettered(name: str) -> None:
 def test_reserved_names_are_derived_from_the_schema() -> None:
     assert set(RESULT_TAGS) <= RESERVED_METRIC_NAMES
     assert {"status", "probe", "commune", "commune_code", "result_id"} <= RESERVED_METRIC_NAMES
+
+
+# --------------------------------------------------------------------------- config
+
+
+def test_the_reference_map_comes_from_the_config(tmp_path: Path) -> None:
+    (tmp_path / "ref").mkdir()
+    (tmp_path / "ref" / "next.csv").write_text(
+        "new_code,new_name,old_code,old_name,old_district_code,old_district,share\n"
+        "99001,Xã Mới,18754,Phường Sông Trí,000,(none),full\n", encoding="utf-8")
+    (tmp_path / "sites.toml").write_text(_entry(commune_code="99001"), encoding="utf-8")
+    cfg_path = tmp_path / "collector.toml"
+    cfg_path.write_text('[registry]\npath = "sites.toml"\nunits_file = "ref/next.csv"\n'
+                        "units_effective = 2030-01-01\n", encoding="utf-8")
+    cfg = collector_config.load(cfg_path)
+    assert cfg.registry.units_file == tmp_path / "ref" / "next.csv"  # relative to the file
+    units = collector_config.unit_map(cfg, cfg_path)
+    assert (len(units.units), units.effective) == (1, date(2030, 1, 1))
+    reg = collector_config.open_registry(cfg, cfg_path)
+    site = reg.get("p-test-01")
+    assert site is not None and site.commune == "Xã Mới"
+    # the reload keeps checking against the configured map, not the packaged one
+    (tmp_path / "sites.toml").write_text(_entry(commune_code="18754"), encoding="utf-8")
+    assert not reg.reload()
+    # without units_file: the packaged map
+    default = collector_config.unit_map(collector_config.load(None))
+    assert default.source == DEFAULT_FILE and len(default.units) == 69
+
+
+@pytest.mark.parametrize(("content", "needle"), [
+    (None, "reference data file not found"),
+    ("new_code,name\n", "header must start with new_code,new_name"),
+    ("new_code,new_name,old_code,old_name,old_district_code,old_district,share\n"
+     "18754,Phường Sông Trí,18820,Phường Kỳ Trinh,440,Thị xã Kỳ Anh,most\n",
+     "line 2: share must be 'full' or 'partial'"),
+])
+def test_a_bad_units_file_is_a_config_error_naming_the_key(
+        tmp_path: Path, content: str | None, needle: str) -> None:
+    if content is not None:
+        (tmp_path / "units.csv").write_text(content, encoding="utf-8")
+    cfg_path = tmp_path / "collector.toml"
+    cfg_path.write_text('[registry]\nunits_file = "units.csv"\n', encoding="utf-8")
+    cfg = collector_config.load(cfg_path)
+    with pytest.raises(ConfigError) as err:
+        collector_config.open_registry(cfg, cfg_path)
+    [problem] = err.value.problems
+    assert problem.startswith("registry.units_file: ") and needle in problem, problem
+    assert str(cfg_path) in err.value.report()

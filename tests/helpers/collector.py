@@ -66,8 +66,10 @@ def _toml(v: object) -> str:
 
 def write_config(tmp: Path, mqtt_port: int, influx_port: int, database: str = "netmon",
                  sites: Iterable[Site] = SITES, client_id: str = "test-collector",
-                 extra: str = "") -> Path:
-    """A collector.toml + sites.toml under ``tmp``; returns the config path."""
+                 extra: str = "", units_file: Path | None = None) -> Path:
+    """A collector.toml + sites.toml under ``tmp``; returns the config path.
+
+    ``units_file``: a reference map other than the packaged one (``[registry]``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "sites.toml").write_text(sites_toml(sites), encoding="utf-8")
     cfg = tmp / "collector.toml"
@@ -89,6 +91,7 @@ retry_max_s = 1.0
 stats_interval_s = 1
 [registry]
 path = "sites.toml"
+{f"units_file = {_toml(str(units_file))}" if units_file else ""}
 [dead_letters]
 path = "dead-letters.jsonl"
 {extra}
