@@ -21,6 +21,8 @@ from datetime import date
 from pathlib import Path
 from typing import Literal
 
+from collector.core.schema import tag_value_problem
+
 #: The packaged map: Hà Tĩnh from 1 July 2025 (Resolution 1665/NQ-UBTVQH15).
 DEFAULT_FILE = Path(__file__).resolve().parent / "reference" / "ha-tinh-communes-2025.csv"
 DEFAULT_EFFECTIVE = date(2025, 7, 1)
@@ -111,6 +113,11 @@ def load_units(path: Path = DEFAULT_FILE, effective: date = DEFAULT_EFFECTIVE) -
         for key in ("new_name", "old_name", "old_district"):
             if not values[key]:
                 raise UnitsError(f"{where}: {key} is empty")
+        for key in ("new_name", "old_district"):  # they become the commune/district tags
+            problem = tag_value_problem(values[key])
+            if problem:
+                raise UnitsError(f"{where}: {key} cannot be stored as an InfluxDB tag: "
+                                 f"{problem}")
         share = values["share"]
         if share not in ("full", "partial"):
             raise UnitsError(f"{where}: share must be 'full' or 'partial', got {share!r}")

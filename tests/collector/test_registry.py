@@ -77,6 +77,12 @@ def test_reference_data_can_be_replaced_without_code(tmp_path: Path) -> None:
                    "9901,Xã Mới,18754,Phường Sông Trí,000,(none),full\n", encoding="utf-8")
     with pytest.raises(UnitsError, match=r"line 2: new_code '9901' is not a 5-digit code"):
         load_units(bad)
+    # names become tags: one that InfluxDB cannot store byte-for-byte is refused here
+    bad.write_text("new_code,new_name,old_code,old_name,old_district_code,old_district,share\n"
+                   "99001,Xã Mới,18754,Phường Sông Trí,000,Huyện\\,full\n", encoding="utf-8")
+    with pytest.raises(UnitsError, match=r"line 2: old_district cannot be stored as an "
+                                         "InfluxDB tag: ends with a backslash"):
+        load_units(bad)
 
 
 # --------------------------------------------------------------------------- registry rules
