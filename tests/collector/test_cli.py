@@ -122,8 +122,9 @@ def test_sighup_reload_dead_letter_replay_and_list(
         tmp_path: Path, mosquitto: services.Service, influxd: services.Service,
         influx: object, running: list[Running]) -> None:
     cfg = write_config(tmp_path / "c", mosquitto.port, influxd.port, client_id="hup-test")
-    newcomer = Site("vu-quang-01", "UBND thị trấn Vũ Quang", "Vũ Quang", "Vũ Quang", 18.35,
-                    105.45, "commune_office")
+    newcomer = Site("vu-quang-01", "UBND thị trấn Vũ Quang", "Xã Vũ Quang", "Huyện Vũ Quang",
+                    18.35, 105.45, "commune_office", commune_code="18313",
+                    legacy_commune_code="18313")
     r = _start(cfg, running)
     pub = Publisher(mosquitto.port)
     pub.results([make_result(1, probe_id=newcomer.probe_id)])
@@ -155,6 +156,12 @@ def test_sighup_reload_dead_letter_replay_and_list(
         "selected": 1, "replayed": 1, "removed": 1, "still_rejected": 0, "dry_run": False,
         "reasons": {}}
     assert count(influx, DB) == 2 and store.read() == []
+    # both tagged from the reference data by the code the registry gave
+    res = influx.query("SELECT count(duration_s) FROM results WHERE commune_code = '18313' "
+                       "GROUP BY commune, district", db=DB)
+    [series] = res["results"][0]["series"]
+    assert series["tags"] == {"commune": "Xã Vũ Quang", "district": "Huyện Vũ Quang"}
+    assert series["values"][0][1] == 2
     # a broken registry on SIGHUP keeps the old one and the collector running
     (cfg.parent / "sites.toml").write_text("[[site]]\nprobe_id = 3\n", encoding="utf-8")
     r.proc.send_signal(signal.SIGHUP)
