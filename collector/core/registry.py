@@ -13,7 +13,7 @@ TOML::
     probe_id = "ky-anh-01"
     name = "UBND phường Sông Trí"
     commune_code = "18754"           # official GSO code of the current unit
-    legacy_commune_code = "18793"    # optional: the unit before 1 July 2025
+    legacy_commune_code = "18820"    # optional: the unit before 1 July 2025
     latitude = 18.0716
     longitude = 106.2960
     site_type = "commune_office"
