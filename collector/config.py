@@ -6,15 +6,20 @@ dashboards and bulletin compare with, and the bulletin. Load with :func:`load`.
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
 
 from netmon.contract import DEFAULT_PREFIX
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
-from netmon.settings import load_settings
+from netmon.settings import ConfigError, load_settings
+
+if TYPE_CHECKING:
+    from collector.core.registry import Registry
+    from collector.core.units import UnitMap
 
 
 class _Section(BaseModel):
@@ -78,9 +83,14 @@ class WriterSettings(_Section):
 
 
 class RegistrySettings(_Section):
-    """The site registry file (TOML or CSV) mapping probe id to site."""
+    """The site registry file (TOML or CSV) mapping probe id to site, and the reference
+    map of commune-level units its codes are checked against."""
 
     path: Path = Path("sites.toml")
+    #: Reference data CSV (``collector/core/units.py``); None: the packaged 2025 map.
+    units_file: Path | None = None
+    #: The day the reference map took effect (the reorganisation, Vietnam's calendar).
+    units_effective: date = date(2025, 7, 1)
 
 
 class DeadLetterSettings(_Section):
@@ -142,9 +152,41 @@ def load(path: Path | None) -> CollectorConfig:
     if path is not None:
         base = path.resolve().parent
         cfg.registry.path = _resolve(base, cfg.registry.path)
+        if cfg.registry.units_file is not None:
+            cfg.registry.units_file = _resolve(base, cfg.registry.units_file)
         cfg.dead_letters.path = _resolve(base, cfg.dead_letters.path)
     return cfg
 
 
 def _resolve(base: Path, p: Path) -> Path:
     return p if p.is_absolute() else base / p
+
+
+def unit_map(cfg: CollectorConfig, source: Path | None = None) -> UnitMap:
+    """The reference map of ``[registry]`` (``units_file``, ``units_effective``).
+
+    Raises :class:`ConfigError` naming ``registry.units_file`` when the file cannot be
+    used (``source``: the config file, for the message).
+    """
+    from collector.core.units import DEFAULT_FILE, UnitsError, load_units
+
+    path = cfg.registry.units_file or DEFAULT_FILE
+    try:
+        return load_units(path, cfg.registry.units_effective)
+    except UnitsError as exc:
+        raise ConfigError(source, [f"registry.units_file: {exc}"]) from None
+    except OSError as exc:  # a directory, unreadable, ...
+        raise ConfigError(source, [f"registry.units_file: cannot read {path}: "
+                                   f"{exc.strerror or exc}"]) from None
+
+
+def open_registry(cfg: CollectorConfig, source: Path | None = None) -> Registry:
+    """The live site registry of ``[registry]``, checked against its reference map.
+
+    Raises :class:`ConfigError` (bad units file) or
+    :class:`collector.core.registry.RegistryError` (bad registry).
+    """
+    from collector.core.registry import Registry
+
+    return Registry(cfg.registry.path, units=unit_map(cfg, source))
+

@@ -258,7 +258,9 @@ class Stack:
         pw = _write_secret(cdir / "mqtt-password", collector_password + "\n")
         (cdir / "sites.toml").write_text(
             f"[[site]]\nprobe_id = \"{PROBE_ID}\"\nname = \"UBND phường Sông Trí (demo)\"\n"
-            "commune = \"Sông Trí\"\ndistrict = \"Thị xã Kỳ Anh\"\n"
+            # Phường Sông Trí (18754) on the map from 1 July 2025; before it, Phường Kỳ
+            # Trinh (18820). Names and old district come from the reference data.
+            "commune_code = \"18754\"\nlegacy_commune_code = \"18820\"\n"
             "latitude = 18.0706\nlongitude = 106.2967\nsite_type = \"commune_office\"\n",
             encoding="utf-8")
         cfg_path = cdir / "collector.toml"

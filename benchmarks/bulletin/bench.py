@@ -40,7 +40,12 @@ sys.path.insert(0, str(ROOT))
 
 from collector.config import InfluxSettings  # noqa: E402
 from collector.core.influx import InfluxClient  # noqa: E402
-from collector.core.schema import escape_key, escape_string_field  # noqa: E402
+from collector.core.schema import (  # noqa: E402
+    NS_PER_MS,
+    escape_key,
+    escape_string_field,
+    identity_offset_ns,
+)
 from devstack import services  # noqa: E402
 
 DISTRICTS = ["Thành phố Hà Tĩnh", "Thị xã Hồng Lĩnh", "Thị xã Kỳ Anh", "Nghi Xuân", "Đức Thọ",
@@ -99,8 +104,9 @@ def generate_lines(probes: int, days: int, seed: int = 568):
         batch = []
         for i in range(n_lines):
             ok_p, err_p, site_name = prefixes[i]
-            ts = ts0 + int(offs[i])
             rid = uuid.UUID(int=(h << 32) | i)
+            # nanoseconds, as the collector writes (schema.PRECISION): ms + the id's offset
+            ts = (ts0 + int(offs[i])) * NS_PER_MS + identity_offset_ns(rid)
             if fail[i]:
                 batch.append(f"{err_p}duration_s=30.0,latitude={lat},longitude=105.9,"
                              f'result_id="{rid}",site_name={site_name},cross_traffic=0.0,'

@@ -1,5 +1,6 @@
-"""``netmon-collector check-config --config FILE``: validate the config and site registry
-without starting anything. Exit 0 when usable, 2 naming every bad key otherwise."""
+"""``netmon-collector check-config --config FILE``: validate the config, the reference map
+of units and the site registry without starting anything. Exit 0 when usable, 2 naming
+every bad key otherwise."""
 
 from __future__ import annotations
 
@@ -54,16 +55,22 @@ def run(args: argparse.Namespace) -> int:
     """Validate; print the outcome; 0 ok, 2 bad."""
     problems: list[str] = []
     warnings: list[str] = []
-    sites = 0
+    sites = units = 0
     try:
         cfg = collector_config.load(args.config)
     except ConfigError as exc:
         problems = exc.problems
     else:
         try:
-            sites = len(load_sites(cfg.registry.path))
-        except RegistryError as exc:
-            problems += [f"registry ({cfg.registry.path}): {p}" for p in exc.problems]
+            unit_map = collector_config.unit_map(cfg, args.config)
+        except ConfigError as exc:
+            problems += exc.problems  # the registry cannot be checked without its map
+        else:
+            units = len(unit_map.units)
+            try:
+                sites = len(load_sites(cfg.registry.path, unit_map))
+            except RegistryError as exc:
+                problems += [f"registry ({cfg.registry.path}): {p}" for p in exc.problems]
         sp, warnings = _secret_problems(cfg)
         problems += sp
         if not cfg.mqtt.tls and cfg.mqtt.host not in ("127.0.0.1", "localhost", "::1"):
@@ -77,12 +84,13 @@ def run(args: argparse.Namespace) -> int:
     ok = not problems
     if args.json:
         print(json.dumps({"ok": ok, "config": str(args.config), "sites": sites,
-                          "problems": problems, "warnings": warnings}, ensure_ascii=False))
+                          "units": units, "problems": problems, "warnings": warnings},
+                         ensure_ascii=False))
     else:
         for w in warnings:
             print(f"warning: {w}", file=sys.stderr)
         if ok:
-            print(f"{args.config}: OK ({sites} sites)")
+            print(f"{args.config}: OK ({sites} sites, {units} units in the reference map)")
         else:
             print(f"invalid config {args.config}:", file=sys.stderr)
             for p in problems:

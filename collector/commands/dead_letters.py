@@ -20,7 +20,7 @@ from typing import Any
 
 from collector import config as collector_config
 from collector.core.deadletters import DeadLetter, DeadLetterStore
-from collector.core.registry import Registry, RegistryError
+from collector.core.registry import RegistryError
 from netmon.settings import ConfigError
 
 
@@ -89,7 +89,7 @@ def _list(args: argparse.Namespace) -> int:
 def _replay(args: argparse.Namespace) -> int:
     try:
         cfg, records = _select(args)
-        registry = Registry(cfg.registry.path)
+        registry = collector_config.open_registry(cfg, args.config)
     except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
         return 2

@@ -22,7 +22,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from collector.config import CollectorConfig, load
+from collector.config import CollectorConfig, load, unit_map
 from netmon.contract import PROBE_ID_PATTERN, Topics
 from netmon.errors import NetmonError
 
@@ -142,7 +142,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
     try:
         cfg = _load_config(args)
-        sites = load_sites(cfg.registry.path) if cfg.registry.path.exists() else {}
+        sites = (load_sites(cfg.registry.path, unit_map(cfg, args.config))
+                 if cfg.registry.path.exists() else {})
         with InfluxClient(cfg.influxdb) as influx:
             rows = inventory(influx, sites, stale_after_s=args.stale_after)
     except Exception as exc:
@@ -192,7 +193,7 @@ def cmd_push(args: argparse.Namespace) -> int:
         if args.all:
             from collector.core.registry import load_sites
 
-            probe_ids = sorted(load_sites(cfg.registry.path))
+            probe_ids = sorted(load_sites(cfg.registry.path, unit_map(cfg, args.config)))
             if not probe_ids:
                 raise FleetError(f"--all: no probe in {cfg.registry.path}", usage=True)
         else:

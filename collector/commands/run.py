@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from collector import config as collector_config
-from collector.core.registry import Registry, RegistryError
+from collector.core.registry import RegistryError
 from netmon.settings import ConfigError, SecretFileError
 
 
@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = collector_config.load(args.config)
-        registry = Registry(cfg.registry.path)
+        registry = collector_config.open_registry(cfg, args.config)
     except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
         return 2

@@ -85,7 +85,7 @@ class InfluxClient:
             return False
 
     def write_lines(self, lines: list[str], compress: bool = True) -> None:
-        """POST line protocol to ``/write`` (precision ms); raises InfluxError."""
+        """POST line protocol to ``/write`` (precision ``schema.PRECISION``); raises InfluxError."""
         body = ("\n".join(lines) + "\n").encode()
         headers = {"Content-Type": "text/plain; charset=utf-8"}
         if compress:

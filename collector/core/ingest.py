@@ -67,7 +67,9 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
             if msg.started_at < EARLIEST:
                 raise ContractError("invalid", f"started_at {msg.started_at.isoformat()} is "
                                     "before 2000 (probe clock not set?)")
-            site = registry.get(probe_id)
+            # Tagged as the registry stood when the test ran: the same point whenever the
+            # message arrives (docs/schema.md, "Identity").
+            site = registry.get(probe_id, msg.started_at)
             if site is None:
                 raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
                                     "registry; add it, reload (SIGHUP) and replay")
@@ -82,7 +84,7 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
                 if when is not None and when < EARLIEST:
                     raise ContractError("invalid", f"status time {when.isoformat()} is before "
                                         "2000 (probe clock not set?)")
-            site = registry.get(probe_id)
+            site = registry.get(probe_id, st.at)
             if site is None:
                 raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
                                     "registry")

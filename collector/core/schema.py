@@ -7,20 +7,29 @@ Rules that keep the data sound:
 - tags are low-cardinality only (never result ids);
 - every metric is written as a float, every counter in ``probe_status`` as an integer,
   so one field never mixes types across points;
-- the timestamp is the test's ``started_at`` in milliseconds, so a redelivered message
-  lands on the same series and time and overwrites instead of adding a point.
+- a result's identity holds: its timestamp is ``started_at`` (ms) plus a sub-millisecond
+  offset derived from the result id, and its tags come from the registry entry in force
+  at ``started_at``, so a redelivered message overwrites its own point (whenever it
+  arrives), and two results of one series in the same millisecond stay two points
+  (unless their ids' offsets collide: 1 in 10^6 for such a pair);
+- no metric may be named like a tag key or another field (``RESERVED_METRIC_NAMES``):
+  a float field ``status`` would make every ``WHERE "status" = 'ok'`` match nothing.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import unicodedata
+import uuid
 from dataclasses import dataclass
 from datetime import timedelta, timezone
 
 from netmon.contract import ResultMessage, StatusMessage
 
-PRECISION = "ms"
+#: Line-protocol timestamps are nanoseconds (the sub-millisecond part is the identity).
+PRECISION = "ns"
+NS_PER_MS = 1_000_000
 
 RESULTS = "results"
 PROBE_STATUS = "probe_status"
@@ -28,12 +37,14 @@ LINK_USAGE = "link_usage"
 COLLECTOR_STATS = "collector_stats"
 
 #: Tags of ``results`` in a stable order (line protocol prefers sorted keys).
-RESULT_TAGS = ("access", "commune", "district", "error_code", "isp", "link", "method",
-               "probe", "site_type", "status", "target")
+RESULT_TAGS = ("access", "commune", "commune_code", "district", "error_code", "isp", "link",
+               "method", "probe", "site_type", "status", "target")
 #: Non-metric fields of ``results``; a metric may not use these names.
 RESERVED_RESULT_FIELDS = frozenset({"duration_s", "latitude", "longitude", "result_id",
                                     "site_name", "cross_traffic", "local_hour", "flags",
                                     "error_message", "agent_version"})
+#: Names a metric may not take: every tag key and non-metric field of ``results``.
+RESERVED_METRIC_NAMES = frozenset(RESULT_TAGS) | RESERVED_RESULT_FIELDS
 #: Asia/Ho_Chi_Minh: UTC+7 all year (no daylight saving since 1975), for ``local_hour``.
 VIETNAM = timezone(timedelta(hours=7))
 
@@ -49,6 +60,10 @@ class Site:
     latitude: float
     longitude: float
     site_type: str
+    #: Official code of the commune-level unit (reference data); "" only in old tests.
+    commune_code: str = ""
+    #: Code of the unit before the reorganisation, when known ("" otherwise).
+    legacy_commune_code: str = ""
 
 
 def nfc(text: str) -> str:
@@ -119,9 +134,16 @@ def _series_key(measurement: str, tags: tuple[tuple[str, str], ...]) -> str:
         f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags) if v != "")
 
 
+def identity_offset_ns(result_id: uuid.UUID) -> int:
+    """The sub-millisecond part of a result's timestamp, fixed by its id (0..999999 ns)."""
+    digest = hashlib.blake2b(result_id.bytes, digest_size=8).digest()
+    return int.from_bytes(digest, "big") % NS_PER_MS
+
+
 def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int | bool | str],
-         ts_ms: int) -> str:
-    """One line-protocol point; empty tag values are dropped (InfluxDB rejects them)."""
+         ts_ms: int, offset_ns: int = 0) -> str:
+    """One line-protocol point at ``ts_ms`` (+ ``offset_ns``), written in nanoseconds;
+    empty tag values are dropped (InfluxDB rejects them)."""
     parts = []
     for key, value in fields.items():
         if value.__class__ is float:
@@ -137,7 +159,8 @@ def line(measurement: str, tags: dict[str, str], fields: dict[str, float | int |
         parts.append(f"{escape_key(key)}={rendered}")
     if not parts:
         raise ValueError("a point needs at least one field")
-    return f"{_series_key(measurement, tuple(tags.items()))} {','.join(parts)} {ts_ms}"
+    ts = ts_ms * NS_PER_MS + offset_ns
+    return f"{_series_key(measurement, tuple(tags.items()))} {','.join(parts)} {ts}"
 
 
 def to_ms(msg_time: object) -> int:
@@ -162,6 +185,7 @@ def result_line(msg: ResultMessage, site: Site) -> str:
         "error_code": msg.error.code if msg.error else "",
         "district": site.district,
         "commune": site.commune,
+        "commune_code": site.commune_code,
         "site_type": site.site_type,
     }
     fields: dict[str, float | int | bool | str] = {}
@@ -171,10 +195,13 @@ def result_line(msg: ResultMessage, site: Site) -> str:
                        *(metrics.__pydantic_extra__ or {}).items()):
         if value is None:
             continue
-        if key in RESERVED_RESULT_FIELDS:
-            # e.g. a metric "flags" would be a float where other points hold a string:
-            # InfluxDB then rejects whole batches with a field type conflict.
-            raise ValueError(f"metric name {key!r} is reserved for a results field")
+        if key in RESERVED_METRIC_NAMES:
+            # A metric "flags" would be a float where other points hold a string (InfluxDB
+            # then rejects whole batches); one named like a tag ("status", "probe") shadows
+            # the tag in every WHERE clause, blanking dashboards and the bulletin.
+            kind = "tag key" if key in RESULT_TAGS else "field"
+            raise ValueError(f"metric name {key!r} is reserved: it is a {kind} of "
+                             f"'{RESULTS}' (see docs/schema.md)")
         fields[key] = float(value)  # bools become 0.0/1.0: one type per field, always
     fields["duration_s"] = float(msg.duration_s)
     fields["latitude"] = float(site.latitude)
@@ -189,7 +216,7 @@ def result_line(msg: ResultMessage, site: Site) -> str:
     if msg.error:
         fields["error_message"] = msg.error.message
     fields["agent_version"] = msg.agent_version
-    return line(RESULTS, tags, fields, to_ms(msg.started_at))
+    return line(RESULTS, tags, fields, to_ms(msg.started_at), identity_offset_ns(msg.id))
 
 
 def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> list[str]:
@@ -202,7 +229,7 @@ def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> lis
     base_tags = {"probe": msg.probe_id}
     if site:
         base_tags |= {"district": site.district, "commune": site.commune,
-                      "site_type": site.site_type}
+                      "commune_code": site.commune_code, "site_type": site.site_type}
     ts = to_ms(msg.at) if msg.at else received_ms
     fields: dict[str, float | int | bool | str] = {
         "online": 1 if msg.state == "online" else 0,

@@ -33,7 +33,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.config import CollectorConfig, InfluxSettings, WriterSettings
+from collector.config import CollectorConfig, InfluxSettings, WriterSettings, open_registry
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient
 from collector.core.ingest import MqttIngest, validate
@@ -63,7 +63,7 @@ class Collector:
 
     def __init__(self, cfg: CollectorConfig, registry: Registry | None = None) -> None:
         self.cfg = cfg
-        self.registry = registry if registry is not None else Registry(cfg.registry.path)
+        self.registry = registry if registry is not None else open_registry(cfg)
         self.stats = Stats()
         self.influx = InfluxClient(cfg.influxdb)
         self.dead_store = DeadLetterStore(cfg.dead_letters.path)

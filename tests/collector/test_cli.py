@@ -122,8 +122,9 @@ def test_sighup_reload_dead_letter_replay_and_list(
         tmp_path: Path, mosquitto: services.Service, influxd: services.Service,
         influx: object, running: list[Running]) -> None:
     cfg = write_config(tmp_path / "c", mosquitto.port, influxd.port, client_id="hup-test")
-    newcomer = Site("vu-quang-01", "UBND thị trấn Vũ Quang", "Vũ Quang", "Vũ Quang", 18.35,
-                    105.45, "commune_office")
+    newcomer = Site("vu-quang-01", "UBND thị trấn Vũ Quang", "Xã Vũ Quang", "Huyện Vũ Quang",
+                    18.35, 105.45, "commune_office", commune_code="18313",
+                    legacy_commune_code="18313")
     r = _start(cfg, running)
     pub = Publisher(mosquitto.port)
     pub.results([make_result(1, probe_id=newcomer.probe_id)])
@@ -155,6 +156,12 @@ def test_sighup_reload_dead_letter_replay_and_list(
         "selected": 1, "replayed": 1, "removed": 1, "still_rejected": 0, "dry_run": False,
         "reasons": {}}
     assert count(influx, DB) == 2 and store.read() == []
+    # both tagged from the reference data by the code the registry gave
+    res = influx.query("SELECT count(duration_s) FROM results WHERE commune_code = '18313' "
+                       "GROUP BY commune, district", db=DB)
+    [series] = res["results"][0]["series"]
+    assert series["tags"] == {"commune": "Xã Vũ Quang", "district": "Huyện Vũ Quang"}
+    assert series["values"][0][1] == 2
     # a broken registry on SIGHUP keeps the old one and the collector running
     (cfg.parent / "sites.toml").write_text("[[site]]\nprobe_id = 3\n", encoding="utf-8")
     r.proc.send_signal(signal.SIGHUP)
@@ -220,7 +227,17 @@ def test_check_config(tmp_path: Path) -> None:
     out = subprocess.run([*CLI, "check-config", "--config", str(good), "--json"],
                          capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
-    assert json.loads(out.stdout)["sites"] == len(SITES)
+    verdict = json.loads(out.stdout)
+    assert (verdict["sites"], verdict["units"]) == (len(SITES), 69)
+    # a reference map that cannot be used: exit 2 naming the key, for check-config and run
+    bad_units = write_config(tmp_path / "bu", 1883, 8086, units_file=Path("units.csv"))
+    (bad_units.parent / "units.csv").write_text("new_code,new_name\n18754,Phường Sông Trí\n",
+                                                encoding="utf-8")
+    for cmd in ("check-config", "run"):
+        out = subprocess.run([*CLI, cmd, "--config", str(bad_units)], capture_output=True,
+                             text=True, timeout=60)
+        assert out.returncode == 2 and "registry.units_file: " in out.stderr, out.stderr
+        assert "header must start with new_code,new_name,old_code" in out.stderr
     bad = tmp_path / "bad.toml"
     bad.write_text('[mqtt]\nport = "x"\nbogus = 1\n[writer]\nbatch_size = 0\n'
                    '[registry]\npath = "missing.toml"\n')

@@ -3,6 +3,7 @@ duplicates, hostile names, InfluxDB outages, liveness and self-metrics."""
 
 from __future__ import annotations
 
+import csv
 import json
 import threading
 import time
@@ -21,6 +22,7 @@ from collector.core.ingest import validate
 from collector.core.registry import Registry
 from collector.core.schema import Site, to_ms
 from collector.core.service import Collector, ingest
+from collector.core.units import DEFAULT_FILE
 from devstack import services
 from netmon.contract import StatusMessage, Topics, parse_result
 from tests.helpers.collector import (
@@ -112,12 +114,26 @@ def test_duplicate_delivery_is_one_point(collector: Collector, mosquitto: servic
 
 HOSTILE = Site("thach-ha-09", 'Trường "Tiểu học" Thạch Hà, số 1 = A\\B \\',
                'Thạch Hà, "Xã" a=b c\\d', "Thạch  Hà=Thành phố, \"cũ\"", 18.3, 105.9,
-               "school")
+               "school", commune_code="99901", legacy_commune_code="99801")
+
+
+def hostile_units(path: Path) -> Path:
+    """The packaged reference map plus one unit whose name and old district are HOSTILE's
+    (unit names are no longer typed in the registry: they come from this file)."""
+    with open(DEFAULT_FILE, encoding="utf-8", newline="") as fh:
+        rows = list(csv.reader(fh))
+    rows.append([HOSTILE.commune_code, HOSTILE.commune, HOSTILE.legacy_commune_code,
+                 'Xã "cũ", a=b', "999", HOSTILE.district, "full"])
+    with open(path, "w", encoding="utf-8", newline="") as fh:
+        csv.writer(fh).writerows(rows)
+    return path
 
 
 def test_hostile_tag_values_round_trip(tmp_path: Path, mosquitto: services.Service,
                                        influxd: services.Service, influx: object) -> None:
-    cfg = config(tmp_path / "c", mosquitto.port, influxd.port, sites=[*SITES, HOSTILE])
+    units = hostile_units(tmp_path / "units.csv")
+    cfg = config(tmp_path / "c", mosquitto.port, influxd.port, sites=[*SITES, HOSTILE],
+                 units_file=units)
     isp = 'Viettel, "FTTH" gói=200M Hà\\Tĩnh'
     target = "http://speed.vn/?a=1&b=2 x,y"
     msg = make_result(1, probe_id=HOSTILE.probe_id, isp=isp, target=target,
@@ -129,10 +145,10 @@ def test_hostile_tag_values_round_trip(tmp_path: Path, mosquitto: services.Servi
         assert wait_count(influx, DB, 1, q="SELECT count(duration_s) FROM results") == 1
         assert c.stats.dead_lettered == 0
     res = influx.query("SELECT duration_s, site_name, error_message FROM results "
-                       "GROUP BY commune, district, isp, target", db=DB)
+                       "GROUP BY commune, commune_code, district, isp, target", db=DB)
     [series] = res["results"][0]["series"]
-    assert series["tags"] == {"commune": HOSTILE.commune, "district": HOSTILE.district,
-                              "isp": isp, "target": target}
+    assert series["tags"] == {"commune": HOSTILE.commune, "commune_code": "99901",
+                              "district": HOSTILE.district, "isp": isp, "target": target}
     _, _, site_name, error_message = series["values"][0]
     assert site_name == HOSTILE.name
     assert error_message == msg.error.message
@@ -189,7 +205,8 @@ def test_status_liveness_and_self_metrics(collector: Collector, mosquitto: servi
         if series:
             break
         time.sleep(0.2)
-    assert series and series[0]["tags"] == {"probe": "huong-khe-01", "commune": "Hương Khê"}
+    assert series and series[0]["tags"] == {"probe": "huong-khe-01",
+                                            "commune": "Xã Hương Khê"}
     assert series[0]["values"][0][1:] == [1, 7]
     use = influx.query("SELECT used_bytes, used_pct FROM link_usage", db=DB)
     assert use["results"][0]["series"][0]["values"][0][1:] == [123, 12.3]

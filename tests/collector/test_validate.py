@@ -14,11 +14,10 @@ from hypothesis import strategies as st
 
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.ingest import validate
-from collector.core.registry import Registry, RegistryError, load_sites
+from collector.core.registry import Registry
 from collector.core.schema import line, tag_value_problem, to_ms
 from netmon.contract import StatusMessage, Topics
-from tests.helpers import REPO
-from tests.helpers.collector import SITES, make_result, sites_toml
+from tests.helpers.collector import SITES, make_result
 
 T = Topics()
 REG = Registry.from_sites(SITES)
@@ -32,9 +31,11 @@ def test_valid_result_becomes_one_enriched_point() -> None:
     item = _v(make_result(1).to_json())
     assert item.dead is None and len(item.lines) == 1
     ln = item.lines[0]
-    assert ln.startswith("results,access=fixed,commune=Sông\\ Trí,district=Kỳ\\ Anh,")
+    assert ln.startswith("results,access=fixed,commune=Phường\\ Sông\\ Trí,commune_code=18754,"
+                         "district=Thị\\ xã\\ Kỳ\\ Anh,")
     assert 'site_name="UBND phường Sông Trí"' in ln
-    assert ln.endswith(f" {to_ms(make_result(1).started_at)}")
+    ts = int(ln.rsplit(" ", 1)[1])  # nanoseconds: started_at's ms + the id's offset
+    assert ts // 1_000_000 == to_ms(make_result(1).started_at)
     evening = make_result(2, started_at=datetime(2026, 3, 1, 12, 30, tzinfo=UTC))
     assert ",local_hour=19.0," in _v(evening.to_json()).lines[0]  # 19:30 in Hà Tĩnh
 
@@ -88,7 +89,7 @@ def test_status_feeds_liveness_series() -> None:
                                    "data_used_bytes": 500, "data_budget_bytes": 1000}])
     item = _v(st_msg.to_json(), kind="status")
     assert item.dead is None
-    assert item.lines[0].startswith("probe_status,commune=Sông\\ Trí,")
+    assert item.lines[0].startswith("probe_status,commune=Phường\\ Sông\\ Trí,commune_code=18754,")
     assert "online=1i" in item.lines[0] and "spool_depth=3i" in item.lines[0]
     assert item.lines[1].startswith("link_usage,") and "used_pct=50.0" in item.lines[1]
 
@@ -104,51 +105,6 @@ def test_tag_value_rules_and_exact_ms() -> None:
     for i in range(0, 10**6, 997):
         d = base + timedelta(milliseconds=i)
         assert to_ms(d) == 1735689600000 + i
-
-
-# --------------------------------------------------------------------------- registry
-
-
-def test_registry_toml_and_csv(tmp_path: Path) -> None:
-    toml = tmp_path / "sites.toml"
-    toml.write_text(sites_toml(SITES), encoding="utf-8")
-    sites = load_sites(toml)
-    assert sites["cam-xuyen-01"].district == "Cẩm Xuyên"
-    csv_path = tmp_path / "sites.csv"
-    csv_path.write_text("probe_id,name,commune,district,latitude,longitude,site_type\n"
-                        "thach-ha-02,UBND xã Thạch Đài,Thạch Đài,,18.33,105.87,commune_office\n",
-                        encoding="utf-8")
-    s = load_sites(csv_path)["thach-ha-02"]
-    assert s.district == "" and s.latitude == pytest.approx(18.33)
-    # the shipped example is valid
-    assert len(load_sites(REPO / "examples" / "sites.toml")) >= 4
-
-
-def test_registry_errors_name_every_bad_key(tmp_path: Path) -> None:
-    p = tmp_path / "sites.toml"
-    p.write_text('[[site]]\nprobe_id = "BAD ID"\nname = "x"\ncommune = "c"\nlatitude = 95\n'
-                 'longitude = 1\nsite_type = "school"\n'
-                 '[[site]]\nprobe_id = "ok-probe"\nname = "x"\ncommune = "trail\\\\"\n'
-                 'latitude = 1\nlongitude = 1\nsite_type = "school"\ncolour = "red"\n',
-                 encoding="utf-8")
-    with pytest.raises(RegistryError) as err:
-        load_sites(p)
-    text = "\n".join(err.value.problems)
-    for needle in ("site[0] (BAD ID).probe_id", "site[0] (BAD ID).latitude",
-                   "site[1] (ok-probe).commune", "site[1] (ok-probe).colour"):
-        assert needle in text, text
-
-
-def test_registry_reload_keeps_old_table_on_error(tmp_path: Path) -> None:
-    p = tmp_path / "sites.toml"
-    p.write_text(sites_toml(SITES[:1]), encoding="utf-8")
-    reg = Registry(p)
-    assert reg.get("huong-khe-01") is None
-    p.write_text(sites_toml(SITES), encoding="utf-8")
-    assert reg.reload() and reg.get("huong-khe-01") is not None
-    p.write_text("[[site]]\nbroken", encoding="utf-8")
-    assert not reg.reload()
-    assert len(reg) == len(SITES)
 
 
 # --------------------------------------------------------------------------- dead letters

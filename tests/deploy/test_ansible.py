@@ -262,6 +262,18 @@ def test_probes_spread_over_the_iperf3_ports(rendered: Rendered) -> None:
 # --------------------------------------------------------------------------- collector
 
 
+#: The hatinh inventory's probes on the map from 1 July 2025: (unit, old district), read
+#: by hand from collector/core/reference/ha-tinh-communes-2025.csv by each probe's old
+#: commune.
+HATINH_UNITS = {
+    "ht-camxuyen-camthanh": ("Xã Cẩm Bình", "Huyện Cẩm Xuyên"),        # was Cẩm Thành
+    "ht-canloc-thuanthien": ("Xã Tùng Lộc", "Huyện Can Lộc"),         # was Thuần Thiện
+    "ht-huongkhe-phuongdien": ("Xã Hà Linh", "Huyện Hương Khê"),      # was Điền Mỹ
+    "ht-kyanh-kydong": ("Xã Kỳ Anh", "Huyện Kỳ Anh"),                 # was Kỳ Đồng
+    "ht-thachha-thachdai": ("Phường Hà Huy Tập", "Thành phố Hà Tĩnh"),  # was Thạch Đài
+}
+
+
 def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
     from collector import config as collector_config
     from collector.core.registry import load_sites
@@ -273,16 +285,18 @@ def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
     assert cfg.influxdb.password_file is not None
     assert cfg.influxdb.password_file.read_text().strip() == rendered.secrets[
         "vault_netmon_influxdb_collector_password"]
-    sites = load_sites(cfg.registry.path)
+    sites = load_sites(cfg.registry.path, collector_config.unit_map(cfg))
     assert sorted(sites) == PROBES
     for probe in PROBES:
         want = host_vars(probe)["netmon_site"]
         got = sites[probe]
-        for key in ("name", "commune", "district"):
-            assert getattr(got, key) == unicodedata.normalize("NFC", want[key])
+        assert got.name == unicodedata.normalize("NFC", want["name"])
+        assert (got.commune_code, got.legacy_commune_code) == (
+            want["commune_code"], want["legacy_commune_code"])
         assert (got.latitude, got.longitude, got.site_type) == (
             want["latitude"], want["longitude"], want["site_type"])
-    assert any(s.district == "Kỳ Anh" for s in sites.values())
+    # Unit names and old districts come from the reference data, not the inventory.
+    assert {p: (s.commune, s.district) for p, s in sites.items()} == HATINH_UNITS
 
     collector = tool("netmon-collector")
     assert collector
@@ -292,6 +306,7 @@ def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         verdict = json.loads(proc.stdout)
         assert verdict["ok"] and verdict["sites"] == len(PROBES), verdict
+        assert verdict["units"] == 69, verdict
         assert not verdict["warnings"], verdict
     noc = collector_config.load(etc / "noc.toml")
     assert noc.mqtt.username == "netmon_noc" and noc.mqtt.shared_group is None
@@ -884,7 +899,8 @@ def test_grafana_contact_point_is_the_generated_one_with_the_inventory_s_address
 
 
 def test_bad_inventory_entries_are_named(rendered: Rendered, tmp_path: Path) -> None:
-    """A wrong access type or a site without commune stops the run, naming probe and key."""
+    """A wrong access type or a site without its unit's code stops the run, naming probe
+    and key; so does a code YAML reads as a number (leading zeros would be lost)."""
     import shutil
 
     inv = tmp_path / "inventory"
@@ -894,16 +910,55 @@ def test_bad_inventory_entries_are_named(rendered: Rendered, tmp_path: Path) -> 
     hv["netmon_links"][0]["access"] = "dsl"
     (inv / "host_vars" / f"{a}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
     hv = host_vars(b)
-    del hv["netmon_site"]["commune"]
+    del hv["netmon_site"]["commune_code"], hv["netmon_site"]["legacy_commune_code"]
     (inv / "host_vars" / f"{b}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
+    c = PROBES[2]
+    hv = host_vars(c)
+    hv["netmon_site"]["commune_code"] = int(hv["netmon_site"]["commune_code"])
+    (inv / "host_vars" / f"{c}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
     proc = rendered.ansible.playbook(
         ANSIBLE_DIR / "render.yml", rendered.extra() | {"netmon_render_dir": str(tmp_path / "o")},
         inventory=inv, limit=f"{COLLECTOR},{a}", check=False)
     assert proc.returncode != 0
     link = host_vars(a)["netmon_links"][0]["name"]
     assert f"probe {a}, link {link}: needs name" in proc.stdout, proc.stdout[-4000:]
-    assert f"probe {b}: host_vars/{b}.yml needs netmon_site" in proc.stdout, proc.stdout[-4000:]
+    for probe in (b, c):
+        assert f"probe {probe}: host_vars/{probe}.yml needs netmon_site with name, " \
+            "commune_code" in proc.stdout, proc.stdout[-4000:]
     assert not (tmp_path / "o" / a / "probe" / "etc" / "agent.toml").exists()
+
+
+def test_a_moved_probe_keeps_its_old_site_for_old_results(rendered: Rendered,
+                                                          tmp_path: Path) -> None:
+    """``netmon_site_history`` + a dated ``netmon_site`` become dated registry entries:
+    results measured before the move keep the old unit."""
+    import shutil
+    from datetime import UTC, date, datetime
+
+    from collector.core.registry import load_table
+
+    inv = tmp_path / "inventory"
+    shutil.copytree(INVENTORY, inv)
+    probe = "ht-kyanh-kydong"
+    hv = host_vars(probe)
+    hv["netmon_site_history"] = [dict(hv["netmon_site"])]
+    hv["netmon_site"] = {"name": "UBND phường Sông Trí", "commune_code": "18754",
+                         "legacy_commune_code": "18820", "latitude": 18.0731,
+                         "longitude": 106.2936, "site_type": "commune_office",
+                         "valid_from": date(2026, 3, 1)}
+    (inv / "host_vars" / f"{probe}.yml").write_text(yaml.safe_dump(hv, allow_unicode=True))
+    out = tmp_path / "o"
+    rendered.ansible.playbook(ANSIBLE_DIR / "render.yml",
+                              rendered.extra() | {"netmon_render_dir": str(out)},
+                              inventory=inv, limit=COLLECTOR)
+    table = load_table(out / COLLECTOR / "collector" / "etc" / "sites.toml")
+    before = table.at(probe, datetime(2026, 2, 28, 16, 59, tzinfo=UTC))
+    after = table.at(probe, datetime(2026, 2, 28, 17, 0, tzinfo=UTC))  # 1 March, UTC+7
+    assert before is not None and (before.commune_code, before.commune) == ("18775",
+                                                                           "Xã Kỳ Anh")
+    assert after is not None and (after.commune_code, after.commune) == ("18754",
+                                                                         "Phường Sông Trí")
+    assert len(table.periods) == len(PROBES)
 
 
 def test_a_second_run_changes_nothing(rendered: Rendered) -> None:

@@ -63,7 +63,8 @@ def test_every_result_is_a_point_with_the_same_numbers(stack: Any) -> None:
                 "SELECT * FROM results WHERE result_id = $id", params={"id": res["id"]})
             [row] = series[0].rows()
             assert row["link"] == res["link"] and row["method"] == res["method"]
-            assert row["access"] == res["access"] and row["commune"] == "Sông Trí"
+            assert row["access"] == res["access"] and row["commune"] == "Phường Sông Trí"
+            assert row["commune_code"] == "18754" and row["district"] == "Thị xã Kỳ Anh"
             for key, value in res["metrics"].items():
                 assert row[key] == pytest.approx(value, rel=1e-12), key
 

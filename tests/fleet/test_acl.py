@@ -89,8 +89,8 @@ def _collector_config(tmp_path: Path, broker: services.Service, user: str) -> Pa
 [[site]]
 probe_id = "ht-kyanh-01"
 name = "UBND phường Kỳ Trinh"
-commune = "Kỳ Trinh"
-district = "Kỳ Anh"
+commune_code = "18754"
+legacy_commune_code = "18820"
 latitude = 18.07
 longitude = 106.29
 site_type = "commune_office"
@@ -98,8 +98,7 @@ site_type = "commune_office"
 [[site]]
 probe_id = "ht-huongkhe-02"
 name = "Trạm y tế Hương Khê"
-commune = "Hương Khê"
-district = "Hương Khê"
+commune_code = "18496"
 latitude = 18.18
 longitude = 105.71
 site_type = "health_station"

@@ -16,17 +16,22 @@ from collector.core.schema import Site, result_line, status_lines
 from collector.fleet.inventory import inventory
 from devstack import services
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage
+from tests.helpers.collector import sites_toml
 
 NOW = datetime.now(UTC).replace(microsecond=0)
-SITES = {
-    "ht-kyanh-01": Site("ht-kyanh-01", "UBND phường Kỳ Trinh", "Kỳ Trinh", "Kỳ Anh", 18.07,
-                        106.29, "commune_office"),
-    "ht-huongkhe-02": Site("ht-huongkhe-02", "Trạm y tế Hương Khê", "Hương Khê", "Hương Khê",
-                           18.18, 105.71, "health_station"),
-    "ht-camxuyen-03": Site("ht-camxuyen-03", "Trường THCS Cẩm Xuyên", "Cẩm Xuyên",
-                           "Cẩm Xuyên", 18.25, 106.0, "school"),
-    "ht-thachha-04": Site("ht-thachha-04", "UBND xã Thạch Hà", "Thạch Hà", "Thạch Hà", 18.35,
-                          105.9, "commune_office"),
+SITES = {  # on the map from 1 July 2025 (collector/core/reference/)
+    "ht-kyanh-01": Site("ht-kyanh-01", "UBND phường Kỳ Trinh", "Phường Sông Trí",
+                        "Thị xã Kỳ Anh", 18.07, 106.29, "commune_office",
+                        commune_code="18754", legacy_commune_code="18820"),
+    "ht-huongkhe-02": Site("ht-huongkhe-02", "Trạm y tế Hương Khê", "Xã Hương Khê",
+                           "Huyện Hương Khê", 18.18, 105.71, "health_station",
+                           commune_code="18496", legacy_commune_code="18496"),
+    "ht-camxuyen-03": Site("ht-camxuyen-03", "Trường THCS Cẩm Xuyên", "Xã Cẩm Xuyên",
+                           "Huyện Cẩm Xuyên", 18.25, 106.0, "school", commune_code="18673",
+                           legacy_commune_code="18673"),
+    "ht-thachha-04": Site("ht-thachha-04", "UBND xã Thạch Hà", "Xã Thạch Hà", "Huyện Thạch Hà",
+                          18.35, 105.9, "commune_office", commune_code="18562",
+                          legacy_commune_code="18562"),
 }
 
 
@@ -107,17 +112,15 @@ def test_inventory_states_and_figures(influx_client: InfluxClient) -> None:
 def test_probes_list_cli(influx_client: InfluxClient, influxd: services.Service,
                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reg = tmp_path / "sites.toml"
-    reg.write_text("".join(
-        f'[[site]]\nprobe_id = "{s.probe_id}"\nname = "{s.name}"\ncommune = "{s.commune}"\n'
-        f'district = "{s.district}"\nlatitude = {s.latitude}\nlongitude = {s.longitude}\n'
-        f'site_type = "{s.site_type}"\n\n' for s in SITES.values()), encoding="utf-8")
+    reg.write_text(sites_toml(SITES.values()), encoding="utf-8")
     cfg = tmp_path / "collector.toml"
     cfg.write_text(f'[influxdb]\nurl = "http://{influxd.host}:{influxd.port}"\n'
                    f'[registry]\npath = "sites.toml"\n')
     assert cli.main(["probes", "list", "--config", str(cfg), "--json"]) == 0
     data = {r["probe_id"]: r for r in json.loads(capsys.readouterr().out)}
     assert data["ht-kyanh-01"]["state"] == "online"
-    assert data["ht-kyanh-01"]["commune"] == "Kỳ Trinh"
+    assert data["ht-kyanh-01"]["commune"] == "Phường Sông Trí"  # from the reference data
+    assert data["ht-kyanh-01"]["district"] == "Thị xã Kỳ Anh"
     assert data["ht-kyanh-01"]["config_version"] == 42
     assert data["ht-thachha-04"]["state"] == "never_seen"
     assert cli.main(["probes", "list", "--config", str(cfg)]) == 0

@@ -19,14 +19,17 @@ from collector.core.schema import Site
 from netmon.contract import ResultMessage, Topics
 
 SITES = [
-    Site("ky-anh-01", "UBND phường Sông Trí", "Sông Trí", "Kỳ Anh", 18.0731, 106.2936,
-         "commune_office"),
-    Site("huong-khe-01", "UBND thị trấn Hương Khê", "Hương Khê", "Hương Khê", 18.1765,
-         105.7109, "commune_office"),
-    Site("cam-xuyen-01", "Trường THCS Cẩm Xuyên", "Cẩm Xuyên", "Cẩm Xuyên", 18.2556,
-         106.0053, "school"),
-    Site("thach-ha-01", "UBND xã Thạch Đài", "Thạch Đài", "Thạch Hà", 18.3353, 105.875,
-         "commune_office"),
+    # Official codes and names of the map from 1 July 2025 (collector/core/reference/).
+    Site("ky-anh-01", "UBND phường Sông Trí", "Phường Sông Trí", "Thị xã Kỳ Anh", 18.0731,
+         106.2936, "commune_office", commune_code="18754", legacy_commune_code="18820"),
+    Site("huong-khe-01", "UBND thị trấn Hương Khê", "Xã Hương Khê", "Huyện Hương Khê",
+         18.1765, 105.7109, "commune_office", commune_code="18496",
+         legacy_commune_code="18496"),
+    Site("cam-xuyen-01", "Trường THCS Cẩm Xuyên", "Xã Cẩm Xuyên", "Huyện Cẩm Xuyên", 18.2556,
+         106.0053, "school", commune_code="18673", legacy_commune_code="18673"),
+    Site("thach-ha-01", "UBND xã Thạch Đài", "Phường Hà Huy Tập", "Thành phố Hà Tĩnh",
+         18.3353, 105.875, "commune_office", commune_code="18652",
+         legacy_commune_code="18643"),
 ]
 BASE_TIME = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -49,9 +52,9 @@ def sites_toml(sites: Iterable[Site]) -> str:
     for s in sites:
         out.append("[[site]]\n" + "\n".join(
             f"{k} = {_toml(v)}" for k, v in (
-                ("probe_id", s.probe_id), ("name", s.name), ("commune", s.commune),
-                ("district", s.district), ("latitude", s.latitude),
-                ("longitude", s.longitude), ("site_type", s.site_type))) + "\n")
+                ("probe_id", s.probe_id), ("name", s.name), ("commune_code", s.commune_code),
+                ("legacy_commune_code", s.legacy_commune_code), ("latitude", s.latitude),
+                ("longitude", s.longitude), ("site_type", s.site_type)) if v != "") + "\n")
     return "\n".join(out)
 
 
@@ -63,8 +66,10 @@ def _toml(v: object) -> str:
 
 def write_config(tmp: Path, mqtt_port: int, influx_port: int, database: str = "netmon",
                  sites: Iterable[Site] = SITES, client_id: str = "test-collector",
-                 extra: str = "") -> Path:
-    """A collector.toml + sites.toml under ``tmp``; returns the config path."""
+                 extra: str = "", units_file: Path | None = None) -> Path:
+    """A collector.toml + sites.toml under ``tmp``; returns the config path.
+
+    ``units_file``: a reference map other than the packaged one (``[registry]``)."""
     tmp.mkdir(parents=True, exist_ok=True)
     (tmp / "sites.toml").write_text(sites_toml(sites), encoding="utf-8")
     cfg = tmp / "collector.toml"
@@ -86,6 +91,7 @@ retry_max_s = 1.0
 stats_interval_s = 1
 [registry]
 path = "sites.toml"
+{f"units_file = {_toml(str(units_file))}" if units_file else ""}
 [dead_letters]
 path = "dead-letters.jsonl"
 {extra}
