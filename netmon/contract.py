@@ -254,12 +254,49 @@ class StatusMessage(_Strict):
     links: tuple[LinkStatus, ...] = ()
     config_version: int | None = Field(None, ge=0, description="applied remote config version")
     config_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    #: Results the broker acknowledged that no receipt has confirmed yet (issue 14).
+    awaiting_receipt: int | None = Field(None, ge=0)
+    #: Results the agent could not keep (spool unwritable, e.g. a full disk), since start.
+    spool_lost: int | None = Field(None, ge=0)
+    #: Why the spool cannot be written right now, or None.
+    spool_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
+    #: Tests per day each link's plan schedules (link name -> runs/day), for availability.
+    expected_runs_per_day: dict[LinkName, Annotated[float, Field(ge=0, le=100_000)]] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
     @field_serializer("at", "started_at", "last_result_at")
     def _ser_time(self, value: datetime | None) -> str | None:
         return format_time(value) if value else None
+
+    def to_json(self) -> bytes:
+        """The UTF-8 JSON payload as published."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+#: Most result ids one receipt names (keeps a receipt far below MAX_MESSAGE_BYTES).
+MAX_RECEIPT_IDS = 1000
+
+
+class ReceiptMessage(_Strict):
+    """The collector's confirmation that results are stored in InfluxDB (issue 14).
+
+    Published by the collector on ``<prefix>/probes/<id>/receipts`` (QoS 1, not retained)
+    after the write that stored them succeeded; the agent deletes a spooled result only
+    when a receipt names it. Receipts may be lost or repeated: both are harmless (the
+    agent resends unreceipted results after a while; storing a result is idempotent).
+    """
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    probe_id: ProbeId
+    ids: tuple[uuid.UUID, ...] = Field(min_length=1, max_length=MAX_RECEIPT_IDS)
+    at: UtcDatetime = Field(default_factory=now_utc, description="when the write succeeded")
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
 
     def to_json(self) -> bytes:
         """The UTF-8 JSON payload as published."""
@@ -286,6 +323,10 @@ class Topics:
     def config(self, probe_id: str) -> str:
         """Retained, signed desired configuration written by the NOC."""
         return f"{self.prefix}/probes/{probe_id}/config"
+
+    def receipts(self, probe_id: str) -> str:
+        """QoS 1, not retained: written by the collector only, read by that probe only."""
+        return f"{self.prefix}/probes/{probe_id}/receipts"
 
     def dead_letters(self) -> str:
         """Where the collector republishes messages it rejected."""
@@ -387,3 +428,8 @@ def parse_result(payload: bytes, topic_probe_id: str | None = None) -> ResultMes
 def parse_status(payload: bytes, topic_probe_id: str | None = None) -> StatusMessage:
     """Validate raw MQTT bytes as a status message (see :func:`parse_result`)."""
     return _parse(StatusMessage, payload, topic_probe_id)
+
+
+def parse_receipt(payload: bytes, topic_probe_id: str | None = None) -> ReceiptMessage:
+    """Validate raw MQTT bytes as a receipt (see :func:`parse_result`)."""
+    return _parse(ReceiptMessage, payload, topic_probe_id)
