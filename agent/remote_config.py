@@ -33,13 +33,13 @@ from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
-from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from netmon.contract import describe_validation_error
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
+from netmon.methods import DECLARATIONS, Role, option_roles, split_host_port
 from netmon.plan import TestPlan
 
 if TYPE_CHECKING:
@@ -55,8 +55,6 @@ log = logging.getLogger(__name__)
 P = TypeVar("P")
 
 #: Plan keys (at any depth) whose string values name a host the probe will contact.
-TARGET_KEYS = frozenset({"target", "targets", "url", "urls", "host", "hosts", "server",
-                         "servers", "address", "addresses"})
 #: Keys that never belong in a remote plan: credentials and keys stay in the file config.
 SECRET_KEY_RE = re.compile(r"password|secret|token|private|credential|(^|_)key(_|$)", re.I)
 _HOSTNAME_RE = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
@@ -130,17 +128,16 @@ def _is_ip(text: str) -> bool:
 
 
 def target_host(target: str) -> str:
-    """The host part of a test target: ``host``, ``host:port``, ``[v6]:port``, a URL or an
-    IP literal, lower-cased without a trailing dot."""
+    """The host part of a test target: ``host``, ``host:port``, ``[v6]:port``, a URL, an
+    IP literal or a reachability endpoint (``icmp:host``), lower-cased without a trailing
+    dot; "" when there is none."""
     text = target.strip()
-    if "://" in text:
-        host = urlsplit(text).hostname or ""
-    elif text.startswith("["):
-        host = text[1:].split("]", 1)[0]
-    elif text.count(":") == 1:
-        host = text.split(":", 1)[0]
-    else:
-        host = text
+    if text.startswith("icmp:"):
+        text = text[len("icmp:"):]
+    try:
+        host = split_host_port(text, 0).host
+    except ValueError:
+        return ""
     return host.lower().rstrip(".")
 
 
@@ -177,25 +174,42 @@ class Allowlist:
         return any(ip in net for net in self.networks)
 
 
-def plan_targets(plan: Any) -> list[str]:
-    """Every string under a target-like key (:data:`TARGET_KEYS`) anywhere in ``plan``."""
-    if isinstance(plan, BaseModel):
-        plan = plan.model_dump(mode="json")
+def _tables(plan: Any) -> list[tuple[str, dict[str, Any]]]:
+    """``(test name, table)`` for every test of a raw or validated plan."""
+    if isinstance(plan, TestPlan):
+        return [(name, {"method": spec.method, **spec.options.model_dump(mode="json")})
+                for name, spec in plan.tests.items()]
+    tests = plan.get("tests") if isinstance(plan, dict) else None
+    if not isinstance(tests, dict):
+        return []
+    return [(str(name), table) for name, table in tests.items() if isinstance(table, dict)]
+
+
+def _roles(table: dict[str, Any]) -> dict[str, Role]:
+    method = table.get("method")
+    decl = DECLARATIONS.get(method) if isinstance(method, str) else None
+    return option_roles(decl.options) if decl is not None else {}
+
+
+def plan_targets(plan: TestPlan | dict[str, Any]) -> list[str]:
+    """Every host a plan's tests would contact: the values of the options each method
+    declares as targets (``netmon.methods.TARGET``), defaults included for a validated
+    plan. An unknown method contributes nothing here: validation rejects it."""
     found: list[str] = []
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            for key, value in node.items():
-                if str(key).lower() in TARGET_KEYS:
-                    values = value if isinstance(value, list | tuple) else [value]
-                    found.extend(v for v in values if isinstance(v, str))
-                walk(value)
-        elif isinstance(node, list | tuple):
-            for item in node:
-                walk(item)
-
-    walk(plan)
+    for _, table in _tables(plan):
+        for key, role in _roles(table).items():
+            value = table.get(key)
+            if role is Role.TARGET and value is not None:
+                values = value if isinstance(value, list | tuple) else [value]
+                found.extend(str(v) for v in values)
     return found
+
+
+def local_options(plan: TestPlan | dict[str, Any]) -> list[str]:
+    """``tests.<name>.<option>`` of every option naming a local executable or file
+    (``netmon.methods.LOCAL``) that a raw plan sets: never settable remotely."""
+    return [f"tests.{name}.{key}" for name, table in _tables(plan)
+            for key, role in _roles(table).items() if role is Role.LOCAL and key in table]
 
 
 def secret_keys(plan: Any, where: str = "") -> list[str]:
@@ -301,6 +315,10 @@ class RemoteConfig(Generic[P]):
         if secrets:
             raise Rejected("invalid_plan", "credentials and keys never travel in a remote "
                            f"plan: {', '.join(secrets)}", env.version)
+        local = local_options(env.plan)
+        if local:
+            raise Rejected("local_option", "options naming a program or file on the probe "
+                           f"cannot be set remotely: {', '.join(local)}", env.version)
         # Targets first on the raw plan (the most telling reason), then again on the
         # validated plan, whose defaults and normalisation could add hosts.
         self._check_targets(env.plan, env.version)

@@ -19,7 +19,8 @@ set and groups from :data:`DECLARATIONS` without an import cycle.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import Enum
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -70,6 +71,37 @@ def split_host_port(target: str, default_port: int) -> HostPort:
     return HostPort(target, default_port)
 
 
+# --------------------------------------------------------------------------- option roles
+
+
+class Role(Enum):
+    """What an option names, for the remote-config rules (``agent/remote_config.py``).
+
+    Marked on the option's type (``Annotated[str, TARGET]``) so that a new method's
+    host-valued option is covered by the allowlist without anyone editing a list.
+    """
+
+    #: A host, address, ``host:port``, URL or endpoint the probe will contact: a signed
+    #: remote plan may only name hosts in the probe's allowlist.
+    TARGET = "target"
+    #: A local executable or file: never settable by a remote plan.
+    LOCAL = "local"
+
+
+TARGET = Role.TARGET
+LOCAL = Role.LOCAL
+
+
+def option_roles(options: type[BaseModel]) -> dict[str, Role]:
+    """Option name -> role, for every marked option of an options model."""
+    roles: dict[str, Role] = {}
+    for name, info in options.model_fields.items():
+        for meta in info.metadata:
+            if isinstance(meta, Role):
+                roles[name] = meta
+    return roles
+
+
 # --------------------------------------------------------------------------- shared options
 
 
@@ -78,7 +110,8 @@ class MethodOptions(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    target: str = Field(min_length=1, description="host, host:port or URL to measure against")
+    target: Annotated[str, TARGET] = Field(
+        min_length=1, description="host, host:port or URL to measure against")
     timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
 
 
@@ -86,7 +119,7 @@ class ThroughputOptions(MethodOptions):
     """Keys every throughput method has (loaded latency and cross-traffic)."""
 
     loaded_latency: bool = Field(True, description="measure idle and loaded RTT (ICMP)")
-    latency_target: str | None = Field(
+    latency_target: Annotated[str | None, TARGET] = Field(
         None, description="host to ping for idle/loaded RTT (default: the test server)")
     latency_interval_s: float = Field(0.1, ge=0.02, le=5, description="loaded RTT sampling")
     cross_traffic_share: float = Field(
@@ -118,7 +151,8 @@ class Iperf3Options(ThroughputOptions):
     omit_s: int = Field(2, ge=0, le=30, description="warm-up seconds not counted (-O)")
     busy_retries: int = Field(3, ge=0, le=20, description="retries when the server is busy")
     busy_backoff_s: float = Field(2.0, ge=0, le=120, description="first wait, doubled each try")
-    binary: str = Field("iperf3", min_length=1, description="iperf3 executable")
+    binary: Annotated[str, LOCAL] = Field("iperf3", min_length=1,
+                                          description="iperf3 executable")
     timeout_s: float = Field(120.0, gt=0, le=3600, description="hard limit for the whole test")
 
     @model_validator(mode="after")
@@ -249,7 +283,8 @@ class Ipv6Options(LatencyOptions):
     """``[tests.<name>]`` keys for ``method = "ipv6"``; ``target`` is a host name with
     AAAA and A records, or an IPv6 address (then set ``v4_target``)."""
 
-    v4_target: str | None = Field(None, description="IPv4 host to compare with")
+    v4_target: Annotated[str | None, TARGET] = Field(
+        None, description="IPv4 host to compare with")
     count: int = Field(5, ge=1, le=100)
 
 
@@ -268,7 +303,7 @@ class ReachabilityOptions(LatencyOptions):
     """``[tests.<name>]`` keys for ``method = "reachability"``: ``target`` is the first
     endpoint, ``endpoints`` more of them (``host:port`` or ``icmp:host`` each)."""
 
-    endpoints: list[str] = Field(default_factory=list, max_length=64)
+    endpoints: Annotated[list[str], TARGET] = Field(default_factory=list, max_length=64)
     count: int = Field(3, ge=1, le=100, description="probes per endpoint")
 
     @field_validator("target")

@@ -154,10 +154,14 @@ def test_allowlist_entries_are_validated() -> None:
         RemoteConfigSettings(allowed_targets=["bad host"])
 
 
-def test_plan_targets_finds_every_target_like_key() -> None:
-    plan = {"tests": {"a": {"target": "x.vn", "urls": ["http://y.vn/", 3]},
-                      "b": {"options": {"server": "z.vn"}}}}
-    assert sorted(plan_targets(plan)) == ["http://y.vn/", "x.vn", "z.vn"]
+def test_plan_targets_follow_the_method_declarations() -> None:
+    plan = {"tests": {"a": {"method": "http", "target": "http://x.vn/",
+                            "latency_target": "y.vn"},
+                      "b": {"method": "reachability", "target": "z.vn:443",
+                            "endpoints": ["icmp:w.vn", "v.vn:80"]},
+                      "c": {"method": "nope", "target": "ignored.vn"}}}
+    assert sorted(plan_targets(plan)) == ["http://x.vn/", "icmp:w.vn", "v.vn:80", "y.vn",
+                                          "z.vn:443"]
 
 
 # --------------------------------------------------------------------------- remote config
@@ -231,7 +235,8 @@ def test_each_bad_config_is_refused_and_the_previous_keeps_running(
         "secret": h.payload(plan | {"broker": {"password": "x"}}, 9),
         "bad_option": h.payload(tcp_plan("127.0.0.1:1", every_s=-1), 9),
         "third_party": h.payload(tcp_plan("victim.example.com:443"), 9),
-        "url_third_party": h.payload(tcp_plan("127.0.0.1:1", url="http://203.0.113.9/"), 9),
+        "url_third_party": h.payload(tcp_plan("http://203.0.113.9/", method="http_latency"),
+                                     9),
     }
     d = h.rc.handle(payloads[case])
     assert d.outcome == "rejected" and d.reason == reason, d
