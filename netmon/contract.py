@@ -47,6 +47,21 @@ _PROBE_ID_RE = re.compile(PROBE_ID_PATTERN)
 LINK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,31}$"
 
 ProbeId = Annotated[str, StringConstraints(pattern=PROBE_ID_PATTERN)]
+#: A topic prefix is one or more MQTT topic levels without wildcards (``+``, ``#``),
+#: empty levels or a leading/trailing slash: ``netmon/#`` would subscribe to nothing.
+TOPIC_PREFIX_PATTERN = r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"
+_TOPIC_PREFIX_RE = re.compile(TOPIC_PREFIX_PATTERN)
+
+
+def _topic_prefix(value: str) -> str:
+    if len(value) > 100 or not _TOPIC_PREFIX_RE.match(value):
+        raise ValueError(f"{value!r} must be MQTT topic levels like 'netmon/v1': letters, "
+                         "digits, '_', '.', '-' between single slashes, no wildcard "
+                         "('+', '#'), at most 100 characters")
+    return value
+
+
+TopicPrefix = Annotated[str, AfterValidator(_topic_prefix)]
 LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
 Access = Literal["fixed", "mobile"]
 

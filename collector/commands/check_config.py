@@ -71,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
                 sites = len(load_sites(cfg.registry.path, unit_map))
             except RegistryError as exc:
                 problems += [f"registry ({cfg.registry.path}): {p}" for p in exc.problems]
+        problems += collector_config.preflight(cfg)
         sp, warnings = _secret_problems(cfg)
         problems += sp
         if not cfg.mqtt.tls and cfg.mqtt.host not in ("127.0.0.1", "localhost", "::1"):

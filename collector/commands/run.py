@@ -80,6 +80,9 @@ def run(args: argparse.Namespace) -> int:
     logging.getLogger("httpx").setLevel(logging.WARNING)
     try:
         cfg = collector_config.load(args.config)
+        problems = collector_config.preflight(cfg)
+        if problems:
+            raise ConfigError(args.config, problems)
         registry = collector_config.open_registry(cfg, args.config)
     except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
