@@ -38,10 +38,16 @@ from pydantic_settings import BaseSettings
 
 from agent.methods.base import LinkBinding
 from agent.remote_config import RemoteConfigSettings
-from netmon.contract import DEFAULT_PREFIX, LINK_NAME_PATTERN, PROBE_ID_PATTERN, Access
+from netmon.contract import (
+    DEFAULT_PREFIX,
+    LINK_NAME_PATTERN,
+    PROBE_ID_PATTERN,
+    Access,
+    TopicPrefix,
+)
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
 from netmon.plan import TestName, TestPlan, TestSpec
-from netmon.settings import ConfigError, load_settings
+from netmon.settings import ConfigError, load_settings, writable_path_problem
 
 LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
 
@@ -164,7 +170,7 @@ class AgentConfig(BaseSettings):
     """The whole agent configuration file."""
 
     probe_id: Annotated[str, StringConstraints(pattern=PROBE_ID_PATTERN)]
-    topic_prefix: str = Field(DEFAULT_PREFIX, pattern=r"^[A-Za-z0-9_./-]{1,100}$")
+    topic_prefix: TopicPrefix = DEFAULT_PREFIX
     heartbeat_s: float = Field(300.0, ge=5, le=3600)
     state_dir: Path | None = Field(
         None, description="where `status` finds the runtime's state (default: spool dir)")
@@ -204,6 +210,7 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
         raise ConfigError(path, _flatten(exc.problems)) from None
     problems = cfg.plan().problems(cfg.links)
     if check_files:
+        problems += preflight(cfg)
         problems += cfg.broker.file_problems()
         remote_files = getattr(cfg.remote_config, "file_problems", None)
         if remote_files is not None:
@@ -211,6 +218,15 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
     if problems:
         raise ConfigError(path, problems)
     return cfg
+
+
+def preflight(cfg: AgentConfig) -> list[str]:
+    """What ``run`` needs of the machine that validation alone cannot see: the spool and
+    state paths can be created and written. Empty when all is well."""
+    problems = [writable_path_problem("spool.path", cfg.spool.path)]
+    if cfg.state_dir is not None:
+        problems.append(writable_path_problem("state_dir", cfg.state_dir, "dir"))
+    return [p for p in problems if p]
 
 
 def _flatten(problems: list[str]) -> list[str]:

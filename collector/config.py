@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic_settings import BaseSettings
 
-from netmon.contract import DEFAULT_PREFIX
+from netmon.contract import DEFAULT_PREFIX, TopicPrefix
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
-from netmon.settings import ConfigError, load_settings
+from netmon.settings import ConfigError, load_settings, url_problem, writable_path_problem
 
 if TYPE_CHECKING:
     from collector.core.registry import Registry
@@ -35,7 +35,7 @@ class MqttSettings(BrokerSettings):
     """
 
     client_id: str = Field("netmon-collector", min_length=1, max_length=64)
-    topic_prefix: str = DEFAULT_PREFIX
+    topic_prefix: TopicPrefix = DEFAULT_PREFIX
     #: ``$share/<group>/...`` subscriptions so several collectors split the load.
     shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")
     session_expiry_s: int = Field(7 * 86400, ge=0)
@@ -156,6 +156,15 @@ def load(path: Path | None) -> CollectorConfig:
             cfg.registry.units_file = _resolve(base, cfg.registry.units_file)
         cfg.dead_letters.path = _resolve(base, cfg.dead_letters.path)
     return cfg
+
+
+def preflight(cfg: CollectorConfig) -> list[str]:
+    """What ``run`` needs that validation alone cannot see: URLs it can use, paths it can
+    create and write on this machine. ``run`` and ``check-config`` refuse to start (exit 2)
+    on any; commands that only read (bulletin, dashboards) do not check."""
+    problems = [url_problem("influxdb.url", cfg.influxdb.url),
+                writable_path_problem("dead_letters.path", cfg.dead_letters.path)]
+    return [p for p in problems if p]
 
 
 def _resolve(base: Path, p: Path) -> Path:
