@@ -23,6 +23,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
     StringConstraints,
     ValidationError,
     field_serializer,
@@ -82,6 +83,11 @@ def _declared_method(value: Any) -> Any:
 #: there is what makes both sides agree on it.
 Method = Annotated[str, BeforeValidator(_declared_method)]
 ShortText = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+#: Numbers on the wire are JSON numbers, never booleans (``true`` is not 1 byte or 1 s);
+#: an integer must fit InfluxDB's signed 64-bit integer field.
+INFLUX_MAX_INT: Final = 2**63 - 1
+Num = Annotated[float, Strict()]
+Count = Annotated[int, Strict(), Field(ge=0, le=INFLUX_MAX_INT)]
 #: Every declared method, in declaration order.
 METHODS: Final = tuple(DECLARATIONS)
 #: Methods whose results carry ``download_mbps`` / ``upload_mbps`` (kind ``throughput``).
@@ -138,7 +144,7 @@ class ErrorInfo(_Strict):
 
 class Metrics(BaseModel):
     """Numbers a test measured. Known keys are typed; extra keys are allowed if numeric,
-    finite and non-negative (or boolean), and are documented in ``docs/protocol.md``.
+    finite and non-negative (never a boolean), and are documented in ``docs/protocol.md``.
 
     Units are in the key: ``_mbps`` megabits per second (10^6 bit/s of goodput),
     ``_ms`` milliseconds, ``_pct`` percent, ``_bytes`` bytes, ``_s`` seconds.
@@ -146,20 +152,20 @@ class Metrics(BaseModel):
 
     model_config = ConfigDict(extra="allow", frozen=True)
 
-    download_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
-    upload_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
-    rtt_ms: float | None = Field(None, ge=0, le=MAX_MS, description="median RTT")
-    rtt_min_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    rtt_mean_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    rtt_max_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    jitter_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    loss_pct: float | None = Field(None, ge=0, le=100)
-    idle_rtt_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    loaded_rtt_ms: float | None = Field(None, ge=0, le=MAX_MS)
-    cross_traffic_mbps: float | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
-    retransmits: float | None = Field(None, ge=0)
-    samples: float | None = Field(None, ge=0)
-    bytes: float | None = Field(None, ge=0, description="bytes the test moved (data budget)")
+    download_mbps: Num | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    upload_mbps: Num | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    rtt_ms: Num | None = Field(None, ge=0, le=MAX_MS, description="median RTT")
+    rtt_min_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    rtt_mean_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    rtt_max_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    jitter_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    loss_pct: Num | None = Field(None, ge=0, le=100)
+    idle_rtt_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    loaded_rtt_ms: Num | None = Field(None, ge=0, le=MAX_MS)
+    cross_traffic_mbps: Num | None = Field(None, ge=0, le=MAX_SPEED_MBPS)
+    retransmits: Num | None = Field(None, ge=0)
+    samples: Num | None = Field(None, ge=0)
+    bytes: Num | None = Field(None, ge=0, description="bytes the test moved (data budget)")
 
     @model_validator(mode="before")
     @classmethod
@@ -169,8 +175,10 @@ class Metrics(BaseModel):
         for key, value in data.items():
             if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
                 raise ValueError(f"metric name {key!r} must be lower_snake_case, <= 64 chars")
-            if value is None or isinstance(value, bool):
+            if value is None:
                 continue
+            if isinstance(value, bool):
+                raise ValueError(f"metric {key!r} is a boolean; send 0 or 1")
             if not isinstance(value, int | float):
                 raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
             if isinstance(value, int) and abs(value) > 2**53:
@@ -202,7 +210,7 @@ class ResultMessage(_Strict):
     method: Method
     target: ShortText
     started_at: UtcDatetime
-    duration_s: float = Field(ge=0, le=86_400, allow_inf_nan=False)
+    duration_s: Num = Field(ge=0, le=86_400, allow_inf_nan=False)
     metrics: Metrics = Field(default_factory=Metrics)
     error: ErrorInfo | None = None
     #: e.g. ``cross_traffic`` (line busy during the test), ``clock_unsynced``.
@@ -243,8 +251,8 @@ class LinkStatus(_Strict):
     name: LinkName
     access: Access
     isp: ShortText
-    data_used_bytes: int = Field(0, ge=0, description="bytes used by tests this month")
-    data_budget_bytes: int | None = Field(None, ge=0)
+    data_used_bytes: Count = Field(0, description="bytes used by tests this month")
+    data_budget_bytes: Count | None = None
     last_result_at: UtcDatetime | None = None
 
     @field_serializer("last_result_at")
@@ -261,22 +269,22 @@ class StatusMessage(_Strict):
     at: UtcDatetime | None = Field(None, description="when this status was produced")
     agent_version: ShortText
     started_at: UtcDatetime | None = Field(None, description="agent process start")
-    uptime_s: float | None = Field(None, ge=0, allow_inf_nan=False)
-    spool_depth: int = Field(0, ge=0)
-    spool_evicted: int = Field(0, ge=0, description="results dropped because the spool was full")
+    uptime_s: Num | None = Field(None, ge=0, le=100 * 365 * 86400, allow_inf_nan=False)
+    spool_depth: Count = 0
+    spool_evicted: Count = Field(0, description="results dropped because the spool was full")
     last_result_at: UtcDatetime | None = None
     clock_synced: bool | None = None
     links: tuple[LinkStatus, ...] = ()
-    config_version: int | None = Field(None, ge=0, description="applied remote config version")
+    config_version: Count | None = Field(None, description="applied remote config version")
     config_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     #: Results the broker acknowledged that no receipt has confirmed yet (issue 14).
-    awaiting_receipt: int | None = Field(None, ge=0)
+    awaiting_receipt: Count | None = None
     #: Results the agent could not keep (spool unwritable, e.g. a full disk), since start.
-    spool_lost: int | None = Field(None, ge=0)
+    spool_lost: Count | None = None
     #: Why the spool cannot be written right now, or None.
     spool_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     #: Tests per day each link's plan schedules (link name -> runs/day), for availability.
-    expected_runs_per_day: dict[LinkName, Annotated[float, Field(ge=0, le=100_000)]] | None = None
+    expected_runs_per_day: dict[LinkName, Annotated[Num, Field(ge=0, le=100_000)]] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 

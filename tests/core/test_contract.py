@@ -169,3 +169,39 @@ def test_models_are_the_same_on_both_sides() -> None:
                                                  "loss_pct": 0.0},
                         agent_version="0.1.0")
     assert parse_result(msg.to_json(), "cam-xuyen-tyt-1") == msg
+
+
+# --------------------------------------------------------------------------- strict numbers
+
+
+_STATUS = {"schema": 1, "probe_id": "ky-anh-01", "state": "online", "agent_version": "x"}
+
+
+@pytest.mark.parametrize(("field", "value", "needle"), [
+    ("spool_depth", True, "spool_depth: Input should be a valid integer"),
+    ("spool_evicted", 2**63, "spool_evicted: Input should be less than or equal to"),
+    ("config_version", 1.0, "config_version: Input should be a valid integer"),
+    ("uptime_s", True, "uptime_s: Input should be a valid number"),
+    ("awaiting_receipt", -1, "awaiting_receipt: Input should be greater than or equal to 0"),
+    ("expected_runs_per_day", {"fibre": False}, "expected_runs_per_day.fibre: Input should be"),
+    ("links", [{"name": "fibre", "access": "fixed", "isp": "VNPT", "data_used_bytes": True}],
+     "links.0.data_used_bytes: Input should be a valid integer"),
+])
+def test_status_numbers_are_strict_and_storable(field: str, value: object, needle: str) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_status(json.dumps(_STATUS | {field: value}).encode())
+    assert err.value.reason == "invalid" and needle in err.value.detail, err.value.detail
+    # the largest storable integer is fine
+    if field == "spool_evicted":
+        assert parse_status(json.dumps(_STATUS | {field: 2**63 - 1}).encode())
+
+
+@pytest.mark.parametrize(("patch", "needle"), [
+    ({"duration_s": True}, "duration_s: Input should be a valid number"),
+    ({"metrics": {"download_mbps": True}}, "metric 'download_mbps' is a boolean"),
+    ({"metrics": {"extra_ok": True}}, "metric 'extra_ok' is a boolean"),
+])
+def test_booleans_are_not_numbers_in_results(patch: dict[str, object], needle: str) -> None:
+    with pytest.raises(ContractError) as err:
+        parse_result(encode(good_result(**patch)))
+    assert err.value.reason == "invalid" and needle in err.value.detail, err.value.detail
