@@ -93,6 +93,15 @@ def _load(path: Path, check_files: bool = True) -> Any:
     return config.load(path, check_files=check_files)
 
 
+def _free_bytes(directory: Path) -> int | None:
+    """Bytes available to the agent on ``directory``'s filesystem, None if unknown."""
+    try:
+        st = os.statvfs(directory)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -219,7 +228,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             with Spool(cfg.spool.path, readonly=True) as spool:
                 st = spool.stats()
                 out.update(spool_depth=st.depth, spool_bytes=st.bytes,
-                           spool_evicted=st.evicted,
+                           spool_evicted=st.evicted, awaiting_receipt=st.awaiting_receipt,
                            oldest_waiting_s=round(time.time() - st.oldest_spooled_at, 1)
                            if st.oldest_spooled_at else None,
                            last_results=spool.last_results())
@@ -227,7 +236,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"cannot read spool {cfg.spool.path}: {exc}", file=sys.stderr)
             return 1
     else:
-        out.update(spool_depth=0, spool_evicted=0, last_results={})
+        out.update(spool_depth=0, spool_evicted=0, awaiting_receipt=0, last_results={})
     state = state_file(cfg.state_path)
     running = False
     if state is not None:
@@ -239,11 +248,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["agent_running"] = running
     out["broker"] = state.get("broker") if state else None
     out["state_written_at"] = state.get("written_at") if state else None
+    status = (state or {}).get("status") or {}
+    # Counted by the running agent (in memory: a result it could not spool is not in it).
+    out["spool_lost"] = status.get("spool_lost")
+    out["spool_error"] = status.get("spool_error")
+    out["expected_runs_per_day"] = status.get("expected_runs_per_day")
+    out["receipts"] = cfg.spool.receipts
+    out["spool_free_bytes"] = _free_bytes(cfg.spool.path.parent)
     if args.json:
         print(json.dumps(out))
         return 0
     print(f"probe {out['probe_id']}: agent {'running' if running else 'not running'}")
-    print(f"spool: {out['spool_depth']} waiting, {out['spool_evicted']} evicted ({out['spool']})")
+    waiting = f"{out['spool_depth']} waiting"
+    if cfg.spool.receipts:
+        waiting += f" ({out['awaiting_receipt']} sent, awaiting the collector's receipt)"
+    lost = f", {out['spool_lost']} lost since the agent started" \
+        if out["spool_lost"] is not None else ""
+    print(f"spool: {waiting}, {out['spool_evicted']} evicted{lost} ({out['spool']})")
+    if out["spool_error"]:
+        free = out["spool_free_bytes"]
+        print(f"spool ERROR: {out['spool_error']}"
+              + (f" ({free} bytes free on {cfg.spool.path.parent})" if free is not None
+                 else ""))
     for link, at in sorted(out.get("last_results", {}).items()):
         print(f"last result on {link}: {at}")
     broker = out["broker"]

@@ -137,6 +137,21 @@ class SpoolConfig(_Section):
     path: Path = Field(Path("/var/lib/netmon-agent/spool.db"))
     max_mb: float = Field(64.0, gt=0, description="payload bytes kept at most (MB)")
     max_results: int = Field(200_000, ge=10, description="results kept at most")
+    receipts: bool = Field(
+        True, description="keep a result after the broker's PUBACK until the collector's "
+                          "receipt names it; false: delete on PUBACK (a collector that "
+                          "sends no receipts)")
+    receipt_timeout_s: float = Field(
+        900.0, ge=1, le=7 * 86400,
+        description="a result acknowledged by the broker but not receipted this long is "
+                    "published again")
+    resend_batch: int = Field(
+        500, ge=1, le=100_000,
+        description="at most this many overdue results are published again per round")
+    unusable_exit_s: float = Field(
+        600.0, ge=1, le=7 * 86400,
+        description="exit 1 (systemd restarts the agent) when no spool write has "
+                    "succeeded for this long")
 
 
 class ClockConfig(_Section):

@@ -1,5 +1,13 @@
-"""The MQTT side of the agent (paho-mqtt 2.x): drains the spool to the broker with QoS 1
-and deletes a result only when its PUBACK arrives.
+"""The MQTT side of the agent (paho-mqtt 2.x): drains the spool to the broker with QoS 1.
+
+End-to-end receipts (issue 14, ``[spool] receipts = true``, the default): a PUBACK only
+marks a result *sent*; the result is deleted when the collector's receipt
+(:class:`netmon.contract.ReceiptMessage` on ``Topics.receipts(probe_id)``, subscribed with
+QoS 1 on every connection) names it, after the collector wrote it to InfluxDB. Results
+sent but not receipted for ``receipt_timeout_s`` are published again, oldest first, at most
+``resend_batch`` per round (a round every :func:`resend_check_s`); storing twice is
+idempotent on the collector. With ``receipts = false`` the PUBACK deletes the result, as
+before receipts existed.
 
 Threads: a supervisor thread connects (a client from :func:`netmon.mqtt.new_client`: TLS,
 username/password, plus the last will), runs paho's network loop for that connection
@@ -31,9 +39,9 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import BrokerConfig
-from agent.spool import Spool
-from netmon.contract import StatusMessage
+from agent.config import BrokerConfig, SpoolConfig
+from agent.spool import Spool, SpoolError
+from netmon.contract import ContractError, StatusMessage, parse_receipt
 from netmon.mqtt import new_client
 from netmon.settings import SecretFileError
 
@@ -42,6 +50,14 @@ log = logging.getLogger("netmon.agent.publisher")
 #: Acknowledged results are deleted in batches: at most this many or this old.
 ACK_BATCH = 256
 ACK_DELAY_S = 0.05
+#: At most one warning this often for repeated spool write failures / bad receipts.
+WARN_EVERY_S = 60.0
+
+
+def resend_check_s(receipt_timeout_s: float) -> float:
+    """How often the publisher looks for results overdue for a receipt: a tenth of the
+    timeout, between 1 and 30 s (so an overdue result waits at most that much longer)."""
+    return min(max(receipt_timeout_s / 10, 1.0), 30.0)
 
 
 @dataclass
@@ -54,6 +70,13 @@ class ConnectionInfo:
     attempts: int = 0
     published: int = 0
     acked: int = 0
+    #: Results published again because no receipt came within the timeout.
+    resent: int = 0
+    #: Receipt messages accepted, and spooled results they deleted.
+    receipts: int = 0
+    receipted: int = 0
+    #: Receipt messages refused (bad JSON, wrong probe, ...).
+    bad_receipts: int = 0
 
 
 class Publisher:
@@ -61,7 +84,13 @@ class Publisher:
 
     def __init__(self, cfg: BrokerConfig, probe_id: str, status_topic: str, spool: Spool,
                  status: Callable[[str], StatusMessage], rng: random.Random | None = None,
-                 announce: bool = True, client_id: str | None = None) -> None:
+                 announce: bool = True, client_id: str | None = None,
+                 spool_cfg: SpoolConfig | None = None, receipts: bool = False,
+                 receipts_topic: str | None = None) -> None:
+        """``receipts``: a PUBACK marks a result sent, only a receipt deletes it (False:
+        the PUBACK deletes it). ``receipts_topic``: where this client receives receipts
+        (the service; ``once`` leaves its results to the service). ``spool_cfg`` gives the
+        receipt timeout and resend batch."""
         self.cfg = cfg
         self.probe_id = probe_id
         self.status_topic = status_topic
@@ -91,6 +120,20 @@ class Publisher:
         self._connected_evt = asyncio.Event()
         self._bg: set[asyncio.Future[None]] = set()
         self._subs: dict[str, Callable[[bytes], None]] = {}
+        spool_cfg = spool_cfg or SpoolConfig()
+        self.receipts = receipts
+        # Only the client that receives receipts resends: ``once`` leaves that to the service.
+        self._resends = receipts and receipts_topic is not None
+        self.receipt_timeout_s = spool_cfg.receipt_timeout_s
+        self.resend_batch = spool_cfg.resend_batch
+        self._resend_every = resend_check_s(spool_cfg.receipt_timeout_s)
+        self._next_resend_check = 0.0
+        self._resend_queue: list[int] = []  # seqs picked for resending, oldest first
+        self._resend_entries: dict[int, tuple[str, bytes]] = {}
+        self._receipted: set[str] = set()  # ids named by receipts, not yet deleted
+        self._warned: dict[str, float] = {}
+        if receipts_topic is not None:
+            self._subs[receipts_topic] = self._on_receipt
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -152,16 +195,18 @@ class Publisher:
         return True
 
     async def drain(self, timeout: float) -> bool:
-        """Wait until the spool is empty (True) or ``timeout`` passed (False)."""
+        """Wait until the broker has acknowledged everything spooled (True) or ``timeout``
+        passed (False). With receipts the results stay spooled, marked sent, until their
+        receipts come (the service deletes them: it is the one subscribed)."""
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             self._flush_acks()
-            if self.spool.depth() == 0:
+            if not self._acks and not self.spool.peek(limit=1):
                 return True
             self._wake.set()
             await asyncio.sleep(0.05)
         self._flush_acks()
-        return self.spool.depth() == 0
+        return not self._acks and not self.spool.peek(limit=1)
 
     # ------------------------------------------------------------------ status
 
@@ -317,6 +362,9 @@ class Publisher:
             # again from the oldest.
             self._inflight.clear()
             self._cursor = 0
+            self._resend_queue.clear()
+            self._resend_entries.clear()
+            self._next_resend_check = 0.0
             for fut in self._status_mids.values():
                 if not fut.done():
                     fut.set_exception(ConnectionError("connection lost"))
@@ -353,16 +401,68 @@ class Publisher:
             self._ack_timer = None
         if self._acks:
             acks, self._acks = self._acks, []
-            self.spool.ack(acks)
+            try:
+                if self.receipts:
+                    self.spool.mark_sent(acks)
+                else:
+                    self.spool.ack(acks)
+            except SpoolError as exc:
+                # Disk full: keep them for the next flush. Until then they count as unsent
+                # and go again after a reconnect: at least once, never lost.
+                self._acks = acks + self._acks
+                self._warn("acks", f"{exc}; will retry")
+        self._apply_receipts()
+
+    # ------------------------------------------------------------------ receipts
+
+    def _on_receipt(self, payload: bytes) -> None:
+        """A receipt arrived (event loop): delete the results it names."""
+        try:
+            receipt = parse_receipt(payload, self.probe_id)
+        except ContractError as exc:
+            self.info.bad_receipts += 1
+            self._warn("receipt", f"ignored a receipt that breaks the contract: {exc}")
+            return
+        self.info.receipts += 1
+        self._receipted.update(str(i) for i in receipt.ids)
+        self._apply_receipts()
+
+    def _apply_receipts(self) -> None:
+        if not self._receipted:
+            return
+        ids = list(self._receipted)
+        try:
+            self.info.receipted += self.spool.receipt(ids)
+        except SpoolError as exc:
+            # Kept in memory and tried again on the next flush; if the agent dies first,
+            # the results are resent after the timeout and receipted again.
+            self._warn("receipt-delete", f"{exc}; will retry")
+            return
+        self._receipted.difference_update(ids)
+
+    def _warn(self, key: str, text: str) -> None:
+        now = time.monotonic()
+        if now - self._warned.get(key, -WARN_EVERY_S) >= WARN_EVERY_S:
+            self._warned[key] = now
+            log.warning("%s", text)
 
     async def _pump(self) -> None:
         window = self.cfg.max_inflight
         while True:
-            await self._wake.wait()
+            # Woken by new results and PUBACKs; with receipts also every resend check.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(),
+                                       self._resend_every if self._resends else None)
             self._wake.clear()
+            if self._acks or self._receipted:
+                self._flush_acks()  # retries after a spool write failure
             client = self._client
             if client is None or not self.info.connected:
                 continue
+            if self._resends:
+                self._pick_overdue()
+                if not self._send_overdue(client, window):
+                    continue
             while len(self._inflight) < window:
                 entries = self.spool.peek(self._cursor, window - len(self._inflight))
                 if not entries:
@@ -378,3 +478,35 @@ class Publisher:
                     self.info.published += 1
                 if not sent_all:
                     break
+
+    def _pick_overdue(self) -> None:
+        """Once per check interval, queue up to ``resend_batch`` results whose receipt is
+        overdue (oldest first); the queue drains before the next pick."""
+        now = time.monotonic()
+        if self._resend_queue or now < self._next_resend_check:
+            return
+        self._next_resend_check = now + self._resend_every
+        wall = time.time()
+        entries = self.spool.due(wall - self.receipt_timeout_s, self.resend_batch,
+                                 exclude=self._inflight.values(), now=wall)
+        if entries:
+            log.info("no receipt within %g s for %d result(s): publishing them again",
+                     self.receipt_timeout_s, len(entries))
+        self._resend_queue = [e.seq for e in entries]
+        self._resend_entries = {e.seq: (e.topic, e.payload) for e in entries}
+
+    def _send_overdue(self, client: mqtt.Client, window: int) -> bool:
+        """Publish queued overdue results while the window allows; False when the
+        connection is going down."""
+        while self._resend_queue and len(self._inflight) < window:
+            seq = self._resend_queue[0]
+            topic, payload = self._resend_entries[seq]
+            info = client.publish(topic, payload, qos=1)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                return False
+            self._resend_queue.pop(0)
+            del self._resend_entries[seq]
+            self._inflight[info.mid] = seq  # its PUBACK renews sent_at
+            self.info.published += 1
+            self.info.resent += 1
+        return True

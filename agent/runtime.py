@@ -2,8 +2,16 @@
 
 A result's life: a method returns it -> clock flags are checked -> it is committed to the
 spool (with its bytes counted against the link's month) -> the publisher sends it -> the
-PUBACK deletes it. Nothing between "measured" and "acknowledged" lives only in memory
+PUBACK marks it sent -> the collector's receipt deletes it (``[spool] receipts = false``:
+the PUBACK deletes it). Nothing between "measured" and "receipted" lives only in memory
 except the measurement in progress.
+
+A spool that cannot be written (full disk, read-only medium) does not stop the agent: a
+result that cannot be stored is counted (``spool_lost``) and logged, ``spool_error`` says
+why in the status message, what is already spooled keeps being delivered, and the first
+successful write clears the error. Only when no write has succeeded for
+``[spool] unusable_exit_s`` does :meth:`Runtime.run` raise :class:`SpoolError` (the CLI
+exits 1 and systemd restarts the agent).
 
 Remote configuration (issue 10) calls :meth:`Runtime.apply_plan` with a plan validated by
 :class:`netmon.plan.TestPlan`; it takes effect at once, without a restart, and the next
@@ -20,6 +28,7 @@ import os
 import random
 import signal
 import socket
+import sqlite3
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime
@@ -35,7 +44,7 @@ from agent.methods.common import linkstats
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
-from agent.spool import Spool
+from agent.spool import Spool, SpoolError
 from netmon import __version__
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage, Topics, format_time
 from netmon.plan import TestPlan, TestSpec
@@ -44,6 +53,13 @@ log = logging.getLogger("netmon.agent")
 
 #: A method gets its own timeout plus this before the runtime gives up on it.
 GRACE_S = 15.0
+#: While the spool is failing, it is tried this often (to notice that space returned even
+#: when no test is due, and to apply ``unusable_exit_s``).
+SPOOL_WATCH_S = 2.0
+#: At most one "results lost" error line this often (each loss is counted regardless).
+LOSS_LOG_EVERY_S = 60.0
+#: The contract's ceiling for ``expected_runs_per_day`` (a link running tests every second).
+MAX_RUNS_PER_DAY = 100_000.0
 
 
 def sd_notify(state: str) -> bool:
@@ -114,13 +130,23 @@ class Runtime:
         self.started_mono = time.monotonic()
         self.last_result_at: datetime | None = None
         self.results_made = 0
+        #: Results that could not be spooled since start (counted, logged, never silent).
+        self.spool_lost = 0
+        self._loss_logged_at = -LOSS_LOG_EVERY_S
+        self._fatal: SpoolError | None = None
         self.publisher: Publisher | None = None
         if publish:
+            # Only the service subscribes to receipts: ``once`` (announce=False) leaves its
+            # results marked sent for the service, which receives their receipts.
+            receipts = self.topics.receipts(cfg.probe_id) \
+                if cfg.spool.receipts and announce else None
             self.publisher = Publisher(cfg.broker, cfg.probe_id,
                                        self.topics.status(cfg.probe_id), self.spool,
                                        self.status_message, rng=self.rng, announce=announce,
                                        client_id=None if announce else
-                                       f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}")
+                                       f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}",
+                                       spool_cfg=cfg.spool, receipts=cfg.spool.receipts,
+                                       receipts_topic=receipts)
         self.scheduler = Scheduler(
             self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
             rng=self.rng, timezone=cfg.schedule.timezone, clock_ok=self._clock_ok,
@@ -238,22 +264,64 @@ class Runtime:
         if not results:
             return
         topic = self.topics.results(self.cfg.probe_id)
-        self.spool.put((str(r.id), topic, r.to_json()) for r in results)
+        self.results_made += len(results)
+        for r in results:
+            self.last_result_at = max(self.last_result_at or r.started_at, r.started_at)
+        try:
+            self.spool.put((str(r.id), topic, r.to_json()) for r in results)
+        except SpoolError as exc:
+            self._lost(len(results), exc)
+            return
         month = month_key(self.clock.wall(), self.scheduler.tz)
         by_link: dict[str, float] = {}
-        for r in results:
-            by_link[r.link] = by_link.get(r.link, 0.0) + float(r.metrics.values().get("bytes", 0))
-            self.spool.set_last_result(r.link, format_time(r.started_at))
-            self.last_result_at = max(self.last_result_at or r.started_at, r.started_at)
-        for link, nbytes in by_link.items():
-            self.spool.add_usage(link, month, nbytes)
-            if spec.kind == "throughput" and nbytes > 0:
-                self.spool.update_estimate(test, link, nbytes)
-        self.results_made += len(results)
+        try:
+            for r in results:
+                by_link[r.link] = by_link.get(r.link, 0.0) + \
+                    float(r.metrics.values().get("bytes", 0))
+                self.spool.set_last_result(r.link, format_time(r.started_at))
+            for link, nbytes in by_link.items():
+                self.spool.add_usage(link, month, nbytes)
+                if spec.kind == "throughput" and nbytes > 0:
+                    self.spool.update_estimate(test, link, nbytes)
+        except SpoolError as exc:
+            # The results are safe; only the ledger missed this run (the budget may
+            # under-count it by one run's bytes).
+            log.warning("%s (the results themselves are spooled)", exc)
         if self.publisher is not None:
             self.publisher.notify()
         if self._service:
             self.write_state()
+
+    def _lost(self, n: int, exc: SpoolError) -> None:
+        first = self.spool_lost == 0 or time.monotonic() - self._loss_logged_at > \
+            LOSS_LOG_EVERY_S
+        self.spool_lost += n
+        if first:
+            self._loss_logged_at = time.monotonic()
+            where = self.cfg.spool.path.parent
+            log.error("%s: %d result(s) lost, %d since start; free space on %s (the agent "
+                      "recovers by itself when writes succeed again; it exits after %g s "
+                      "of failures)", exc, n, self.spool_lost, where,
+                      self.cfg.spool.unusable_exit_s)
+
+    def expected_runs_per_day(self) -> dict[str, float]:
+        """Per link, the test runs per day the current plan schedules: the sum over its
+        jobs (enabled tests on that link) of 86400 / interval. The interval is the one the
+        scheduler uses now: a metered link's throughput tests stretched by the budget, 0
+        runs for a job stopped because the budget is spent. Busy-line deferrals and a held
+        clock are not subtracted (a deferred run still happens, later)."""
+        out = {name: 0.0 for name in self.cfg.links}
+        for job in self.scheduler.jobs.values():
+            if job.budget_stopped:
+                continue
+            try:
+                every = self.scheduler.effective_every(job)
+            except Exception:  # a ledger read failing must not break the status message
+                every = job.spec.every_s
+            if every:
+                out[job.link] = out.get(job.link, 0.0) + 86400.0 / every
+        # Rounded (the collector needs no more) and capped at the contract's limit.
+        return {k: min(round(v, 3), MAX_RUNS_PER_DAY) for k, v in out.items()}
 
     # ------------------------------------------------------------------ status
 
@@ -280,7 +348,13 @@ class Runtime:
             spool_evicted=stats.evicted if stats else 0,
             last_result_at=self.last_result_at,
             clock_synced=self._clock_state.synced if self._clock_state else None,
-            links=links, config_version=self.config_version, config_error=self.config_error)
+            links=links, config_version=self.config_version, config_error=self.config_error,
+            awaiting_receipt=stats.awaiting_receipt if stats and self.cfg.spool.receipts
+            else None,
+            spool_lost=self.spool_lost if state == "online" else None,
+            spool_error=self.spool.error[:2000] if state == "online" and self.spool.error
+            else None,
+            expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None)
 
     def write_state(self) -> None:
         """The state file ``netmon-agent status`` reads (atomic replace)."""
@@ -293,17 +367,31 @@ class Runtime:
                        "connected": bool(info and info.connected),
                        "last_error": info.last_error if info else None,
                        "published": info.published if info else 0,
-                       "acked": info.acked if info else 0},
+                       "acked": info.acked if info else 0,
+                       "resent": info.resent if info else 0,
+                       "receipts": info.receipts if info else 0,
+                       "receipted": info.receipted if info else 0,
+                       "bad_receipts": info.bad_receipts if info else 0},
             "status": json.loads(self.status_message().to_json()),
             "jobs": {j.key: {"runs": j.runs, "running": j.running,
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
         }
+        text = json.dumps(data, indent=1)
         tmp = path.with_suffix(".tmp")
-        with contextlib.suppress(OSError):
+        try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp.write_text(json.dumps(data, indent=1))
+            tmp.write_text(text)
             tmp.replace(path)
+        except OSError:
+            # A full disk cannot hold a second copy; overwrite the file in place so
+            # ``status`` still shows the spool error (a reader may catch it half written
+            # and report the state as unreadable: better than showing the past).
+            with contextlib.suppress(OSError):
+                tmp.unlink(missing_ok=True)
+            with contextlib.suppress(OSError), open(path, "r+", encoding="utf-8") as fh:
+                fh.write(text)
+                fh.truncate()
 
     # ------------------------------------------------------------------ main loops
 
@@ -323,7 +411,8 @@ class Runtime:
         if self.publisher is not None:
             await self.publisher.start()
         tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
-                 asyncio.create_task(self._heartbeat(), name="heartbeat")]
+                 asyncio.create_task(self._heartbeat(), name="heartbeat"),
+                 asyncio.create_task(self._spool_watch(), name="spool-watch")]
         wd = watchdog_interval()
         if wd:
             tasks.append(asyncio.create_task(self._watchdog(wd), name="watchdog"))
@@ -343,7 +432,44 @@ class Runtime:
             if self.publisher is not None:
                 await self.publisher.stop()
             self.write_state()
-            self.spool.close()
+            with contextlib.suppress(sqlite3.Error):  # a full disk may refuse the checkpoint
+                self.spool.close()
+        if self._fatal is not None:
+            raise self._fatal
+
+    async def _spool_watch(self) -> None:
+        """While spool writes fail: try one every :data:`SPOOL_WATCH_S` when no result was
+        stored meanwhile, log the recovery, and stop the agent (exit 1) after
+        ``unusable_exit_s`` without a successful write."""
+        limit = self.cfg.spool.unusable_exit_s
+        was_failing: float | None = None
+        lost_before = 0
+        while True:
+            await asyncio.sleep(SPOOL_WATCH_S)
+            since = self.spool.failing_since
+            if since is not None and time.monotonic() - since >= SPOOL_WATCH_S:
+                self.spool.probe()
+                since = self.spool.failing_since
+            if since is None:
+                if was_failing is not None:
+                    log.warning("spool %s writable again after %.0f s; %d result(s) lost "
+                                "meanwhile (%d since start)", self.cfg.spool.path,
+                                time.monotonic() - was_failing,
+                                self.spool_lost - lost_before, self.spool_lost)
+                    was_failing = None
+                    self.write_state()
+                continue
+            if was_failing is None:
+                was_failing, lost_before = since, self.spool_lost
+                self.write_state()
+            if time.monotonic() - since > limit:
+                self._fatal = SpoolError(
+                    f"spool {self.cfg.spool.path} unusable for {time.monotonic() - since:.0f}"
+                    f" s (more than [spool] unusable_exit_s = {limit:g}): "
+                    f"{self.spool.error}; {self.spool_lost} result(s) lost since start; "
+                    f"exiting with status 1 so systemd restarts the agent")
+                self.request_stop()  # cmd_run logs the reason and exits 1
+                return
 
     def _attach_remote_config(self) -> None:
         """Wire signed test plans over MQTT (issue 10), when ``[remote_config]`` names NOC

@@ -1,13 +1,24 @@
 """The durable spool: every result is committed to SQLite (WAL, ``synchronous=FULL``)
-before it is published, and deleted only after the broker's PUBACK.
+before it is published, and deleted only when the collector's receipt names it
+(end-to-end receipts, issue 14) — or, with ``[spool] receipts = false``, on the
+broker's PUBACK as before.
 
 * Crash-safe: a result is either fully in the spool or not at all, whatever instant the
   process is killed or the power fails; a result acknowledged but not yet deleted when
   that happens is published again (the collector's writes are idempotent on the result
   id, so the duplicate on the wire does not duplicate data).
+* Two states per row: *unsent* (``sent_at`` NULL: published on the next connection) and
+  *sent* (the broker acknowledged it; :meth:`Spool.mark_sent`). A sent row waits for a
+  receipt (:meth:`Spool.receipt` deletes it) and is handed out again by
+  :meth:`Spool.due` once it has waited longer than the receipt timeout.
 * Bounded: beyond ``max_results`` rows or ``max_bytes`` of payload the oldest results
-  are evicted, counted (``evicted``, persistent) and warned about.
-* FIFO: :meth:`Spool.peek` hands results out oldest first.
+  (sent or not) are evicted, counted (``evicted``, persistent) and warned about.
+* FIFO: :meth:`Spool.peek` and :meth:`Spool.due` hand results out oldest first.
+* Small on disk: the WAL is checkpointed every :data:`WAL_AUTOCHECKPOINT_PAGES` pages and
+  truncated to :data:`JOURNAL_SIZE_LIMIT` bytes, and checkpointed after every receipt, so
+  a full disk leaves room to delete (that is what makes the spool recover by itself).
+* Failures are state, not tracebacks: :attr:`Spool.error` holds why the last write failed
+  (None once a write succeeds again) and :attr:`Spool.failing_since` since when.
 
 The same database keeps the budget ledger (bytes used per link and month, and a running
 estimate of what each test moves) so a restart does not forget what the SIM has used.
@@ -15,6 +26,7 @@ estimate of what each test moves) so a restart does not forget what the SIM has 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import sqlite3
 import time
@@ -32,11 +44,12 @@ CREATE TABLE IF NOT EXISTS spool (
     id TEXT NOT NULL UNIQUE,
     topic TEXT NOT NULL,
     payload BLOB NOT NULL,
-    spooled_at REAL NOT NULL
+    spooled_at REAL NOT NULL,
+    sent_at REAL
 );
 CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 INSERT OR IGNORE INTO counters VALUES ('depth', 0), ('bytes', 0), ('evicted', 0),
-    ('spooled', 0), ('acked', 0);
+    ('spooled', 0), ('acked', 0), ('receipted', 0);
 -- Triggers keep depth/bytes right even when two processes (run and once) share the file.
 CREATE TRIGGER IF NOT EXISTS spool_ins AFTER INSERT ON spool BEGIN
     UPDATE counters SET value = value + 1 WHERE name IN ('depth', 'spooled');
@@ -55,6 +68,15 @@ CREATE TABLE IF NOT EXISTS estimates (
 );
 CREATE TABLE IF NOT EXISTS last_result (link TEXT PRIMARY KEY, at TEXT NOT NULL);
 """
+#: After the table exists (a spool written by an agent before receipts has no sent_at).
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS spool_sent ON spool (sent_at) WHERE sent_at IS NOT NULL;
+"""
+#: WAL pages before an automatic checkpoint (SQLite's default is 1000, ~4 MB): a small WAL
+#: is what a full 2 MB filesystem can still hold.
+WAL_AUTOCHECKPOINT_PAGES = 100
+#: Bytes the WAL file is truncated to after a checkpoint resets it.
+JOURNAL_SIZE_LIMIT = 512 * 1024
 
 #: Weight of the newest run in the bytes-per-run estimate.
 EWMA_ALPHA = 0.3
@@ -82,6 +104,10 @@ class SpoolStats:
     spooled: int
     acked: int
     oldest_spooled_at: float | None
+    #: Rows the broker acknowledged that no receipt has deleted yet.
+    awaiting_receipt: int = 0
+    #: Rows deleted by a receipt (persistent).
+    receipted: int = 0
 
 
 class SpoolError(NetmonError, RuntimeError):
@@ -99,11 +125,16 @@ class Spool:
         self.max_results = max_results
         self.max_bytes = max_bytes
         self._warned_at = -WARN_EVERY_S
+        #: Why the last write failed (None after a successful one), and since when
+        #: (``time.monotonic()``) writes have failed without a success in between.
+        self.error: str | None = None
+        self.failing_since: float | None = None
         try:
             if path is None:
                 self._db = sqlite3.connect(":memory:", isolation_level=None,
                                            check_same_thread=False)
                 self._db.executescript(_SCHEMA)
+                self._db.executescript(_INDEXES)
             elif readonly:
                 self._db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=10,
                                            isolation_level=None, check_same_thread=False)
@@ -114,11 +145,21 @@ class Spool:
                 self._db.execute("PRAGMA journal_mode=WAL")
                 # FULL: a commit is on the medium when it returns (power loss included).
                 self._db.execute("PRAGMA synchronous=FULL")
+                self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_AUTOCHECKPOINT_PAGES}")
+                self._db.execute(f"PRAGMA journal_size_limit={JOURNAL_SIZE_LIMIT}")
                 self._db.executescript(_SCHEMA)
+                self._migrate()
+                self._db.executescript(_INDEXES)
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {path}: {exc}") from None
         if path is not None and not readonly:
             path.chmod(0o600)  # results name the probe's links and ISPs; keep them private
+
+    def _migrate(self) -> None:
+        # A spool written before receipts: add the column; its rows count as unsent.
+        cols = {row[1] for row in self._db.execute("PRAGMA table_info(spool)")}
+        if "sent_at" not in cols:
+            self._db.execute("ALTER TABLE spool ADD COLUMN sent_at REAL")
 
     def close(self) -> None:
         """Close the database (a checkpoint folds the WAL back into the file)."""
@@ -137,6 +178,7 @@ class Spool:
         beyond the caps. A message id already spooled is ignored. Returns how many were
         evicted."""
         now = time.time()
+        items = list(items)
         try:
             with self._tx():
                 self._db.executemany(
@@ -145,7 +187,8 @@ class Spool:
                     ((i, t, p, now) for i, t, p in items))
                 evicted = self._evict()
         except sqlite3.Error as exc:
-            raise SpoolError(f"spool {self.path}: cannot store results: {exc}") from None
+            raise self._failed("cannot store results", exc) from None
+        self._succeeded()
         if evicted and time.monotonic() - self._warned_at > WARN_EVERY_S:
             # Rate-limited: a week-long outage must not fill the journal with warnings.
             self._warned_at = time.monotonic()
@@ -181,14 +224,68 @@ class Spool:
         return evicted
 
     def peek(self, after_seq: int = 0, limit: int = 500) -> list[Entry]:
-        """Up to ``limit`` messages with ``seq > after_seq``, oldest first."""
+        """Up to ``limit`` *unsent* messages with ``seq > after_seq``, oldest first."""
         rows = self._db.execute(
-            "SELECT seq, id, topic, payload FROM spool WHERE seq > ? ORDER BY seq LIMIT ?",
-            (after_seq, limit)).fetchall()
+            "SELECT seq, id, topic, payload FROM spool WHERE seq > ? AND sent_at IS NULL "
+            "ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
         return [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows]
 
+    def due(self, sent_before: float, limit: int, exclude: Iterable[int] = (),
+            now: float | None = None) -> list[Entry]:
+        """Up to ``limit`` *sent* messages still waiting for a receipt that were sent at or
+        before ``sent_before`` (wall time), oldest first, skipping the seqs in ``exclude``
+        (already being resent). A ``sent_at`` in the future (the clock was set back) counts
+        as due, so a clock step cannot park a result for months."""
+        skip = set(exclude)
+        future = (now if now is not None else time.time()) + 60
+        rows = self._db.execute(
+            "SELECT seq, id, topic, payload FROM spool WHERE sent_at IS NOT NULL AND "
+            "(sent_at <= ? OR sent_at > ?) ORDER BY seq LIMIT ?",
+            (sent_before, future, limit + len(skip))).fetchall()
+        return [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows
+                if seq not in skip][:limit]
+
+    def mark_sent(self, seqs: Iterable[int], at: float | None = None) -> int:
+        """Record that the broker acknowledged these rows (kept until a receipt names
+        them); a resent row's time is renewed. Returns how many rows were still there."""
+        seqs = list(seqs)
+        if not seqs:
+            return 0
+        when = at if at is not None else time.time()
+        try:
+            with self._tx():
+                n = self._db.executemany("UPDATE spool SET sent_at = ? WHERE seq = ?",
+                                         ((when, s) for s in seqs)).rowcount
+                self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
+                                 (n,))
+        except sqlite3.Error as exc:
+            raise self._failed("cannot mark acknowledged results sent", exc) from None
+        self._succeeded()
+        return n
+
+    def receipt(self, ids: Iterable[str]) -> int:
+        """Delete the rows a receipt names (sent or not: the collector has them), then
+        checkpoint so the freed pages and WAL space are reusable at once. Unknown ids
+        (already deleted, evicted, or a repeated receipt) are ignored. Returns how many
+        rows were deleted."""
+        ids = list(ids)
+        if not ids:
+            return 0
+        try:
+            with self._tx():
+                n = self._db.executemany("DELETE FROM spool WHERE id = ?",
+                                         ((i,) for i in ids)).rowcount
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
+        except sqlite3.Error as exc:
+            raise self._failed("cannot delete receipted results", exc) from None
+        self._succeeded()
+        self.checkpoint()
+        return n
+
     def ack(self, seqs: Iterable[int]) -> int:
-        """Delete acknowledged messages; returns how many were still there."""
+        """Delete acknowledged messages (``receipts = false``: the PUBACK is the end);
+        returns how many were still there."""
         seqs = list(seqs)
         if not seqs:
             return 0
@@ -200,8 +297,37 @@ class Spool:
                 self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
                                  (n,))
         except sqlite3.Error as exc:
-            raise SpoolError(f"spool {self.path}: cannot delete acknowledged: {exc}") from None
+            raise self._failed("cannot delete acknowledged", exc) from None
+        self._succeeded()
         return n
+
+    def checkpoint(self) -> None:
+        """A passive WAL checkpoint (never waits for readers; a failure is harmless: the
+        next one catches up)."""
+        with contextlib.suppress(sqlite3.Error):
+            self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def probe(self) -> bool:
+        """Try one tiny write (while :attr:`error` is set, to notice when space returns
+        even if no result is due); True when it succeeded."""
+        try:
+            with self._tx():
+                self._db.execute("UPDATE counters SET value = value WHERE name = 'depth'")
+        except sqlite3.Error as exc:
+            self._failed("cannot write", exc)
+            return False
+        self._succeeded()
+        return True
+
+    def _failed(self, what: str, exc: sqlite3.Error) -> SpoolError:
+        self.error = f"spool {self.path}: {what}: {exc}"
+        if self.failing_since is None:
+            self.failing_since = time.monotonic()
+        return SpoolError(self.error)
+
+    def _succeeded(self) -> None:
+        self.error = None
+        self.failing_since = None
 
     def depth(self) -> int:
         """Messages waiting."""
@@ -213,7 +339,18 @@ class Spool:
         oldest = self._db.execute("SELECT min(spooled_at) FROM spool").fetchone()[0]
         return SpoolStats(depth=rows.get("depth", 0), bytes=rows.get("bytes", 0),
                           evicted=rows.get("evicted", 0), spooled=rows.get("spooled", 0),
-                          acked=rows.get("acked", 0), oldest_spooled_at=oldest)
+                          acked=rows.get("acked", 0), oldest_spooled_at=oldest,
+                          awaiting_receipt=self.awaiting_receipt(),
+                          receipted=rows.get("receipted", 0))
+
+    def awaiting_receipt(self) -> int:
+        """Rows acknowledged by the broker and not yet confirmed by a receipt."""
+        try:
+            row = self._db.execute(
+                "SELECT count(*) FROM spool WHERE sent_at IS NOT NULL").fetchone()
+        except sqlite3.OperationalError:  # read-only view of a spool from before receipts
+            return 0
+        return int(row[0])
 
     def ids(self) -> list[str]:
         """Every spooled id, oldest first (for tests and diagnostics)."""
@@ -223,10 +360,9 @@ class Spool:
 
     def add_usage(self, link: str, month: str, nbytes: float) -> None:
         """Count ``nbytes`` moved by one run on ``link`` in ``month`` (``YYYY-MM``)."""
-        with self._tx():
-            self._db.execute(
-                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
-                "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
+        self._write("cannot count data usage",
+                    "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
+                    "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
 
     def usage(self, month: str) -> dict[str, float]:
         """Bytes used per link in ``month``."""
@@ -237,9 +373,8 @@ class Spool:
         """Fold one run's bytes into the running estimate; returns the new estimate."""
         old = self.estimate(test, link)
         new = nbytes if old is None else (1 - EWMA_ALPHA) * old + EWMA_ALPHA * nbytes
-        with self._tx():
-            self._db.execute("INSERT OR REPLACE INTO estimates VALUES (?, ?, ?)",
-                             (test, link, new))
+        self._write("cannot update the bytes-per-run estimate",
+                    "INSERT OR REPLACE INTO estimates VALUES (?, ?, ?)", (test, link, new))
         return new
 
     def estimate(self, test: str, link: str) -> float | None:
@@ -250,8 +385,8 @@ class Spool:
 
     def set_last_result(self, link: str, at: str) -> None:
         """Remember when ``link`` last produced a result (RFC 3339)."""
-        with self._tx():
-            self._db.execute("INSERT OR REPLACE INTO last_result VALUES (?, ?)", (link, at))
+        self._write("cannot record the last result time",
+                    "INSERT OR REPLACE INTO last_result VALUES (?, ?)", (link, at))
 
     def last_results(self) -> dict[str, str]:
         """Last result time per link."""
@@ -266,6 +401,14 @@ class Spool:
     def _tx(self) -> _Transaction:
         return _Transaction(self._db)
 
+    def _write(self, what: str, sql: str, params: tuple[object, ...]) -> None:
+        try:
+            with self._tx():
+                self._db.execute(sql, params)
+        except sqlite3.Error as exc:
+            raise self._failed(what, exc) from None
+        self._succeeded()
+
 
 class _Transaction:
     """BEGIN IMMEDIATE ... COMMIT (ROLLBACK on error): writers queue instead of failing."""
@@ -277,4 +420,17 @@ class _Transaction:
         self._db.execute("BEGIN IMMEDIATE")
 
     def __exit__(self, exc_type: object, *rest: object) -> None:
-        self._db.execute("ROLLBACK" if exc_type else "COMMIT")
+        if exc_type:
+            # SQLite may already have rolled back (SQLITE_FULL does): the original error
+            # is what matters.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            return
+        try:
+            self._db.execute("COMMIT")
+        except sqlite3.Error:
+            # A failed COMMIT (disk full) leaves the transaction open; without this every
+            # later BEGIN would fail with "within a transaction" even after space returns.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
+            raise

@@ -30,7 +30,8 @@ from tests.helpers.agent import (
     agent_config,
     cli,
     kill,
-    spool_ids,
+    spool_sent_ids,
+    spool_unsent_ids,
     start_agent,
     start_broker,
     start_tls_mosquitto,
@@ -69,14 +70,19 @@ def test_broker_down_then_back_every_result_once_oldest_first(
     try:
         sub.wait(lambda: len(sub.results()) >= 2, 20, "results while the broker is up")
         broker.stop()
-        wait_until(lambda: len(spool_ids(spool_path)) >= 4, 20, "results spooled in outage")
-        spooled_in_outage = spool_ids(spool_path)
+        wait_until(lambda: len(spool_unsent_ids(spool_path)) >= 4, 20,
+                   "results spooled in outage")
+        spooled_in_outage = spool_unsent_ids(spool_path)
         restarted = start_broker(broker.workdir, port=broker.port)
-        wait_until(lambda: not set(spooled_in_outage) & set(spool_ids(spool_path)), 30,
-                   "the outage's results drained")
+        # No collector here: "delivered" is the broker's PUBACK (the row is marked sent
+        # and waits for a receipt that nobody sends).
+        wait_until(lambda: not set(spooled_in_outage) & set(spool_unsent_ids(spool_path)),
+                   30, "the outage's results drained")
         assert kill(agent, signal.SIGTERM) == 0
+        assert set(spooled_in_outage) <= set(spool_sent_ids(spool_path)), \
+            "acknowledged results must stay spooled until a receipt names them"
         with Spool(spool_path) as spool:
-            left, total = spool.ids(), spool.stats().spooled
+            left, total = spool_unsent_ids(spool_path), spool.stats().spooled
         sub.wait(lambda: len(sub.results()) >= total - len(left), 20, "all acked results")
         got = [r["id"] for r in sub.results()]
         assert len(got) == len(set(got)), "a result was delivered twice"
@@ -102,13 +108,13 @@ def test_sigkill_after_spooling_before_ack_delivered_after_restart(
         sub.wait(lambda: len(sub.results()) >= 1, 20, "a first result")
         # Freeze the broker: results are published but no PUBACK can come back.
         os.kill(broker.proc.pid, signal.SIGSTOP)
-        wait_until(lambda: len(spool_ids(spool_path)) >= 3, 20, "unacknowledged results")
+        wait_until(lambda: len(spool_unsent_ids(spool_path)) >= 3, 20, "unacknowledged results")
         kill(agent)  # SIGKILL
-        pending = spool_ids(spool_path)
+        pending = spool_unsent_ids(spool_path)
         assert len(pending) == len(set(pending)) >= 3
         os.kill(broker.proc.pid, signal.SIGCONT)
         agent = start_agent(cfg, tmp_path / "agent2.log")
-        wait_until(lambda: not set(pending) & set(spool_ids(spool_path)), 30,
+        wait_until(lambda: not set(pending) & set(spool_unsent_ids(spool_path)), 30,
                    "the pending results acknowledged after the restart")
         sub.wait(lambda: set(pending) <= {r["id"] for r in sub.results()}, 20,
                  "pending results at the subscriber")
@@ -274,7 +280,10 @@ def test_once_json_prints_one_result_per_line(tmp_path: Path, broker: Service,
     ids = {json.loads(line)["id"] for line in res.stdout.splitlines()}
     assert len(ids) == 2
     sub.wait(lambda: {r["id"] for r in sub.results()} == ids, 10, "once's results")
-    assert spool_ids(tmp_path / "state" / "spool.db") == []
+    # Acknowledged by the broker and kept for the collector's receipt (the service, which
+    # subscribes to receipts, deletes them; ``once`` does not wait for them).
+    assert spool_unsent_ids(tmp_path / "state" / "spool.db") == []
+    assert set(spool_sent_ids(tmp_path / "state" / "spool.db")) == ids
     sub.close()
 
     res = cli("once", "--config", str(cfg), "--test", "nope")
@@ -304,8 +313,14 @@ def test_status_cli_reports_spool_and_broker(tmp_path: Path, broker: Service,
         assert status["broker"]["connected"] is True
         assert "lo" in status["last_results"]
         assert status["spool_depth"] >= 0 and status["spool_evicted"] == 0
+        # No collector: every acknowledged result waits for its receipt, none is lost.
+        assert status["receipts"] is True and status["awaiting_receipt"] >= 1
+        assert status["spool_lost"] == 0 and status["spool_error"] is None
+        assert status["expected_runs_per_day"] == {"lo": 86400.0}  # every_s = 1
         res = cli("status", "--config", str(cfg))
         assert "agent running" in res.stdout and "connected" in res.stdout
+        assert "awaiting the collector's receipt" in res.stdout
+        assert "0 lost since the agent started" in res.stdout
     finally:
         kill(agent, signal.SIGTERM)
     res = cli("status", "--config", str(cfg), "--json")

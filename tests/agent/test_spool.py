@@ -107,3 +107,93 @@ def test_sigkill_during_writes_loses_nothing_committed(tmp_path: Path) -> None:
         acked = spool.stats().acked
         assert spool.stats().depth == len(ids)
         assert spool.stats().spooled - acked == len(ids)
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+def test_sent_rows_stay_until_a_receipt_names_them(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        put(spool, 5)
+        seqs = [e.seq for e in spool.peek()]
+        assert spool.mark_sent(seqs[:3], at=1000.0) == 3
+        # Sent rows are not handed out as new, and are still there, counted.
+        assert [e.id for e in spool.peek()] == ["id-3", "id-4"]
+        assert spool.ids() == [f"id-{i}" for i in range(5)]
+        st = spool.stats()
+        assert (st.depth, st.awaiting_receipt, st.acked, st.receipted) == (5, 3, 3, 0)
+        # A receipt deletes what it names, sent or not; unknown ids are ignored.
+        assert spool.receipt(["id-0", "id-4", "never-spooled"]) == 2
+        assert spool.ids() == ["id-1", "id-2", "id-3"]
+        assert spool.receipt(["id-0"]) == 0  # a repeated receipt is harmless
+        st = spool.stats()
+        assert (st.depth, st.awaiting_receipt, st.receipted) == (3, 2, 2)
+
+
+def test_due_oldest_first_bounded_excluding_in_flight(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db") as spool:
+        put(spool, 6)
+        seqs = [e.seq for e in spool.peek()]
+        spool.mark_sent(seqs[:4], at=1000.0)
+        spool.mark_sent(seqs[4:5], at=2000.0)
+        assert [e.id for e in spool.due(1500.0, 10, now=2001.0)] == \
+            ["id-0", "id-1", "id-2", "id-3"]
+        assert [e.id for e in spool.due(1500.0, 2, now=2001.0)] == ["id-0", "id-1"]
+        assert [e.id for e in spool.due(1500.0, 2, exclude=[seqs[0]], now=2001.0)] == \
+            ["id-1", "id-2"]
+        # Resent and acknowledged again: the wait starts over.
+        spool.mark_sent(seqs[:1], at=2500.0)
+        assert [e.id for e in spool.due(1500.0, 10, now=2501.0)] == ["id-1", "id-2", "id-3"]
+        # The clock was set back a year: rows "sent in the future" are due, not parked.
+        assert [e.id for e in spool.due(1500.0 - 3e7, 10, now=2501.0 - 3e7)] == \
+            [f"id-{i}" for i in range(5)]
+
+
+def test_eviction_counts_sent_rows(tmp_path: Path) -> None:
+    with Spool(tmp_path / "s.db", max_results=10) as spool:
+        put(spool, 8)
+        spool.mark_sent([e.seq for e in spool.peek()])
+        put(spool, 5, start=8)
+        # 13 rows (8 awaiting a receipt) > 10: the 3 oldest go, sent or not.
+        assert spool.ids() == [f"id-{i}" for i in range(3, 13)]
+        st = spool.stats()
+        assert (st.evicted, st.awaiting_receipt, st.depth) == (3, 5, 10)
+
+
+def test_spool_from_before_receipts_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path)
+    db.executescript("""
+        CREATE TABLE spool (seq INTEGER PRIMARY KEY AUTOINCREMENT, id TEXT NOT NULL UNIQUE,
+            topic TEXT NOT NULL, payload BLOB NOT NULL, spooled_at REAL NOT NULL);
+        CREATE TABLE counters (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
+        INSERT INTO counters VALUES ('depth', 1), ('bytes', 3), ('evicted', 0),
+            ('spooled', 1), ('acked', 0);
+        INSERT INTO spool (id, topic, payload, spooled_at) VALUES ('old-1', 't', X'616263', 1);
+    """)
+    db.close()
+    with Spool(path, readonly=True) as ro:  # `status` on an old file: no column yet
+        assert ro.stats().awaiting_receipt == 0
+    with Spool(path) as spool:
+        assert [e.id for e in spool.peek()] == ["old-1"]  # unsent: published again
+        spool.mark_sent([spool.peek()[0].seq])
+        assert spool.stats().awaiting_receipt == 1 and spool.stats().depth == 1
+
+
+def test_wal_stays_small(tmp_path: Path) -> None:
+    from agent.spool import JOURNAL_SIZE_LIMIT, WAL_AUTOCHECKPOINT_PAGES
+    path = tmp_path / "s.db"
+    with Spool(path) as spool:
+        page = spool._db.execute("PRAGMA page_size").fetchone()[0]
+        assert spool._db.execute("PRAGMA journal_size_limit").fetchone()[0] == \
+            JOURNAL_SIZE_LIMIT
+        assert spool._db.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == \
+            WAL_AUTOCHECKPOINT_PAGES
+        biggest = 0
+        for i in range(200):  # ~5 MB through the spool, as results come and go
+            spool.put([(f"id-{i}-{j}", "t", b"r" * 1000) for j in range(25)])
+            spool.mark_sent([e.seq for e in spool.peek()])
+            spool.receipt([f"id-{i}-{j}" for j in range(25)])
+            biggest = max(biggest, Path(f"{path}-wal").stat().st_size)
+    # SQLite's default would let it reach ~4 MB (1000 pages) before the first checkpoint.
+    assert biggest <= max(JOURNAL_SIZE_LIMIT, (WAL_AUTOCHECKPOINT_PAGES + 30) * (page + 24))

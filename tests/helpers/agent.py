@@ -120,6 +120,8 @@ class Received:
     topic: str
     payload: bytes
     retain: bool
+    #: ``time.monotonic()`` when it arrived.
+    at: float = 0.0
 
     def json(self) -> dict[str, Any]:
         data: dict[str, Any] = json.loads(self.payload)
@@ -163,7 +165,8 @@ class Subscriber:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
         with self._lock:
-            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain)))
+            self.messages.append(Received(msg.topic, bytes(msg.payload), bool(msg.retain),
+                                          time.monotonic()))
 
     def results(self) -> list[dict[str, Any]]:
         """Result messages received so far, in arrival order."""
@@ -184,6 +187,29 @@ class Subscriber:
             time.sleep(0.05)
         raise AssertionError(f"timed out waiting for {what}; got {len(self.messages)} msgs")
 
+    def deliveries(self) -> dict[str, list[float]]:
+        """Arrival times of each result id (several when it was published again)."""
+        out: dict[str, list[float]] = {}
+        with self._lock:
+            for m in self.messages:
+                if m.topic.endswith("/results"):
+                    out.setdefault(m.json()["id"], []).append(m.at)
+        return out
+
+    def receipt(self, probe_id: str, ids: list[str], prefix: str = "netmon/v1",
+                payload: bytes | None = None) -> None:
+        """Play the collector: publish a receipt (QoS 1) naming ``ids`` to ``probe_id``,
+        or ``payload`` as is; returns once the broker acknowledged it."""
+        import uuid
+
+        from netmon.contract import ReceiptMessage, Topics
+        if payload is None:
+            payload = ReceiptMessage(probe_id=probe_id,
+                                     ids=tuple(uuid.UUID(i) for i in ids)).to_json()
+        info = self.client.publish(Topics(prefix).receipts(probe_id), payload, qos=1)
+        info.wait_for_publish(10)
+        assert info.is_published(), "receipt not acknowledged by the broker"
+
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
@@ -196,6 +222,24 @@ def spool_ids(path: Path) -> list[str]:
         return []
     with Spool(path, readonly=True) as spool:
         return spool.ids()
+
+
+def spool_unsent_ids(path: Path) -> list[str]:
+    """Ids the broker has not acknowledged yet (not marked sent), oldest first."""
+    from agent.spool import Spool
+    if not path.exists():
+        return []
+    with Spool(path, readonly=True) as spool:
+        return [e.id for e in spool.peek(limit=10**9)]
+
+
+def spool_sent_ids(path: Path) -> list[str]:
+    """Ids acknowledged by the broker and waiting for a receipt, oldest first."""
+    from agent.spool import Spool
+    if not path.exists():
+        return []
+    with Spool(path, readonly=True) as spool:
+        return [e.id for e in spool.due(float("inf"), 10**9)]
 
 
 # --------------------------------------------------------------------------- TLS

@@ -1,0 +1,160 @@
+"""End-to-end receipts, agent side, against a real mosquitto and the real agent process:
+a subscriber plays the collector (it receives the results and publishes receipts when the
+test says so). The real collector and InfluxDB are in ``test_receipts_collector.py``."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devstack.services import Service
+from netmon.contract import ReceiptMessage, parse_status
+from tests.helpers.agent import (
+    Listener,
+    Subscriber,
+    agent_config,
+    kill,
+    spool_ids,
+    spool_sent_ids,
+    start_agent,
+    start_broker,
+    tcp_test,
+    wait_until,
+    write_config,
+)
+
+PROBE = "test-probe-01"
+TOPICS = f"netmon/v1/probes/{PROBE}/#"
+
+
+@pytest.fixture
+def target() -> Iterator[Listener]:
+    listener = Listener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Service]:
+    svc = start_broker(tmp_path / "broker")
+    yield svc
+    svc.stop()
+
+
+def test_result_deleted_only_by_its_receipt(tmp_path: Path, broker: Service,
+                                            target: Listener) -> None:
+    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                        spool={"receipt_timeout_s": 3600})
+    cfg = write_config(tmp_path, data)
+    spool = tmp_path / "state" / "spool.db"
+    log = tmp_path / "agent.log"
+    collector = Subscriber(broker.host, broker.port, TOPICS)
+    agent = start_agent(cfg, log)
+    try:
+        collector.wait(lambda: len(collector.results()) >= 4, 30, "4 results")
+        ids = [r["id"] for r in collector.results()][:4]
+        # Acknowledged by the broker, received by "the collector": still spooled, sent.
+        wait_until(lambda: set(ids) <= set(spool_sent_ids(spool)), 20, "rows marked sent")
+        collector.wait(lambda: any((json.loads(m.payload).get("awaiting_receipt") or 0) >= 4
+                                   for m in collector.statuses()), 30,
+                       "a status with awaiting_receipt >= 4")
+
+        collector.receipt(PROBE, ids[:2])
+        wait_until(lambda: not set(ids[:2]) & set(spool_ids(spool)), 20,
+                   "the receipted rows deleted")
+        assert set(ids[2:]) <= set(spool_sent_ids(spool))
+
+        # Receipts that break the contract, or speak for another probe, delete nothing.
+        collector.receipt(PROBE, [], payload=b"{not json")
+        other = ReceiptMessage(probe_id="other-probe-99", ids=(uuid.UUID(ids[2]),)).to_json()
+        collector.receipt(PROBE, [], payload=other)
+        collector.receipt(PROBE, [ids[3]])  # handled after the two bad ones (same session)
+        wait_until(lambda: ids[3] not in spool_ids(spool), 20, "the valid receipt applied")
+        assert ids[2] in spool_sent_ids(spool)
+        assert "ignored a receipt that breaks the contract: not_json" in log.read_text()
+
+        def counters() -> dict[str, int]:
+            try:
+                broker_info: dict[str, int] = json.loads(
+                    (tmp_path / "state" / "agent-state.json").read_text())["broker"]
+            except (OSError, ValueError):
+                return {}
+            return broker_info
+        # Both refused (the second warning is rate-limited, the counter is not).
+        wait_until(lambda: counters().get("bad_receipts") == 2 and
+                   counters().get("receipts") == 2, 20, "receipt counters in the state file")
+    finally:
+        kill(agent)
+        collector.close()
+
+
+def test_unreceipted_results_are_sent_again_after_the_timeout(
+        tmp_path: Path, broker: Service, target: Listener) -> None:
+    timeout_s = 2.0
+    data = agent_config(tmp_path, broker,
+                        {"a": tcp_test(target.port), "b": tcp_test(target.port)},
+                        spool={"receipt_timeout_s": timeout_s, "resend_batch": 3})
+    cfg = write_config(tmp_path, data)
+    log = tmp_path / "agent.log"
+    spool = tmp_path / "state" / "spool.db"
+    collector = Subscriber(broker.host, broker.port, TOPICS)
+    agent = start_agent(cfg, log)
+    try:
+        collector.wait(lambda: any(len(t) >= 2 for t in collector.deliveries().values()),
+                       60, "a result published a second time")
+        first_id, times = next((i, t) for i, t in collector.deliveries().items()
+                               if len(t) >= 2)
+        # Not before the timeout (PUBACK comes after the first arrival, so the gap at the
+        # subscriber is at least the timeout minus a little scheduling slack).
+        assert times[1] - times[0] >= timeout_s - 0.5, times
+
+        collector.receipt(PROBE, [first_id])
+        receipted_at = time.monotonic()
+        wait_until(lambda: first_id not in spool_ids(spool), 20, "receipt applied")
+        # A result first delivered after the receipt was sent, then published again: by
+        # then ``first_id`` (older, its last send earlier) would have been due as well.
+        def later_resent() -> bool:
+            return any(t[0] > receipted_at and len(t) >= 2
+                       for t in collector.deliveries().values())
+        collector.wait(later_resent, 60, "a newer result resent after the receipt")
+        assert all(t <= receipted_at for t in collector.deliveries()[first_id]), \
+            "a receipted result was published again"
+
+        # Bounded rounds: never more than resend_batch at once, and the bound is reached.
+        def rounds() -> list[int]:
+            return [int(n) for n in re.findall(r"for (\d+) result\(s\): publishing them "
+                                               r"again", log.read_text())]
+        wait_until(lambda: 3 in rounds(), 60, "a full resend round")
+        assert max(rounds()) == 3
+    finally:
+        kill(agent)
+        collector.close()
+
+
+def test_receipts_off_deletes_on_puback(tmp_path: Path, broker: Service,
+                                        target: Listener) -> None:
+    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                        spool={"receipts": False})
+    cfg = write_config(tmp_path, data)
+    spool = tmp_path / "state" / "spool.db"
+    collector = Subscriber(broker.host, broker.port, TOPICS)
+    # A receipt subscriber sees whether the agent subscribes: it must not.
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        collector.wait(lambda: len(collector.results()) >= 3, 30, "3 results")
+        ids = [r["id"] for r in collector.results()][:3]
+        wait_until(lambda: not set(ids) & set(spool_ids(spool)), 20, "deleted on PUBACK")
+        assert spool_sent_ids(spool) == []
+        collector.wait(lambda: any(json.loads(m.payload).get("state") == "online"
+                                   for m in collector.statuses()), 20, "a status")
+        status = parse_status(collector.statuses()[-1].payload, PROBE)
+        assert status.awaiting_receipt is None and status.spool_lost == 0
+    finally:
+        kill(agent)
+        collector.close()
