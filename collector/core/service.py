@@ -38,6 +38,7 @@ from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient
 from collector.core.ingest import MqttIngest, validate
 from collector.core.registry import Registry
+from collector.core.registrymetrics import RegistryMetrics
 from collector.core.schema import Site
 from collector.core.selfmetrics import Stats
 from collector.core.writer import Item, Writer
@@ -78,6 +79,7 @@ class Collector:
             is_stale=self.ingest.is_stale)
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
+        self.registry_metrics = RegistryMetrics(self.registry, cfg.influxdb)  # alert input
         self._started = False
 
     def _submit(self, item: Item) -> None:
@@ -103,6 +105,7 @@ class Collector:
         self._stats_thread = threading.Thread(target=self._stats_loop, name="stats",
                                               daemon=True)
         self._stats_thread.start()
+        self.registry_metrics.start()
         self._started = True
         log.info("collector started: %d sites, broker %s:%d, InfluxDB %s db=%s",
                  len(self.registry), self.cfg.mqtt.host, self.cfg.mqtt.port,
@@ -129,6 +132,7 @@ class Collector:
         if self._stats_thread:
             self._stats_thread.join(5)
         self._report_stats(write=False)
+        self.registry_metrics.stop()
         self.ingest.stop()
         self.influx.close()
 

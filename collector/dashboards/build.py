@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import date
 from typing import Any
 
 from collector.config import BulletinSettings, CollectorConfig, Targets
@@ -54,6 +55,9 @@ class BuildConfig:
     peak_end_hour: int = 23
     datasource_uid: str = DATASOURCE_UID
     loss_alert_pct: float = LOSS_ALERT_PCT
+    #: The day the current map of units took effect (``registry.units_effective``):
+    #: old-district tables show only months before it.
+    reform_effective: date = date(2025, 7, 1)
 
     @classmethod
     def from_config(cls, cfg: CollectorConfig | None = None) -> BuildConfig:
@@ -61,7 +65,8 @@ class BuildConfig:
         cfg = cfg or CollectorConfig()
         bulletin: BulletinSettings = cfg.bulletin
         return cls(targets=cfg.targets, peak_start_hour=bulletin.peak_start_hour,
-                   peak_end_hour=bulletin.peak_end_hour)
+                   peak_end_hour=bulletin.peak_end_hour,
+                   reform_effective=cfg.registry.units_effective)
 
     def target(self, access: str) -> float:
         """The 2025 download target for an access type."""
@@ -199,8 +204,9 @@ class Builder:
     # ------------------------------------------------------------------ variables
 
     def variables(self) -> list[QueryVariable]:
-        """district, commune, isp, access, probe from SHOW TAG VALUES."""
-        return [QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name), self.ds)
+        """commune (value = official code, text = name), isp, access, probe."""
+        return [QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name), self.ds,
+                              regex=Q.COMMUNE_VARIABLE_REGEX if name == "commune" else "")
                 for name in Q.VARIABLES]
 
     def _dashboard(self, name: str, layout: Layout, time_from: str = "now-7d") -> Dashboard:
@@ -281,16 +287,25 @@ class Builder:
     # ------------------------------------------------------------------ where
 
     def _area_table(self, key: str, title_key: str, access: str, group: tuple[str, ...],
-                    grid: GridPos) -> Panel:
+                    grid: GridPos, legacy: bool = False) -> Panel:
         target = self.cfg.target(access)
         names = {"median_mbps": self.tr("col.median"), "p10_mbps": self.tr("col.p10"),
                  "tests": self.tr("col.tests"), "share_pct": self.tr("col.share")}
-        names |= {tag: t(f"var.{tag}", self.lang) for tag in group}
+        names |= {tag: t(f"col.{tag}", self.lang) for tag in group}
+        effective = self.cfg.reform_effective
+        when = f"{effective.day}/{effective.month}/{effective.year}"
+        if legacy:
+            targets = [self.target("A", Q.legacy_area_table(access, effective), "table"),
+                       self.target("B", Q.share_meeting(access, target, group,
+                                                        (Q.before(effective),)), "table")]
+            description = self.tr("p.legacy.desc", target=_n(target), date=when)
+        else:
+            targets = [self.target("A", Q.area_table(access, group), "table"),
+                       self.target("B", Q.share_meeting(access, target, group), "table")]
+            description = self.tr("p.areas.desc", target=_n(target))
         return self.panel(
-            key, "table", self.tr(title_key, access=self.access_name(access)), grid,
-            [self.target("A", Q.area_table(access, group), "table"),
-             self.target("B", Q.share_meeting(access, target, group), "table")],
-            description=self.tr("p.areas.desc", target=_n(target)),
+            key, "table", self.tr(title_key, access=self.access_name(access), date=when), grid,
+            targets, description=description,
             unit=MBPS, decimals=1, thresholds=speed_thresholds(self.cfg, access),
             color_mode="thresholds", custom=_TABLE_CUSTOM,
             overrides=[_colour_cells(names["median_mbps"]),
@@ -304,15 +319,13 @@ class Builder:
             options=_table_options(names["median_mbps"]))
 
     def where(self) -> Dashboard:
-        """Districts and communes worst first, the probe map, ISPs by access type."""
+        """Communes and wards worst first, the probe map, ISPs by access type; old
+        districts for months before the reorganisation."""
         cfg, lay = self.cfg, Layout()
         lay.row(self.tr("row.areas"))
         for access in ("fixed", "mobile"):
-            lay.add(12, 9, lambda g, a=access: self._area_table(
-                f"where.districts_{a}", "p.districts", a, ("district",), g))
-        for access in ("fixed", "mobile"):
             lay.add(12, 11, lambda g, a=access: self._area_table(
-                f"where.communes_{a}", "p.communes", a, ("district", "commune"), g))
+                f"where.communes_{a}", "p.communes", a, Q.UNIT, g))
         lay.row(self.tr("row.map"))
         lay.add(14, 16, self._map)
         for access in ("fixed", "mobile"):
@@ -326,6 +339,12 @@ class Builder:
                          "reduceOptions": _REDUCE_LAST, "showUnfilled": True,
                          "valueMode": "color", "namePlacement": "auto", "sizing": "auto",
                          "minVizHeight": 16, "minVizWidth": 8, "maxVizHeight": 300}))
+        effective = cfg.reform_effective
+        lay.row(self.tr("row.legacy", date=f"{effective.day}/{effective.month}/{effective.year}"))
+        for access in ("fixed", "mobile"):
+            lay.add(12, 9, lambda g, a=access: self._area_table(
+                f"where.districts_legacy_{a}", "p.districts_legacy", a, ("district",), g,
+                legacy=True))
         return self._dashboard("where", lay, "now-30d")
 
     def _map(self, grid: GridPos) -> Panel:
@@ -396,11 +415,11 @@ class Builder:
                 ("ipv6", contract.IPV6_METHOD, Q.IPV6_METRIC, "ipv6_ready_pct"),
                 ("tslcd", contract.REACHABILITY_METHOD, Q.REACHABILITY_METRIC, "reachable_pct")):
             names = {pct: self.tr("col.pct_ok"), "tests": self.tr("col.tests"),
-                     "district": t("var.district", self.lang),
-                     "commune": t("var.commune", self.lang)}
+                     "commune_code": t("col.commune_code", self.lang),
+                     "commune": t("col.commune", self.lang)}
             lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                [self.target("A", Q.readiness_share(m, mt, ("district", "commune"), p),
+                [self.target("A", Q.readiness_share(m, mt, Q.UNIT, p),
                              "table")],
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
@@ -434,7 +453,7 @@ class Builder:
             thresholds=Thresholds((Step("green", None), Step("red", 1.0))),
             color_mode="thresholds", no_value="0",
             options=_stat_options("value") | {"reduceOptions": {
-                "calcs": ["count"], "fields": "/^recent$/", "values": False}}))
+                "calcs": ["count"], "fields": "/^reporting$/", "values": False}}))
         online_map = [{"type": "value", "options": {
             "0": {"text": t("map.offline", self.lang), "color": "red", "index": 0},
             "1": {"text": t("map.online", self.lang), "color": "green", "index": 1}}}]

@@ -22,12 +22,14 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Median download/upload by access type against the targets of plan 568/KH-UBND "
         "({mobile} Mb/s mobile, {fixed} Mb/s fixed for 2025; {fixed2030} Mb/s fixed for 2030), "
         "share of tests meeting the target, trend and peak hours."),
-    "dash.where": ("Theo địa bàn: huyện, xã, nhà mạng", "Where: districts, communes, ISPs"),
+    "dash.where": ("Theo địa bàn: xã, phường, nhà mạng", "Where: communes, wards, ISPs"),
     "dash.where.desc": (
-        "Bảng huyện và xã xếp từ kém nhất, bản đồ điểm đo tô màu theo mục tiêu, so sánh nhà "
-        "mạng theo loại truy cập.",
-        "District and commune tables worst first, a map of probes coloured against the "
-        "target, ISPs compared by access type."),
+        "Bảng xã/phường (theo mã đơn vị hành chính hiện hành) xếp từ kém nhất, bản đồ điểm đo "
+        "tô màu theo mục tiêu, so sánh nhà mạng theo loại truy cập; bảng theo huyện cũ chỉ "
+        "cho các tháng trước sắp xếp đơn vị hành chính.",
+        "Commune and ward tables (by current official unit code) worst first, a map of probes "
+        "coloured against the target, ISPs compared by access type; old-district tables for "
+        "the months before the reorganisation only."),
     "dash.quality": ("Chất lượng mạng: trễ, rung pha, mất gói, IPv6, TSLCD",
                      "Network quality: latency, jitter, loss, IPv6, TSLCD"),
     "dash.quality.desc": (
@@ -42,8 +44,7 @@ TEXTS: dict[str, tuple[str, str]] = {
         "Probes online/offline, last seen, spool depth, data budget used, clock sync and "
         "the list of silent probes."),
     # variables
-    "var.district": ("Huyện", "District"),
-    "var.commune": ("Xã", "Commune"),
+    "var.commune": ("Xã/phường", "Commune/ward"),
     "var.isp": ("Nhà mạng", "ISP"),
     "var.access": ("Loại truy cập", "Access type"),
     "var.probe": ("Điểm đo", "Probe"),
@@ -53,7 +54,9 @@ TEXTS: dict[str, tuple[str, str]] = {
     # rows
     "row.targets": ("Mục tiêu", "Targets"),
     "row.trend": ("Xu hướng", "Trend"),
-    "row.areas": ("Huyện và xã", "Districts and communes"),
+    "row.areas": ("Xã và phường", "Communes and wards"),
+    "row.legacy": ("Trước sắp xếp (trước {date}): theo huyện cũ",
+                   "Before the reorganisation (before {date}): by old district"),
     "row.map": ("Bản đồ và nhà mạng", "Map and ISPs"),
     "row.latency": ("Độ trễ và mất gói", "Latency and loss"),
     "row.readiness": ("IPv6 và TSLCD", "IPv6 and TSLCD"),
@@ -90,8 +93,15 @@ TEXTS: dict[str, tuple[str, str]] = {
         "(field local_hour)."),
     "p.peak.novalue": ("chưa có dữ liệu local_hour", "no local_hour data yet"),
     # where
-    "p.districts": ("Huyện – {access} (kém nhất trước)", "Districts – {access} (worst first)"),
-    "p.communes": ("Xã – {access} (kém nhất trước)", "Communes – {access} (worst first)"),
+    "p.districts_legacy": ("Huyện cũ, trước {date} – {access}",
+                           "Old districts, before {date} – {access}"),
+    "p.legacy.desc": (
+        "Chỉ các phép đo trước {date} (cấp huyện không còn từ ngày đó), theo huyện cũ của "
+        "điểm đo; trung vị, phân vị 10, số phép đo, tỷ lệ đạt {target} Mb/s.",
+        "Only tests before {date} (the district level ended that day), by the probe's old "
+        "district; median, 10th percentile, tests, share meeting {target} Mb/s."),
+    "p.communes": ("Xã/phường – {access} (kém nhất trước)",
+                   "Communes/wards – {access} (worst first)"),
     "p.areas.desc": (
         "Trung vị, phân vị 10 và số phép đo tải xuống; tỷ lệ đạt mục tiêu {target} Mb/s.",
         "Median, 10th percentile and number of download tests; share meeting {target} Mb/s."),
@@ -115,26 +125,28 @@ TEXTS: dict[str, tuple[str, str]] = {
     "p.loaded": ("Độ trễ khi có tải và khi rảnh", "Latency under load and idle"),
     "p.loaded.desc": ("Chênh lệch lớn là dấu hiệu bộ đệm quá lớn (bufferbloat).",
                       "A large gap means oversized buffers (bufferbloat)."),
-    "p.ipv6": ("Mức sẵn sàng IPv6 theo xã", "IPv6 readiness per commune"),
+    "p.ipv6": ("Mức sẵn sàng IPv6 theo xã/phường", "IPv6 readiness per commune/ward"),
     "p.ipv6.desc": ("Phần trăm phép thử có kết nối IPv6 tới đích (ipv6_reachable).",
                     "Percent of tests that reached the target over IPv6 (ipv6_reachable)."),
-    "p.tslcd": ("Kết nối TSLCD theo xã", "TSLCD reachability per commune"),
+    "p.tslcd": ("Kết nối TSLCD theo xã/phường", "TSLCD reachability per commune/ward"),
     "p.tslcd.desc": ("Phần trăm phép thử đến các điểm TSLCD có phản hồi (reachable).",
                      "Percent of tests to TSLCD endpoints that got an answer (reachable)."),
     # probes
     "p.online": ("Trực tuyến", "Online"),
     "p.offline": ("Ngoại tuyến", "Offline"),
-    "p.silent_count": ("Im lặng > 30 phút", "Silent > 30 min"),
+    "p.silent_count": ("Mất liên lạc", "Not reporting"),
     "p.unsynced": ("Đồng hồ chưa đồng bộ", "Clock not synced"),
     "p.probe_table": ("Trạng thái điểm đo", "Probe status"),
     "p.last_seen": ("Lần cuối có kết quả", "Last result"),
-    "p.silent": ("Điểm đo im lặng (không có kết quả 30 phút)",
-                 "Silent probes (no result for 30 minutes)"),
+    "p.silent": ("Điểm đo mất liên lạc (im lặng 30 phút hoặc ngoại tuyến)",
+                 "Probes not reporting (silent 30 minutes or offline)"),
     "p.silent.desc": (
-        "Có kết quả trong 7 ngày nhưng không có trong 30–35 phút gần nhất; không phụ thuộc "
-        "khoảng thời gian đã chọn.",
-        "Results in the last 7 days but none in the last 30-35 minutes; independent of the "
-        "time picker."),
+        "Mọi điểm đo có trong danh mục điểm đo mà không có kết quả trong 30 phút gần nhất "
+        "hoặc trạng thái cuối là ngoại tuyến (offline); vẫn hiện dù im lặng nhiều tuần, đến "
+        "khi điểm đo được xoá khỏi danh mục. Không phụ thuộc khoảng thời gian đã chọn.",
+        "Every probe in the site registry with no result in the last 30 minutes or whose "
+        "last status is offline; listed even when silent for weeks, until it is removed "
+        "from the registry. Independent of the time picker."),
     "p.spool": ("Độ sâu hàng đợi", "Spool depth"),
     "p.budget": ("Dung lượng dữ liệu đã dùng", "Data budget used"),
     "map.online": ("trực tuyến", "online"),
@@ -147,8 +159,12 @@ TEXTS: dict[str, tuple[str, str]] = {
     "col.tests": ("Số phép đo", "Tests"),
     "col.share": ("Đạt mục tiêu (%)", "Meeting target (%)"),
     "col.pct_ok": ("Thành công (%)", "Passed (%)"),
+    "col.commune_code": ("Mã", "Code"),
+    "col.commune": ("Xã/phường", "Commune/ward"),
+    "col.district": ("Huyện cũ", "Old district"),
     # alerts
-    "alert.silent": ("Điểm đo im lặng hơn 30 phút", "Probe silent for more than 30 minutes"),
+    "alert.silent": ("Điểm đo mất liên lạc (im lặng hơn 30 phút hoặc ngoại tuyến)",
+                     "Probe not reporting (silent for 30 minutes or offline)"),
     "alert.commune": ("Xã dưới mục tiêu {target} Mb/s ({access}) trong 24 giờ",
                       "Commune below the {target} Mb/s target ({access}) over 24 hours"),
     "alert.loss": ("Mất gói trên {loss}%", "Packet loss above {loss}%"),

@@ -224,6 +224,9 @@ class QueryVariable:
     multi: bool = True
     include_all: bool = True
     all_value: str = ".*"
+    #: Grafana's option regex; named groups ``value`` and ``text`` split one string into
+    #: the option's value and its displayed text (Grafana 7.4+).
+    regex: str = ""
 
     def to_json(self) -> Json:
         """The variable as Grafana stores it (refresh on time range change)."""
@@ -237,6 +240,7 @@ class QueryVariable:
             "multi": self.multi,
             "includeAll": self.include_all,
             "allValue": self.all_value,
+            "regex": self.regex,
             "current": {"selected": True, "text": ["All"], "value": ["$__all"]},
             "sort": 1,
             "hide": 0,

@@ -110,9 +110,13 @@ def alert_rules(cfg: BuildConfig, lang: Lang = "vi") -> Json:
     uid = cfg.datasource_uid
     tv = cfg.target_values()
     rules = [
-        _rule("netmon-probe-silent", t("alert.silent", lang), Q.alert_silent(), 7 * 86400,
+        # From the registry points (collector/core/registrymetrics.py): fires for every
+        # registered probe that is silent or offline, however long ago it went quiet.
+        # No registry points at all means the collector is not writing them: alerting.
+        _rule("netmon-probe-silent", t("alert.silent", lang), Q.alert_probe_down(), 900,
               "lt", 0.5, "0s", "warning",
-              "{{ $labels.probe }}: " + t("alert.silent", lang), uid),
+              "{{ $labels.probe }} ({{ $labels.commune }}): " + t("alert.silent", lang), uid,
+              no_data="Alerting"),
         _rule("netmon-loss", t("alert.loss", lang, loss=_n(cfg.loss_alert_pct)),
               Q.alert_loss(), 1800, "gt", cfg.loss_alert_pct, "15m", "warning",
               "{{ $labels.probe }}/{{ $labels.link }}: loss {{ $values.B }}%", uid),
@@ -126,7 +130,7 @@ def alert_rules(cfg: BuildConfig, lang: Lang = "vi") -> Json:
             f"netmon-commune-below-{access}",
             t("alert.commune", lang, target=_n(target), access=t(f"access.{access}", lang)),
             Q.alert_commune_median(access), 86400, "lt", target, "0s", "info",
-            "{{ $labels.district }} / {{ $labels.commune }}: {{ $values.B }} Mb/s < "
+            "{{ $labels.commune }} ({{ $labels.commune_code }}): {{ $values.B }} Mb/s < "
             + f"{tv[access]} Mb/s", uid))
     return {"apiVersion": 1, "groups": [
         {"orgId": 1, "name": ALERT_GROUP, "folder": ALERT_FOLDER, "interval": "5m",

@@ -2,9 +2,12 @@
 
 Dashboard queries use Grafana's macros: ``$timeFilter`` (the time picker's range),
 ``$__interval`` (bucket size for the panel's width) and the template variables
-``$district $commune $isp $access $probe`` as regex filters (``=~ /^$var$/``; "All" is
-``.*``). Alert rule queries use fixed relative windows (``now() - 24h``) instead, since
-alerting has no time picker and no variables.
+``$commune $isp $access $probe`` as regex filters (``=~ /^$var$/``; "All" is ``.*``).
+``$commune`` holds official unit codes (tag ``commune_code``; the official name is the
+option's text), so a unit's history includes its predecessors' months; there is no
+district variable: districts ended on 1 July 2025 and the old-district tables are
+limited to months before it. Alert rule queries use fixed relative windows
+(``now() - 24h``) instead, since alerting has no time picker and no variables.
 
 InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
 
@@ -16,8 +19,12 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
   subquery is the share.
 - IPv6 readiness and TSLCD reachability are the mean of the agent's 0/1 metrics
   ``ipv6_reachable`` / ``reachable`` (agent/methods/ipv6.py, reachability.py).
-- an outer ``WHERE time`` narrows the inner query's range too, so "silent for 30 min"
-  is a ``moving_average`` over 7 five-minute buckets (``fill(0)``) of a 7-day window.
+- a dead probe writes nothing, and a query over its results has no series for it once
+  its last result leaves the window ("no data" = OK in an alert). So whether a probe is
+  reporting comes from the ``registry`` measurement the collector writes every 5 minutes
+  for every registered probe (collector/core/registrymetrics.py): ``results_30m`` and
+  ``offline`` (last status offline), ``reporting = results_30m * (1 - offline)``.
+- InfluxQL has no joins: every measurement in a query stays its own series.
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
   silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
   collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/core/schema.py).
@@ -26,8 +33,16 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import UTC, date, datetime, time
 
-from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, influxql_string
+from collector.core.registrymetrics import REGISTRY
+from collector.core.schema import (
+    LINK_USAGE,
+    PROBE_STATUS,
+    RESULTS,
+    VIETNAM,
+    influxql_string,
+)
 from netmon.contract import (
     LATENCY_METHODS,
     THROUGHPUT_METHODS,
@@ -41,14 +56,22 @@ LOCAL_HOUR_FIELD = "local_hour"
 #: Speeds above this are rejected by the contract; the 0/1 trick needs x <= 1e6 * T.
 _INDICATOR_SCALE = 1_000_000
 
-#: Template variables: name -> tag key. Order = order on the dashboard.
-VARIABLES = ("district", "commune", "isp", "access", "probe")
+#: Template variables, in dashboard order.
+VARIABLES = ("commune", "isp", "access", "probe")
+#: The tag key each variable filters.
+VARIABLE_TAGS = {"commune": "commune_code", "isp": "isp", "access": "access", "probe": "probe"}
 #: Which variables can filter which measurement (tags it carries).
-_MEASUREMENT_TAGS = {
-    RESULTS: ("district", "commune", "isp", "access", "probe"),
-    PROBE_STATUS: ("district", "commune", "probe"),
-    LINK_USAGE: ("district", "commune", "isp", "access", "probe"),
+_MEASUREMENT_VARS = {
+    RESULTS: ("commune", "isp", "access", "probe"),
+    PROBE_STATUS: ("commune", "probe"),
+    LINK_USAGE: ("commune", "isp", "access", "probe"),
+    REGISTRY: ("commune", "probe"),
 }
+#: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
+#: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
+COMMUNE_VARIABLE_REGEX = "/^(?<value>[0-9]{5}) (?<text>.+)$/"
+#: A unit by its code and official name: how areas are grouped.
+UNIT = ("commune_code", "commune")
 
 TIME = "$timeFilter"
 OK = "\"status\" = 'ok'"
@@ -57,9 +80,8 @@ OK = "\"status\" = 'ok'"
 CLEAN = "\"cross_traffic\" = 0"
 
 #: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
-SILENT_BUCKET = "5m"
-SILENT_BUCKETS = 7
-SILENT_LOOKBACK = "7d"
+#: The ``registry`` points the probe-health queries read (written every 5 minutes).
+REGISTRY_WINDOW = "15m"
 
 
 def q(name: str) -> str:
@@ -78,7 +100,7 @@ def num(value: float) -> str:
 
 def var_filters(measurement: str = RESULTS) -> list[str]:
     """``"tag" =~ /^$tag$/`` for every template variable the measurement can be filtered by."""
-    return [f"{q(tag)} =~ /^${tag}$/" for tag in _MEASUREMENT_TAGS[measurement]]
+    return [f"{q(VARIABLE_TAGS[var])} =~ /^${var}$/" for var in _MEASUREMENT_VARS[measurement]]
 
 
 def methods(names: Sequence[str]) -> str:
@@ -126,11 +148,12 @@ def met_indicator(target_mbps: float, metric: str = "download_mbps") -> str:
     return f"ceil(floor({q(metric)} / {num(target_mbps)}) / {_INDICATOR_SCALE})"
 
 
-def share_meeting(access: str, target_mbps: float, group: Sequence[str] = ()) -> str:
+def share_meeting(access: str, target_mbps: float, group: Sequence[str] = (),
+                  extra: Sequence[str] = ()) -> str:
     """Percent of successful throughput tests whose download met the target."""
     by = f" GROUP BY {_group(group)}" if group else ""
     inner = (f"SELECT {met_indicator(target_mbps)} AS {q('met')} FROM {q(RESULTS)} "
-             f"{where(*_throughput(access), *var_filters(), TIME)}{by}")
+             f"{where(*_throughput(access), *var_filters(), TIME, *extra)}{by}")
     return f"SELECT mean({q('met')}) * 100 AS {q('share_pct')} FROM ({inner}){by}"
 
 
@@ -154,6 +177,23 @@ def area_table(access: str, group: Sequence[str]) -> str:
             f"{where(*_throughput(access), *var_filters(), TIME)} GROUP BY {_group(group)}")
 
 
+def before(day: date) -> str:
+    """``time < <local midnight of day>``: the months before a reorganisation took effect."""
+    start = datetime.combine(day, time(0), VIETNAM)
+    return f"time < {s(start.astimezone(UTC).isoformat().replace('+00:00', 'Z'))}"
+
+
+def legacy_area_table(access: str, effective: date) -> str:
+    """Median, p10 and tests per OLD district, for months before ``effective`` only
+    (the "before the reorganisation" view; the ``district`` tag is the site's old
+    district)."""
+    return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
+            f"percentile({q('download_mbps')}, 10) AS {q('p10_mbps')}, "
+            f"count({q('download_mbps')}) AS {q('tests')} FROM {q(RESULTS)} "
+            f"{where(*_throughput(access), *var_filters(), TIME, before(effective))} "
+            f"GROUP BY {q('district')}")
+
+
 def probe_map(access: str) -> str:
     """Median download per probe with its coordinates (for the geomap)."""
     return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
@@ -161,7 +201,7 @@ def probe_map(access: str) -> str:
             f"last({q('latitude')}) AS {q('latitude')}, "
             f"last({q('longitude')}) AS {q('longitude')} FROM {q(RESULTS)} "
             f"{where(*_throughput(access), *var_filters(), TIME)} "
-            f"GROUP BY {_group(('probe', 'commune'))}")
+            f"GROUP BY {_group(('probe', *UNIT))}")
 
 
 # ----------------------------------------------------------------- quality
@@ -224,7 +264,7 @@ def probe_table() -> str:
                      ("online", "clock_synced", "spool_depth", "spool_evicted",
                       "config_version", "agent_version"))
     return (f"SELECT {cols} FROM {q(PROBE_STATUS)} {where(*var_filters(PROBE_STATUS), TIME)} "
-            f"GROUP BY {_group(('probe', 'district', 'commune'))}")
+            f"GROUP BY {_group(('probe', *UNIT))}")
 
 
 def last_seen() -> str:
@@ -248,36 +288,40 @@ def data_budget() -> str:
             f"{where(*var_filters(LINK_USAGE), TIME)} GROUP BY {_group(('probe', 'link', 'isp'))}")
 
 
-def _recent_results(extra: Sequence[str]) -> str:
-    """Per probe: mean results per 5-min bucket over the last 30-35 min (0 = silent)."""
-    inner = (f"SELECT moving_average(count({q('duration_s')}), {SILENT_BUCKETS}) AS {q('ma')} "
-             f"FROM {q(RESULTS)} {where(*extra, f'time > now() - {SILENT_LOOKBACK}')} "
-             f"GROUP BY time({SILENT_BUCKET}), {q('probe')} fill(0)")
-    return f"SELECT last({q('ma')}) AS {q('recent')} FROM ({inner}) GROUP BY {q('probe')}"
+def _reporting(extra: Sequence[str]) -> str:
+    """Per registered probe (``registry`` points of the last 15 minutes): ``reporting`` =
+    results in the last 30 minutes, or 0 when its last status is offline."""
+    return (f"SELECT last({q('results_30m')}) * (1 - last({q('offline')})) AS {q('reporting')}, "
+            f"last({q('results_30m')}) AS {q('results_30m')}, "
+            f"last({q('offline')}) AS {q('offline')} FROM {q(REGISTRY)} "
+            f"{where(*extra, f'time > now() - {REGISTRY_WINDOW}')} "
+            f"GROUP BY {_group(('probe', *UNIT))}")
 
 
 def silent_probes() -> str:
-    """Probes with results in the last 7 days but none in the last 30 (to 35) minutes.
+    """Registered probes not reporting: no result in 30 minutes, or offline status.
 
     The window is fixed to "now", whatever the time picker says: silence is a now-thing.
+    A probe silent for weeks stays listed until it is removed from the registry.
     """
-    return (f"SELECT {q('recent')} FROM ({_recent_results(var_filters())}) "
-            f"WHERE {q('recent')} = 0 GROUP BY {q('probe')}")
+    return (f"SELECT {q('reporting')}, {q('results_30m')}, {q('offline')} "
+            f"FROM ({_reporting(var_filters(REGISTRY))}) "
+            f"WHERE {q('reporting')} = 0 GROUP BY {_group(('probe', *UNIT))}")
 
 
 # ----------------------------------------------------------------- alert rules
 
 
-def alert_silent() -> str:
-    """Alert: recent results per probe (fires when 0)."""
-    return _recent_results(())
+def alert_probe_down() -> str:
+    """Alert: ``reporting`` per registered probe (fires when 0: silent or offline)."""
+    return _reporting(())
 
 
 def alert_commune_median(access: str) -> str:
     """Alert: median download per commune over the last 24 hours."""
     return (f"SELECT median({q('download_mbps')}) FROM {q(RESULTS)} "
             f"{where(*_throughput(access), 'time > now() - 24h')} "
-            f"GROUP BY {_group(('district', 'commune'))}")
+            f"GROUP BY {_group(UNIT)}")
 
 
 def alert_loss() -> str:
@@ -293,11 +337,12 @@ def alert_spool_growth() -> str:
             f"FROM {q(PROBE_STATUS)} WHERE time > now() - 1h GROUP BY {q('probe')}")
 
 
-def variable_query(tag: str) -> str:
-    """``SHOW TAG VALUES`` for a variable, narrowed by the variables before it
-    (a commune list follows the chosen district; probes follow district and commune)."""
-    narrowing = {"commune": ("district",), "probe": ("district", "commune")}.get(tag, ())
-    sql = f"SHOW TAG VALUES FROM {q(RESULTS)} WITH KEY = {q(tag)}"
-    if narrowing:
-        sql += " " + where(*(f"{q(t)} =~ /^${t}$/" for t in narrowing))
+def variable_query(name: str) -> str:
+    """``SHOW TAG VALUES`` for a variable. The commune list comes from the ``registry``
+    points (``unit`` = code and name); probes follow the chosen communes."""
+    if name == "commune":
+        return f"SHOW TAG VALUES FROM {q(REGISTRY)} WITH KEY = {q('unit')}"
+    sql = f"SHOW TAG VALUES FROM {q(RESULTS)} WITH KEY = {q(VARIABLE_TAGS[name])}"
+    if name == "probe":
+        sql += " " + where(f"{q('commune_code')} =~ /^$commune$/")
     return sql

@@ -18,6 +18,8 @@ import pytest
 
 from collector.config import InfluxSettings
 from collector.core.influx import InfluxClient, Series
+from collector.core.registry import Registry
+from collector.core.registrymetrics import RegistryMetrics
 from collector.core.service import ingest
 from collector.dashboards.build import BuildConfig, build_all
 from collector.dashboards.files import ROOT
@@ -27,6 +29,8 @@ from tests.helpers import dashboards as H
 
 CFG = BuildConfig.from_config()
 DB = "netmon"
+#: Silent 2 hours, silent 10 days, last status offline; not the removed probe.
+NOT_REPORTING = {H.SILENT_PROBE, H.DEAD_PROBE, H.OFFLINE_PROBE}
 
 
 @pytest.fixture(scope="module")
@@ -34,9 +38,18 @@ def loaded(influxd_module: services.Service) -> Iterator[tuple[InfluxClient, H.D
     """influxd with the data set, written once for the module (loading takes seconds)."""
     url = f"http://{influxd_module.host}:{influxd_module.port}"
     ds = H.make_dataset()
-    report = ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB)
+    report = ingest([*ds.results, *ds.statuses, *ds.old, *ds.legacy], H.SITES, url,
+                    database=DB)
     assert not report.dead, report.dead[:3]
-    client = InfluxClient(InfluxSettings(url=url, database=DB))
+    settings = InfluxSettings(url=url, database=DB)
+    # The collector's registry points: half an hour ago every probe was registered; now
+    # the removed one is not (its last points leave the alert's 15-minute window).
+    RegistryMetrics(Registry.from_sites(H.SITES), settings).write_once(
+        ds.now - timedelta(minutes=30))
+    current = [s for s in H.SITES if s.probe_id != H.REMOVED_PROBE]
+    assert RegistryMetrics(Registry.from_sites(current), settings).write_once(ds.now) == \
+        len(current)
+    client = InfluxClient(settings)
     yield client, ds
     client.close()
 
@@ -63,9 +76,15 @@ def _window(ds: H.DataSet) -> tuple[int, int]:
     return int(ds.start.timestamp() * 1000) - 1, int(ds.now.timestamp() * 1000)
 
 
+def _legacy_window() -> tuple[int, int]:
+    return (int(H.LEGACY_START.timestamp() * 1000) - 1,
+            int(H.LEGACY_END.timestamp() * 1000))
+
+
 def _run(client: InfluxClient, query: str, ds: H.DataSet,
-         variables: dict[str, list[str] | None] | None = None) -> list[Series]:
-    start, end = _window(ds)
+         variables: dict[str, list[str] | None] | None = None,
+         window: tuple[int, int] | None = None) -> list[Series]:
+    start, end = window or _window(ds)
     sql = H.fake_grafana_interpolate(query, start, end, "1h", variables)
     return client.query(sql)[0]
 
@@ -75,6 +94,12 @@ def _panel(name: str, key: str) -> dict[str, Any]:
     dash = build_all(CFG, "vi")[name]
     pid = next(p.id for p in dash.data_panels() if p.key == key)
     return next(p for p in _committed("vi", name)["panels"] if p["id"] == pid)
+
+
+def _key(name: str, panel: dict[str, Any]) -> str:
+    """The builder's key of a committed panel (by id; same layout in every language)."""
+    dash = build_all(CFG, "vi")[name]
+    return next((p.key for p in dash.data_panels() if p.id == panel["id"]), "")
 
 
 def _value(series: list[Series], column: str | None = None) -> float:
@@ -89,11 +114,35 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
     assert len(queries) > 60
     empty = []
     for where, query in queries:
-        for variables in (None, {"district": ["Kỳ Anh"], "access": ["fixed", "mobile"]}):
+        for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
             series = _run(client, query, ds, variables)  # raises InfluxError on any error
             if not series and variables is None:
-                empty.append(where)
+                # The old-district tables show months before the reorganisation only.
+                legacy = _run(client, query, ds, None, _legacy_window())
+                if not legacy or "2025-06-30T17:00:00Z" not in query:
+                    empty.append(where)
     assert not empty, empty
+
+
+def test_commune_variable_is_code_with_official_name(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """The commune variable: value = official code (what panels filter commune_code on),
+    text = the official name from the reference data; no district variable."""
+    client, ds = loaded
+    for lang in ("vi", "en"):
+        variables = {v["name"]: v for v in _committed(lang, "overview")["templating"]["list"]}
+        assert list(variables) == ["commune", "isp", "access", "probe"]
+    var = variables["commune"]
+    values = [v[1] for v in _run(client, var["query"], ds)[0].values]
+    options = H.fake_grafana_variable_options(values, var["regex"])
+    assert sorted(options) == sorted({(s.commune, s.commune_code) for s in H.SITES})
+    assert ("Xã Kỳ Hoa", "18814") in options
+    # Chosen by code, the median panel sees both of Xã Kỳ Hoa's probes (two old units).
+    rows = H.throughput(ds, "fixed", ds.start, ds.now, commune_code="18814")
+    assert {r.probe_id for r, _s in rows} == {"ka-ubnd-01", "ka-school-02"}
+    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
+    assert _value(_run(client, query, ds, {"commune": ["18814"]})) == pytest.approx(
+        H.median(H.downloads(rows)), rel=1e-9)
 
 
 def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -> None:
@@ -101,13 +150,13 @@ def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -
     dash = _committed("vi", "overview")
     got = {}
     for var in dash["templating"]["list"]:
-        series = _run(client, var["query"], ds, {"district": ["Hương Khê"]})
+        series = _run(client, var["query"], ds, {"commune": ["18547", "18523"]})
         got[var["name"]] = sorted(v[1] for v in series[0].values)
-    assert got["district"] == ["Hương Khê", "Kỳ Anh"]
-    assert got["commune"] == ["Hương Trạch", "Phúc Đồng"]  # narrowed by the district
     assert got["access"] == ["fixed", "mobile"]
     assert got["isp"] == sorted({isp for links in H.LINKS.values() for _l, _a, isp, _b in links})
-    assert got["probe"] == sorted(s.probe_id for s in H.SITES if s.district == "Hương Khê")
+    # probes follow the chosen communes
+    assert got["probe"] == sorted(s.probe_id for s in H.SITES
+                                  if s.commune_code in ("18547", "18523"))
 
 
 @pytest.mark.parametrize("access", ["mobile", "fixed"])
@@ -124,11 +173,13 @@ def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
     assert 0 < share < 100  # the data set straddles the target
 
 
-def test_filtered_by_district_and_2030_share(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+def test_filtered_by_communes_and_2030_share(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
-    values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, district="Kỳ Anh"))
+    chosen = ("18814", "18790")
+    values = H.downloads([(r, s) for r, s in H.throughput(ds, "fixed", ds.start, ds.now)
+                          if s.commune_code in chosen])
     query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
-    got = _value(_run(client, query, ds, {"district": ["Kỳ Anh"]}))
+    got = _value(_run(client, query, ds, {"commune": list(chosen)}))
     assert got == pytest.approx(H.median(values), rel=1e-9)
     all_fixed = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now))
     query = _panel("overview", "overview.share_fixed_2030")["targets"][0]["query"]
@@ -148,19 +199,26 @@ def test_peak_hour_median(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     assert _value(_run(client, query, ds)) == pytest.approx(H.median(peak), rel=1e-9)
 
 
-def test_district_table_worst_first_numbers(loaded: tuple[InfluxClient, H.DataSet]) -> None:
+def test_legacy_district_table_only_before_the_reform(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """Old-district tables: June 2025 by the site's old district (Xã Kỳ Hoa's two probes
+    land in two old districts), and nothing for months after 1 July 2025."""
     client, ds = loaded
-    panel = _panel("where", "where.districts_fixed")
-    series = _run(client, panel["targets"][0]["query"], ds)
+    panel = _panel("where", "where.districts_legacy_fixed")
+    assert "2025" in panel["title"]
+    assert not _run(client, panel["targets"][0]["query"], ds)  # recent window: empty
+    window = _legacy_window()
+    series = _run(client, panel["targets"][0]["query"], ds, None, window)
     shares = {s.tags["district"]: s.rows()[0]["share_pct"]
-              for s in _run(client, panel["targets"][1]["query"], ds)}
-    assert {s.tags["district"] for s in series} == {"Kỳ Anh", "Hương Khê"}
+              for s in _run(client, panel["targets"][1]["query"], ds, None, window)}
+    assert {s.tags["district"] for s in series} == {
+        "Thị xã Kỳ Anh", "Huyện Kỳ Anh", "Huyện Hương Khê", "Thành phố Hà Tĩnh"}
     for s in series:
         district = s.tags["district"]
-        values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, district=district))
+        values = [r.metrics.download_mbps for r in ds.legacy if r.access == "fixed"
+                  and ds.site(r.probe_id).district == district]
         row = s.rows()[0]
         assert row["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
-        assert row["p10_mbps"] == pytest.approx(H.influx_percentile(values, 10))
         assert row["tests"] == len(values)
         assert shares[district] == pytest.approx(H.share_at_least(values, CFG.target("fixed")))
     assert panel["options"]["sortBy"] == [{"displayName": "Trung vị (Mb/s)", "desc": False}]
@@ -169,9 +227,13 @@ def test_district_table_worst_first_numbers(loaded: tuple[InfluxClient, H.DataSe
 def test_commune_table_and_map(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
     panel = _panel("where", "where.communes_mobile")
-    for s in _run(client, panel["targets"][0]["query"], ds):
+    series = _run(client, panel["targets"][0]["query"], ds)
+    assert {s.tags["commune_code"] for s in series} == {"18814", "18790", "18547"}
+    for s in series:
         values = H.downloads(H.throughput(ds, "mobile", ds.start, ds.now,
-                                          commune=s.tags["commune"]))
+                                          commune_code=s.tags["commune_code"]))
+        assert s.tags["commune"] == next(x.commune for x in H.SITES
+                                         if x.commune_code == s.tags["commune_code"])
         assert s.rows()[0]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
     geomap = _panel("where", "where.map")
     rows = {s.tags["probe"]: s.rows()[0] for s in _run(client, geomap["targets"][1]["query"], ds)}
@@ -201,7 +263,7 @@ def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
     series = _run(client, _panel("quality", key)["targets"][0]["query"], ds)
     got = {s.tags["commune"]: s.values[0][1:] for s in series}
     expected = {}
-    for commune in {s.commune for s in H.SITES}:
+    for commune in {s.commune for s in H.ACTIVE}:
         values = [r.metrics.values()[metric] for r in ds.results if r.method == method
                   and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()]
         expected[commune] = [100.0 * sum(values) / len(values), len(values)]
@@ -213,27 +275,27 @@ def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
     if method == "ipv6":
         broken = sum(1 for r in ds.results if r.method == "ipv6" and not r.ok
                      and r.error is not None and r.error.code == "tool_missing")
-        assert broken and got["Kỳ Hoa"][1] == sum(
+        assert broken and got["Xã Kỳ Hoa"][1] == sum(
             1 for r in ds.results if r.method == "ipv6"
-            and ds.site(r.probe_id).commune == "Kỳ Hoa") - broken
+            and ds.site(r.probe_id).commune == "Xã Kỳ Hoa") - broken
 
 
 def test_probe_health(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
-    reporting = {s.probe_id for s in H.SITES}
+    reporting = {s.probe_id for s in H.ACTIVE}
     online = _value(_run(client, _panel("probes", "probes.online")["targets"][0]["query"], ds))
     offline = _value(_run(client, _panel("probes", "probes.offline")["targets"][0]["query"], ds))
     unsynced = _value(_run(client, _panel("probes", "probes.unsynced")["targets"][0]["query"],
                            ds))
     assert (online, offline, unsynced) == (len(reporting) - 1, 1, 1)
     silent = _run(client, _panel("probes", "probes.silent")["targets"][0]["query"], ds)
-    assert {s.tags["probe"] for s in silent} == {H.SILENT_PROBE}
+    assert {s.tags["probe"] for s in silent} == NOT_REPORTING
     # The stat counts rows of the silent list in Grafana (reduce "count", table format
     # merges the per-probe series into one table): here the rows are counted directly.
     counter = _panel("probes", "probes.silent_count")
     assert counter["options"]["reduceOptions"]["calcs"] == ["count"]
     rows = sum(len(s.values) for s in _run(client, counter["targets"][0]["query"], ds))
-    assert rows == 1
+    assert rows == len(NOT_REPORTING)
     table = {s.tags["probe"]: s.rows()[0]
              for s in _run(client, _panel("probes", "probes.table")["targets"][0]["query"], ds)}
     assert table[H.OFFLINE_PROBE]["online"] == 0 and table[H.UNSYNCED_PROBE]["clock_synced"] == 0
@@ -264,19 +326,22 @@ def test_alert_rule_queries(loaded: tuple[InfluxClient, H.DataSet]) -> None:
                 out.add(s.tags[tag])
         return out
 
-    assert firing("netmon-probe-silent", "probe") == {H.SILENT_PROBE}
+    rule = rules["netmon-probe-silent"]
+    # No registry points at all (collector not writing them) must not read as "all fine".
+    assert rule["noDataState"] == "Alerting"
+    assert firing("netmon-probe-silent", "probe") == NOT_REPORTING
     assert firing("netmon-loss", "probe") == {H.LOSSY_PROBE}
     assert firing("netmon-spool-growing", "probe") == {H.SPOOL_PROBE}
     day = ds.now - timedelta(hours=24)
     for access in ("mobile", "fixed"):
         expected = set()
-        for commune in {s.commune for s in H.SITES}:
+        for code in {s.commune_code for s in H.SITES}:
             values = H.downloads(H.throughput(ds, access, day + timedelta(milliseconds=1),
-                                              ds.now, commune=commune))
+                                              ds.now, commune_code=code))
             if values and H.median(values) < CFG.target(access):
-                expected.add(commune)
+                expected.add(code)
         assert expected, access
-        assert firing(f"netmon-commune-below-{access}", "commune") == expected
+        assert firing(f"netmon-commune-below-{access}", "commune_code") == expected
 
 
 
@@ -301,8 +366,10 @@ def test_transformations_overrides_and_map_fields_exist(
             if panel["type"] == "row":
                 continue
             cols: set[str] = set()
+            # Old-district tables hold data only for months before the reorganisation.
+            window = _legacy_window() if "districts_legacy" in _key(name, panel) else None
             for target in panel["targets"]:
-                cols |= _frame_columns(_run(client, target["query"], ds),
+                cols |= _frame_columns(_run(client, target["query"], ds, None, window),
                                        target["resultFormat"])
             where = f"{lang}/{name}/{panel['title']}"
             final = set(cols)

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from collector.core.registry import sites_from_rows
 from collector.core.schema import Site
 from netmon.contract import ErrorInfo, LinkStatus, Metrics, ResultMessage, StatusMessage
 
@@ -19,24 +20,52 @@ VN = ZoneInfo("Asia/Ho_Chi_Minh")
 THROUGHPUT = ("iperf3", "speedtest", "http")
 LATENCY = ("icmp", "tcp", "dns", "http_latency")
 
-SITES = [
-    Site("ka-ubnd-01", "UBND xã Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.07, 106.29, "commune_office"),
-    Site("ka-school-02", "Trường TH Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.08, 106.30, "school"),
-    Site("ka-ubnd-03", "UBND xã Kỳ Thư", "Kỳ Thư", "Kỳ Anh", 18.10, 106.25, "commune_office"),
-    Site("hk-ubnd-01", "UBND xã Hương Trạch", "Hương Trạch", "Hương Khê", 18.18, 105.70,
+
+def _sites(rows: list[dict[str, object]]) -> list[Site]:
+    """Sites through the real registry: names and old districts from the reference data."""
+    table = sites_from_rows([(f"site[{i}]", r) for i, r in enumerate(rows)])
+    return [table[str(r["probe_id"])] for r in rows]
+
+
+def _row(probe: str, name: str, code: str, legacy: str, lat: float, lon: float,
+         kind: str) -> dict[str, object]:
+    return {"probe_id": probe, "name": name, "commune_code": code,
+            "legacy_commune_code": legacy, "latitude": lat, "longitude": lon,
+            "site_type": kind}
+
+
+#: On the map of 1 July 2025: two probes of Xã Kỳ Hoa (18814) came from two old units in
+#: two old districts (Xã Kỳ Hoa, Thị xã Kỳ Anh; Xã Kỳ Tân, Huyện Kỳ Anh).
+SITES = _sites([
+    _row("ka-ubnd-01", "UBND xã Kỳ Hoa", "18814", "18829", 18.07, 106.29, "commune_office"),
+    _row("ka-school-02", "Trường TH Kỳ Tân", "18814", "18814", 18.08, 106.30, "school"),
+    _row("ka-ubnd-03", "UBND xã Kỳ Khang (Kỳ Thư cũ)", "18790", "18805", 18.10, 106.25,
          "commune_office"),
-    Site("hk-health-02", "Trạm y tế Hương Trạch", "Hương Trạch", "Hương Khê", 18.19, 105.71,
+    _row("hk-ubnd-01", "UBND xã Phúc Trạch (Hương Trạch cũ)", "18547", "18553", 18.18, 105.70,
+         "commune_office"),
+    _row("hk-health-02", "Trạm y tế Phúc Trạch", "18547", "18547", 18.19, 105.71,
          "health_station"),
     #: Stops reporting two hours before "now": the silent probe.
-    Site("hk-silent-03", "UBND xã Phúc Đồng", "Phúc Đồng", "Hương Khê", 18.22, 105.66,
+    _row("hk-silent-03", "UBND xã Hương Bình (Phúc Đồng cũ)", "18523", "18514", 18.22, 105.66,
          "commune_office"),
-]
+    #: Sent its last result and status 10 days ago; still in the registry.
+    _row("hk-dead-04", "UBND xã Hương Khê", "18496", "18496", 18.17, 105.71, "commune_office"),
+    #: Silent for an hour, then removed from the registry: must stop alerting.
+    _row("ht-removed-05", "Trường THCS Thành Sen", "18073", "18073", 18.34, 105.90, "school"),
+])
 SILENT_PROBE = "hk-silent-03"
-OFFLINE_PROBE = "hk-health-02"      # last status: offline
+DEAD_PROBE = "hk-dead-04"
+REMOVED_PROBE = "ht-removed-05"
+OFFLINE_PROBE = "hk-health-02"      # last status: offline (the retained last will)
 UNSYNCED_PROBE = "ka-school-02"     # last status: clock not synced
 LOSSY_PROBE = "ka-ubnd-03"          # 5 % loss in the last 40 minutes
 SPOOL_PROBE = "hk-ubnd-01"          # spool growing in the last hour
-UNREACHABLE_COMMUNE = "Kỳ Thư"      # every third TSLCD test fails
+UNREACHABLE_COMMUNE = "Xã Kỳ Khang"  # every third TSLCD test fails
+#: Probes with data in the 48-hour window (the dead one's is 10 days old).
+ACTIVE = [s for s in SITES if s.probe_id != DEAD_PROBE]
+#: Pre-reform data: June 2025, for the old-district view.
+LEGACY_START = datetime(2025, 6, 10, tzinfo=UTC)
+LEGACY_END = datetime(2025, 6, 13, tzinfo=UTC)
 #: (link, access, isp, base download Mb/s) per probe; speeds spread around the base.
 LINKS = {
     "ka-ubnd-01": [("fibre", "fixed", "VNPT", 180.0), ("mobile", "mobile", "Viettel", 80.0)],
@@ -45,6 +74,8 @@ LINKS = {
     "hk-ubnd-01": [("fibre", "fixed", "VNPT", 160.0), ("mobile", "mobile", "Viettel", 72.0)],
     "hk-health-02": [("mobile", "mobile", "MobiFone", 50.0)],
     "hk-silent-03": [("fibre", "fixed", "VNPT", 1100.0)],
+    "hk-dead-04": [("fibre", "fixed", "VNPT", 90.0)],
+    "ht-removed-05": [("fibre", "fixed", "FPT", 200.0)],
 }
 STEP = timedelta(minutes=20)
 HOURS = 48
@@ -57,6 +88,10 @@ class DataSet:
     now: datetime
     results: list[ResultMessage] = field(default_factory=list)
     statuses: list[StatusMessage] = field(default_factory=list)
+    #: Outside the 48-hour window: the dead probe's last messages (10 days ago) and
+    #: June 2025 throughput tests (before the reorganisation).
+    old: list[ResultMessage | StatusMessage] = field(default_factory=list)
+    legacy: list[ResultMessage] = field(default_factory=list)
 
     @property
     def start(self) -> datetime:
@@ -69,7 +104,8 @@ class DataSet:
 
 
 def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
-    """48 hours of results every 20 minutes per link, statuses every 20 minutes."""
+    """48 hours of results every 20 minutes per link, statuses every 20 minutes; the
+    dead probe's last hour 10 days ago; three days of June 2025."""
     rng = random.Random(seed)
     now = (now or datetime.now(UTC)).replace(microsecond=0)
     ds = DataSet(now)
@@ -77,9 +113,11 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
     t = start
     i = 0
     while t <= now - timedelta(minutes=1):
-        for site in SITES:
+        for site in ACTIVE:
             probe = site.probe_id
             if probe == SILENT_PROBE and t > now - timedelta(hours=2):
+                continue
+            if probe == REMOVED_PROBE and t > now - timedelta(hours=1):
                 continue
             for link, access, isp, base in LINKS[probe]:
                 common = {"probe_id": probe, "link": link, "access": access, "isp": isp,
@@ -141,6 +179,27 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
                             for ln, a, isp, _b in LINKS[probe])))
         t += STEP
         i += 1
+    dead_at = now - timedelta(days=10)
+    for k in range(3):
+        at = dead_at - timedelta(minutes=20 * k)
+        ds.old.append(ResultMessage(
+            method="iperf3", target="mlab-hn", started_at=at, probe_id=DEAD_PROBE,
+            link="fibre", access="fixed", isp="VNPT", agent_version="0.1.0", duration_s=10.0,
+            metrics=Metrics(download_mbps=90.0, upload_mbps=30.0)))
+        ds.old.append(StatusMessage(probe_id=DEAD_PROBE, at=at, agent_version="0.1.0",
+                                    state="online", spool_depth=0, clock_synced=True))
+    t, n = LEGACY_START, 0
+    while t < LEGACY_END:
+        for site in ACTIVE:
+            for link, access, isp, base in LINKS[site.probe_id]:
+                down = round(max(0.5, rng.gauss(base * 0.8, base * 0.2)), 3)
+                ds.legacy.append(ResultMessage(
+                    method=THROUGHPUT[n % 3], target="mlab-hn", started_at=t,
+                    probe_id=site.probe_id, link=link, access=access, isp=isp,
+                    agent_version="0.1.0", duration_s=10.0,
+                    metrics=Metrics(download_mbps=down, upload_mbps=round(down / 3, 3))))
+        t += timedelta(hours=2)
+        n += 1
     return ds
 
 
@@ -168,7 +227,7 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
     out = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
     out = out.replace("$__interval", interval)
     out = out.replace("$__from", str(start_ms)).replace("$__to", str(end_ms))
-    for name in ("district", "commune", "isp", "access", "probe"):
+    for name in ("commune", "isp", "access", "probe"):
         values = variables.get(name)
         if not values:
             rendered = ".*"
@@ -179,6 +238,22 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
         out = out.replace(f"${name}", rendered)
     leftover = re.findall(r"\$\w+", out)
     assert not leftover, f"uninterpolated macros {leftover} in {out}"
+    return out
+
+
+def fake_grafana_variable_options(values: list[str], regex: str) -> list[tuple[str, str]]:
+    """FAKE of Grafana's variable regex: ``(text, value)`` per option; named groups
+    ``text``/``value`` (JavaScript ``(?<name>``) split a string, else it is both."""
+    if not regex:
+        return [(v, v) for v in values]
+    pattern = re.compile(regex.strip("/").replace("(?<", "(?P<"))
+    out = []
+    for v in values:
+        m = pattern.search(v)
+        if m:
+            groups = m.groupdict()
+            value = groups.get("value") or groups.get("text") or v
+            out.append((groups.get("text") or value, value))
     return out
 
 
