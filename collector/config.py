@@ -94,10 +94,46 @@ class RegistrySettings(_Section):
 
 
 class DeadLetterSettings(_Section):
-    """Where rejected messages go."""
+    """Where rejected messages go, and how much of them is kept.
+
+    When a probe's records pass ``max_bytes_per_probe`` or the file passes
+    ``max_bytes_total``, the oldest records (that probe's, or anyone's) are rotated out
+    down to 90 % of the cap, counted in self-metrics as ``dead_rotated``.
+    """
 
     path: Path = Path("dead-letters.jsonl")
     publish: bool = True
+    max_bytes_per_probe: int = Field(8 * 1024 * 1024, ge=4096)
+    max_bytes_total: int = Field(256 * 1024 * 1024, ge=4096)
+
+    @model_validator(mode="after")
+    def _caps_order(self) -> DeadLetterSettings:
+        if self.max_bytes_per_probe > self.max_bytes_total:
+            raise ValueError("max_bytes_per_probe must not exceed max_bytes_total")
+        return self
+
+
+#: ISPs of Hà Tĩnh's fixed and mobile networks; another value is stored but counted
+#: (self-metrics ``unknown_isp``), since a typo makes a new series on every dashboard.
+KNOWN_ISPS = ("VNPT", "Viettel", "FPT", "MobiFone", "Vietnamobile", "CMC", "SCTV",
+              "NetNam", "Gmobile", "iTel", "Wintel")
+
+
+class IntegritySettings(_Section):
+    """What keeps one message from spoiling the data (docs/protocol.md, "Limits").
+
+    ``index_path``: the SQLite index of stored results (result id -> content digest)
+    that dead-letters a second, different message with an id already stored
+    (``conflict``), and the per-probe, per-UTC-day sets of ``isp`` and ``target`` values
+    behind ``max_isps_per_day`` / ``max_targets_per_day`` (excess: ``cardinality``).
+    Entries older than ``index_max_age_days`` (by the result's ``started_at``) are pruned.
+    """
+
+    index_path: Path = Path("state/result-index.sqlite")
+    index_max_age_days: int = Field(400, ge=1, le=36500)
+    max_isps_per_day: int = Field(8, ge=1, le=10_000)
+    max_targets_per_day: int = Field(64, ge=1, le=100_000)
+    known_isps: list[str] = Field(default_factory=lambda: list(KNOWN_ISPS))
 
 
 class Targets(_Section):
@@ -115,14 +151,25 @@ class Targets(_Section):
 class BulletinSettings(_Section):
     """The monthly bulletin."""
 
-    min_tests: int = Field(30, ge=1, description="below this a commune is 'insufficient data'")
+    #: A unit (province, commune/ward, ISP ...) is rated only with at least ``min_tests``
+    #: valid tests and ``min_probe_days`` probe-days (distinct probe x local day with a
+    #: valid test) in the month; defaults justified in docs/methodology.md.
+    min_tests: int = Field(30, ge=1, description="below this a unit is 'insufficient data'")
+    min_probe_days: int = Field(10, ge=1, description="below this a unit is 'insufficient "
+                                "data' (probe-days with a valid test)")
+    #: i-Speed reference medians entered by the NOC (TOML, ``[[median]]`` rows with a
+    #: ``source``); None: no reference row. Relative to the config file.
+    reference_file: Path | None = None
     language: Literal["vi", "en"] = "vi"
     province: str = "Hà Tĩnh"
     timezone: str = "Asia/Ho_Chi_Minh"
     peak_start_hour: int = Field(19, ge=0, le=23)
     peak_end_hour: int = Field(23, ge=1, le=24)
+    #: Throughput tests a day per link, only for links whose agent never reported
+    #: ``expected_runs_per_day`` in its status (agents before that field).
     expected_tests_per_day: float = Field(24.0, gt=0,
-                                          description="per link, for probe availability")
+                                          description="per link that never reported its "
+                                          "plan, for probe availability")
 
     @model_validator(mode="after")
     def _peak_order(self) -> BulletinSettings:
@@ -139,6 +186,7 @@ class CollectorConfig(BaseSettings):
     writer: WriterSettings = WriterSettings()
     registry: RegistrySettings = RegistrySettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
+    integrity: IntegritySettings = IntegritySettings()
     targets: Targets = Targets()
     bulletin: BulletinSettings = BulletinSettings()
 
@@ -155,6 +203,9 @@ def load(path: Path | None) -> CollectorConfig:
         if cfg.registry.units_file is not None:
             cfg.registry.units_file = _resolve(base, cfg.registry.units_file)
         cfg.dead_letters.path = _resolve(base, cfg.dead_letters.path)
+        cfg.integrity.index_path = _resolve(base, cfg.integrity.index_path)
+        if cfg.bulletin.reference_file is not None:
+            cfg.bulletin.reference_file = _resolve(base, cfg.bulletin.reference_file)
     return cfg
 
 

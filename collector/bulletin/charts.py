@@ -183,6 +183,8 @@ def render_all(rep: Report, lang: Lang, out: Path) -> dict[str, str]:
     # Every text object picks its font when created, so set it for the whole drawing.
     with rc_context({"font.family": [vietnamese_font()], "font.size": 9,
                      "svg.fonttype": "none"}):
-        return {"distribution": distribution(rep, lang, out),
-                "districts": districts(rep, lang, out),
-                "trend": trend(rep, lang, out)}
+        files = {"distribution": distribution(rep, lang, out),
+                 "trend": trend(rep, lang, out)}
+        if rep.districts:  # the legacy view only: no district level after the reform
+            files["districts"] = districts(rep, lang, out)
+        return files

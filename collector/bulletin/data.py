@@ -17,7 +17,8 @@ import ipaddress
 import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo
 
@@ -25,17 +26,26 @@ import numpy as np
 from numpy.typing import NDArray
 
 from collector.core.influx import InfluxClient
-from collector.core.schema import RESULTS, influxql_string, nfc
+from collector.core.schema import LINK_USAGE, RESULTS, Site, influxql_string, nfc
 from netmon.contract import (
     THROUGHPUT_METHODS,
 )
 from netmon.errors import EXIT_INPUT, NetmonError
 
+if TYPE_CHECKING:
+    from collector.core.registry import Registry
+    from collector.core.units import UnitMap
+
 THROUGHPUT_FIELDS: tuple[str, ...] = ("download_mbps", "upload_mbps", "loaded_rtt_ms",
                                       "idle_rtt_ms")
 LATENCY_FIELDS: tuple[str, ...] = ("rtt_ms", "jitter_ms", "loss_pct")
-#: Tags that identify one line (a probe's link) and where it stands.
-LINE_TAGS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune", "district")
+#: Tags read to identify one line (a probe's link) and where it stands.
+LINE_TAGS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune_code", "commune",
+                              "district")
+#: A line's attributes once placed on the current map (:class:`Placement`): the unit's
+#: code and name, the old district and the old commune (for the legacy view).
+LINE_KEYS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune_code", "commune",
+                              "district", "old_commune")
 
 _MONTH_RE = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 
@@ -97,6 +107,68 @@ class Month:
         return (self.end().date() - self.start().date()).days
 
 
+class Placement:
+    """Where a result stands on the current map, from its tags or, failing those, the registry.
+
+    Results written since the collector tags ``commune_code`` carry their unit; older ones
+    (no such tag) are placed by probe id through the site registry, with the entry in force
+    at ``at_ms`` (the start of the slice being read: a local day for the month's figures, so
+    a registry change, dated to a local midnight, is honoured exactly). An untagged result
+    of a probe the registry does not know keeps its old names and no code.
+    """
+
+    def __init__(self, units: UnitMap, registry: Registry | None = None) -> None:
+        self.units = units
+        self.registry = registry
+        self._cache: dict[tuple[tuple[str, ...], int], tuple[str, ...]] = {}
+
+    def site(self, probe: str, at_ms: int) -> Site | None:
+        """The registry's site of ``probe`` at ``at_ms`` (None: unknown or no registry)."""
+        if self.registry is None:
+            return None
+        return self.registry.get(probe, datetime.fromtimestamp(at_ms / 1000, UTC))
+
+    def key(self, tags: dict[str, str], at_ms: int) -> tuple[str, ...]:
+        """The :data:`LINE_KEYS` tuple for a series' tags."""
+        raw = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
+        ck = (raw, at_ms)
+        found = self._cache.get(ck)
+        if found is not None:
+            return found
+        probe, link, access, isp, code, commune, district = raw
+        site = self.site(probe, at_ms)
+        old_commune = ""
+        if site is not None and site.legacy_commune_code:
+            old = self.units.old_units.get(site.legacy_commune_code)
+            old_commune = old.name if old else ""
+        if not code:
+            if site is not None and site.commune_code:
+                # The registry's placement replaces the names the result was written with.
+                if not old_commune:
+                    old_commune = commune
+                code, district = site.commune_code, site.district or district
+            else:
+                old_commune = commune
+        elif site is None or site.commune_code != code:
+            old_commune = ""  # the registry no longer vouches for this line's old unit
+        unit = self.units.get(code) if code else None
+        name = unit.name if unit is not None else (commune if code else "")
+        found = self._cache[ck] = (probe, link, access, isp, code, name, district, old_commune)
+        return found
+
+    def probes_by_unit(self, at_ms: int) -> dict[str, set[str]]:
+        """Unit code -> probes the registry places there at ``at_ms``."""
+        out: dict[str, set[str]] = {}
+        if self.registry is None:
+            return out
+        when = datetime.fromtimestamp(at_ms / 1000, UTC)
+        for site in self.registry.sites():
+            placed = self.registry.get(site.probe_id, when)
+            if placed is not None and placed.commune_code:
+                out.setdefault(placed.commune_code, set()).add(site.probe_id)
+        return out
+
+
 def _is_loopback(client: InfluxClient) -> bool:
     """True when InfluxDB is on this host, where compressing the answer only costs CPU."""
     host = (urlsplit(client.settings.url).hostname or "").lower()
@@ -120,7 +192,7 @@ class Lines:
     index: dict[tuple[str, ...], int] = field(default_factory=dict)
 
     def id_for(self, key: tuple[str, ...]) -> int:
-        """The line id for a tag tuple (``LINE_TAGS`` order), adding it if new."""
+        """The line id for an attribute tuple (``LINE_KEYS`` order), adding it if new."""
         found = self.index.get(key)
         if found is None:
             found = self.index[key] = len(self.keys)
@@ -128,8 +200,8 @@ class Lines:
         return found
 
     def column(self, tag: str) -> list[str]:
-        """One tag's value for every line."""
-        i = LINE_TAGS.index(tag)
+        """One attribute (:data:`LINE_KEYS`) for every line."""
+        i = LINE_KEYS.index(tag)
         return [k[i] for k in self.keys]
 
     def __len__(self) -> int:
@@ -159,9 +231,10 @@ class Tests:
 
 
 def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple[str, ...],
-                fields: tuple[str, ...], lines: Lines, chunk_ms: int = 86_400_000,
-                workers: int = 3) -> Tests:
-    """Every result of ``methods`` in [start_ms, end_ms), read in ``chunk_ms`` slices.
+                fields: tuple[str, ...], lines: Lines, place: Placement,
+                chunk_ms: int = 86_400_000, workers: int = 3) -> Tests:
+    """Every result of ``methods`` in [start_ms, end_ms), read in ``chunk_ms`` slices,
+    each series placed on the current map by ``place`` as of its slice's start.
 
     Failed tests are included (``ok`` False) so they can be counted; ``cross`` marks tests
     flagged for cross-traffic on the line. ``workers`` slices are in flight at once: while
@@ -178,18 +251,18 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
 
     n_cols = 1 + len(fields)
 
-    def one(b: tuple[int, int]) -> tuple[list[tuple[dict[str, str], int]],
+    def one(b: tuple[int, int]) -> tuple[int, list[tuple[dict[str, str], int]],
                                          NDArray[np.float64] | None]:
-        """One slice: (series tags and lengths, all its rows as one float array)."""
+        """One slice: (its start, series tags and lengths, all its rows as one array)."""
         q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
              f'AND {_method_filter(methods)} GROUP BY {group}')
         series = [s for s in client.query(q, compressed=not _is_loopback(client))[0]
                   if s.values]
         if not series:
-            return [], None
+            return b[0], [], None
         # One conversion per slice: None (field absent) becomes NaN.
         arr = np.array([row for s in series for row in s.values], dtype=np.float64)
-        return [(s.tags, len(s.values)) for s in series], arr.reshape(-1, 1 + n_cols)
+        return b[0], [(s.tags, len(s.values)) for s in series], arr.reshape(-1, 1 + n_cols)
 
     # Per-slice columns in their final dtypes: the month is never held twice in float64.
     t_parts: list[NDArray[np.int64]] = []
@@ -198,15 +271,14 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
     cross_parts: list[NDArray[np.bool_]] = []
     val_parts: dict[str, list[NDArray[np.float64]]] = {f: [] for f in fields}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for meta, arr in pool.map(one, bounds):  # map() yields in submission (time) order
+        for b0, meta, arr in pool.map(one, bounds):  # map() yields in (time) order
             if arr is None:
                 continue
             line_ids = np.empty(arr.shape[0], dtype=np.int32)
             ok = np.empty(arr.shape[0], dtype=bool)
             pos = 0
             for tags, n in meta:
-                key = tuple(nfc(tags.get(t, "")) for t in LINE_TAGS)
-                line_ids[pos:pos + n] = lines.id_for(key)
+                line_ids[pos:pos + n] = lines.id_for(place.key(tags, b0))
                 ok[pos:pos + n] = tags.get("status") == "ok"
                 pos += n
             t_parts.append(arr[:, 0].astype(np.int64))
@@ -228,10 +300,11 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
 
 @dataclass
 class CommuneCount:
-    """Server-side counts of one method's results for one commune."""
+    """Server-side counts of one method's results for one unit (current map)."""
 
-    district: str
+    commune_code: str
     commune: str
+    district: str = ""
     ok: int = 0
     failed: int = 0
     targets: set[str] = field(default_factory=set)
@@ -239,17 +312,23 @@ class CommuneCount:
 
 
 def fetch_commune_counts(client: InfluxClient, start_ms: int, end_ms: int,
-                         method: str) -> list[CommuneCount]:
-    """Per commune: how many ``method`` tests succeeded and failed (counted by InfluxDB)."""
+                         method: str, place: Placement) -> list[CommuneCount]:
+    """Per unit: how many ``method`` tests succeeded and failed (counted by InfluxDB).
+
+    Grouped by probe too, so untagged (older) results are placed by ``place`` (the
+    registry entry in force at ``start_ms``); counts add up across probes.
+    """
     q = (f'SELECT count("duration_s") AS n, median("rtt_ms") AS rtt FROM "{RESULTS}" '
          f'WHERE time >= {start_ms}ms AND time < {end_ms}ms '
          f'AND "method" = {influxql_string(method)} '
-         f'GROUP BY "district", "commune", "status", "target"')
+         f'GROUP BY {", ".join(f"{chr(34)}{t}{chr(34)}" for t in LINE_TAGS)}, "status", '
+         f'"target"')
     out: dict[tuple[str, str], CommuneCount] = {}
     for series in client.query(q)[0]:
         tags = series.tags
-        key = (nfc(tags.get("district", "")), nfc(tags.get("commune", "")))
-        cc = out.setdefault(key, CommuneCount(*key))
+        k = place.key(tags, start_ms)
+        code, name, district = k[4], k[5], k[6]
+        cc = out.setdefault((code, name), CommuneCount(code, name, district))
         row = series.rows()[0] if series.values else {}
         n = int(row.get("n") or 0)
         if tags.get("status") == "ok":
@@ -262,7 +341,7 @@ def fetch_commune_counts(client: InfluxClient, start_ms: int, end_ms: int,
             cc.failed += n
         if tags.get("target"):
             cc.targets.add(tags["target"])
-    return sorted(out.values(), key=lambda c: (c.district, c.commune))
+    return sorted(out.values(), key=lambda c: (c.commune_code, c.commune))
 
 
 @dataclass
@@ -313,3 +392,161 @@ def fetch_trend(client: InfluxClient, months: list[Month],
 
 def _f(v: object) -> float | None:
     return None if v is None else float(v)  # type: ignore[arg-type]
+
+
+@dataclass
+class UnitTrendPoint:
+    """One unit's median download for one month and access type (computed by InfluxDB)."""
+
+    month: str
+    commune_code: str
+    access: str
+    download_median: float | None
+    download_tests: int
+
+
+def _valid_tput_where(a: int, b: int) -> str:
+    return (f"time >= {a}ms AND time < {b}ms AND \"status\" = 'ok' "
+            f'AND "cross_traffic" = 0 AND {_method_filter(THROUGHPUT_METHODS)}')
+
+
+def fetch_unit_trend(client: InfluxClient, months: list[Month], place: Placement
+                     ) -> list[UnitTrendPoint]:
+    """Each unit's median download per access type and month, by InfluxDB's ``median()``.
+
+    Results tagged with ``commune_code`` are grouped by it (one statement a month). A month
+    that also holds untagged (older) results gets, for each unit the registry places one
+    of those probes in (entry in force at the month's start), one statement over the
+    unit's tagged results *and* its untagged probes' results, so a 2026 unit's trend
+    includes its predecessors' months exactly (medians do not add up: one set per unit).
+    """
+    if not months:
+        return []
+    probe_q = [f'SELECT count("download_mbps") AS n FROM "{RESULTS}" WHERE '
+               f'{_valid_tput_where(*m.bounds_ms())} AND "commune_code" = \'\' GROUP BY "probe"'
+               for m in months]
+    untagged: list[set[str]] = [{s.tags.get("probe", "") for s in res if s.values}
+                                for res in client.query(";\n".join(probe_q))]
+    stmts: list[str] = []
+    plan: list[tuple[Month, str | None]] = []  # (month, None: grouped by code | unit code)
+    sel = 'median("download_mbps") AS dl, count("download_mbps") AS n'
+    for m, probes in zip(months, untagged, strict=True):
+        a, b = m.bounds_ms()
+        stmts.append(f'SELECT {sel} FROM "{RESULTS}" WHERE {_valid_tput_where(a, b)} '
+                     f'AND "commune_code" != \'\' GROUP BY "commune_code", "access"')
+        plan.append((m, None))
+        if not probes:
+            continue
+        for code, unit_probes in sorted(place.probes_by_unit(a).items()):
+            mine = sorted(unit_probes & probes)
+            if not mine:
+                continue
+            who = " OR ".join(f'"probe" = {influxql_string(p)}' for p in mine)
+            stmts.append(f'SELECT {sel} FROM "{RESULTS}" WHERE {_valid_tput_where(a, b)} AND '
+                         f'("commune_code" = {influxql_string(code)} OR '
+                         f'("commune_code" = \'\' AND ({who}))) GROUP BY "access"')
+            plan.append((m, code))
+    results = client.query(";\n".join(stmts))
+    out: dict[tuple[str, str, str], UnitTrendPoint] = {}
+    for (m, ucode), series_list in zip(plan, results, strict=True):
+        for s in series_list:
+            row = s.rows()[0]
+            c = ucode or nfc(s.tags.get("commune_code", ""))
+            # A unit's combined statement replaces its tagged-only figure of that month.
+            if ucode is None and (m.label, c, s.tags.get("access", "")) in out:
+                continue
+            out[(m.label, c, s.tags.get("access", ""))] = UnitTrendPoint(
+                m.label, c, s.tags.get("access", ""), _f(row.get("dl")), int(row.get("n") or 0))
+    return list(out.values())
+
+
+@dataclass
+class LineActivity:
+    """One line's results of every method in the month, and its planned runs per day."""
+
+    probe: str
+    link: str
+    commune_code: str = ""
+    district: str = ""
+    results: int = 0
+    first_ms: int | None = None
+    #: Per local day of the month: the runs/day the agent reported (NaN: none known).
+    expected_per_day: NDArray[np.float64] | None = None
+
+
+def fetch_activity(client: InfluxClient, month: Month, place: Placement
+                   ) -> dict[tuple[str, str], LineActivity]:
+    """Per (probe, link): results of every method in the month (count and first time) and
+    the ``expected_runs_per_day`` its agent reported (``link_usage``), per local day.
+
+    A day without a report takes the latest earlier report (before the month included),
+    days before a link's first report ever take its first one; a link that never reported
+    has no ``expected_per_day`` (the bulletin falls back to its configured rate).
+    """
+    a, b = month.bounds_ms()
+    off = month.start().utcoffset()
+    # Day buckets that start at local midnight: InfluxDB's buckets start at UTC midnight
+    # plus the offset given in GROUP BY time(1d, <offset>).
+    off_min = (-int(off.total_seconds()) // 60 if off else 0) % 1440
+    stmts = [
+        f'SELECT count("duration_s") AS n FROM "{RESULTS}" WHERE time >= {a}ms AND '
+        f'time < {b}ms GROUP BY "probe", "link", "commune_code", "district"',
+        f'SELECT first("duration_s") AS f FROM "{RESULTS}" WHERE time >= {a}ms AND '
+        f'time < {b}ms GROUP BY "probe", "link"',
+        f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time < {a}ms '
+        f'GROUP BY "probe", "link"',
+        f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {a}ms '
+        f'AND time < {b}ms GROUP BY time(1d, {off_min}m), "probe", "link" fill(none)',
+        f'SELECT first("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {b}ms '
+        f'GROUP BY "probe", "link"',
+    ]
+    counts, firsts, before, during, after = client.query(";\n".join(stmts))
+    out: dict[tuple[str, str], LineActivity] = {}
+
+    def get(tags: dict[str, str]) -> LineActivity:
+        k = (nfc(tags.get("probe", "")), nfc(tags.get("link", "")))
+        if k not in out:
+            out[k] = LineActivity(*k)
+        return out[k]
+
+    for s in counts:
+        act = get(s.tags)
+        placed = place.key(s.tags, a)
+        act.commune_code, act.district = placed[4], placed[6]
+        act.results += int(s.rows()[0].get("n") or 0) if s.values else 0
+    for s in firsts:
+        if s.values:
+            get(s.tags).first_ms = int(s.values[0][0])
+    n_days = month.days()
+    carry: dict[tuple[str, str], float] = {}
+    for s in before:
+        if s.values and s.values[0][1] is not None:
+            act = get(s.tags)
+            carry[(act.probe, act.link)] = float(s.values[0][1])
+    day_vals: dict[tuple[str, str], dict[int, float]] = {}
+    day_ms = 86_400_000
+    for s in during:
+        for t_ms, r in s.values:
+            if r is None:
+                continue
+            act = get(s.tags)
+            day = (int(t_ms) - a) // day_ms
+            if 0 <= day < n_days:
+                day_vals.setdefault((act.probe, act.link), {})[day] = float(r)
+    later: dict[tuple[str, str], float] = {}
+    for s in after:
+        if s.values and s.values[0][1] is not None:
+            act = get(s.tags)
+            later[(act.probe, act.link)] = float(s.values[0][1])
+    for k, act in out.items():
+        days = day_vals.get(k, {})
+        if k not in carry and not days and k not in later:
+            continue  # never reported: the configured fallback applies
+        first_known = carry.get(k, days[min(days)] if days else later.get(k, np.nan))
+        arr = np.empty(n_days)
+        cur = first_known
+        for d in range(n_days):
+            cur = days.get(d, cur)
+            arr[d] = cur
+        act.expected_per_day = arr
+    return out

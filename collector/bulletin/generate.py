@@ -9,12 +9,16 @@ from pathlib import Path
 from zoneinfo import ZoneInfoNotFoundError
 
 from collector.bulletin import charts, compute, data, pdf, render
+from collector.bulletin import reference as reference_mod
 from collector.bulletin.i18n import Lang
-from collector.config import CollectorConfig
+from collector.config import CollectorConfig, unit_map
 from collector.core.influx import InfluxClient, InfluxError
+from collector.core.registry import Registry, RegistryError
+from collector.core.units import UnitMap
 from netmon import contract
 from netmon.errors import EXIT_INPUT, NetmonError
 from netmon.fsutil import atomic_write
+from netmon.settings import ConfigError
 
 
 class BulletinInputError(NetmonError, ValueError):
@@ -33,6 +37,29 @@ class BulletinResult:
     files: dict[str, Path]
     report: compute.Report
     timings_s: dict[str, float] = field(default_factory=dict)
+
+
+def _inputs(cfg: CollectorConfig) -> tuple[UnitMap, Registry,
+                                            list[reference_mod.ReferenceMedian]]:
+    """The reference map, the site registry and the i-Speed rows, or a clear error.
+
+    The registry is required: results written before ``commune_code`` existed are placed
+    on today's map through it, and units without a probe are named from it.
+    """
+    try:
+        units = unit_map(cfg)
+        registry = Registry(cfg.registry.path, units=units)
+    except ConfigError as exc:
+        raise BulletinInputError("; ".join(exc.problems)) from None
+    except RegistryError as exc:
+        raise BulletinInputError(f"registry.path: {exc.report()}") from None
+    ref: list[reference_mod.ReferenceMedian] = []
+    if cfg.bulletin.reference_file is not None:
+        try:
+            ref = reference_mod.load_reference(cfg.bulletin.reference_file)
+        except reference_mod.ReferenceError as exc:
+            raise BulletinInputError(str(exc)) from None
+    return units, registry, ref
 
 
 def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | None = None,
@@ -57,6 +84,9 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     except OSError as exc:
         raise BulletinInputError(f"--out {out_dir}: cannot create folder ({exc.strerror})"
                                  ) from None
+    units, registry, reference = _inputs(cfg)
+    place = data.Placement(units, registry)
+    registered = place.probes_by_unit(month.bounds_ms()[1] - 1)
     timings: dict[str, float] = {}
     t0 = time.perf_counter()
     with InfluxClient(cfg.influxdb) as client:
@@ -67,13 +97,15 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
             start_ms, end_ms = month.bounds_ms()
             lines = data.Lines()
             tput = data.fetch_tests(client, start_ms, end_ms, contract.THROUGHPUT_METHODS,
-                                    data.THROUGHPUT_FIELDS, lines)
+                                    data.THROUGHPUT_FIELDS, lines, place)
             lat_lines = data.Lines()
             lat = data.fetch_tests(client, start_ms, end_ms, contract.LATENCY_METHODS,
-                                   data.LATENCY_FIELDS, lat_lines)
-            ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, contract.IPV6_METHOD)
+                                   data.LATENCY_FIELDS, lat_lines, place)
+            ipv6 = data.fetch_commune_counts(client, start_ms, end_ms, contract.IPV6_METHOD,
+                                             place)
             reach = data.fetch_commune_counts(client, start_ms, end_ms,
-                                              contract.REACHABILITY_METHOD)
+                                              contract.REACHABILITY_METHOD, place)
+            activity = data.fetch_activity(client, month, place)
             # The 11 months before this one: from earlier bulletins' CSVs in --out when
             # there, else from InfluxDB (one scan per month); this month is computed below.
             earlier = [month.prev()]
@@ -88,6 +120,8 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
                 else:
                     missing.append(m)
             trend += data.fetch_trend(client, missing, frozenset({month.prev().label}))
+            # Each unit's months, its predecessors' included (placed through the registry).
+            unit_trend = data.fetch_unit_trend(client, earlier, place)
         except InfluxError as exc:
             if exc.status in (401, 403):
                 raise BulletinInputError(
@@ -100,7 +134,10 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     timings["fetch"] = time.perf_counter() - t0
     t1 = time.perf_counter()
     rep = compute.build_report(month, lines, tput, lat, lat_lines, ipv6, reach, trend,
-                               cfg.bulletin, cfg.targets, now=now or datetime.now(UTC))
+                               cfg.bulletin, cfg.targets, now=now or datetime.now(UTC),
+                               units=units, registered=registered, unit_trend=unit_trend,
+                               activity=activity,
+                               reference=reference_mod.for_month(reference, month.label))
     # The raw arrays are no longer needed: free them before charts and PDF peak.
     del tput, lat, lines, lat_lines
     timings["compute"] = time.perf_counter() - t1

@@ -56,17 +56,19 @@ STRINGS: dict[str, tuple[str, str]] = {
                    "counted and left out)."),
     "fact_below": ("{access}: {meets}/{rated} xã/phường được đánh giá đạt mục tiêu, {below} "
                    "dưới mục tiêu; {insufficient} xã/phường chưa đủ dữ liệu để đánh giá (dưới "
-                   "{min_tests} phép đo).",
+                   "{min_tests} phép đo hoặc {min_probe_days} ngày-điểm đo); {no_probe} "
+                   "xã/phường không có điểm đo.",
                    "{access}: {meets} of {rated} rated communes meet the target, {below} are "
-                   "below it; not rated for too few tests (under {min_tests}): "
-                   "{insufficient}."),
+                   "below it; not rated for too few tests (under {min_tests} tests or "
+                   "{min_probe_days} probe-days): {insufficient}; no measurement point: "
+                   "{no_probe}."),
     "fact_availability": ("Điểm đo hoạt động: {share} số phép đo dự kiến đã về.",
                           "Probe availability: {share} of the expected tests arrived."),
     "charts": ("Biểu đồ", "Charts"),
     "chart_distribution": ("Phân bố tốc độ tải xuống theo loại truy nhập",
                            "Distribution of download speeds by access type"),
-    "chart_districts": ("Tốc độ tải xuống trung vị theo huyện/thị xã/thành phố",
-                        "Median download speed by district"),
+    "chart_districts": ("Trước sắp xếp: tốc độ tải xuống trung vị theo huyện cũ",
+                        "Before the reorganisation: median download speed by former district"),
     "chart_trend": ("Xu hướng 12 tháng (trung vị toàn tỉnh)",
                     "12-month trend (province median)"),
     "axis_speed": ("Tốc độ tải xuống (Mb/s)", "Download speed (Mb/s)"),
@@ -75,8 +77,54 @@ STRINGS: dict[str, tuple[str, str]] = {
     "legend_median": ("Trung vị", "Median"),
     "legend_target": ("Mục tiêu", "Target"),
     "legend_insufficient": ("Chưa đủ dữ liệu", "Insufficient data"),
-    "by_district": ("Theo huyện/thị xã/thành phố", "By district"),
-    "by_commune": ("Phụ lục: theo xã/phường/thị trấn", "Annex: by commune"),
+    "by_unit": ("Theo xã/phường ({n} đơn vị hành chính cấp xã)",
+                "By commune and ward ({n} commune-level units)"),
+    "unit_note": ("Mỗi bảng xếp từ kém nhất: dưới mục tiêu (chậm nhất trước), đạt mục tiêu, "
+                  "chưa đủ dữ liệu, không có dữ liệu, không có điểm đo.",
+                  "Each table is worst first: below target (slowest first), meeting the "
+                  "target, insufficient data, no data, no measurement point."),
+    "no_probe": ("Không có điểm đo", "No measurement point"),
+    "by_district_legacy": ("Trước sắp xếp đơn vị hành chính: theo huyện/thị xã/thành phố cũ "
+                           "(trước {date})",
+                           "Before the reorganisation: by former district (before {date})"),
+    "by_commune_legacy": ("Phụ lục, trước sắp xếp đơn vị hành chính: theo xã/phường/thị trấn "
+                          "cũ (trước {date})",
+                          "Annex, before the reorganisation: by former commune (before "
+                          "{date})"),
+    "legacy_note": ("Số liệu theo địa giới trước ngày {date} (khi còn cấp huyện), để đối chiếu "
+                    "với các báo cáo cũ. Bảng theo xã/phường ở trên đã quy đổi sang đơn vị "
+                    "hành chính hiện nay.",
+                    "Figures on the map before {date} (when districts still existed), for "
+                    "comparison with earlier reports. The commune/ward tables above are on "
+                    "today's map."),
+    "unit_trend": ("Xu hướng 12 tháng theo xã/phường (trung vị tải xuống, Mb/s)",
+                   "12-month trend by commune/ward (median download, Mb/s)"),
+    "unit_trend_note": ("Các tháng trước khi sắp xếp được tính vào đơn vị hiện nay chứa điểm "
+                        "đo. Ô trống: dưới {min_tests} phép đo trong tháng.",
+                        "Months before the reorganisation count towards today's unit that "
+                        "holds the probe. Blank: under {min_tests} tests in the month."),
+    "mean_beside": ("Trung bình cộng (tham khảo)", "Mean (for reference)"),
+    "ref_title": ("Trung vị tải xuống: đối chiếu i-Speed", "Median download: i-Speed reference"),
+    "ref_source": ("Nguồn", "Source"),
+    "ref_own": ("Điểm đo của tỉnh {province} (bản tin này)",
+                "{province} probes (this bulletin)"),
+    "ref_national": ("i-Speed (VNNIC): toàn quốc", "i-Speed (VNNIC): national"),
+    "ref_province": ("i-Speed (VNNIC): tỉnh {province}", "i-Speed (VNNIC): {province} province"),
+    "probe_vs_ispeed": ("Cách đọc: mỗi điểm đo đo đường truyền của một cơ quan công (UBND xã, "
+                        "trường học, trạm y tế) tới máy chủ đo của hệ thống, theo lịch, khi "
+                        "đường truyền rảnh. i-Speed (VNNIC) tổng hợp các phép đo do chính người "
+                        "dùng tự thực hiện tới các máy chủ trong nước, trên thiết bị và gói "
+                        "cước của họ. Hai nguồn cùng lấy trung vị nhưng đo những đối tượng khác "
+                        "nhau, nên dùng để đối chiếu, không thay thế nhau.",
+                        "How to read this: a probe measures the line of one public office "
+                        "(commune People's Committee, school, health station) to the system's "
+                        "measurement server, on a schedule, when the line is idle. i-Speed "
+                        "(VNNIC) aggregates the tests users run themselves to servers in "
+                        "Vietnam, on their own devices and plans. Both rate by the median, but "
+                        "they measure different things: read them side by side, not as "
+                        "substitutes."),
+    "h_district_old": ("Huyện/TX/TP cũ", "Former district"),
+    "h_commune_old": ("Xã/phường/TT cũ", "Former commune"),
     "by_isp": ("Theo nhà mạng và loại truy nhập", "By ISP and access type"),
     "by_period": ("Giờ cao điểm ({start}:00–{end}:00) và ngoài giờ cao điểm",
                   "Peak hours ({start}:00–{end}:00) and off-peak"),
@@ -125,12 +173,16 @@ STRINGS: dict[str, tuple[str, str]] = {
     "h_ipv6": ("IPv6 sẵn sàng", "IPv6 ready"),
     "h_reach": ("Kết nối TSLCD", "TSLCD reachable"),
     "h_reach_rtt": ("Trễ TSLCD (ms)", "TSLCD RTT (ms)"),
-    "speed_note": ("Tốc độ tính bằng Mb/s. Trung vị, P10, P90 và 80/80 tính trên từng phép "
-                   "đo; trung bình cộng để so sánh với i-Speed (VNNIC). Nhóm có dưới "
-                   "{min_tests} phép đo hợp lệ được ghi \"chưa đủ dữ liệu\" và không xếp hạng.",
-                   "Speeds in Mb/s. Median, P10, P90 and 80/80 are over individual tests; the "
-                   "mean is given for comparison with VNNIC's i-Speed. A group with fewer than "
-                   "{min_tests} valid tests is shown as \"insufficient data\" and not rated."),
+    "speed_note": ("Tốc độ tính bằng Mb/s. Đánh giá theo trung vị (như i-Speed của VNNIC); "
+                   "trung bình cộng chỉ để tham khảo. Trung vị, P10, P90 và 80/80 tính trên "
+                   "từng phép đo. Nhóm có dưới {min_tests} phép đo hợp lệ hoặc dưới "
+                   "{min_probe_days} ngày-điểm đo được ghi \"chưa đủ dữ liệu\" và không xếp "
+                   "hạng.",
+                   "Speeds in Mb/s. Rated by the median (as VNNIC's i-Speed does); the mean is "
+                   "for reference only. Median, P10, P90 and 80/80 are over individual tests. "
+                   "A group with fewer than {min_tests} valid tests or fewer than "
+                   "{min_probe_days} probe-days is shown as \"insufficient data\" and not "
+                   "rated."),
     "meth_what": ("Đo gì: tốc độ tải xuống và tải lên (Mb/s, megabit mỗi giây dữ liệu hữu "
                   "ích), độ trễ, biến động trễ, tỷ lệ mất gói, độ trễ khi đường truyền tải "
                   "nặng, khả năng dùng IPv6 và kết nối tới mạng truyền số liệu chuyên dùng. "
@@ -167,12 +219,14 @@ STRINGS: dict[str, tuple[str, str]] = {
                   "line was busy with other traffic) are left out so a busy line is not taken "
                   "for a slow network. Groups with fewer than {min_tests} valid tests are not "
                   "rated."),
-    "meth_avail": ("Mức độ hoạt động: số phép đo tốc độ đã về chia cho số dự kiến "
-                   "({per_day} mỗi ngày mỗi đường truyền, từ ngày đường truyền bắt đầu gửi "
-                   "kết quả trong tháng).",
-                   "Availability: speed tests that arrived divided by those expected "
-                   "({per_day} a day per link, from the day the link first reported in the "
-                   "month)."),
+    "meth_avail": ("Mức độ hoạt động: số phép đo đã về chia cho số phép đo theo lịch của "
+                   "từng đường truyền (điểm đo tự báo số lần đo mỗi ngày; đường truyền chưa "
+                   "từng báo: {per_day} phép đo tốc độ mỗi ngày), từ ngày đường truyền bắt "
+                   "đầu gửi kết quả trong tháng.",
+                   "Availability: tests that arrived divided by those each link's schedule "
+                   "plans (the probe reports its runs per day; a link that never reported: "
+                   "{per_day} speed tests a day), from the day the link first reported in "
+                   "the month."),
 }
 
 

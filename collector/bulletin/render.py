@@ -21,10 +21,10 @@ from netmon.fsutil import atomic_write
 TEMPLATES = Path(__file__).parent / "templates"
 
 #: CSV columns: stable English names whatever the bulletin's language, so scripts can read it.
-CSV_COLUMNS = ("month", "section", "district", "commune", "isp", "access", "period", "metric",
-               "tests", "failed", "cross_traffic_excluded", "probes", "median", "mean", "p10",
-               "p90", "share_at_target_pct", "consistent_80_80", "target", "rating",
-               "expected", "value")
+CSV_COLUMNS = ("month", "section", "district", "commune", "commune_code", "isp", "access",
+               "period", "metric", "tests", "failed", "cross_traffic_excluded", "probes",
+               "probe_days", "median", "mean", "p10", "p90", "share_at_target_pct",
+               "consistent_80_80", "target", "rating", "expected", "value", "source")
 
 
 def _env() -> Environment:
@@ -44,7 +44,8 @@ def render_html(rep: Report, lang: Lang, charts: dict[str, str],
     """The bulletin as one HTML document (chart images referenced by relative name)."""
     start = rep.month.start()
     end = rep.month.end().date() - timedelta(days=1)
-    prov_avail = next((a for a in rep.availability if not a.district), None)
+    prov_avail = next((a for a in rep.availability if not a.district and not a.commune_code),
+                      None)
     ctx: dict[str, Any] = {
         "rep": rep, "lang": lang, "charts": _Charts(charts),
         "headline_text": headline_text(rep, lang),
@@ -59,6 +60,11 @@ def render_html(rep: Report, lang: Lang, charts: dict[str, str],
         "province_availability": prov_avail,
         "commune_facts": _commune_facts(rep),
         "expected_per_day": expected_per_day,
+        "reference": _reference_rows(rep),
+        "unit_trend": _unit_trend_table(rep),
+        "effective_text": i18n.date_label(int(rep.effective[:4]), int(rep.effective[5:7]),
+                                          int(rep.effective[8:10]), lang)
+        if rep.effective else "",
         "t": lambda key, **kw: i18n.t(key, lang, **kw),
         "num": lambda v, d=1: i18n.fmt_num(v, lang, d),
         "int": lambda v: i18n.fmt_int(v, lang),
@@ -72,11 +78,70 @@ def render_html(rep: Report, lang: Lang, charts: dict[str, str],
 
 
 @dataclass
+class _RefRow:
+    label_key: str
+    source: str
+    fixed: float | None
+    mobile: float | None
+
+
+def _reference_rows(rep: Report) -> list[_RefRow]:
+    """The province's own medians, then each i-Speed scope entered for the month; empty
+    when none was entered (no reference row is shown)."""
+    if not rep.reference:
+        return []
+    own = {h.access: h.row.download.summary.median if h.row.download else None
+           for h in rep.headline}
+    rows = [_RefRow("ref_own", "", own.get("fixed"), own.get("mobile"))]
+    for scope in ("national", "province"):
+        picked = {r.access: r for r in rep.reference if r.scope == scope}
+        if picked:
+            sources = "; ".join(dict.fromkeys(r.source for r in picked.values()))
+            rows.append(_RefRow(f"ref_{scope}", sources,
+                                picked["fixed"].download_mbps if "fixed" in picked else None,
+                                picked["mobile"].download_mbps if "mobile" in picked
+                                else None))
+    return rows
+
+
+@dataclass
+class _TrendTable:
+    months: list[str]
+    #: access -> [(unit name, [median or None per month])]
+    rows: dict[str, list[tuple[str, list[float | None]]]]
+
+
+def _unit_trend_table(rep: Report) -> _TrendTable:
+    """Per access type, units with any figure in the 12 months (months below
+    ``min_tests`` tests are gaps)."""
+    months: list[str] = []
+    m = rep.month
+    for _ in range(12):
+        months.append(m.label)
+        m = m.prev()
+    months.reverse()
+    names = {r.commune_code: r.commune for r in rep.communes if r.commune_code}
+    by: dict[tuple[str, str], dict[str, float | None]] = {}
+    for p in rep.unit_trend:
+        ok = p.download_tests >= rep.min_tests
+        by.setdefault((p.access, p.commune_code), {})[p.month] = p.download_median if ok \
+            else None
+    rows: dict[str, list[tuple[str, list[float | None]]]] = {}
+    for (acc, code), vals in sorted(by.items(), key=lambda kv: (
+            kv[0][0], i18n.sort_key(names.get(kv[0][1], kv[0][1])))):
+        if any(v is not None for v in vals.values()):
+            rows.setdefault(acc, []).append((names.get(code, code),
+                                             [vals.get(mm) for mm in months]))
+    return _TrendTable(months, rows)
+
+
+@dataclass
 class _CommuneFact:
     access: str
     meets: int
     below: int
     insufficient: int
+    no_probe: int = 0
 
     @property
     def rated(self) -> int:
@@ -91,8 +156,9 @@ def _commune_facts(rep: Report) -> list[_CommuneFact]:
         if not rows:
             continue
         n = {k: sum(1 for r in rows if r.download and r.download.rating == k)
-             for k in ("meets", "below", "insufficient", "no_data")}
-        out.append(_CommuneFact(acc, n["meets"], n["below"], n["insufficient"] + n["no_data"]))
+             for k in ("meets", "below", "insufficient", "no_data", "no_probe")}
+        out.append(_CommuneFact(acc, n["meets"], n["below"], n["insufficient"] + n["no_data"],
+                                n["no_probe"]))
     return out
 
 
@@ -111,13 +177,15 @@ def _speed_record(rep: Report, row: GroupRow, metric: str, s: SpeedStat) -> dict
     sm = s.summary
     return {
         "month": rep.month.label, "section": row.section, "district": row.district,
-        "commune": row.commune, "isp": row.isp, "access": row.access, "period": row.period,
+        "commune": row.commune, "commune_code": row.commune_code, "isp": row.isp,
+        "access": row.access, "period": row.period,
         "metric": metric, "tests": str(sm.tests), "failed": str(row.failed),
         "cross_traffic_excluded": str(row.cross_traffic), "probes": str(s.probes),
+        "probe_days": str(s.probe_days),
         "median": _f(sm.median), "mean": _f(sm.mean), "p10": _f(sm.p10), "p90": _f(sm.p90),
         "share_at_target_pct": _f(sm.share_at_target, 100.0),
         "consistent_80_80": _f(sm.consistent_80_80),
-        "target": _f(s.target), "rating": s.rating, "expected": "", "value": "",
+        "target": _f(s.target), "rating": s.rating, "expected": "", "value": "", "source": "",
     }
 
 
@@ -143,12 +211,13 @@ def csv_records(rep: Report) -> list[dict[str, str]]:
                            "median": _f(lr.loaded_rtt_median)})
     for a in rep.availability:
         out.append(blank | {"month": rep.month.label, "section": "availability",
-                            "district": a.district, "metric": "availability_pct",
+                            "district": a.district, "commune": a.commune,
+                            "commune_code": a.commune_code, "metric": "availability_pct",
                             "tests": str(a.arrived), "probes": str(a.probes),
                             "expected": _f(a.expected), "value": _f(a.share, 100.0)})
     for c in rep.reach:
         base = blank | {"month": rep.month.label, "section": "commune_network",
-                        "district": c.district, "commune": c.commune}
+                        "commune_code": c.commune_code, "commune": c.commune}
         if c.ipv6_ok + c.ipv6_failed:
             out.append(base | {"metric": "ipv6_ready_pct", "tests": str(c.ipv6_ok + c.ipv6_failed),
                                "failed": str(c.ipv6_failed), "value": _f(c.ipv6_share, 100.0)})
@@ -161,6 +230,14 @@ def csv_records(rep: Report) -> list[dict[str, str]]:
         out.append(blank | {"month": p.month, "section": "trend", "access": p.access,
                             "metric": "download_mbps", "tests": str(p.download_tests),
                             "median": _f(p.download_median)})
+    for u in rep.unit_trend:
+        out.append(blank | {"month": u.month, "section": "unit_trend", "access": u.access,
+                            "commune_code": u.commune_code, "metric": "download_mbps",
+                            "tests": str(u.download_tests), "median": _f(u.download_median)})
+    for r in rep.reference:
+        out.append(blank | {"month": r.month, "section": f"ispeed_{r.scope}",
+                            "access": r.access, "metric": "download_mbps",
+                            "median": _f(r.download_mbps), "source": r.source})
     return out
 
 

@@ -254,12 +254,19 @@ def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> lis
         fields["longitude"] = float(site.longitude)
         fields["site_name"] = site.name
     out = [line(PROBE_STATUS, base_tags, fields, ts)]
+    # The bulletin's availability divides the results that arrived by these (per link).
+    expected = dict(msg.expected_runs_per_day or {})
     for link in msg.links:
         link_fields: dict[str, float | int | bool | str] = {"used_bytes": link.data_used_bytes}
         if link.data_budget_bytes is not None:
             link_fields["budget_bytes"] = link.data_budget_bytes
             link_fields["used_pct"] = (100.0 * link.data_used_bytes / link.data_budget_bytes
                                        if link.data_budget_bytes else 0.0)
+        if link.name in expected:
+            link_fields["expected_runs_per_day"] = float(expected.pop(link.name))
         out.append(line(LINK_USAGE, base_tags | {"link": link.name, "access": link.access,
                                                   "isp": link.isp}, link_fields, ts))
+    for name, runs in sorted(expected.items()):  # a planned link the status does not list
+        out.append(line(LINK_USAGE, base_tags | {"link": name},
+                        {"expected_runs_per_day": float(runs)}, ts))
     return out

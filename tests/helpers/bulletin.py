@@ -14,23 +14,47 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from collector.core.registry import table_from_rows
 from collector.core.schema import Site
 from collector.core.service import ingest
 from netmon.contract import ErrorInfo, Metrics, ResultMessage
 
 TZ_OFFSET = timedelta(hours=7)  # Asia/Ho_Chi_Minh, no DST since 1975
 
-SITES = [
-    Site("kyhoa-ubnd", "UBND xã Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.07, 106.3, "ubnd"),
-    Site("kyhoa-thcs", "Trường THCS Kỳ Hoa", "Kỳ Hoa", "Kỳ Anh", 18.08, 106.31, "school"),
-    Site("kythu-ubnd", "UBND xã Kỳ Thư", "Kỳ Thư", "Kỳ Anh", 18.1, 106.2, "ubnd"),
-    Site("huongtrach-ubnd", "UBND xã Hương Trạch", "Hương Trạch", "Hương Khê", 18.2, 105.7,
-         "ubnd"),
-    Site("phucdong-tyt", "Trạm y tế xã Phúc Đồng", "Phúc Đồng", "Hương Khê", 18.25, 105.75,
-         "health"),
-    Site("camnhuong-ubnd", "UBND xã Cẩm Nhượng", "Cẩm Nhượng", "Cẩm Xuyên", 18.25, 106.1,
-         "ubnd"),
+#: The data set's sites on the current map: (probe, site name, unit code, old unit code,
+#: lat, lon, site type). Names and old districts come from the reference data.
+SITE_ROWS = [
+    ("kyhoa-ubnd", "UBND xã Kỳ Hoa", "18814", "18829", 18.07, 106.3, "ubnd"),
+    ("kyhoa-thcs", "Trường THCS Kỳ Hoa", "18814", "18829", 18.08, 106.31, "school"),
+    ("kythu-ubnd", "UBND xã Kỳ Thư cũ", "18790", "18805", 18.1, 106.2, "ubnd"),
+    ("huongtrach-ubnd", "UBND xã Hương Trạch cũ", "18547", "18553", 18.2, 105.7, "ubnd"),
+    ("phucdong-tyt", "Trạm y tế Phúc Đồng", "18523", "18514", 18.25, 105.75, "health"),
+    ("camnhuong-ubnd", "UBND xã Cẩm Nhượng cũ", "18676", "18709", 18.25, 106.1, "ubnd"),
 ]
+
+
+def registry_rows(rows: list[tuple[str, str, str, str, float, float, str]] | None = None
+                  ) -> list[tuple[str, dict[str, object]]]:
+    """Registry rows (``table_from_rows`` input) for ``SITE_ROWS``."""
+    return [(f"site[{i}]", {"probe_id": p, "name": n, "commune_code": c,
+                            "legacy_commune_code": lc, "latitude": la, "longitude": lo,
+                            "site_type": st})
+            for i, (p, n, c, lc, la, lo, st) in enumerate(rows or SITE_ROWS)]
+
+
+def registry_toml(rows: list[tuple[str, str, str, str, float, float, str]] | None = None
+                  ) -> str:
+    """The same rows as a registry file."""
+    out = []
+    for p, n, c, lc, la, lo, st in rows or SITE_ROWS:
+        out.append(f'[[site]]\nprobe_id = "{p}"\nname = "{n}"\ncommune_code = "{c}"\n'
+                   f'legacy_commune_code = "{lc}"\nlatitude = {la}\nlongitude = {lo}\n'
+                   f'site_type = "{st}"\n')
+    return "\n".join(out)
+
+
+SITES: list[Site] = sorted(table_from_rows(registry_rows()).current().values(),
+                           key=lambda s: [r[0] for r in SITE_ROWS].index(s.probe_id))
 #: (probe, link) -> (access, isp)
 LINKS = {"fibre": ("fixed", "VNPT"), "lte": ("mobile", "Viettel")}
 ISP_OVERRIDE = {("phucdong-tyt", "fibre"): "Viettel", ("camnhuong-ubnd", "lte"): "MobiFone"}
@@ -145,10 +169,23 @@ def publish(ds: DataSet, url: str, database: str = "netmon") -> int:
 
 
 def write_config(path: Path, url: str, database: str = "netmon", min_tests: int = MIN_TESTS,
-                 language: str = "vi") -> Path:
-    """A collector config pointing at the test influxd."""
+                 language: str = "vi", min_probe_days: int = MIN_TESTS,
+                 registry: str | None = None, reference: str | None = None,
+                 expected_tests_per_day: float = 1.0) -> Path:
+    """A collector config pointing at the test influxd, with a site registry next to it
+    (``registry``: its TOML text, default the data set's sites) and, when given, an
+    i-Speed reference file (``reference``: its TOML text)."""
+    sites = path.with_name(path.stem + "-sites.toml")
+    sites.write_text(registry if registry is not None else registry_toml(), encoding="utf-8")
+    ref = ""
+    if reference is not None:
+        rf = path.with_name(path.stem + "-ispeed.toml")
+        rf.write_text(reference, encoding="utf-8")
+        ref = f'reference_file = "{rf.name}"\n'
     path.write_text(
         f'[influxdb]\nurl = "{url}"\ndatabase = "{database}"\n\n'
-        f'[bulletin]\nmin_tests = {min_tests}\nlanguage = "{language}"\n'
-        f"expected_tests_per_day = 1.0\n", encoding="utf-8")
+        f'[registry]\npath = "{sites.name}"\n\n'
+        f'[bulletin]\nmin_tests = {min_tests}\nmin_probe_days = {min_probe_days}\n'
+        f'language = "{language}"\n'
+        f"expected_tests_per_day = {expected_tests_per_day}\n{ref}", encoding="utf-8")
     return path

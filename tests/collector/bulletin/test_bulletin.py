@@ -136,11 +136,12 @@ def _rows(rows: list[dict[str, str]], section: str, metric: str = "download_mbps
 @pytest.mark.parametrize("direction", ["download_mbps", "upload_mbps"])
 def test_csv_communes_equal_independent_statistics(
         october_csv: list[dict[str, str]], stack: tuple[str, hb.DataSet], direction: str) -> None:
-    exp = _expected(stack[1], lambda m, s: (s.district, s.commune, m.access), direction)
-    rows = _rows(october_csv, "commune", direction)
-    assert {(r["district"], r["commune"], r["access"]) for r in rows} == set(exp)
+    exp = _expected(stack[1], lambda m, s: (s.commune_code, m.access), direction)
+    rows = [r for r in _rows(october_csv, "commune", direction) if int(r["tests"])
+            or int(r["failed"])]
+    assert {(r["commune_code"], r["access"]) for r in rows} == set(exp)
     for r in rows:
-        _check(r, exp[(r["district"], r["commune"], r["access"])])
+        _check(r, exp[(r["commune_code"], r["access"])])
 
 
 def test_csv_province_district_isp_period_equal_independent_statistics(
@@ -149,7 +150,6 @@ def test_csv_province_district_isp_period_equal_independent_statistics(
     cases: list[tuple[str, Callable[..., tuple[str, ...] | None],
                       Callable[[dict[str, str]], tuple[str, ...]]]] = [
         ("province", lambda m, s: (m.access,), lambda r: (r["access"],)),
-        ("district", lambda m, s: (s.district, m.access), lambda r: (r["district"], r["access"])),
         ("isp", lambda m, s: (m.isp, m.access), lambda r: (r["isp"], r["access"])),
         ("period", lambda m, s: ("peak" if 19 <= _local(m).hour < 23 else "off_peak", m.access),
          lambda r: (r["period"], r["access"])),
@@ -168,7 +168,7 @@ def test_csv_province_district_isp_period_equal_independent_statistics(
 
 def test_month_boundaries_are_local_time(october_csv: list[dict[str, str]]) -> None:
     row = next(r for r in _rows(october_csv, "commune")
-               if r["commune"] == "Phúc Đồng" and r["access"] == "fixed")
+               if r["commune"] == "Xã Hương Bình" and r["access"] == "fixed")
     # 14 regular tests + 00:00:00 on 1 October local; 23:59:59 on 30 September and
     # 00:00:00 on 1 November are outside (the UTC month would have taken them).
     assert int(row["tests"]) == hb.VALID_COUNTS["phucdong-tyt"] + 1
@@ -178,30 +178,31 @@ def test_insufficient_data_rule_at_the_threshold(
         october_csv: list[dict[str, str]], stack: tuple[str, hb.DataSet],
         tmp_path: Path) -> None:
     by = {(r["commune"], r["access"]): r for r in _rows(october_csv, "commune")}
-    at = by[("Kỳ Thư", "fixed")]
-    under = by[("Hương Trạch", "fixed")]
+    at = by[("Xã Kỳ Khang", "fixed")]
+    under = by[("Xã Phúc Trạch", "fixed")]
     assert int(at["tests"]) == hb.MIN_TESTS and at["rating"] in ("meets", "below")
     assert int(under["tests"]) == hb.MIN_TESTS - 1 and under["rating"] == "insufficient"
     # Failed and cross-traffic tests do not count towards the minimum.
     assert int(under["failed"]) == 2 and int(under["cross_traffic_excluded"]) == 1
     # One lower minimum and the same commune is rated.
-    res = generate(_cfg(tmp_path, stack[0], min_tests=hb.MIN_TESTS - 1), "2026-10",
+    res = generate(_cfg(tmp_path, stack[0], min_tests=hb.MIN_TESTS - 1,
+                        min_probe_days=hb.MIN_TESTS - 1), "2026-10",
                    tmp_path / "out", formats=("csv",))
     rows = {(r["commune"], r["access"]): r for r in _rows(_read_csv(res.files["csv"]),
                                                           "commune")}
-    assert rows[("Hương Trạch", "fixed")]["rating"] in ("meets", "below")
-    assert rows[("Kỳ Thư", "fixed")]["rating"] == at["rating"]
+    assert rows[("Xã Phúc Trạch", "fixed")]["rating"] in ("meets", "below")
+    assert rows[("Xã Kỳ Khang", "fixed")]["rating"] == at["rating"]
 
 
 def test_below_target_list_and_rating(october_csv: list[dict[str, str]]) -> None:
     ratings = {r["rating"] for r in _rows(october_csv, "commune")}
-    assert {"meets", "below", "insufficient"} <= ratings
+    assert {"meets", "below", "insufficient", "no_probe"} <= ratings
     for r in _rows(october_csv, "commune"):
         if r["rating"] in ("meets", "below"):
             assert (float(r["median"]) >= float(r["target"])) == (r["rating"] == "meets")
     # Upload has no target in plan 568: never rated meets/below.
     assert {r["rating"] for r in _rows(october_csv, "commune", "upload_mbps")} <= {
-        "no_target", "insufficient", "no_data"}
+        "no_target", "insufficient", "no_data", "no_probe"}
 
 
 def test_latency_ipv6_reachability_and_availability(october_csv: list[dict[str, str]],
@@ -219,10 +220,12 @@ def test_latency_ipv6_reachability_and_availability(october_csv: list[dict[str, 
                                                                  for m in icmp), abs=1e-4)
     net = {(r["commune"], r["metric"]): r for r in october_csv
            if r["section"] == "commune_network"}
-    assert float(net[("Kỳ Thư", "ipv6_ready_pct")]["value"]) == 0.0
-    assert float(net[("Kỳ Hoa", "ipv6_ready_pct")]["value"]) == 100.0
-    assert float(net[("Kỳ Thư", "tslcd_reachable_pct")]["value"]) == pytest.approx(75.0)
-    avail = next(r for r in october_csv if r["section"] == "availability" and not r["district"])
+    assert float(net[("Xã Kỳ Khang", "ipv6_ready_pct")]["value"]) == 0.0
+    assert float(net[("Xã Kỳ Hoa", "ipv6_ready_pct")]["value"]) == 100.0
+    assert float(net[("Xã Kỳ Khang", "tslcd_reachable_pct")]["value"]) == pytest.approx(75.0)
+    avail = next(r for r in october_csv if r["section"] == "availability"
+                 and not r["district"] and not r["commune_code"])
+    # No agent reported a plan: the configured fallback, over throughput results.
     n_tput = sum(1 for m in ds.messages if m.method in THROUGHPUT and _in_october(m))
     assert int(avail["tests"]) == n_tput
     assert 0 < float(avail["value"]) <= 100
@@ -256,11 +259,9 @@ def test_trend_reuses_earlier_bulletin_csv(stack: tuple[str, hb.DataSet],
     fixed = next(r for r in rows if r["section"] == "province" and r["access"] == "fixed"
                  and r["metric"] == "download_mbps")
     # Mark September's published figure: October's bulletin must take it from the CSV.
+    prefix = ",".join(fixed[c] for c in list(fixed)[:list(fixed).index("median")])
     text = sept.read_text(encoding="utf-8-sig").replace(
-        f"province,,,,fixed,,download_mbps,{fixed['tests']},{fixed['failed']},"
-        f"{fixed['cross_traffic_excluded']},{fixed['probes']},{fixed['median']},",
-        f"province,,,,fixed,,download_mbps,{fixed['tests']},{fixed['failed']},"
-        f"{fixed['cross_traffic_excluded']},{fixed['probes']},123.4567,")
+        f"{prefix},{fixed['median']},", f"{prefix},123.4567,")
     assert "123.4567" in text
     sept.write_text(text, encoding="utf-8-sig")
     res = generate(cfg, "2026-10", out, formats=("csv",))
@@ -276,9 +277,11 @@ def _pdftext(path: Path) -> str:
 
 @pytest.mark.parametrize(("lang", "headline", "words"), [
     ("vi", "Bản tin tốc độ băng rộng tỉnh Hà Tĩnh, tháng 10/2026",
-     ["Tốc độ tải xuống trung vị", "Kỳ Anh", "Hương Trạch", "Chưa đủ dữ liệu", "Mb/s"]),
+     ["Tốc độ tải xuống trung vị", "Xã Kỳ Hoa", "Xã Phúc Trạch", "Chưa đủ dữ liệu", "Mb/s",
+      "Không có điểm đo", "Trung bình cộng (tham khảo)"]),
     ("en", "Broadband speed bulletin, Hà Tĩnh province, October 2026",
-     ["Median download speed", "Kỳ Anh", "Hương Trạch", "Insufficient data"]),
+     ["Median download speed", "Xã Kỳ Hoa", "Xã Phúc Trạch", "Insufficient data",
+      "No measurement point", "Mean (for reference)"]),
 ])
 def test_pdf_and_html_render_with_vietnamese_intact(
         stack: tuple[str, hb.DataSet], tmp_path: Path, lang: str, headline: str,
@@ -295,14 +298,15 @@ def test_pdf_and_html_render_with_vietnamese_intact(
     assert "Noto" in fonts or "DejaVu" in fonts
     html = res.files["html"].read_text(encoding="utf-8")
     assert f'<html lang="{lang}">' in html and headline in html
-    # The list of communes below target names Kỳ Thư (fixed median ~95 < 150) and not
-    # Hương Trạch's fixed line (one test short of the minimum: not rated).
+    # The list of communes below target names Kỳ Khang (fixed median ~95 < 150) and not
+    # Phúc Trạch's fixed line (one test short of the minimum: not rated).
     below = html.split(">" + ("Các xã/phường dưới mục tiêu" if lang == "vi"
                               else "Communes below target") + "<", 1)[1].split("<h2", 1)[0]
-    assert "Kỳ Thư" in below
-    assert not any("Hương Trạch" in row and ("Cố định" in row or "Fixed" in row)
+    assert "Xã Kỳ Khang" in below
+    assert not any("Xã Phúc Trạch" in row and ("Cố định" in row or "Fixed" in row)
                    for row in below.split("<tr>"))
-    for key in ("distribution", "districts", "trend"):
+    assert "chart_districts" not in res.files  # no district level after the reform
+    for key in ("distribution", "trend"):
         png = res.files[f"chart_{key}"]
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and png.name in html
     # Number format: decimal comma in Vietnamese, point in English.
