@@ -46,12 +46,12 @@ from collector.core.schema import (  # noqa: E402
     escape_string_field,
     identity_offset_ns,
 )
+from collector.core.units import load_units  # noqa: E402
 from devstack import services  # noqa: E402
 
-DISTRICTS = ["Thành phố Hà Tĩnh", "Thị xã Hồng Lĩnh", "Thị xã Kỳ Anh", "Nghi Xuân", "Đức Thọ",
-             "Hương Sơn", "Vũ Quang", "Can Lộc", "Lộc Hà", "Thạch Hà", "Cẩm Xuyên",
-             "Hương Khê", "Kỳ Anh"]
-COMMUNES_PER_DISTRICT = 16  # ~209 communes before the 2025 merge
+#: The current map (69 units); probe p stands in unit p % 69, tagged as the collector does
+#: (commune_code, the unit's name, its old district when it has a single one).
+UNITS = load_units().sorted_units()
 FIXED_ISPS = ["VNPT", "Viettel", "FPT"]
 MOBILE_ISPS = ["Viettel", "VinaPhone", "MobiFone"]
 MONTH = (2026, 10)
@@ -72,17 +72,19 @@ def generate_lines(probes: int, days: int, seed: int = 568):
     prefixes = []
     levels = []
     for p in range(probes):
-        d = DISTRICTS[p % len(DISTRICTS)]
-        c = f"Xã {d.split()[-1]} {(p // len(DISTRICTS)) % COMMUNES_PER_DISTRICT + 1:02d}"
+        unit = UNITS[p % len(UNITS)]
+        c, code = unit.name, unit.code
+        d = unit.old_districts[0] if len(unit.old_districts) == 1 else ""
         probe = f"ht-{p:04d}"
         site_type = ("ubnd", "school", "health")[p % 3]
         for link, access, isps, level in (("fibre", "fixed", FIXED_ISPS, 170.0),
                                           ("lte", "mobile", MOBILE_ISPS, 75.0)):
             isp = isps[p % len(isps)]
-            tags = {"access": access, "commune": c, "district": d, "isp": isp, "link": link,
-                    "method": "iperf3", "probe": probe, "site_type": site_type,
-                    "target": "speed.hatinh.example"}
-            base = ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items()))
+            tags = {"access": access, "commune": c, "commune_code": code, "district": d,
+                    "isp": isp, "link": link, "method": "iperf3", "probe": probe,
+                    "site_type": site_type, "target": "speed.hatinh.example"}
+            base = ",".join(f"{escape_key(k)}={escape_key(v)}" for k, v in sorted(tags.items())
+                            if v)
             # status sorts after site_type and before target
             ok_tags = base.replace(",target=", ",status=ok,target=")
             err_tags = base.replace(",target=", ",error_code=timeout,status=error,target=")
@@ -150,11 +152,23 @@ def _cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def write_registry(path: Path, probes: int) -> None:
+    """The site registry of the benchmark's probes (the bulletin needs one)."""
+    rows = []
+    for p in range(probes):
+        unit = UNITS[p % len(UNITS)]
+        rows.append(f'[[site]]\nprobe_id = "ht-{p:04d}"\nname = "UBND {unit.name}"\n'
+                    f'commune_code = "{unit.code}"\nlatitude = 18.3\nlongitude = 105.9\n'
+                    f'site_type = "{("ubnd", "school", "health")[p % 3]}"\n')
+    path.write_text("\n".join(rows), encoding="utf-8")
+
+
 def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
-                 influxd_pid: int) -> dict[str, object]:
+                 influxd_pid: int, probes: int) -> dict[str, object]:
     cfg = work / "collector.toml"
-    cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n',
-                   encoding="utf-8")
+    write_registry(work / "sites.toml", probes)
+    cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n\n'
+                   '[registry]\npath = "sites.toml"\n', encoding="utf-8")
     out = work / f"out-{lang}"
     argv = [sys.executable, "-m", "collector.cli", "bulletin", "--config", str(cfg),
             "--month", f"{MONTH[0]}-{MONTH[1]:02d}", "--out", str(out), "--lang", lang,
@@ -205,7 +219,7 @@ def main() -> int:
             log(f"loaded {n:,} points in {secs:.0f} s")
         runs = []
         for i in range(args.runs):
-            r = run_bulletin(url, work, args.lang, [], svc.proc.pid)
+            r = run_bulletin(url, work, args.lang, [], svc.proc.pid, args.probes)
             runs.append(r)
             log(f"run {i + 1}: {r['wall_s']:.1f} s wall, bulletin CPU {r['cpu_s']:.1f} s, "
                 f"influxd CPU {r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
