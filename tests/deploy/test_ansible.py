@@ -259,6 +259,42 @@ def test_probes_spread_over_the_iperf3_ports(rendered: Rendered) -> None:
     assert max(ports.count(p) for p in ports) <= most, ports
 
 
+def test_ipv6_and_tslcd_tests_are_deployed_and_allowed(rendered: Rendered) -> None:
+    """Every probe runs the IPv6 test on each link and TSLCD reachability on its fixed
+    link, against the inventory's endpoints (a probe's own list overrides the global one),
+    and a signed remote plan may target those hosts."""
+    from agent.config import load
+
+    everywhere = group_vars()
+    overridden = 0
+    for probe in PROBES:
+        cfg = load(rendered.host(probe) / "probe" / "etc" / "agent.toml")
+        endpoints = host_vars(probe).get("netmon_tslcd_endpoints",
+                                         everywhere["netmon_tslcd_endpoints"])
+        overridden += "netmon_tslcd_endpoints" in host_vars(probe)
+        ipv6 = cfg.tests["ipv6"]
+        assert ipv6.method == "ipv6" and ipv6.links is None  # every link
+        assert ipv6.options.target == everywhere["netmon_ipv6_test_host"]
+        links = {link["name"]: link for link in host_vars(probe)["netmon_links"]}
+        fixed = {n for n, lk in links.items() if lk["access"] == "fixed"}
+        if not fixed:
+            assert "tslcd" not in cfg.tests
+            continue
+        tslcd = cfg.tests["tslcd"]
+        assert tslcd.method == "reachability" and set(tslcd.links or ()) == fixed
+        opts = tslcd.options
+        assert [opts.target, *opts.endpoints] == endpoints  # type: ignore[attr-defined]
+        allowed = set(cfg.remote_config.allowed_targets)
+        hosts = {e.removeprefix("icmp:") if e.startswith("icmp:") else e.rsplit(":", 1)[0]
+                 for e in endpoints}
+        assert hosts | {everywhere["netmon_ipv6_test_host"]} <= allowed, (hosts, allowed)
+    assert overridden == 1
+    # Only documentation addresses and .example names in the example inventory.
+    for endpoint in everywhere["netmon_tslcd_endpoints"]:
+        host = endpoint.removeprefix("icmp:").rsplit(":", 1)[0]
+        assert host.endswith(".example") or host.startswith("192.0.2."), endpoint
+
+
 # --------------------------------------------------------------------------- collector
 
 
