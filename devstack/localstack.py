@@ -81,6 +81,9 @@ class LinkPlan:
     rate_mbit: float | None
     iperf3_port: int = 5201
     http_port: int = 8080
+    #: The server's IPv6 address on this link (a ULA on the namespace's veth; ::1 without
+    #: namespaces): the demo's IPv6 readiness target.
+    server_ip6: str = "::1"
 
 
 @dataclass
@@ -192,7 +195,8 @@ class Stack:
             for name, access, isp, rate in (("fibre", "fixed", "VNPT", opts.fibre_mbit),
                                             ("mobile", "mobile", "Viettel", opts.mobile_mbit)):
                 shaped = self.ns.add_link(rate)
-                links.append(LinkPlan(name, access, isp, shaped.server_ip, shaped.host_if, rate))
+                links.append(LinkPlan(name, access, isp, shaped.server_ip, shaped.host_if, rate,
+                                      server_ip6=shaped.server_ip6))
             for link in links:
                 log = open(self.dir / f"iperf3-{link.name}.log", "wb")  # noqa: SIM115
                 self.ns.spawn(services.iperf3_server_argv(link.iperf3_port, link.server_ip),
@@ -314,7 +318,20 @@ class Stack:
                 f"duration_s = {d + 1}", "warmup_s = 1", "",
                 f"[tests.icmp_{link.name}]", "method = \"icmp\"", "every_s = 60",
                 "jitter_s = 5", f"links = [\"{link.name}\"]", f"target = \"{link.server_ip}\"",
-                "count = 10", "interval_s = 0.1", ""]
+                "count = 10", "interval_s = 0.1", "",
+                # IPv6 readiness (plan task 2.3), as deployed: v6 and v4 to the same server.
+                f"[tests.ipv6_{link.name}]", "method = \"ipv6\"", "every_s = 600",
+                "jitter_s = 5", f"links = [\"{link.name}\"]",
+                f"target = \"{link.server_ip6}\"", f"v4_target = \"{link.server_ip}\"",
+                "count = 3", "interval_s = 0.1", ""]
+        # TSLCD reachability on the fixed link, as deployed; the measurement server's
+        # namespace stands in for the government network (ping and nginx's TCP port).
+        fibre = next(link for link in self.report.links if link.access == "fixed")
+        lines += [
+            "[tests.tslcd]", "method = \"reachability\"", "every_s = 600", "jitter_s = 5",
+            f"links = [\"{fibre.name}\"]", f"target = \"icmp:{fibre.server_ip}\"",
+            f"endpoints = [\"{fibre.server_ip}:{fibre.http_port}\"]", "count = 3",
+            "interval_s = 0.1", ""]
         path = adir / "agent.toml"
         path.write_text("\n".join(lines), encoding="utf-8")
         return path

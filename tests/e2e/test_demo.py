@@ -55,7 +55,9 @@ def _panel_queries(grafana: Path) -> list[tuple[str, str]]:
 
 def test_every_result_is_a_point_with_the_same_numbers(stack: Any) -> None:
     results = stack.report.results
-    assert len(results) == 6  # two links x (iperf3, http, icmp)
+    # two links x (iperf3, http, icmp, ipv6) + TSLCD on the fibre link, one result per
+    # endpoint (ping and TCP)
+    assert len(results) == 10
     assert not [r for r in results if r["error"]], results
     with InfluxClient(stack.collector.cfg.influxdb) as client:
         for res in results:
@@ -115,3 +117,22 @@ def test_bulletin_csv_agrees_with_the_agent(stack: Any) -> None:
         assert float(row["median"]) == pytest.approx(statistics.median(expected), abs=1e-3)
         assert float(row["p90"]) <= max(expected) + 1e-3
     assert province["fixed"]["rating"] == "meets" and province["mobile"]["rating"] == "below"
+
+
+def test_bulletin_ipv6_and_tslcd_sections_are_filled(stack: Any) -> None:
+    """The demo runs the deployed plan's IPv6 test (to the server's ULA on the namespace's
+    veth) and TSLCD reachability: the bulletin's commune rows carry both, every test
+    passed."""
+    path = Path(stack.report.files["bulletin_csv"])
+    rows = list(csv.DictReader(path.read_text(encoding="utf-8-sig").splitlines()))
+    network = {r["metric"]: r for r in rows if r["section"] == "commune_network"}
+    ran = {m: [r for r in stack.report.results if r["method"] == m]
+           for m in ("ipv6", "reachability")}
+    assert ran["ipv6"] and ran["reachability"], "the demo did not run both tests"
+    for metric, method in (("ipv6_ready_pct", "ipv6"), ("tslcd_reachable_pct", "reachability")):
+        row = network[metric]
+        assert row["commune_code"] == "18754"
+        assert int(row["tests"]) == len(ran[method])
+        ok = sum(1 for r in ran[method] if not r["error"])
+        assert float(row["value"]) == pytest.approx(100.0 * ok / len(ran[method]), abs=0.05)
+        assert ok == len(ran[method]), [r["error"] for r in ran[method] if r["error"]]
