@@ -277,7 +277,7 @@ class Stack:
             f"url = \"http://{influxd.host}:{influxd.port}\"\ndatabase = \"{DATABASE}\"\n\n"
             "[registry]\npath = \"sites.toml\"\n\n"
             "[dead_letters]\npath = \"dead-letters.jsonl\"\n\n"
-            f"[bulletin]\nmin_tests = 1\nlanguage = \"{self.opts.lang}\"\n",
+            f"[bulletin]\nmin_tests = 1\nmin_probe_days = 1\nlanguage = \"{self.opts.lang}\"\n",
             encoding="utf-8")
         self.report.collector_config = cfg_path
         cfg = collector_config.load(cfg_path)
