@@ -5,14 +5,17 @@ them after a fix.
 (validation, the *current* site registry, schema, InfluxDB write) - no broker needed, so
 it works even where broker ACLs forbid publishing on probe topics. Records that now go
 through are removed from the file (``--keep`` leaves them); the others stay, with their
-reason updated. Safe while the collector runs (the file is locked during the rewrite),
-and idempotent: a point written twice is the same point.
+reason updated. Safe while the collector runs (the file is locked during the rewrite,
+which replaces it atomically: a crash mid-replay leaves the old file or the new one),
+and idempotent: a point written twice is the same point. Replay consults the collector's
+result index, so a ``conflict`` stays a dead letter.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import sqlite3
 import sys
 from collections import Counter
 from pathlib import Path
@@ -95,6 +98,7 @@ def _replay(args: argparse.Namespace) -> int:
         return 2
     from collector.core.influx import InfluxClient, InfluxError
     from collector.core.ingest import validate
+    from collector.core.integrity import ResultIndex
     from collector.core.selfmetrics import Stats
     from collector.core.writer import Item, Writer
     from netmon.contract import Topics
@@ -113,12 +117,24 @@ def _replay(args: argparse.Namespace) -> int:
                                                "detail": it.dead.detail})
     if not args.dry_run and good:
         try:
-            with InfluxClient(cfg.influxdb) as client:
-                writer = Writer(client, cfg.writer, Stats(),
-                                create_database=cfg.influxdb.create_database)
-                rejected = writer.process_batch(good)
+            # The collector's result index (the SQLite file allows a second process): a
+            # conflict stays a conflict, and what goes through counts towards the limits.
+            integ = cfg.integrity
+            index = ResultIndex(integ.index_path, integ.index_max_age_days,
+                                integ.max_isps_per_day, integ.max_targets_per_day)
+            try:
+                with InfluxClient(cfg.influxdb) as client:
+                    writer = Writer(client, cfg.writer, Stats(),
+                                    create_database=cfg.influxdb.create_database, index=index)
+                    rejected = writer.process_batch(good)
+            finally:
+                index.close()
         except (InfluxError, RuntimeError) as exc:
             print(f"error: InfluxDB: {exc}", file=sys.stderr)
+            return 1
+        except (OSError, sqlite3.Error) as exc:
+            print(f"error: result index {cfg.integrity.index_path} (integrity.index_path): "
+                  f"{exc}", file=sys.stderr)
             return 1
         # a point InfluxDB itself refused stays a dead letter
         by_payload = {(r.topic, r.raw()): r for r in records}

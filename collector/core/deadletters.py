@@ -10,7 +10,13 @@ Reason codes: the contract's (``too_large``, ``not_utf8``, ``not_json``, ``not_o
 ``unsupported_schema``, ``invalid``, ``probe_mismatch``, ``bad_topic``) and the
 collector's own: ``unknown_probe`` (not in the site registry), ``unstorable`` (valid but
 not representable in InfluxDB, e.g. a tag value ending in a backslash), ``influx_rejected``
-(InfluxDB answered 400 for this point alone).
+(InfluxDB answered 400 for this point alone), ``conflict`` (a result id already stored
+with other content), ``cardinality`` (over a probe's daily limit of distinct ``isp`` or
+``target`` values).
+
+The file is bounded: past ``max_bytes_per_probe`` for one probe (records without a probe
+count as one probe, ``-``) or ``max_bytes_total`` for the file, the oldest records (of
+that probe, or of anyone) are rotated out down to 90 % of the cap, in one atomic rewrite.
 """
 
 from __future__ import annotations
@@ -79,8 +85,18 @@ class DeadLetterStore:
     the path still names that file, and opens the new one otherwise.
     """
 
-    def __init__(self, path: Path) -> None:
+    #: A rotation leaves this share of the cap, so the next appends do not rewrite again.
+    ROTATE_TO = 0.9
+
+    def __init__(self, path: Path, max_bytes_per_probe: int | None = None,
+                 max_bytes_total: int | None = None) -> None:
         self.path = path
+        self.max_bytes_per_probe = max_bytes_per_probe
+        self.max_bytes_total = max_bytes_total
+        #: Bytes per probe in the file, and the (inode, size) they describe: another
+        #: process (a replay, a second worker) changing the file makes us count again.
+        self._sizes: dict[str, int] | None = None
+        self._sizes_of: tuple[int, int] | None = None
 
     @contextlib.contextmanager
     def _locked(self, mode: str) -> Iterator[int]:
@@ -106,17 +122,88 @@ class DeadLetterStore:
         finally:
             os.close(fd)  # releases the lock
 
-    def append(self, records: list[DeadLetter]) -> None:
-        """Append and fsync; only after this returns may the messages be acknowledged."""
+    def append(self, records: list[DeadLetter]) -> int:
+        """Append and fsync; only after this returns may the messages be acknowledged.
+
+        Returns how many old records the caps rotated out (0 without caps)."""
         if not records:
-            return
-        data = b"".join(r.to_line() for r in records)
+            return 0
+        lines = [r.to_line() for r in records]
+        data = b"".join(lines)
+        capped = self.max_bytes_per_probe is not None or self.max_bytes_total is not None
         with self._locked("a") as fd:
+            if capped:
+                before = os.fstat(fd)
+                if self._sizes is None or self._sizes_of != (before.st_ino, before.st_size):
+                    self._sizes = self._count()
             view = memoryview(data)
             while view:
                 n = os.write(fd, view)
                 view = view[n:]
             os.fsync(fd)
+            if not capped:
+                return 0
+            assert self._sizes is not None
+            for rec, ln in zip(records, lines, strict=True):
+                key = rec.probe_id or "-"
+                self._sizes[key] = self._sizes.get(key, 0) + len(ln)
+            after = os.fstat(fd)
+            self._sizes_of = (after.st_ino, after.st_size)
+            over_probe = self.max_bytes_per_probe is not None and any(
+                n > self.max_bytes_per_probe for n in self._sizes.values())
+            over_total = (self.max_bytes_total is not None
+                          and after.st_size > self.max_bytes_total)
+            if over_probe or over_total:
+                return self._rotate(fd)
+            return 0
+
+    def _count(self) -> dict[str, int]:
+        # The lock is held and the path names the locked file (see _locked); the append
+        # descriptor is write-only, so read through the path.
+        sizes: dict[str, int] = {}
+        with open(self.path, "rb") as fh:
+            for raw in fh:
+                key = _probe_of(raw)
+                sizes[key] = sizes.get(key, 0) + len(raw)
+        return sizes
+
+    def _rotate(self, fd: int) -> int:
+        """Drop the oldest records past the caps (the lock is held); atomic rewrite."""
+        with open(self.path, "rb") as fh:
+            raws = [raw if raw.endswith(b"\n") else raw + b"\n" for raw in fh if raw.strip()]
+        keys = [_probe_of(raw) for raw in raws]
+        sizes: dict[str, int] = {}
+        for raw, key in zip(raws, keys, strict=True):
+            sizes[key] = sizes.get(key, 0) + len(raw)
+        total = sum(sizes.values())
+        probe_cap = self.max_bytes_per_probe
+        total_cap = self.max_bytes_total
+        keep = [True] * len(raws)
+        # Oldest first (the file is in arrival order): per probe, then the whole file.
+        if probe_cap is not None:
+            over = {k for k, n in sizes.items() if n > probe_cap}  # only these lose records
+            for i, (raw, key) in enumerate(zip(raws, keys, strict=True)):
+                if key in over and sizes[key] > probe_cap * self.ROTATE_TO:
+                    keep[i] = False
+                    sizes[key] -= len(raw)
+                    total -= len(raw)
+        if total_cap is not None and total > total_cap:
+            for i, raw in enumerate(raws):
+                if total <= total_cap * self.ROTATE_TO:
+                    break
+                if keep[i]:
+                    keep[i] = False
+                    total -= len(raw)
+                    sizes[keys[i]] -= len(raw)
+        dropped = keep.count(False)
+        if dropped:
+            st = os.fstat(fd)
+            atomic_write(self.path, b"".join(r for r, k in zip(raws, keep, strict=True) if k),
+                         mode=stat.S_IMODE(st.st_mode), owner=(st.st_uid, st.st_gid))
+            new = os.stat(self.path)
+            self._sizes = {k: n for k, n in sizes.items() if n > 0}
+            self._sizes_of = (new.st_ino, new.st_size)
+        return dropped
 
     def read(self) -> list[DeadLetter]:
         """Every record; a corrupt line (e.g. a torn write after power loss) is skipped."""
@@ -162,3 +249,12 @@ class DeadLetterStore:
             atomic_write(self.path, b"".join(kept), mode=stat.S_IMODE(st.st_mode),
                          owner=(st.st_uid, st.st_gid))
         return removed
+
+
+def _probe_of(raw: bytes) -> str:
+    # The probe a stored line belongs to, without validating the whole record.
+    try:
+        value = json.loads(raw).get("probe_id")
+    except (ValueError, AttributeError):
+        return "-"
+    return value if isinstance(value, str) and value else "-"

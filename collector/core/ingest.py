@@ -15,16 +15,27 @@ runs paho-mqtt 2.x with:
   Acks for messages received on an earlier connection are dropped: the broker redelivers
   those, and a stale packet id could otherwise acknowledge a different message;
 - a Receive Maximum (``mqtt.receive_maximum``): the broker never has more unacknowledged
-  messages in flight to us, which bounds memory while InfluxDB is down.
+  messages in flight to us, which bounds memory while InfluxDB is down;
+- receipts (:meth:`MqttIngest.send_receipts`): once a batch is stored, one
+  :class:`netmon.contract.ReceiptMessage` per probe (QoS 1, not retained) names the
+  result ids stored, as points or as dead letters, before the batch's PUBACKs are queued.
+
+:func:`validate` also normalises ``isp`` and ``target`` (NFC, trimmed) and bounds them
+(:data:`ISP_MAX_CHARS`, :data:`TARGET_MAX_CHARS`, allowed characters; docs/protocol.md,
+"Limits").
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import struct
 import threading
 import time
-from collections.abc import Callable
+import unicodedata
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -37,11 +48,20 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from collector.config import MqttSettings
 from collector.core.deadletters import DeadLetter
+from collector.core.integrity import content_digest
 from collector.core.registry import Registry
 from collector.core.schema import result_line, status_lines
 from collector.core.selfmetrics import Stats
 from collector.core.writer import Item
-from netmon.contract import ContractError, Topics, parse_result, parse_status
+from netmon.contract import (
+    MAX_RECEIPT_IDS,
+    ContractError,
+    ReceiptMessage,
+    ResultMessage,
+    Topics,
+    parse_result,
+    parse_status,
+)
 from netmon.mqtt import new_client
 
 log = logging.getLogger(__name__)
@@ -55,15 +75,64 @@ _MQTT_LOG.addFilter(lambda r: not str(r.msg).startswith("Client is not connected
 #: 1970); InfluxDB cannot even store times before 1677.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 
+#: Longest ``isp`` after normalisation (an operator's name, e.g. "Viettel").
+ISP_MAX_CHARS = 64
+#: Longest ``target`` after normalisation (a host name is at most 253; a URL a bit more).
+TARGET_MAX_CHARS = 255
+#: Besides letters, digits and combining marks (any script: Vietnamese names are fine).
+ISP_PUNCTUATION = frozenset(" -_.&()/+'")
+TARGET_PUNCTUATION = frozenset("-._~:/?#[]@!$&'()*+,;=%")
+
+
+def bounded_text(name: str, value: str, max_chars: int, punctuation: frozenset[str]) -> str:
+    """``value`` in NFC with surrounding whitespace trimmed (and, where spaces are
+    allowed, runs of whitespace made one space); ContractError ``invalid`` naming the
+    field when it is empty, too long or holds a character outside the allowed set."""
+    text = unicodedata.normalize("NFC", value)
+    text = " ".join(text.split()) if " " in punctuation else text.strip()
+    if not text:
+        raise ContractError("invalid", f"{name} is empty after trimming whitespace")
+    if len(text) > max_chars:
+        raise ContractError("invalid", f"{name} is {len(text)} characters long; at most "
+                            f"{max_chars} are allowed")
+    for ch in text:
+        if not (ch.isalnum() or ch in punctuation
+                or unicodedata.category(ch).startswith("M")):
+            raise ContractError("invalid", f"{name} {text[:80]!r} contains {ch!r} "
+                                f"(U+{ord(ch):04X}); allowed: letters, digits and "
+                                f"{''.join(sorted(punctuation))!r}")
+    return text
+
+
+def normalise_result(msg: ResultMessage) -> ResultMessage:
+    """The result with ``isp`` and ``target`` normalised and checked (see
+    :func:`bounded_text`); ContractError when they break the limits."""
+    isp = bounded_text("isp", msg.isp, ISP_MAX_CHARS, ISP_PUNCTUATION)
+    target = bounded_text("target", msg.target, TARGET_MAX_CHARS, TARGET_PUNCTUATION)
+    if isp == msg.isp and target == msg.target:
+        return msg
+    return msg.model_copy(update={"isp": isp, "target": target})
+
+
+def _claimed_id(payload: bytes) -> str | None:
+    # A rejected result still names its id (if readable): the receipt lets the probe
+    # forget it, since the dead letter keeps it on the collector's disk.
+    try:
+        data = json.loads(payload)
+        return str(uuid.UUID(str(data["id"]))) if isinstance(data, dict) else None
+    except Exception:
+        return None
+
 
 def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
              received_ms: int | None = None) -> Item:
     """One message -> an Item with its points, or with a dead letter. Never raises."""
     probe_id: str | None = None
+    kind = ""
     try:
         probe_id, kind = topics.parse(topic)
         if kind == "results":
-            msg = parse_result(payload, probe_id)
+            msg = normalise_result(parse_result(payload, probe_id))
             if msg.started_at < EARLIEST:
                 raise ContractError("invalid", f"started_at {msg.started_at.isoformat()} is "
                                     "before 2000 (probe clock not set?)")
@@ -77,7 +146,9 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
                 lines = [result_line(msg, site)]
             except ValueError as exc:
                 raise ContractError("unstorable", str(exc)) from None
-            return Item(lines, source=(topic, payload), kind="result")
+            return Item(lines, source=(topic, payload), kind="result",
+                        receipt=(probe_id, str(msg.id)), result=msg,
+                        digest=content_digest(msg))
         if kind == "status":
             st = parse_status(payload, probe_id)
             for when in (st.at, st.started_at, st.last_result_at):
@@ -99,16 +170,20 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
         reason, detail = exc.reason, exc.detail
     except Exception as exc:  # e.g. OverflowError, RecursionError from hostile JSON
         reason, detail = "invalid", f"{type(exc).__name__}: {exc}"
+    rid = _claimed_id(payload) if kind == "results" and probe_id else None
     return Item([], dead=DeadLetter.from_raw(topic, payload, reason, detail, probe_id),
-                kind="dead")
+                kind="dead", receipt=(probe_id, rid) if probe_id and rid else None)
 
 
 class MqttIngest:
     """The MQTT side of the collector (paho network thread)."""
 
     def __init__(self, settings: MqttSettings, registry: Registry, stats: Stats,
-                 submit: Callable[[Item], None]) -> None:
+                 submit: Callable[[Item], None],
+                 known_isps: Iterable[str] | None = None) -> None:
         self.settings = settings
+        #: Case-folded; an ISP outside it is stored but counted (``unknown_isp``).
+        self.known_isps = frozenset(i.casefold() for i in known_isps or ())
         self.registry = registry
         self.stats = stats
         self.submit = submit
@@ -219,6 +294,9 @@ class MqttIngest:
         stats.received += 1
         if item.kind == "result":
             stats.results += 1
+            if (self.known_isps and item.result is not None
+                    and item.result.isp.casefold() not in self.known_isps):
+                stats.unknown_isp += 1
         elif item.kind == "status":
             stats.statuses += 1
         self.submit(item)
@@ -245,6 +323,36 @@ class MqttIngest:
                 for mid in mids:
                     self.client.ack(mid, 1)
         self.stats.add(acked=len(mids))
+
+    def send_receipts(self, items: list[Item], stored_dead: bool = True) -> int:
+        """Publish receipts for the stored items: one message per probe per
+        ``MAX_RECEIPT_IDS`` ids, QoS 1, not retained. Called by the writer's success path
+        before :meth:`ack`, so the receipts are on the socket ahead of the PUBACKs.
+
+        Items whose connection has dropped are receipted too: they *are* stored. Dead
+        letters are receipted when ``stored_dead`` (they are in the durable file).
+        Returns the receipt messages queued."""
+        by_probe: dict[str, list[uuid.UUID]] = defaultdict(list)
+        for it in items:
+            if it.receipt is None or (it.dead is not None and not stored_dead):
+                continue
+            by_probe[it.receipt[0]].append(uuid.UUID(it.receipt[1]))
+        sent = ids = 0
+        for probe_id, rids in by_probe.items():
+            topic = self.topics.receipts(probe_id)
+            unique = list(dict.fromkeys(rids))
+            for i in range(0, len(unique), MAX_RECEIPT_IDS):
+                chunk = tuple(unique[i:i + MAX_RECEIPT_IDS])
+                payload = ReceiptMessage(probe_id=probe_id, ids=chunk).to_json()
+                # Queued even while disconnected (paho keeps QoS 1 messages, max_queued
+                # 0); a receipt that is lost anyway makes the agent resend after its
+                # timeout, which stores the same point again.
+                self.client.publish(topic, payload, qos=1, retain=False)
+                sent += 1
+                ids += len(chunk)
+        if sent:
+            self.stats.add(receipts_sent=sent, receipted=ids)
+        return sent
 
     def publish_dead(self, rec: DeadLetter) -> None:
         """Courtesy copy of a dead letter on the dead-letter topic (QoS 1)."""

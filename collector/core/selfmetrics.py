@@ -3,7 +3,10 @@
 
 Fields (counters are integers since the process started, never mixed with floats):
 ``received``, ``written`` (points), ``results``, ``statuses``, ``dead_lettered``,
-``retries``, ``influx_errors``, ``batches``, ``acked``; floats: ``write_latency_ms_avg``,
+``retries``, ``influx_errors``, ``batches``, ``acked``, ``receipts_sent`` (receipt
+messages published), ``receipted`` (result ids they named), ``dead_rotated`` (dead
+letters rotated out by the size caps), ``unknown_isp`` (results whose ``isp`` is not in
+``integrity.known_isps``: stored, but counted); floats: ``write_latency_ms_avg``,
 ``write_latency_ms_max`` and ``batch_size_avg`` over the last interval, ``received_per_s``
 and ``written_per_s`` over the last interval. Tag: ``instance`` (the MQTT client id).
 Dead letters per reason go to the same measurement with an extra tag ``reason`` and a
@@ -35,6 +38,10 @@ class Stats:
     retries: int = 0
     influx_errors: int = 0
     batches: int = 0
+    receipts_sent: int = 0
+    receipted: int = 0
+    dead_rotated: int = 0
+    unknown_isp: int = 0
     dead_reasons: Counter[str] = field(default_factory=Counter)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     # per-interval accumulators
@@ -82,6 +89,8 @@ class Stats:
                 "statuses": self.statuses, "written": self.written, "acked": self.acked,
                 "dead_lettered": sum(self.dead_reasons.values()), "retries": self.retries,
                 "influx_errors": self.influx_errors, "batches": self.batches,
+                "receipts_sent": self.receipts_sent, "receipted": self.receipted,
+                "dead_rotated": self.dead_rotated, "unknown_isp": self.unknown_isp,
                 "write_latency_ms_avg": 1000.0 * self._lat_sum / self._lat_n
                 if self._lat_n else 0.0,
                 "write_latency_ms_max": 1000.0 * self._lat_max,
@@ -113,7 +122,10 @@ class Stats:
         """One human line for the journal."""
         reasons = ", ".join(f"{r}={n}" for r, n in sorted(self.dead_reasons.items())) or "none"
         return (f"received={snap['received']} written={snap['written']} "
-                f"acked={snap['acked']} dead_lettered={snap['dead_lettered']} ({reasons}) "
+                f"acked={snap['acked']} receipts={snap['receipts_sent']} "
+                f"receipted={snap['receipted']} "
+                f"dead_lettered={snap['dead_lettered']} ({reasons}) "
+                f"dead_rotated={snap['dead_rotated']} unknown_isp={snap['unknown_isp']} "
                 f"retries={snap['retries']} influx_errors={snap['influx_errors']} "
                 f"batches={snap['batches']} batch_avg={snap['batch_size_avg']:.0f} "
                 f"write_ms_avg={snap['write_latency_ms_avg']:.1f} "

@@ -37,6 +37,7 @@ from collector.config import CollectorConfig, InfluxSettings, WriterSettings, op
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient
 from collector.core.ingest import MqttIngest, validate
+from collector.core.integrity import ResultIndex
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
 from collector.core.schema import Site
@@ -56,7 +57,13 @@ def worker_config(cfg: CollectorConfig, index: int) -> CollectorConfig:
     mqtt = cfg.mqtt.model_copy(update={
         "client_id": cfg.mqtt.client_id if index == 0 else f"{cfg.mqtt.client_id}-{index}",
         "shared_group": cfg.mqtt.shared_group or DEFAULT_SHARE_GROUP})
-    return cfg.model_copy(update={"mqtt": mqtt})
+    # SQLite allows one writer: each worker keeps its own result index (the limits this
+    # implies are in collector/core/integrity.py and docs/collector.md).
+    path = cfg.integrity.index_path
+    integrity = cfg.integrity.model_copy(update={
+        "index_path": path if index == 0 else path.with_name(
+            f"{path.stem}-{index}{path.suffix}")})
+    return cfg.model_copy(update={"mqtt": mqtt, "integrity": integrity})
 
 
 class Collector:
@@ -67,16 +74,22 @@ class Collector:
         self.registry = registry if registry is not None else open_registry(cfg)
         self.stats = Stats()
         self.influx = InfluxClient(cfg.influxdb)
-        self.dead_store = DeadLetterStore(cfg.dead_letters.path)
+        self.dead_store = DeadLetterStore(cfg.dead_letters.path,
+                                          cfg.dead_letters.max_bytes_per_probe,
+                                          cfg.dead_letters.max_bytes_total)
+        integ = cfg.integrity
+        self.index = ResultIndex(integ.index_path, integ.index_max_age_days,
+                                 integ.max_isps_per_day, integ.max_targets_per_day)
         self.fatal: Exception | None = None
         self._fatal_event = threading.Event()
-        self.ingest = MqttIngest(cfg.mqtt, self.registry, self.stats, self._submit)
+        self.ingest = MqttIngest(cfg.mqtt, self.registry, self.stats, self._submit,
+                                 known_isps=integ.known_isps)
         self.writer = Writer(
-            self.influx, cfg.writer, self.stats, on_done=self.ingest.ack,
+            self.influx, cfg.writer, self.stats, on_done=self._stored,
             dead_store=self.dead_store,
             publish_dead=self.ingest.publish_dead if cfg.dead_letters.publish else None,
             on_fatal=self._on_fatal, create_database=cfg.influxdb.create_database,
-            is_stale=self.ingest.is_stale)
+            is_stale=self.ingest.is_stale, index=self.index)
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self.registry_metrics = RegistryMetrics(self.registry, cfg.influxdb)  # alert input
@@ -84,6 +97,14 @@ class Collector:
 
     def _submit(self, item: Item) -> None:
         self.writer.submit(item)
+
+    def _stored(self, items: list[Item]) -> None:
+        # The writer's success path: the batch is in InfluxDB and its dead letters are
+        # fsynced. Receipts first, then the PUBACKs (docs/protocol.md, "Receipts: the
+        # collector side"): on the one socket, the broker has every receipt before it
+        # may forget an input message.
+        self.ingest.send_receipts(items)
+        self.ingest.ack(items)
 
     def _on_fatal(self, exc: Exception) -> None:
         self.fatal = exc
@@ -135,6 +156,7 @@ class Collector:
         self.registry_metrics.stop()
         self.ingest.stop()
         self.influx.close()
+        self.index.close()
 
     def __enter__(self) -> Collector:
         return self.start()
@@ -196,12 +218,14 @@ def ingest(messages: Iterable[ResultMessage | StatusMessage | tuple[str, bytes]]
            sites: Iterable[Site] | Registry, influx: InfluxSettings | str,
            database: str = "netmon", create_database: bool = True,
            batch_size: int = 5000, topic_prefix: str | None = None,
-           dead_letters: Path | None = None) -> IngestReport:
+           dead_letters: Path | None = None,
+           result_index: ResultIndex | None = None) -> IngestReport:
     """Validate, enrich and write messages to InfluxDB in-process (no broker).
 
-    Exactly the collector's path minus MQTT: contract validation, probe-id check,
-    registry lookup (unknown probes are dead letters), schema, batched writes with
-    retries. Returns counts and the dead letters (also appended to ``dead_letters``
+    Exactly the collector's path minus MQTT (and so minus receipts): contract
+    validation, probe-id check, registry lookup (unknown probes are dead letters),
+    schema, batched writes with retries; with ``result_index``, conflicts and the daily
+    limits too. Returns counts and the dead letters (also appended to ``dead_letters``
     when given). Raises FatalWriteError/InfluxError if InfluxDB refuses for good.
     """
     registry = sites if isinstance(sites, Registry) else Registry.from_sites(sites)
@@ -215,7 +239,7 @@ def ingest(messages: Iterable[ResultMessage | StatusMessage | tuple[str, bytes]]
             client.ensure_database()
         writer = Writer(client, WriterSettings(batch_size=batch_size, linger_s=0.0), stats,
                         dead_store=DeadLetterStore(dead_letters) if dead_letters else None,
-                        create_database=settings.create_database)
+                        create_database=settings.create_database, index=result_index)
         batch: list[Item] = []
 
         def flush() -> None:

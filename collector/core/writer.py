@@ -13,6 +13,12 @@ then lets the messages be acknowledged.
 - 404 "database not found" creates the database once when ``create_database`` is on.
 - Any other 4xx (401/403 bad credentials, ...) is fatal: no retry can fix it. The writer
   stops without acknowledging, calls ``on_fatal`` and the service exits with a clear error.
+
+Before a batch is written, the result index (:mod:`collector.core.integrity`) turns a
+result whose id is stored with other content into a ``conflict`` dead letter and one
+beyond a probe's daily ``isp``/``target`` limit into a ``cardinality`` one. After the
+write (and the dead letters' fsync), ``on_done`` gets the batch: the service publishes
+the receipts, then acknowledges the messages (docs/protocol.md, "Receipts").
 """
 
 from __future__ import annotations
@@ -28,7 +34,9 @@ from dataclasses import dataclass, field
 from collector.config import WriterSettings
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient, InfluxError
+from collector.core.integrity import ResultIndex
 from collector.core.selfmetrics import Stats
+from netmon.contract import ResultMessage
 from netmon.errors import NetmonError
 
 log = logging.getLogger(__name__)
@@ -45,6 +53,12 @@ class Item:
     #: (topic, payload) kept so a point InfluxDB rejects can still be dead-lettered.
     source: tuple[str, bytes] | None = None
     kind: str = field(default="")
+    #: The probe (from the topic) and result id a receipt names once this item is
+    #: stored (as a point or as a dead letter); None for statuses and unreadable ids.
+    receipt: tuple[str, str] | None = None
+    #: The parsed result and its content digest, for the result index.
+    result: ResultMessage | None = None
+    digest: bytes | None = None
 
 
 class FatalWriteError(NetmonError, RuntimeError):
@@ -63,7 +77,8 @@ class Writer:
                  publish_dead: Callable[[DeadLetter], None] | None = None,
                  on_fatal: Callable[[Exception], None] | None = None,
                  create_database: bool = False, compress: bool | None = None,
-                 is_stale: Callable[[Item], bool] | None = None) -> None:
+                 is_stale: Callable[[Item], bool] | None = None,
+                 index: ResultIndex | None = None) -> None:
         self.client = client
         self.settings = settings
         self.stats = stats
@@ -77,6 +92,7 @@ class Writer:
         #: True for an item received on an MQTT connection that has since dropped: the
         #: broker redelivers it, so holding on to it would only grow memory.
         self.is_stale = is_stale
+        self.index = index
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._abort = threading.Event()
         self._cond = threading.Condition(threading.Lock())
@@ -196,8 +212,11 @@ class Writer:
     def process_batch(self, batch: list[Item]) -> list[DeadLetter]:
         """Write one batch synchronously (retrying), store its dead letters, then ack it.
 
-        Returns the batch's dead letters (invalid messages and points InfluxDB refused).
+        Returns the batch's dead letters (invalid messages, conflicts, results over a
+        daily limit and points InfluxDB refused).
         """
+        if self.index is not None:
+            self._admit(batch)
         while True:
             try:
                 rejected = self._write_items(batch)
@@ -211,11 +230,17 @@ class Writer:
             probe = parts[-2] if len(parts) >= 3 and parts[-3] == "probes" else None
             rec = DeadLetter.from_raw(topic, payload, "influx_rejected", why, probe_id=probe)
             dead.append(rec)
+        if rejected and self.index is not None:
+            # Not stored: a corrected message with the same id is not a conflict.
+            self.index.forget([str(it.result.id) for it, _ in rejected if it.result])
         for rec in dead:
             self.stats.dead(rec.reason)
         if dead and self.dead_store is not None:
-            # Durable before the ack: a crash after this line cannot lose the record.
-            self.dead_store.append(dead)
+            # Durable before the receipt and the ack: a crash after this line cannot lose
+            # the record.
+            rotated = self.dead_store.append(dead)
+            if rotated:
+                self.stats.add(dead_rotated=rotated)
         if self.on_done:
             self.on_done(batch)
         if dead and self.publish_dead is not None:
@@ -225,6 +250,25 @@ class Writer:
                 except Exception as exc:  # the file is the durable copy; MQTT is a courtesy
                     log.warning("dead letter not published to MQTT: %s", exc)
         return dead
+
+    def _admit(self, batch: list[Item]) -> None:
+        """Dead-letter the batch's conflicts and results over a daily limit (in place)."""
+        assert self.index is not None
+        todo = [it for it in batch if it.result is not None and it.dead is None
+                and it.digest is not None]
+        if not todo:
+            return
+        verdicts = self.index.admit([(it.result, it.digest) for it in todo
+                                     if it.result is not None and it.digest is not None])
+        for item, verdict in zip(todo, verdicts, strict=True):
+            if verdict is None:
+                continue
+            topic, payload = item.source or ("", b"")
+            assert item.result is not None
+            item.dead = DeadLetter.from_raw(topic, payload, verdict.reason, verdict.detail,
+                                            probe_id=item.result.probe_id)
+            item.lines = []
+            item.kind = "dead"
 
     def _stale(self, item: Item) -> bool:
         return self.is_stale is not None and item.ack is not None and self.is_stale(item)

@@ -1,0 +1,187 @@
+"""The collector's durable memory of what it stored: result id -> content digest, and the
+``isp`` / ``target`` values each probe used per UTC day (docs/protocol.md, "Limits").
+
+One SQLite file (``integrity.index_path``, WAL mode), used by the writer thread only:
+:meth:`ResultIndex.admit` decides, for one batch, which results may be written and which
+are dead letters, and commits its entries *before* the batch is written to InfluxDB, so
+whatever is in InfluxDB is in the index (a crash between the commit and the write leaves
+an entry without a point; the broker redelivers the same content, which the index
+admits again).
+
+- same id, same digest: an idempotent redelivery (the agent resends until it gets a
+  receipt), written again over its own point - harmless;
+- same id, another digest: ``conflict``; never merged into the stored point;
+- a probe's ``isp`` (or ``target``) value that would be its ``max_isps_per_day``+1-th
+  distinct value on the result's UTC day (of ``started_at``): ``cardinality``.
+
+The index belongs to one collector process. With ``mqtt.workers > 1`` each worker has
+its own file (``<name>-<i>``), and a shared subscription hands a probe's messages to any
+worker: a conflict is then caught only when both messages reach the same worker, and
+each worker allows the per-day limit on its own (at most ``workers`` x the limit).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import sqlite3
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+
+from collector.core.schema import to_ms
+from netmon.contract import ResultMessage
+
+log = logging.getLogger(__name__)
+
+_DAY_MS = 86_400_000
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS results (
+    id TEXT PRIMARY KEY,
+    digest BLOB NOT NULL,
+    started_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS results_started ON results (started_ms);
+CREATE TABLE IF NOT EXISTS day_values (
+    probe TEXT NOT NULL,
+    day INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    PRIMARY KEY (probe, day, kind, value)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS day_values_day ON day_values (day);
+"""
+
+
+def content_digest(msg: ResultMessage) -> bytes:
+    """A digest of everything the result says (canonical JSON: sorted keys), so the same
+    result serialised differently is still the same content."""
+    data = msg.model_dump(mode="json", by_alias=True)
+    raw = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.blake2b(raw.encode("utf-8"), digest_size=16).digest()
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """Why a result may not be written: a dead-letter reason and its detail."""
+
+    reason: str
+    detail: str
+
+
+class ResultIndex:
+    """The SQLite index; not thread-safe (the writer thread owns it)."""
+
+    def __init__(self, path: Path, max_age_days: int = 400, max_isps_per_day: int = 8,
+                 max_targets_per_day: int = 64) -> None:
+        self.path = path
+        self.max_age_ms = max_age_days * _DAY_MS
+        self.limits = {"isp": max_isps_per_day, "target": max_targets_per_day}
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # timeout: `dead-letters replay` may hold the write lock for a moment.
+        self._db = sqlite3.connect(path, timeout=60, isolation_level=None,
+                                   check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        # FULL: a commit survives a power cut; it happens once per batch, not per result.
+        self._db.execute("PRAGMA synchronous=FULL")
+        self._db.executescript(_SCHEMA)
+        self._pruned_at = 0.0
+
+    def close(self) -> None:
+        """Close the database."""
+        self._db.close()
+
+    def admit(self, items: list[tuple[ResultMessage, bytes]]) -> list[Verdict | None]:
+        """For each (result, digest): None (write it) or a Verdict (dead-letter it).
+        The admitted entries are committed before this returns."""
+        self._maybe_prune()
+        db = self._db
+        out: list[Verdict | None] = []
+        seen: dict[str, bytes] = {}
+        counts: dict[tuple[str, int, str], int] = {}
+        known: dict[tuple[str, int, str], set[str]] = {}
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for msg, digest in items:
+                rid = str(msg.id)
+                stored = seen.get(rid)
+                if stored is None:
+                    row = db.execute("SELECT digest FROM results WHERE id = ?",
+                                     (rid,)).fetchone()
+                    stored = bytes(row[0]) if row else None
+                if stored is not None:
+                    out.append(None if stored == digest else Verdict(
+                        "conflict", f"result id {rid} is already stored with different "
+                        "content; the stored point is kept (docs/protocol.md, 'Limits')"))
+                    continue
+                started_ms = to_ms(msg.started_at)
+                day = started_ms // _DAY_MS
+                verdict = None
+                new: list[tuple[str, int, str, str]] = []
+                for kind, value in (("isp", msg.isp), ("target", msg.target)):
+                    key = (msg.probe_id, day, kind)
+                    if key not in known:
+                        known[key] = {r[0] for r in db.execute(
+                            "SELECT value FROM day_values WHERE probe = ? AND day = ? AND "
+                            "kind = ?", key)}
+                        counts[key] = len(known[key])
+                    if value in known[key]:
+                        continue
+                    if counts[key] >= self.limits[kind]:
+                        when = datetime.fromtimestamp(day * 86400, UTC).date().isoformat()
+                        verdict = Verdict("cardinality", (
+                            f"{kind} {value!r} would be probe {msg.probe_id}'s "
+                            f"{counts[key] + 1}th distinct {kind} on {when} (UTC); the "
+                            f"limit is {self.limits[kind]} (integrity.max_{kind}s_per_day)"))
+                        break
+                    new.append((msg.probe_id, day, kind, value))
+                if verdict is not None:
+                    out.append(verdict)
+                    continue
+                for probe, d, kind, value in new:
+                    db.execute("INSERT INTO day_values VALUES (?, ?, ?, ?)",
+                               (probe, d, kind, value))
+                    known[(probe, d, kind)].add(value)
+                    counts[(probe, d, kind)] += 1
+                db.execute("INSERT INTO results VALUES (?, ?, ?)", (rid, digest, started_ms))
+                seen[rid] = digest
+                out.append(None)
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+        return out
+
+    def forget(self, result_ids: list[str]) -> None:
+        """Drop entries whose point InfluxDB refused for good (``influx_rejected``), so a
+        corrected message with the same id is not a conflict."""
+        if result_ids:
+            self._db.execute("BEGIN IMMEDIATE")
+            self._db.executemany("DELETE FROM results WHERE id = ?",
+                                 [(r,) for r in result_ids])
+            self._db.execute("COMMIT")
+
+    def prune(self, now_ms: int | None = None) -> int:
+        """Drop entries older than the maximum age (by ``started_at``); returns how many."""
+        now_ms = int(time.time() * 1000) if now_ms is None else now_ms
+        cutoff = now_ms - self.max_age_ms
+        cur = self._db.execute("DELETE FROM results WHERE started_ms < ?", (cutoff,))
+        n = cur.rowcount
+        self._db.execute("DELETE FROM day_values WHERE day < ?", (cutoff // _DAY_MS,))
+        return n
+
+    def _maybe_prune(self) -> None:
+        now = time.monotonic()
+        if self._pruned_at and now - self._pruned_at < 3600:
+            return
+        self._pruned_at = now
+        n = self.prune()
+        if n:
+            log.info("result index: pruned %d entries older than %d days", n,
+                     self.max_age_ms // _DAY_MS)
+
+    def __len__(self) -> int:
+        return int(self._db.execute("SELECT count(*) FROM results").fetchone()[0])
