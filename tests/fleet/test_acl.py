@@ -78,6 +78,37 @@ def test_probe_reads_only_its_own_config(broker: services.Service) -> None:
         probe.close()
 
 
+def test_only_the_collector_writes_receipts_and_each_probe_reads_only_its_own(
+        broker: services.Service) -> None:
+    """Receipts let a probe forget results: a forged one would lose data. The collector
+    account writes them; a probe reads its own and can write none (not even its own)."""
+    coll = Client(broker, "collector", USERS["collector"])
+    p1 = Client(broker, "ht-kyanh-01", USERS["ht-kyanh-01"])
+    p2 = Client(broker, "ht-huongkhe-02", USERS["ht-huongkhe-02"])
+    noc = Client(broker, "noc", USERS["noc"])
+    try:
+        for c in (p1, p2):
+            c.subscribe(T.receipts("+"))
+        for name, c, probe in (("probe 1", p1, "ht-kyanh-01"), ("probe 2", p2, "ht-kyanh-01"),
+                               ("noc", noc, "ht-kyanh-01"), ("probe 1", p1, "ht-huongkhe-02")):
+            rc = c.publish(T.receipts(probe), b"forged", retain=False)
+            assert rc.getName() == "Not authorized", (name, probe, rc)
+        for payload in (b"r", b"end"):
+            for probe in ("ht-kyanh-01", "ht-huongkhe-02"):
+                assert not coll.publish(T.receipts(probe), payload, retain=False).is_failure
+        # "end" comes last on each probe's connection, so once it is here, everything the
+        # broker would deliver to that probe before it is here too.
+        assert p1.wait(lambda: b"end" in p1.payloads(T.receipts("ht-kyanh-01")), 10)
+        assert p2.wait(lambda: b"end" in p2.payloads(T.receipts("ht-huongkhe-02")), 10)
+        assert p1.payloads(T.receipts("ht-kyanh-01")) == [b"r", b"end"]
+        assert p1.payloads(T.receipts("ht-huongkhe-02")) == []
+        assert p2.payloads(T.receipts("ht-huongkhe-02")) == [b"r", b"end"]
+        assert p2.payloads(T.receipts("ht-kyanh-01")) == []
+    finally:
+        for c in (coll, p1, p2, noc):
+            c.close()
+
+
 # --------------------------------------------------------------------------- CLI
 
 
