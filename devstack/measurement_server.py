@@ -9,12 +9,18 @@
 
 The nginx config comes from ``deploy/ansible/roles/netmon_server/templates/nginx.conf.j2``
 rendered with plain Jinja2, so the Ansible role and this module produce the same file.
+
+With ``tls=`` (files from :func:`make_pki`: a throwaway CA generated here with the
+``cryptography`` package, never downloaded) the same paths are served over TLS too.
 """
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from devstack import services
@@ -92,10 +98,78 @@ def speedtest_config_xml(length_s: int = 10) -> str:
         '</settings>\n')
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """A CA and a server certificate signed by it (PEM files)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def make_pki(directory: Path, names: Sequence[str], days: int = 7,
+             ca_name: str = "hatinh-netmon test CA") -> TlsFiles:
+    """Generate a CA and a server certificate for ``names`` (host names and/or IP
+    addresses, as subjectAltNames) under ``directory``; return the file paths.
+
+    For tests and the local stack only: the keys are unencrypted and the CA lives next to
+    them. A deployed server gets its certificate from the project's or the province's PKI.
+    """
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    directory.mkdir(parents=True, exist_ok=True)
+    now = datetime.now(UTC)
+
+    def subject(cn: str) -> x509.Name:
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, cn)])
+
+    sans: list[x509.GeneralName] = []
+    for name in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(name)))
+        except ValueError:
+            sans.append(x509.DNSName(name))
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca = (x509.CertificateBuilder().subject_name(subject(ca_name)).issuer_name(subject(ca_name))
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True,
+                                       crl_sign=True, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, encipher_only=False,
+                                       decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (x509.CertificateBuilder().subject_name(subject(names[0] if names else "server"))
+            .issuer_name(ca.subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(hours=1)).not_valid_after(now + timedelta(days=days))
+            .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    files = TlsFiles(directory / "ca.pem", directory / "server.pem", directory / "server.key")
+    files.ca.write_bytes(ca.public_bytes(serialization.Encoding.PEM))
+    files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    with atomic_writer(files.key, mode=0o600) as out:  # never readable by others
+        out.write(key.private_bytes(serialization.Encoding.PEM,
+                                    serialization.PrivateFormat.TraditionalOpenSSL,
+                                    serialization.NoEncryption()))
+    return files
+
+
 def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp_dir: Path,
                       error_log: Path, access_log: Path | str = "off",
-                      worker_processes: int | str = "auto", user: str | None = None) -> str:
-    """The nginx.conf text from the shared template (plain Jinja2)."""
+                      worker_processes: int | str = "auto", user: str | None = None,
+                      tls_listen: Sequence[str] = (), tls: TlsFiles | None = None) -> str:
+    """The nginx.conf text from the shared template (plain Jinja2); ``tls_listen`` specs
+    serve the same paths over TLS with ``tls``'s certificate."""
+    if tls_listen and tls is None:
+        raise ValueError("tls_listen needs tls= (certificate and key files)")
     import jinja2
 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
@@ -104,16 +178,21 @@ def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp
     return env.get_template(TEMPLATE.name).render(
         listen=list(listen), webroot=str(webroot), pid_file=str(pid_file),
         temp_dir=str(temp_dir), error_log=str(error_log), access_log=str(access_log),
-        worker_processes=worker_processes, user=user)
+        worker_processes=worker_processes, user=user, tls_listen=list(tls_listen),
+        tls_certificate=str(tls.cert) if tls else "", tls_certificate_key=str(tls.key) if tls
+        else "")
 
 
 def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
           netns: str | None = None, webroot: Path | None = None,
           extra_listen: Sequence[str] = (), sparse: bool = False,
-          blob_bytes: int = 256 << 20, speedtest_length_s: int = 10) -> services.Service:
-    """Prepare a web root and start nginx serving it on host:port (inside ``netns`` if set).
+          blob_bytes: int = 256 << 20, speedtest_length_s: int = 10,
+          tls: TlsFiles | None = None, tls_port: int | None = None,
+          tls_extra_listen: Sequence[str] = ()) -> services.Service:
+    """Prepare a web root and start nginx serving it on host:port (inside ``netns`` if set),
+    and over TLS on host:tls_port too when ``tls`` is given.
 
-    ``Service.extra`` holds ``webroot`` and ``base_url``.
+    ``Service.extra`` holds ``webroot`` and ``base_url`` (and ``tls_url`` with TLS).
     """
     workdir.mkdir(parents=True, exist_ok=True)
     if port is None:
@@ -123,11 +202,18 @@ def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
     temp = workdir / "tmp"
     temp.mkdir(exist_ok=True)
     hostspec = f"[{host}]" if ":" in host else host
+    tls_listen: list[str] = []
+    if tls is not None:
+        if tls_port is None:
+            tls_port = services.free_port(host) if netns is None else 8443
+        tls_listen = [f"{hostspec}:{tls_port}", *tls_extra_listen]
     conf = render_nginx_conf(
         [f"{hostspec}:{port}", *extra_listen], webroot, workdir / "nginx.pid", temp,
         workdir / "error.log", "off", worker_processes=1,
         # As root, workers would drop to "nobody", which cannot read a private work dir.
-        user="root" if os.geteuid() == 0 else None)
+        user="root" if os.geteuid() == 0 else None, tls_listen=tls_listen, tls=tls)
     svc = services.start_nginx(workdir, conf, port, host, netns=netns)
     svc.extra.update(webroot=webroot, base_url=f"http://{hostspec}:{port}")
+    if tls is not None:
+        svc.extra.update(tls_url=f"https://{hostspec}:{tls_port}", tls_ca=tls.ca)
     return svc

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ssl
+import urllib.error
 import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import Iterator
@@ -132,3 +134,42 @@ def test_cancelled_http_test_stops_its_engine_thread(server: services.Service) -
         assert time.monotonic() < deadline, "engine thread still running after cancel"
         time.sleep(0.05)
     assert time.monotonic() - t0 < 5
+
+
+def test_tls_serves_the_same_paths_with_a_generated_ca(tmp_path: Path) -> None:
+    try:
+        services.require_binary("nginx")
+    except services.ServiceError as exc:
+        pytest.skip(str(exc))
+    pki = ms.make_pki(tmp_path / "pki", ["127.0.0.1", "localhost"])
+    assert oct(pki.key.stat().st_mode & 0o777) == "0o600"
+    svc = ms.start(tmp_path / "srv", sparse=True, blob_bytes=1 << 20, tls=pki)
+    try:
+        ctx = ssl.create_default_context(cafile=str(pki.ca))
+        base = svc.extra["tls_url"]
+        assert base.startswith("https://127.0.0.1:")
+        with urllib.request.urlopen(f"{base}/download/blob.bin", context=ctx,
+                                    timeout=10) as resp:
+            assert len(resp.read()) == 1 << 20
+        req = urllib.request.Request(f"{base}/upload", data=b"x" * 100_000, method="POST")
+        with urllib.request.urlopen(req, context=ctx, timeout=10) as resp:
+            assert resp.read() == b"ok\n"
+        # Plain HTTP is still served beside it, from the same server block.
+        with urllib.request.urlopen(f"{svc.extra['base_url']}/speedtest/latency.txt",
+                                    timeout=10) as resp:
+            assert resp.read() == ms.LATENCY_TEXT
+        # Without the CA the certificate is refused.
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(f"{base}/speedtest/latency.txt",
+                                   context=ssl.create_default_context(), timeout=10)
+    finally:
+        svc.stop()
+
+
+def test_tls_listen_needs_certificate_files(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="tls="):
+        ms.render_nginx_conf(["127.0.0.1:80"], tmp_path, tmp_path / "p", tmp_path,
+                             tmp_path / "e", tls_listen=["127.0.0.1:443"])
+    conf = ms.render_nginx_conf(["127.0.0.1:80"], tmp_path, tmp_path / "p", tmp_path,
+                                tmp_path / "e")
+    assert " ssl;" not in conf and "ssl_certificate" not in conf
