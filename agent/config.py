@@ -150,8 +150,8 @@ class SpoolConfig(_Section):
         description="at most this many overdue results are published again per round")
     unusable_exit_s: float = Field(
         600.0, ge=1, le=7 * 86400,
-        description="exit 1 (systemd restarts the agent) when no spool write has "
-                    "succeeded for this long")
+        description="exit 1 (systemd restarts the agent) when no result could be stored "
+                    "in the spool for this long")
 
 
 class ClockConfig(_Section):

@@ -134,6 +134,7 @@ class Runtime:
         self.spool_lost = 0
         self._loss_logged_at = -LOSS_LOG_EVERY_S
         self._fatal: SpoolError | None = None
+        self._episode_lost_base: int | None = None  # spool_lost when failures began
         self.publisher: Publisher | None = None
         if publish:
             # Only the service subscribes to receipts: ``once`` (announce=False) leaves its
@@ -295,13 +296,14 @@ class Runtime:
     def _lost(self, n: int, exc: SpoolError) -> None:
         first = self.spool_lost == 0 or time.monotonic() - self._loss_logged_at > \
             LOSS_LOG_EVERY_S
+        if self._episode_lost_base is None:
+            self._episode_lost_base = self.spool_lost
         self.spool_lost += n
         if first:
             self._loss_logged_at = time.monotonic()
-            where = self.cfg.spool.path.parent
-            log.error("%s: %d result(s) lost, %d since start; free space on %s (the agent "
-                      "recovers by itself when writes succeed again; it exits after %g s "
-                      "of failures)", exc, n, self.spool_lost, where,
+            log.error("%s: %d result(s) lost (%d since start). Free space there: the agent "
+                      "recovers by itself when writes succeed again, and exits 1 after "
+                      "[spool] unusable_exit_s = %g s of failures", exc, n, self.spool_lost,
                       self.cfg.spool.unusable_exit_s)
 
     def expected_runs_per_day(self) -> dict[str, float]:
@@ -356,6 +358,12 @@ class Runtime:
             else None,
             expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None)
 
+    def _spooled_total(self) -> int | None:
+        try:
+            return self.spool.stats().spooled
+        except sqlite3.Error:
+            return None
+
     def write_state(self) -> None:
         """The state file ``netmon-agent status`` reads (atomic replace)."""
         path = self.cfg.state_path
@@ -373,6 +381,9 @@ class Runtime:
                        "receipted": info.receipted if info else 0,
                        "bad_receipts": info.bad_receipts if info else 0},
             "status": json.loads(self.status_message().to_json()),
+            # One consistent snapshot: results_made == spooled (this run) + lost.
+            "results": {"made": self.results_made, "lost": self.spool_lost,
+                        "spooled_total": self._spooled_total()},
             "jobs": {j.key: {"runs": j.runs, "running": j.running,
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
@@ -443,7 +454,6 @@ class Runtime:
         ``unusable_exit_s`` without a successful write."""
         limit = self.cfg.spool.unusable_exit_s
         was_failing: float | None = None
-        lost_before = 0
         while True:
             await asyncio.sleep(SPOOL_WATCH_S)
             since = self.spool.failing_since
@@ -452,22 +462,24 @@ class Runtime:
                 since = self.spool.failing_since
             if since is None:
                 if was_failing is not None:
+                    base = self._episode_lost_base or 0
                     log.warning("spool %s writable again after %.0f s; %d result(s) lost "
                                 "meanwhile (%d since start)", self.cfg.spool.path,
-                                time.monotonic() - was_failing,
-                                self.spool_lost - lost_before, self.spool_lost)
+                                time.monotonic() - was_failing, self.spool_lost - base,
+                                self.spool_lost)
                     was_failing = None
                     self.write_state()
+                self._episode_lost_base = None
                 continue
             if was_failing is None:
-                was_failing, lost_before = since, self.spool_lost
+                was_failing = since
                 self.write_state()
             if time.monotonic() - since > limit:
                 self._fatal = SpoolError(
-                    f"spool {self.cfg.spool.path} unusable for {time.monotonic() - since:.0f}"
-                    f" s (more than [spool] unusable_exit_s = {limit:g}): "
-                    f"{self.spool.error}; {self.spool_lost} result(s) lost since start; "
-                    f"exiting with status 1 so systemd restarts the agent")
+                    f"spool unusable for {time.monotonic() - since:.0f} s (more than "
+                    f"[spool] unusable_exit_s = {limit:g}): {self.spool.store_error}; "
+                    f"{self.spool_lost} result(s) lost since start; exiting with status 1 "
+                    f"so systemd restarts the agent")
                 self.request_stop()  # cmd_run logs the reason and exits 1
                 return
 

@@ -14,11 +14,17 @@ broker's PUBACK as before.
 * Bounded: beyond ``max_results`` rows or ``max_bytes`` of payload the oldest results
   (sent or not) are evicted, counted (``evicted``, persistent) and warned about.
 * FIFO: :meth:`Spool.peek` and :meth:`Spool.due` hand results out oldest first.
-* Small on disk: the WAL is checkpointed every :data:`WAL_AUTOCHECKPOINT_PAGES` pages and
-  truncated to :data:`JOURNAL_SIZE_LIMIT` bytes, and checkpointed after every receipt, so
-  a full disk leaves room to delete (that is what makes the spool recover by itself).
-* Failures are state, not tracebacks: :attr:`Spool.error` holds why the last write failed
-  (None once a write succeeds again) and :attr:`Spool.failing_since` since when.
+* Small on disk, and alive on a full one: the WAL is checkpointed every
+  :data:`WAL_AUTOCHECKPOINT_PAGES` pages, truncated to :data:`JOURNAL_SIZE_LIMIT` bytes and
+  checkpointed after every receipt; the file keeps :data:`RESERVE_BYTES` of free pages
+  that new rows use before the file grows. When the filesystem has no room to grow it,
+  new results are refused before the reserve's last :data:`RESERVE_FLOOR_BYTES`, so a
+  commit never leaves the WAL waiting for blocks a checkpoint cannot get (which would
+  block every later write, deletes included): delivery and receipts go on, and the
+  spool recovers by itself when space returns.
+* Failures are state, not tracebacks: :attr:`Spool.error` holds why writes fail (None
+  once they succeed again) and :attr:`Spool.failing_since` since when storing results
+  (or :meth:`Spool.probe`, a write of the same size) has failed.
 
 The same database keeps the budget ledger (bytes used per link and month, and a running
 estimate of what each test moves) so a restart does not forget what the SIM has used.
@@ -28,15 +34,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 from netmon.errors import NetmonError
 
 log = logging.getLogger("netmon.agent.spool")
+_K = TypeVar("_K")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS spool (
@@ -67,6 +76,8 @@ CREATE TABLE IF NOT EXISTS estimates (
     test TEXT NOT NULL, link TEXT NOT NULL, bytes REAL NOT NULL, PRIMARY KEY (test, link)
 );
 CREATE TABLE IF NOT EXISTS last_result (link TEXT PRIMARY KEY, at TEXT NOT NULL);
+-- Spool.probe() writes and deletes a row here: as much I/O as storing a result.
+CREATE TABLE IF NOT EXISTS writable (payload BLOB NOT NULL);
 """
 #: After the table exists (a spool written by an agent before receipts has no sent_at).
 _INDEXES = """
@@ -77,6 +88,18 @@ CREATE INDEX IF NOT EXISTS spool_sent ON spool (sent_at) WHERE sent_at IS NOT NU
 WAL_AUTOCHECKPOINT_PAGES = 100
 #: Bytes the WAL file is truncated to after a checkpoint resets it.
 JOURNAL_SIZE_LIMIT = 512 * 1024
+#: Free pages the spool keeps inside its own file (and, by the write that makes them, in
+#: its WAL). New rows take these pages instead of growing the file, so on a full disk
+#: checkpoints need no new blocks and marking sent, receipts and deletes keep working.
+RESERVE_BYTES = 256 * 1024
+#: New results are refused (counted lost) rather than eat into the last of the reserve,
+#: which is kept for deliveries and receipts, when the filesystem cannot grow the file.
+RESERVE_FLOOR_BYTES = RESERVE_BYTES // 4
+#: Below this much free space on the filesystem every write is followed by a checkpoint
+#: and big updates go in chunks: the WAL then starts over inside the blocks it has instead
+#: of growing (at SQLite's own pace it would append up to WAL_AUTOCHECKPOINT_PAGES).
+LOW_SPACE_BYTES = 4 * RESERVE_BYTES
+LOW_SPACE_CHUNK = 25
 
 #: Weight of the newest run in the bytes-per-run estimate.
 EWMA_ALPHA = 0.3
@@ -125,10 +148,13 @@ class Spool:
         self.max_results = max_results
         self.max_bytes = max_bytes
         self._warned_at = -WARN_EVERY_S
-        #: Why the last write failed (None after a successful one), and since when
-        #: (``time.monotonic()``) writes have failed without a success in between.
-        self.error: str | None = None
+        self._reserve = path is not None and not readonly
+        #: Why storing results failed last (None after a success), and since when
+        #: (``time.monotonic()``) storing has failed without a success in between; the
+        #: same for the other writes (no timer: they are retried by their callers).
+        self.store_error: str | None = None
         self.failing_since: float | None = None
+        self.other_error: str | None = None
         try:
             if path is None:
                 self._db = sqlite3.connect(":memory:", isolation_level=None,
@@ -150,10 +176,13 @@ class Spool:
                 self._db.executescript(_SCHEMA)
                 self._migrate()
                 self._db.executescript(_INDEXES)
+                self._page = int(self._db.execute("PRAGMA page_size").fetchone()[0])
         except sqlite3.Error as exc:
             raise SpoolError(f"spool {path}: {exc}") from None
         if path is not None and not readonly:
             path.chmod(0o600)  # results name the probe's links and ISPs; keep them private
+            with contextlib.suppress(SpoolError):  # a full disk: recorded in self.error
+                self._keep_reserve(0)
 
     def _migrate(self) -> None:
         # A spool written before receipts: add the column; its rows count as unsent.
@@ -179,16 +208,20 @@ class Spool:
         evicted."""
         now = time.time()
         items = list(items)
-        try:
-            with self._tx():
-                self._db.executemany(
-                    "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at) "
-                    "VALUES (?, ?, ?, ?)",
-                    ((i, t, p, now) for i, t, p in items))
-                evicted = self._evict()
-        except sqlite3.Error as exc:
-            raise self._failed("cannot store results", exc) from None
-        self._succeeded()
+        if self._reserve:
+            self._keep_reserve(sum(len(p) + len(i) + 64 for i, _, p in items))
+        evicted = 0
+
+        def insert(batch: list[tuple[str, str, bytes]]) -> int:
+            self._db.executemany(
+                "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at) "
+                "VALUES (?, ?, ?, ?)", ((i, t, p, now) for i, t, p in batch))
+            nonlocal evicted
+            evicted = self._evict()
+            return 0
+        if items:
+            # One transaction whatever the space (a result is in the spool or not at all).
+            self._chunked_one("cannot store results", items, insert)
         if evicted and time.monotonic() - self._warned_at > WARN_EVERY_S:
             # Rate-limited: a week-long outage must not fill the journal with warnings.
             self._warned_at = time.monotonic()
@@ -248,40 +281,76 @@ class Spool:
     def mark_sent(self, seqs: Iterable[int], at: float | None = None) -> int:
         """Record that the broker acknowledged these rows (kept until a receipt names
         them); a resent row's time is renewed. Returns how many rows were still there."""
-        seqs = list(seqs)
-        if not seqs:
-            return 0
         when = at if at is not None else time.time()
-        try:
-            with self._tx():
-                n = self._db.executemany("UPDATE spool SET sent_at = ? WHERE seq = ?",
-                                         ((when, s) for s in seqs)).rowcount
-                self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
-                                 (n,))
-        except sqlite3.Error as exc:
-            raise self._failed("cannot mark acknowledged results sent", exc) from None
-        self._succeeded()
-        return n
+
+        def update(chunk: list[int]) -> int:
+            n: int = self._db.executemany("UPDATE spool SET sent_at = ? WHERE seq = ?",
+                                          ((when, s) for s in chunk)).rowcount
+            self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
+                             (n,))
+            return n
+        return self._chunked("cannot mark acknowledged results sent", list(seqs), update)
 
     def receipt(self, ids: Iterable[str]) -> int:
         """Delete the rows a receipt names (sent or not: the collector has them), then
         checkpoint so the freed pages and WAL space are reusable at once. Unknown ids
         (already deleted, evicted, or a repeated receipt) are ignored. Returns how many
         rows were deleted."""
-        ids = list(ids)
-        if not ids:
-            return 0
-        try:
-            with self._tx():
-                n = self._db.executemany("DELETE FROM spool WHERE id = ?",
-                                         ((i,) for i in ids)).rowcount
-                self._db.execute(
-                    "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
-        except sqlite3.Error as exc:
-            raise self._failed("cannot delete receipted results", exc) from None
-        self._succeeded()
+        def delete(chunk: list[str]) -> int:
+            n: int = self._db.executemany("DELETE FROM spool WHERE id = ?",
+                                          ((i,) for i in chunk)).rowcount
+            self._db.execute(
+                "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
+            return n
+        n = self._chunked("cannot delete receipted results", list(ids), delete)
         self.checkpoint()
         return n
+
+    def _chunked(self, what: str, keys: list[_K], fn: Callable[[list[_K]], int]) -> int:
+        """``fn`` over ``keys`` in transactions: one normally; when the filesystem is low
+        on space, chunks of :data:`LOW_SPACE_CHUNK` with a checkpoint after each, so no
+        transaction needs more WAL than the file already holds. A "disk full" failure is
+        retried once after a checkpoint (which lets the WAL start over)."""
+        if not keys:
+            return 0
+        low = self._low_space()
+        size = LOW_SPACE_CHUNK if low else len(keys)
+        total = 0
+        for start in range(0, len(keys), size):
+            chunk = keys[start:start + size]
+            for attempt in (1, 2):
+                try:
+                    with self._tx():
+                        total += fn(chunk)
+                    break
+                except sqlite3.Error as exc:
+                    if attempt == 2 or "full" not in str(exc):
+                        raise self._failed(what, exc, storing=False) from None
+                    self.checkpoint()
+            if low:
+                self.checkpoint()
+        self._succeeded(storing=False)
+        return total
+
+    def _chunked_one(self, what: str, items: list[_K], fn: Callable[[list[_K]], int]
+                     ) -> None:
+        low = self._low_space()
+        for attempt in (1, 2):
+            try:
+                with self._tx():
+                    fn(items)
+                break
+            except sqlite3.Error as exc:
+                if attempt == 2 or "full" not in str(exc):
+                    raise self._failed(what, exc) from None
+                self.checkpoint()
+        if low:
+            self.checkpoint()
+        self._succeeded()
+
+    def _low_space(self) -> bool:
+        free = self.free_bytes() if self._reserve else None
+        return free is not None and free < LOW_SPACE_BYTES
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Delete acknowledged messages (``receipts = false``: the PUBACK is the end);
@@ -297,8 +366,8 @@ class Spool:
                 self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
                                  (n,))
         except sqlite3.Error as exc:
-            raise self._failed("cannot delete acknowledged", exc) from None
-        self._succeeded()
+            raise self._failed("cannot delete acknowledged", exc, storing=False) from None
+        self._succeeded(storing=False)
         return n
 
     def checkpoint(self) -> None:
@@ -307,26 +376,84 @@ class Spool:
         with contextlib.suppress(sqlite3.Error):
             self._db.execute("PRAGMA wal_checkpoint(PASSIVE)")
 
-    def probe(self) -> bool:
-        """Try one tiny write (while :attr:`error` is set, to notice when space returns
-        even if no result is due); True when it succeeded."""
+    def probe(self, nbytes: int = 2048) -> bool:
+        """Try a write the size of a result (while :attr:`error` is set, to notice when
+        space returns even if no result is due); True when it succeeded. A smaller write
+        could fit in the WAL's existing pages while storing a result still fails."""
         try:
+            if self._reserve:
+                self._keep_reserve(nbytes)
             with self._tx():
-                self._db.execute("UPDATE counters SET value = value WHERE name = 'depth'")
+                self._db.execute("INSERT INTO writable VALUES (zeroblob(?))", (nbytes,))
+                self._db.execute("DELETE FROM writable")
+        except SpoolError:
+            return False
         except sqlite3.Error as exc:
             self._failed("cannot write", exc)
             return False
         self._succeeded()
         return True
 
-    def _failed(self, what: str, exc: sqlite3.Error) -> SpoolError:
-        self.error = f"spool {self.path}: {what}: {exc}"
+    def free_bytes(self) -> int | None:
+        """Bytes the agent may still use on the spool's filesystem (None: unknown)."""
+        if self.path is None:
+            return None
+        try:
+            st = os.statvfs(self.path.parent)
+        except OSError:
+            return None
+        return st.f_bavail * st.f_frsize
+
+    def _keep_reserve(self, need: int) -> None:
+        """Make sure ``need`` bytes fit in the file's free pages with the floor left,
+        growing the reserve when the filesystem has room; raise SpoolError (counted as
+        a failed write) when it has not."""
+        try:
+            free = int(self._db.execute("PRAGMA freelist_count").fetchone()[0]) * self._page
+        except sqlite3.Error as exc:
+            raise self._failed("cannot read the free page count", exc) from None
+        if free - need >= RESERVE_FLOOR_BYTES:
+            return
+        grow = RESERVE_BYTES + need - free
+        avail = self.free_bytes()
+        # Room for the new pages twice (the WAL frames, then the file) and a margin.
+        if avail is not None and avail < 2 * grow + RESERVE_BYTES:
+            where = self.path.parent if self.path is not None else "?"
+            raise self._failed("filesystem full", f"{avail} bytes free on {where} (not "
+                               "storing new results; the spool's reserve is kept for "
+                               "delivering and deleting what it holds)")
+        try:
+            with self._tx():
+                # A blob spread over overflow pages, deleted in the same transaction: its
+                # pages stay in the file as free pages (auto_vacuum is off).
+                self._db.execute("INSERT INTO writable VALUES (zeroblob(?))", (grow,))
+                self._db.execute("DELETE FROM writable")
+        except sqlite3.Error as exc:
+            raise self._failed("cannot grow the spool's reserve", exc) from None
+        self.checkpoint()
+
+    @property
+    def error(self) -> str | None:
+        """Why storing results fails now, else why another write (marking sent, deleting,
+        the budget ledger) failed last; None when the last of each succeeded."""
+        return self.store_error or self.other_error
+
+    def _failed(self, what: str, exc: sqlite3.Error | str, storing: bool = True
+                ) -> SpoolError:
+        text = f"spool {self.path}: {what}: {exc}"
+        if not storing:
+            self.other_error = text
+            return SpoolError(text)
+        self.store_error = text
         if self.failing_since is None:
             self.failing_since = time.monotonic()
-        return SpoolError(self.error)
+        return SpoolError(text)
 
-    def _succeeded(self) -> None:
-        self.error = None
+    def _succeeded(self, storing: bool = True) -> None:
+        if not storing:
+            self.other_error = None
+            return
+        self.store_error = None
         self.failing_since = None
 
     def depth(self) -> int:
@@ -406,8 +533,8 @@ class Spool:
             with self._tx():
                 self._db.execute(sql, params)
         except sqlite3.Error as exc:
-            raise self._failed(what, exc) from None
-        self._succeeded()
+            raise self._failed(what, exc, storing=False) from None
+        self._succeeded(storing=False)
 
 
 class _Transaction:

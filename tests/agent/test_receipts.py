@@ -99,7 +99,7 @@ def test_unreceipted_results_are_sent_again_after_the_timeout(
     timeout_s = 2.0
     data = agent_config(tmp_path, broker,
                         {"a": tcp_test(target.port), "b": tcp_test(target.port)},
-                        spool={"receipt_timeout_s": timeout_s, "resend_batch": 3})
+                        spool={"receipt_timeout_s": timeout_s})
     cfg = write_config(tmp_path, data)
     log = tmp_path / "agent.log"
     spool = tmp_path / "state" / "spool.db"
@@ -125,13 +125,39 @@ def test_unreceipted_results_are_sent_again_after_the_timeout(
         collector.wait(later_resent, 60, "a newer result resent after the receipt")
         assert all(t <= receipted_at for t in collector.deliveries()[first_id]), \
             "a receipted result was published again"
+        assert spool_sent_ids(spool), "unreceipted results stay spooled"
+    finally:
+        kill(agent)
+        collector.close()
 
-        # Bounded rounds: never more than resend_batch at once, and the bound is reached.
+
+def test_resend_rounds_are_bounded_oldest_first(tmp_path: Path, broker: Service,
+                                               target: Listener) -> None:
+    data = agent_config(tmp_path, broker,
+                        {"a": tcp_test(target.port), "b": tcp_test(target.port)},
+                        spool={"receipt_timeout_s": 2.0, "resend_batch": 3})
+    cfg = write_config(tmp_path, data)
+    log = tmp_path / "agent.log"
+    collector = Subscriber(broker.host, broker.port, TOPICS)
+    agent = start_agent(cfg, log)
+    try:
+        # Two results a second become overdue; a round takes at most 3 of them.
         def rounds() -> list[int]:
             return [int(n) for n in re.findall(r"for (\d+) result\(s\): publishing them "
                                                r"again", log.read_text())]
-        wait_until(lambda: 3 in rounds(), 60, "a full resend round")
+        wait_until(lambda: rounds().count(3) >= 3, 90, "three full resend rounds")
         assert max(rounds()) == 3
+        # Oldest first: the first resent results are the first ones measured.
+        order = [r["id"] for r in collector.results()]
+        first_seen: dict[str, int] = {}
+        resent: list[str] = []
+        for n, rid in enumerate(order):
+            if rid in first_seen:
+                resent.append(rid)
+            else:
+                first_seen[rid] = n
+        firsts = sorted(first_seen, key=first_seen.__getitem__)
+        assert resent[:3] == firsts[:3], (resent[:3], firsts[:3])
     finally:
         kill(agent)
         collector.close()

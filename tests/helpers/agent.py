@@ -215,31 +215,35 @@ class Subscriber:
         self.client.disconnect()
 
 
-def spool_ids(path: Path) -> list[str]:
-    """Ids in a spool file right now (read-only, while the agent may be writing)."""
-    from agent.spool import Spool
+def _read_spool(path: Path, read: Callable[[Any], list[str]]) -> list[str]:
+    """``read(spool)`` on a read-only view; [] while the agent has not created it yet."""
+    import sqlite3
+
+    from agent.spool import Spool, SpoolError
     if not path.exists():
         return []
-    with Spool(path, readonly=True) as spool:
-        return spool.ids()
+    try:
+        with Spool(path, readonly=True) as spool:
+            return read(spool)
+    except (sqlite3.OperationalError, SpoolError) as exc:
+        if "no such table" in str(exc) or "unable to open" in str(exc):
+            return []  # the file exists, its schema does not yet
+        raise
+
+
+def spool_ids(path: Path) -> list[str]:
+    """Ids in a spool file right now (read-only, while the agent may be writing)."""
+    return _read_spool(path, lambda spool: spool.ids())
 
 
 def spool_unsent_ids(path: Path) -> list[str]:
     """Ids the broker has not acknowledged yet (not marked sent), oldest first."""
-    from agent.spool import Spool
-    if not path.exists():
-        return []
-    with Spool(path, readonly=True) as spool:
-        return [e.id for e in spool.peek(limit=10**9)]
+    return _read_spool(path, lambda spool: [e.id for e in spool.peek(limit=10**9)])
 
 
 def spool_sent_ids(path: Path) -> list[str]:
     """Ids acknowledged by the broker and waiting for a receipt, oldest first."""
-    from agent.spool import Spool
-    if not path.exists():
-        return []
-    with Spool(path, readonly=True) as spool:
-        return [e.id for e in spool.due(float("inf"), 10**9)]
+    return _read_spool(path, lambda spool: [e.id for e in spool.due(float("inf"), 10**9)])
 
 
 # --------------------------------------------------------------------------- TLS

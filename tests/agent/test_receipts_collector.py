@@ -1,0 +1,187 @@
+"""End-to-end receipts with every real process: ``netmon-agent run``, mosquitto,
+``netmon-collector run`` and influxd. Counts are exact, per result id, in InfluxDB."""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devstack.services import Service
+from tests.helpers.agent import (
+    REPO,
+    Listener,
+    Subscriber,
+    agent_config,
+    kill,
+    spool_ids,
+    spool_sent_ids,
+    start_agent,
+    start_broker,
+    tcp_test,
+    wait_until,
+    write_config,
+)
+from tests.helpers.collector import write_config as collector_config
+
+PROBE = "ky-anh-01"  # in the helpers' site registry
+DB = "netmon"
+
+
+class Collector:
+    """A ``netmon-collector run`` subprocess."""
+
+    def __init__(self, cfg: Path) -> None:
+        self.log = cfg.parent / f"collector-{time.monotonic_ns()}.log"
+        self.fh = open(self.log, "wb")  # noqa: SIM115 - lives as long as the process
+        self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "run",
+                                      "--config", str(cfg)], stdout=self.fh,
+                                     stderr=subprocess.STDOUT, cwd=REPO)
+        deadline = time.monotonic() + 60
+        while "MQTT subscribed" not in self.log.read_text(errors="replace"):
+            assert self.proc.poll() is None, self.log.read_text(errors="replace")
+            assert time.monotonic() < deadline, "collector did not subscribe"
+            time.sleep(0.05)
+
+    def stop(self, sig: int = signal.SIGTERM) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(30)
+        self.fh.close()
+
+
+@pytest.fixture
+def target() -> Iterator[Listener]:
+    listener = Listener()
+    yield listener
+    listener.close()
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Service]:
+    svc = start_broker(tmp_path / "broker")
+    yield svc
+    svc.stop()
+
+
+@pytest.fixture
+def collectors() -> Iterator[list[Collector]]:
+    procs: list[Collector] = []
+    yield procs
+    for c in procs:
+        c.stop(signal.SIGKILL)
+
+
+def stored_ids(influx: Any) -> Counter[str]:
+    """How many points each result id has in InfluxDB."""
+    res = influx.query(f"SELECT result_id FROM results WHERE probe = '{PROBE}'", db=DB)
+    series = res["results"][0].get("series") or []
+    return Counter(row[1] for s in series for row in s["values"])
+
+
+def probe_config(tmp_path: Path, broker: Service, tests: dict[str, Any],
+                 **spool: Any) -> dict[str, Any]:
+    return agent_config(tmp_path, broker, tests, probe_id=PROBE,
+                        links={"fibre": {"access": "fixed", "isp": "VNPT"}},
+                        spool={"receipt_timeout_s": 3, **spool})
+
+
+def test_agent_sigkill_between_puback_and_receipt_stored_exactly_once(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    ccfg = collector_config(tmp_path / "collector", broker.port, influxd.port)
+    # Once up so its persistent session exists: while it is down the broker queues the
+    # results for it, and it stores them when it comes back (the first copy).
+    collectors.append(Collector(ccfg))
+    collectors[-1].stop()
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)}))
+    spool = tmp_path / "state" / "spool.db"
+    wire = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/results")
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        # Acknowledged by the broker, no receipt (no collector): then SIGKILL.
+        wait_until(lambda: len(spool_sent_ids(spool)) >= 3, 30, "results awaiting receipt")
+        kill(agent)
+        pending = spool_sent_ids(spool)
+        assert len(pending) >= 3
+        collectors.append(Collector(ccfg))  # stores the queued copies; receipts go nowhere
+        agent = start_agent(cfg, tmp_path / "agent2.log")
+        # The restarted agent sends them again after receipt_timeout_s; the receipt for
+        # that second copy deletes them.
+        wait_until(lambda: not set(pending) & set(spool_ids(spool)), 90,
+                   "the pending results receipted after the restart")
+        deliveries = Counter(r["id"] for r in wire.results())
+        assert all(deliveries[i] >= 2 for i in pending), \
+            f"each pending result should have crossed the broker twice: {deliveries}"
+        stored = stored_ids(influx)
+        assert {i: stored[i] for i in pending} == {i: 1 for i in pending}
+        assert max(stored.values()) == 1, "a result id stored as more than one point"
+    finally:
+        kill(agent)
+        wire.close()
+
+
+def test_same_method_and_target_twice_points_equal_results(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    collectors.append(Collector(collector_config(tmp_path / "collector", broker.port,
+                                                 influxd.port)))
+    # A quick and a "full" check of the same target, both unjittered: they start at the
+    # same instant every time (same started_at to the millisecond, often).
+    tests = {"quick": tcp_test(target.port, every_s=2),
+             "full": tcp_test(target.port, every_s=2, count=3, interval_s=0.05)}
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, tests))
+    spool = tmp_path / "state" / "spool.db"
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:  # ~30 s of measuring: the scenario itself
+            assert agent.poll() is None
+            time.sleep(0.5)
+        assert kill(agent, signal.SIGTERM) == 0
+        # The same spool, no tests: delivers what SIGTERM left (an aborted result, say).
+        drain_cfg = write_config(tmp_path, probe_config(tmp_path, broker, {}), "drain.toml")
+        agent = start_agent(drain_cfg, tmp_path / "agent-drain.log")
+        wait_until(lambda: spool_ids(spool) == [], 90, "every result receipted")
+        state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+        assert state["status"]["spool_lost"] == 0
+        from agent.spool import Spool
+        with Spool(spool, readonly=True) as sp:
+            produced = sp.stats().spooled
+        assert produced >= 20, produced  # 2 tests every 2 s for 30 s
+        stored = stored_ids(influx)
+        assert sum(stored.values()) == len(stored) == produced, (produced, stored)
+    finally:
+        kill(agent)
+
+
+def test_agent_without_receipts_works_with_the_receipting_collector(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    collectors.append(Collector(collector_config(tmp_path / "collector", broker.port,
+                                                 influxd.port)))
+    receipts = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/receipts")
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                                              receipts=False))
+    spool = tmp_path / "state" / "spool.db"
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        wait_until(lambda: len(stored_ids(influx)) >= 3, 60, "results stored")
+        receipts.wait(lambda: len(receipts.messages) >= 1, 30, "the collector's receipts")
+        assert spool_sent_ids(spool) == []  # deleted on PUBACK, nothing waits
+        assert agent.poll() is None
+        # Receipts were published for it, and it took none (it does not subscribe).
+        state = json.loads((tmp_path / "state" / "agent-state.json").read_text())
+        assert state["broker"]["receipts"] == 0 and state["broker"]["acked"] >= 1
+        assert state["status"]["awaiting_receipt"] is None
+    finally:
+        kill(agent)
+        receipts.close()
