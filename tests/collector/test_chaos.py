@@ -301,3 +301,72 @@ def test_influxd_stopped_60s_under_load(stack_factory: type[Stack]) -> None:
     s.produce(5, rate=30)
     s.settle()
     s.assert_exactly_once()
+
+
+def test_broker_sigkill_with_the_real_agent(stack_factory: type[Stack], tmp_path: Path
+                                            ) -> None:
+    """The same crash with ``netmon-agent run`` (agent/spool.py + publisher.py, receipts
+    on) measuring a loopback TCP target: every result it made before the crash ends up in
+    InfluxDB exactly once and leaves its spool."""
+    from collections import Counter
+
+    from tests.helpers.agent import (
+        Listener,
+        agent_config,
+        kill,
+        spool_ids,
+        start_agent,
+        tcp_test,
+    )
+    from tests.helpers.agent import write_config as agent_write_config
+
+    s = stack_factory(resend_after_s=3600.0)  # type: ignore[call-arg]
+    for p in s.probes:          # the test probes stay idle here
+        p.hold.set()
+    target = Listener()
+    probe = "cam-xuyen-01"      # in the helpers' site registry
+    tests = {f"t{i}": tcp_test(target.port, every_s=1) for i in range(8)}
+    acfg = agent_write_config(tmp_path, agent_config(
+        tmp_path, s.broker, tests, probe_id=probe,
+        links={"fibre": {"access": "fixed", "isp": "VNPT"}},
+        spool={"receipt_timeout_s": 10}))
+    spool = tmp_path / "state" / "spool.db"
+    agent = start_agent(acfg, tmp_path / "agent.log")
+
+    def stored() -> Counter[str]:
+        res = s.influx.query(f"SELECT result_id FROM results WHERE probe = '{probe}'", db=DB)
+        series = res["results"][0].get("series") or []  # type: ignore[index, union-attr]
+        return Counter(v[1] for ser in series for v in ser["values"])
+
+    try:
+        deadline = time.monotonic() + 60
+        while sum(stored().values()) < 10:      # the agent's results flow end to end
+            assert time.monotonic() < deadline, "no results from the agent"
+            time.sleep(0.5)
+        s.collector.stop()
+        saves = s.saves()
+        deadline = time.monotonic() + 60
+        while s.saves() == saves:
+            assert time.monotonic() < deadline, "mosquitto never saved its store"
+            time.sleep(0.2)
+        time.sleep(2)                           # 2 s of results after the last save
+        s.broker.kill()
+        # The collector is stopped: nothing is receipted, so every result made so far is
+        # stored or in the spool (the agent deletes only on a receipt).
+        made = set(stored()) | set(spool_ids(spool))
+        s.restart_broker()
+        s.collector.start()
+        deadline = time.monotonic() + 240
+        while set(spool_ids(spool)) & made or not made <= set(stored()):
+            assert time.monotonic() < deadline, (
+                f"{len(set(spool_ids(spool)) & made)} of {len(made)} results still in "
+                f"the spool, {len(made - set(stored()))} not stored")
+            time.sleep(0.5)
+        counts = stored()
+        assert {i: counts[i] for i in made} == {i: 1 for i in made}
+        assert max(counts.values()) == 1
+        print(f"real agent: {len(made)} results made before the broker crash, each stored "
+              "once")
+    finally:
+        kill(agent)
+        target.close()
