@@ -33,6 +33,7 @@ from pathlib import Path
 
 from collector.core.schema import to_ms
 from netmon.contract import ResultMessage
+from netmon.errors import EXIT_INPUT, NetmonError
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,13 @@ def content_digest(msg: ResultMessage) -> bytes:
     return hashlib.blake2b(raw.encode("utf-8"), digest_size=16).digest()
 
 
+class ResultIndexError(NetmonError, OSError):
+    """The index file cannot be opened or created (``integrity.index_path``): a config
+    problem for the operator (exit 2)."""
+
+    exit_code = EXIT_INPUT
+
+
 @dataclass(frozen=True)
 class Verdict:
     """Why a result may not be written: a dead-letter reason and its detail."""
@@ -80,14 +88,20 @@ class ResultIndex:
         self.path = path
         self.max_age_ms = max_age_days * _DAY_MS
         self.limits = {"isp": max_isps_per_day, "target": max_targets_per_day}
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # timeout: `dead-letters replay` may hold the write lock for a moment.
-        self._db = sqlite3.connect(path, timeout=60, isolation_level=None,
-                                   check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        # FULL: a commit survives a power cut; it happens once per batch, not per result.
-        self._db.execute("PRAGMA synchronous=FULL")
-        self._db.executescript(_SCHEMA)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            # timeout: `dead-letters replay` may hold the write lock for a moment.
+            self._db = sqlite3.connect(path, timeout=60, isolation_level=None,
+                                       check_same_thread=False)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            # FULL: a commit survives a power cut; once per batch, not per result.
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.executescript(_SCHEMA)
+        except (OSError, sqlite3.Error) as exc:
+            raise ResultIndexError(
+                f"integrity.index_path: cannot open the result index {path}: {exc} (a "
+                "folder the collector's account can write, e.g. its state directory)"
+            ) from None
         self._pruned_at = 0.0
 
     def close(self) -> None:
