@@ -192,9 +192,35 @@ class SpeedtestOptions(ThroughputOptions):
         return value
 
 
-class HttpOptions(ThroughputOptions):
+class DeviceOptions(BaseModel):
+    """Keys naming the probe's own throughput ceiling (``agent/methods/common/device.py``):
+    the board model is read from ``device_model_file`` unless ``device_model`` overrides
+    it; ``device_ceiling_mbps`` (e.g. 150 for a Cat 4 USB modem) overrides the table."""
+
+    device_model_file: Annotated[str, LOCAL] = Field(
+        "/proc/device-tree/model", min_length=1,
+        description="file holding the board model (the device tree's model string)")
+    device_model: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="board model, instead of reading device_model_file")
+    device_ceiling_mbps: float | None = Field(
+        None, gt=0, le=100_000, description="download ceiling of this device/link, Mb/s")
+    device_ceiling_upload_mbps: float | None = Field(
+        None, gt=0, le=100_000, description="upload ceiling (default: the download one)")
+    device_ceiling_share: float = Field(
+        0.9, gt=0, le=1, description="flag at_device_ceiling at this share of the ceiling")
+
+
+def _http_base_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("target must be an http:// or https:// URL of the measurement server")
+    return value.rstrip("/")
+
+
+class HttpOptions(ThroughputOptions, DeviceOptions):
     """``[tests.<name>]`` keys for ``method = "http"``; ``target`` is the server's base URL
-    (``http://host[:port]``)."""
+    (``http://host[:port]`` or ``https://host[:port]``)."""
 
     direction: Literal["download", "upload", "both"] = "both"
     download_path: str = Field("/download/blob.bin", pattern=r"^/\S*$",
@@ -206,16 +232,16 @@ class HttpOptions(ThroughputOptions):
     warmup_s: float = Field(2.0, ge=0, le=60, description="slow start excluded from goodput")
     sample_interval_s: float = Field(0.1, ge=0.05, le=0.25)
     connect_timeout_s: float = Field(5.0, gt=0, le=60)
+    #: A file on the probe: remote plans may not point the trust anchor elsewhere.
+    ca_file: Annotated[str | None, LOCAL] = Field(
+        None, min_length=1,
+        description="PEM CA bundle for https targets (default: the system store)")
     timeout_s: float = Field(90.0, gt=0, le=3600, description="hard limit for the whole test")
 
     @field_validator("target")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
-        if parts.scheme != "http" or not parts.hostname:
-            raise ValueError("target must be an http:// URL of the measurement server "
-                             "(https is not supported by the http engine)")
-        return value.rstrip("/")
+        return _http_base_url(value)
 
     @model_validator(mode="after")
     def _warmup_shorter(self) -> HttpOptions:
@@ -228,6 +254,49 @@ class HttpOptions(ThroughputOptions):
             raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
                              f"({need:g} s for direction={self.direction}, "
                              f"duration_s={self.duration_s:g})")
+        return self
+
+
+class ResponsivenessOptions(MethodOptions, DeviceOptions):
+    """``[tests.<name>]`` keys for ``method = "responsiveness"``; ``target`` is the
+    measurement server's base URL (``http(s)://host[:port]``)."""
+
+    direction: Literal["download", "upload"] = Field(
+        "download", description="which way the load-generating connections saturate")
+    load_path: str = Field("/download/blob.bin", pattern=r"^/\S*$",
+                           description="object the loading connections GET")
+    upload_path: str = Field("/upload", pattern=r"^/\S*$",
+                             description="sink the loading connections POST to")
+    small_path: str = Field("/speedtest/latency.txt", pattern=r"^/\S*$",
+                            description="small object each probe GETs")
+    streams: int = Field(8, ge=1, le=64, description="load-generating connections")
+    duration_s: float = Field(10.0, ge=2, le=60, description="seconds under load")
+    warmup_s: float = Field(2.0, ge=0, le=30, description="load ramp-up before probing")
+    idle_probes: int = Field(10, ge=1, le=200, description="probes before the load")
+    probe_interval_s: float = Field(0.1, ge=0.02, le=5, description="one probe every ...")
+    connect_timeout_s: float = Field(5.0, gt=0, le=60, description="limit per probe step")
+    trim_pct: float = Field(5.0, ge=0, le=40, description="slowest share dropped (trimmed mean)")
+    ca_file: Annotated[str | None, LOCAL] = Field(
+        None, min_length=1,
+        description="PEM CA bundle for https targets (default: the system store)")
+    timeout_s: float = Field(60.0, gt=0, le=3600, description="hard limit for the whole test")
+
+    @field_validator("target")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _http_base_url(value)
+
+    @model_validator(mode="after")
+    def _fits(self) -> ResponsivenessOptions:
+        if self.warmup_s >= self.duration_s:
+            raise ValueError(f"warmup_s ({self.warmup_s:g}) must be shorter than duration_s "
+                             f"({self.duration_s:g})")
+        # Idle probes one interval apart, the loaded phase, and one slow probe at the end.
+        need = (self.idle_probes * self.probe_interval_s + self.duration_s
+                + 3 * self.connect_timeout_s)
+        if self.timeout_s < need:
+            raise ValueError(f"timeout_s ({self.timeout_s:g}) is shorter than the test needs "
+                             f"(about {need:g} s for duration_s={self.duration_s:g})")
         return self
 
 
@@ -359,7 +428,9 @@ IPERF3 = declare("iperf3", "throughput", Iperf3Options,
 SPEEDTEST = declare("speedtest", "throughput", SpeedtestOptions,
                     "speedtest-cli library: speedtest.net over HTTPS, or a self-hosted server")
 HTTP = declare("http", "throughput", HttpOptions,
-               "our multi-stream HTTP engine (uvloop, `BufferedProtocol`)")
+               "our multi-stream HTTP(S) engine (uvloop, `BufferedProtocol`, TLS via `ssl`)")
+RESPONSIVENESS = declare("responsiveness", "throughput", ResponsivenessOptions,
+                         "round trips per minute (RPM) under load, IETF responsiveness draft")
 ICMP = declare("icmp", "latency", IcmpOptions, "ICMP echo")
 TCP = declare("tcp", "latency", TcpOptions, "TCP connect time")
 DNS = declare("dns", "latency", DnsOptions, "resolution time against a configured resolver")

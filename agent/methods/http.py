@@ -1,5 +1,7 @@
-"""``http``: multi-stream HTTP download/upload against a measurement server (our nginx,
-or a LibreSpeed server's ``garbage`` / ``empty`` endpoints). See ``common/httpengine.py``."""
+"""``http``: multi-stream HTTP(S) download/upload against a measurement server (our nginx,
+or a LibreSpeed server's ``garbage`` / ``empty`` endpoints). See ``common/httpengine.py``;
+``https://`` targets use TLS with the certificate verified (``common/tls.py``). Every
+result carries the device's ceiling when it is known (``common/device.py``)."""
 
 from __future__ import annotations
 
@@ -9,11 +11,12 @@ from typing import ClassVar
 from urllib.parse import urlsplit
 
 from agent.methods.base import MethodContext, make_result
-from agent.methods.common import linkstats
+from agent.methods.common import device, linkstats
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.httpengine import EngineConfig, transfer
 from agent.methods.common.net import resolve
 from agent.methods.common.throughput import CounterWindow, add_direction, add_idle_rtt, directions
+from agent.methods.common.tls import client_context
 from netmon.contract import ResultMessage, now_utc
 from netmon.methods import HTTP, Declaration, HttpOptions
 
@@ -27,7 +30,9 @@ class HttpMethod:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
         async def body() -> list[ResultMessage]:
             parts = urlsplit(options.target)
-            host, port = parts.hostname or "", parts.port or 80
+            tls = parts.scheme == "https"
+            host, port = parts.hostname or "", parts.port or (443 if tls else 80)
+            ssl_context = client_context(options.ca_file) if tls else None
             started, t0 = now_utc(), time.monotonic()
             _, addr = await resolve(host, port, ctx.link, timeout=options.connect_timeout_s)
             ping_host = options.latency_target or addr[0]
@@ -46,7 +51,7 @@ class HttpMethod:
                     warmup_s=options.warmup_s, sample_interval_s=options.sample_interval_s,
                     connect_timeout_s=options.connect_timeout_s,
                     ping_host=ping_host if options.loaded_latency else None,
-                    ping_interval_s=options.latency_interval_s)
+                    ping_interval_s=options.latency_interval_s, ssl_context=ssl_context)
                 res = await transfer(cfg, counters=functools.partial(_mark, window))
                 total += res.total_bytes
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
@@ -61,6 +66,8 @@ class HttpMethod:
                                        window, res.steady_bytes, res.steady_s, res.ipv6,
                                        options.cross_traffic_share)
             metrics["bytes"] = float(total)
+            flags += device.add_ceiling(metrics, device.ceiling_for(options),
+                                        options.device_ceiling_share)
             return [make_result(ctx, HTTP.name, options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]
         return await guarded(ctx, HTTP.name, options.target, options.timeout_s, body)

@@ -18,6 +18,7 @@ from agent.methods.icmp import IcmpMethod
 from agent.methods.iperf3 import Iperf3Method
 from agent.methods.ipv6 import Ipv6Method
 from agent.methods.reachability import ReachabilityMethod
+from agent.methods.responsiveness import ResponsivenessMethod
 from agent.methods.speedtest import SpeedtestMethod
 from agent.methods.tcp import TcpMethod
 
@@ -26,6 +27,7 @@ IMPLEMENTATIONS: tuple[type[Method[Any]], ...] = (
     Iperf3Method,
     SpeedtestMethod,
     HttpMethod,
+    ResponsivenessMethod,
     IcmpMethod,
     TcpMethod,
     DnsMethod,

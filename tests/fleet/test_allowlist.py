@@ -22,6 +22,11 @@ NOT_A_HOST = {
     ("dns", "name"),  # the name asked of the resolver (``target``), never contacted
     ("http", "download_path"), ("http", "upload_path"),  # paths on ``target``
     ("icmp", "family"), ("ipv6", "family"),
+    # A board model string (e.g. "Raspberry Pi 4 Model B Rev 1.4") looked up in a table.
+    ("http", "device_model"), ("responsiveness", "device_model"),
+    # Paths on ``target``.
+    ("responsiveness", "load_path"), ("responsiveness", "upload_path"),
+    ("responsiveness", "small_path"),
 }
 #: A valid value per option for building plans; the host is replaced per case.
 EVIL = {"url": "http://evil.example.com/", "host": "evil.example.com",
@@ -56,7 +61,7 @@ def test_the_known_leaks_are_marked() -> None:
 
 
 def _form(method: str, key: str) -> str:
-    if method in ("http", "http_latency") and key == "target":
+    if method in ("http", "http_latency", "responsiveness") and key == "target":
         return "url"
     if method == "speedtest" and key == "target":
         return "url"

@@ -8,6 +8,11 @@ is computed over the steady part after ``warmup_s`` (TCP slow start excluded).
 
 The engine runs in its own thread on its own uvloop event loop, so the agent's loop
 (MQTT, scheduler) neither slows it down nor is blocked by it.
+
+With ``ssl_context`` set the connections are TLS (``https://`` targets): the same
+protocols run on top of the loop's TLS transport, the certificate is verified against
+the context's trust anchors and ``server_hostname`` (the URL's host) is sent as SNI and
+checked against the certificate. Counted bytes are HTTP payload in both cases.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import fcntl
 import os
 import socket
+import ssl
 import struct
 import termios
 import threading
@@ -28,6 +34,7 @@ from typing import Literal
 from agent.methods.base import LinkBinding
 from agent.methods.common.guard import MeasureError, os_error
 from agent.methods.common.net import connect_addr, resolve
+from agent.methods.common.tls import tls_error
 
 try:
     import uvloop
@@ -58,6 +65,8 @@ class EngineConfig:
     #: ICMP host for loaded-RTT sampling during the steady part (None: no sampling).
     ping_host: str | None = None
     ping_interval_s: float = 0.1
+    #: TLS (https): a verifying client context; None: plain HTTP.
+    ssl_context: ssl.SSLContext | None = None
 
 
 @dataclass
@@ -120,6 +129,10 @@ def _parse_head(head: bytes, host: str) -> tuple[int | None, bool, MeasureError 
         elif name == b"transfer-encoding" and b"chunked" in value.lower():
             chunked = True
     return length, chunked, None
+
+
+#: The response-head parser, for other HTTP clients of the measurement server.
+parse_head = _parse_head
 
 
 class DownloadProtocol(asyncio.BufferedProtocol):
@@ -366,7 +379,18 @@ class _Engine:
             proto = DownloadProtocol(stream, self._request(), self.recv_buffer)
         else:
             proto = UploadProtocol(stream, self._request(), self.upload_data)
-        await loop.create_connection(lambda: proto, sock=sock)
+        if self.cfg.ssl_context is None:
+            await loop.create_connection(lambda: proto, sock=sock)
+        else:
+            try:
+                await loop.create_connection(
+                    lambda: proto, sock=sock, ssl=self.cfg.ssl_context,
+                    server_hostname=self.cfg.host,
+                    ssl_handshake_timeout=self.cfg.connect_timeout_s)
+            except Exception as exc:
+                sock.close()
+                raise tls_error(exc, self.cfg.host, f"{self.cfg.direction} connection"
+                                ) from None
         self.protocols.append(proto)
         return stream
 

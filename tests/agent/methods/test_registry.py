@@ -68,7 +68,9 @@ def test_contract_method_set_and_groups_follow_the_declarations() -> None:
     assert kinds[contract.IPV6_METHOD] == kinds[contract.REACHABILITY_METHOD] == "check"
     # Before the declarations existed these were written out by hand; the dashboards'
     # committed queries follow this order.
-    assert contract.THROUGHPUT_METHODS == ("iperf3", "speedtest", "http")
+    # responsiveness saturates the link like a speed test: kind throughput (never
+    # overlapping another, charged to data budgets), although it reports no Mb/s figure.
+    assert contract.THROUGHPUT_METHODS == ("iperf3", "speedtest", "http", "responsiveness")
     assert contract.LATENCY_METHODS == ("icmp", "tcp", "dns", "http_latency")
 
 

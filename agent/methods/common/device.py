@@ -1,0 +1,98 @@
+"""The probe's own throughput ceiling: what this board (or this modem) can carry at most.
+
+A Raspberry Pi 3B+ reaches the network through USB 2.0 and tops out near 300 Mb/s on a
+300 Mb/s or 1 Gb/s plan; a result at that speed says nothing about the line. So every
+throughput result carries ``device_ceiling_mbps`` (and ``device_ceiling_upload_mbps``)
+when the ceiling is known, and the flag ``at_device_ceiling`` when a measured direction
+reached ``device_ceiling_share`` of it: the bulletin can then count such tests apart.
+
+The board model comes from the device tree (``/proc/device-tree/model``, a NUL-terminated
+string such as ``Raspberry Pi 4 Model B Rev 1.4``) or a configured override; the ceiling
+from :data:`BOARD_CEILINGS` (sources in ``docs/methods.md``) or a configured override
+(a Cat 4 USB modem: 150 down, 50 up). A model that cannot be read or is not in the table
+gives no ceiling at all: never a guess.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from netmon.methods import DeviceOptions
+
+#: (pattern on the model string, download Mb/s, upload Mb/s): TCP goodput ceilings of
+#: the board's Ethernet port, first match wins (the "Plus" row before the plain 3B).
+BOARD_CEILINGS: tuple[tuple[re.Pattern[str], float, float], ...] = (
+    # Gigabit Ethernet behind the USB 2.0 hub: "maximum throughput 300 Mbps".
+    (re.compile(r"Raspberry Pi 3 Model B Plus"), 300.0, 300.0),
+    # 10/100 Ethernet (LAN9514 on USB 2.0): about 94 Mb/s of TCP goodput.
+    (re.compile(r"Raspberry Pi (3 Model B|2 Model B|Model B)\b"), 94.0, 94.0),
+    # Native Gigabit Ethernet: about 940 Mb/s of TCP goodput (Pi 4, 400, CM4, Pi 5, CM5).
+    (re.compile(r"Raspberry Pi (4|400|5|Compute Module [45])\b"), 940.0, 940.0),
+)
+
+
+@dataclass(frozen=True)
+class Ceiling:
+    """The device's ceiling per direction and where it came from."""
+
+    download_mbps: float
+    upload_mbps: float
+    source: str  # "configured" or the board model
+
+
+def read_model(path: str) -> str | None:
+    """The board model in ``path`` (device-tree strings end with NUL); None if unreadable."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read(512)
+    except OSError:
+        return None
+    text = raw.split(b"\0", 1)[0].decode("utf-8", errors="replace").strip()
+    return text or None
+
+
+def board_ceiling(model: str) -> tuple[float, float] | None:
+    """``(download, upload)`` Mb/s for a board model, None when it is not in the table."""
+    for pattern, down, up in BOARD_CEILINGS:
+        if pattern.search(model):
+            return down, up
+    return None
+
+
+def ceiling_for(options: DeviceOptions) -> Ceiling | None:
+    """The ceiling the options configure or the board implies; None when unknown."""
+    if options.device_ceiling_mbps is not None:
+        up = options.device_ceiling_upload_mbps or options.device_ceiling_mbps
+        return Ceiling(options.device_ceiling_mbps, up, "configured")
+    model = options.device_model or read_model(options.device_model_file)
+    if model is None:
+        return None
+    found = board_ceiling(model)
+    if found is None:
+        return None
+    return Ceiling(found[0], found[1], model)
+
+
+def add_ceiling(metrics: dict[str, float], ceiling: Ceiling | None, share: float,
+                measured: dict[str, float] | None = None) -> tuple[str, ...]:
+    """Set ``device_ceiling_mbps`` (+ ``device_ceiling_upload_mbps`` when an upload was
+    measured) and return ``("at_device_ceiling",)`` when a measured direction reached
+    ``share`` of its ceiling. ``measured`` maps ``download`` / ``upload`` to Mb/s; by
+    default the result's own ``download_mbps`` / ``upload_mbps``."""
+    if ceiling is None:
+        return ()
+    if measured is None:
+        measured = {d: metrics[f"{d}_mbps"] for d in ("download", "upload")
+                    if f"{d}_mbps" in metrics}
+    metrics["device_ceiling_mbps"] = ceiling.download_mbps
+    at = False
+    down = measured.get("download")
+    if down is not None and down >= share * ceiling.download_mbps:
+        at = True
+    up = measured.get("upload")
+    if up is not None:
+        metrics["device_ceiling_upload_mbps"] = ceiling.upload_mbps
+        if up >= share * ceiling.upload_mbps:
+            at = True
+    return ("at_device_ceiling",) if at else ()
