@@ -118,15 +118,27 @@ def _spawn(argv: Sequence[str], log: Path, cwd: Path | None = None,
 # --------------------------------------------------------------------------- mosquitto
 
 
+#: The broker's persistence settings, the same as the Ansible role deploys
+#: (``mosquitto_autosave_interval`` / ``mosquitto_autosave_on_changes``; a test compares
+#: them). Measured loss window and cost: docs/operations.md, "Broker persistence".
+AUTOSAVE_INTERVAL = 5
+AUTOSAVE_ON_CHANGES = False
+
+
 def mosquitto_config(workdir: Path, port: int, host: str = "127.0.0.1",
-                     extra: str = "", anonymous: bool = True) -> str:
-    """A minimal mosquitto.conf for a loopback listener with persistence under workdir."""
+                     extra: str = "", anonymous: bool = True,
+                     autosave_interval: int = AUTOSAVE_INTERVAL,
+                     autosave_on_changes: bool = AUTOSAVE_ON_CHANGES) -> str:
+    """A minimal mosquitto.conf for a loopback listener with persistence under workdir
+    (saved every ``autosave_interval`` seconds, or changes with ``autosave_on_changes``)."""
     # As root, mosquitto drops to the "mosquitto" user, which cannot read files under a
     # private work dir (password file, log); these are throwaway local brokers.
     run_as = "user root\n" if os.geteuid() == 0 else ""
     return (
         f"{run_as}per_listener_settings false\n"
         f"persistence true\npersistence_location {workdir}/\n"
+        f"autosave_interval {autosave_interval}\n"
+        f"autosave_on_changes {'true' if autosave_on_changes else 'false'}\n"
         f"log_dest file {workdir}/mosquitto.log\nlog_type error\nlog_type warning\n"
         f"log_type notice\nlog_type information\n"
         f"max_queued_messages 1000000\nmax_inflight_messages 100\n"

@@ -477,6 +477,17 @@ def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
     assert role == fleet, (role - fleet, fleet - role)
 
 
+def test_broker_persistence_is_devstack_s(rendered: Rendered) -> None:
+    """The deployed broker saves its store as often as devstack's (the settings whose loss
+    window docs/operations.md states, and the tests' brokers use)."""
+    text = (rendered.host(BROKER) / "mosquitto" / "mosquitto.conf").read_text()
+    conf = dict(ln.split(None, 1) for ln in text.splitlines()
+                if ln.startswith(("autosave_", "persistence ")))
+    assert conf == {"persistence": "true",
+                    "autosave_interval": str(services.AUTOSAVE_INTERVAL),
+                    "autosave_on_changes": "true" if services.AUTOSAVE_ON_CHANGES else "false"}
+
+
 @pytest.fixture
 def broker(rendered: Rendered, tmp_path: Path) -> Iterator[services.Service]:
     svc = _start_broker(rendered, tmp_path)
