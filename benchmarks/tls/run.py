@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 from agent.methods.base import LinkBinding, MethodContext
 from agent.methods.registry import get
 from devstack import measurement_server, netns
+from netmon.methods import HttpOptions
 
 HTTP_PORT, HTTPS_PORT = 8080, 8443
 
@@ -43,8 +44,8 @@ def one(ctx: MethodContext, url: str, direction: str, duration: float, ca: str |
         ) -> dict[str, Any]:
     """One ``http`` run in one direction: goodput, bytes, engine and process CPU."""
     cls = get("http")
-    opts = cls.decl.options(target=url, direction=direction, duration_s=duration,
-                            warmup_s=1, loaded_latency=False, ca_file=ca)
+    opts = HttpOptions(target=url, direction=direction, duration_s=duration,
+                       warmup_s=1, loaded_latency=False, ca_file=ca)
     c0 = _proc_cpu()
     res = asyncio.run(cls().run(ctx, opts))[0]
     proc_cpu = _proc_cpu() - c0
@@ -100,10 +101,11 @@ def summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
         sel = [r for r in rows if (r["rate"], r["direction"]) == key]
 
         def med(scheme: str, field: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(r[scheme][field] for r in sel)
+            return float(statistics.median(r[scheme][field] for r in sel))
 
         def ratio(field: str, sel: list[dict[str, Any]] = sel) -> float:
-            return statistics.median(r["https"][field] / r["http"][field] for r in sel)
+            return float(statistics.median(r["https"][field] / r["http"][field]
+                                           for r in sel))
 
         out.append({
             "rate": key[0], "direction": key[1], "repeats": len(sel),
