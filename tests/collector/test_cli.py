@@ -246,6 +246,22 @@ def test_check_config(tmp_path: Path) -> None:
     assert out.returncode == 2
     for key in ("mqtt.port", "mqtt.bogus", "writer.batch_size"):
         assert key in out.stderr, out.stderr
+    # issue 14's keys: limits out of range, caps in the wrong order
+    limits = write_config(tmp_path / "lim", 1883, 8086,
+                          extra="max_bytes_per_probe = 9000000\nmax_bytes_total = 8000000\n"
+                                "[integrity]\nmax_isps_per_day = 0\nindex_max_age_days = -1\n")
+    out = subprocess.run([*CLI, "check-config", "--config", str(limits)], capture_output=True,
+                         text=True)
+    assert out.returncode == 2
+    for key in ("dead_letters", "max_bytes_per_probe must not exceed max_bytes_total",
+                "integrity.max_isps_per_day", "integrity.index_max_age_days"):
+        assert key in out.stderr, out.stderr
+    # an index the collector cannot create: run exits 2 naming the key
+    unusable = write_config(tmp_path / "ix", 1883, 8086,
+                            extra='[integrity]\nindex_path = "/proc/nope/index.sqlite"\n')
+    out = subprocess.run([*CLI, "run", "--config", str(unusable)], capture_output=True,
+                         text=True, timeout=60)
+    assert out.returncode == 2 and "integrity.index_path" in out.stderr, out.stderr
     broken_sites = write_config(tmp_path / "bs", 1883, 8086)
     (broken_sites.parent / "sites.toml").write_text('[[site]]\nprobe_id = "x"\n')
     out = subprocess.run([*CLI, "check-config", "--config", str(broken_sites)],
