@@ -91,7 +91,8 @@ Count = Annotated[int, Strict(), Field(ge=0, le=INFLUX_MAX_INT)]
 #: Every declared method, in declaration order.
 METHODS: Final = tuple(DECLARATIONS)
 #: Methods whose results carry ``download_mbps`` / ``upload_mbps`` (kind ``throughput``).
-THROUGHPUT_METHODS: Final = tuple(n for n, d in DECLARATIONS.items() if d.kind == "throughput")
+THROUGHPUT_METHODS: Final = tuple(n for n, d in DECLARATIONS.items()
+                                  if d.kind == "throughput" and d.speed)
 #: Methods whose results carry ``rtt_ms`` / ``jitter_ms`` / ``loss_pct`` towards a
 #: measurement target (kind ``latency``).
 LATENCY_METHODS: Final = tuple(n for n, d in DECLARATIONS.items() if d.kind == "latency")

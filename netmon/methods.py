@@ -397,6 +397,11 @@ class Declaration:
     kind: Kind
     options: type[MethodOptions]
     doc: str  # one line: the "what" column of the table in docs/methods.md
+    #: A throughput method whose results carry ``download_mbps`` / ``upload_mbps``: it
+    #: counts in the speed figures (dashboards, bulletin). ``responsiveness`` loads the
+    #: line like a speed test but reports round trips, so it is scheduled as throughput
+    #: and kept out of the speed figures (and their failed-test counts).
+    speed: bool = False
 
 
 #: Every method, by name, in declaration order (the order of the contract's groups, which
@@ -405,11 +410,14 @@ class Declaration:
 DECLARATIONS: dict[str, Declaration] = {}
 
 
-def declare(name: str, kind: Kind, options: type[MethodOptions], doc: str) -> Declaration:
-    """Add a method to :data:`DECLARATIONS` and return its declaration."""
+def declare(name: str, kind: Kind, options: type[MethodOptions], doc: str,
+            speed: bool | None = None) -> Declaration:
+    """Add a method to :data:`DECLARATIONS` and return its declaration (``speed``: see
+    :attr:`Declaration.speed`; default: every throughput method)."""
     if name in DECLARATIONS:
         raise ValueError(f"method {name!r} is declared twice")
-    decl = Declaration(name, kind, options, doc)
+    decl = Declaration(name, kind, options, doc,
+                       kind == "throughput" if speed is None else speed)
     DECLARATIONS[name] = decl
     return decl
 
@@ -430,7 +438,8 @@ SPEEDTEST = declare("speedtest", "throughput", SpeedtestOptions,
 HTTP = declare("http", "throughput", HttpOptions,
                "our multi-stream HTTP(S) engine (uvloop, `BufferedProtocol`, TLS via `ssl`)")
 RESPONSIVENESS = declare("responsiveness", "throughput", ResponsivenessOptions,
-                         "round trips per minute (RPM) under load, IETF responsiveness draft")
+                         "round trips per minute (RPM) under load, IETF responsiveness draft",
+                         speed=False)
 ICMP = declare("icmp", "latency", IcmpOptions, "ICMP echo")
 TCP = declare("tcp", "latency", TcpOptions, "TCP connect time")
 DNS = declare("dns", "latency", DnsOptions, "resolution time against a configured resolver")
