@@ -148,7 +148,7 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
                 raise ContractError("unstorable", str(exc)) from None
             return Item(lines, source=(topic, payload), kind="result",
                         receipt=(probe_id, str(msg.id)), result=msg,
-                        digest=content_digest(msg))
+                        digest=content_digest(payload))
         if kind == "status":
             st = parse_status(payload, probe_id)
             for when in (st.at, st.started_at, st.last_result_at):

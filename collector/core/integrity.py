@@ -57,10 +57,13 @@ CREATE INDEX IF NOT EXISTS day_values_day ON day_values (day);
 """
 
 
-def content_digest(msg: ResultMessage) -> bytes:
-    """A digest of everything the result says (canonical JSON: sorted keys), so the same
-    result serialised differently is still the same content."""
-    data = msg.model_dump(mode="json", by_alias=True)
+def content_digest(payload: bytes) -> bytes:
+    """A digest of everything a (valid) result payload says, as canonical JSON (sorted
+    keys, no whitespace): the same result serialised with other key order or spacing is
+    the same content. Taken from the message as received, not from the collector's
+    model of it, so a collector upgrade that adds an optional field to the contract does
+    not turn every later redelivery into a conflict."""
+    data = json.loads(payload)
     raw = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.blake2b(raw.encode("utf-8"), digest_size=16).digest()
 
