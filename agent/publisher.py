@@ -131,6 +131,7 @@ class Publisher:
         self._resend_queue: list[int] = []  # seqs picked for resending, oldest first
         self._resend_entries: dict[int, tuple[str, bytes]] = {}
         self._receipted: set[str] = set()  # ids named by receipts, not yet deleted
+        self._retry_flush = False  # the last flush failed (spool write error)
         self._warned: dict[str, float] = {}
         if receipts_topic is not None:
             self._subs[receipts_topic] = self._on_receipt
@@ -406,10 +407,12 @@ class Publisher:
                     self.spool.mark_sent(acks)
                 else:
                     self.spool.ack(acks)
+                self._retry_flush = False
             except SpoolError as exc:
                 # Disk full: keep them for the next flush. Until then they count as unsent
                 # and go again after a reconnect: at least once, never lost.
                 self._acks = acks + self._acks
+                self._retry_flush = True  # the pump tries again on its next round
                 self._warn("acks", f"{exc}; will retry")
         self._apply_receipts()
 
@@ -450,11 +453,12 @@ class Publisher:
         window = self.cfg.max_inflight
         while True:
             # Woken by new results and PUBACKs; with receipts also every resend check.
+            timeout = self._resend_every if self._resends else \
+                (1.0 if self._retry_flush or self._receipted else None)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(),
-                                       self._resend_every if self._resends else None)
+                await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()
-            if self._acks or self._receipted:
+            if self._retry_flush or self._receipted:
                 self._flush_acks()  # retries after a spool write failure
             client = self._client
             if client is None or not self.info.connected:

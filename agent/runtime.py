@@ -44,7 +44,7 @@ from agent.methods.common import linkstats
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
-from agent.spool import Spool, SpoolError
+from agent.spool import LedgerUpdate, Spool, SpoolError
 from netmon import __version__
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage, Topics, format_time
 from netmon.plan import TestPlan, TestSpec
@@ -268,26 +268,25 @@ class Runtime:
         self.results_made += len(results)
         for r in results:
             self.last_result_at = max(self.last_result_at or r.started_at, r.started_at)
+        month = month_key(self.clock.wall(), self.scheduler.tz)
+        by_link: dict[str, float] = {}
+        last: dict[str, str] = {}
+        for r in results:
+            by_link[r.link] = by_link.get(r.link, 0.0) + \
+                float(r.metrics.values().get("bytes", 0))
+            last[r.link] = format_time(r.started_at)
+        ledger = LedgerUpdate(
+            usage={(link, month): nbytes for link, nbytes in by_link.items()},
+            estimates={(test, link): nbytes for link, nbytes in by_link.items()
+                       if spec.kind == "throughput" and nbytes > 0},
+            last_results=last)
         try:
-            self.spool.put((str(r.id), topic, r.to_json()) for r in results)
+            # Results and ledger in one transaction: a lost result is not counted
+            # against the budget either (it is counted in spool_lost).
+            self.spool.put(((str(r.id), topic, r.to_json()) for r in results), ledger)
         except SpoolError as exc:
             self._lost(len(results), exc)
             return
-        month = month_key(self.clock.wall(), self.scheduler.tz)
-        by_link: dict[str, float] = {}
-        try:
-            for r in results:
-                by_link[r.link] = by_link.get(r.link, 0.0) + \
-                    float(r.metrics.values().get("bytes", 0))
-                self.spool.set_last_result(r.link, format_time(r.started_at))
-            for link, nbytes in by_link.items():
-                self.spool.add_usage(link, month, nbytes)
-                if spec.kind == "throughput" and nbytes > 0:
-                    self.spool.update_estimate(test, link, nbytes)
-        except SpoolError as exc:
-            # The results are safe; only the ledger missed this run (the budget may
-            # under-count it by one run's bytes).
-            log.warning("%s (the results themselves are spooled)", exc)
         if self.publisher is not None:
             self.publisher.notify()
         if self._service:

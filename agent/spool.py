@@ -118,6 +118,19 @@ class Entry:
 
 
 @dataclass(frozen=True)
+class LedgerUpdate:
+    """What one run adds to the budget ledger, committed with its results
+    (:meth:`Spool.put`)."""
+
+    #: (link, month ``YYYY-MM``) -> bytes moved (each entry also counts one run).
+    usage: dict[tuple[str, str], float]
+    #: (test, link) -> bytes of this run, folded into the running estimate.
+    estimates: dict[tuple[str, str], float]
+    #: link -> RFC 3339 time of its latest result.
+    last_results: dict[str, str]
+
+
+@dataclass(frozen=True)
 class SpoolStats:
     """Counters for the status message and ``netmon-agent status``."""
 
@@ -202,10 +215,12 @@ class Spool:
 
     # ------------------------------------------------------------------ queue
 
-    def put(self, items: Iterable[tuple[str, str, bytes]]) -> int:
-        """Commit ``(id, topic, payload)`` messages (one transaction), then evict the oldest
-        beyond the caps. A message id already spooled is ignored. Returns how many were
-        evicted."""
+    def put(self, items: Iterable[tuple[str, str, bytes]],
+            ledger: LedgerUpdate | None = None) -> int:
+        """Commit ``(id, topic, payload)`` messages and the ``ledger`` entries of the run
+        that made them (one transaction: one fsync per run, not one per table), then evict
+        the oldest beyond the caps. A message id already spooled is ignored. Returns how
+        many were evicted."""
         now = time.time()
         items = list(items)
         if self._reserve:
@@ -218,6 +233,8 @@ class Spool:
                 "VALUES (?, ?, ?, ?)", ((i, t, p, now) for i, t, p in batch))
             nonlocal evicted
             evicted = self._evict()
+            if ledger is not None:
+                self._apply_ledger(ledger)
             return 0
         if items:
             # One transaction whatever the space (a result is in the spool or not at all).
@@ -229,6 +246,19 @@ class Spool:
                         "result(s); %d evicted in total", self.max_results, self.max_bytes,
                         evicted, self.stats().evicted)
         return evicted
+
+    def _apply_ledger(self, ledger: LedgerUpdate) -> None:
+        for (link, month), nbytes in ledger.usage.items():
+            self._db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
+                "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
+        for (test, link), nbytes in ledger.estimates.items():
+            self._db.execute(
+                "INSERT INTO estimates VALUES (?, ?, ?) ON CONFLICT (test, link) DO UPDATE "
+                "SET bytes = ? * bytes + ? * excluded.bytes",
+                (test, link, nbytes, 1 - EWMA_ALPHA, EWMA_ALPHA))
+        self._db.executemany("INSERT OR REPLACE INTO last_result VALUES (?, ?)",
+                             ledger.last_results.items())
 
     def _evict(self) -> int:
         depth, size = self._counter("depth"), self._counter("bytes")

@@ -12,7 +12,9 @@ Prints (medians over ``--runs``):
 * ``drain_results_per_s``: results published and acknowledged per second when the
   agent starts with ``--results`` results spooled during an "outage" (goal >= 2000),
   counted at a subscriber from the first to the last message, and from agent start to
-  an empty spool (``drain_total_s``, includes start-up).
+  an empty spool (``drain_total_s``, includes start-up). No collector runs here, so the
+  drain uses ``[spool] receipts = false`` (the PUBACK deletes); what receipts add is
+  measured by ``benchmarks/agent/receipts.py``.
 
 Runs as any user; needs mosquitto and iperf3 (Debian packages).
 """
@@ -59,7 +61,8 @@ def cpu_ticks(pid: int) -> int:
     return int(fields[11]) + int(fields[12])  # utime + stime
 
 
-def write_config(path: Path, port: int, spool: Path, tests: str) -> None:
+def write_config(path: Path, port: int, spool: Path, tests: str,
+                 receipts: bool = True) -> None:
     path.write_text(f"""probe_id = "{PROBE}"
 heartbeat_s = 300
 [broker]
@@ -71,6 +74,7 @@ max_inflight = 200
 path = "{spool}"
 max_results = 1000000
 max_mb = 1000
+receipts = {'true' if receipts else 'false'}
 [links.lo]
 access = "fixed"
 isp = "Loopback"
@@ -180,7 +184,7 @@ def drain(work: Path, n: int) -> dict[str, float]:
     sub.loop_start()
     time.sleep(0.5)
     cfg = work / "drain.toml"
-    write_config(cfg, broker.port, spool_path, "")
+    write_config(cfg, broker.port, spool_path, "", receipts=False)
     t0 = time.monotonic()
     try:
         with running_agent(cfg, work / "drain.log"):

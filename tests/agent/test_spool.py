@@ -197,3 +197,20 @@ def test_wal_stays_small(tmp_path: Path) -> None:
             biggest = max(biggest, Path(f"{path}-wal").stat().st_size)
     # SQLite's default would let it reach ~4 MB (1000 pages) before the first checkpoint.
     assert biggest <= max(JOURNAL_SIZE_LIMIT, (WAL_AUTOCHECKPOINT_PAGES + 30) * (page + 24))
+
+
+def test_ledger_committed_with_the_results(tmp_path: Path) -> None:
+    from agent.spool import EWMA_ALPHA, LedgerUpdate
+    with Spool(tmp_path / "s.db") as spool:
+        spool.put([("a", "t", b"1")], LedgerUpdate(
+            usage={("lte", "2026-06"): 100.0}, estimates={("speed", "lte"): 100.0},
+            last_results={"lte": "2026-06-01T00:00:00.000Z"}))
+        spool.put([("b", "t", b"2")], LedgerUpdate(
+            usage={("lte", "2026-06"): 50.0}, estimates={("speed", "lte"): 200.0},
+            last_results={"lte": "2026-06-01T01:00:00.000Z"}))
+        assert spool.usage("2026-06") == {"lte": 150.0}
+        assert spool.estimate("speed", "lte") == pytest.approx(
+            (1 - EWMA_ALPHA) * 100.0 + EWMA_ALPHA * 200.0)
+        assert spool.last_results() == {"lte": "2026-06-01T01:00:00.000Z"}
+        runs = spool._db.execute("SELECT runs FROM usage").fetchone()[0]
+        assert runs == 2
