@@ -27,8 +27,10 @@ runs paho-mqtt 2.x with:
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
+import re
 import struct
 import threading
 import time
@@ -84,10 +86,20 @@ ISP_PUNCTUATION = frozenset(" -_.&()/+'")
 TARGET_PUNCTUATION = frozenset("-._~:/?#[]@!$&'()*+,;=%")
 
 
+@functools.cache
+def _ascii_ok(punctuation: frozenset[str]) -> re.Pattern[str]:
+    return re.compile("[A-Za-z0-9" + re.escape("".join(sorted(punctuation))) + "]+")
+
+
 def bounded_text(name: str, value: str, max_chars: int, punctuation: frozenset[str]) -> str:
     """``value`` in NFC with surrounding whitespace trimmed (and, where spaces are
     allowed, runs of whitespace made one space); ContractError ``invalid`` naming the
     field when it is empty, too long or holds a character outside the allowed set."""
+    if value.isascii():
+        # Fast path for the usual "VNPT" / "host:port": NFC changes no ASCII text.
+        text = " ".join(value.split()) if " " in punctuation else value.strip()
+        if 0 < len(text) <= max_chars and _ascii_ok(punctuation).fullmatch(text):
+            return text
     text = unicodedata.normalize("NFC", value)
     text = " ".join(text.split()) if " " in punctuation else text.strip()
     if not text:

@@ -57,13 +57,14 @@ def test_conflict_is_dead_lettered_not_merged(tmp_path: Path, influxd: services.
     assert r2.accepted == 0
     assert [d.reason for d in r2.dead] == ["conflict"]
     assert str(first.id) in r2.dead[0].detail
-    # the same content again is an idempotent redelivery: stored again, one point; also
-    # when serialised with other key order and spacing
-    reordered = json.dumps(dict(reversed(json.loads(first.to_json()).items())),
-                           indent=2).encode()
-    r3 = ingest([first, first, (T.results(first.probe_id), reordered)], SITES,
-                _url(influxd), result_index=index)
-    assert (r3.accepted, len(r3.dead)) == (3, 0)
+    # the same bytes again are an idempotent redelivery: stored again, one point
+    r3 = ingest([first, first], SITES, _url(influxd), result_index=index)
+    assert (r3.accepted, len(r3.dead)) == (2, 0)
+    # the same fields serialised otherwise were made by something else: a conflict
+    reordered = json.dumps(dict(reversed(json.loads(first.to_json()).items()))).encode()
+    r3b = ingest([(T.results(first.probe_id), reordered)], SITES, _url(influxd),
+                 result_index=index)
+    assert [d.reason for d in r3b.dead] == ["conflict"]
     index.close()
     # durable: a restarted collector still knows the id
     index = ResultIndex(index_path)
