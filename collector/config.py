@@ -34,7 +34,8 @@ class MqttSettings(BrokerSettings):
     :class:`netmon.mqtt.BrokerSettings`'; this adds the subscription's own.
     """
 
-    client_id: str = Field("netmon-collector", min_length=1, max_length=64)
+    # "_": no probe account can have this id (docs/security.md, "Sessions").
+    client_id: str = Field("netmon_collector", min_length=1, max_length=64)
     topic_prefix: TopicPrefix = DEFAULT_PREFIX
     #: ``$share/<group>/...`` subscriptions so several collectors split the load.
     shared_group: str | None = Field(None, pattern=r"^[A-Za-z0-9_-]{1,64}$")

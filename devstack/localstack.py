@@ -141,6 +141,7 @@ class Stack:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.ns: netns.ServerNamespace | None = None
         self.broker_port = 0
+        self.service_port = 0
         self.agent_config: Path | None = None
         self.collector: Any = None
         self.report = StackReport(self.dir)
@@ -234,20 +235,33 @@ class Stack:
         for user, password in accounts.items():
             subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(passwd), user,
                             password], check=True, capture_output=True)
-        from collector.fleet.acl import mosquitto_acl
+        from collector.fleet.acl import Listener, mosquitto_acl, mosquitto_listeners
 
+        # As deployed: the probe's listener ties its client id to its account; the
+        # collector logs in on the service listener, whose password file has no probe.
+        service_passwd = mdir / "services.passwd"
+        service_passwd.touch(mode=0o600)
+        subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(service_passwd),
+                        COLLECTOR_USER, accounts[COLLECTOR_USER]], check=True,
+                       capture_output=True)
         acl = mdir / "acl"
         acl.write_text(mosquitto_acl(noc_user="netmon_noc", collector_user=COLLECTOR_USER))
-        port = services.free_port()
-        extra = f"password_file {passwd}\nacl_file {acl}\n"
+        port, service_port = services.free_port(), services.free_port()
+        listeners = mosquitto_listeners(
+            Listener(port, "127.0.0.1", str(passwd), str(acl), username_as_clientid=True),
+            Listener(service_port, "127.0.0.1", str(service_passwd), str(acl)))
         broker = services.start_mosquitto(
-            mdir, port, config=services.mosquitto_config(mdir, port, extra=extra,
-                                                         anonymous=False))
+            mdir, port, config=services.mosquitto_config(mdir, port, listeners=listeners))
         self.services.append(broker)
+        services.wait_for(lambda: services.tcp_open("127.0.0.1", service_port), 15,
+                          f"mosquitto service listener on {service_port}", broker.proc,
+                          broker.log)
         self.report.endpoints["mqtt"] = (
-            f"mqtt://{broker.host}:{broker.port} (accounts {PROBE_ID}, {COLLECTOR_USER}; "
+            f"mqtt://{broker.host}:{broker.port} (probe {PROBE_ID}), "
+            f"mqtt://{broker.host}:{service_port} (service listener: {COLLECTOR_USER}; "
             f"passwords in {self.dir}/agent/mqtt-password, {self.dir}/collector/mqtt-password)")
         self.broker_port = broker.port
+        self.service_port = service_port
         return accounts
 
     def start_influx_and_collector(self, collector_password: str) -> None:
@@ -270,9 +284,9 @@ class Stack:
         cfg_path = cdir / "collector.toml"
         cfg_path.write_text(
             "[mqtt]\n"
-            f"host = \"127.0.0.1\"\nport = {self.broker_port}\ntls = false\n"
+            f"host = \"127.0.0.1\"\nport = {self.service_port}\ntls = false\n"
             f"username = \"{COLLECTOR_USER}\"\npassword_file = {_toml_str(str(pw))}\n"
-            "client_id = \"netmon-collector-demo\"\n\n"
+            "client_id = \"netmon_collector-demo\"\n\n"
             "[influxdb]\n"
             f"url = \"http://{influxd.host}:{influxd.port}\"\ndatabase = \"{DATABASE}\"\n\n"
             "[registry]\npath = \"sites.toml\"\n\n"

@@ -128,22 +128,26 @@ AUTOSAVE_ON_CHANGES = False
 def mosquitto_config(workdir: Path, port: int, host: str = "127.0.0.1",
                      extra: str = "", anonymous: bool = True,
                      autosave_interval: int = AUTOSAVE_INTERVAL,
-                     autosave_on_changes: bool = AUTOSAVE_ON_CHANGES) -> str:
+                     autosave_on_changes: bool = AUTOSAVE_ON_CHANGES,
+                     listeners: str | None = None) -> str:
     """A minimal mosquitto.conf for a loopback listener with persistence under workdir
-    (saved every ``autosave_interval`` seconds, or changes with ``autosave_on_changes``)."""
+    (saved every ``autosave_interval`` seconds, or changes with ``autosave_on_changes``).
+    ``listeners`` (from :func:`collector.fleet.acl.mosquitto_listeners`) replaces the
+    single anonymous-or-not listener and ``extra``."""
     # As root, mosquitto drops to the "mosquitto" user, which cannot read files under a
     # private work dir (password file, log); these are throwaway local brokers.
     run_as = "user root\n" if os.geteuid() == 0 else ""
+    auth = ("" if listeners is not None else
+            f"per_listener_settings false\nallow_anonymous {'true' if anonymous else 'false'}\n")
     return (
-        f"{run_as}per_listener_settings false\n"
+        f"{run_as}{auth}"
         f"persistence true\npersistence_location {workdir}/\n"
         f"autosave_interval {autosave_interval}\n"
         f"autosave_on_changes {'true' if autosave_on_changes else 'false'}\n"
         f"log_dest file {workdir}/mosquitto.log\nlog_type error\nlog_type warning\n"
         f"log_type notice\nlog_type information\n"
         f"max_queued_messages 1000000\nmax_inflight_messages 100\n"
-        f"allow_anonymous {'true' if anonymous else 'false'}\n"
-        f"listener {port} {host}\n{extra}"
+        + (listeners if listeners is not None else f"listener {port} {host}\n{extra}")
     )
 
 

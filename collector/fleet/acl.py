@@ -1,13 +1,68 @@
-"""The broker ACL that makes config topics writable by the NOC account only.
+"""The broker ACL that makes config topics writable by the NOC account only, and the
+listeners that tie every probe's client id to its account.
 
-:func:`mosquitto_acl` is the reference: the mosquitto role's ``netmon.acl.j2`` must grant
-exactly the same (``tests/deploy/test_ansible.py`` compares them); ``docs/fleet.md``
-explains each line.
+:func:`mosquitto_acl` and :func:`mosquitto_listeners` are the reference: the mosquitto
+role's ``netmon.acl.j2`` and the listener part of ``mosquitto.conf.j2`` must produce
+exactly the same (``tests/deploy/test_ansible.py`` compares them); devstack's broker and
+the tests' (``tests/helpers/fleet.py``) use them directly. ``docs/fleet.md`` explains each
+ACL line, ``docs/security.md`` the listeners.
 """
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
+
 from netmon.contract import DEFAULT_PREFIX
+
+#: A probe id, and so a probe's MQTT username (the Ansible role asserts it). Service
+#: accounts and service client ids contain a character outside it ("_"), so that no
+#: probe account can ever be, or connect as, one of them.
+PROBE_ID_RE = re.compile(r"^[a-z0-9][a-z0-9-]{2,63}$")
+
+
+def probe_shaped(name: str) -> bool:
+    """True if ``name`` could be a probe's username (and so a probe's client id)."""
+    return PROBE_ID_RE.match(name) is not None
+
+
+@dataclass(frozen=True)
+class Listener:
+    """One mosquitto listener: where it listens and whom it lets in."""
+
+    port: int
+    bind_address: str = ""
+    password_file: str = ""
+    acl_file: str = ""
+    #: Replace each client's id by its username (mosquitto ``use_username_as_clientid``).
+    username_as_clientid: bool = False
+    #: ``(cafile, certfile, keyfile, tls_version)``, or None for plain MQTT (tests only).
+    tls: tuple[str, str, str, str] | None = None
+
+
+def mosquitto_listeners(probes: Listener, services: Listener) -> str:
+    """The authentication part of ``mosquitto.conf``: ``per_listener_settings true``, the
+    probes' listener (client id = username, so a probe cannot take another account's
+    session) and the service listener (collector and NOC pick their own ids; its password
+    file holds only service accounts, so no probe credential works on it)."""
+    out = ["# Sessions (docs/security.md): on the probes' listener a client's id is its",
+           "# username, so no probe can take another account's session; the collector and",
+           "# the NOC log in on the service listener, whose password file has no probe.",
+           "per_listener_settings true"]
+    for role, lst in (("probes", probes), ("services", services)):
+        out += ["", f"# {role}",
+                f"listener {lst.port}{(' ' + lst.bind_address) if lst.bind_address else ''}",
+                "protocol mqtt", "allow_anonymous false", "allow_zero_length_clientid false"]
+        if lst.password_file:
+            out.append(f"password_file {lst.password_file}")
+        if lst.acl_file:
+            out.append(f"acl_file {lst.acl_file}")
+        out.append(f"use_username_as_clientid {'true' if lst.username_as_clientid else 'false'}")
+        if lst.tls is not None:
+            cafile, certfile, keyfile, version = lst.tls
+            out += [f"cafile {cafile}", f"certfile {certfile}", f"keyfile {keyfile}",
+                    f"tls_version {version}", "require_certificate false"]
+    return "\n".join(out) + "\n"
 
 
 def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",

@@ -29,7 +29,7 @@ def test_both_configs_share_the_connection_keys_and_keep_their_own() -> None:
                      "receive_maximum", "workers"} == set(MqttSettings.model_fields)
     # Documented defaults stay each side's.
     assert BrokerConfig().keepalive_s == 60 and MqttSettings().keepalive_s == 30
-    assert BrokerConfig().client_id is None and MqttSettings().client_id == "netmon-collector"
+    assert BrokerConfig().client_id is None and MqttSettings().client_id == "netmon_collector"
     with pytest.raises(ValidationError, match=r"reconnect_min_s"):
         MqttSettings.model_validate({"reconnect_min_s": 1})  # an agent key
 

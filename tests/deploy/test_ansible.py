@@ -353,6 +353,10 @@ def test_collector_config_and_site_registry_load(rendered: Rendered) -> None:
 # --------------------------------------------------------------------------- broker
 
 
+#: The service listener's port of each test broker, by the probes' listener port.
+SERVICE_PORTS: dict[int, int] = {}
+
+
 def _test_broker_config(rendered: Rendered, workdir: Path, port: int,
                         mosquitto_dir: Path | None = None) -> str:
     """The rendered mosquitto.conf with only listener port, persistence, log and pid
@@ -362,8 +366,14 @@ def _test_broker_config(rendered: Rendered, workdir: Path, port: int,
     text = (rendered_dir / "mosquitto.conf").read_text()
     if mosquitto_dir is not None:
         text = text.replace(str(rendered_dir), str(mosquitto_dir))
-    text, n = re.subn(r"^listener \d+.*$", f"listener {port} 127.0.0.1", text, flags=re.M)
-    assert n == 1
+    # Two listeners (probes, services): the probes' on ``port``, the service one on a
+    # free port recorded in ``SERVICE_PORTS[port]``.
+    service_port = services.free_port()
+    SERVICE_PORTS[port] = service_port
+    ports = iter([port, service_port])
+    text, n = re.subn(r"^listener \d+.*$", lambda m: f"listener {next(ports)} 127.0.0.1", text,
+                      flags=re.M)
+    assert n == 2
     text = re.sub(r"^persistence_location .*$", f"persistence_location {workdir}/", text,
                   flags=re.M)
     text = re.sub(r"^pid_file .*$\n", "", text, flags=re.M)
@@ -475,6 +485,26 @@ def test_broker_acl_is_the_fleet_module_s(rendered: Rendered) -> None:
     role = _acl_rules((rendered.host(BROKER) / "mosquitto" / "netmon.acl").read_text())
     fleet = _acl_rules(mosquitto_acl(TOPICS.prefix, noc_user=noc, collector_user=collector))
     assert role == fleet, (role - fleet, fleet - role)
+
+
+def test_broker_listeners_are_the_fleet_module_s(rendered: Rendered) -> None:
+    """The role's listener part of mosquitto.conf is collector.fleet.acl.mosquitto_listeners()
+    (the one definition devstack and tests/fleet/test_sessions.py run): probes' client id
+    = username, service accounts alone on the service listener."""
+    from collector.fleet.acl import Listener, mosquitto_listeners
+
+    d = rendered.host(BROKER) / "mosquitto"
+    text = (d / "mosquitto.conf").read_text()
+    tls = (f"{d}/certs/ca.crt", f"{d}/certs/broker.crt", f"{d}/certs/broker.key", "tlsv1.2")
+    want = mosquitto_listeners(
+        Listener(8883, "", f"{d}/netmon.passwd", f"{d}/netmon.acl", True, tls),
+        Listener(8884, "", f"{d}/netmon-services.passwd", f"{d}/netmon.acl", False, tls))
+    assert text[text.index("# Sessions"):] == want
+    services_passwd = (d / "netmon-services.passwd").read_text()
+    assert sorted(ln.split(":")[0] for ln in services_passwd.splitlines()) == \
+        ["netmon_collector", "netmon_noc"]
+    probes_passwd = (d / "netmon.passwd").read_text()
+    assert {p for p in PROBES} <= {ln.split(":")[0] for ln in probes_passwd.splitlines()}
 
 
 def test_broker_persistence_is_devstack_s(rendered: Rendered) -> None:

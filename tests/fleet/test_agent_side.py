@@ -136,15 +136,16 @@ state_file = "remote-config.json"
     def _observer(self) -> Client:
         # A persistent session: results the agent delivers while the observer reconnects
         # after a broker restart are queued for it, not lost to a race.
-        c = Client(self.broker, "collector", USERS["collector"],
-                   client_id="fleet-observer", persistent=True)
+        c = Client(self.broker, "collector", USERS["collector"], client_id="fleet-observer",
+                   persistent=True, port=int(str(self.broker.extra["service_port"])))
         c.subscribe(T.all_results())
         c.subscribe(T.all_status())
         return c
 
     def restart_broker(self) -> None:
         self.watch.close()
-        self.broker = start_acl_broker(self.tmp / "broker", USERS, port=self.port)
+        self.broker = start_acl_broker(self.tmp / "broker", USERS, port=self.port,
+                                       service_port=int(str(self.broker.extra["service_port"])))
         self.watch = self._observer()
 
     def spool_depth(self) -> int:

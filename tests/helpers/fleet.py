@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.fleet.acl import mosquitto_acl
+from collector.fleet.acl import Listener, mosquitto_acl, mosquitto_listeners
 from devstack import services
 from netmon.signing import load_private_key, write_keypair
 
@@ -38,25 +38,41 @@ def tcp_plan(target: str, every_s: float = 10.0, name: str = "rtt", count: int =
     return {"tests": {name: test}}
 
 
-def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1",
-                     port: int | None = None) -> services.Service:
-    """mosquitto with ``allow_anonymous false``, a password_file made by mosquitto_passwd
-    and the ACL of :func:`collector.fleet.acl.mosquitto_acl`."""
-    workdir.mkdir(parents=True, exist_ok=True)
-    passwd = workdir / "passwd"
+def _passwd(path: Path, users: dict[str, str]) -> None:
     tool = services.require_binary("mosquitto_passwd")
     for i, (user, password) in enumerate(users.items()):
-        argv = [tool, "-b"] + (["-c"] if i == 0 else []) + [str(passwd), user, password]
+        argv = [tool, "-b"] + (["-c"] if i == 0 else []) + [str(path), user, password]
         subprocess.run(argv, check=True, capture_output=True)
-    passwd.chmod(0o600)
+    path.chmod(0o600)
+
+
+def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1",
+                     port: int | None = None, service_port: int | None = None,
+                     service_users: tuple[str, ...] = ("noc", "collector"),
+                     ) -> services.Service:
+    """mosquitto as deployed: ``allow_anonymous false``, password files made by
+    mosquitto_passwd, the ACL of :func:`collector.fleet.acl.mosquitto_acl` and the two
+    listeners of :func:`collector.fleet.acl.mosquitto_listeners` (plain MQTT on loopback).
+    ``port`` is the probes' listener (client id = username; every account in ``users``),
+    ``extra["service_port"]`` the service listener (only ``service_users``)."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    passwd, service_passwd = workdir / "passwd", workdir / "services.passwd"
+    _passwd(passwd, users)
+    _passwd(service_passwd, {u: pw for u, pw in users.items() if u in service_users})
     acl = workdir / "acl"
     acl.write_text(mosquitto_acl(prefix))
     port = port or services.free_port()
-    conf = services.mosquitto_config(
-        workdir, port, anonymous=False,
-        # (mosquitto_config keeps a root broker root, so it reads the 0600 password file)
-        extra=f"password_file {passwd}\nacl_file {acl}\n")
-    return services.start_mosquitto(workdir, port=port, config=conf)
+    service_port = service_port or services.free_port()
+    listeners = mosquitto_listeners(
+        Listener(port, "127.0.0.1", str(passwd), str(acl), username_as_clientid=True),
+        Listener(service_port, "127.0.0.1", str(service_passwd), str(acl)))
+    # (mosquitto_config keeps a root broker root, so it reads the 0600 password files)
+    conf = services.mosquitto_config(workdir, port, listeners=listeners)
+    svc = services.start_mosquitto(workdir, port=port, config=conf)
+    services.wait_for(lambda: services.tcp_open("127.0.0.1", service_port), 15,
+                      f"mosquitto service listener on {service_port}", svc.proc, svc.log)
+    svc.extra["service_port"] = service_port
+    return svc
 
 
 class Client:
@@ -65,7 +81,7 @@ class Client:
 
     def __init__(self, broker: services.Service, username: str | None = None,
                  password: str | None = None, client_id: str | None = None,
-                 persistent: bool = False) -> None:
+                 persistent: bool = False, port: int | None = None) -> None:
         self.c = mqtt.Client(CallbackAPIVersion.VERSION2,
                              client_id=client_id or f"t-{time.monotonic_ns()}",
                              protocol=mqtt.MQTTv5)
@@ -86,7 +102,8 @@ class Client:
         if persistent:
             props = Properties(PacketTypes.CONNECT)
             props.SessionExpiryInterval = 3600
-        self.c.connect(broker.host, broker.port, clean_start=not persistent,
+        # port: another listener of the same broker (the service listener)
+        self.c.connect(broker.host, port or broker.port, clean_start=not persistent,
                        properties=props)
         self.c.loop_start()
         self.wait(lambda: self.connect_rc is not None, 10)
