@@ -614,6 +614,28 @@ def test_broker_refuses_anonymous_wrong_password_and_cross_login(
     assert not connected, "plain MQTT accepted"
 
 
+def test_service_listener_takes_only_service_accounts(
+        rendered: Rendered, broker: services.Service) -> None:
+    """The deployed broker's service listener (TLS) lets the collector and NOC in and no
+    probe (so no probe can choose a client id anywhere); the probes' listener keeps
+    taking probes (tests/fleet/test_sessions.py attacks the same shape)."""
+    ca = rendered.pki / "ca.crt"
+    pw = rendered.secrets["vault_netmon_mqtt_probe_passwords"]
+    service_port = SERVICE_PORTS[broker.port]
+    for port, user, password, admitted in (
+            (service_port, PROBES[0], pw[PROBES[0]], False),
+            (service_port, "netmon_collector",
+             rendered.secrets["vault_netmon_mqtt_collector_password"], True),
+            (service_port, "netmon_noc", rendered.secrets["vault_netmon_mqtt_noc_password"],
+             True),
+            (broker.port, PROBES[0], pw[PROBES[0]], True)):
+        c = Client(port, ca, user, password)
+        try:
+            assert c.ok == admitted, (port, user, c.connect_rc)
+        finally:
+            c.close()
+
+
 def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
                                                         tmp_path: Path) -> None:
     """Re-running with the same vault leaves the password file alone; rotating one
@@ -1121,8 +1143,8 @@ def test_hardening_drop_ins_score_below_5(rendered: Rendered, tmp_path: Path,
     assert before > 9.0  # the comparison means something: the stock unit is UNSAFE
     assert after < 5.0, after
     # Both roles share one set of hardening lines.
-    common = [(ANSIBLE_DIR / "roles" / role / "templates" / "netmon-hardening-common.conf.j2").read_text()
-              for role in ("mosquitto", "influxdb")]
+    common = [(ANSIBLE_DIR / "roles" / role / "templates" / "netmon-hardening-common.conf.j2")
+              .read_text() for role in ("mosquitto", "influxdb")]
     assert common[0] == common[1]
 
 
