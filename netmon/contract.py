@@ -8,7 +8,6 @@ messages with these models and the collector validates incoming bytes with
 
 from __future__ import annotations
 
-import json
 import math
 import re
 import uuid
@@ -32,6 +31,7 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from netmon.jsonutil import JsonError, decode_object
 from netmon.methods import DECLARATIONS, IPV6, REACHABILITY
 
 SCHEMA_VERSION: Final = 1
@@ -389,31 +389,17 @@ class ContractError(ValueError):
 
 
 def _decode(payload: bytes) -> dict[str, Any]:
-    if len(payload) > MAX_MESSAGE_BYTES:
-        raise ContractError("too_large", f"{len(payload)} bytes > {MAX_MESSAGE_BYTES} limit")
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise ContractError("not_utf8", f"payload is not UTF-8: {exc}") from None
-    try:
-        obj = json.loads(text, parse_constant=_reject_constant)
-    except ContractError:
-        raise
-    except ValueError as exc:
-        raise ContractError("not_json", f"payload is not JSON: {exc}") from None
-    except RecursionError:
-        raise ContractError("not_json", "payload nests JSON too deeply") from None
-    if not isinstance(obj, dict):
-        raise ContractError("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
+        obj = decode_object(payload, MAX_MESSAGE_BYTES)
+    except JsonError as exc:
+        # A non-finite number is a broken value, not broken JSON: counted as invalid.
+        raise ContractError("invalid" if exc.reason == "non_finite" else exc.reason,
+                            exc.detail) from None
     schema = obj.get("schema")
     if schema != SCHEMA_VERSION or isinstance(schema, bool):
         raise ContractError("unsupported_schema",
                             f"schema is {schema!r}; this collector understands {SCHEMA_VERSION}")
     return obj
-
-
-def _reject_constant(name: str) -> Any:
-    raise ContractError("invalid", f"non-finite number {name} in payload")
 
 
 def describe_validation_error(exc: ValidationError) -> str:
