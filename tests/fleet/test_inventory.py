@@ -18,7 +18,6 @@ from devstack import services
 from netmon.contract import LinkStatus, ResultMessage, StatusMessage
 from tests.helpers.collector import sites_toml
 
-NOW = datetime.now(UTC).replace(microsecond=0)
 SITES = {  # on the map from 1 July 2025 (collector/core/reference/)
     "ht-kyanh-01": Site("ht-kyanh-01", "UBND phường Kỳ Trinh", "Phường Sông Trí",
                         "Thị xã Kỳ Anh", 18.07, 106.29, "commune_office",
@@ -41,12 +40,12 @@ def _status(probe: str, at: datetime, state: str = "online", **kw: object) -> St
     return StatusMessage.model_validate(fields)
 
 
-def _seed(client: InfluxClient) -> None:
-    received = int(NOW.timestamp() * 1000)
+def _seed(client: InfluxClient, now: datetime) -> None:
+    received = int(now.timestamp() * 1000)
     lines: list[str] = []
     # online, fresh, remote config 42, two links with usage
     lines += status_lines(_status(
-        "ht-kyanh-01", NOW - timedelta(minutes=2), spool_depth=3, config_version=42,
+        "ht-kyanh-01", now - timedelta(minutes=2), spool_depth=3, config_version=42,
         links=(LinkStatus(name="fibre", access="fixed", isp="VNPT", data_used_bytes=5_000_000),
                LinkStatus(name="4g", access="mobile", isp="Viettel",
                           data_used_bytes=1_200_000_000, data_budget_bytes=3_000_000_000))),
@@ -54,47 +53,51 @@ def _seed(client: InfluxClient) -> None:
     lines.append(result_line(ResultMessage.model_validate({
         "probe_id": "ht-kyanh-01", "link": "4g", "access": "mobile", "isp": "Viettel",
         "method": "iperf3", "target": "speed.hatinh.vn:5201",
-        "started_at": NOW - timedelta(minutes=5), "duration_s": 10.0,
+        "started_at": now - timedelta(minutes=5), "duration_s": 10.0,
         "metrics": {"download_mbps": 63.5}, "agent_version": "0.1.0"}),
         SITES["ht-kyanh-01"]))
     # said online 2 hours ago and then nothing: silent
     lines += status_lines(_status(
-        "ht-huongkhe-02", NOW - timedelta(hours=2), spool_depth=0, config_version=3,
+        "ht-huongkhe-02", now - timedelta(hours=2), spool_depth=0, config_version=3,
         config_error="config version 4 rejected: target_not_allowed: not in the probe's "
                      "allowlist: 192.0.2.1"), SITES["ht-huongkhe-02"], received)
     # online with figures, then a last will: offline, but the figures stay known
     lines += status_lines(_status(
-        "ht-camxuyen-03", NOW - timedelta(hours=2), config_version=6,
+        "ht-camxuyen-03", now - timedelta(hours=2), config_version=6,
         config_error="config version 7 rejected: bad_signature: x"), SITES["ht-camxuyen-03"],
         received)
-    lines += status_lines(_status("ht-camxuyen-03", NOW - timedelta(hours=1), spool_depth=17,
+    lines += status_lines(_status("ht-camxuyen-03", now - timedelta(hours=1), spool_depth=17,
                                   config_version=7), SITES["ht-camxuyen-03"], received)
 
-    lines += status_lines(_status("ht-camxuyen-03", NOW - timedelta(minutes=30),
+    lines += status_lines(_status("ht-camxuyen-03", now - timedelta(minutes=30),
                                   state="offline"), SITES["ht-camxuyen-03"], received)
     # a probe that reports but is not in the registry
-    lines += status_lines(_status("ht-rogue-99", NOW - timedelta(minutes=1)), None, received)
+    lines += status_lines(_status("ht-rogue-99", now - timedelta(minutes=1)), None, received)
     client.write_lines(lines)
 
 
 @pytest.fixture
-def influx_client(influxd: services.Service) -> InfluxClient:
+def seeded(influxd: services.Service) -> tuple[InfluxClient, datetime]:
+    """influxd holding the fleet's statuses, timed from now: ages are relative to the
+    moment the test runs, not to when the module was imported (the CLI reads the clock)."""
     client = InfluxClient(InfluxSettings(url=f"http://{influxd.host}:{influxd.port}",
                                          database="netmon"))
     client.ensure_database()
-    _seed(client)
-    return client
+    now = datetime.now(UTC).replace(microsecond=0)
+    _seed(client, now)
+    return client, now
 
 
-def test_inventory_states_and_figures(influx_client: InfluxClient) -> None:
-    rows = {r.probe_id: r for r in inventory(influx_client, SITES, stale_after_s=900, now=NOW)}
+def test_inventory_states_and_figures(seeded: tuple[InfluxClient, datetime]) -> None:
+    influx_client, now = seeded
+    rows = {r.probe_id: r for r in inventory(influx_client, SITES, stale_after_s=900, now=now)}
     assert sorted(rows) == ["ht-camxuyen-03", "ht-huongkhe-02", "ht-kyanh-01", "ht-rogue-99",
                             "ht-thachha-04"]
     ky = rows["ht-kyanh-01"]
     assert ky.config_error is None
     assert (ky.state, ky.spool_depth, ky.config_version) == ("online", 3, 42)
-    assert ky.last_seen == NOW - timedelta(minutes=2)
-    assert ky.last_result_at == NOW - timedelta(minutes=5)
+    assert ky.last_seen == now - timedelta(minutes=2)
+    assert ky.last_result_at == now - timedelta(minutes=5)
     assert ky.last_result["method"] == "iperf3" and ky.last_result["download_mbps"] == 63.5
     assert ky.data_used_bytes == 1_205_000_000
     assert {(u.link, u.budget_bytes) for u in ky.links} == {("4g", 3_000_000_000),
@@ -104,12 +107,12 @@ def test_inventory_states_and_figures(influx_client: InfluxClient) -> None:
     cx = rows["ht-camxuyen-03"]
     assert (cx.state, cx.spool_depth, cx.config_version) == ("offline", 17, 7)
     assert cx.config_error is None  # cleared by the later status, not shown stale
-    assert cx.last_seen == NOW - timedelta(minutes=30)
+    assert cx.last_seen == now - timedelta(minutes=30)
     assert rows["ht-thachha-04"].state == "never_seen" and rows["ht-thachha-04"].registered
     assert not rows["ht-rogue-99"].registered and rows["ht-rogue-99"].state == "online"
 
 
-def test_probes_list_cli(influx_client: InfluxClient, influxd: services.Service,
+def test_probes_list_cli(seeded: tuple[InfluxClient, datetime], influxd: services.Service,
                          tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     reg = tmp_path / "sites.toml"
     reg.write_text(sites_toml(SITES.values()), encoding="utf-8")
