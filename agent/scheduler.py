@@ -23,7 +23,6 @@ keep their timing, running jobs finish, new jobs get a fresh jittered start.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -249,5 +248,7 @@ class Scheduler:
         finally:
             for fut in (sleeper, waker):
                 fut.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await fut
+            # gather, not ``suppress(CancelledError): await fut``: that also swallowed a
+            # cancellation of this task arriving here, and the scheduler then slept on
+            # (the runtime's stop hung for an hour, seen once in CI).
+            await asyncio.gather(sleeper, waker, return_exceptions=True)
