@@ -33,7 +33,6 @@ from tests.helpers.agent import (
     spool_sent_ids,
     spool_unsent_ids,
     start_agent,
-    start_broker,
     tcp_test,
     wait_until,
     write_config,
@@ -78,13 +77,6 @@ def target() -> Iterator[CountingListener]:
     listener = CountingListener()
     yield listener
     listener.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Service]:
-    svc = start_broker(tmp_path / "broker")
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture

@@ -8,10 +8,7 @@ import json
 import re
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from devstack.services import Service
 from netmon.contract import ReceiptMessage, parse_status
@@ -23,7 +20,6 @@ from tests.helpers.agent import (
     spool_ids,
     spool_sent_ids,
     start_agent,
-    start_broker,
     tcp_test,
     wait_until,
     write_config,
@@ -31,20 +27,6 @@ from tests.helpers.agent import (
 
 PROBE = "test-probe-01"
 TOPICS = f"netmon/v1/probes/{PROBE}/#"
-
-
-@pytest.fixture
-def target() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Service]:
-    svc = start_broker(tmp_path / "broker")
-    yield svc
-    svc.stop()
 
 
 def test_result_deleted_only_by_its_receipt(tmp_path: Path, broker: Service,

@@ -25,7 +25,6 @@ from tests.helpers.agent import (
     spool_ids,
     spool_sent_ids,
     start_agent,
-    start_broker,
     tcp_test,
     wait_until,
     write_config,
@@ -56,20 +55,6 @@ class Collector:
             self.proc.send_signal(sig)
             self.proc.wait(30)
         self.fh.close()
-
-
-@pytest.fixture
-def target() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Service]:
-    svc = start_broker(tmp_path / "broker")
-    yield svc
-    svc.stop()
 
 
 @pytest.fixture

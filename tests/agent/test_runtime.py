@@ -12,7 +12,6 @@ import logging
 import os
 import signal
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -42,20 +41,6 @@ from tests.helpers.agent import (
 
 RESULTS = "netmon/v1/probes/test-probe-01/results"
 STATUS = "netmon/v1/probes/test-probe-01/status"
-
-
-@pytest.fixture
-def target() -> Iterator[Listener]:
-    listener = Listener()
-    yield listener
-    listener.close()
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[Service]:
-    svc = start_broker(tmp_path / "broker")
-    yield svc
-    svc.stop()
 
 
 def test_broker_down_then_back_every_result_once_oldest_first(
