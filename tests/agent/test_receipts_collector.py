@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from devstack.services import Service
+from devstack.services import Service, free_port
 from tests.helpers.agent import (
     REPO,
     Listener,
@@ -24,6 +24,7 @@ from tests.helpers.agent import (
     kill,
     spool_ids,
     spool_sent_ids,
+    spool_unsent_ids,
     start_agent,
     tcp_test,
     wait_until,
@@ -112,6 +113,35 @@ def test_agent_sigkill_between_puback_and_receipt_stored_exactly_once(
     finally:
         kill(agent)
         wire.close()
+
+
+def test_agent_sigkill_between_spool_and_puback_stored_exactly_once(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    """Results spooled but never acknowledged by a broker (it is unreachable), the agent
+    killed -9, then restarted with the broker back: each result is stored exactly once."""
+    collectors.append(Collector(collector_config(tmp_path / "collector", broker.port,
+                                                 influxd.port)))
+    tests = {"t": tcp_test(target.port)}
+    offline = probe_config(tmp_path, broker, tests)
+    offline["broker"]["port"] = free_port()          # nothing listens there
+    cfg = write_config(tmp_path, offline, "offline.toml")
+    spool = tmp_path / "state" / "spool.db"
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        wait_until(lambda: len(spool_unsent_ids(spool)) >= 3, 30, "results spooled unsent")
+        kill(agent)
+        spooled = spool_ids(spool)
+        assert spool_sent_ids(spool) == [], "no broker was reachable: nothing is sent"
+        assert len(spooled) >= 3
+        drain = write_config(tmp_path, probe_config(tmp_path, broker, {}), "drain.toml")
+        agent = start_agent(drain, tmp_path / "agent2.log")
+        wait_until(lambda: spool_ids(spool) == [], 90, "every spooled result receipted")
+        stored = stored_ids(influx)
+        assert {i: stored[i] for i in spooled} == {i: 1 for i in spooled}
+        assert sum(stored.values()) == len(stored) == len(spooled), (stored, spooled)
+    finally:
+        kill(agent)
 
 
 def test_same_method_and_target_twice_points_equal_results(
