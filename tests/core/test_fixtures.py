@@ -7,6 +7,7 @@ import json
 import subprocess
 import threading
 from collections.abc import Callable
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -67,11 +68,13 @@ def _iperf3_goodput(link: netns.ShapedLink, reverse: bool) -> float:
 @pytest.mark.parametrize("rate", [71, 150])
 def test_iperf3_over_shaped_namespace_link(
         shaped_link: Callable[[float], tuple[netns.ShapedLink, netns.ServerNamespace]],
-        rate: float) -> None:
+        rate: float, tmp_path: Path, request: pytest.FixtureRequest) -> None:
     services.require_binary("iperf3")
     link, ns = shaped_link(rate)
-    ns.spawn(["iperf3", "-s", "-B", link.server_ip], stdout=subprocess.DEVNULL)
-    services.wait_for(lambda: services.tcp_open(link.server_ip, 5201), 10, "iperf3 in netns")
+    # Started and checked with ss (no connection): a probing connect() is a client that
+    # never sends parameters, and the real client may then find the server busy.
+    server = services.start_iperf3(tmp_path, 5201, link.server_ip, netns=ns.name)
+    request.addfinalizer(server.stop)
     expected = rate * 0.962  # TCP/IP overhead over tbf, measured: see shared/context.md
     for reverse in (False, True):
         measured = _iperf3_goodput(link, reverse)
