@@ -179,6 +179,13 @@ class BulletinSettings(_Section):
         return self
 
 
+class RollupSettings(_Section):
+    """Hourly and daily aggregates the dashboards read (collector/core/rollups.py)."""
+
+    enabled: bool = True
+    interval_s: float = Field(60.0, gt=0, le=3600, description="dirty hours recomputed every")
+
+
 class CollectorConfig(BaseSettings):
     """The whole collector config file."""
 
@@ -190,6 +197,7 @@ class CollectorConfig(BaseSettings):
     integrity: IntegritySettings = IntegritySettings()
     targets: Targets = Targets()
     bulletin: BulletinSettings = BulletinSettings()
+    rollups: RollupSettings = RollupSettings()
 
 
 def load(path: Path | None) -> CollectorConfig:

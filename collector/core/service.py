@@ -33,13 +33,20 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from collector.config import CollectorConfig, InfluxSettings, WriterSettings, open_registry
+from collector.config import (
+    CollectorConfig,
+    InfluxSettings,
+    Targets,
+    WriterSettings,
+    open_registry,
+)
 from collector.core.deadletters import DeadLetter, DeadLetterStore
 from collector.core.influx import InfluxClient
 from collector.core.ingest import MqttIngest, validate
 from collector.core.integrity import ResultIndex
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
+from collector.core.rollups import Rollups
 from collector.core.schema import Site
 from collector.core.selfmetrics import Stats
 from collector.core.writer import Item, Writer
@@ -93,6 +100,8 @@ class Collector:
         self._stats_stop = threading.Event()
         self._stats_thread: threading.Thread | None = None
         self.registry_metrics = RegistryMetrics(self.registry, cfg.influxdb)  # alert input
+        self.rollups = (Rollups(cfg.influxdb, cfg.targets, cfg.rollups.interval_s)
+                        if cfg.rollups.enabled else None)
         self._started = False
 
     def _submit(self, item: Item) -> None:
@@ -105,6 +114,8 @@ class Collector:
         # may forget an input message.
         self.ingest.send_receipts(items)
         self.ingest.ack(items)
+        if self.rollups is not None:
+            self.rollups.touch(items)  # marks only: the rollups thread recomputes
 
     def _on_fatal(self, exc: Exception) -> None:
         self.fatal = exc
@@ -127,6 +138,8 @@ class Collector:
                                               daemon=True)
         self._stats_thread.start()
         self.registry_metrics.start()
+        if self.rollups is not None:
+            self.rollups.start()
         self._started = True
         log.info("collector started: %d sites, broker %s:%d, InfluxDB %s db=%s",
                  len(self.registry), self.cfg.mqtt.host, self.cfg.mqtt.port,
@@ -154,6 +167,8 @@ class Collector:
             self._stats_thread.join(5)
         self._report_stats(write=False)
         self.registry_metrics.stop()
+        if self.rollups is not None:
+            self.rollups.stop()
         self.ingest.stop()
         self.influx.close()
         self.index.close()
@@ -219,13 +234,16 @@ def ingest(messages: Iterable[ResultMessage | StatusMessage | tuple[str, bytes]]
            database: str = "netmon", create_database: bool = True,
            batch_size: int = 5000, topic_prefix: str | None = None,
            dead_letters: Path | None = None,
-           result_index: ResultIndex | None = None) -> IngestReport:
+           result_index: ResultIndex | None = None,
+           rollups: Targets | bool = True) -> IngestReport:
     """Validate, enrich and write messages to InfluxDB in-process (no broker).
 
     Exactly the collector's path minus MQTT (and so minus receipts): contract
     validation, probe-id check, registry lookup (unknown probes are dead letters),
     schema, batched writes with retries; with ``result_index``, conflicts and the daily
-    limits too. Returns counts and the dead letters (also appended to ``dead_letters``
+    limits too; then the rollups of every hour and day written (``rollups``: the targets
+    their ``met`` counts use, True for the default ones, False for none). Returns counts
+    and the dead letters (also appended to ``dead_letters``
     when given). Raises FatalWriteError/InfluxError if InfluxDB refuses for good.
     """
     registry = sites if isinstance(sites, Registry) else Registry.from_sites(sites)
@@ -241,9 +259,13 @@ def ingest(messages: Iterable[ResultMessage | StatusMessage | tuple[str, bytes]]
                         dead_store=DeadLetterStore(dead_letters) if dead_letters else None,
                         create_database=settings.create_database, index=result_index)
         batch: list[Item] = []
+        roll = (None if rollups is False else
+                Rollups(settings, rollups if isinstance(rollups, Targets) else None))
 
         def flush() -> None:
             dead = writer.process_batch(batch)  # the writer thread's code, synchronously
+            if roll is not None:
+                roll.touch(batch)
             report.dead.extend(dead)
             report.accepted += len(batch) - len(dead)
             batch.clear()
@@ -255,5 +277,7 @@ def ingest(messages: Iterable[ResultMessage | StatusMessage | tuple[str, bytes]]
                 flush()
         if batch:
             flush()
+    if roll is not None:
+        roll.run_once()
     report.points = stats.written
     return report

@@ -1,0 +1,357 @@
+"""Rollups: hourly and daily aggregates the dashboards read instead of scanning raw points.
+
+The collector writes them itself, recomputed from the raw points (not maintained
+incrementally), for every (probe, hour) and (probe, local day) that a written batch
+touched. So a rollup of a closed interval is exactly what a query over the raw points
+of that interval returns, and a result that arrives days late (a probe's spool
+draining) makes its hour and day be recomputed with it. Continuous queries were not
+used: InfluxDB 1.x CQs recompute only a ``RESAMPLE FOR`` window, and 2.x/3.x have no
+CQs; these are plain ``/query`` + ``/write`` on the v1 API, which every version serves
+(docs/schema.md, "Rollups").
+
+Work is debounced: :meth:`Rollups.touch` only marks (probe, bucket) pairs dirty (cheap,
+called after every batch), :meth:`Rollups.run_once` recomputes them (every
+``interval_s`` in a thread, or directly in tests and :func:`collector.core.service.ingest`).
+A failed recompute keeps its pairs dirty for the next round.
+
+Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
+
+- ``tput_1h`` / ``tput_1d``: per line (probe, link, access, isp, commune_code, commune,
+  district), successful throughput tests on an idle line (what the dashboards count):
+  ``tests``, ``median_mbps``, ``p10_mbps``, ``p90_mbps``, ``upload_median_mbps``,
+  ``met`` (tests at or above the line's access target), ``met_2030`` (at or above the
+  2030 fixed target). Counts add up exactly over any range; medians do not.
+- ``status_1h`` / ``status_1d``: per probe, the last status in the bucket (``online``,
+  ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
+  ``agent_version``, ``last_at_ms``) and ``spool_max``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import threading
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import timedelta, timezone
+
+from collector.config import InfluxSettings, Targets
+from collector.core.influx import InfluxClient, Series
+from collector.core.schema import (
+    NS_PER_MS,
+    PROBE_STATUS,
+    RESULTS,
+    VIETNAM,
+    influxql_string,
+    line,
+    to_ms,
+)
+from collector.core.writer import Item
+from netmon.contract import THROUGHPUT_METHODS
+
+log = logging.getLogger(__name__)
+
+TPUT_1H = "tput_1h"
+TPUT_1D = "tput_1d"
+STATUS_1H = "status_1h"
+STATUS_1D = "status_1d"
+#: Every rollup measurement (the dashboards' layer rules and docs list them).
+MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D)
+
+HOUR_MS = 3_600_000
+DAY_MS = 86_400_000
+#: Days are local days (the bulletin's and the NOC's), Asia/Ho_Chi_Minh: UTC+7, no DST.
+_TZ: timezone = VIETNAM
+_OFFSET_MS = int((_TZ.utcoffset(None) or timedelta(0)).total_seconds() * 1000)
+
+#: Tags of a line (one series of ``tput_*``) and of a probe (``status_*``).
+LINE_TAGS = ("probe", "link", "access", "isp", "commune_code", "commune", "district")
+PROBE_TAGS = ("probe", "commune_code", "commune", "district")
+STATUS_FIELDS = ("online", "clock_synced", "spool_depth", "spool_evicted", "config_version",
+                 "agent_version")
+#: Probes per statement: keeps the regex and the answer small.
+_PROBES_PER_QUERY = 200
+DEFAULT_INTERVAL_S = 60.0
+
+_PROBE_TAG = re.compile(r",probe=((?:[^,\\ ]|\\.)+)")
+
+
+def hour_start(ms: int) -> int:
+    """The start (epoch ms) of the UTC hour holding ``ms``."""
+    return ms - ms % HOUR_MS
+
+
+def day_start(ms: int) -> int:
+    """The start (epoch ms) of the local day (Asia/Ho_Chi_Minh) holding ``ms``."""
+    local = ms + _OFFSET_MS
+    return local - local % DAY_MS - _OFFSET_MS
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '\\"') + '"'
+
+
+def _probe_filter(probes: Iterable[str]) -> str:
+    return "(" + " OR ".join(f"{_q('probe')} = {influxql_string(p)}" for p in sorted(probes)) \
+        + ")"
+
+
+def _status_touch(lines: list[str]) -> tuple[str, int] | None:
+    """(probe, time ms) of a status item's ``probe_status`` line (the collector's own
+    line: the probe tag is a contract-checked id, the timestamp the last token)."""
+    for ln in lines:
+        if ln.startswith(PROBE_STATUS + ","):
+            m = _PROBE_TAG.search(ln)  # the tag set comes first: its match is the first
+            if m:
+                return m.group(1), int(ln.rsplit(" ", 1)[1]) // NS_PER_MS
+    return None
+
+
+@dataclass(frozen=True)
+class _Kind:
+    measurement: str
+    step: str  # InfluxQL GROUP BY time() argument
+    bucket_ms: int
+    status: bool
+
+
+_KINDS = (
+    _Kind(TPUT_1H, "1h", HOUR_MS, False),
+    _Kind(TPUT_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False),
+    _Kind(STATUS_1H, "1h", HOUR_MS, True),
+    _Kind(STATUS_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True),
+)
+
+
+def _bucket(kind: _Kind, ms: int) -> int:
+    return hour_start(ms) if kind.bucket_ms == HOUR_MS else day_start(ms)
+
+
+class Rollups:
+    """Keeps the rollup measurements exact for what the collector has written."""
+
+    def __init__(self, influx: InfluxSettings, targets: Targets | None = None,
+                 interval_s: float = DEFAULT_INTERVAL_S) -> None:
+        self.influx = influx
+        self.targets = targets or Targets()
+        self.interval_s = interval_s
+        self._lock = threading.Lock()
+        #: probe -> result times (ms) / status times (ms) not yet rolled up.
+        self._results: dict[str, set[int]] = {}
+        self._statuses: dict[str, set[int]] = {}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ marking
+
+    def touch(self, items: Iterable[Item]) -> None:
+        """Mark the hours and days of a written batch's results and statuses dirty."""
+        res: list[tuple[str, int]] = []
+        sta: list[tuple[str, int]] = []
+        for it in items:
+            if it.dead is not None or not it.lines:
+                continue
+            if it.result is not None:
+                if it.result.method in THROUGHPUT_METHODS:
+                    res.append((it.result.probe_id, hour_start(to_ms(it.result.started_at))))
+            elif it.kind == "status":
+                found = _status_touch(it.lines)
+                if found:
+                    sta.append((found[0], hour_start(found[1])))
+        self.touch_times(res, sta)
+
+    def touch_times(self, results: Iterable[tuple[str, int]],
+                    statuses: Iterable[tuple[str, int]] = ()) -> None:
+        """Mark (probe, epoch ms) of throughput results and statuses dirty."""
+        with self._lock:
+            for probe, ms in results:
+                self._results.setdefault(probe, set()).add(hour_start(ms))
+            for probe, ms in statuses:
+                self._statuses.setdefault(probe, set()).add(hour_start(ms))
+
+    def dirty(self) -> int:
+        """How many (probe, hour) pairs wait to be recomputed."""
+        with self._lock:
+            return sum(map(len, self._results.values())) + sum(map(len, self._statuses.values()))
+
+    # ------------------------------------------------------------------ recomputing
+
+    def run_once(self) -> int:
+        """Recompute every dirty bucket; returns the rollup points written. Raises
+        InfluxError (the pairs stay dirty)."""
+        with self._lock:
+            results, self._results = self._results, {}
+            statuses, self._statuses = self._statuses, {}
+        try:
+            with InfluxClient(self.influx) as client:
+                written = 0
+                for kind in _KINDS:
+                    todo = statuses if kind.status else results
+                    written += self._recompute(client, kind, todo)
+                return written
+        except Exception:
+            with self._lock:
+                for src, dst in ((results, self._results), (statuses, self._statuses)):
+                    for probe, hours in src.items():
+                        dst.setdefault(probe, set()).update(hours)
+            raise
+
+    def rebuild(self, start_ms: int, end_ms: int, probes: Iterable[str]) -> int:
+        """Recompute every bucket of ``probes`` overlapping [start_ms, end_ms) (after a
+        change of targets, or for data written before rollups existed)."""
+        hours = set(range(hour_start(start_ms), end_ms, HOUR_MS))
+        plist = list(probes)
+        self.touch_times([(p, h) for p in plist for h in hours],
+                         [(p, h) for p in plist for h in hours])
+        return self.run_once()
+
+    def _recompute(self, client: InfluxClient, kind: _Kind,
+                   dirty: dict[str, set[int]]) -> int:
+        # Probes grouped by the span their dirty buckets cover: in steady state that is
+        # every probe's current hour (one statement per group of probes); a spool
+        # draining days later widens only its own probe's span.
+        spans: dict[tuple[int, int], list[tuple[str, set[int]]]] = {}
+        for probe, hours in dirty.items():
+            buckets = {_bucket(kind, h) for h in hours}
+            spans.setdefault((min(buckets), max(buckets) + kind.bucket_ms), []).append(
+                (probe, buckets))
+        lines: list[str] = []
+        for (a, b), members in sorted(spans.items()):
+            for i in range(0, len(members), _PROBES_PER_QUERY):
+                chunk = members[i:i + _PROBES_PER_QUERY]
+                wanted = {(p, t) for p, buckets in chunk for t in buckets}
+                probes = [p for p, _ in chunk]
+                if kind.status:
+                    lines += self._status_lines(client, kind, a, b, probes, wanted)
+                else:
+                    lines += self._tput_lines(client, kind, a, b, probes, wanted)
+        for i in range(0, len(lines), 5000):
+            client.write_lines(lines[i:i + 5000])
+        return len(lines)
+
+    def _tput_lines(self, client: InfluxClient, kind: _Kind, a: int, b: int,
+                    probes: list[str], wanted: set[tuple[str, int]]) -> list[str]:
+        methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}"
+                              for m in THROUGHPUT_METHODS)
+        base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
+                f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
+                f"{_probe_filter(probes)}")
+        group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+        dl = _q("download_mbps")
+        tg = self.targets
+        stmts = [
+            f"SELECT count({dl}) AS tests, median({dl}) AS median_mbps, "
+            f"percentile({dl}, 10) AS p10_mbps, percentile({dl}, 90) AS p90_mbps, "
+            f"median({_q('upload_mbps')}) AS upload_median_mbps {base} {group}",
+            f"SELECT count({dl}) AS met {base} AND {_q('access')} = 'fixed' "
+            f"AND {dl} >= {tg.fixed_mbps!r} {group}",
+            f"SELECT count({dl}) AS met {base} AND {_q('access')} = 'mobile' "
+            f"AND {dl} >= {tg.mobile_mbps!r} {group}",
+            f"SELECT count({dl}) AS met {base} AND {dl} >= {tg.fixed_2030_mbps!r} {group}",
+        ]
+        main, met_fixed, met_mobile, met_2030 = client.query(";\n".join(stmts))
+
+        def counts(series_list: list[Series]) -> dict[tuple[tuple[str, ...], int], int]:
+            return {(tuple(s.tags.get(t, "") for t in LINE_TAGS), int(v[0])): int(v[1])
+                    for s in series_list for v in s.values if v[1]}
+
+        met = counts(met_fixed) | counts(met_mobile)
+        met2030 = counts(met_2030)
+        out = []
+        for s in main:
+            key = tuple(s.tags.get(t, "") for t in LINE_TAGS)
+            for row in s.rows():
+                t = int(row["time"])
+                if (key[0], t) not in wanted or not row["tests"]:
+                    continue
+                fields: dict[str, float | int | bool | str] = {
+                    "tests": int(row["tests"]), "met": met.get((key, t), 0),
+                    "met_2030": met2030.get((key, t), 0)}
+                for f in ("median_mbps", "p10_mbps", "p90_mbps", "upload_median_mbps"):
+                    if row.get(f) is not None:
+                        fields[f] = float(row[f])
+                tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+                out.append(line(kind.measurement, tags, fields, t))
+        return out
+
+    def _status_lines(self, client: InfluxClient, kind: _Kind, a: int, b: int,
+                      probes: list[str], wanted: set[tuple[str, int]]) -> list[str]:
+        sel = ", ".join(f"last({_q(f)}) AS {_q(f)}" for f in STATUS_FIELDS)
+        where = (f"FROM {_q(PROBE_STATUS)} WHERE time >= {a}ms AND time < {b}ms AND "
+                 f"{_probe_filter(probes)}")
+        group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in PROBE_TAGS)} fill(none)"
+        main = client.query(
+            f"SELECT {sel}, max({_q('spool_depth')}) AS spool_max {where} {group}")[0]
+        out = []
+        lasts = self._last_times(client, kind, a, b, probes)
+        for s in main:
+            key = tuple(s.tags.get(t, "") for t in PROBE_TAGS)
+            for row in s.rows():
+                t = int(row["time"])
+                if (key[0], t) not in wanted or row.get("online") is None:
+                    continue
+                fields: dict[str, float | int | bool | str] = {}
+                for f in STATUS_FIELDS:
+                    v = row.get(f)
+                    if v is None:
+                        continue
+                    fields[f] = v if isinstance(v, str) else int(v)
+                fields["spool_max"] = int(row.get("spool_max") or 0)
+                at = lasts.get((key, t))
+                if at is not None:
+                    fields["last_at_ms"] = at
+                tags = {k: v for k, v in zip(PROBE_TAGS, key, strict=True) if v}
+                out.append(line(kind.measurement, tags, fields, t))
+        return out
+
+    def _last_times(self, client: InfluxClient, kind: _Kind, a: int, b: int,
+                    probes: list[str]) -> dict[tuple[tuple[str, ...], int], int]:
+        """Time of the last status in each bucket (``last_at_ms``: "last seen")."""
+        out: dict[tuple[tuple[str, ...], int], int] = {}
+        t = a
+        stmts, starts = [], []
+        while t < b:
+            nxt = t + kind.bucket_ms
+            stmts.append(f"SELECT last({_q('online')}) FROM {_q(PROBE_STATUS)} WHERE "
+                         f"time >= {t}ms AND time < {nxt}ms AND {_probe_filter(probes)} "
+                         f"GROUP BY {', '.join(_q(x) for x in PROBE_TAGS)}")
+            starts.append(t)
+            t = nxt
+        for i in range(0, len(stmts), 100):
+            for start, series_list in zip(starts[i:i + 100],
+                                          client.query(";\n".join(stmts[i:i + 100])),
+                                          strict=True):
+                for s in series_list:
+                    key = tuple(s.tags.get(x, "") for x in PROBE_TAGS)
+                    out[(key, start)] = int(s.values[0][0])
+        return out
+
+    # ------------------------------------------------------------------ thread
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval_s):
+            self._round()
+        self._round()  # what the last batches touched, before the collector exits
+
+    def _round(self) -> None:
+        if not self.dirty():
+            return
+        try:
+            self.run_once()
+        except Exception as exc:
+            # Not fatal: raw results are stored; the pairs stay dirty for the next round.
+            log.warning("rollups not recomputed (%s); %d (probe, hour) pairs kept for the "
+                        "next try in %.0f s", exc, self.dirty(), self.interval_s)
+
+    def start(self) -> None:
+        """Recompute dirty buckets every ``interval_s`` in a thread."""
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._loop, name="rollups", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop the thread after one last round."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(60)
+            self._thread = None

@@ -1,0 +1,131 @@
+"""Rollups on a real influxd: every hourly and daily point equals what the raw results
+give (computed here from the messages), and a result arriving two days late makes its
+hour and day be recomputed."""
+
+from __future__ import annotations
+
+import math
+import uuid
+from collections import defaultdict
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from collector.config import InfluxSettings, Targets
+from collector.core.influx import InfluxClient
+from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1D, TPUT_1H, day_start, hour_start
+from collector.core.schema import to_ms
+from collector.core.service import ingest
+from devstack import services
+from netmon.contract import Metrics, ResultMessage
+from tests.helpers import dashboards as H
+
+TARGETS = Targets()
+
+
+def _expected(results: list[ResultMessage], bucket: str) -> dict[tuple[str, str, int],
+                                                                    list[float]]:
+    """(probe, link, bucket start ms) -> downloads of the clean successful throughput tests."""
+    out: dict[tuple[str, str, int], list[float]] = defaultdict(list)
+    for r in results:
+        if (r.method in H.THROUGHPUT and r.ok and "cross_traffic" not in r.flags
+                and r.metrics.download_mbps is not None):
+            ms = to_ms(r.started_at)
+            start = hour_start(ms) if bucket == "1h" else day_start(ms)
+            out[(r.probe_id, r.link, start)].append(r.metrics.download_mbps)
+    return out
+
+
+def _rollup(client: InfluxClient, measurement: str) -> dict[tuple[str, str, int],
+                                                            dict[str, float]]:
+    series = client.query(f'SELECT * FROM "{measurement}" GROUP BY "probe", "link"')[0]
+    return {(s.tags["probe"], s.tags["link"], int(row["time"])): row
+            for s in series for row in s.rows()}
+
+
+def _check(client: InfluxClient, results: list[ResultMessage], accesses: dict[str, str]) -> int:
+    checked = 0
+    for measurement, bucket in ((TPUT_1H, "1h"), (TPUT_1D, "1d")):
+        got = _rollup(client, measurement)
+        expected = _expected(results, bucket)
+        assert got.keys() == expected.keys(), measurement
+        for key, values in expected.items():
+            row = got[key]
+            target = TARGETS.for_access(accesses[key[1]])  # type: ignore[arg-type]
+            assert row["tests"] == len(values), (measurement, key)
+            assert row["median_mbps"] == pytest.approx(H.median(values), rel=1e-12)
+            for pct in (10, 90):
+                got_p = row.get(f"p{pct}_mbps")
+                if math.floor(len(values) * pct / 100 + 0.5) < 1:
+                    assert got_p is None  # InfluxDB's percentile() has no value there either
+                else:
+                    assert got_p == pytest.approx(H.influx_percentile(values, pct))
+            assert row["met"] == sum(v >= target for v in values), (measurement, key)
+            assert row["met_2030"] == sum(v >= TARGETS.fixed_2030_mbps for v in values)
+            checked += 1
+    return checked
+
+
+def test_rollups_exact_and_recomputed_after_a_late_result(influxd: services.Service) -> None:
+    url = f"http://{influxd.host}:{influxd.port}"
+    now = datetime.now(UTC).replace(microsecond=0)
+    ds = H.make_dataset(now)
+    report = ingest([*ds.results, *ds.statuses], H.SITES, url, database="netmon")
+    assert not report.dead
+    accesses = {link: access for links in H.LINKS.values() for link, access, _i, _b in links}
+    client = InfluxClient(InfluxSettings(url=url, database="netmon"))
+    try:
+        assert _check(client, ds.results, accesses) > 100
+
+        # A spool drains two days later: one fast test in an hour already rolled up.
+        probe, (link, access, isp, _base) = "ka-ubnd-01", H.LINKS["ka-ubnd-01"][0]
+        when = now - timedelta(hours=40, minutes=7)
+        late = ResultMessage(id=uuid.uuid4(), method="iperf3", target="mlab-hn",
+                             started_at=when, probe_id=probe, link=link, access=access,
+                             isp=isp, agent_version="0.1.0", duration_s=10.0,
+                             metrics=Metrics(download_mbps=1234.5, upload_mbps=400.0))
+        key_h = (probe, link, hour_start(to_ms(when)))
+        before = _rollup(client, TPUT_1H)[key_h]
+        assert ingest([late], H.SITES, url, database="netmon").accepted == 1
+        after = _rollup(client, TPUT_1H)[key_h]
+        assert after["tests"] == before["tests"] + 1
+        assert after["met_2030"] == before["met_2030"] + 1
+        assert after["p90_mbps"] == 1234.5  # the fastest of the hour now
+        _check(client, [*ds.results, late], accesses)
+    finally:
+        client.close()
+
+
+def test_status_rollups_hold_the_last_status(influxd: services.Service) -> None:
+    url = f"http://{influxd.host}:{influxd.port}"
+    ds = H.make_dataset()
+    assert not ingest(ds.statuses, H.SITES, url, database="netmon").dead
+    client = InfluxClient(InfluxSettings(url=url, database="netmon"))
+    try:
+        for measurement, bucket in ((STATUS_1H, hour_start), (STATUS_1D, day_start)):
+            last: dict[tuple[str, int], tuple[int, bool, bool, int]] = {}
+            spool_max: dict[tuple[str, int], int] = defaultdict(int)
+            for st in ds.statuses:
+                assert st.at is not None
+                ms = to_ms(st.at)
+                k = (st.probe_id, bucket(ms))
+                if k not in last or last[k][0] < ms:
+                    last[k] = (ms, st.state == "online", st.clock_synced, st.spool_depth)
+                spool_max[k] = max(spool_max[k], st.spool_depth)
+            series = client.query(f'SELECT * FROM "{measurement}" GROUP BY "probe"')[0]
+            got = {(s.tags["probe"], int(r["time"])): r for s in series for r in s.rows()}
+            assert got.keys() == last.keys(), measurement
+            for k, (ms, online, synced, depth) in last.items():
+                row = got[k]
+                assert (row["last_at_ms"], row["online"], row["clock_synced"],
+                        row["spool_depth"], row["spool_max"]) == (
+                    ms, int(online), int(synced), depth, spool_max[k]), (measurement, k)
+        # The offline probe's last status of the data set reads offline in today's rollup.
+        today = day_start(to_ms(max(st.at for st in ds.statuses if st.at)))
+        offline = [r for s in client.query(f'SELECT last("online") AS online FROM '
+                                           f'"{STATUS_1D}" WHERE time >= {today}ms '
+                                           f'GROUP BY "probe"')[0]
+                   for r in s.rows() if s.tags["probe"] == H.OFFLINE_PROBE]
+        assert offline and offline[0]["online"] == 0
+    finally:
+        client.close()
