@@ -242,7 +242,7 @@ class Builder:
             lay.add(6, 5, lambda g, a=access: self.panel(
                 f"overview.share_{a}", "gauge",
                 self.tr("p.share", target=_n(cfg.target(a)), access=self.access_name(a)), g,
-                [self.target("A", Q.share_meeting(a, cfg.target(a)))],
+                [self.target("A", Q.share_at_target(a))],
                 description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0,
                 max=100, thresholds=share_thresholds(), color_mode="thresholds",
                 options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -252,7 +252,7 @@ class Builder:
             "overview.share_fixed_2030", "gauge",
             self.tr("p.share", target=_n(tg.fixed_2030_mbps),
                     access=self.access_name("fixed")), g,
-            [self.target("A", Q.share_meeting("fixed", tg.fixed_2030_mbps))],
+            [self.target("A", Q.share_at_target("fixed", Q.MET_2030))],
             description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0, max=100,
             thresholds=share_thresholds(), color_mode="thresholds",
             options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -301,7 +301,7 @@ class Builder:
             description = self.tr("p.legacy.desc", target=_n(target), date=when)
         else:
             targets = [self.target("A", Q.area_table(access, group), "table"),
-                       self.target("B", Q.share_meeting(access, target, group), "table")]
+                       self.target("B", Q.share_at_target(access, group=group), "table")]
             description = self.tr("p.areas.desc", target=_n(target))
         return self.panel(
             key, "table", self.tr(title_key, access=self.access_name(access), date=when), grid,

@@ -25,6 +25,14 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
   for every registered probe (collector/core/registrymetrics.py): ``results_30m`` and
   ``offline`` (last status offline), ``reporting = results_30m * (1 - offline)``.
 - InfluxQL has no joins: every measurement in a query stays its own series.
+- rollups (``tput_1h``, ``status_1h``, ``status_1d``; collector/core/rollups.py) are
+  written by the collector, recomputed from the raw points for every hour and day a batch
+  touched. Counts add up over any range, so a share meeting the target is
+  ``sum(met) / sum(tests)`` over the hourly points, exact for whole hours (a point is
+  stamped at its hour's start: a range starting mid-hour leaves that hour out), and needs
+  no subquery. A last status of a range is the last of its daily "last status" points;
+  the range is widened by a day so the day holding its start is read. Medians and
+  percentiles do not add up: those panels keep reading ``results``.
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
   silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
   collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/core/schema.py).
@@ -36,6 +44,7 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
 from collector.core.registrymetrics import REGISTRY
+from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1H
 from collector.core.schema import (
     LINK_USAGE,
     PROBE_STATUS,
@@ -66,6 +75,9 @@ _MEASUREMENT_VARS = {
     PROBE_STATUS: ("commune", "probe"),
     LINK_USAGE: ("commune", "isp", "access", "probe"),
     REGISTRY: ("commune", "probe"),
+    TPUT_1H: ("commune", "isp", "access", "probe"),
+    STATUS_1H: ("commune", "probe"),
+    STATUS_1D: ("commune", "probe"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -74,6 +86,11 @@ COMMUNE_VARIABLE_REGEX = "/^(?<value>[0-9]{5}) (?<text>.+)$/"
 UNIT = ("commune_code", "commune")
 
 TIME = "$timeFilter"
+#: The time range widened by a day at its start, for ``*_1d`` points (stamped at the
+#: start of their local day). ``${__from}``/``${__to}``: Grafana's range in epoch ms.
+DAY_WIDE_TIME = "time >= ${__from}ms - 1d AND time <= ${__to}ms"
+#: Rollup fields: tests meeting the access type's 2025 target, and the 2030 fixed one.
+MET, MET_2030 = "met", "met_2030"
 OK = "\"status\" = 'ok'"
 #: Tests run while the office line carried other traffic measure the office, not the ISP;
 #: the bulletin excludes them too (docs/methodology.md).
@@ -157,6 +174,16 @@ def share_meeting(access: str, target_mbps: float, group: Sequence[str] = (),
     return f"SELECT mean({q('met')}) * 100 AS {q('share_pct')} FROM ({inner}){by}"
 
 
+def share_at_target(access: str, met_field: str = MET, group: Sequence[str] = (),
+                    extra: Sequence[str] = ()) -> str:
+    """Percent of successful throughput tests on an idle line meeting the target, from the
+    hourly rollups: ``met`` (the access type's 2025 target) or ``met_2030``."""
+    by = f" GROUP BY {_group(group)}" if group else ""
+    is_access = f"{q('access')} = {s(access)}"
+    return (f"SELECT sum({q(met_field)}) / sum({q('tests')}) * 100 AS {q('share_pct')} "
+            f"FROM {q(TPUT_1H)} {where(is_access, *var_filters(TPUT_1H), TIME, *extra)}{by}")
+
+
 def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
     """``agg(metric)`` per time bucket, one series per access type."""
     return (f"SELECT {agg}({q(metric)}) FROM {q(RESULTS)} "
@@ -236,8 +263,8 @@ def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: st
 
 
 def _last_per_probe(field: str, alias: str) -> str:
-    return (f"SELECT last({q(field)}) AS {q(alias)} FROM {q(PROBE_STATUS)} "
-            f"{where(*var_filters(PROBE_STATUS), TIME)} GROUP BY {q('probe')}")
+    return (f"SELECT last({q(field)}) AS {q(alias)} FROM {q(STATUS_1D)} "
+            f"{where(*var_filters(STATUS_1D), DAY_WIDE_TIME)} GROUP BY {q('probe')}")
 
 
 def probes_online() -> str:
@@ -263,7 +290,8 @@ def probe_table() -> str:
     cols = ", ".join(f"last({q(f)}) AS {q(f)}" for f in
                      ("online", "clock_synced", "spool_depth", "spool_evicted",
                       "config_version", "agent_version"))
-    return (f"SELECT {cols} FROM {q(PROBE_STATUS)} {where(*var_filters(PROBE_STATUS), TIME)} "
+    return (f"SELECT {cols} FROM {q(STATUS_1D)} "
+            f"{where(*var_filters(STATUS_1D), DAY_WIDE_TIME)} "
             f"GROUP BY {_group(('probe', *UNIT))}")
 
 
@@ -274,9 +302,9 @@ def last_seen() -> str:
 
 
 def spool_trend() -> str:
-    """Spool depth per probe over time."""
-    return (f"SELECT max({q('spool_depth')}) FROM {q(PROBE_STATUS)} "
-            f"{where(*var_filters(PROBE_STATUS), TIME)} "
+    """Spool depth per probe over time (the hourly maximum, from the status rollups)."""
+    return (f"SELECT max({q('spool_max')}) FROM {q(STATUS_1H)} "
+            f"{where(*var_filters(STATUS_1H), TIME)} "
             f"GROUP BY time($__interval), {q('probe')} fill(none)")
 
 

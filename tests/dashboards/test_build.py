@@ -124,9 +124,10 @@ def test_thresholds_equal_configured_targets(targets: Targets) -> None:
                     assert panel.thresholds and panel.thresholds.values()[0] == \
                         cfg.target(access)
                 if panel.key.startswith("overview.share_"):
-                    number = targets.fixed_2030_mbps if panel.key.endswith("2030") \
-                        else cfg.target(panel.key.rsplit("_", 1)[1])
-                    assert f"/ {number:g})" in panel.targets[0].query
+                    # Shares read the hourly rollups' counts at the collector's configured
+                    # targets (the same [targets]; tests/collector/test_rollups.py).
+                    met = "met_2030" if panel.key.endswith("2030") else "met"
+                    assert f'sum("{met}") / sum("tests")' in panel.targets[0].query
     assert seen == allowed
     rules = {r["uid"]: r for r in alert_rules(cfg)["groups"][0]["rules"]}
     for access in ("mobile", "fixed"):

@@ -10,6 +10,7 @@ source does.
 from __future__ import annotations
 
 import json
+import uuid
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -20,11 +21,13 @@ from collector.config import InfluxSettings
 from collector.core.influx import InfluxClient, Series
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
+from collector.core.rollups import hour_start
 from collector.core.service import ingest
 from collector.dashboards.build import BuildConfig, build_all
 from collector.dashboards.files import ROOT
 from collector.dashboards.provisioning import alert_rules
 from devstack import services
+from netmon.contract import Metrics, ResultMessage, StatusMessage
 from tests.helpers import dashboards as H
 
 CFG = BuildConfig.from_config()
@@ -73,7 +76,9 @@ def _all_queries() -> list[tuple[str, str]]:
 
 
 def _window(ds: H.DataSet) -> tuple[int, int]:
-    return int(ds.start.timestamp() * 1000) - 1, int(ds.now.timestamp() * 1000)
+    # From the start of the first hour: rollup points are stamped at their hour's start
+    # (no result is older than ds.start, so raw panels see the same tests).
+    return hour_start(int(ds.start.timestamp() * 1000)), int(ds.now.timestamp() * 1000)
 
 
 def _legacy_window() -> tuple[int, int]:
@@ -390,3 +395,51 @@ def test_transformations_overrides_and_map_fields_exist(
                           layer["config"]["style"]["color"]["field"]}
                 assert fields <= final, (where, fields, final)
 
+
+
+def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
+    """Panels reading rollups (share meeting the target, commune share, last status, spool
+    trend) equal the raw numbers, and still do after a probe's spool delivers a result
+    and a status a day and a half late."""
+    url = f"http://{influxd.host}:{influxd.port}"
+    ds = H.make_dataset()
+    assert not ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB).dead
+    client = InfluxClient(InfluxSettings(url=url, database=DB))
+    share_q = _panel("overview", "overview.share_fixed")["targets"][0]["query"]
+    table_q = _panel("where", "where.communes_fixed")["targets"][1]["query"]
+    spool_q = _panel("probes", "probes.spool")["targets"][0]["query"]
+    probe, (link, access, isp, _b) = "hk-ubnd-01", H.LINKS["hk-ubnd-01"][0]
+    code = ds.site(probe).commune_code
+    when = ds.now - timedelta(hours=36, minutes=13)
+
+    def check(results: list[ResultMessage], late_spool: int | None) -> None:
+        values = [r.metrics.download_mbps for r in results
+                  if r.method in H.THROUGHPUT and r.ok and "cross_traffic" not in r.flags
+                  and r.access == "fixed" and r.metrics.download_mbps is not None]
+        assert _value(_run(client, share_q, ds)) == pytest.approx(
+            H.share_at_least(values, CFG.target("fixed")), rel=1e-9)
+        mine = [r.metrics.download_mbps for r in results
+                if r.method in H.THROUGHPUT and r.ok and "cross_traffic" not in r.flags
+                and r.access == "fixed" and ds.site(r.probe_id).commune_code == code
+                and r.metrics.download_mbps is not None]
+        shares = {s.tags["commune_code"]: s.rows()[0]["share_pct"]
+                  for s in _run(client, table_q, ds)}
+        assert shares[code] == pytest.approx(H.share_at_least(mine, CFG.target("fixed")))
+        hour = hour_start(int(when.timestamp() * 1000))
+        spool = {int(v[0]): v[1] for s in _run(client, spool_q, ds, {"probe": [probe]})
+                 for v in s.values}
+        assert spool[hour] == (late_spool or 0)
+
+    try:
+        check(ds.results, None)
+        late = ResultMessage(id=uuid.uuid4(), method="iperf3", target="mlab-hn",
+                             started_at=when, probe_id=probe, link=link, access=access,
+                             isp=isp, agent_version="0.1.0", duration_s=10.0,
+                             metrics=Metrics(download_mbps=999.0, upload_mbps=300.0))
+        status = StatusMessage(probe_id=probe, at=when + timedelta(seconds=30),
+                               agent_version="0.1.0", state="online", spool_depth=4321,
+                               clock_synced=True)
+        assert ingest([late, status], H.SITES, url, database=DB).accepted == 2
+        check([*ds.results, late], 4321)
+    finally:
+        client.close()

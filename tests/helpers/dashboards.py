@@ -226,7 +226,8 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
     variables = variables or {}
     out = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
     out = out.replace("$__interval", interval)
-    out = out.replace("$__from", str(start_ms)).replace("$__to", str(end_ms))
+    for name, value in (("__from", start_ms), ("__to", end_ms)):
+        out = out.replace("${" + name + "}", str(value)).replace("$" + name, str(value))
     for name in ("commune", "isp", "access", "probe"):
         values = variables.get(name)
         if not values:
