@@ -8,6 +8,13 @@ Vietnamese dashboards over the last ``days`` (variables "All", ``$__interval`` s
 the median seconds per dashboard (sum over its queries, what a full page refresh costs
 InfluxDB when run one after another) and the slowest queries.
 
+The rollups (collector/core/rollups.py) are built after the load, as the collector would
+have kept them, and the time that takes is printed. Panels that read rollups are also
+timed with the query they replaced (raw points, ``PREVIOUS`` below) in the same run:
+``previous_approach`` gives both medians and the ratio. CPU seconds of influxd
+(``/proc/PID/stat``) and of this process are printed too: on a shared machine they vary
+less than wall time.
+
     python3 benchmarks/dashboards/run.py                  # 300 probes, 7 days, 3 runs
     python3 benchmarks/dashboards/run.py --probes 50 --days 2 --runs 2   # quick
 
@@ -18,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import statistics
 import sys
@@ -33,7 +41,9 @@ from collector.config import InfluxSettings  # noqa: E402
 from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.registry import default_units  # noqa: E402
 from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E402
+from collector.core.rollups import Rollups  # noqa: E402
 from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, line  # noqa: E402
+from collector.dashboards import queries as Q  # noqa: E402
 from collector.dashboards.build import BuildConfig, build_all  # noqa: E402
 from collector.dashboards.provisioning import alert_rules  # noqa: E402
 from devstack import services  # noqa: E402
@@ -101,6 +111,47 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
     return out
 
 
+def _previous_status(cols: tuple[str, ...], group: tuple[str, ...]) -> str:
+    sel = ", ".join(f'last("{c}") AS "{c}"' for c in cols)
+    return (f'SELECT {sel} FROM "{PROBE_STATUS}" WHERE "commune_code" =~ /^$commune$/ AND '
+            f'"probe" =~ /^$probe$/ AND $timeFilter GROUP BY {", ".join(group)}')
+
+
+def previous_queries(cfg: BuildConfig) -> dict[str, str]:
+    """The raw-point queries of the panels that now read rollups (before issue 20)."""
+    tg = cfg.targets
+    last_online = _previous_status(("online",), ('"probe"',))
+    last_synced = _previous_status(("clock_synced",), ('"probe"',))
+    return {
+        "overview/overview.share_mobile/A": Q.share_meeting("mobile", tg.mobile_mbps),
+        "overview/overview.share_fixed/A": Q.share_meeting("fixed", tg.fixed_mbps),
+        "overview/overview.share_fixed_2030/A": Q.share_meeting("fixed", tg.fixed_2030_mbps),
+        "where/where.communes_fixed/B": Q.share_meeting("fixed", tg.fixed_mbps, Q.UNIT),
+        "where/where.communes_mobile/B": Q.share_meeting("mobile", tg.mobile_mbps, Q.UNIT),
+        "probes/probes.online/A": f'SELECT sum("online") AS "online" FROM ({last_online})',
+        "probes/probes.offline/A": f'SELECT count("online") - sum("online") AS "offline" '
+                                   f"FROM ({last_online})",
+        "probes/probes.unsynced/A": f'SELECT count("clock_synced") - sum("clock_synced") AS '
+                                    f'"unsynced" FROM ({last_synced})',
+        "probes/probes.table/A": _previous_status(
+            ("online", "clock_synced", "spool_depth", "spool_evicted", "config_version",
+             "agent_version"), ('"probe"', '"commune_code"', '"commune"')),
+        "probes/probes.spool/A": f'SELECT max("spool_depth") FROM "{PROBE_STATUS}" WHERE '
+                                 f'"commune_code" =~ /^$commune$/ AND "probe" =~ /^$probe$/ '
+                                 f'AND $timeFilter GROUP BY time($__interval), "probe" '
+                                 f"fill(none)",
+    }
+
+
+def cpu_s(pid: int | None = None) -> float:
+    """CPU seconds (user + system) of a process, from /proc (this one by default)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> int:
     """Run the benchmark; print JSON figures."""
     ap = argparse.ArgumentParser(description=__doc__,
@@ -124,8 +175,24 @@ def main() -> int:
             load_s = time.perf_counter() - t0
             print(f"loaded {len(lines)} points in {load_s:.1f}s", file=sys.stderr)
             start_ms = now_ms - args.days * 86_400_000
+            t0 = time.perf_counter()
+            rollup_points = Rollups(client.settings).rebuild(
+                start_ms, now_ms, [f"probe-{p:04d}" for p in range(args.probes)])
+            rollup_s = time.perf_counter() - t0
+            print(f"rollups: {rollup_points} points in {rollup_s:.1f}s", file=sys.stderr)
+            pid: int | None = svc.proc.pid
+            cpu0 = (cpu_s(pid) if pid else 0.0, cpu_s())
             interval = f"{max(1, args.days * 86_400 // 1000 // 60)}m"
             cfg = BuildConfig.from_config()
+
+            def timed(sql: str) -> float:
+                runs = []
+                for _ in range(args.runs):
+                    t = time.perf_counter()
+                    client.query(sql)
+                    runs.append(time.perf_counter() - t)
+                return statistics.median(runs)
+
             timings: dict[str, float] = {}
             per_dash: dict[str, float] = {}
             for name, dash in build_all(cfg, "vi").items():
@@ -157,15 +224,32 @@ def main() -> int:
                 probe_activity(client, datetime.now(UTC))
                 runs.append(time.perf_counter() - t)
             registry_s = statistics.median(runs)
+            cpu1 = (cpu_s(pid) if pid else 0.0, cpu_s())
+            previous: dict[str, dict[str, float]] = {}
+            for key, old in previous_queries(cfg).items():
+                if key not in timings:
+                    continue
+                was = timed(fake_grafana_interpolate(old, start_ms, now_ms, interval))
+                previous[key] = {"previous_s": round(was, 3), "now_s": round(timings[key], 3),
+                                 "ratio": round(was / max(timings[key], 1e-6), 1)}
+            prev_total, now_total = (sum(v["previous_s"] for v in previous.values()),
+                                     sum(v["now_s"] for v in previous.values()))
             slowest = sorted(timings.items(), key=lambda kv: -kv[1])[:8]
             print(json.dumps({
                 "probes": args.probes, "days": args.days, "points": len(lines),
                 "runs": args.runs, "load_s": round(load_s, 1),
+                "rollup_points": rollup_points, "rollup_build_s": round(rollup_s, 1),
+                "cpu_s_all_queries": {"influxd": round(cpu1[0] - cpu0[0], 1),
+                                      "bench": round(cpu1[1] - cpu0[1], 1)},
                 "dashboard_refresh_s_median": per_dash,
                 "registry_activity_query_s_median": round(registry_s, 3),
                 "alert_query_s_median": {k.split("/", 1)[1]: round(v, 3)
                                          for k, v in timings.items() if k.startswith("alert/")},
-                "slowest_queries_s_median": {k: round(v, 3) for k, v in slowest}},
+                "slowest_queries_s_median": {k: round(v, 3) for k, v in slowest},
+                "previous_approach": {"panels": previous,
+                                      "sum_previous_s": round(prev_total, 3),
+                                      "sum_now_s": round(now_total, 3),
+                                      "ratio": round(prev_total / max(now_total, 1e-6), 1)}},
                 ensure_ascii=False, indent=1))
             client.close()
         finally:

@@ -256,8 +256,8 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
         """One slice: (its start, series tags and lengths, all its rows as one array)."""
         q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
              f'AND {_method_filter(methods)} GROUP BY {group}')
-        series = [s for s in client.query(q, compressed=not _is_loopback(client))[0]
-                  if s.values]
+        series = [s for s in client.query(q, compressed=not _is_loopback(client),
+                                          binary=True)[0] if s.values]
         if not series:
             return b[0], [], None
         # One conversion per slice: None (field absent) becomes NaN.
