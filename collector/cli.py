@@ -19,6 +19,7 @@ COMMANDS: tuple[str, ...] = (
     "collector.commands.probes",
     "collector.commands.bulletin",
     "collector.commands.dashboards",
+    "collector.commands.rollups",
 )
 
 

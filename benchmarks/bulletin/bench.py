@@ -15,6 +15,10 @@ bulletin.
     python3 benchmarks/bulletin/bench.py --out DIR       # keep the bulletins to look at
 
 Prints one JSON object (figures) on stdout; progress goes to stderr.
+
+Each run is done twice, back to back on the same data: the bulletin as it is, and the
+previous approach (``--previous``: every InfluxDB answer in JSON, as before issue 20), so
+the ratios compare runs made under the same load. ``--previous none`` skips it.
 """
 
 from __future__ import annotations
@@ -163,14 +167,28 @@ def write_registry(path: Path, probes: int) -> None:
     path.write_text("\n".join(rows), encoding="utf-8")
 
 
+#: The bulletin with every query answered in JSON: how it read InfluxDB before issue 20.
+PREVIOUS_JSON = """
+import sys
+from collector.core import influx
+_query = influx.InfluxClient.query
+def query(self, q, params=None, *, compressed=True, binary=False):
+    return _query(self, q, params, compressed=compressed)
+influx.InfluxClient.query = query
+from collector.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
 def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
-                 influxd_pid: int, probes: int) -> dict[str, object]:
+                 influxd_pid: int, probes: int, previous: bool = False) -> dict[str, object]:
     cfg = work / "collector.toml"
     write_registry(work / "sites.toml", probes)
     cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n\n'
                    '[registry]\npath = "sites.toml"\n', encoding="utf-8")
-    out = work / f"out-{lang}"
-    argv = [sys.executable, "-m", "collector.cli", "bulletin", "--config", str(cfg),
+    out = work / f"out-{lang}{'-previous' if previous else ''}"
+    entry = ["-c", PREVIOUS_JSON] if previous else ["-m", "collector.cli"]
+    argv = [sys.executable, *entry, "bulletin", "--config", str(cfg),
             "--month", f"{MONTH[0]}-{MONTH[1]:02d}", "--out", str(out), "--lang", lang,
             "--json"]
     for f in formats:
@@ -188,8 +206,10 @@ def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
     if p.returncode != 0:
         raise SystemExit(f"bulletin failed ({p.returncode}): {p.stderr}")
     summary = json.loads(p.stdout)
+    csv = sorted(out.glob("*.csv"))
     return {"wall_s": wall, "cpu_s": child_cpu, "influxd_cpu_s": influx_cpu,
-            "timings_s": summary["timings_s"], "totals": summary["totals"]}
+            "timings_s": summary["timings_s"], "totals": summary["totals"],
+            "csv": csv[0].read_bytes() if csv else b""}
 
 
 def main() -> int:
@@ -201,6 +221,8 @@ def main() -> int:
     ap.add_argument("--lang", default="vi", choices=("vi", "en"))
     ap.add_argument("--keep", type=Path, help="keep influxd's data in this folder")
     ap.add_argument("--reuse", type=Path, help="reuse influxd data kept with --keep")
+    ap.add_argument("--previous", default="json", choices=("json", "none"),
+                    help="also time the previous approach in each run (default: json)")
     ap.add_argument("--out", type=Path, help="keep the bulletins here (default: a temporary "
                     "folder, removed at the end)")
     args = ap.parse_args()
@@ -218,14 +240,40 @@ def main() -> int:
                         "load_points_per_s": round(n / secs)}
             log(f"loaded {n:,} points in {secs:.0f} s")
         runs = []
+        prev_runs = []
         for i in range(args.runs):
-            r = run_bulletin(url, work, args.lang, [], svc.proc.pid, args.probes)
-            runs.append(r)
-            log(f"run {i + 1}: {r['wall_s']:.1f} s wall, bulletin CPU {r['cpu_s']:.1f} s, "
-                f"influxd CPU {r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
-                f"load average {os.getloadavg()[0]:.1f}")
+            # Alternate which goes first, so neither always gets the warmer cache.
+            order = [False, True] if i % 2 == 0 else [True, False]
+            for previous in order if args.previous == "json" else [False]:
+                r = run_bulletin(url, work, args.lang, [], svc.proc.pid, args.probes,
+                                 previous)
+                (prev_runs if previous else runs).append(r)
+                log(f"run {i + 1}{' (previous)' if previous else ''}: {r['wall_s']:.1f} s "
+                    f"wall, bulletin CPU {r['cpu_s']:.1f} s, influxd CPU "
+                    f"{r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
+                    f"load average {os.getloadavg()[0]:.1f}")
         if not runs:
             return 0
+        if prev_runs:
+            def med(rs: list[dict[str, object]], k: str) -> float:
+                return statistics.median(float(r[k]) for r in rs)  # type: ignore[arg-type]
+
+            figures["previous_approach"] = {
+                what: {"previous_median": round(med(prev_runs, k), 2),
+                       "now_median": round(med(runs, k), 2),
+                       "ratio": round(med(prev_runs, k) / max(med(runs, k), 1e-6), 2)}
+                for what, k in (("wall_s", "wall_s"), ("bulletin_cpu_s", "cpu_s"),
+                                ("influxd_cpu_s", "influxd_cpu_s"))}
+            figures["previous_approach"]["cpu_total_s"] = {  # type: ignore[index]
+                "previous_median": round(statistics.median(
+                    float(r["cpu_s"]) + float(r["influxd_cpu_s"])  # type: ignore[arg-type]
+                    for r in prev_runs), 2),
+                "now_median": round(statistics.median(
+                    float(r["cpu_s"]) + float(r["influxd_cpu_s"])  # type: ignore[arg-type]
+                    for r in runs), 2)}
+            figures["csv_identical_to_previous"] = all(
+                r["csv"] == prev_runs[0]["csv"] for r in runs + prev_runs)
+            figures["stages_s_previous_last_run"] = prev_runs[-1]["timings_s"]
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
         figures |= {

@@ -33,7 +33,7 @@ import re
 import threading
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 from collector.config import InfluxSettings, Targets
 from collector.core.influx import InfluxClient, Series
@@ -343,8 +343,14 @@ class Rollups:
             log.warning("rollups not recomputed (%s); %d (probe, hour) pairs kept for the "
                         "next try in %.0f s", exc, self.dirty(), self.interval_s)
 
-    def start(self) -> None:
-        """Recompute dirty buckets every ``interval_s`` in a thread."""
+    def start(self, probes: Iterable[str] = ()) -> None:
+        """Recompute dirty buckets every ``interval_s`` in a thread; first the last two
+        hours of ``probes`` (the registry's): what a collector that stopped between a
+        write and its next round left behind (the dirty marks live in memory; older
+        gaps: ``netmon-collector rollups rebuild``)."""
+        now = to_ms(datetime.now(UTC))
+        recent = [(p, now - h * HOUR_MS) for p in probes for h in (0, 1)]
+        self.touch_times(recent, recent)
         self._stop.clear()
         self._thread = threading.Thread(target=self._loop, name="rollups", daemon=True)
         self._thread.start()

@@ -139,7 +139,7 @@ class Collector:
         self._stats_thread.start()
         self.registry_metrics.start()
         if self.rollups is not None:
-            self.rollups.start()
+            self.rollups.start(site.probe_id for site in self.registry.sites())
         self._started = True
         log.info("collector started: %d sites, broker %s:%d, InfluxDB %s db=%s",
                  len(self.registry), self.cfg.mqtt.host, self.cfg.mqtt.port,

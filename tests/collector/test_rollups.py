@@ -4,13 +4,16 @@ hour and day be recomputed."""
 
 from __future__ import annotations
 
+import json
 import math
 import uuid
 from collections import defaultdict
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
+from collector import cli
 from collector.config import InfluxSettings, Targets
 from collector.core.influx import InfluxClient
 from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1D, TPUT_1H, day_start, hour_start
@@ -129,3 +132,32 @@ def test_status_rollups_hold_the_last_status(influxd: services.Service) -> None:
         assert offline and offline[0]["online"] == 0
     finally:
         client.close()
+
+
+def test_rebuild_command_fills_rollups_for_data_written_without_them(
+        influxd: services.Service, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Results stored before rollups existed: ``netmon-collector rollups rebuild`` makes
+    the same rollups the collector would have written; bad arguments exit 2."""
+    url = f"http://{influxd.host}:{influxd.port}"
+    ds = H.make_dataset()
+    assert not ingest(ds.results, H.SITES, url, database="netmon", rollups=False).dead
+    client = InfluxClient(InfluxSettings(url=url, database="netmon"))
+    try:
+        assert client.query(f'SELECT count("tests") FROM "{TPUT_1H}"')[0] == []
+        cfg = tmp_path / "collector.toml"
+        cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\n', encoding="utf-8")
+        since = (ds.start - timedelta(days=1)).date().isoformat()
+        assert cli.main(["rollups", "rebuild", "--config", str(cfg), "--since", since,
+                         "--json"]) == 0
+        out = json.loads(capsys.readouterr().out)
+        assert out["probes"] == len(H.ACTIVE) and out["points"] > 0
+        accesses = {link: access for links in H.LINKS.values()
+                    for link, access, _i, _b in links}
+        assert _check(client, ds.results, accesses) > 100
+    finally:
+        client.close()
+    assert cli.main(["rollups", "rebuild", "--config", str(cfg), "--since", "2026-05-02",
+                     "--until", "2026-05-01"]) == 2
+    assert "--until" in capsys.readouterr().err
+    assert cli.main(["rollups", "rebuild", "--config", str(tmp_path / "missing.toml"),
+                     "--since", "2026-05-01"]) == 2
