@@ -139,6 +139,8 @@ class Rollups:
         #: probe -> result times (ms) / status times (ms) not yet rolled up.
         self._results: dict[str, set[int]] = {}
         self._statuses: dict[str, set[int]] = {}
+        #: Buckets recomputed in the last round, to be recomputed once more.
+        self._again: tuple[dict[str, set[int]], dict[str, set[int]]] = ({}, {})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 
@@ -188,13 +190,16 @@ class Rollups:
                 for kind in _KINDS:
                     todo = statuses if kind.status else results
                     written += self._recompute(client, kind, todo)
-                return written
         except Exception:
-            with self._lock:
-                for src, dst in ((results, self._results), (statuses, self._statuses)):
-                    for probe, hours in src.items():
-                        dst.setdefault(probe, set()).update(hours)
+            self._remark(results, statuses)
             raise
+        return written
+
+    def _remark(self, results: dict[str, set[int]], statuses: dict[str, set[int]]) -> None:
+        with self._lock:
+            for src, dst in ((results, self._results), (statuses, self._statuses)):
+                for probe, hours in src.items():
+                    dst.setdefault(probe, set()).update(hours)
 
     def rebuild(self, start_ms: int, end_ms: int, probes: Iterable[str]) -> int:
         """Recompute every bucket of ``probes`` overlapping [start_ms, end_ms) (after a
@@ -330,14 +335,27 @@ class Rollups:
 
     def _loop(self) -> None:
         while not self._stop.wait(self.interval_s):
-            self._round()
-        self._round()  # what the last batches touched, before the collector exits
+            self.run_round()
+        self.run_round()  # what the last batches touched, before the collector exits
 
-    def _round(self) -> None:
+    def run_round(self) -> None:
+        """One round of the thread: recompute what is dirty, and once more what was new
+        in the previous round."""
+        # Each bucket is recomputed a second time one round later: a point another
+        # collector worker wrote while this one was reading, or one the server had not
+        # made readable yet (InfluxDB 3.x answers queries from persisted WAL files), is
+        # in the second reading.
+        with self._lock:
+            fresh = (self._results, self._statuses)
+            self._results, self._statuses = {}, {}
+        again, self._again = self._again, ({}, {})
+        self._remark(*fresh)
+        self._remark(*again)
         if not self.dirty():
             return
         try:
             self.run_once()
+            self._again = fresh  # only what was new this round gets a second reading
         except Exception as exc:
             # Not fatal: raw results are stored; the pairs stay dirty for the next round.
             log.warning("rollups not recomputed (%s); %d (probe, hour) pairs kept for the "

@@ -16,7 +16,15 @@ import pytest
 from collector import cli
 from collector.config import InfluxSettings, Targets
 from collector.core.influx import InfluxClient
-from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1D, TPUT_1H, day_start, hour_start
+from collector.core.rollups import (
+    STATUS_1D,
+    STATUS_1H,
+    TPUT_1D,
+    TPUT_1H,
+    Rollups,
+    day_start,
+    hour_start,
+)
 from collector.core.schema import to_ms
 from collector.core.service import ingest
 from devstack import services
@@ -161,3 +169,37 @@ def test_rebuild_command_fills_rollups_for_data_written_without_them(
     assert "--until" in capsys.readouterr().err
     assert cli.main(["rollups", "rebuild", "--config", str(tmp_path / "missing.toml"),
                      "--since", "2026-05-01"]) == 2
+
+
+def test_each_bucket_is_read_a_second_time_one_round_later(influxd: services.Service) -> None:
+    """A point that landed after a round read its hour (another collector worker's write,
+    or one a server made readable late) is in the rollup after the next round; then the
+    bucket is left alone until touched again."""
+    url = f"http://{influxd.host}:{influxd.port}"
+    ds = H.make_dataset()
+    first = [r for r in ds.results if r.method in H.THROUGHPUT and r.ok
+             and "cross_traffic" not in r.flags][:1]
+    assert ingest(first, H.SITES, url, database="netmon", rollups=False).accepted == 1
+    r0 = first[0]
+    rollups = Rollups(InfluxSettings(url=url, database="netmon"))
+    rollups.touch_times([(r0.probe_id, to_ms(r0.started_at))])
+    rollups.run_round()
+    client = InfluxClient(InfluxSettings(url=url, database="netmon"))
+    try:
+        def tests() -> int:
+            rows = client.query(f'SELECT "tests" FROM "{TPUT_1H}"')[0]
+            return int(rows[0].values[0][1])
+
+        assert tests() == 1
+        # Written without telling these rollups (as another worker would have).
+        other = r0.model_copy(update={"id": uuid.uuid4(),
+                                      "started_at": r0.started_at + timedelta(seconds=1)})
+        assert ingest([other], H.SITES, url, database="netmon", rollups=False).accepted == 1
+        assert hour_start(to_ms(other.started_at)) == hour_start(to_ms(r0.started_at))
+        rollups.run_round()
+        assert tests() == 2
+        assert rollups.dirty() == 0
+        rollups.run_round()  # nothing new: no third reading, nothing left to do
+        assert rollups.dirty() == 0 and rollups._again == ({}, {})
+    finally:
+        client.close()
