@@ -483,6 +483,8 @@ class Builder:
         lay.add(12, 9, lambda g: self.panel(
             "probes.spool", "timeseries", self.tr("p.spool"), g,
             [self.target("A", Q.spool_trend(), alias="$tag_probe")], unit="short", min=0,
+            # The hourly rollup has one point an hour: shorter buckets are only empty ones.
+            interval="1h",
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 9, lambda g: self.panel(
