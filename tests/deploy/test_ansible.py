@@ -14,10 +14,12 @@ import asyncio
 import json
 import os
 import re
+import shutil
 import signal
 import ssl
 import stat
 import subprocess
+import tempfile
 import threading
 import tomllib
 import unicodedata
@@ -105,15 +107,31 @@ def _group_exists(name: str) -> bool:
 
 
 @pytest.fixture(scope="module")
-def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
+def service_base() -> Iterator[Path]:
+    """A folder for this module's files outside pytest's base temp: mosquitto and nginx
+    drop privileges when started as root and must traverse to their files, and pytest
+    makes /tmp/pytest-of-<user> 0700 again whenever another pytest session starts."""
+    base = Path(tempfile.mkdtemp(prefix="netmon-ansible-"))
+    base.chmod(0o755)
+    yield base
+    shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def tmp_path(service_base: Path) -> Path:
+    """Overrides pytest's ``tmp_path`` in this module: a fresh 0755 folder under
+    :func:`service_base`, so the services these tests start can reach their files."""
+    path = Path(tempfile.mkdtemp(dir=service_base))
+    path.chmod(0o755)
+    return path
+
+
+@pytest.fixture(scope="module")
+def rendered(service_base: Path) -> Rendered:
     _need("mosquitto_passwd")
     _need("openssl")
-    base = tmp_path_factory.mktemp("ansible")
-    # mosquitto and nginx drop privileges when started as root: let them traverse.
-    base.chmod(0o755)
-    # ... all the way up: pytest makes /tmp/pytest-of-<user> 0700 as well.
-    for parent in (base.parent, base.parent.parent):
-        parent.chmod(parent.stat().st_mode | 0o011)
+    base = service_base / "ansible"
+    base.mkdir(mode=0o755)
     ans = Ansible(base / "home")
     pki = base / "pki"
     ans.make_pki(pki)
