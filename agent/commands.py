@@ -129,11 +129,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service."""
     _logging(args.log_level)
+    from agent.enroll import EnrollmentFailed, enroll_if_needed
+    from netmon.settings import read_toml
+
     try:
+        # A blank probe first gets its identity (agent/enroll.py), then runs as itself.
+        enroll_if_needed(read_toml(args.config))
         cfg = _load(args.config)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    except EnrollmentFailed as exc:
+        logging.getLogger("netmon.agent").error("enrollment: %s", exc)
+        return exc.exit_code
     from agent.runtime import Runtime
     from agent.spool import SpoolError
 

@@ -327,6 +327,99 @@ class ReceiptMessage(_Strict):
         return self.model_dump_json(by_alias=True).encode()
 
 
+# --------------------------------------------------------------------------- enrollment
+
+#: An enrollment request's id: also the enrolling client's MQTT client id, which the
+#: enrollment listener's ACL puts in the only topics that account may use (``%c``).
+REQUEST_ID_PATTERN = r"^enroll-[0-9a-f]{32}$"
+RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN)]
+#: 32 raw bytes, base64 (an X25519 public key, an ephemeral key).
+B64Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=8192)]
+Hex16 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+class HardwareFacts(_Strict):
+    """What a probe says about itself in its enrollment request (shown to the NOC)."""
+
+    board_model: Annotated[str, StringConstraints(max_length=200)] = ""
+    serial: Annotated[str, StringConstraints(max_length=100)] = ""
+    macs: tuple[Annotated[str, StringConstraints(
+        pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")], ...] = Field((), max_length=32)
+    #: Network interfaces with a carrier when the request was made.
+    links: tuple[Annotated[str, StringConstraints(max_length=32)], ...] = Field(
+        (), max_length=32)
+
+
+class EnrollRequest(_Strict):
+    """A blank probe's enrollment request (``Topics.enroll_request``), docs/fleet.md.
+
+    ``claim_proof`` is HMAC-SHA256, keyed with the one-time claim code from the probe's
+    label, over the canonical bytes of every other member: the NOC finds the request a
+    label belongs to, and nobody without the label can bind another key to that code.
+    """
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    request_id: RequestId
+    public_key: B64Key = Field(description="the probe's X25519 public key (raw, base64)")
+    created_at: UtcDatetime
+    agent_version: ShortText
+    hardware: HardwareFacts = Field(default_factory=HardwareFacts)
+    claim_proof: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("created_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+    def to_json(self) -> bytes:
+        """The UTF-8 JSON payload as published."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class SealedBox(_Strict):
+    """Bytes encrypted to a probe's X25519 key: an ephemeral X25519 key, HKDF-SHA256 and
+    ChaCha20-Poly1305 (``netmon.enrollment.seal``)."""
+
+    ephemeral: B64Key
+    nonce: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{16}$")]
+    ciphertext: B64
+
+
+class EnrollAnswer(_Strict):
+    """The NOC's answer to an enrollment request, signed with the NOC key (Ed25519, the
+    same canonical-bytes rule as a signed config). ``approved`` carries the probe's
+    broker credentials sealed to the request's public key; ``rejected`` says why."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    request_id: RequestId
+    #: ``netmon.enrollment.public_key_id`` of the request's key: the answer is for it only.
+    public_key_id: Hex16
+    decision: Literal["approved", "rejected"]
+    probe_id: ProbeId | None = None
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime
+    sealed: SealedBox | None = None
+    key_id: Hex16
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("issued_at", "expires_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class Credentials(_Strict):
+    """What a sealed approval holds: the probe's own broker account."""
+
+    probe_id: ProbeId
+    username: ProbeId
+    password: Annotated[str, StringConstraints(min_length=16, max_length=200)]
+
+
 # --------------------------------------------------------------------------- topics
 
 
@@ -355,6 +448,19 @@ class Topics:
     def dead_letters(self) -> str:
         """Where the collector republishes messages it rejected."""
         return f"{self.prefix}/dead-letters"
+
+    def enroll_request(self, request_id: str) -> str:
+        """Retained, QoS 1: a blank probe's enrollment request (issue 18), written with the
+        shared enrollment account, whose client id must be ``request_id``."""
+        return f"{self.prefix}/enroll/{request_id}/request"
+
+    def enroll_answer(self, request_id: str) -> str:
+        """Retained, QoS 1: the NOC's signed answer to one enrollment request."""
+        return f"{self.prefix}/enroll/{request_id}/answer"
+
+    def all_enroll_requests(self) -> str:
+        """Subscription filter for every pending enrollment request (NOC only)."""
+        return f"{self.prefix}/enroll/+/request"
 
     def all_results(self) -> str:
         """Subscription filter for every probe's results."""

@@ -4,6 +4,10 @@
     netmon-collector probes config push (--probe ID ... | --all) --file PLAN.toml --key KEY
     netmon-collector probes config show --probe ID (--public-key PUB | --key KEY) [--json]
     netmon-collector probes keygen --private KEY --public PUB
+    netmon-collector probes enroll list [--json]
+    netmon-collector probes enroll approve --claim CODE --probe-id ID --commune-code CODE
+                     --name NAME --latitude LAT --longitude LON --site-type TYPE --key KEY
+    netmon-collector probes enroll reject (--claim CODE | --request ID) --reason TEXT --key KEY
 
 The broker and InfluxDB come from the collector config (``--config``); run ``config``
 commands with the NOC broker account (``NETMON_MQTT__USERNAME=noc
@@ -84,6 +88,43 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                       help="or the NOC private key (its public half is used)")
     show.add_argument("--json", action="store_true")
     show.set_defaults(func=cmd_show)
+
+    en = psub.add_parser("enroll", help="zero-touch enrollment: list, approve, reject "
+                                        "requests of blank probes")
+    en.set_defaults(func=lambda a: _usage(en))
+    esub = en.add_subparsers(dest="enroll_command", metavar="ACTION")
+    el = esub.add_parser("list", help="retained enrollment requests and their status")
+    common(el)
+    el.add_argument("--json", action="store_true")
+    el.set_defaults(func=cmd_enroll_list)
+    ea = esub.add_parser("approve", help="approve the request a claim code proves: broker "
+                                         "account, registry entry, sealed signed answer")
+    common(ea)
+    ea.add_argument("--claim", required=True, metavar="CODE",
+                    help="the claim code on the probe's label (dashes optional)")
+    ea.add_argument("--probe-id", required=True, metavar="ID")
+    ea.add_argument("--commune-code", required=True, metavar="CODE",
+                    help="official 5-digit code of the commune-level unit")
+    ea.add_argument("--legacy-commune-code", metavar="CODE")
+    ea.add_argument("--name", required=True, help="site name (Vietnamese, as on the sign)")
+    ea.add_argument("--latitude", type=float, required=True)
+    ea.add_argument("--longitude", type=float, required=True)
+    ea.add_argument("--site-type", default="commune_office")
+    ea.add_argument("--replace", action="store_true",
+                    help="the probe id is already registered (a replaced SD card)")
+    ea.add_argument("--key", type=Path, required=True, metavar="KEYFILE",
+                    help="NOC Ed25519 private key (PEM, mode 0600)")
+    ea.add_argument("--json", action="store_true")
+    ea.set_defaults(func=cmd_enroll_approve)
+    er = esub.add_parser("reject", help="refuse a request (signed answer; never approved later)")
+    common(er)
+    which = er.add_mutually_exclusive_group(required=True)
+    which.add_argument("--claim", metavar="CODE")
+    which.add_argument("--request", metavar="REQUEST_ID")
+    er.add_argument("--reason", required=True)
+    er.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    er.add_argument("--json", action="store_true")
+    er.set_defaults(func=cmd_enroll_reject)
 
     kg = psub.add_parser("keygen", help="make the NOC's Ed25519 key pair")
     kg.add_argument("--private", type=Path, required=True, metavar="KEYFILE",
@@ -268,4 +309,85 @@ def cmd_keygen(args: argparse.Namespace) -> int:
     else:
         print(f"key {out['key_id']}: private {args.private} (mode 0600, keep it on the NOC "
               f"host), public {args.public} (install on every probe)")
+    return 0
+
+
+# --------------------------------------------------------------------------- enroll
+
+
+def cmd_enroll_list(args: argparse.Namespace) -> int:
+    """``probes enroll list``."""
+    from collector.fleet.enroll import collect
+    from collector.fleet.noc_client import NocClient
+
+    try:
+        cfg = _load_config(args)
+        with NocClient(cfg.mqtt) as client:
+            rows = collect(client, Topics(cfg.mqtt.topic_prefix), cfg.enrollment)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        json.dump([r.as_dict() for r in rows], sys.stdout, ensure_ascii=False)
+        print()
+        return 0
+    now = datetime.now(UTC)
+    for r in rows:
+        req = r.request
+        if req is None:
+            print(f"{r.topic}: invalid: {r.error}")
+            continue
+        hw = req.hardware
+        print(f"{req.request_id}  {r.status:8}  made {_ago(req.created_at, now)}  agent "
+              f"{req.agent_version}  {hw.board_model or '?'}  serial {hw.serial or '?'}  "
+              f"MAC {', '.join(hw.macs) or '?'}  links {', '.join(hw.links) or '-'}")
+    if not rows:
+        print("no enrollment request waiting")
+    return 0
+
+
+def cmd_enroll_approve(args: argparse.Namespace) -> int:
+    """``probes enroll approve``."""
+    from collector.fleet.enroll import approve
+    from collector.fleet.noc_client import NocClient
+    from netmon.signing import load_private_key
+
+    site = {"probe_id": args.probe_id, "name": args.name, "commune_code": args.commune_code,
+            "legacy_commune_code": args.legacy_commune_code, "latitude": args.latitude,
+            "longitude": args.longitude, "site_type": args.site_type}
+    try:
+        cfg = _load_config(args)
+        key = load_private_key(args.key)
+        units = unit_map(cfg, args.config)
+        with NocClient(cfg.mqtt) as client:
+            done = approve(client, Topics(cfg.mqtt.topic_prefix), cfg.enrollment, key,
+                           args.claim, site, cfg.registry.path, units, args.replace)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(done.as_dict()))
+    else:
+        print(f"{done.request_id}: approved as {done.probe_id}: broker account created, "
+              f"site added to {cfg.registry.path} (reload the collector), credentials "
+              f"sent sealed and signed on {done.answer_topic}")
+    return 0
+
+
+def cmd_enroll_reject(args: argparse.Namespace) -> int:
+    """``probes enroll reject``."""
+    from collector.fleet.enroll import reject
+    from collector.fleet.noc_client import NocClient
+    from netmon.signing import load_private_key
+
+    try:
+        cfg = _load_config(args)
+        key = load_private_key(args.key)
+        with NocClient(cfg.mqtt) as client:
+            done = reject(client, Topics(cfg.mqtt.topic_prefix), cfg.enrollment, key,
+                          args.reason, claim=args.claim, request_id=args.request)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(done.as_dict()))
+    else:
+        print(f"{done.request_id}: rejected ({args.reason})")
     return 0
