@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -102,6 +103,45 @@ def _free_bytes(directory: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def enroll_if_needed(data: dict[str, Any], stop: threading.Event | None = None) -> bool:
+    """Run enrollment when the file config's ``[enrollment]`` asks for it and no identity
+    exists yet; True when this call enrolled the probe. ``data`` is the parsed TOML (the
+    rest of the config cannot be validated before the probe id is known)."""
+    from pydantic import ValidationError
+
+    from agent.config import BrokerConfig
+    from agent.enroll import Enroller, EnrollmentSettings
+    from agent.remote_config import RemoteConfigSettings
+    from netmon.contract import Topics
+    from netmon.settings import describe_errors
+    from netmon.signing import SigningError, load_public_key
+
+    try:
+        settings = EnrollmentSettings.model_validate(data.get("enrollment") or {})
+        broker = BrokerConfig.model_validate(data.get("broker") or {})
+        remote = RemoteConfigSettings.model_validate(data.get("remote_config") or {})
+    except ValidationError as exc:
+        raise ConfigError(None, describe_errors(exc)) from None
+    if not settings.enabled or settings.identity_path.exists():
+        return False
+    problems = settings.file_problems()
+    if problems:
+        raise ConfigError(None, problems)
+    try:
+        trusted = [load_public_key(p) for p in remote.public_keys]
+    except SigningError as exc:
+        raise ConfigError(None, [f"remote_config.public_keys: {exc}"]) from None
+    enroller = Enroller(settings, broker, trusted, Topics(data.get("topic_prefix",
+                                                                   "netmon/v1")))
+    if stop is not None:
+        enroller.stop = stop
+    started = time.monotonic()
+    enroller.run()
+    logging.getLogger("netmon.agent.enroll").info("enrollment took %.1f s",
+                                                  time.monotonic() - started)
+    return True
+
+
 # --------------------------------------------------------------------------- commands
 
 
@@ -129,7 +169,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service."""
     _logging(args.log_level)
-    from agent.enroll import EnrollmentFailed, enroll_if_needed
+    from agent.enroll import EnrollmentFailed
     from netmon.settings import read_toml
 
     try:

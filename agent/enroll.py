@@ -26,7 +26,6 @@ import json
 import logging
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -355,36 +354,3 @@ class Enroller:
             client.disconnect()
             client.loop_stop()
 
-
-def enroll_if_needed(data: dict[str, Any], stop: threading.Event | None = None) -> bool:
-    """Run enrollment when the file config's ``[enrollment]`` asks for it and no identity
-    exists yet; True when this call enrolled the probe. ``data`` is the parsed TOML (the
-    rest of the config cannot be validated before the probe id is known)."""
-    from agent.config import BrokerConfig
-    from agent.remote_config import RemoteConfigSettings
-    from netmon.settings import ConfigError, describe_errors
-    from netmon.signing import SigningError, load_public_key
-
-    try:
-        settings = EnrollmentSettings.model_validate(data.get("enrollment") or {})
-        broker = BrokerConfig.model_validate(data.get("broker") or {})
-        remote = RemoteConfigSettings.model_validate(data.get("remote_config") or {})
-    except ValidationError as exc:
-        raise ConfigError(None, describe_errors(exc)) from None
-    if not settings.enabled or settings.identity_path.exists():
-        return False
-    problems = settings.file_problems()
-    if problems:
-        raise ConfigError(None, problems)
-    try:
-        trusted = [load_public_key(p) for p in remote.public_keys]
-    except SigningError as exc:
-        raise ConfigError(None, [f"remote_config.public_keys: {exc}"]) from None
-    enroller = Enroller(settings, broker, trusted, Topics(data.get("topic_prefix",
-                                                                   "netmon/v1")))
-    if stop is not None:
-        enroller.stop = stop
-    started = time.monotonic()
-    enroller.run()
-    log.info("enrollment took %.1f s", time.monotonic() - started)
-    return True
