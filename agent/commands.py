@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
 import threading
 import time
@@ -66,6 +67,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                    help="do not check that CA, certificate, key and password files exist "
                         "(validating a template away from the probe)")
     p.set_defaults(func=cmd_check_config)
+
+    p = sub.add_parser("update-init", help="set up the update root for this version",
+                       description="Create [update] root's layout for the running version: "
+                                   "versions/<v>, current and stable (docs/fleet.md).")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_update_init)
+
+    p = sub.add_parser("update-guard", help="before each start: roll back a failed update",
+                       description="Run from the stable environment before the agent "
+                                   "starts (ExecStartPre): counts the starts of a version "
+                                   "on trial and switches back to the previous one when it "
+                                   "missed its health deadline or did not stay up.")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_update_guard)
 
     p = sub.add_parser("status", help="spool depth, last results, broker connection",
                        description="Read the spool and the running agent's state file.")
@@ -145,6 +162,33 @@ def enroll_if_needed(data: dict[str, Any], stop: threading.Event | None = None) 
 # --------------------------------------------------------------------------- commands
 
 
+def cmd_update_init(args: argparse.Namespace) -> int:
+    """``update-init``."""
+    from agent.update import init
+
+    try:
+        version = init(args.root)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"update-init: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"root": str(args.root), "version": version}) if args.json else
+          f"{args.root}: current and stable are {version}")
+    return 0
+
+
+def cmd_update_guard(args: argparse.Namespace) -> int:
+    """``update-guard``: never fails the start (a broken guard must not stop the agent)."""
+    from agent.update import guard
+
+    _logging("info")
+    try:
+        what = guard(args.root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        what = f"update guard: {exc!r}"
+    print(json.dumps({"guard": what}) if args.json else f"update guard: {what}")
+    return 0
+
+
 def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate; print the problems or a summary."""
     try:
@@ -185,16 +229,16 @@ def cmd_run(args: argparse.Namespace) -> int:
     from agent.runtime import Runtime
     from agent.spool import SpoolError
 
-    async def main() -> None:
+    async def main() -> int:
         runtime = Runtime(cfg)
         await runtime.run()
+        return runtime.exit_code
 
     try:
-        _run_async(main())
+        return _run_async(main())
     except SpoolError as exc:
         logging.getLogger("netmon.agent").error("%s", exc)
         return 1
-    return 0
 
 
 def cmd_once(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from pydantic_settings import BaseSettings
 from agent.enroll import EnrollmentSettings, identity_overlay
 from agent.methods.base import LinkBinding
 from agent.remote_config import RemoteConfigSettings
+from agent.update import UpdateSettings
 from netmon.contract import (
     DEFAULT_PREFIX,
     LINK_NAME_PATTERN,
@@ -199,6 +200,9 @@ class AgentConfig(BaseSettings):
     remote_config: RemoteConfigSettings = Field(
         default_factory=RemoteConfigSettings,
         description="signed test plans from the NOC over MQTT (agent/remote_config.py)")
+    update: UpdateSettings = Field(
+        default_factory=UpdateSettings,
+        description="signed agent updates with rollback (agent/update.py)")
     enrollment: EnrollmentSettings = Field(
         default_factory=EnrollmentSettings,
         description="zero-touch enrollment of a blank probe (agent/enroll.py)")

@@ -246,6 +246,69 @@ class ResultMessage(_Strict):
         return self.model_dump_json(by_alias=True, exclude_none=False).encode()
 
 
+# --------------------------------------------------------------------------- agent updates
+
+VERSION_PATTERN = r"^[0-9][0-9A-Za-z.+!-]{0,63}$"
+AgentVersion = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
+#: Exit status with which the agent asks its service manager to start it again (after an
+#: update switched versions, or a new version's health check failed): EX_TEMPFAIL.
+EXIT_RESTART: Final = 75
+
+
+class WheelRef(_Strict):
+    """One wheel of a release: its file name under ``base_url``, SHA-256 and size."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+!-]{1,200}\.whl$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: Count
+
+
+class ReleaseManifest(_Strict):
+    """A signed agent release (issue 18), retained on ``Topics.updates``; signed like a
+    config (Ed25519 over the canonical bytes of every other member).
+
+    ``probes`` (a list) names the probes that take it; otherwise ``percent`` of the
+    fleet does, chosen by a hash of version and probe id (the same probes stay chosen
+    when the percentage grows). ``serial`` grows with each manifest: an older one is a
+    replay (a downgrade is a new manifest naming the old version)."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    serial: int = Field(ge=1, le=2**53 - 1, strict=True)
+    version: AgentVersion
+    issued_at: UtcDatetime
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,400}/$")]
+    wheels: tuple[WheelRef, ...] = Field(min_length=1, max_length=64)
+    probes: tuple[ProbeId, ...] | None = Field(None, max_length=10_000)
+    percent: int = Field(100, ge=0, le=100, strict=True)
+    health_timeout_s: float = Field(300.0, ge=10, le=86_400, allow_inf_nan=False)
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("issued_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class UpdateStatus(_Strict):
+    """The update part of a probe's status message."""
+
+    #: A version being fetched or installed, or waiting for the data budget.
+    pending: AgentVersion | None = None
+    #: The version on trial: switched to, health check not passed yet.
+    trial: AgentVersion | None = None
+    #: Versions refused or rolled back, with why (newest last, at most 10).
+    failed: dict[AgentVersion, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=10)
+    last_event: Annotated[str, StringConstraints(max_length=500)] | None = None
+    last_event_at: UtcDatetime | None = None
+
+    @field_serializer("last_event_at")
+    def _ser_time(self, value: datetime | None) -> str | None:
+        return format_time(value) if value else None
+
+
 class LinkStatus(_Strict):
     """Per-link health in a status message."""
 
@@ -286,6 +349,10 @@ class StatusMessage(_Strict):
     spool_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     #: Tests per day each link's plan schedules (link name -> runs/day), for availability.
     expected_runs_per_day: dict[LinkName, Annotated[Num, Field(ge=0, le=100_000)]] | None = None
+    #: Agent updates (issue 18): pending, on trial, failed; None when updates are off.
+    update: UpdateStatus | None = None
+    #: The board the probe runs on (``/proc/device-tree/model``), for the fleet view.
+    board_model: Annotated[str, StringConstraints(max_length=200)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
@@ -461,6 +528,10 @@ class Topics:
     def all_enroll_requests(self) -> str:
         """Subscription filter for every pending enrollment request (NOC only)."""
         return f"{self.prefix}/enroll/+/request"
+
+    def updates(self) -> str:
+        """Retained, QoS 1: the signed agent release manifest (NOC writes, probes read)."""
+        return f"{self.prefix}/updates"
 
     def all_results(self) -> str:
         """Subscription filter for every probe's results."""

@@ -8,6 +8,9 @@
     netmon-collector probes enroll approve --claim CODE --probe-id ID --commune-code CODE
                      --name NAME --latitude LAT --longitude LON --site-type TYPE --key KEY
     netmon-collector probes enroll reject (--claim CODE | --request ID) --reason TEXT --key KEY
+    netmon-collector probes update push --version V --wheel FILE... --base-url URL
+                     [--probe ID ... | --percent N] --key KEY
+    netmon-collector probes update status [--json]
 
 The broker and InfluxDB come from the collector config (``--config``); run ``config``
 commands with the NOC broker account (``NETMON_MQTT__USERNAME=noc
@@ -125,6 +128,34 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     er.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
     er.add_argument("--json", action="store_true")
     er.set_defaults(func=cmd_enroll_reject)
+
+    up = psub.add_parser("update", help="signed agent updates: push a release, see versions")
+    up.set_defaults(func=lambda a: _usage(up))
+    usub = up.add_subparsers(dest="update_command", metavar="ACTION")
+    upush = usub.add_parser("push", help="sign and publish a release manifest (retained)",
+                            description="Hash the wheels, sign a release manifest with the "
+                            "NOC key and publish it retained. Copy the wheels to BASE_URL "
+                            "(the measurement server's site) first.")
+    common(upush)
+    upush.add_argument("--version", required=True, help="the agent version the wheels hold")
+    upush.add_argument("--wheel", type=Path, action="append", required=True, metavar="FILE",
+                       help="a wheel of the release (repeatable)")
+    upush.add_argument("--base-url", required=True, metavar="URL",
+                       help="where probes fetch the wheels (http(s)://.../)")
+    target = upush.add_mutually_exclusive_group()
+    target.add_argument("--probe", action="append", metavar="ID",
+                        help="only these probes (repeatable)")
+    target.add_argument("--percent", type=int, default=100,
+                        help="staged rollout: this share of the fleet (default 100)")
+    upush.add_argument("--health-timeout", type=float, default=300.0, metavar="SECONDS",
+                       help="a new version not healthy this long is rolled back (default 300)")
+    upush.add_argument("--key", type=Path, required=True, metavar="KEYFILE")
+    upush.add_argument("--json", action="store_true")
+    upush.set_defaults(func=cmd_update_push)
+    ust = usub.add_parser("status", help="running, on-trial, pending and failed versions")
+    common(ust)
+    ust.add_argument("--json", action="store_true")
+    ust.set_defaults(func=cmd_update_status)
 
     kg = psub.add_parser("keygen", help="make the NOC's Ed25519 key pair")
     kg.add_argument("--private", type=Path, required=True, metavar="KEYFILE",
@@ -390,4 +421,62 @@ def cmd_enroll_reject(args: argparse.Namespace) -> int:
         print(json.dumps(done.as_dict()))
     else:
         print(f"{done.request_id}: rejected ({args.reason})")
+    return 0
+
+
+# --------------------------------------------------------------------------- update
+
+
+def cmd_update_push(args: argparse.Namespace) -> int:
+    """``probes update push``."""
+    from collector.fleet.errors import FleetError
+    from collector.fleet.noc_client import NocClient
+    from collector.fleet.update import push
+    from netmon.signing import load_private_key
+
+    try:
+        cfg = _load_config(args)
+        key = load_private_key(args.key)
+        if args.probe:
+            bad = [p for p in args.probe if not re.match(PROBE_ID_PATTERN, p)]
+            if bad:
+                raise FleetError(f"--probe: not a probe id: {', '.join(bad)}", usage=True)
+        if not 0 <= args.percent <= 100:
+            raise FleetError("--percent must be 0-100", usage=True)
+        with NocClient(cfg.mqtt) as client:
+            done = push(client, Topics(cfg.mqtt.topic_prefix), key, version=args.version,
+                        wheels=args.wheel, base_url=args.base_url, probes=args.probe,
+                        percent=args.percent, health_timeout_s=args.health_timeout)
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        print(json.dumps(done.as_dict()))
+    else:
+        who = ", ".join(done.probes) if done.probes is not None else f"{done.percent}% of probes"
+        print(f"release {done.version} (serial {done.serial}, {len(done.wheels)} wheel(s)) "
+              f"published for {who}")
+    return 0
+
+
+def cmd_update_status(args: argparse.Namespace) -> int:
+    """``probes update status``."""
+    from collector.fleet.noc_client import NocClient
+    from collector.fleet.update import status
+
+    try:
+        cfg = _load_config(args)
+        with NocClient(cfg.mqtt) as client:
+            rows = status(client, Topics(cfg.mqtt.topic_prefix))
+    except Exception as exc:
+        return _fail(exc)
+    if args.json:
+        json.dump(rows, sys.stdout, ensure_ascii=False)
+        print()
+        return 0
+    for r in rows:
+        failed = ", ".join(f"{v} ({why})" for v, why in r["failed"].items()) or "-"
+        print(f"{r['probe_id']}  {r['state']}  running {r['running']}  trial "
+              f"{r['trial'] or '-'}  pending {r['pending'] or '-'}  failed {failed}")
+        if r["last_event"]:
+            print(f"    {r['last_event_at']}: {r['last_event']}")
     return 0

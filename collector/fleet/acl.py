@@ -78,7 +78,8 @@ def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
     """A mosquitto ``acl_file``: only ``noc_user`` writes config topics and enrollment
     answers (and reads and clears enrollment requests), only ``collector_user`` writes
     receipts; each probe (its username is its probe id) publishes its own results and
-    status and reads only its own config and receipts."""
+    status and reads only its own config and receipts, and the release manifest that only
+    ``noc_user`` writes."""
     return (
         "# hatinh-netmon broker ACL (docs/fleet.md). Probes log in with their probe id.\n"
         f"user {noc_user}\n"
@@ -87,6 +88,7 @@ def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
         f"topic read {prefix}/dead-letters\n"
         f"topic readwrite {prefix}/enroll/+/request\n"
         f"topic readwrite {prefix}/enroll/+/answer\n"
+        f"topic readwrite {prefix}/updates\n"
         "\n"
         f"user {collector_user}\n"
         f"topic read {prefix}/probes/+/results\n"
@@ -99,6 +101,8 @@ def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
         f"pattern write {prefix}/probes/%u/status\n"
         f"pattern read {prefix}/probes/%u/config\n"
         f"pattern read {prefix}/probes/%u/receipts\n"
+        "# The signed agent release manifest (docs/fleet.md, \"Agent updates\").\n"
+        f"pattern read {prefix}/updates\n"
     )
 
 
