@@ -31,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -369,6 +369,8 @@ class Runtime:
             else None,
             expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None,
             update=self._update_status() if state == "online" else None,
+            oldest_waiting_at=datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
+            if stats and stats.oldest_spooled_at and plausible else None,
             board_model=self.board_model or None)
 
     def _update_status(self) -> Any:

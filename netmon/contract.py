@@ -351,12 +351,14 @@ class StatusMessage(_Strict):
     expected_runs_per_day: dict[LinkName, Annotated[Num, Field(ge=0, le=100_000)]] | None = None
     #: Agent updates (issue 18): pending, on trial, failed; None when updates are off.
     update: UpdateStatus | None = None
+    #: When the oldest result still waiting in the spool was stored (None: nothing waits).
+    oldest_waiting_at: UtcDatetime | None = None
     #: The board the probe runs on (``/proc/device-tree/model``), for the fleet view.
     board_model: Annotated[str, StringConstraints(max_length=200)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_serializer("at", "started_at", "last_result_at")
+    @field_serializer("at", "started_at", "last_result_at", "oldest_waiting_at")
     def _ser_time(self, value: datetime | None) -> str | None:
         return format_time(value) if value else None
 

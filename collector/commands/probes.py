@@ -54,7 +54,9 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                        " else built-in defaults and NETMON_ environment variables)")
 
     ls = psub.add_parser("list", help="every registered probe: state, last seen, last result, "
-                                      "spool depth, config version, data used")
+                                      "spool depth and oldest waiting result, config and "
+                                      "agent version, clock, data used, board, last update "
+                                      "event")
     common(ls)
     ls.add_argument("--json", action="store_true", help="one JSON array on stdout")
     ls.add_argument("--stale-after", type=float, default=900.0, metavar="SECONDS",
@@ -228,23 +230,32 @@ def cmd_list(args: argparse.Namespace) -> int:
         print()
         return 0
     now = datetime.now(UTC)
-    head = ("PROBE", "STATE", "LAST SEEN", "LAST RESULT", "SPOOL", "CONFIG", "DATA MB",
-            "SITE")
+    head = ("PROBE", "STATE", "LAST SEEN", "LAST RESULT", "SPOOL", "OLDEST", "CONFIG",
+            "VERSION", "CLOCK", "DATA MB", "BOARD", "SITE")
     table = [head]
     for r in rows:
         budget = sum(u.budget_bytes or 0 for u in r.links)
         data = _mb(r.data_used_bytes) + (f"/{_mb(budget)}" if budget else "")
         site = (f"{r.site.name}, {r.site.commune}" if r.site else "(not in registry)")
+        clock = "-" if r.clock_synced is None else ("synced" if r.clock_synced else "UNSYNCED")
         table.append((r.probe_id, r.state, _ago(r.last_seen, now),
                       _ago(r.last_result_at, now),
                       "-" if r.spool_depth is None else str(r.spool_depth),
-                      "-" if r.config_version is None else str(r.config_version), data, site))
+                      _ago(r.oldest_waiting_at, now),
+                      "-" if r.config_version is None else str(r.config_version),
+                      r.agent_version or "-", clock, data, r.board_model or "-", site))
     widths = [max(len(row[i]) for row in table) for i in range(len(head) - 1)]
     errors = {r.probe_id: r.config_error for r in rows if r.config_error}
+    updates = {r.probe_id: "; ".join(x for x in (
+        r.update_event, f"on trial: {r.update_trial}" if r.update_trial else None,
+        f"FAILED {r.update_failed}" if r.update_failed else None) if x)
+        for r in rows if r.update_event or r.update_failed or r.update_trial}
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
         if row[0] in errors:  # the last remote config was refused: say why
             print(f"    ! {errors[row[0]]}")
+        if row[0] in updates:  # agent updates (issue 18): the last event, failures
+            print(f"    update: {updates[row[0]]}")
     return 0
 
 
