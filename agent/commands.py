@@ -205,7 +205,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, "config": str(args.config), "probe_id": cfg.probe_id,
                           "links": sorted(cfg.links), "tests": sorted(plan.tests)}))
     else:
-        print(f"{args.config}: ok — probe {cfg.probe_id}, {len(cfg.links)} link(s) "
+        from agent.config import NOT_ENROLLED
+
+        who = "a blank probe (enrols itself at the first run)" \
+            if cfg.probe_id == NOT_ENROLLED else f"probe {cfg.probe_id}"
+        print(f"{args.config}: ok — {who}, {len(cfg.links)} link(s) "
               f"({', '.join(cfg.links)}), {len(plan.tests)} test(s)")
     return 0
 

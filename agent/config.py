@@ -244,9 +244,18 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
         remote_files = getattr(cfg.remote_config, "file_problems", None)
         if remote_files is not None:
             problems += remote_files()
+        if cfg.enrollment.enabled and cfg.probe_id == NOT_ENROLLED:
+            problems += cfg.enrollment.file_problems()
+            if not cfg.remote_config.public_keys:
+                problems.append("enrollment: needs remote_config.public_keys (the NOC key "
+                                "that signs the answer)")
     if problems:
         raise ConfigError(path, problems)
     return cfg
+
+
+#: The probe id a blank probe's config is checked under until it is enrolled.
+NOT_ENROLLED = "not-enrolled"
 
 
 def with_identity(data: dict[str, Any]) -> dict[str, Any]:
@@ -260,6 +269,10 @@ def with_identity(data: dict[str, Any]) -> dict[str, Any]:
         return data
     overlay = identity_overlay(settings)
     if overlay is None:
+        if settings.enabled and "probe_id" not in data:
+            # A blank probe: `run` enrols it first; meanwhile the rest of the file is
+            # checked under a placeholder id (check-config runs before every start).
+            return dict(data) | {"probe_id": NOT_ENROLLED}
         return data
     out = dict(data)
     out.setdefault("probe_id", overlay["probe_id"])

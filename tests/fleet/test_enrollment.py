@@ -253,6 +253,16 @@ def test_blank_probe_enrols_and_publishes_results_as_itself(
         fleet: EnrolFleet, capsys: pytest.CaptureFixture[str]) -> None:
     f = fleet
     probe = f.probe("blank")
+    # The unit's ExecStartPre (check-config) passes for a blank probe's config, and names
+    # a missing enrollment file.
+    check = [sys.executable, "-m", "agent.cli", "check-config", "--config", str(probe.config)]
+    done = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and "blank probe" in done.stdout, done.stderr
+    claim = probe.config.parent / "claim.txt"
+    claim.rename(claim.with_suffix(".away"))
+    done = subprocess.run(check, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2 and "enrollment.claim_file" in done.stderr
+    claim.with_suffix(".away").rename(claim)
     probe.start()
     row = f.wait_request(capsys, probe)
     assert row["status"] == "pending" and row["agent_version"] == __version__
