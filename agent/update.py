@@ -337,8 +337,9 @@ class Updater:
                         f"(staged rollout)")
             self.layout.write(data)
             return None
-        if manifest.version == __version__ or manifest.version in data["failed"] or \
-                data.get("trial"):
+        if data.get("trial"):
+            return None  # not recorded: redelivered (reconnect) once the trial is decided
+        if manifest.version == __version__ or manifest.version in data["failed"]:
             data["serial"] = manifest.serial
             self.layout.write(data)
             return None
