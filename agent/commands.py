@@ -12,7 +12,9 @@ import json
 import logging
 import os
 import sqlite3
+import subprocess
 import sys
+import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
@@ -66,6 +68,22 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
                         "(validating a template away from the probe)")
     p.set_defaults(func=cmd_check_config)
 
+    p = sub.add_parser("update-init", help="set up the update root for this version",
+                       description="Create [update] root's layout for the running version: "
+                                   "versions/<v>, current and stable (docs/fleet.md).")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_update_init)
+
+    p = sub.add_parser("update-guard", help="before each start: roll back a failed update",
+                       description="Run from the stable environment before the agent "
+                                   "starts (ExecStartPre): counts the starts of a version "
+                                   "on trial and switches back to the previous one when it "
+                                   "missed its health deadline or did not stay up.")
+    p.add_argument("--root", type=Path, required=True)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_update_guard)
+
     p = sub.add_parser("status", help="spool depth, last results, broker connection",
                        description="Read the spool and the running agent's state file.")
     common(p)
@@ -102,7 +120,73 @@ def _free_bytes(directory: Path) -> int | None:
     return st.f_bavail * st.f_frsize
 
 
+def enroll_if_needed(data: dict[str, Any], stop: threading.Event | None = None) -> bool:
+    """Run enrollment when the file config's ``[enrollment]`` asks for it and no identity
+    exists yet; True when this call enrolled the probe. ``data`` is the parsed TOML (the
+    rest of the config cannot be validated before the probe id is known)."""
+    from pydantic import ValidationError
+
+    from agent.config import BrokerConfig
+    from agent.enroll import Enroller, EnrollmentSettings
+    from agent.remote_config import RemoteConfigSettings
+    from netmon.contract import Topics
+    from netmon.settings import describe_errors
+    from netmon.signing import SigningError, load_public_key
+
+    try:
+        settings = EnrollmentSettings.model_validate(data.get("enrollment") or {})
+        broker = BrokerConfig.model_validate(data.get("broker") or {})
+        remote = RemoteConfigSettings.model_validate(data.get("remote_config") or {})
+    except ValidationError as exc:
+        raise ConfigError(None, describe_errors(exc)) from None
+    if not settings.enabled or settings.identity_path.exists():
+        return False
+    problems = settings.file_problems()
+    if problems:
+        raise ConfigError(None, problems)
+    try:
+        trusted = [load_public_key(p) for p in remote.public_keys]
+    except SigningError as exc:
+        raise ConfigError(None, [f"remote_config.public_keys: {exc}"]) from None
+    enroller = Enroller(settings, broker, trusted, Topics(data.get("topic_prefix",
+                                                                   "netmon/v1")))
+    if stop is not None:
+        enroller.stop = stop
+    started = time.monotonic()
+    enroller.run()
+    logging.getLogger("netmon.agent.enroll").info("enrollment took %.1f s",
+                                                  time.monotonic() - started)
+    return True
+
+
 # --------------------------------------------------------------------------- commands
+
+
+def cmd_update_init(args: argparse.Namespace) -> int:
+    """``update-init``."""
+    from agent.update import init
+
+    try:
+        version = init(args.root)
+    except (OSError, subprocess.SubprocessError) as exc:
+        print(f"update-init: {exc}", file=sys.stderr)
+        return 1
+    print(json.dumps({"root": str(args.root), "version": version}) if args.json else
+          f"{args.root}: current and stable are {version}")
+    return 0
+
+
+def cmd_update_guard(args: argparse.Namespace) -> int:
+    """``update-guard``: never fails the start (a broken guard must not stop the agent)."""
+    from agent.update import guard
+
+    _logging("info")
+    try:
+        what = guard(args.root)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        what = f"update guard: {exc!r}"
+    print(json.dumps({"guard": what}) if args.json else f"update guard: {what}")
+    return 0
 
 
 def cmd_check_config(args: argparse.Namespace) -> int:
@@ -121,7 +205,11 @@ def cmd_check_config(args: argparse.Namespace) -> int:
         print(json.dumps({"ok": True, "config": str(args.config), "probe_id": cfg.probe_id,
                           "links": sorted(cfg.links), "tests": sorted(plan.tests)}))
     else:
-        print(f"{args.config}: ok — probe {cfg.probe_id}, {len(cfg.links)} link(s) "
+        from agent.config import NOT_ENROLLED
+
+        who = "a blank probe (enrols itself at the first run)" \
+            if cfg.probe_id == NOT_ENROLLED else f"probe {cfg.probe_id}"
+        print(f"{args.config}: ok — {who}, {len(cfg.links)} link(s) "
               f"({', '.join(cfg.links)}), {len(plan.tests)} test(s)")
     return 0
 
@@ -129,24 +217,32 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     """The service."""
     _logging(args.log_level)
+    from agent.enroll import EnrollmentFailed
+    from netmon.settings import read_toml
+
     try:
+        # A blank probe first gets its identity (agent/enroll.py), then runs as itself.
+        enroll_if_needed(read_toml(args.config))
         cfg = _load(args.config)
     except ConfigError as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    except EnrollmentFailed as exc:
+        logging.getLogger("netmon.agent").error("enrollment: %s", exc)
+        return exc.exit_code
     from agent.runtime import Runtime
     from agent.spool import SpoolError
 
-    async def main() -> None:
+    async def main() -> int:
         runtime = Runtime(cfg)
         await runtime.run()
+        return runtime.exit_code
 
     try:
-        _run_async(main())
+        return _run_async(main())
     except SpoolError as exc:
         logging.getLogger("netmon.agent").error("%s", exc)
         return 1
-    return 0
 
 
 def cmd_once(args: argparse.Namespace) -> int:

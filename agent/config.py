@@ -36,8 +36,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings
 
+from agent.enroll import EnrollmentSettings, identity_overlay
 from agent.methods.base import LinkBinding
 from agent.remote_config import RemoteConfigSettings
+from agent.update import UpdateSettings
 from netmon.contract import (
     DEFAULT_PREFIX,
     LINK_NAME_PATTERN,
@@ -47,7 +49,7 @@ from netmon.contract import (
 )
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
 from netmon.plan import TestName, TestPlan, TestSpec
-from netmon.settings import ConfigError, load_settings, writable_path_problem
+from netmon.settings import ConfigError, load_settings, read_toml, writable_path_problem
 
 LinkName = Annotated[str, StringConstraints(pattern=LINK_NAME_PATTERN)]
 
@@ -198,6 +200,12 @@ class AgentConfig(BaseSettings):
     remote_config: RemoteConfigSettings = Field(
         default_factory=RemoteConfigSettings,
         description="signed test plans from the NOC over MQTT (agent/remote_config.py)")
+    update: UpdateSettings = Field(
+        default_factory=UpdateSettings,
+        description="signed agent updates with rollback (agent/update.py)")
+    enrollment: EnrollmentSettings = Field(
+        default_factory=EnrollmentSettings,
+        description="zero-touch enrollment of a blank probe (agent/enroll.py)")
 
     def plan(self) -> TestPlan:
         """The file's test plan: its tests and the links' budgets."""
@@ -218,7 +226,13 @@ class AgentConfig(BaseSettings):
 
 def load(path: Path | None, data: dict[str, Any] | None = None,
          check_files: bool = True) -> AgentConfig:
-    """Load and validate the agent config; ConfigError names every bad key."""
+    """Load and validate the agent config; ConfigError names every bad key.
+
+    An enrolled probe's identity (``[enrollment] state_dir``/identity.json: probe id,
+    broker username and password file) fills those keys when the file leaves them out.
+    """
+    if data is None and path is not None:
+        data = with_identity(read_toml(path))
     try:
         cfg = load_settings(AgentConfig, path, data=data)
     except ConfigError as exc:
@@ -230,9 +244,43 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
         remote_files = getattr(cfg.remote_config, "file_problems", None)
         if remote_files is not None:
             problems += remote_files()
+        if cfg.enrollment.enabled and cfg.probe_id == NOT_ENROLLED:
+            problems += cfg.enrollment.file_problems()
+            if not cfg.remote_config.public_keys:
+                problems.append("enrollment: needs remote_config.public_keys (the NOC key "
+                                "that signs the answer)")
     if problems:
         raise ConfigError(path, problems)
     return cfg
+
+
+#: The probe id a blank probe's config is checked under until it is enrolled.
+NOT_ENROLLED = "not-enrolled"
+
+
+def with_identity(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the enrolled identity's keys added where the file has none."""
+    section = data.get("enrollment")
+    if not isinstance(section, dict):
+        return data
+    try:
+        settings = EnrollmentSettings.model_validate(section)
+    except ValueError:  # reported with every other problem by the full validation
+        return data
+    overlay = identity_overlay(settings)
+    if overlay is None:
+        if settings.enabled and "probe_id" not in data:
+            # A blank probe: `run` enrols it first; meanwhile the rest of the file is
+            # checked under a placeholder id (check-config runs before every start).
+            return dict(data) | {"probe_id": NOT_ENROLLED}
+        return data
+    out = dict(data)
+    out.setdefault("probe_id", overlay["probe_id"])
+    broker = dict(out.get("broker") or {})
+    for key, value in overlay["broker"].items():
+        broker.setdefault(key, value)
+    out["broker"] = broker
+    return out
 
 
 def preflight(cfg: AgentConfig) -> list[str]:

@@ -31,7 +31,7 @@ import socket
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,14 @@ from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
 from agent.spool import LedgerUpdate, Spool, SpoolError
 from netmon import __version__
-from netmon.contract import LinkStatus, ResultMessage, StatusMessage, Topics, format_time
+from netmon.contract import (
+    EXIT_RESTART,
+    LinkStatus,
+    ResultMessage,
+    StatusMessage,
+    Topics,
+    format_time,
+)
 from netmon.plan import TestPlan, TestSpec
 
 log = logging.getLogger("netmon.agent")
@@ -158,6 +165,11 @@ class Runtime:
         self.remote: RemoteConfig[TestPlan] | None = None
         self._service = False  # run() (not once): owns the state file
         self._stop = asyncio.Event()
+        #: What ``netmon-agent run`` exits with: EXIT_RESTART after an update switched
+        #: versions or a new version failed its health check.
+        self.exit_code = 0
+        self.updater: Any = None  # agent.update.Updater when [update] root is set
+        self.board_model: str | None = None
 
     # ------------------------------------------------------------------ plan
 
@@ -355,7 +367,20 @@ class Runtime:
             spool_lost=self.spool_lost if state == "online" else None,
             spool_error=self.spool.error[:2000] if state == "online" and self.spool.error
             else None,
-            expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None)
+            expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None,
+            update=self._update_status() if state == "online" else None,
+            oldest_waiting_at=datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
+            if stats and stats.oldest_spooled_at and plausible else None,
+            board_model=self.board_model or None)
+
+    def _update_status(self) -> Any:
+        if self.updater is None:
+            return None
+        try:
+            return self.updater.status()
+        except (OSError, ValueError) as exc:  # a broken state file must not stop status
+            log.warning("update state unreadable: %s", exc)
+            return None
 
     def _spooled_total(self) -> int | None:
         try:
@@ -418,11 +443,14 @@ class Runtime:
                 loop.add_signal_handler(sig, self.request_stop)
         self.clock_state()
         self._attach_remote_config()
+        self._attach_updates()
         if self.publisher is not None:
             await self.publisher.start()
         tasks = [asyncio.create_task(self.scheduler.run(), name="scheduler"),
                  asyncio.create_task(self._heartbeat(), name="heartbeat"),
                  asyncio.create_task(self._spool_watch(), name="spool-watch")]
+        if self.updater is not None and self.updater.on_trial():
+            tasks.append(asyncio.create_task(self.updater.watch_health(), name="update-health"))
         wd = watchdog_interval()
         if wd:
             tasks.append(asyncio.create_task(self._watchdog(wd), name="watchdog"))
@@ -509,6 +537,65 @@ class Runtime:
         if self.publisher is not None:
             self.publisher.add_subscription(self.topics.config(cfg.probe_id),
                                             self._on_config_message)
+
+    def _attach_updates(self) -> None:
+        """Wire signed agent updates (issue 18) when ``[update] root`` is set: subscribe
+        to the release manifest; the trusted keys are ``[remote_config] public_keys``."""
+        from agent.enroll import hardware_facts
+
+        self.board_model = hardware_facts().board_model or None
+        cfg = self.cfg
+        if cfg.update.root is None or self.publisher is None:
+            return
+        from agent.update import Updater
+        from netmon.signing import load_public_key
+
+        trusted = [load_public_key(p) for p in cfg.remote_config.public_keys]
+        link = cfg.update.link or next(iter(cfg.links))
+        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link, self._count_download,
+                               self._budget_left, self._update_healthy, self._restart)
+        self.publisher.add_subscription(self.topics.updates(), self._on_update_message)
+
+    def _count_download(self, link: str, nbytes: int) -> None:
+        self.spool.add_usage(link, month_key(self.clock.wall(), self.scheduler.tz), nbytes)
+
+    def _budget_left(self, link: str) -> float | None:
+        budget = self.plan.budget_bytes(link)
+        if budget is None:
+            return None
+        used = self.spool.usage(month_key(self.clock.wall(), self.scheduler.tz)).get(link, 0.0)
+        reserve = budget * self.cfg.links[link].budget_reserve_pct / 100 \
+            if link in self.cfg.links else 0.0
+        return max(0.0, budget - reserve - used)
+
+    def _update_healthy(self) -> tuple[bool, str]:
+        info = self.publisher.info if self.publisher else None
+        if info is None or not info.connected:
+            return False, f"not connected to the broker ({info.last_error if info else '-'})"
+        done = info.receipted if self.cfg.spool.receipts else info.acked
+        if done <= 0:
+            return False, ("connected, but no result " +
+                           ("receipted by the collector" if self.cfg.spool.receipts
+                            else "acknowledged by the broker"))
+        return True, ""
+
+    def _restart(self) -> None:
+        self.exit_code = EXIT_RESTART
+        self.request_stop()
+
+    def _on_update_message(self, payload: bytes) -> None:
+        if self.updater is None:
+            return
+        task = asyncio.ensure_future(self.updater.handle(payload))
+
+        def done(t: asyncio.Future[None]) -> None:
+            if not t.cancelled() and t.exception() is not None:
+                log.error("update failed: %r", t.exception())
+            if self.publisher is not None and not self._stop.is_set():
+                status = asyncio.ensure_future(self.publisher.publish_status("online"))
+                status.add_done_callback(lambda s: s.cancelled() or s.exception())
+
+        task.add_done_callback(done)
 
     def _apply_remote_plan(self, plan: TestPlan, version: int) -> None:
         # Raising makes RemoteConfig put the previous envelope back and report apply_failed.

@@ -186,6 +186,28 @@ class RollupSettings(_Section):
     interval_s: float = Field(60.0, gt=0, le=3600, description="dirty hours recomputed every")
 
 
+class EnrollmentSettings(_Section):
+    """``[enrollment]`` of the collector config (the NOC host, which is the broker host)."""
+
+    probes_password_file: Path = Field(
+        Path("/etc/mosquitto/netmon.passwd"),
+        description="the probes' listener password file (the Ansible role writes it)")
+    accounts_file: Path = Field(
+        Path("/etc/mosquitto/netmon-enrolled.passwd"),
+        description="enrolled probes' accounts (hashed); written here only, merged into "
+                    "probes_password_file here and by the Ansible role")
+    reload_command: list[str] = Field(
+        ["systemctl", "reload", "mosquitto"], min_length=1,
+        description="makes the broker re-read its password files (SIGHUP)")
+    mosquitto_passwd: str = "mosquitto_passwd"
+    state_file: Path = Field(Path("/var/lib/netmon-collector/enrollment.json"),
+                             description="decisions: used claim codes, rejected requests")
+    request_ttl_s: float = Field(7 * 86400.0, ge=60,
+                                 description="older requests are refused as expired")
+    answer_valid_s: float = Field(30 * 86400.0, ge=60,
+                                  description="how long a probe accepts an answer")
+
+
 class CollectorConfig(BaseSettings):
     """The whole collector config file."""
 
@@ -198,6 +220,7 @@ class CollectorConfig(BaseSettings):
     targets: Targets = Targets()
     bulletin: BulletinSettings = BulletinSettings()
     rollups: RollupSettings = RollupSettings()
+    enrollment: EnrollmentSettings = EnrollmentSettings()
 
 
 def load(path: Path | None) -> CollectorConfig:
@@ -213,6 +236,8 @@ def load(path: Path | None) -> CollectorConfig:
             cfg.registry.units_file = _resolve(base, cfg.registry.units_file)
         cfg.dead_letters.path = _resolve(base, cfg.dead_letters.path)
         cfg.integrity.index_path = _resolve(base, cfg.integrity.index_path)
+        for key in ("probes_password_file", "accounts_file", "state_file"):
+            setattr(cfg.enrollment, key, _resolve(base, getattr(cfg.enrollment, key)))
         if cfg.bulletin.reference_file is not None:
             cfg.bulletin.reference_file = _resolve(base, cfg.bulletin.reference_file)
     return cfg

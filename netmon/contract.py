@@ -246,6 +246,69 @@ class ResultMessage(_Strict):
         return self.model_dump_json(by_alias=True, exclude_none=False).encode()
 
 
+# --------------------------------------------------------------------------- agent updates
+
+VERSION_PATTERN = r"^[0-9][0-9A-Za-z.+!-]{0,63}$"
+AgentVersion = Annotated[str, StringConstraints(pattern=VERSION_PATTERN)]
+#: Exit status with which the agent asks its service manager to start it again (after an
+#: update switched versions, or a new version's health check failed): EX_TEMPFAIL.
+EXIT_RESTART: Final = 75
+
+
+class WheelRef(_Strict):
+    """One wheel of a release: its file name under ``base_url``, SHA-256 and size."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.+!-]{1,200}\.whl$")]
+    sha256: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+    size: Count
+
+
+class ReleaseManifest(_Strict):
+    """A signed agent release (issue 18), retained on ``Topics.updates``; signed like a
+    config (Ed25519 over the canonical bytes of every other member).
+
+    ``probes`` (a list) names the probes that take it; otherwise ``percent`` of the
+    fleet does, chosen by a hash of version and probe id (the same probes stay chosen
+    when the percentage grows). ``serial`` grows with each manifest: an older one is a
+    replay (a downgrade is a new manifest naming the old version)."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    serial: int = Field(ge=1, le=2**53 - 1, strict=True)
+    version: AgentVersion
+    issued_at: UtcDatetime
+    base_url: Annotated[str, StringConstraints(pattern=r"^https?://[^\s]{1,400}/$")]
+    wheels: tuple[WheelRef, ...] = Field(min_length=1, max_length=64)
+    probes: tuple[ProbeId, ...] | None = Field(None, max_length=10_000)
+    percent: int = Field(100, ge=0, le=100, strict=True)
+    health_timeout_s: float = Field(300.0, ge=10, le=86_400, allow_inf_nan=False)
+    key_id: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("issued_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class UpdateStatus(_Strict):
+    """The update part of a probe's status message."""
+
+    #: A version being fetched or installed, or waiting for the data budget.
+    pending: AgentVersion | None = None
+    #: The version on trial: switched to, health check not passed yet.
+    trial: AgentVersion | None = None
+    #: Versions refused or rolled back, with why (newest last, at most 10).
+    failed: dict[AgentVersion, Annotated[str, StringConstraints(max_length=500)]] = Field(
+        default_factory=dict, max_length=10)
+    last_event: Annotated[str, StringConstraints(max_length=500)] | None = None
+    last_event_at: UtcDatetime | None = None
+
+    @field_serializer("last_event_at")
+    def _ser_time(self, value: datetime | None) -> str | None:
+        return format_time(value) if value else None
+
+
 class LinkStatus(_Strict):
     """Per-link health in a status message."""
 
@@ -286,10 +349,16 @@ class StatusMessage(_Strict):
     spool_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     #: Tests per day each link's plan schedules (link name -> runs/day), for availability.
     expected_runs_per_day: dict[LinkName, Annotated[Num, Field(ge=0, le=100_000)]] | None = None
+    #: Agent updates (issue 18): pending, on trial, failed; None when updates are off.
+    update: UpdateStatus | None = None
+    #: When the oldest result still waiting in the spool was stored (None: nothing waits).
+    oldest_waiting_at: UtcDatetime | None = None
+    #: The board the probe runs on (``/proc/device-tree/model``), for the fleet view.
+    board_model: Annotated[str, StringConstraints(max_length=200)] | None = None
 
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
-    @field_serializer("at", "started_at", "last_result_at")
+    @field_serializer("at", "started_at", "last_result_at", "oldest_waiting_at")
     def _ser_time(self, value: datetime | None) -> str | None:
         return format_time(value) if value else None
 
@@ -327,6 +396,99 @@ class ReceiptMessage(_Strict):
         return self.model_dump_json(by_alias=True).encode()
 
 
+# --------------------------------------------------------------------------- enrollment
+
+#: An enrollment request's id: also the enrolling client's MQTT client id, which the
+#: enrollment listener's ACL puts in the only topics that account may use (``%c``).
+REQUEST_ID_PATTERN = r"^enroll-[0-9a-f]{32}$"
+RequestId = Annotated[str, StringConstraints(pattern=REQUEST_ID_PATTERN)]
+#: 32 raw bytes, base64 (an X25519 public key, an ephemeral key).
+B64Key = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{43}=$")]
+B64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$", max_length=8192)]
+Hex16 = Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{16}$")]
+
+
+class HardwareFacts(_Strict):
+    """What a probe says about itself in its enrollment request (shown to the NOC)."""
+
+    board_model: Annotated[str, StringConstraints(max_length=200)] = ""
+    serial: Annotated[str, StringConstraints(max_length=100)] = ""
+    macs: tuple[Annotated[str, StringConstraints(
+        pattern=r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$")], ...] = Field((), max_length=32)
+    #: Network interfaces with a carrier when the request was made.
+    links: tuple[Annotated[str, StringConstraints(max_length=32)], ...] = Field(
+        (), max_length=32)
+
+
+class EnrollRequest(_Strict):
+    """A blank probe's enrollment request (``Topics.enroll_request``), docs/fleet.md.
+
+    ``claim_proof`` is HMAC-SHA256, keyed with the one-time claim code from the probe's
+    label, over the canonical bytes of every other member: the NOC finds the request a
+    label belongs to, and nobody without the label can bind another key to that code.
+    """
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    request_id: RequestId
+    public_key: B64Key = Field(description="the probe's X25519 public key (raw, base64)")
+    created_at: UtcDatetime
+    agent_version: ShortText
+    hardware: HardwareFacts = Field(default_factory=HardwareFacts)
+    claim_proof: Annotated[str, StringConstraints(pattern=r"^[0-9a-f]{64}$")]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("created_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+    def to_json(self) -> bytes:
+        """The UTF-8 JSON payload as published."""
+        return self.model_dump_json(by_alias=True).encode()
+
+
+class SealedBox(_Strict):
+    """Bytes encrypted to a probe's X25519 key: an ephemeral X25519 key, HKDF-SHA256 and
+    ChaCha20-Poly1305 (``netmon.enrollment.seal``)."""
+
+    ephemeral: B64Key
+    nonce: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]{16}$")]
+    ciphertext: B64
+
+
+class EnrollAnswer(_Strict):
+    """The NOC's answer to an enrollment request, signed with the NOC key (Ed25519, the
+    same canonical-bytes rule as a signed config). ``approved`` carries the probe's
+    broker credentials sealed to the request's public key; ``rejected`` says why."""
+
+    schema_: Literal[1] = Field(SCHEMA_VERSION, alias="schema")
+    request_id: RequestId
+    #: ``netmon.enrollment.public_key_id`` of the request's key: the answer is for it only.
+    public_key_id: Hex16
+    decision: Literal["approved", "rejected"]
+    probe_id: ProbeId | None = None
+    reason: Annotated[str, StringConstraints(max_length=500)] | None = None
+    issued_at: UtcDatetime
+    expires_at: UtcDatetime
+    sealed: SealedBox | None = None
+    key_id: Hex16
+    signature: Annotated[str, StringConstraints(min_length=1, max_length=200)]
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_serializer("issued_at", "expires_at")
+    def _ser_time(self, value: datetime) -> str:
+        return format_time(value)
+
+
+class Credentials(_Strict):
+    """What a sealed approval holds: the probe's own broker account."""
+
+    probe_id: ProbeId
+    username: ProbeId
+    password: Annotated[str, StringConstraints(min_length=16, max_length=200)]
+
+
 # --------------------------------------------------------------------------- topics
 
 
@@ -355,6 +517,23 @@ class Topics:
     def dead_letters(self) -> str:
         """Where the collector republishes messages it rejected."""
         return f"{self.prefix}/dead-letters"
+
+    def enroll_request(self, request_id: str) -> str:
+        """Retained, QoS 1: a blank probe's enrollment request (issue 18), written with the
+        shared enrollment account, whose client id must be ``request_id``."""
+        return f"{self.prefix}/enroll/{request_id}/request"
+
+    def enroll_answer(self, request_id: str) -> str:
+        """Retained, QoS 1: the NOC's signed answer to one enrollment request."""
+        return f"{self.prefix}/enroll/{request_id}/answer"
+
+    def all_enroll_requests(self) -> str:
+        """Subscription filter for every pending enrollment request (NOC only)."""
+        return f"{self.prefix}/enroll/+/request"
+
+    def updates(self) -> str:
+        """Retained, QoS 1: the signed agent release manifest (NOC writes, probes read)."""
+        return f"{self.prefix}/updates"
 
     def all_results(self) -> str:
         """Subscription filter for every probe's results."""

@@ -23,7 +23,8 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   2030 fixed target). Counts add up exactly over any range; medians do not.
 - ``status_1h`` / ``status_1d``: per probe, the last status in the bucket (``online``,
   ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
-  ``agent_version``, ``last_at_ms``) and ``spool_max``.
+  ``agent_version``, ``last_at_ms``; issue 18's ``oldest_waiting_ms``, ``board_model``,
+  ``update_event``, ``update_failed`` when the status had them) and ``spool_max``.
 """
 
 from __future__ import annotations
@@ -68,7 +69,9 @@ _OFFSET_MS = int((_TZ.utcoffset(None) or timedelta(0)).total_seconds() * 1000)
 LINE_TAGS = ("probe", "link", "access", "isp", "commune_code", "commune", "district")
 PROBE_TAGS = ("probe", "commune_code", "commune", "district")
 STATUS_FIELDS = ("online", "clock_synced", "spool_depth", "spool_evicted", "config_version",
-                 "agent_version")
+                 "agent_version",
+                 # fleet health (issue 18; absent in statuses of older agents)
+                 "oldest_waiting_ms", "board_model", "update_event", "update_failed")
 #: Probes per statement: keeps the regex and the answer small.
 _PROBES_PER_QUERY = 200
 DEFAULT_INTERVAL_S = 60.0

@@ -249,6 +249,16 @@ def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> lis
         # Remote config (docs/fleet.md): always written, "" when none, so that last()
         # never shows an error that a later config cleared.
         fields["config_error"] = msg.config_error or ""
+        # Fleet health (issue 18), the same way: "" / 0 when none.
+        up = msg.update
+        fields["update_event"] = (up.last_event or "") if up else ""
+        fields["update_failed"] = "; ".join(f"{v}: {why}" for v, why in up.failed.items()
+                                            )[:2000] if up else ""
+        fields["update_trial"] = (up.trial or "") if up else ""
+        fields["oldest_waiting_ms"] = to_ms(msg.oldest_waiting_at) \
+            if msg.oldest_waiting_at else 0
+        if msg.board_model:
+            fields["board_model"] = msg.board_model
     if site:
         fields["latitude"] = float(site.latitude)
         fields["longitude"] = float(site.longitude)

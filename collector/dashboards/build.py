@@ -32,6 +32,7 @@ from collector.dashboards.model import (
     Step,
     Thresholds,
 )
+from netmon import __version__ as contract_version
 from netmon import contract
 
 #: The provisioned data source's uid; every panel, variable and alert rule points at it.
@@ -58,6 +59,10 @@ class BuildConfig:
     #: The day the current map of units took effect (``registry.units_effective``):
     #: old-district tables show only months before it.
     reform_effective: date = date(2025, 7, 1)
+    #: The agent version the fleet should run (the collector's own release): a probe on
+    #: another one for ``old_agent_for`` raises the old-version alert.
+    agent_version: str = contract_version
+    old_agent_for: str = "7d"
 
     @classmethod
     def from_config(cls, cfg: CollectorConfig | None = None) -> BuildConfig:
@@ -468,7 +473,15 @@ class Builder:
                                                       {"type": "color-text"}))),
                        Override("byName", "clock_synced", (("mappings", synced_map),
                                                            ("custom.cellOptions",
-                                                            {"type": "color-text"})))],
+                                                            {"type": "color-text"}))),
+                       # 0 = nothing waits; otherwise when the oldest result was stored.
+                       Override("byName", "oldest_waiting_ms", (
+                           ("unit", "dateTimeFromNow"),
+                           ("mappings", [{"type": "value", "options": {
+                               "0": {"text": "–", "index": 0}}}]))),
+                       Override("byName", "update_failed", (
+                           ("custom.cellOptions", {"type": "color-text"}),
+                           ("color", {"mode": "fixed", "fixedColor": "red"})))],
             transformations=[_organize({})], options=_table_options("online")))
         lay.add(12, 9, lambda g: self.panel(
             "probes.silent", "table", self.tr("p.silent"), g,

@@ -168,6 +168,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "alert.commune": ("Xã dưới mục tiêu {target} Mb/s ({access}) trong 24 giờ",
                       "Commune below the {target} Mb/s target ({access}) over 24 hours"),
     "alert.loss": ("Mất gói trên {loss}%", "Packet loss above {loss}%"),
+    "alert.old_agent": ("Điểm đo chạy phiên bản khác {version} quá {after}",
+                        "Probe runs another version than {version} for more than {after}"),
     "alert.spool": ("Hàng đợi điểm đo tăng liên tục", "Probe spool keeps growing"),
 }
 

@@ -123,6 +123,13 @@ def alert_rules(cfg: BuildConfig, lang: Lang = "vi") -> Json:
         _rule("netmon-spool-growing", t("alert.spool", lang), Q.alert_spool_growth(), 3600,
               "gt", 0.0, "30m", "warning",
               "{{ $labels.probe }}: +{{ $values.B }}", uid),
+        # Fleet health (issue 18): still on another agent version after the rollout time.
+        _rule("netmon-old-agent", t("alert.old_agent", lang, version=cfg.agent_version,
+                                    after=cfg.old_agent_for),
+              Q.alert_old_agent(cfg.agent_version), 1800, "gt", 0.0, cfg.old_agent_for,
+              "info", "{{ $labels.probe }}: " + t("alert.old_agent", lang,
+                                                 version=cfg.agent_version,
+                                                 after=cfg.old_agent_for), uid),
     ]
     for access in ("mobile", "fixed"):
         target = cfg.target(access)

@@ -286,10 +286,12 @@ def clocks_unsynced() -> str:
 
 
 def probe_table() -> str:
-    """The last status of every probe."""
+    """The last status of every probe, with its fleet health (issue 18): agent version,
+    board, the last update event and failed versions, the oldest waiting result."""
     cols = ", ".join(f"last({q(f)}) AS {q(f)}" for f in
-                     ("online", "clock_synced", "spool_depth", "spool_evicted",
-                      "config_version", "agent_version"))
+                     ("online", "clock_synced", "spool_depth", "oldest_waiting_ms",
+                      "spool_evicted", "config_version", "agent_version", "board_model",
+                      "update_event", "update_failed"))
     return (f"SELECT {cols} FROM {q(STATUS_1D)} "
             f"{where(*var_filters(STATUS_1D), DAY_WIDE_TIME)} "
             f"GROUP BY {_group(('probe', *UNIT))}")
@@ -363,6 +365,16 @@ def alert_spool_growth() -> str:
     """Alert: spool depth change per probe over the last hour."""
     return (f"SELECT last({q('spool_depth')}) - first({q('spool_depth')}) AS {q('growth')} "
             f"FROM {q(PROBE_STATUS)} WHERE time > now() - 1h GROUP BY {q('probe')}")
+
+
+def alert_old_agent(version: str) -> str:
+    """Alert: probes whose online statuses of the last 30 minutes name another agent
+    version than ``version`` (one series per such probe; the rule's pending period is
+    the "for more than" time)."""
+    literal = version.replace("\\", "").replace("'", "")
+    return (f"SELECT count({q('online')}) AS {q('statuses')} FROM {q(PROBE_STATUS)} "
+            f"WHERE {q('agent_version')} != '{literal}' AND {q('online')} = 1 "
+            f"AND time > now() - 30m GROUP BY {q('probe')}")
 
 
 def variable_query(name: str) -> str:

@@ -40,16 +40,24 @@ class Listener:
     tls: tuple[str, str, str, str] | None = None
 
 
-def mosquitto_listeners(probes: Listener, services: Listener) -> str:
+def mosquitto_listeners(probes: Listener, services: Listener,
+                        enrollment: Listener | None = None) -> str:
     """The authentication part of ``mosquitto.conf``: ``per_listener_settings true``, the
     probes' listener (client id = username, so a probe cannot take another account's
     session) and the service listener (collector and NOC pick their own ids; its password
-    file holds only service accounts, so no probe credential works on it)."""
+    file holds only service accounts, so no probe credential works on it).
+
+    ``enrollment`` (issue 18): a third listener whose password file holds only the shared
+    enrollment account and whose ACL is :func:`enrollment_acl`: a blank probe picks its
+    request id as client id, and that id is the only topic level it may use."""
     out = ["# Sessions (docs/security.md): on the probes' listener a client's id is its",
            "# username, so no probe can take another account's session; the collector and",
            "# the NOC log in on the service listener, whose password file has no probe.",
            "per_listener_settings true"]
-    for role, lst in (("probes", probes), ("services", services)):
+    listeners = [("probes", probes), ("services", services)]
+    if enrollment is not None:
+        listeners.append(("enrollment", enrollment))
+    for role, lst in listeners:
         out += ["", f"# {role}",
                 f"listener {lst.port}{(' ' + lst.bind_address) if lst.bind_address else ''}",
                 "protocol mqtt", "allow_anonymous false", "allow_zero_length_clientid false"]
@@ -67,15 +75,20 @@ def mosquitto_listeners(probes: Listener, services: Listener) -> str:
 
 def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
                   collector_user: str = "collector") -> str:
-    """A mosquitto ``acl_file``: only ``noc_user`` writes config topics and only
-    ``collector_user`` writes receipts; each probe (its username is its probe id)
-    publishes its own results and status and reads only its own config and receipts."""
+    """A mosquitto ``acl_file``: only ``noc_user`` writes config topics and enrollment
+    answers (and reads and clears enrollment requests), only ``collector_user`` writes
+    receipts; each probe (its username is its probe id) publishes its own results and
+    status and reads only its own config and receipts, and the release manifest that only
+    ``noc_user`` writes."""
     return (
         "# hatinh-netmon broker ACL (docs/fleet.md). Probes log in with their probe id.\n"
         f"user {noc_user}\n"
         f"topic readwrite {prefix}/probes/+/config\n"
         f"topic read {prefix}/probes/+/status\n"
         f"topic read {prefix}/dead-letters\n"
+        f"topic readwrite {prefix}/enroll/+/request\n"
+        f"topic readwrite {prefix}/enroll/+/answer\n"
+        f"topic readwrite {prefix}/updates\n"
         "\n"
         f"user {collector_user}\n"
         f"topic read {prefix}/probes/+/results\n"
@@ -88,4 +101,19 @@ def mosquitto_acl(prefix: str = DEFAULT_PREFIX, noc_user: str = "noc",
         f"pattern write {prefix}/probes/%u/status\n"
         f"pattern read {prefix}/probes/%u/config\n"
         f"pattern read {prefix}/probes/%u/receipts\n"
+        "# The signed agent release manifest (docs/fleet.md, \"Agent updates\").\n"
+        f"pattern read {prefix}/updates\n"
+    )
+
+
+def enrollment_acl(prefix: str = DEFAULT_PREFIX) -> str:
+    """The enrollment listener's ``acl_file`` (its password file holds only the shared
+    enrollment account): a client may write the request and read the answer named by its
+    own client id (its random request id), and nothing else: no results, no status, no
+    other request's answer, no wildcard."""
+    return (
+        "# hatinh-netmon enrollment listener ACL (docs/fleet.md, \"Enrollment\").\n"
+        "# %c is the client id, which a blank probe sets to its random request id.\n"
+        f"pattern write {prefix}/enroll/%c/request\n"
+        f"pattern read {prefix}/enroll/%c/answer\n"
     )

@@ -37,6 +37,13 @@ class ProbeRow:
     config_version: int | None = None
     config_error: str | None = None
     agent_version: str | None = None
+    board_model: str | None = None
+    clock_synced: bool | None = None
+    #: The last agent update event, failed versions, and a version on trial (issue 18).
+    update_event: str | None = None
+    update_failed: str | None = None
+    update_trial: str | None = None
+    oldest_waiting_at: datetime | None = None
     links: list[LinkUsage] = field(default_factory=list)
 
     @property
@@ -62,6 +69,13 @@ class ProbeRow:
             "config_version": self.config_version,
             "config_error": self.config_error,
             "agent_version": self.agent_version,
+            "board_model": self.board_model,
+            "clock_synced": self.clock_synced,
+            "update_event": self.update_event,
+            "update_failed": self.update_failed,
+            "update_trial": self.update_trial,
+            "oldest_waiting_at": format_time(self.oldest_waiting_at)
+            if self.oldest_waiting_at else None,
             "data_used_bytes": self.data_used_bytes,
             "links": [{"link": u.link, "used_bytes": u.used_bytes,
                        "budget_bytes": u.budget_bytes} for u in self.links],
@@ -104,6 +118,12 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
                  f'last("config_version") AS config_version, '
                  f'last("config_error") AS config_error, '
                  f'last("agent_version") AS agent_version, '
+                 f'last("board_model") AS board_model, '
+                 f'last("clock_synced") AS clock_synced, '
+                 f'last("update_event") AS update_event, '
+                 f'last("update_failed") AS update_failed, '
+                 f'last("update_trial") AS update_trial, '
+                 f'last("oldest_waiting_ms") AS oldest_waiting_ms, '
                  f'last("last_result_ms") AS last_result_ms FROM "{PROBE_STATUS}" '
                  f'WHERE "online" = 1 GROUP BY "probe"')
     q_result = (f'SELECT * FROM "{RESULTS}" WHERE time > now() - 90d GROUP BY "probe" '
@@ -131,6 +151,13 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
         r.config_version = _int(rec.get("config_version"))
         r.config_error = rec.get("config_error") or None
         r.agent_version = rec.get("agent_version")
+        r.board_model = rec.get("board_model") or None
+        synced = rec.get("clock_synced")
+        r.clock_synced = None if synced is None else bool(synced)
+        r.update_event = rec.get("update_event") or None
+        r.update_failed = rec.get("update_failed") or None
+        r.update_trial = rec.get("update_trial") or None
+        r.oldest_waiting_at = _ms(rec.get("oldest_waiting_ms") or None)
         r.last_result_at = _ms(rec.get("last_result_ms"))
     for pid, recs in _by_probe(results).items():
         r, rec = row(pid), recs[0]

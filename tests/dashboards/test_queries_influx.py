@@ -304,6 +304,17 @@ def test_probe_health(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     table = {s.tags["probe"]: s.rows()[0]
              for s in _run(client, _panel("probes", "probes.table")["targets"][0]["query"], ds)}
     assert table[H.OFFLINE_PROBE]["online"] == 0 and table[H.UNSYNCED_PROBE]["clock_synced"] == 0
+    # Fleet health (issue 18): version, board, update event and failures, oldest waiting.
+    old = table[H.OLD_AGENT_PROBE]
+    assert old["agent_version"] == "0.0.9" and old["update_failed"] == "0.2.0: hash_mismatch"
+    assert old["update_event"] == "release 0.2.0 not installed: hash_mismatch"
+    assert old["board_model"] == "Raspberry Pi 4 Model B Rev 1.5"
+    assert table[H.LOSSY_PROBE]["update_failed"] == "" and \
+        table[H.LOSSY_PROBE]["oldest_waiting_ms"] == 0
+    spool_status = [s for s in ds.statuses if s.probe_id == H.SPOOL_PROBE][-1]
+    assert spool_status.oldest_waiting_at is not None
+    assert table[H.SPOOL_PROBE]["oldest_waiting_ms"] == \
+        int(spool_status.oldest_waiting_at.timestamp() * 1000)
     last = {s.tags["probe"]: s.values[0][0]
             for s in _run(client, _panel("probes", "probes.last_seen")["targets"][0]["query"],
                           ds)}
@@ -337,6 +348,8 @@ def test_alert_rule_queries(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     assert firing("netmon-probe-silent", "probe") == NOT_REPORTING
     assert firing("netmon-loss", "probe") == {H.LOSSY_PROBE}
     assert firing("netmon-spool-growing", "probe") == {H.SPOOL_PROBE}
+    assert firing("netmon-old-agent", "probe") == {H.OLD_AGENT_PROBE}
+    assert rules["netmon-old-agent"]["for"] == CFG.old_agent_for
     day = ds.now - timedelta(hours=24)
     for access in ("mobile", "fixed"):
         expected = set()

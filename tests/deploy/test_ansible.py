@@ -384,14 +384,14 @@ def _test_broker_config(rendered: Rendered, workdir: Path, port: int,
     text = (rendered_dir / "mosquitto.conf").read_text()
     if mosquitto_dir is not None:
         text = text.replace(str(rendered_dir), str(mosquitto_dir))
-    # Two listeners (probes, services): the probes' on ``port``, the service one on a
-    # free port recorded in ``SERVICE_PORTS[port]``.
+    # Three listeners (probes, services, enrollment): the probes' on ``port``, the service
+    # one on a free port recorded in ``SERVICE_PORTS[port]``, the enrollment one on another.
     service_port = services.free_port()
     SERVICE_PORTS[port] = service_port
-    ports = iter([port, service_port])
+    ports = iter([port, service_port, services.free_port()])
     text, n = re.subn(r"^listener \d+.*$", lambda m: f"listener {next(ports)} 127.0.0.1", text,
                       flags=re.M)
-    assert n == 2
+    assert n == 3
     text = re.sub(r"^persistence_location .*$", f"persistence_location {workdir}/", text,
                   flags=re.M)
     text = re.sub(r"^pid_file .*$\n", "", text, flags=re.M)
@@ -516,8 +516,16 @@ def test_broker_listeners_are_the_fleet_module_s(rendered: Rendered) -> None:
     tls = (f"{d}/certs/ca.crt", f"{d}/certs/broker.crt", f"{d}/certs/broker.key", "tlsv1.2")
     want = mosquitto_listeners(
         Listener(8883, "", f"{d}/netmon.passwd", f"{d}/netmon.acl", True, tls),
-        Listener(8884, "", f"{d}/netmon-services.passwd", f"{d}/netmon.acl", False, tls))
+        Listener(8884, "", f"{d}/netmon-services.passwd", f"{d}/netmon.acl", False, tls),
+        Listener(8885, "", f"{d}/netmon-enrollment.passwd", f"{d}/netmon-enrollment.acl",
+                 False, tls))
     assert text[text.index("# Sessions"):] == want
+    from collector.fleet.acl import enrollment_acl
+
+    assert _acl_rules((d / "netmon-enrollment.acl").read_text()) == \
+        _acl_rules(enrollment_acl(TOPICS.prefix))
+    assert [ln.split(":")[0] for ln in
+            (d / "netmon-enrollment.passwd").read_text().splitlines()] == ["netmon_enroll"]
     services_passwd = (d / "netmon-services.passwd").read_text()
     assert sorted(ln.split(":")[0] for ln in services_passwd.splitlines()) == \
         ["netmon_collector", "netmon_noc"]
@@ -657,7 +665,9 @@ def test_service_listener_takes_only_service_accounts(
 def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
                                                         tmp_path: Path) -> None:
     """Re-running with the same vault leaves the password file alone; rotating one
-    probe's password rebuilds it, and after SIGHUP the old password is refused."""
+    probe's password rebuilds it, and after SIGHUP the old password is refused. An
+    enrolled probe's account (written by ``probes enroll approve`` into a file the role
+    never writes) survives the rebuild."""
     tmp_path.chmod(0o755)
     mosq = tmp_path / "mosquitto"  # a copy (owners kept): the session's files stay as rendered
     subprocess.run(["cp", "-a", str(rendered.host(BROKER) / "mosquitto"), str(mosq)],
@@ -677,6 +687,10 @@ def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
         old = rendered.secrets["vault_netmon_mqtt_probe_passwords"][a]
         rotated = json.loads(json.dumps(rendered.secrets))
         rotated["vault_netmon_mqtt_probe_passwords"][a] = new = old[::-1] + "-rotated"
+        enrolled_pw = "enrolled-probe-password-0123456789"
+        subprocess.run([_need("mosquitto_passwd"), "-c", "-b",
+                        str(mosq / "netmon-enrolled.passwd"), "ht-enrolled-01", enrolled_pw],
+                       check=True, capture_output=True)
         proc = rendered.ansible.playbook(play, rendered.extra() | rotated)
         assert task_status(proc.stdout, "Hash the passwords in place") == "changed"
         assert passwd.read_bytes() != before
@@ -693,6 +707,11 @@ def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
         c = Client(broker.port, ca, a, old)
         try:
             assert not c.ok, "old password still accepted"
+        finally:
+            c.close()
+        c = Client(broker.port, ca, "ht-enrolled-01", enrolled_pw)
+        try:
+            assert c.ok, "the enrolled probe's account was lost in the rebuild"
         finally:
             c.close()
     finally:

@@ -15,7 +15,7 @@ from collector.core.influx import InfluxClient
 from collector.core.schema import Site, result_line, status_lines
 from collector.fleet.inventory import inventory
 from devstack import services
-from netmon.contract import LinkStatus, ResultMessage, StatusMessage
+from netmon.contract import LinkStatus, ResultMessage, StatusMessage, UpdateStatus
 from tests.helpers.collector import sites_toml
 
 SITES = {  # on the map from 1 July 2025 (collector/core/reference/)
@@ -46,6 +46,11 @@ def _seed(client: InfluxClient, now: datetime) -> None:
     # online, fresh, remote config 42, two links with usage
     lines += status_lines(_status(
         "ht-kyanh-01", now - timedelta(minutes=2), spool_depth=3, config_version=42,
+        clock_synced=True, board_model="Raspberry Pi 4 Model B Rev 1.5",
+        oldest_waiting_at=now - timedelta(minutes=40),
+        update=UpdateStatus(failed={"0.1.2": "health check not passed within 300 s"},
+                            last_event="rolled back from 0.1.2 to 0.1.0: health check not "
+                                       "passed within 300 s", last_event_at=now),
         links=(LinkStatus(name="fibre", access="fixed", isp="VNPT", data_used_bytes=5_000_000),
                LinkStatus(name="4g", access="mobile", isp="Viettel",
                           data_used_bytes=1_200_000_000, data_budget_bytes=3_000_000_000))),
@@ -64,7 +69,8 @@ def _seed(client: InfluxClient, now: datetime) -> None:
     # online with figures, then a last will: offline, but the figures stay known
     lines += status_lines(_status(
         "ht-camxuyen-03", now - timedelta(hours=2), config_version=6,
-        config_error="config version 7 rejected: bad_signature: x"), SITES["ht-camxuyen-03"],
+        config_error="config version 7 rejected: bad_signature: x",
+        update=UpdateStatus(failed={"0.1.9": "hash_mismatch"})), SITES["ht-camxuyen-03"],
         received)
     lines += status_lines(_status("ht-camxuyen-03", now - timedelta(hours=1), spool_depth=17,
                                   config_version=7), SITES["ht-camxuyen-03"], received)
@@ -100,6 +106,15 @@ def test_inventory_states_and_figures(seeded: tuple[InfluxClient, datetime]) -> 
     assert ky.last_result_at == now - timedelta(minutes=5)
     assert ky.last_result["method"] == "iperf3" and ky.last_result["download_mbps"] == 63.5
     assert ky.data_used_bytes == 1_205_000_000
+    # Fleet health (issue 18): version, board, clock, oldest waiting result, update events.
+    assert (ky.agent_version, ky.board_model, ky.clock_synced) == (
+        "0.1.0", "Raspberry Pi 4 Model B Rev 1.5", True)
+    assert ky.oldest_waiting_at == now - timedelta(minutes=40)
+    assert (ky.update_event or "").startswith("rolled back from 0.1.2")
+    assert ky.update_failed == "0.1.2: health check not passed within 300 s"
+    assert ky.update_trial is None
+    # A status without update problems clears them (written as "", never stale).
+    assert rows["ht-camxuyen-03"].update_failed is None
     assert {(u.link, u.budget_bytes) for u in ky.links} == {("4g", 3_000_000_000),
                                                             ("fibre", None)}
     assert rows["ht-huongkhe-02"].state == "silent"
@@ -130,6 +145,10 @@ def test_probes_list_cli(seeded: tuple[InfluxClient, datetime], influxd: service
     text = capsys.readouterr().out
     assert "UBND phường Kỳ Trinh" in text and "silent" in text and "1205/3000" in text
     assert "! config version 4 rejected: target_not_allowed" in text
+    assert "Raspberry Pi 4 Model B Rev 1.5" in text and "40m ago" in text
+    assert "update: rolled back from 0.1.2 to 0.1.0" in text and "FAILED 0.1.2:" in text
+    assert data["ht-kyanh-01"]["board_model"] == "Raspberry Pi 4 Model B Rev 1.5"
+    assert data["ht-kyanh-01"]["clock_synced"] is True
     # InfluxDB unreachable: runtime failure; bad config: usage error naming the key.
     cfg.write_text('[influxdb]\nurl = "http://127.0.0.1:9"\n[registry]\npath = "sites.toml"\n')
     assert cli.main(["probes", "list", "--config", str(cfg)]) == 1

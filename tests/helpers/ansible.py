@@ -79,6 +79,7 @@ def make_secrets() -> dict[str, Any]:
         "vault_netmon_mqtt_probe_passwords": {p: pw() for p in inventory_groups()["probes"]},
         "vault_netmon_mqtt_collector_password": pw(),
         "vault_netmon_mqtt_noc_password": pw(),
+        "vault_netmon_mqtt_enrollment_password": pw(),
         "vault_netmon_influxdb_admin_password": pw(),
         "vault_netmon_influxdb_collector_password": pw(),
         "vault_netmon_influxdb_grafana_password": pw(),

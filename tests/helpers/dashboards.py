@@ -14,7 +14,15 @@ from zoneinfo import ZoneInfo
 
 from collector.core.registry import sites_from_rows
 from collector.core.schema import Site
-from netmon.contract import ErrorInfo, LinkStatus, Metrics, ResultMessage, StatusMessage
+from netmon import __version__
+from netmon.contract import (
+    ErrorInfo,
+    LinkStatus,
+    Metrics,
+    ResultMessage,
+    StatusMessage,
+    UpdateStatus,
+)
 
 VN = ZoneInfo("Asia/Ho_Chi_Minh")
 THROUGHPUT = ("iperf3", "speedtest", "http")
@@ -60,6 +68,7 @@ OFFLINE_PROBE = "hk-health-02"      # last status: offline (the retained last wi
 UNSYNCED_PROBE = "ka-school-02"     # last status: clock not synced
 LOSSY_PROBE = "ka-ubnd-03"          # 5 % loss in the last 40 minutes
 SPOOL_PROBE = "hk-ubnd-01"          # spool growing in the last hour
+OLD_AGENT_PROBE = "ka-ubnd-01"      # runs an older agent, rolled 0.2.0 back (issue 18)
 UNREACHABLE_COMMUNE = "Xã Kỳ Khang"  # every third TSLCD test fails
 #: Probes with data in the 48-hour window (the dead one's is 10 days old).
 ACTIVE = [s for s in SITES if s.probe_id != DEAD_PROBE]
@@ -168,8 +177,15 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
             spool = (10 + int((t - (now - timedelta(hours=1))).total_seconds() // 60)
                      if probe == SPOOL_PROBE and in_last_hour else 0)
             last_status = t + STEP > now - timedelta(minutes=1)
+            old_agent = probe == OLD_AGENT_PROBE
             ds.statuses.append(StatusMessage(
-                probe_id=probe, at=t + timedelta(seconds=55), agent_version="0.1.0",
+                probe_id=probe, at=t + timedelta(seconds=55),
+                agent_version="0.0.9" if old_agent else __version__,
+                board_model="Raspberry Pi 4 Model B Rev 1.5",
+                oldest_waiting_at=t - timedelta(minutes=5) if spool else None,
+                update=UpdateStatus(failed={"0.2.0": "hash_mismatch"},
+                                    last_event="release 0.2.0 not installed: hash_mismatch")
+                if old_agent else None,
                 state="offline" if (probe == OFFLINE_PROBE and last_status) else "online",
                 spool_depth=spool, clock_synced=not (probe == UNSYNCED_PROBE and last_status),
                 last_result_at=t, config_version=3,

@@ -17,7 +17,7 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from collector.fleet.acl import Listener, mosquitto_acl, mosquitto_listeners
+from collector.fleet.acl import Listener, enrollment_acl, mosquitto_acl, mosquitto_listeners
 from devstack import services
 from netmon.signing import load_private_key, write_keypair
 
@@ -49,12 +49,17 @@ def _passwd(path: Path, users: dict[str, str]) -> None:
 def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon/v1",
                      port: int | None = None, service_port: int | None = None,
                      service_users: tuple[str, ...] = ("noc", "collector"),
+                     enrollment_users: dict[str, str] | None = None,
+                     enrollment_port: int | None = None,
                      ) -> services.Service:
     """mosquitto as deployed: ``allow_anonymous false``, password files made by
     mosquitto_passwd, the ACL of :func:`collector.fleet.acl.mosquitto_acl` and the two
     listeners of :func:`collector.fleet.acl.mosquitto_listeners` (plain MQTT on loopback).
     ``port`` is the probes' listener (client id = username; every account in ``users``),
-    ``extra["service_port"]`` the service listener (only ``service_users``)."""
+    ``extra["service_port"]`` the service listener (only ``service_users``).
+    ``enrollment_users`` adds the enrollment listener (``extra["enrollment_port"]``: only
+    those accounts, :func:`collector.fleet.acl.enrollment_acl`). ``users`` may be empty
+    for the probes' file when it already exists (kept as is: enrolled accounts)."""
     workdir.mkdir(parents=True, exist_ok=True)
     passwd, service_passwd = workdir / "passwd", workdir / "services.passwd"
     _passwd(passwd, users)
@@ -63,15 +68,28 @@ def start_acl_broker(workdir: Path, users: dict[str, str], prefix: str = "netmon
     acl.write_text(mosquitto_acl(prefix))
     port = port or services.free_port()
     service_port = service_port or services.free_port()
+    enrollment = None
+    if enrollment_users:
+        enrollment_port = enrollment_port or services.free_port()
+        enroll_passwd, enroll_acl = workdir / "enroll.passwd", workdir / "enroll.acl"
+        _passwd(enroll_passwd, enrollment_users)
+        enroll_acl.write_text(enrollment_acl(prefix))
+        enrollment = Listener(enrollment_port, "127.0.0.1", str(enroll_passwd),
+                              str(enroll_acl))
     listeners = mosquitto_listeners(
         Listener(port, "127.0.0.1", str(passwd), str(acl), username_as_clientid=True),
-        Listener(service_port, "127.0.0.1", str(service_passwd), str(acl)))
+        Listener(service_port, "127.0.0.1", str(service_passwd), str(acl)), enrollment)
     # (mosquitto_config keeps a root broker root, so it reads the 0600 password files)
     conf = services.mosquitto_config(workdir, port, listeners=listeners)
     svc = services.start_mosquitto(workdir, port=port, config=conf)
     services.wait_for(lambda: services.tcp_open("127.0.0.1", service_port), 15,
                       f"mosquitto service listener on {service_port}", svc.proc, svc.log)
     svc.extra["service_port"] = service_port
+    if enrollment is not None:
+        services.wait_for(lambda: services.tcp_open("127.0.0.1", enrollment.port), 15,
+                          f"mosquitto enrollment listener on {enrollment.port}", svc.proc,
+                          svc.log)
+        svc.extra["enrollment_port"] = enrollment.port
     return svc
 
 

@@ -1,0 +1,449 @@
+"""Signed agent updates with automatic rollback (issue 18), on the probe.
+
+Layout under ``[update] root`` (e.g. ``/opt/netmon/releases``)::
+
+    versions/<version>/   one virtual environment per agent version ("thin": its own
+                          site-packages hold the release's wheels; a .pth file adds the
+                          base environment's site-packages, the dependencies, after them)
+    current -> versions/<v>   what the service runs (``current/bin/python -m agent.cli run``)
+    stable  -> versions/<v>   the last version that passed its health check
+    downloads/<sha256>/<wheel>   verified wheels (a retry does not download them again)
+    update-state.json     trial, failed versions, last event, last manifest serial
+
+A release (a :class:`~netmon.contract.ReleaseManifest` retained on ``Topics.updates``):
+
+1. the running agent verifies the NOC signature, that it is targeted (named, or in the
+   rollout percentage), that the serial is new and the version neither running nor
+   failed before;
+2. checks the download fits the data budget of ``[update] link`` (metered links), fetches
+   each wheel from the manifest's ``base_url`` (the measurement server's site), counts
+   the bytes against the link's month and checks its size and SHA-256;
+3. installs them into ``versions/<new>``, records the trial (version, previous, deadline)
+   and switches ``current`` with an atomic symlink rename, then exits with
+   :data:`~netmon.contract.EXIT_RESTART` so the service manager starts the new version;
+4. the new version checks its health: connected, and a result acknowledged (the
+   collector's receipt, or the broker's PUBACK with ``receipts = false``) before the
+   deadline; then ``stable`` follows ``current``. Otherwise it records the problem and
+   exits with EXIT_RESTART;
+5. before every start, :func:`guard` (``netmon-agent update-guard``, run from the
+   *stable* environment as ``ExecStartPre``) counts the trial's starts and switches
+   ``current`` back to the previous version when the deadline passed or the new version
+   did not stay up ``max_starts`` times: a version that cannot even start is rolled back
+   by code that is not its own. The failed version and why are reported in the status
+   message (``update.failed``) and never retried for that manifest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import subprocess
+import sys
+import sysconfig
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from netmon import __version__
+from netmon.contract import ReleaseManifest, UpdateStatus, WheelRef, format_time, now_utc
+from netmon.fsutil import atomic_write
+
+log = logging.getLogger("netmon.agent.update")
+
+STATE_FILE = "update-state.json"
+#: Failed versions remembered (the oldest is forgotten first).
+MAX_FAILED = 10
+
+
+class UpdateSettings(BaseModel):
+    """``[update]`` of the agent's file config. Updates are off while ``root`` is unset."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    root: Path | None = Field(None, description="where versions live (see agent/update.py)")
+    link: str | None = Field(
+        None, description="the link the download goes over: its data budget counts it "
+                          "(default: the first link)")
+    max_starts: int = Field(3, ge=1, le=100,
+                            description="starts of a new version before it is rolled back")
+    download_timeout_s: float = Field(300.0, ge=5, le=86400)
+
+
+# --------------------------------------------------------------------------- layout
+
+
+class Layout:
+    """Paths and state of an update root."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.versions = root / "versions"
+        self.current = root / "current"
+        self.stable = root / "stable"
+        self.downloads = root / "downloads"
+        self.state_path = root / STATE_FILE
+
+    def version_dir(self, version: str) -> Path:
+        """Where ``version``'s environment lives."""
+        return self.versions / version
+
+    def read(self) -> dict[str, Any]:
+        """The state (empty parts when missing)."""
+        try:
+            data: dict[str, Any] = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            data = {}
+        data.setdefault("failed", {})
+        data.setdefault("trial", None)
+        data.setdefault("pending", None)
+        return data
+
+    def write(self, data: dict[str, Any]) -> None:
+        """Replace the state atomically."""
+        atomic_write(self.state_path, json.dumps(data, indent=1).encode(), mode=0o644)
+
+    def target(self, link: Path) -> str | None:
+        """The version a symlink points at."""
+        try:
+            return Path(os.readlink(link)).name
+        except OSError:
+            return None
+
+    def switch(self, link: Path, version: str) -> None:
+        """Point ``link`` at ``versions/<version>`` atomically (a new symlink renamed over
+        the old one: a crash leaves either the old or the new target)."""
+        tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        tmp.symlink_to(Path("versions") / version)
+        os.replace(tmp, link)
+        fd = os.open(self.root, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def event(data: dict[str, Any], text: str) -> None:
+    """Record the last update event in ``data`` (and the log)."""
+    data["last_event"] = text[:500]
+    data["last_event_at"] = format_time(now_utc())
+    log.info("update: %s", text)
+
+
+def fail(data: dict[str, Any], version: str, reason: str) -> None:
+    """Remember ``version`` as failed (bounded, oldest forgotten)."""
+    failed = dict(data.get("failed") or {})
+    failed.pop(version, None)
+    failed[version] = reason[:500]
+    while len(failed) > MAX_FAILED:
+        failed.pop(next(iter(failed)))
+    data["failed"] = failed
+
+
+def make_env(path: Path, base_site: str) -> None:
+    """A thin virtual environment at ``path`` whose dependencies come from ``base_site``
+    (added after its own site-packages, so the release's wheels win)."""
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", "--clear", str(path)],
+                   check=True, capture_output=True, timeout=300)
+    purelib = Path(sysconfig.get_path("purelib", vars={"base": str(path),
+                                                       "platbase": str(path)}))
+    purelib.mkdir(parents=True, exist_ok=True)
+    (purelib / "netmon-base.pth").write_text(
+        f"import site; site.addsitedir({base_site!r})\n")
+
+
+def base_site_packages() -> str:
+    """The site-packages holding the dependencies: the running environment's, or its own
+    base when it is itself a thin environment."""
+    own = Path(sysconfig.get_path("purelib"))
+    pth = own / "netmon-base.pth"
+    if pth.exists():
+        text = pth.read_text()
+        return text.split("addsitedir(", 1)[1].rsplit(")", 1)[0].strip("'\"")
+    return str(own)
+
+
+def init(root: Path) -> str:
+    """Set up ``root`` for the running version (``netmon-agent update-init``): a thin
+    environment for it, ``current`` and ``stable`` pointing at it. Idempotent."""
+    layout = Layout(root)
+    layout.versions.mkdir(parents=True, exist_ok=True)
+    data = layout.read()
+    data.setdefault("base", base_site_packages())
+    env = layout.version_dir(__version__)
+    if not (env / "bin" / "python").exists():
+        make_env(env, data["base"])
+    if layout.target(layout.current) is None:
+        layout.switch(layout.current, __version__)
+    if layout.target(layout.stable) is None:
+        layout.switch(layout.stable, __version__)
+    layout.write(data)
+    return __version__
+
+
+def guard(root: Path, now: float | None = None) -> str:
+    """Before each start (``ExecStartPre``, from the stable environment): count the
+    trial's starts and roll back when its deadline passed or it did not stay up. Returns
+    what it did, for the log."""
+    layout = Layout(root)
+    data = layout.read()
+    trial = data.get("trial")
+    if not trial:
+        return "no update on trial"
+    version, previous = str(trial["version"]), str(trial["previous"])
+    if layout.target(layout.current) != version:
+        data["trial"] = None
+        layout.write(data)
+        return f"trial of {version} abandoned: current is {layout.target(layout.current)}"
+    trial["starts"] = int(trial.get("starts", 0)) + 1
+    at = time.time() if now is None else now
+    why = None
+    if at > float(trial["deadline"]):
+        why = (f"health check not passed within {trial['timeout_s']:g} s"
+               + (f": {trial['problem']}" if trial.get("problem") else ""))
+    elif trial["starts"] > int(trial.get("max_starts", 3)):
+        why = f"did not stay up: {trial['starts'] - 1} starts"
+    if why is None:
+        layout.write(data)
+        return f"{version} on trial, start {trial['starts']}"
+    layout.switch(layout.current, previous)
+    data["trial"] = None
+    fail(data, version, why)
+    event(data, f"rolled back from {version} to {previous}: {why}")
+    layout.write(data)
+    return f"rolled back from {version} to {previous}: {why}"
+
+
+# --------------------------------------------------------------------------- the updater
+
+
+class UpdateRefused(Exception):
+    """A release this probe does not install; ``reason`` is a stable code."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        super().__init__(f"{reason}: {detail}")
+        self.reason = reason
+
+
+class Updater:
+    """The running agent's side: manifests in, a switched version or a health verdict
+    out. ``count(link, nbytes)`` adds download bytes to the link's month;
+    ``budget_left(link)`` is None for an unmetered link; ``healthy()`` says whether a
+    result was acknowledged since start; ``restart()`` stops the agent with
+    EXIT_RESTART."""
+
+    def __init__(self, settings: UpdateSettings, probe_id: str, trusted: Sequence[Any],
+                 link: str, count: Callable[[str, int], None],
+                 budget_left: Callable[[str], float | None],
+                 healthy: Callable[[], tuple[bool, str]],
+                 restart: Callable[[], None]) -> None:
+        assert settings.root is not None
+        self.settings = settings
+        self.layout = Layout(settings.root)
+        self.probe_id = probe_id
+        self.trusted = list(trusted)
+        self.link = link
+        self.count, self.budget_left = count, budget_left
+        self.healthy, self.restart = healthy, restart
+        self.started = time.monotonic()
+        self._busy = False
+        self._pending: str | None = None
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> UpdateStatus:
+        """The update part of the status message."""
+        data = self.layout.read()
+        trial = data.get("trial")
+        at = data.get("last_event_at")
+        return UpdateStatus(
+            pending=self._pending, trial=trial["version"] if trial else None,
+            failed=dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
+            last_event=data.get("last_event"),
+            last_event_at=datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
+
+    def on_trial(self) -> bool:
+        """True when this process is the version on trial."""
+        trial = self.layout.read().get("trial")
+        return isinstance(trial, dict) and trial.get("version") == __version__
+
+    # ------------------------------------------------------------------ health
+
+    async def watch_health(self, poll_s: float = 1.0) -> None:
+        """While this version is on trial: promote it to stable once healthy, or record
+        the problem and restart (the guard then rolls back) at the deadline."""
+        while True:
+            data = self.layout.read()
+            trial = data.get("trial")
+            if not trial or trial["version"] != __version__:
+                return
+            ok, problem = self.healthy()
+            if ok:
+                self.layout.switch(self.layout.stable, __version__)
+                data["trial"] = None
+                event(data, f"updated to {__version__} from {trial['previous']}: health "
+                            f"check passed after {time.monotonic() - self.started:.0f} s")
+                self.layout.write(data)
+                self._prune(keep={__version__, str(trial["previous"])})
+                return
+            if time.time() > float(trial["deadline"]):
+                trial["problem"] = problem
+                self.layout.write(data)
+                log.error("update: %s failed its health check (%s); restarting so that the "
+                          "previous version is put back", __version__, problem)
+                self.restart()
+                return
+            await asyncio.sleep(poll_s)
+
+    def _prune(self, keep: set[str]) -> None:
+        for path in self.layout.versions.iterdir() if self.layout.versions.exists() else ():
+            if path.name not in keep and path.name != self.layout.target(self.layout.stable):
+                subprocess.run(["rm", "-rf", "--", str(path)], check=False, timeout=300)
+
+    # ------------------------------------------------------------------ manifests
+
+    def check(self, payload: bytes) -> ReleaseManifest | None:
+        """Verify a manifest and decide; None when there is nothing to do. Raises
+        UpdateRefused for a manifest that is refused (recorded as the last event)."""
+        from netmon.release import targets, verify_manifest
+        from netmon.signing import SigningError
+
+        if not payload:
+            return None
+        try:
+            manifest = verify_manifest(payload, self.trusted)
+        except SigningError as exc:
+            raise UpdateRefused(exc.reason, exc.detail) from None
+        data = self.layout.read()
+        if manifest.serial < int(data.get("serial", 0)):
+            raise UpdateRefused("replay", f"manifest serial {manifest.serial} is older than "
+                                          f"{data.get('serial')}")
+        if manifest.serial == int(data.get("serial", 0)):
+            return None  # the retained manifest again (every reconnect)
+        if not targets(manifest, self.probe_id):
+            data["serial"] = manifest.serial
+            event(data, f"release {manifest.version} is not for this probe "
+                        f"(staged rollout)")
+            self.layout.write(data)
+            return None
+        if data.get("trial"):
+            return None  # not recorded: redelivered (reconnect) once the trial is decided
+        if manifest.version == __version__ or manifest.version in data["failed"]:
+            data["serial"] = manifest.serial
+            self.layout.write(data)
+            return None
+        return manifest
+
+    async def handle(self, payload: bytes) -> None:
+        """One manifest message (from the MQTT callback)."""
+        if self._busy:
+            return
+        self._busy = True
+        try:
+            try:
+                manifest = self.check(payload)
+            except UpdateRefused as exc:
+                data = self.layout.read()
+                event(data, f"release manifest refused: {exc}")
+                self.layout.write(data)
+                return
+            if manifest is None:
+                return
+            self._pending = manifest.version
+            try:
+                await asyncio.to_thread(self._install, manifest)
+            except UpdateRefused as exc:
+                data = self.layout.read()
+                if exc.reason != "budget":
+                    fail(data, manifest.version, str(exc))
+                    data["serial"] = manifest.serial
+                event(data, f"release {manifest.version} not installed: {exc}")
+                self.layout.write(data)
+                return
+            finally:
+                self._pending = None
+            self.restart()
+        finally:
+            self._busy = False
+
+    # ------------------------------------------------------------------ install
+
+    def _install(self, manifest: ReleaseManifest) -> None:
+        layout = self.layout
+        todo = [w for w in manifest.wheels if not self._cached(w).exists()]
+        need = sum(w.size for w in todo)
+        left = self.budget_left(self.link)
+        if left is not None and need > left:
+            raise UpdateRefused("budget", f"{need} bytes to download, {left:.0f} left in "
+                                          f"the {self.link} link's data budget this month")
+        paths = [self._fetch(manifest, w) for w in manifest.wheels]
+        data = layout.read()
+        env = layout.version_dir(manifest.version)
+        try:
+            make_env(env, data.get("base") or base_site_packages())
+            done = subprocess.run(
+                [sys.executable, "-m", "pip", "--python", str(env / "bin" / "python"),
+                 "install", "--quiet", "--no-deps", "--no-index", "--no-cache-dir",
+                 "--disable-pip-version-check", *map(str, paths)],
+                capture_output=True, timeout=1800)
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise UpdateRefused("install_failed", str(exc)[:300]) from None
+        if done.returncode != 0:
+            raise UpdateRefused("install_failed", done.stderr.decode(errors="replace")
+                                .strip()[-300:])
+        previous = layout.target(layout.current) or __version__
+        data["serial"] = manifest.serial
+        data["trial"] = {"version": manifest.version, "previous": previous, "starts": 0,
+                         "max_starts": self.settings.max_starts,
+                         "timeout_s": manifest.health_timeout_s,
+                         "deadline": time.time() + manifest.health_timeout_s,
+                         "problem": None}
+        event(data, f"installed {manifest.version}; switching from {previous}")
+        layout.write(data)
+        layout.switch(layout.current, manifest.version)
+
+    def _cached(self, wheel: WheelRef) -> Path:
+        return self.layout.downloads / wheel.sha256 / wheel.name
+
+    def _fetch(self, manifest: ReleaseManifest, wheel: WheelRef) -> Path:
+        path = self._cached(wheel)
+        if path.exists():
+            return path
+        url = manifest.base_url + wheel.name
+        digest, got = hashlib.sha256(), 0
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".part")
+        try:
+            with urllib.request.urlopen(url, timeout=self.settings.download_timeout_s
+                                        ) as resp, open(tmp, "wb") as out:
+                while chunk := resp.read(65536):
+                    got += len(chunk)
+                    if got > wheel.size:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+        except (OSError, urllib.error.URLError) as exc:
+            tmp.unlink(missing_ok=True)
+            if got:
+                self.count(self.link, got)
+            raise UpdateRefused("download_failed", f"{url}: {exc}") from None
+        self.count(self.link, got)
+        if got != wheel.size or digest.hexdigest() != wheel.sha256:
+            tmp.unlink(missing_ok=True)
+            raise UpdateRefused("hash_mismatch", f"{wheel.name}: got {got} bytes with SHA-256 "
+                                                 f"{digest.hexdigest()[:16]}..., the signed "
+                                                 f"manifest says {wheel.size} bytes, "
+                                                 f"{wheel.sha256[:16]}...")
+        os.replace(tmp, path)
+        return path
