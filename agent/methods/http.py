@@ -43,7 +43,7 @@ class HttpMethod:
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
             total = 0
             for direction in directions(options.direction):
-                window = CounterWindow(iface)
+                window = CounterWindow(iface, router=ctx.link.router)
                 cfg = EngineConfig(
                     host=host, port=port, link=ctx.link, direction=direction,  # type: ignore[arg-type]
                     path=options.download_path if direction == "download" else options.upload_path,
@@ -53,6 +53,7 @@ class HttpMethod:
                     ping_host=ping_host if options.loaded_latency else None,
                     ping_interval_s=options.latency_interval_s, ssl_context=ssl_context)
                 res = await transfer(cfg, counters=functools.partial(_mark, window))
+                await window.settle()
                 total += res.total_bytes
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
                     err = res.errors[0] if res.errors else MeasureError(

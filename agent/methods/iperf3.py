@@ -158,9 +158,10 @@ class Iperf3Method:
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
             total = 0.0
             for direction in directions(options.direction):
-                window = CounterWindow(iface)
+                window = CounterWindow(iface, router=ctx.link.router)
                 rep, loaded, wall = await self._one(ctx, options, addr[0], hp.port,
                                                     direction == "download", window, ping_host)
+                await window.settle()
                 suffix = "" if direction == "download" else "_upload"
                 metrics[f"retransmits{suffix}"] = rep["retransmits"]
                 for key in ("rtt_ms", "rtt_min_ms", "rtt_max_ms"):
