@@ -40,8 +40,7 @@ from agent.clock import Clock, ClockState, clock_state
 from agent.config import AgentConfig
 from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
-from agent.methods.common import linkstats, radio
-from agent.methods.common import router as routerstats
+from agent.methods.common import linkstats, radio, router_poll
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
@@ -243,7 +242,7 @@ class Runtime:
             return None
         mbps = None
         if binding.router is not None:
-            mbps = await routerstats.line_mbps(binding.router)
+            mbps = await router_poll.line_mbps(binding.router)
         if mbps is None and iface:
             mbps = await interface_mbps(iface, BUSY_SAMPLE_S)
         if mbps is None or mbps <= spec.defer_when_busy_mbps:

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from agent.methods.common import router as routerstats
+from agent.methods.common import router_poll
 from devstack import netns, services
 
 WAN_RATE_MBIT = 100
@@ -143,7 +144,7 @@ class RouterLab:
         cfg = routerstats.RouterCounters(source="snmp", host=self.router_lan_ip,
                                          port=self.snmp_port, community_file=d / "community",
                                          if_name=self.wan_if)
-        services.wait_for(lambda: asyncio.run(routerstats.read(cfg)) is not None, 60,
+        services.wait_for(lambda: asyncio.run(router_poll.read(cfg)) is not None, 60,
                           "snmpd in the router namespace", proc, d / "snmpd.log")
         return cfg
 

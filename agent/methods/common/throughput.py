@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass, field
 
 from agent.methods.base import LinkBinding
-from agent.methods.common import linkstats
+from agent.methods.common import linkstats, router_poll
 from agent.methods.common import router as routerstats
 from agent.methods.common.guard import MeasureError
 from agent.methods.common.icmp import Pinger, ping_series
@@ -119,7 +119,7 @@ class CounterWindow:
     end: linkstats.Counters | None = None
     router: routerstats.RouterCounters | None = None
     router_span: tuple[routerstats.Reading, routerstats.Reading] | None = None
-    _poller: routerstats.Poller | None = None
+    _poller: router_poll.Poller | None = None
     _closed_at: float | None = None
 
     def mark_start(self) -> None:
@@ -129,7 +129,7 @@ class CounterWindow:
         if self.router is not None:
             if self._poller is not None:  # a retried transfer opens its window again
                 self._poller.cancel()
-            self._poller = routerstats.Poller(self.router)
+            self._poller = router_poll.Poller(self.router)
             self._poller.start()
 
     def mark_end(self) -> None:

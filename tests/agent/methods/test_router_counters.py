@@ -15,6 +15,7 @@ import pytest
 from agent import config
 from agent.methods.base import LinkBinding, Method, MethodContext
 from agent.methods.common import router as routerstats
+from agent.methods.common import router_poll
 from agent.methods.iperf3 import Iperf3Method
 from agent.runtime import Runtime, interface_mbps
 from devstack import netns
@@ -50,7 +51,7 @@ def quiet(lab: RouterLab) -> Iterator[RouterLab]:
 
 
 def line_mbps(cfg: routerstats.RouterCounters) -> float:
-    return asyncio.run(routerstats.line_mbps(cfg)) or 0.0
+    return asyncio.run(router_poll.line_mbps(cfg)) or 0.0
 
 
 def wait_line(cfg: routerstats.RouterCounters, busy: bool) -> None:
