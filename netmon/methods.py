@@ -209,6 +209,9 @@ class DeviceOptions(BaseModel):
         None, gt=0, le=100_000, description="upload ceiling (default: the download one)")
     device_ceiling_share: float = Field(
         0.9, gt=0, le=1, description="flag at_device_ceiling at this share of the ceiling")
+    cpu_bound_pct: float = Field(
+        90.0, gt=0, le=100,
+        description="flag cpu_bound when the measuring thread used this much CPU")
 
 
 def _http_base_url(value: str) -> str:

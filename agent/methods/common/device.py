@@ -11,6 +11,12 @@ string such as ``Raspberry Pi 4 Model B Rev 1.4``) or a configured override; the
 from :data:`BOARD_CEILINGS` (sources in ``docs/methods.md``) or a configured override
 (a Cat 4 USB modem: 150 down, 50 up). A model that cannot be read or is not in the table
 gives no ceiling at all: never a guess.
+
+The measuring process itself can be the limit: the http engine runs in one thread, and
+TLS on a Pi 4 (no AES instructions) saturates a core near 550 Mb/s. The thread's CPU time
+over the transfer's wall time is ``cpu_pct``; at ``cpu_bound_pct`` the result is flagged
+``cpu_bound``. Either reason also sets ``device_limited``, the flag the bulletin and the
+dashboards count: such a result is a floor of the line's speed, not a measure of it.
 """
 
 from __future__ import annotations
@@ -96,3 +102,25 @@ def add_ceiling(metrics: dict[str, float], ceiling: Ceiling | None, share: float
         if up >= share * ceiling.upload_mbps:
             at = True
     return ("at_device_ceiling",) if at else ()
+
+
+#: The flags that make a result ``device_limited`` (the probe, not the line, set the speed).
+LIMIT_REASONS = ("at_device_ceiling", "cpu_bound")
+
+
+def add_cpu(metrics: dict[str, float], cpu_s: float, elapsed_s: float,
+            bound_pct: float) -> tuple[str, ...]:
+    """Set ``cpu_pct`` (the measuring thread's CPU over the transfer, the busiest
+    direction so far) and return ``("cpu_bound",)`` when it reached ``bound_pct``."""
+    if elapsed_s <= 0:
+        return ()
+    pct = min(100.0, round(cpu_s / elapsed_s * 100, 1))
+    metrics["cpu_pct"] = max(pct, metrics.get("cpu_pct", 0.0))
+    return ("cpu_bound",) if pct >= bound_pct else ()
+
+
+def limited(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """``flags`` plus ``device_limited`` when a :data:`LIMIT_REASONS` flag is among them."""
+    if any(f in LIMIT_REASONS for f in flags) and "device_limited" not in flags:
+        return (*flags, "device_limited")
+    return flags

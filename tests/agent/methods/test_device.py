@@ -68,6 +68,7 @@ def test_a_result_at_the_ceiling_is_flagged_and_one_below_is_not(
         m = res.metrics.values()
         assert m["device_ceiling_mbps"] == 300 and m["device_ceiling_upload_mbps"] == 300
         assert ("at_device_ceiling" in res.flags) is flagged, (link.rate_mbit, m)
+        assert ("device_limited" in res.flags) is flagged, (link.rate_mbit, m)
     # Configured: a Cat 4 modem's 50 Mb/s upload is reached on a 71 Mbit/s link, its
     # 150 Mb/s download is not.
     link = server_ns.add_link(71)
@@ -75,7 +76,30 @@ def test_a_result_at_the_ceiling_is_flagged_and_one_below_is_not(
               loaded_latency=False, device_ceiling_mbps=150, device_ceiling_upload_mbps=50)
     assert res.ok, res.error
     assert res.metrics.values()["device_ceiling_mbps"] == 150
-    assert "at_device_ceiling" in res.flags
+    assert "at_device_ceiling" in res.flags and "device_limited" in res.flags
+
+
+def test_cpu_share_of_the_measuring_thread_and_the_cpu_bound_flag(
+        site: Site, server_ns: netns.ServerNamespace) -> None:
+    # The thread's CPU share is measured for real; whether a given machine saturates a
+    # core is not (the machine is shared), so the threshold is moved around the figure.
+    link = server_ns.add_link(150)
+    res = run("http", ctx_for(link), target=site.url(link), duration_s=3, warmup_s=1,
+              direction="download", loaded_latency=False, device_model="QEMU")
+    assert res.ok, res.error
+    pct = res.metrics.values()["cpu_pct"]
+    assert 0 < pct <= 100
+    assert "cpu_bound" not in res.flags or pct >= 90
+    low = run("http", ctx_for(link), target=site.url(link), duration_s=3, warmup_s=1,
+              direction="download", loaded_latency=False, device_model="QEMU",
+              cpu_bound_pct=min(pct, 100) / 100)
+    assert low.ok, low.error
+    assert {"cpu_bound", "device_limited"} <= set(low.flags), low.metrics.values()
+    high = run("http", ctx_for(link), target=site.url(link), duration_s=3, warmup_s=1,
+               direction="download", loaded_latency=False, device_model="QEMU",
+               cpu_bound_pct=100)
+    assert high.ok, high.error
+    assert ("device_limited" in high.flags) is (high.metrics.values()["cpu_pct"] >= 100)
 
 
 def test_unknown_model_records_no_ceiling(site: Site, server_ns: netns.ServerNamespace,
