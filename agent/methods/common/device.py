@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from netmon.methods import DeviceOptions
 
@@ -64,6 +65,37 @@ def board_ceiling(model: str) -> tuple[float, float] | None:
         if pattern.search(model):
             return down, up
     return None
+
+
+SYS_NET = Path("/sys/class/net")
+#: TCP payload per Ethernet line-rate bit at MTU 1500 (1448 of 1538 bytes on the wire).
+GOODPUT_SHARE = 1448 / 1538
+
+
+def negotiated_mbps(interface: str | None, sys_net: Path = SYS_NET) -> float | None:
+    """The interface's negotiated link speed (sysfs ``speed``, Mb/s); None when the
+    driver does not know it (``-1``, an error: Wi-Fi, loopback, a link that is down)."""
+    if not interface:
+        return None
+    try:
+        speed = int((sys_net / interface / "speed").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return float(speed) if speed > 0 else None
+
+
+def with_link_speed(ceiling: Ceiling | None, speed_mbps: float | None) -> Ceiling | None:
+    """A port negotiated below the board's ceiling (a Pi 4 on a 100 Mb/s switch port or a
+    bad cable) is the ceiling: its TCP goodput, ``GOODPUT_SHARE`` of the line rate."""
+    if speed_mbps is None:
+        return ceiling
+    port = round(speed_mbps * GOODPUT_SHARE, 1)
+    if ceiling is None or ceiling.source == "configured":
+        return ceiling if ceiling is not None else Ceiling(port, port, f"link {speed_mbps:g}")
+    if port < ceiling.download_mbps or port < ceiling.upload_mbps:
+        return Ceiling(min(port, ceiling.download_mbps), min(port, ceiling.upload_mbps),
+                       f"{ceiling.source}, link {speed_mbps:g}")
+    return ceiling
 
 
 def ceiling_for(options: DeviceOptions) -> Ceiling | None:

@@ -114,3 +114,25 @@ def test_unknown_model_records_no_ceiling(site: Site, server_ns: netns.ServerNam
         assert res.ok, res.error
         assert "device_ceiling_mbps" not in res.metrics.values()
         assert "at_device_ceiling" not in res.flags
+
+
+def test_negotiated_link_speed_lowers_the_ceiling(tmp_path: Path) -> None:
+    # sysfs as the kernel lays it out: /sys/class/net/<if>/speed, "-1" when unknown
+    for name, text in (("eth0", "100\n"), ("wlan0", "-1\n"), ("gige", "1000\n")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "speed").write_text(text)
+    assert device.negotiated_mbps("eth0", tmp_path) == 100.0
+    assert device.negotiated_mbps("wlan0", tmp_path) is None
+    assert device.negotiated_mbps("absent", tmp_path) is None
+    pi4 = device.Ceiling(940.0, 940.0, "Raspberry Pi 4 Model B Rev 1.4")
+    # A Pi 4 on a 100 Mb/s port: the port's TCP goodput is the ceiling.
+    slow = device.with_link_speed(pi4, device.negotiated_mbps("eth0", tmp_path))
+    assert slow is not None and slow.download_mbps == pytest.approx(94.1, abs=0.1)
+    # At gigabit the board's own figure stands; unknown speed changes nothing.
+    assert device.with_link_speed(pi4, 1000.0) == pi4
+    assert device.with_link_speed(pi4, None) == pi4
+    # A configured ceiling (a modem) wins; an unknown board gets the port's.
+    modem = device.Ceiling(150.0, 50.0, "configured")
+    assert device.with_link_speed(modem, 100.0) == modem
+    port = device.with_link_speed(None, 1000.0)
+    assert port is not None and port.download_mbps == pytest.approx(941.5, abs=0.1)
