@@ -112,6 +112,9 @@ class Reading:
     tx_bytes: int
     at: float  # time.monotonic() when read
     modulus: int  # the counters wrap at this value
+    #: The probe's own interface counters at the same moment (rx, tx), when watched: the
+    #: line's bytes minus these are the other users' (``router_poll.Poller``).
+    local: tuple[int, int] | None = None
 
 
 def delta(start: int, end: int, modulus: int) -> int:

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import weakref
 
+from agent.methods.common import linkstats
 from agent.methods.common.router import (
     CounterSource,
     Reading,
@@ -60,11 +62,14 @@ class Poller:
     Routers refresh their counters every few seconds (snmpd every 3 s), so a reading can
     be stale by that much. Only readings at which a counter moved are kept: such a
     reading is fresh to within one poll, so the span between the first and last of them
-    is the one over which the line's bytes are known.
+    is the one over which the line's bytes are known. With ``interface``, each reading
+    also carries the probe's own counters read around the query (their mean), so the
+    test's own bytes over exactly that span can be subtracted.
     """
 
-    def __init__(self, cfg: RouterCounters) -> None:
+    def __init__(self, cfg: RouterCounters, interface: str | None = None) -> None:
         self.cfg = cfg
+        self.interface = interface
         self.read_any = False  # at least one reading succeeded
         self.changes: list[Reading] = []
         self._task: asyncio.Task[None] | None = None
@@ -77,7 +82,13 @@ class Poller:
         prev: Reading | None = None
         warned = False
         while True:
+            before = linkstats.read_counters(self.interface) if self.interface else None
             got = await read(self.cfg, quiet=warned)
+            after = linkstats.read_counters(self.interface) if self.interface else None
+            if got is not None and before is not None and after is not None:
+                got = dataclasses.replace(got, local=(
+                    (before.rx_bytes + after.rx_bytes) // 2,
+                    (before.tx_bytes + after.tx_bytes) // 2))
             warned = warned or got is None
             if got is not None:
                 self.read_any = True

@@ -129,7 +129,7 @@ class CounterWindow:
         if self.router is not None:
             if self._poller is not None:  # a retried transfer opens its window again
                 self._poller.cancel()
-            self._poller = router_poll.Poller(self.router)
+            self._poller = router_poll.Poller(self.router, self.interface)
             self._poller.start()
 
     def mark_end(self) -> None:
@@ -158,10 +158,16 @@ class CounterWindow:
             moved = routerstats.delta(*got, rs.modulus)
             # The router's window is its own (two queries' midpoints), not the test's.
             span = max(re_.at - rs.at, 1e-3)
-            own = test_bytes / seconds * span if seconds > 0 else 0.0
-            factor = linkstats.wire_factor(
-                linkstats.mtu(self.interface) if self.interface else 1500, ipv6)
-            mbps = linkstats.cross_traffic_mbps(moved, own, span, factor)
+            if rs.local is not None and re_.local is not None:
+                # What the probe itself moved over the same span, framing included.
+                side = 0 if direction == "download" else 1
+                mbps = linkstats.cross_traffic_mbps(
+                    moved, re_.local[side] - rs.local[side], span, 1.0)
+            else:  # no interface to read: the test's mean rate over the span
+                own = test_bytes / seconds * span if seconds > 0 else 0.0
+                factor = linkstats.wire_factor(
+                    linkstats.mtu(self.interface) if self.interface else 1500, ipv6)
+                mbps = linkstats.cross_traffic_mbps(moved, own, span, factor)
             flags: tuple[str, ...] = ("router_counters",)
             if mbps > share * test_mbps:
                 flags = ("cross_traffic", *flags)
