@@ -85,13 +85,13 @@ def negotiated_mbps(interface: str | None, sys_net: Path = SYS_NET) -> float | N
 
 
 def with_link_speed(ceiling: Ceiling | None, speed_mbps: float | None) -> Ceiling | None:
-    """A port negotiated below the board's ceiling (a Pi 4 on a 100 Mb/s switch port or a
-    bad cable) is the ceiling: its TCP goodput, ``GOODPUT_SHARE`` of the line rate."""
-    if speed_mbps is None:
+    """A port negotiated below a known board's ceiling (a Pi 4 on a 100 Mb/s switch port
+    or a bad cable) is the ceiling: its TCP goodput, ``GOODPUT_SHARE`` of the line rate."""
+    if speed_mbps is None or ceiling is None or ceiling.source == "configured":
+        # An unknown board stays without a ceiling: virtual and some USB adapters report
+        # speeds (a veth says 10000) that bound nothing.
         return ceiling
     port = round(speed_mbps * GOODPUT_SHARE, 1)
-    if ceiling is None or ceiling.source == "configured":
-        return ceiling if ceiling is not None else Ceiling(port, port, f"link {speed_mbps:g}")
     if port < ceiling.download_mbps or port < ceiling.upload_mbps:
         return Ceiling(min(port, ceiling.download_mbps), min(port, ceiling.upload_mbps),
                        f"{ceiling.source}, link {speed_mbps:g}")
