@@ -136,3 +136,24 @@ def test_negotiated_link_speed_lowers_the_ceiling(tmp_path: Path) -> None:
     modem = device.Ceiling(150.0, 50.0, "configured")
     assert device.with_link_speed(modem, 100.0) == modem
     assert device.with_link_speed(None, 1000.0) is None
+
+
+def test_iperf3_result_above_a_configured_ceiling_is_device_limited(
+        server_ns: netns.ServerNamespace, tmp_path: Path) -> None:
+    # The reference method too: a Cat 4 modem's 50 Mb/s upload ceiling on a 71 Mbit/s link.
+    from devstack import services
+
+    link = server_ns.add_link(71)
+    iperf = services.start_iperf3(tmp_path / "iperf3", host=link.server_ip,
+                                  netns=server_ns.name)
+    try:
+        res = run("iperf3", ctx_for(link), target=link.server_ip, port=iperf.port,
+                  duration_s=3, omit_s=1, loaded_latency=False, device_ceiling_mbps=150,
+                  device_ceiling_upload_mbps=50)
+    finally:
+        iperf.stop()
+    assert res.ok, res.error
+    m = res.metrics.values()
+    assert m["device_ceiling_mbps"] == 150 and m["device_ceiling_upload_mbps"] == 50
+    assert 0 <= m["cpu_pct"] <= 100  # iperf3's own CPU report
+    assert {"at_device_ceiling", "device_limited"} <= set(res.flags), m
