@@ -38,6 +38,8 @@ from pydantic_settings import BaseSettings
 
 from agent.enroll import EnrollmentSettings, identity_overlay
 from agent.methods.base import LinkBinding
+from agent.methods.common.radio import ModemConfig
+from agent.methods.common.router import RouterCounters
 from agent.remote_config import RemoteConfigSettings
 from agent.update import UpdateSettings
 from netmon.contract import (
@@ -75,6 +77,12 @@ class LinkConfig(_Section):
         5.0, ge=0, lt=100,
         description="share of the budget kept for latency tests: throughput tests stop "
                     "when only this much is left")
+    router: RouterCounters | None = Field(
+        None, description="read the line's counters at the office router (SNMP or UPnP "
+                          "IGD) for busy-line deferral and cross-traffic")
+    modem: ModemConfig | None = Field(
+        None, description="a ModemManager modem: its radio context (access technology, "
+                          "signal, band, operator, cell) goes with each throughput result")
 
     @field_validator("source_address")
     @classmethod
@@ -86,7 +94,8 @@ class LinkConfig(_Section):
     def binding(self, name: str) -> LinkBinding:
         """The method-facing view of this link."""
         return LinkBinding(name=name, access=self.access, isp=self.isp,
-                           interface=self.interface, source_address=self.source_address)
+                           interface=self.interface, source_address=self.source_address,
+                           router=self.router, modem=self.modem)
 
 
 # --------------------------------------------------------------------------- broker etc.
@@ -241,6 +250,9 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
     if check_files:
         problems += preflight(cfg)
         problems += cfg.broker.file_problems()
+        for name, link in cfg.links.items():
+            if link.router is not None:
+                problems += link.router.problems(f"links.{name}.router")
         remote_files = getattr(cfg.remote_config, "file_problems", None)
         if remote_files is not None:
             problems += remote_files()

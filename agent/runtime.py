@@ -40,7 +40,7 @@ from agent.clock import Clock, ClockState, clock_state
 from agent.config import AgentConfig
 from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
-from agent.methods.common import linkstats
+from agent.methods.common import linkstats, radio, router_poll
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
@@ -49,6 +49,7 @@ from netmon import __version__
 from netmon.contract import (
     EXIT_RESTART,
     LinkStatus,
+    Metrics,
     ResultMessage,
     StatusMessage,
     Topics,
@@ -115,6 +116,16 @@ async def interface_mbps(iface: str, seconds: float) -> float | None:
     elapsed = max(time.monotonic() - t0, 1e-3)
     return max(second.rx_bytes - first.rx_bytes,
                second.tx_bytes - first.tx_bytes) * 8 / elapsed / 1e6
+
+
+def with_radio(results: list[ResultMessage], metrics: dict[str, float]
+               ) -> list[ResultMessage]:
+    """``results`` carrying the link's radio context (read just after the test, on the
+    cell that served it), failed ones too: a failure on weak signal says something."""
+    if not metrics:
+        return results
+    return [r.model_copy(update={"metrics": Metrics(**(r.metrics.values() | metrics))})
+            for r in results]
 
 
 class Runtime:
@@ -226,13 +237,20 @@ class Runtime:
         """Seconds to postpone a throughput test because the link's interface already
         carries more than ``defer_when_busy_mbps`` (users' traffic would both disturb the
         measurement and be disturbed by it); None to run now. After ``defer_max``
-        postponements in a row the test runs anyway (flagged by the method if busy)."""
+        postponements in a row the test runs anyway (flagged by the method if busy).
+        A link with a router counter source is judged by the router's counters (the
+        office's users), falling back to the interface when the router does not answer."""
         spec = job.spec
-        iface = self.bindings[job.link].interface
-        if (spec.kind != "throughput" or spec.defer_when_busy_mbps is None or not iface
-                or job.deferrals >= spec.defer_max):
+        binding = self.bindings[job.link]
+        iface = binding.interface
+        if (spec.kind != "throughput" or spec.defer_when_busy_mbps is None
+                or not (iface or binding.router) or job.deferrals >= spec.defer_max):
             return None
-        mbps = await interface_mbps(iface, BUSY_SAMPLE_S)
+        mbps = None
+        if binding.router is not None:
+            mbps = await router_poll.line_mbps(binding.router)
+        if mbps is None and iface:
+            mbps = await interface_mbps(iface, BUSY_SAMPLE_S)
         if mbps is None or mbps <= spec.defer_when_busy_mbps:
             return None
         log.info("%s on %s postponed %g s: line busy (%.1f Mb/s > %g)", job.test, job.link,
@@ -265,6 +283,9 @@ class Runtime:
             log.exception("method %s crashed", spec.method)
             results = [make_result(ctx, spec.method, target, started, time.monotonic() - t0,
                                    error=("internal", f"{type(exc).__name__}: {exc}"))]
+        modem = self.bindings[link].modem
+        if modem is not None and spec.kind == "throughput":
+            results = with_radio(results, await radio.read(modem))
         if flags:  # a method that forgot the context's flags still gets them
             results = [r if set(flags) <= set(r.flags) else
                        r.model_copy(update={"flags": tuple(dict.fromkeys(r.flags + flags))})

@@ -143,6 +143,11 @@ class ErrorInfo(_Strict):
     message: Annotated[str, StringConstraints(max_length=2000)]
 
 
+#: The metrics that may be negative (radio levels in dBm/dB); bounded by their fields.
+SIGNED_METRICS = frozenset({"radio_rssi_dbm", "radio_rsrp_dbm", "radio_rsrq_db",
+                            "radio_sinr_db"})
+
+
 class Metrics(BaseModel):
     """Numbers a test measured. Known keys are typed; extra keys are allowed if numeric,
     finite and non-negative (never a boolean), and are documented in ``docs/protocol.md``.
@@ -167,6 +172,12 @@ class Metrics(BaseModel):
     retransmits: Num | None = Field(None, ge=0)
     samples: Num | None = Field(None, ge=0)
     bytes: Num | None = Field(None, ge=0, description="bytes the test moved (data budget)")
+    # Radio context of a mobile link (agent/methods/common/radio.py): dBm and dB are
+    # signed, so these are the only metrics that may be negative (SIGNED_METRICS).
+    radio_rssi_dbm: Num | None = Field(None, ge=-140, le=0)
+    radio_rsrp_dbm: Num | None = Field(None, ge=-160, le=0)
+    radio_rsrq_db: Num | None = Field(None, ge=-40, le=20)
+    radio_sinr_db: Num | None = Field(None, ge=-30, le=60)
 
     @model_validator(mode="before")
     @classmethod
@@ -186,7 +197,7 @@ class Metrics(BaseModel):
                 raise ValueError(f"metric {key!r} is too large (more than 2**53)")
             if not math.isfinite(value):
                 raise ValueError(f"metric {key!r} is not finite ({value})")
-            if value < 0:
+            if value < 0 and key not in SIGNED_METRICS:
                 raise ValueError(f"metric {key!r} is negative ({value})")
             if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
                 raise ValueError(f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")

@@ -141,7 +141,29 @@ class LatencyOptions(MethodOptions):
 # --------------------------------------------------------------------------- throughput
 
 
-class Iperf3Options(ThroughputOptions):
+class DeviceOptions(BaseModel):
+    """Keys naming the probe's own throughput ceiling (``agent/methods/common/device.py``):
+    the board model is read from ``device_model_file`` unless ``device_model`` overrides
+    it; ``device_ceiling_mbps`` (e.g. 150 for a Cat 4 USB modem) overrides the table."""
+
+    device_model_file: Annotated[str, LOCAL] = Field(
+        "/proc/device-tree/model", min_length=1,
+        description="file holding the board model (the device tree's model string)")
+    device_model: str | None = Field(
+        None, min_length=1, max_length=200,
+        description="board model, instead of reading device_model_file")
+    device_ceiling_mbps: float | None = Field(
+        None, gt=0, le=100_000, description="download ceiling of this device/link, Mb/s")
+    device_ceiling_upload_mbps: float | None = Field(
+        None, gt=0, le=100_000, description="upload ceiling (default: the download one)")
+    device_ceiling_share: float = Field(
+        0.9, gt=0, le=1, description="flag at_device_ceiling at this share of the ceiling")
+    cpu_bound_pct: float = Field(
+        90.0, gt=0, le=100,
+        description="flag cpu_bound when the measuring thread used this much CPU")
+
+
+class Iperf3Options(ThroughputOptions, DeviceOptions):
     """``[tests.<name>]`` keys for ``method = "iperf3"``; ``target`` is ``host[:port]``."""
 
     direction: Literal["download", "upload", "both"] = "both"
@@ -190,25 +212,6 @@ class SpeedtestOptions(ThroughputOptions):
             raise ValueError(f'target must be "{SPEEDTEST_NET}" or the http(s):// URL of a '
                              "self-hosted server's upload.php")
         return value
-
-
-class DeviceOptions(BaseModel):
-    """Keys naming the probe's own throughput ceiling (``agent/methods/common/device.py``):
-    the board model is read from ``device_model_file`` unless ``device_model`` overrides
-    it; ``device_ceiling_mbps`` (e.g. 150 for a Cat 4 USB modem) overrides the table."""
-
-    device_model_file: Annotated[str, LOCAL] = Field(
-        "/proc/device-tree/model", min_length=1,
-        description="file holding the board model (the device tree's model string)")
-    device_model: str | None = Field(
-        None, min_length=1, max_length=200,
-        description="board model, instead of reading device_model_file")
-    device_ceiling_mbps: float | None = Field(
-        None, gt=0, le=100_000, description="download ceiling of this device/link, Mb/s")
-    device_ceiling_upload_mbps: float | None = Field(
-        None, gt=0, le=100_000, description="upload ceiling (default: the download one)")
-    device_ceiling_share: float = Field(
-        0.9, gt=0, le=1, description="flag at_device_ceiling at this share of the ceiling")
 
 
 def _http_base_url(value: str) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import ClassVar, Protocol, TypeVar
 
+from agent.methods.common.radio import ModemConfig
+from agent.methods.common.router import RouterCounters
 from netmon.contract import Access, ErrorCode, ErrorInfo, Metrics, ResultMessage
 from netmon.contract import Method as MethodName
 from netmon.methods import Declaration, MethodOptions
@@ -27,6 +29,8 @@ class LinkBinding:
     isp: str
     interface: str | None = None  # SO_BINDTODEVICE / iperf3 --bind-dev
     source_address: str | None = None  # bind() before connect
+    router: RouterCounters | None = None  # the line's counters at the office router
+    modem: ModemConfig | None = None  # ModemManager modem giving radio context
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """``http``: multi-stream HTTP(S) download/upload against a measurement server (our nginx,
 or a LibreSpeed server's ``garbage`` / ``empty`` endpoints). See ``common/httpengine.py``;
 ``https://`` targets use TLS with the certificate verified (``common/tls.py``). Every
-result carries the device's ceiling when it is known (``common/device.py``)."""
+result carries the device's ceiling when it is known and the measuring thread's CPU share;
+either limit reached flags it ``device_limited`` (``common/device.py``)."""
 
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class HttpMethod:
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
             total = 0
             for direction in directions(options.direction):
-                window = CounterWindow(iface)
+                window = CounterWindow(iface, router=ctx.link.router)
                 cfg = EngineConfig(
                     host=host, port=port, link=ctx.link, direction=direction,  # type: ignore[arg-type]
                     path=options.download_path if direction == "download" else options.upload_path,
@@ -53,6 +54,7 @@ class HttpMethod:
                     ping_host=ping_host if options.loaded_latency else None,
                     ping_interval_s=options.latency_interval_s, ssl_context=ssl_context)
                 res = await transfer(cfg, counters=functools.partial(_mark, window))
+                await window.settle()
                 total += res.total_bytes
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
                     err = res.errors[0] if res.errors else MeasureError(
@@ -62,12 +64,17 @@ class HttpMethod:
                 suffix = "" if direction == "download" else "_upload"
                 metrics[f"streams{suffix}"] = float(res.streams_ok)
                 metrics[f"cpu{suffix}_s"] = round(res.cpu_s, 4)
+                flags += device.add_cpu(metrics, res.cpu_s, res.elapsed_s, options.cpu_bound_pct)
                 flags += add_direction(metrics, direction, res.goodput_mbps, res.loaded_rtts,
                                        window, res.steady_bytes, res.steady_s, res.ipv6,
                                        options.cross_traffic_share)
             metrics["bytes"] = float(total)
-            flags += device.add_ceiling(metrics, device.ceiling_for(options),
-                                        options.device_ceiling_share)
+            speed = device.negotiated_mbps(iface)
+            if speed is not None:
+                metrics["link_speed_mbps"] = speed
+            flags += device.add_ceiling(metrics, device.with_link_speed(
+                device.ceiling_for(options), speed), options.device_ceiling_share)
+            flags = device.limited(tuple(dict.fromkeys(flags)))
             return [make_result(ctx, HTTP.name, options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]
         return await guarded(ctx, HTTP.name, options.target, options.timeout_s, body)

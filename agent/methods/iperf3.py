@@ -15,7 +15,7 @@ import time
 from typing import Any, ClassVar
 
 from agent.methods.base import MethodContext, make_result
-from agent.methods.common import linkstats
+from agent.methods.common import device, linkstats
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.net import resolve, target_host_port
 from agent.methods.common.proc import run_tool
@@ -69,6 +69,10 @@ def parse_report(doc: dict[str, Any], reverse: bool) -> dict[str, float]:
         "seconds": float(sum((iv.get("sum") or {}).get("seconds", 0)
                              for iv in doc.get("intervals") or [])),
     }
+    cpu = (end.get("cpu_utilization_percent") or {}).get("host_total")
+    if isinstance(cpu, int | float) and cpu >= 0:
+        # iperf3's own process (user+sys over the test): the probe's measuring CPU.
+        out["cpu_pct"] = float(cpu)
     sender_streams = (end.get("streams") or []) if not reverse else \
         ((doc.get("server_output_json") or {}).get("end") or {}).get("streams") or []
     rtts = [s["sender"]["mean_rtt"] for s in sender_streams
@@ -158,19 +162,29 @@ class Iperf3Method:
             iface = linkstats.interface_for(ctx.link.interface, ctx.link.source_address, addr[0])
             total = 0.0
             for direction in directions(options.direction):
-                window = CounterWindow(iface)
+                window = CounterWindow(iface, router=ctx.link.router)
                 rep, loaded, wall = await self._one(ctx, options, addr[0], hp.port,
                                                     direction == "download", window, ping_host)
+                await window.settle()
                 suffix = "" if direction == "download" else "_upload"
                 metrics[f"retransmits{suffix}"] = rep["retransmits"]
                 for key in ("rtt_ms", "rtt_min_ms", "rtt_max_ms"):
                     if key in rep and key not in metrics:
                         metrics[key] = round(rep[key], 3)
                 total += rep["all_bytes"]
+                if "cpu_pct" in rep:
+                    flags += device.add_cpu(metrics, rep["cpu_pct"] / 100, 1.0,
+                                            options.cpu_bound_pct)
                 flags += add_direction(metrics, direction, rep["mbps"], loaded, window,
                                        rep["all_bytes"], wall, ":" in addr[0],
                                        options.cross_traffic_share)
             metrics["bytes"] = total
+            speed = device.negotiated_mbps(iface)
+            if speed is not None:
+                metrics["link_speed_mbps"] = speed
+            flags += device.add_ceiling(metrics, device.with_link_speed(
+                device.ceiling_for(options), speed), options.device_ceiling_share)
+            flags = device.limited(tuple(dict.fromkeys(flags)))
             return [make_result(ctx, IPERF3.name, options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]
         return await guarded(ctx, IPERF3.name, options.target, options.timeout_s, body)

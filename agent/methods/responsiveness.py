@@ -258,6 +258,8 @@ class ResponsivenessMethod:
             flags = device.add_ceiling(metrics, device.ceiling_for(options),
                                        options.device_ceiling_share,
                                        measured={options.direction: res.goodput_mbps})
+            flags = device.limited(flags + device.add_cpu(metrics, res.cpu_s, res.elapsed_s,
+                                                          options.cpu_bound_pct))
             return [make_result(ctx, RESPONSIVENESS.name, options.target, started,
                                 time.monotonic() - t0, metrics, flags=flags)]
         return await guarded(ctx, RESPONSIVENESS.name, options.target, options.timeout_s,

@@ -5,8 +5,10 @@ For each rate a fresh namespace gets a shaped veth, an iperf3 server and the mea
 nginx. Per repeat and direction: iperf3 (the reference), our ``http`` engine, the
 ``speedtest`` method, and the unmodified speedtest-cli command-line tool (pointed at the
 same self-hosted server via ``http_proxy``, so nothing reaches speedtest.net), then iperf3
-again. Expected = mean of the two iperf3 runs around the method. CPU-seconds per GB is
-the measuring process's CPU (user+sys) per 10^9 bytes moved.
+again. ``https`` is the ``http`` engine over TLS to the same nginx (a throwaway CA made
+by ``measurement_server.make_pki``, the certificate verified). Expected = mean of the
+two iperf3 runs around the method. CPU-seconds per GB is the measuring process's CPU
+(user+sys) per 10^9 bytes moved.
 
 Needs root (namespaces, tc). Usage: see benchmarks/accuracy/README.md.
 """
@@ -34,6 +36,7 @@ from agent.methods.registry import get
 from devstack import measurement_server, netns, services
 
 PORT = 8080
+TLS_PORT = 8443
 
 
 def cpu(who: int) -> float:
@@ -85,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="comma-separated tbf rates in Mbit/s (default 71,150,1000)")
     parser.add_argument("--duration", type=int, default=4, help="seconds per run (default 4)")
     parser.add_argument("--repeat", type=int, default=1, help="repeats per rate (default 1)")
-    parser.add_argument("--methods", default="http,speedtest,speedtest-cli",
+    parser.add_argument("--methods", default="http,https,speedtest,speedtest-cli",
                         help="methods to compare with iperf3")
     parser.add_argument("--json", action="store_true", help="print rows as JSON")
     args = parser.parse_args(argv)
@@ -104,11 +107,14 @@ def main(argv: list[str] | None = None) -> int:
             log = open(work / f"iperf3-{rate:g}.log", "wb")  # noqa: SIM115
             ns.spawn([services.require_binary("iperf3"), "-s", "-p", "5201"], stdout=log,
                      stderr=subprocess.STDOUT)
+            pki = measurement_server.make_pki(work / f"pki-{rate:g}", [link.server_ip])
             nginx = measurement_server.start(work / f"nginx-{rate:g}", host=link.server_ip,
                                              port=PORT, netns=ns.name,
-                                             speedtest_length_s=args.duration)
+                                             speedtest_length_s=args.duration,
+                                             tls=pki, tls_port=TLS_PORT)
             time.sleep(0.3)
             base = f"http://{link.server_ip}:{PORT}"
+            tls_base = f"https://{link.server_ip}:{TLS_PORT}"
             ctx = MethodContext("bench-probe", "bench",
                                 LinkBinding("bench", "fixed", "bench", interface=link.host_if))
             common = {"loaded_latency": False}
@@ -118,10 +124,12 @@ def main(argv: list[str] | None = None) -> int:
 
                     for method in methods:
                         before, ref_cpu, ref_bytes = ref(ctx, link, direction, args.duration)
-                        if method == "http":
-                            m, used = run_method("http", ctx, target=base, direction=direction,
+                        if method in ("http", "https"):
+                            tls = {"ca_file": str(pki.ca)} if method == "https" else {}
+                            m, used = run_method("http", ctx, direction=direction,
+                                                 target=tls_base if tls else base,
                                                  duration_s=args.duration + 1, warmup_s=1,
-                                                 **common)
+                                                 **common, **tls)
                         elif method == "speedtest":
                             m, used = run_method("speedtest", ctx,
                                                  target=f"{base}/speedtest/upload.php",

@@ -6,6 +6,9 @@ tests of each group. Exclusions, applied the same way everywhere:
 - failed tests (``status=error``) are counted per group, never averaged in;
 - tests flagged ``cross_traffic`` (the line was busy with other traffic) are counted and
   excluded, so a busy office line is not mistaken for a slow network;
+- valid tests flagged ``device_limited`` (the probe's port, modem or CPU set the speed)
+  stay in the figures but are counted: they cannot verify a plan above the probe's
+  ceiling, and the methodology says how many there were;
 - a group with fewer valid tests than ``bulletin.min_tests``, or fewer probe-days
   (distinct probe x local day with a valid test) than ``bulletin.min_probe_days``, is
   "insufficient data": its figures are shown in the CSV but it is not rated.
@@ -159,6 +162,7 @@ class Totals:
     valid: int = 0
     failed: int = 0
     cross_traffic: int = 0
+    device_limited: int = 0
     probes: int = 0
     lines: int = 0
     communes: int = 0
@@ -380,6 +384,15 @@ def _unit_rows(ctx: _Ctx, units: UnitMap, registered: dict[str, set[str]],
     return _worst_first(rows, lambda r: r.commune)
 
 
+def device_limited_count(tput: Tests, valid: NDArray[np.bool_]) -> int:
+    """Valid tests whose speed the probe set (``device_limited`` field 1; older points
+    without the field count as not limited)."""
+    flag = tput.values.get("device_limited")
+    if flag is None:
+        return 0
+    return int(np.count_nonzero(valid & (np.nan_to_num(flag, nan=0.0) > 0)))
+
+
 def build_report(month: Month, lines: Lines, tput: Tests, lat: Tests, lat_lines: Lines,
                  ipv6: list[CommuneCount], reach: list[CommuneCount],
                  trend: list[TrendPoint], settings: BulletinSettings, targets: Targets,
@@ -408,7 +421,8 @@ def build_report(month: Month, lines: Lines, tput: Tests, lat: Tests, lat_lines:
         probes=len(set(a["probe"])), lines=len(lines),
         communes=len({c for c, n in zip(a["commune_code"], a["commune"], strict=True)
                       if c or n}),
-        districts=len(set(a["district"])), latency_results=lat.size)
+        districts=len(set(a["district"])), latency_results=lat.size,
+        device_limited=device_limited_count(tput, valid_all))
     rep = Report(month=month, province=settings.province, generated_at=now, min_tests=mt,
                  peak=(settings.peak_start_hour, settings.peak_end_hour), targets=targets,
                  totals=totals, trend=trend, min_probe_days=mpd, legacy=legacy,

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
     from collector.core.units import UnitMap
 
 THROUGHPUT_FIELDS: tuple[str, ...] = ("download_mbps", "upload_mbps", "loaded_rtt_ms",
-                                      "idle_rtt_ms")
+                                      "idle_rtt_ms", "device_limited")
 LATENCY_FIELDS: tuple[str, ...] = ("rtt_ms", "jitter_ms", "loss_pct")
 #: Tags read to identify one line (a probe's link) and where it stands.
 LINE_TAGS: tuple[str, ...] = ("probe", "link", "access", "isp", "commune_code", "commune",

@@ -219,6 +219,18 @@ STRINGS: dict[str, tuple[str, str]] = {
                   "line was busy with other traffic) are left out so a busy line is not taken "
                   "for a slow network. Groups with fewer than {min_tests} valid tests are not "
                   "rated."),
+    "meth_device": ("Giới hạn của thiết bị đo: {limited} phép đo tốc độ hợp lệ đạt trần của "
+                    "chính điểm đo (cổng mạng của Raspberry Pi, modem USB) hoặc làm bão hoà "
+                    "CPU của nó; các phép đo này vẫn được tính nhưng không thể xác nhận gói "
+                    "cước cao hơn trần của thiết bị. Phép đo HTTP dùng TLS (https, có kiểm tra "
+                    "chứng chỉ) như Speedtest, i-Speed và ndt7, để nhà mạng không thể xử lý "
+                    "lưu lượng đo khác với lưu lượng của người dùng.",
+                    "Probe limits: {limited} valid speed tests reached the probe's own "
+                    "ceiling (the Raspberry Pi's network port, a USB modem) or saturated its "
+                    "CPU; they are counted but cannot verify a plan above the device's "
+                    "ceiling. HTTP tests run over TLS (https, certificate verified) like "
+                    "Speedtest, i-Speed and ndt7, so an ISP cannot treat test traffic "
+                    "differently from its users' traffic."),
     "meth_avail": ("Mức độ hoạt động: số phép đo đã về chia cho số phép đo theo lịch của "
                    "từng đường truyền (điểm đo tự báo số lần đo mỗi ngày; đường truyền chưa "
                    "từng báo: {per_day} phép đo tốc độ mỗi ngày), từ ngày đường truyền bắt "

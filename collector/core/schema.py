@@ -41,7 +41,8 @@ RESULT_TAGS = ("access", "commune", "commune_code", "district", "error_code", "i
                "method", "probe", "site_type", "status", "target")
 #: Non-metric fields of ``results``; a metric may not use these names.
 RESERVED_RESULT_FIELDS = frozenset({"duration_s", "latitude", "longitude", "result_id",
-                                    "site_name", "cross_traffic", "local_hour", "flags",
+                                    "site_name", "cross_traffic", "device_limited",
+                                    "local_hour", "flags",
                                     "error_message", "agent_version"})
 #: Names a metric may not take: every tag key and non-metric field of ``results``.
 RESERVED_METRIC_NAMES = frozenset(RESULT_TAGS) | RESERVED_RESULT_FIELDS
@@ -209,6 +210,9 @@ def result_line(msg: ResultMessage, site: Site) -> str:
     fields["result_id"] = str(msg.id)
     fields["site_name"] = site.name
     fields["cross_traffic"] = 1.0 if "cross_traffic" in msg.flags else 0.0
+    # The probe (its port, modem or CPU), not the line, set this speed: the bulletin counts
+    # these apart (a number, like cross_traffic: the flags string cannot be summed).
+    fields["device_limited"] = 1.0 if "device_limited" in msg.flags else 0.0
     # InfluxQL 1.x has no hour-of-day function: peak-hour panels filter on this field.
     fields["local_hour"] = float(msg.started_at.astimezone(VIETNAM).hour)
     if msg.flags:

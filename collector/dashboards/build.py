@@ -415,6 +415,7 @@ class Builder:
             description=self.tr("p.loaded.desc"), unit="ms", min=0,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
+        self._limits(lay)
         lay.row(self.tr("row.readiness"))
         for key, method, metric, pct in (
                 ("ipv6", contract.IPV6_METHOD, Q.IPV6_METRIC, "ipv6_ready_pct"),
@@ -434,6 +435,25 @@ class Builder:
                            Override("byName", n["tests"], (("unit", "short"),))],
                 transformations=[_organize(n)], options=_table_options(n[p])))
         return self._dashboard("quality", lay)
+
+    def _limits(self, lay: Layout) -> None:
+        """Tests limited by the probe; mobile download against the radio's RSRP and SINR."""
+        lay.row(self.tr("row.limits"))
+        names = {"limited": self.tr("col.limited"), "access": t("col.access", self.lang)}
+        lay.add(8, 9, lambda g: self.panel(
+            "quality.device_limited", "table", self.tr("p.device_limited"), g,
+            [self.target("A", Q.device_limited_table(), "table")],
+            description=self.tr("p.device_limited.desc"), custom=_TABLE_CUSTOM,
+            transformations=[_organize(names)], options=_table_options(None)))
+        for key, metric, unit in (("rsrp", "radio_rsrp_dbm", "dBm"),
+                                  ("sinr", "radio_sinr_db", "dB")):
+            lay.add(8, 9, lambda g, k=key, m=metric, u=unit: self.panel(
+                f"quality.radio_{k}", "xychart", self.tr(f"p.radio_{k}"), g,
+                [self.target("A", Q.radio_scatter(m), "table")],
+                description=self.tr("p.radio.desc"), unit=u,
+                options={"mapping": "auto", "series": [],
+                         "legend": _TS_OPTIONS["legend"],
+                         "tooltip": {"mode": "single", "sort": "none"}}))
 
     # ------------------------------------------------------------------ probes
 

@@ -60,6 +60,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "row.map": ("Bản đồ và nhà mạng", "Map and ISPs"),
     "row.latency": ("Độ trễ và mất gói", "Latency and loss"),
     "row.readiness": ("IPv6 và TSLCD", "IPv6 and TSLCD"),
+    "row.limits": ("Giới hạn của thiết bị đo và sóng di động",
+                   "Probe limits and mobile radio"),
     "row.fleet": ("Đội điểm đo", "Fleet"),
     # overview panels
     "p.median_dl": ("Trung vị tải xuống – {access}", "Median download – {access}"),
@@ -125,6 +127,23 @@ TEXTS: dict[str, tuple[str, str]] = {
     "p.loaded": ("Độ trễ khi có tải và khi rảnh", "Latency under load and idle"),
     "p.loaded.desc": ("Chênh lệch lớn là dấu hiệu bộ đệm quá lớn (bufferbloat).",
                       "A large gap means oversized buffers (bufferbloat)."),
+    "p.device_limited": ("Phép đo bị giới hạn bởi thiết bị đo",
+                         "Tests limited by the probe"),
+    "p.device_limited.desc": (
+        "Số phép đo tốc độ đạt trần của thiết bị đo (cổng mạng, modem) hoặc CPU bão hoà: "
+        "tốc độ thực của đường truyền có thể cao hơn.",
+        "Speed tests that reached the probe's own ceiling (network port, modem) or a "
+        "saturated CPU: the line may be faster than measured."),
+    "p.radio_rsrp": ("Tốc độ tải xuống di động theo RSRP",
+                     "Mobile download against RSRP"),
+    "p.radio_sinr": ("Tốc độ tải xuống di động theo SINR",
+                     "Mobile download against SINR"),
+    "p.radio.desc": ("Mỗi điểm là một phép đo (modem qua ModemManager): tốc độ thấp khi sóng "
+                     "tốt là dấu hiệu trạm phát quá tải.",
+                     "One point per test (modem via ModemManager): slow results on a good "
+                     "signal point to a congested cell."),
+    "col.limited": ("Bị giới hạn", "Limited"),
+    "col.access": ("Loại truy nhập", "Access"),
     "p.ipv6": ("Mức sẵn sàng IPv6 theo xã/phường", "IPv6 readiness per commune/ward"),
     "p.ipv6.desc": ("Phần trăm phép thử có kết nối IPv6 tới đích (ipv6_reachable).",
                     "Percent of tests that reached the target over IPv6 (ipv6_reachable)."),

@@ -231,6 +231,27 @@ def probe_map(access: str) -> str:
             f"GROUP BY {_group(('probe', *UNIT))}")
 
 
+# ----------------------------------------------------------------- probe and radio limits
+
+#: Results whose speed the probe set, not the line (agent/methods/common/device.py).
+DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
+
+
+def device_limited_table() -> str:
+    """Per access type: throughput tests limited by the probe (its interface's ceiling or
+    a saturated CPU), and all throughput tests, over the time range."""
+    return (f"SELECT count({q('download_mbps')}) AS {q('limited')} FROM {q(RESULTS)} "
+            f"{where(methods(THROUGHPUT_METHODS), OK, DEVICE_LIMITED, *var_filters(), TIME)} "
+            f"GROUP BY {q('access')}")
+
+
+def radio_scatter(x_metric: str) -> str:
+    """Mobile download results next to one radio level, one row per test, the level
+    first (Grafana's XY chart maps the first numeric field to X)."""
+    return (f"SELECT {q(x_metric)}, {q('download_mbps')} FROM {q(RESULTS)} "
+            f"{where(*_throughput('mobile'), f'{q(x_metric)} > -1000', *var_filters(), TIME)}")
+
+
 # ----------------------------------------------------------------- quality
 
 

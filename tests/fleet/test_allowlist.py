@@ -23,7 +23,7 @@ NOT_A_HOST = {
     ("http", "download_path"), ("http", "upload_path"),  # paths on ``target``
     ("icmp", "family"), ("ipv6", "family"),
     # A board model string (e.g. "Raspberry Pi 4 Model B Rev 1.4") looked up in a table.
-    ("http", "device_model"), ("responsiveness", "device_model"),
+    ("http", "device_model"), ("responsiveness", "device_model"), ("iperf3", "device_model"),
     # Paths on ``target``.
     ("responsiveness", "load_path"), ("responsiveness", "upload_path"),
     ("responsiveness", "small_path"),

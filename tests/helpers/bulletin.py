@@ -74,7 +74,8 @@ def local(y: int, mo: int, d: int, h: int, mi: int = 0, s: int = 0) -> datetime:
 
 
 def _msg(site: Site, link: str, method: str, at: datetime, *, metrics: dict[str, float] | None,
-         error: str | None = None, cross: bool = False) -> ResultMessage:
+         error: str | None = None, cross: bool = False,
+         limited: bool = False) -> ResultMessage:
     access, isp = LINKS[link]
     isp = ISP_OVERRIDE.get((site.probe_id, link), isp)
     return ResultMessage(
@@ -82,7 +83,9 @@ def _msg(site: Site, link: str, method: str, at: datetime, *, metrics: dict[str,
         target="speed.hatinh.example" if method != "reachability" else "tslcd-dc",
         started_at=at, duration_s=10.0, metrics=Metrics(**(metrics or {})),
         error=ErrorInfo(code=error, message=f"{error}: tool said so") if error else None,
-        flags=("cross_traffic",) if cross else (), agent_version="1.0.0")
+        flags=(("cross_traffic",) if cross else ()) +
+              (("at_device_ceiling", "device_limited") if limited else ()),
+        agent_version="1.0.0")
 
 
 #: Valid fixed-line download tests per commune in the month; the bulletin's min_tests is 6.
@@ -120,7 +123,8 @@ def october_data_set(seed: int = 568) -> DataSet:
                 ul = round(dl * rnd.uniform(0.3, 0.9), 3)
                 ds.messages.append(_msg(site, link, "iperf3" if i % 2 else "http", at, metrics={
                     "download_mbps": dl, "upload_mbps": ul, "idle_rtt_ms": 8 + i % 5,
-                    "loaded_rtt_ms": 40.0 + 7 * (i % 9)}))
+                    "loaded_rtt_ms": 40.0 + 7 * (i % 9)},
+                    limited=link == "fibre" and i % 4 == 1))  # at the Pi's ceiling
             # Two failed tests and one cross-traffic-flagged (very slow) test per line.
             ds.messages.append(_msg(site, link, "iperf3", local(2026, 10, 5, 20), metrics=None,
                                     error="server_busy"))

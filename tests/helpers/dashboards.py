@@ -112,6 +112,21 @@ class DataSet:
         return next(s for s in SITES if s.probe_id == probe)
 
 
+def _limits_and_radio(access: str, i: int, busy: bool
+                      ) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Issue 19's extras on a throughput result: radio levels on mobile links, and every
+    13th test at the probe's own ceiling (flagged, its speed unchanged)."""
+    extra: dict[str, float] = {}
+    flags: tuple[str, ...] = ("cross_traffic",) if busy else ()
+    if access == "mobile":
+        # from i, not the data set's generator: the other figures stay as they were
+        extra = {"radio_rsrp_dbm": float(-120 + i * 7 % 45),
+                 "radio_sinr_db": float(-3 + i * 5 % 28), "radio_generation": 4.0}
+    if i % 13 == 7:
+        flags += ("at_device_ceiling", "device_limited")
+    return extra, flags
+
+
 def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
     """48 hours of results every 20 minutes per link, statuses every 20 minutes; the
     dead probe's last hour 10 days ago; three days of June 2025."""
@@ -138,13 +153,15 @@ def make_dataset(now: datetime | None = None, seed: int = 6) -> DataSet:
                 if busy:
                     down = round(down * 0.3, 3)
                 up = round(down / 3, 3)
+                extra, flags = _limits_and_radio(access, i, busy)
                 ds.results.append(ResultMessage(
                     method=method, target="mlab-hn", started_at=t,
                     metrics=Metrics(download_mbps=down, upload_mbps=up,
                                     loaded_rtt_ms=round(rng.uniform(40, 90), 2),
                                     idle_rtt_ms=round(rng.uniform(8, 20), 2),
-                                    **({"cross_traffic_mbps": 80.0} if busy else {})),
-                    flags=("cross_traffic",) if busy else (), **common))
+                                    **({"cross_traffic_mbps": 80.0} if busy else {}),
+                                    **extra),
+                    flags=flags, **common))
                 recent = t > now - timedelta(minutes=40)
                 loss = 5.0 if (probe == LOSSY_PROBE and recent) else rng.choice((0.0, 0.0, 1.0))
                 ds.results.append(ResultMessage(

@@ -11,12 +11,19 @@ string such as ``Raspberry Pi 4 Model B Rev 1.4``) or a configured override; the
 from :data:`BOARD_CEILINGS` (sources in ``docs/methods.md``) or a configured override
 (a Cat 4 USB modem: 150 down, 50 up). A model that cannot be read or is not in the table
 gives no ceiling at all: never a guess.
+
+The measuring process itself can be the limit: the http engine runs in one thread, and
+TLS on a Pi 4 (no AES instructions) saturates a core near 550 Mb/s. The thread's CPU time
+over the transfer's wall time is ``cpu_pct``; at ``cpu_bound_pct`` the result is flagged
+``cpu_bound``. Either reason also sets ``device_limited``, the flag the bulletin and the
+dashboards count: such a result is a floor of the line's speed, not a measure of it.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from netmon.methods import DeviceOptions
 
@@ -60,6 +67,37 @@ def board_ceiling(model: str) -> tuple[float, float] | None:
     return None
 
 
+SYS_NET = Path("/sys/class/net")
+#: TCP payload per Ethernet line-rate bit at MTU 1500 (1448 of 1538 bytes on the wire).
+GOODPUT_SHARE = 1448 / 1538
+
+
+def negotiated_mbps(interface: str | None, sys_net: Path = SYS_NET) -> float | None:
+    """The interface's negotiated link speed (sysfs ``speed``, Mb/s); None when the
+    driver does not know it (``-1``, an error: Wi-Fi, loopback, a link that is down)."""
+    if not interface:
+        return None
+    try:
+        speed = int((sys_net / interface / "speed").read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return float(speed) if speed > 0 else None
+
+
+def with_link_speed(ceiling: Ceiling | None, speed_mbps: float | None) -> Ceiling | None:
+    """A port negotiated below a known board's ceiling (a Pi 4 on a 100 Mb/s switch port
+    or a bad cable) is the ceiling: its TCP goodput, ``GOODPUT_SHARE`` of the line rate."""
+    if speed_mbps is None or ceiling is None or ceiling.source == "configured":
+        # An unknown board stays without a ceiling: virtual and some USB adapters report
+        # speeds (a veth says 10000) that bound nothing.
+        return ceiling
+    port = round(speed_mbps * GOODPUT_SHARE, 1)
+    if port < ceiling.download_mbps or port < ceiling.upload_mbps:
+        return Ceiling(min(port, ceiling.download_mbps), min(port, ceiling.upload_mbps),
+                       f"{ceiling.source}, link {speed_mbps:g}")
+    return ceiling
+
+
 def ceiling_for(options: DeviceOptions) -> Ceiling | None:
     """The ceiling the options configure or the board implies; None when unknown."""
     if options.device_ceiling_mbps is not None:
@@ -96,3 +134,25 @@ def add_ceiling(metrics: dict[str, float], ceiling: Ceiling | None, share: float
         if up >= share * ceiling.upload_mbps:
             at = True
     return ("at_device_ceiling",) if at else ()
+
+
+#: The flags that make a result ``device_limited`` (the probe, not the line, set the speed).
+LIMIT_REASONS = ("at_device_ceiling", "cpu_bound")
+
+
+def add_cpu(metrics: dict[str, float], cpu_s: float, elapsed_s: float,
+            bound_pct: float) -> tuple[str, ...]:
+    """Set ``cpu_pct`` (the measuring thread's CPU over the transfer, the busiest
+    direction so far) and return ``("cpu_bound",)`` when it reached ``bound_pct``."""
+    if elapsed_s <= 0:
+        return ()
+    pct = min(100.0, round(cpu_s / elapsed_s * 100, 1))
+    metrics["cpu_pct"] = max(pct, metrics.get("cpu_pct", 0.0))
+    return ("cpu_bound",) if pct >= bound_pct else ()
+
+
+def limited(flags: tuple[str, ...]) -> tuple[str, ...]:
+    """``flags`` plus ``device_limited`` when a :data:`LIMIT_REASONS` flag is among them."""
+    if any(f in LIMIT_REASONS for f in flags) and "device_limited" not in flags:
+        return (*flags, "device_limited")
+    return flags

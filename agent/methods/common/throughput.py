@@ -3,7 +3,8 @@
 Before the transfer a few ICMP echoes give the idle RTT; during the steady part of the
 transfer echoes every ``latency_interval_s`` give the loaded RTT (median). Interface
 byte counters read at the start and end of the measured window give the traffic that was
-not the test's own.
+not the test's own; a link with a router counter source (``common/router.py``) reads the
+line's counters at the router instead, which also see the office's other users.
 """
 
 from __future__ import annotations
@@ -11,10 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import statistics
+import time
 from dataclasses import dataclass, field
 
 from agent.methods.base import LinkBinding
-from agent.methods.common import linkstats
+from agent.methods.common import linkstats, router_poll
+from agent.methods.common import router as routerstats
 from agent.methods.common.guard import MeasureError
 from agent.methods.common.icmp import Pinger, ping_series
 
@@ -107,26 +110,68 @@ class LoadedSampler:
 
 @dataclass
 class CounterWindow:
-    """Interface counters at the start and end of a measured window."""
+    """Interface counters at the start and end of a measured window; with ``router``
+    set, the router's counters for the line too (watched in the background between the
+    marks, collected by :meth:`settle`)."""
 
     interface: str | None
     start: linkstats.Counters | None = None
     end: linkstats.Counters | None = None
+    router: routerstats.RouterCounters | None = None
+    router_span: tuple[routerstats.Reading, routerstats.Reading] | None = None
+    _poller: router_poll.Poller | None = None
+    _closed_at: float | None = None
 
     def mark_start(self) -> None:
-        """Read the counters at the window's start."""
+        """Read the counters at the window's start (and start watching the router's)."""
         if self.interface:
             self.start = linkstats.read_counters(self.interface)
+        if self.router is not None:
+            if self._poller is not None:  # a retried transfer opens its window again
+                self._poller.cancel()
+            self._poller = router_poll.Poller(self.router, self.interface)
+            self._poller.start()
 
     def mark_end(self) -> None:
         """Read the counters at the window's end."""
         if self.interface:
             self.end = linkstats.read_counters(self.interface)
+        self._closed_at = time.monotonic()
+
+    async def settle(self) -> None:
+        """Stop watching the router; keep the fresh readings taken inside the window
+        (no-op without a router)."""
+        if self._poller is not None:
+            self.router_span = await self._poller.stop(self._closed_at)
+            self._poller = None
 
     def cross_traffic(self, direction: str, test_bytes: float, seconds: float,
                       ipv6: bool, share: float, test_mbps: float
                       ) -> tuple[dict[str, float], tuple[str, ...]]:
-        """``cross_traffic_mbps`` in the test's direction and the ``cross_traffic`` flag."""
+        """``cross_traffic_mbps`` in the test's direction and the ``cross_traffic`` flag
+        (plus ``router_counters`` when the router's counters gave the figure)."""
+        if self.router_span is not None:
+            rs, re_ = self.router_span
+            got = rs.rx_bytes, re_.rx_bytes
+            if direction != "download":
+                got = rs.tx_bytes, re_.tx_bytes
+            moved = routerstats.delta(*got, rs.modulus)
+            # The router's window is its own (two queries' midpoints), not the test's.
+            span = max(re_.at - rs.at, 1e-3)
+            if rs.local is not None and re_.local is not None:
+                # What the probe itself moved over the same span, framing included.
+                side = 0 if direction == "download" else 1
+                mbps = linkstats.cross_traffic_mbps(
+                    moved, re_.local[side] - rs.local[side], span, 1.0)
+            else:  # no interface to read: the test's mean rate over the span
+                own = test_bytes / seconds * span if seconds > 0 else 0.0
+                factor = linkstats.wire_factor(
+                    linkstats.mtu(self.interface) if self.interface else 1500, ipv6)
+                mbps = linkstats.cross_traffic_mbps(moved, own, span, factor)
+            flags: tuple[str, ...] = ("router_counters",)
+            if mbps > share * test_mbps:
+                flags = ("cross_traffic", *flags)
+            return {"cross_traffic_mbps": round(mbps, 3)}, flags
         if not (self.interface and self.start and self.end):
             return {}, ()
         if direction == "download":

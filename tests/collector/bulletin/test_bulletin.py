@@ -316,6 +316,21 @@ def test_pdf_and_html_render_with_vietnamese_intact(
     assert (shown.replace(".", ",") if lang == "vi" else shown) + " Mb/s" in text
 
 
+def test_device_limited_tests_counted_and_stated(stack: tuple[str, hb.DataSet],
+                                                tmp_path: Path) -> None:
+    url, ds = stack
+    expected = sum(1 for m in ds.messages
+                   if m.method in THROUGHPUT and _in_october(m) and m.ok
+                   and "cross_traffic" not in m.flags and "device_limited" in m.flags)
+    assert expected > 0
+    res = generate(_cfg(tmp_path, url), "2026-10", tmp_path / "out", formats=("html",))
+    assert res.report.totals.device_limited == expected
+    html = res.files["html"].read_text(encoding="utf-8")
+    assert f"Giới hạn của thiết bị đo: {expected} phép đo tốc độ hợp lệ" in html
+    assert "không thể xác nhận gói cước cao hơn trần của thiết bị" in html
+    assert "TLS" in html
+
+
 def test_month_without_data_says_so(stack: tuple[str, hb.DataSet], tmp_path: Path) -> None:
     res = generate(_cfg(tmp_path, stack[0]), "2025-03", tmp_path / "out")
     assert not res.has_data
