@@ -321,20 +321,27 @@ class Spool:
             return n
         return self._chunked("cannot mark acknowledged results sent", list(seqs), update)
 
-    def receipt(self, ids: Iterable[str]) -> int:
+    def receipt(self, ids: Iterable[str], acked: int = 0) -> int:
         """Delete the rows a receipt names (sent or not: the collector has them). Unknown ids
-        (already deleted, evicted, or a repeated receipt) are ignored. Returns how many
-        rows were deleted."""
+        (already deleted, evicted, or a repeated receipt) are ignored. ``acked`` adds to
+        the acknowledged counter in the same transaction: rows the broker acknowledged
+        whose receipt came before they were marked sent. Returns how many rows were
+        deleted."""
+        keys = list(ids)
+
         def delete(chunk: list[str]) -> int:
             n: int = self._db.executemany("DELETE FROM spool WHERE id = ?",
                                           ((i,) for i in chunk)).rowcount
             self._db.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
+            if acked and chunk[0] is keys[0]:  # once, with the first chunk (or its retry)
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'acked'", (acked,))
             return n
         # No checkpoint of its own (it wrote every receipt's pages to the file a second
         # time, on the SD card): SQLite's every WAL_AUTOCHECKPOINT_PAGES does, and on a
         # filesystem low on space _chunked checkpoints after each chunk.
-        return self._chunked("cannot delete receipted results", list(ids), delete)
+        return self._chunked("cannot delete receipted results", keys, delete)
 
     def _chunked(self, what: str, keys: list[_K], fn: Callable[[list[_K]], int]) -> int:
         """``fn`` over ``keys`` in transactions: one normally; when the filesystem is low

@@ -154,15 +154,16 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
 
 @contextlib.contextmanager
 def worktree(rev: str) -> Iterator[Path]:
-    """A detached checkout of ``rev`` in a temporary folder."""
+    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
+    state is not touched)."""
     tmp = Path(tempfile.mkdtemp(prefix="netmon-sd-baseline-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tmp),
-                    rev], check=True)
     try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         yield tmp
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp)],
-                       check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

@@ -29,6 +29,7 @@ import contextlib
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -258,15 +259,16 @@ def backlog_only(n: int, tmp: Path, tree: Path) -> dict[str, float]:
 
 @contextlib.contextmanager
 def worktree(rev: str) -> Iterator[Path]:
-    """A detached checkout of ``rev`` in a temporary folder."""
+    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
+    state is not touched)."""
     tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-baseline-"))
-    subprocess.run(["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tmp),
-                    rev], check=True)
     try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
         yield tmp
     finally:
-        subprocess.run(["git", "-C", str(REPO), "worktree", "remove", "--force", str(tmp)],
-                       check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
