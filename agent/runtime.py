@@ -156,7 +156,6 @@ class Runtime:
         self._clock_state: ClockState | None = None
         self._holding = False
         self.remote: RemoteConfig[TestPlan] | None = None
-        self._service = False  # run() (not once): owns the state file
         self._stop = asyncio.Event()
 
     # ------------------------------------------------------------------ plan
@@ -411,7 +410,6 @@ class Runtime:
 
     async def run(self) -> None:
         """The service: schedule tests, publish, heartbeat, until :meth:`request_stop`."""
-        self._service = True
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
