@@ -50,6 +50,12 @@ log = logging.getLogger("netmon.agent.publisher")
 #: Acknowledged results are deleted in batches: at most this many or this old.
 ACK_BATCH = 256
 ACK_DELAY_S = 0.05
+#: With receipts (the service), PUBACKs are recorded this long after they come: a result
+#: whose receipt arrives first (the usual case: the collector receipts within about a
+#: second) is deleted without ever being marked sent, one SD-card transaction less per
+#: result (issue 20). A crash in between costs a duplicate (the row counts as unsent and
+#: goes again, stored idempotently), never a result.
+RECEIPT_ACK_DELAY_S = 5.0
 #: At most one warning this often for repeated spool write failures / bad receipts.
 WARN_EVERY_S = 60.0
 
@@ -113,7 +119,13 @@ class Publisher:
         self._inflight: dict[int, int] = {}  # mid -> spool seq
         self._cursor = 0  # highest seq handed to the current connection
         self._acks: list[int] = []
+        self._ack_at: list[float] = []  # when each of _acks came (monotonic)
         self._ack_timer: asyncio.TimerHandle | None = None
+        #: Result id of each seq published on this connection, while its PUBACK is not
+        #: recorded yet (only with receipts): a receipt naming it drops the pending ack.
+        self._ids: dict[int, str] = {}
+        #: Pending acks a receipt made moot, counted as acknowledged with its deletes.
+        self._moot_acks = 0
         self._wake = asyncio.Event()
         self._status_mids: dict[int, asyncio.Future[None]] = {}
         self._pump_task: asyncio.Task[None] | None = None
@@ -125,6 +137,9 @@ class Publisher:
         # Only the client that receives receipts resends: ``once`` leaves that to the service.
         self._resends = receipts and receipts_topic is not None
         self.receipt_timeout_s = spool_cfg.receipt_timeout_s
+        # Well inside the receipt timeout, so a short timeout still resends on time.
+        self._ack_delay = min(RECEIPT_ACK_DELAY_S, self.receipt_timeout_s / 4) \
+            if self._resends else ACK_DELAY_S
         self.resend_batch = spool_cfg.resend_batch
         self._resend_every = resend_check_s(spool_cfg.receipt_timeout_s)
         self._next_resend_check = 0.0
@@ -362,6 +377,7 @@ class Publisher:
             # Whatever was in flight is still in the spool; the next connection sends it
             # again from the oldest.
             self._inflight.clear()
+            self._ids = {seq: self._ids[seq] for seq in self._acks if seq in self._ids}
             self._cursor = 0
             self._resend_queue.clear()
             self._resend_entries.clear()
@@ -390,28 +406,47 @@ class Publisher:
             return
         self.info.acked += 1
         self._acks.append(seq)
+        self._ack_at.append(time.monotonic())
         if len(self._acks) >= ACK_BATCH:
             self._flush_acks()
         elif self._ack_timer is None and self._loop is not None:
-            self._ack_timer = self._loop.call_later(ACK_DELAY_S, self._flush_acks)
+            self._ack_timer = self._loop.call_later(self._ack_delay, self._flush_aged_acks)
         self._wake.set()
 
-    def _flush_acks(self) -> None:
-        if self._ack_timer is not None:
+    def _flush_aged_acks(self) -> None:
+        """The timer: record the PUBACKs at least ``_ack_delay`` old, then wait for the
+        next one to age."""
+        self._ack_timer = None
+        cutoff = time.monotonic() - self._ack_delay
+        aged = sum(1 for at in self._ack_at if at <= cutoff)
+        self._flush_acks(aged)
+        if self._acks and self._ack_timer is None and self._loop is not None:
+            self._ack_timer = self._loop.call_later(
+                max(0.0, self._ack_at[0] + self._ack_delay - time.monotonic()),
+                self._flush_aged_acks)
+
+    def _flush_acks(self, count: int | None = None) -> None:
+        """Record the oldest ``count`` pending PUBACKs (all by default) in the spool."""
+        if count is None and self._ack_timer is not None:
             self._ack_timer.cancel()
             self._ack_timer = None
-        if self._acks:
-            acks, self._acks = self._acks, []
+        if self._acks and count != 0:
+            n = len(self._acks) if count is None else count
+            acks, self._acks = self._acks[:n], self._acks[n:]
+            times, self._ack_at = self._ack_at[:n], self._ack_at[n:]
             try:
                 if self.receipts:
                     self.spool.mark_sent(acks)
                 else:
                     self.spool.ack(acks)
                 self._retry_flush = False
+                for seq in acks:
+                    self._ids.pop(seq, None)
             except SpoolError as exc:
                 # Disk full: keep them for the next flush. Until then they count as unsent
                 # and go again after a reconnect: at least once, never lost.
                 self._acks = acks + self._acks
+                self._ack_at = times + self._ack_at
                 self._retry_flush = True  # the pump tries again on its next round
                 self._warn("acks", f"{exc}; will retry")
         self._apply_receipts()
@@ -427,7 +462,18 @@ class Publisher:
             self._warn("receipt", f"ignored a receipt that breaks the contract: {exc}")
             return
         self.info.receipts += 1
-        self._receipted.update(str(i) for i in receipt.ids)
+        named = {str(i) for i in receipt.ids}
+        self._receipted.update(named)
+        if self._acks and self._ids:
+            # Their rows are deleted now: marking them sent first would only write.
+            pending = list(zip(self._acks, self._ack_at, strict=True))
+            keep = [(seq, at) for seq, at in pending if self._ids.get(seq) not in named]
+            for seq, _ in pending:
+                if self._ids.get(seq) in named:
+                    del self._ids[seq]
+            self._moot_acks += len(pending) - len(keep)
+            self._acks = [seq for seq, _ in keep]
+            self._ack_at = [at for _, at in keep]
         self._apply_receipts()
 
     def _apply_receipts(self) -> None:
@@ -435,7 +481,8 @@ class Publisher:
             return
         ids = list(self._receipted)
         try:
-            self.info.receipted += self.spool.receipt(ids)
+            self.info.receipted += self.spool.receipt(ids, acked=self._moot_acks)
+            self._moot_acks = 0
         except SpoolError as exc:
             # Kept in memory and tried again on the next flush; if the agent dies first,
             # the results are resent after the timeout and receipted again.
@@ -478,6 +525,8 @@ class Publisher:
                         sent_all = False  # connection going down; resent after reconnect
                         break
                     self._inflight[info.mid] = entry.seq
+                    if self._resends:
+                        self._ids[entry.seq] = entry.id
                     self._cursor = entry.seq
                     self.info.published += 1
                 if not sent_all:
@@ -491,8 +540,9 @@ class Publisher:
             return
         self._next_resend_check = now + self._resend_every
         wall = time.time()
+        # In flight, or acknowledged with the PUBACK not recorded yet: not overdue.
         entries = self.spool.due(wall - self.receipt_timeout_s, self.resend_batch,
-                                 exclude=self._inflight.values(), now=wall)
+                                 exclude=[*self._inflight.values(), *self._acks], now=wall)
         if entries:
             log.info("no receipt within %g s for %d result(s): publishing them again",
                      self.receipt_timeout_s, len(entries))

@@ -105,6 +105,8 @@ class RemoteConfigSettings(BaseModel):
 
     def file_problems(self) -> list[str]:
         """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
+        if not self.public_keys:
+            return []  # remote configuration off: no reason to load cryptography (~8 MB)
         from netmon.signing import SigningError, load_public_key
 
         out = []

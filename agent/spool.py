@@ -15,13 +15,13 @@ broker's PUBACK as before.
   (sent or not) are evicted, counted (``evicted``, persistent) and warned about.
 * FIFO: :meth:`Spool.peek` and :meth:`Spool.due` hand results out oldest first.
 * Small on disk, and alive on a full one: the WAL is checkpointed every
-  :data:`WAL_AUTOCHECKPOINT_PAGES` pages, truncated to :data:`JOURNAL_SIZE_LIMIT` bytes and
-  checkpointed after every receipt; the file keeps :data:`RESERVE_BYTES` of free pages
-  that new rows use before the file grows. When the filesystem has no room to grow it,
-  new results are refused before the reserve's last :data:`RESERVE_FLOOR_BYTES`, so a
-  commit never leaves the WAL waiting for blocks a checkpoint cannot get (which would
-  block every later write, deletes included): delivery and receipts go on, and the
-  spool recovers by itself when space returns.
+  :data:`WAL_AUTOCHECKPOINT_PAGES` pages (after every write when the filesystem is low on
+  space) and truncated to :data:`JOURNAL_SIZE_LIMIT` bytes; the file keeps
+  :data:`RESERVE_BYTES` of free pages that new rows use before the file grows. When the
+  filesystem has no room to grow it, new results are refused before the reserve's last
+  :data:`RESERVE_FLOOR_BYTES`, so a commit never leaves the WAL waiting for blocks a
+  checkpoint cannot get (which would block every later write, deletes included):
+  delivery and receipts go on, and the spool recovers by itself when space returns.
 * Failures are state, not tracebacks: :attr:`Spool.error` holds why writes fail (None
   once they succeed again) and :attr:`Spool.failing_since` since when storing results
   (or :meth:`Spool.probe`, a write of the same size) has failed.
@@ -321,20 +321,27 @@ class Spool:
             return n
         return self._chunked("cannot mark acknowledged results sent", list(seqs), update)
 
-    def receipt(self, ids: Iterable[str]) -> int:
-        """Delete the rows a receipt names (sent or not: the collector has them), then
-        checkpoint so the freed pages and WAL space are reusable at once. Unknown ids
-        (already deleted, evicted, or a repeated receipt) are ignored. Returns how many
-        rows were deleted."""
+    def receipt(self, ids: Iterable[str], acked: int = 0) -> int:
+        """Delete the rows a receipt names (sent or not: the collector has them). Unknown ids
+        (already deleted, evicted, or a repeated receipt) are ignored. ``acked`` adds to
+        the acknowledged counter in the same transaction: rows the broker acknowledged
+        whose receipt came before they were marked sent. Returns how many rows were
+        deleted."""
+        keys = list(ids)
+
         def delete(chunk: list[str]) -> int:
             n: int = self._db.executemany("DELETE FROM spool WHERE id = ?",
                                           ((i,) for i in chunk)).rowcount
             self._db.execute(
                 "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
+            if acked and chunk[0] is keys[0]:  # once, with the first chunk (or its retry)
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'acked'", (acked,))
             return n
-        n = self._chunked("cannot delete receipted results", list(ids), delete)
-        self.checkpoint()
-        return n
+        # No checkpoint of its own (it wrote every receipt's pages to the file a second
+        # time, on the SD card): SQLite's every WAL_AUTOCHECKPOINT_PAGES does, and on a
+        # filesystem low on space _chunked checkpoints after each chunk.
+        return self._chunked("cannot delete receipted results", keys, delete)
 
     def _chunked(self, what: str, keys: list[_K], fn: Callable[[list[_K]], int]) -> int:
         """``fn`` over ``keys`` in transactions: one normally; when the filesystem is low

@@ -34,6 +34,10 @@ def _reject_constant(name: str) -> NoReturn:
     raise JsonError("non_finite", f"non-finite number {name} in payload")
 
 
+#: One decoder for every payload: ``json.loads`` would build a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def decode_object(payload: bytes, max_bytes: int) -> dict[str, Any]:
     """Decode ``payload`` as one JSON object; :class:`JsonError` otherwise.
 
@@ -47,7 +51,10 @@ def decode_object(payload: bytes, max_bytes: int) -> dict[str, Any]:
     except UnicodeDecodeError as exc:
         raise JsonError("not_utf8", f"payload is not UTF-8: {exc}") from None
     try:
-        obj = json.loads(text, parse_constant=_reject_constant)
+        if text.startswith("\ufeff"):  # what json.loads refuses before decoding
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)",
+                                       text, 0)
+        obj = _DECODER.decode(text)
     except JsonError:
         raise
     except ValueError as exc:

@@ -4,46 +4,71 @@ A method's name, kind and options are declared in the core (:mod:`netmon.methods
 the collector and the NOC tools can see them without importing the agent; this module
 maps each name to the class that measures it (``agent/methods/<name>.py``).
 ``tests/agent/methods/test_registry.py`` checks that the two lists match one to one.
+
+A method's module is imported the first time :func:`get` asks for it, not when this
+module is: a probe that runs only latency tests never loads the HTTP engine or
+speedtest-cli, which keeps the idle agent's resident memory down (issue 20).
+:data:`IMPLEMENTATIONS` and :data:`REGISTRY` load every method when first read.
 """
 
 from __future__ import annotations
 
+import importlib
 from typing import Any
 
 from agent.methods.base import Method
-from agent.methods.dns import DnsMethod
-from agent.methods.http import HttpMethod
-from agent.methods.http_latency import HttpLatencyMethod
-from agent.methods.icmp import IcmpMethod
-from agent.methods.iperf3 import Iperf3Method
-from agent.methods.ipv6 import Ipv6Method
-from agent.methods.reachability import ReachabilityMethod
-from agent.methods.responsiveness import ResponsivenessMethod
-from agent.methods.speedtest import SpeedtestMethod
-from agent.methods.tcp import TcpMethod
 
-#: One entry per implementation (a duplicate would hide in the dict; the test sees it here).
-IMPLEMENTATIONS: tuple[type[Method[Any]], ...] = (
-    Iperf3Method,
-    SpeedtestMethod,
-    HttpMethod,
-    ResponsivenessMethod,
-    IcmpMethod,
-    TcpMethod,
-    DnsMethod,
-    HttpLatencyMethod,
-    Ipv6Method,
-    ReachabilityMethod,
+#: Method name (= its module ``agent/methods/<name>.py``) and the class implementing it,
+#: one entry per implementation (a duplicate would hide in a dict; the test sees it here).
+CLASSES: tuple[tuple[str, str], ...] = (
+    ("iperf3", "Iperf3Method"),
+    ("speedtest", "SpeedtestMethod"),
+    ("http", "HttpMethod"),
+    ("responsiveness", "ResponsivenessMethod"),
+    ("icmp", "IcmpMethod"),
+    ("tcp", "TcpMethod"),
+    ("dns", "DnsMethod"),
+    ("http_latency", "HttpLatencyMethod"),
+    ("ipv6", "Ipv6Method"),
+    ("reachability", "ReachabilityMethod"),
 )
+_CLASS_OF = dict(CLASSES)
 
-#: Method name -> implementation. Tests add test-only methods for their duration with the
-#: ``register_method`` fixture (``tests/conftest.py``); production code never changes it.
-REGISTRY: dict[str, type[Method[Any]]] = {cls.decl.name: cls for cls in IMPLEMENTATIONS}
+#: Method name -> implementation, for the methods loaded so far (all of them once
+#: :data:`REGISTRY` or :data:`IMPLEMENTATIONS` is read). Tests add test-only methods for
+#: their duration with the ``register_method`` fixture (``tests/conftest.py``);
+#: production code never changes it.
+_REGISTRY: dict[str, type[Method[Any]]] = {}
+
+
+def _load(name: str) -> type[Method[Any]]:
+    cls: type[Method[Any]] = getattr(importlib.import_module(f"agent.methods.{name}"),
+                                     _CLASS_OF[name])
+    _REGISTRY.setdefault(name, cls)
+    return cls
 
 
 def get(name: str) -> type[Method[Any]]:
-    """The implementation of a method; KeyError names the known ones."""
+    """The implementation of a method (its module imported now if it was not yet);
+    KeyError names the known ones."""
     try:
-        return REGISTRY[name]
+        return _REGISTRY[name]
     except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: {', '.join(sorted(REGISTRY))}") from None
+        pass
+    if name in _CLASS_OF:
+        return _load(name)
+    known = sorted({*_CLASS_OF, *_REGISTRY})
+    raise KeyError(f"unknown method {name!r}; known: {', '.join(known)}") from None
+
+
+def __getattr__(attr: str) -> Any:
+    # IMPLEMENTATIONS (one class per entry of CLASSES, in order) and REGISTRY (the dict
+    # get() reads, every method loaded) are for tests and tools that want them all.
+    if attr == "IMPLEMENTATIONS":
+        return tuple(_load(name) for name, _ in CLASSES)
+    if attr == "REGISTRY":
+        for name, _ in CLASSES:
+            if name not in _REGISTRY:
+                _load(name)
+        return _REGISTRY
+    raise AttributeError(f"module {__name__!r} has no attribute {attr!r}")

@@ -5,7 +5,8 @@
 Prints (medians over ``--runs``):
 
 * ``idle_rss_mb``: resident memory of ``netmon-agent run`` connected to a local
-  mosquitto with latency tests scheduled but none running (goal <= 40 MB);
+  mosquitto with latency tests scheduled but none running (goal <= 35 MB, issue 20), and
+  ``idle_anon_mb`` the private part of it (``RssAnon``; the rest is shared libraries);
 * ``test_rss_mb``: peak resident memory (VmHWM) of the agent across an iperf3 test
   against a local iperf3 server and tcp latency tests (the iperf3 child not counted);
 * ``idle_cpu_pct``: CPU used by the idle agent over 20 s (percent of one core);
@@ -25,6 +26,7 @@ import argparse
 import contextlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -95,14 +97,16 @@ count = 3
 
 
 @contextlib.contextmanager
-def running_agent(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
-    """``netmon-agent run`` for the block, stopped (SIGTERM, then SIGKILL) on leaving it."""
-    env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced"}
+def running_agent(config: Path, log: Path, tree: Path = REPO
+                  ) -> Iterator[subprocess.Popen[bytes]]:
+    """``netmon-agent run`` (from the source ``tree``) for the block, stopped (SIGTERM,
+    then SIGKILL) on leaving it."""
+    env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced", "PYTHONPATH": str(tree)}
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
              "run", "--config", str(config)], stdout=out, stderr=subprocess.STDOUT, env=env,
-            cwd=REPO)
+            cwd=tree)
     try:
         yield proc
     finally:
@@ -114,19 +118,22 @@ def running_agent(config: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
             proc.wait()
 
 
-def footprint(work: Path) -> dict[str, float]:
+def footprint(work: Path, tree: Path = REPO) -> dict[str, float]:
     broker = services.start_mosquitto(work / "mosquitto")
     iperf = services.start_iperf3(work / "iperf3")
     try:
         # Idle: latency tests every 10 minutes, first one within 5 s.
         cfg = work / "idle.toml"
         write_config(cfg, broker.port, work / "idle-spool.db", tcp_test(broker.port, 600, 5))
-        with running_agent(cfg, work / "idle.log") as agent:
+        with running_agent(cfg, work / "idle.log", tree) as agent:
             time.sleep(10)  # started, connected, first test done
             ticks0, t0 = cpu_ticks(agent.pid), time.monotonic()
             time.sleep(20)
             ticks1, t1 = cpu_ticks(agent.pid), time.monotonic()
             idle_rss = rss_kb(agent.pid) / 1024
+            # Of which private (heap, objects); the rest is file-backed (shared libraries,
+            # clean pages the kernel can drop and read again).
+            idle_anon = rss_kb(agent.pid, "RssAnon") / 1024
             hz = os.sysconf("SC_CLK_TCK")
             idle_cpu = (ticks1 - ticks0) / hz / (t1 - t0) * 100
         # During a test: an iperf3 run (5 s each way) and tcp tests.
@@ -143,10 +150,11 @@ omit_s = 0
 direction = "both"
 loaded_latency = false
 """ + tcp_test(broker.port, 1, 0))
-        with running_agent(cfg, work / "busy.log") as agent:
+        with running_agent(cfg, work / "busy.log", tree) as agent:
             time.sleep(16)
             test_rss = rss_kb(agent.pid, "VmHWM") / 1024
-        return {"idle_rss_mb": idle_rss, "idle_cpu_pct": idle_cpu, "test_rss_mb": test_rss}
+        return {"idle_rss_mb": idle_rss, "idle_anon_mb": idle_anon, "idle_cpu_pct": idle_cpu,
+                "test_rss_mb": test_rss}
     finally:
         iperf.stop()
         broker.stop()
@@ -203,12 +211,57 @@ def drain(work: Path, n: int) -> dict[str, float]:
     return {"drain_results_per_s": (n - 1) / (got[-1] - got[0]), "drain_total_s": total}
 
 
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
+    state is not touched)."""
+    tmp = Path(tempfile.mkdtemp(prefix="netmon-bench-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare(rev: str, runs: int, as_json: bool) -> int:
+    """Footprints of this checkout's agent and ``rev``'s, alternating in the same run."""
+    got: dict[str, list[dict[str, float]]] = {"baseline": [], "current": []}
+    with worktree(rev) as base:
+        for i in range(runs):
+            for key, tree in (("baseline", base), ("current", REPO)):
+                with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:
+                    os.chmod(tmp, 0o755)  # mosquitto may drop to its own user
+                    figures = footprint(Path(tmp), tree)
+                got[key].append(figures)
+                print(f"run {i + 1} {key}: " + ", ".join(f"{k}={v:.2f}"
+                                                         for k, v in figures.items()),
+                      file=sys.stderr)
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in got.items()}
+    ratio = {f: med["baseline"][f] / med["current"][f] for f in ("idle_rss_mb", "test_rss_mb")}
+    if as_json:
+        print(json.dumps({"baseline": rev, "median": med, "baseline_over_current": ratio,
+                          "runs": got}))
+        return 0
+    for key in ("idle_rss_mb", "idle_anon_mb", "test_rss_mb", "idle_cpu_pct"):
+        print(f"{key:14} current {med['current'][key]:7.2f}   baseline {rev} "
+              f"{med['baseline'][key]:7.2f}   (median of {runs})")
+    print("baseline / current: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()))
+    return 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--results", type=int, default=20000)
+    parser.add_argument("--baseline", metavar="REV",
+                        help="footprint only (no drain), of this checkout and of REV (a git "
+                             "revision) in turn; prints both medians and the ratio")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args()
+    if args.baseline:
+        return compare(args.baseline, args.runs, args.json)
     runs: list[dict[str, float]] = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="netmon-bench-") as tmp:

@@ -25,14 +25,17 @@ The figure for the issue's goal (>= 10,000 results/s) is the median ``backlog`` 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -49,6 +52,7 @@ from netmon.contract import Topics
 from tests.helpers.collector import SITES, make_result, write_config
 
 DB = "bench"
+REPO = Path(__file__).resolve().parents[2]
 
 
 def payloads(n: int, offset: int = 0) -> list[tuple[str, bytes]]:
@@ -113,14 +117,16 @@ def wait_count(client: InfluxClient, n: int, timeout: float) -> float:
 
 
 class CollectorProc:
-    """``netmon-collector run`` as a subprocess (its own interpreter, like production)."""
+    """``netmon-collector run`` as a subprocess (its own interpreter, like production),
+    from the source ``tree`` (default: this checkout)."""
 
-    def __init__(self, cfg: Path) -> None:
+    def __init__(self, cfg: Path, tree: Path = REPO) -> None:
         self.log = cfg.parent / f"collector-{time.monotonic_ns()}.log"
         self.fh = open(self.log, "wb")  # noqa: SIM115
         self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "run", "--config",
                                       str(cfg), "--log-level", "INFO"], stdout=self.fh,
-                                     stderr=subprocess.STDOUT)
+                                     stderr=subprocess.STDOUT, cwd=tree,
+                                     env={**os.environ, "PYTHONPATH": str(tree)})
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -221,6 +227,76 @@ def run_once(n: int, naive_n: int, workers: int, tmp: Path) -> dict[str, float]:
     return out
 
 
+def backlog_only(n: int, tmp: Path, tree: Path) -> dict[str, float]:
+    """The backlog drain alone, by the collector in ``tree``, on fresh services: the
+    figures ``--baseline`` compares."""
+    mq = services.start_mosquitto(tmp / "mq")
+    ix = services.start_influxd(tmp / "ix")
+    try:
+        cfg_path = write_config(tmp / "c", mq.port, ix.port, database=DB,
+                                client_id="bench-collector")
+        cfg_path.write_text(cfg_path.read_text().replace("stats_interval_s = 1",
+                                                         "stats_interval_s = 3600"))
+        influx = InfluxClient(load(cfg_path).influxdb)
+        col = CollectorProc(cfg_path, tree)
+        _wait_subscribed(col, 1)
+        col.stop()
+        pub = spawn_publisher(mq.port, n, 0)
+        assert pub.stdin
+        pub.stdin.write("go\n")
+        pub.stdin.flush()
+        pub.wait(600)
+        col = CollectorProc(cfg_path, tree)
+        rate, cpu = drain_rate(influx, n, 600, (col.proc.pid,))
+        assert count(influx) == n
+        col.stop()
+        influx.close()
+        return {"backlog": rate, "collector_cpu_us": cpu[0] * 1e6}
+    finally:
+        mq.stop()
+        ix.stop()
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
+    state is not touched)."""
+    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
+    """Backlog drains by this checkout's collector and by ``rev``'s, alternating, on the
+    same machine in the same run; prints the medians and the ratio."""
+    got: dict[str, list[dict[str, float]]] = {"current": [], "baseline": []}
+    with worktree(rev) as base:
+        for i in range(runs):
+            for key, tree in (("baseline", base), ("current", REPO)):
+                with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
+                    r = backlog_only(n, Path(tmp), tree)
+                got[key].append(r)
+                print(f"run {i + 1} {key}: backlog {r['backlog']:,.0f}/s, collector "
+                      f"{r['collector_cpu_us']:.0f} us/result", file=sys.stderr)
+    med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in got.items()}
+    ratio = med["baseline"]["collector_cpu_us"] / med["current"]["collector_cpu_us"]
+    if as_json:
+        print(json.dumps({"n": n, "runs": runs, "baseline": rev, "median": med,
+                          "cpu_baseline_over_current": ratio, "all": got}))
+        return 0
+    print(f"median over {runs} runs of {n} results (backlog drain, 1 worker): collector CPU "
+          f"per result {med['current']['collector_cpu_us']:.0f} us (baseline {rev}: "
+          f"{med['baseline']['collector_cpu_us']:.0f} us; {ratio:.2f}x less), backlog "
+          f"{med['current']['backlog']:,.0f}/s (baseline {med['baseline']['backlog']:,.0f}/s);"
+          f" load average {os.getloadavg()[0]:.1f}")
+    return 0
+
+
 def _wait_subscribed(col: CollectorProc, workers: int) -> None:
     # The subscription must exist before the backlog is published, or nothing is queued.
     deadline = time.monotonic() + 60
@@ -288,9 +364,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--naive-n", type=int, default=3000, help="results for the naive path")
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--workers", type=int, default=1, help="collector processes (mqtt.workers)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="only the backlog drain, by this checkout's collector and by REV's "
+                         "(a git revision), alternating; prints both and the ratio")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    if args.baseline:
+        return compare(args.baseline, args.n, args.runs, args.json)
     runs = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

@@ -37,6 +37,8 @@ from netmon.errors import EXIT_INPUT, NetmonError
 log = logging.getLogger(__name__)
 
 _DAY_MS = 86_400_000
+#: Ids per ``IN (...)`` lookup (SQLite allows at least 999 parameters).
+_QUERY_CHUNK = 500
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS results (
@@ -121,15 +123,22 @@ class ResultIndex:
         seen: dict[str, bytes] = {}
         counts: dict[tuple[str, int, str], int] = {}
         known: dict[tuple[str, int, str], set[str]] = {}
+        rows: list[tuple[str, bytes, int]] = []
+        values: list[tuple[str, int, str, str]] = []
+        ids = [str(msg.id) for msg, _ in items]
         db.execute("BEGIN IMMEDIATE")
         try:
-            for msg, digest in items:
-                rid = str(msg.id)
+            # What the index holds for the batch's ids, in a few queries instead of one per
+            # result (under the write lock: nothing changes it meanwhile); ids admitted
+            # earlier in this batch are in ``seen``.
+            unique = list(dict.fromkeys(ids))
+            for start in range(0, len(unique), _QUERY_CHUNK):
+                chunk = unique[start:start + _QUERY_CHUNK]
+                marks = ",".join("?" * len(chunk))
+                seen.update((rid, bytes(digest)) for rid, digest in db.execute(
+                    f"SELECT id, digest FROM results WHERE id IN ({marks})", chunk))
+            for (msg, digest), rid in zip(items, ids, strict=True):
                 stored = seen.get(rid)
-                if stored is None:
-                    row = db.execute("SELECT digest FROM results WHERE id = ?",
-                                     (rid,)).fetchone()
-                    stored = bytes(row[0]) if row else None
                 if stored is not None:
                     out.append(None if stored == digest else Verdict(
                         "conflict", f"result id {rid} is already stored with different "
@@ -160,13 +169,14 @@ class ResultIndex:
                     out.append(verdict)
                     continue
                 for probe, d, kind, value in new:
-                    db.execute("INSERT INTO day_values VALUES (?, ?, ?, ?)",
-                               (probe, d, kind, value))
+                    values.append((probe, d, kind, value))
                     known[(probe, d, kind)].add(value)
                     counts[(probe, d, kind)] += 1
-                db.execute("INSERT INTO results VALUES (?, ?, ?)", (rid, digest, started_ms))
+                rows.append((rid, digest, started_ms))
                 seen[rid] = digest
                 out.append(None)
+            db.executemany("INSERT INTO day_values VALUES (?, ?, ?, ?)", values)
+            db.executemany("INSERT INTO results VALUES (?, ?, ?)", rows)
             db.execute("COMMIT")
         except BaseException:
             db.execute("ROLLBACK")

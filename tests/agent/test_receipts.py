@@ -10,6 +10,7 @@ import time
 import uuid
 from pathlib import Path
 
+from agent.spool import Spool
 from devstack.services import Service
 from netmon.contract import ReceiptMessage, parse_status
 from tests.helpers.agent import (
@@ -166,3 +167,44 @@ def test_receipts_off_deletes_on_puback(tmp_path: Path, broker: Service,
     finally:
         kill(agent)
         collector.close()
+
+
+def test_a_result_receipted_promptly_is_never_marked_sent(
+        tmp_path: Path, broker: Service, target: Listener) -> None:
+    # Issue 20 (SD-card writes): the service records PUBACKs RECEIPT_ACK_DELAY_S (5 s)
+    # late, so a result whose receipt comes first, as the collector's usually does, is
+    # deleted without a "mark sent" transaction. The subscriber plays the collector and
+    # receipts each result half a second after it arrives; a row marked sent meanwhile
+    # (PUBACKs recorded after 50 ms, as before) would show in the spool for that long.
+    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                        spool={"receipt_timeout_s": 3600})
+    cfg = write_config(tmp_path, data)
+    spool = tmp_path / "state" / "spool.db"
+    collector = Subscriber(broker.host, broker.port, TOPICS)
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    receipted: list[str] = []
+    seen_sent: set[str] = set()
+    try:
+        deadline = time.monotonic() + 120
+        while len(receipted) < 6:
+            assert time.monotonic() < deadline, f"only {len(receipted)} results receipted"
+            seen_sent.update(spool_sent_ids(spool))
+            due = [m for m in collector.deliveries().items()
+                   if m[0] not in receipted and time.monotonic() - m[1][0] >= 0.5]
+            if due:
+                ids = [rid for rid, _ in due]
+                collector.receipt(PROBE, ids)
+                receipted += ids
+            time.sleep(0.02)
+        wait_until(lambda: not set(receipted) & set(spool_ids(spool)), 30,
+                   "the receipted rows deleted")
+        seen_sent.update(spool_sent_ids(spool))
+    finally:
+        kill(agent)
+        collector.close()
+    assert not seen_sent & set(receipted), "receipted results were marked sent first"
+    # Still counted as acknowledged by the broker (with the deletes of their receipt).
+    with Spool(spool, readonly=True) as ro:
+        stats = ro.stats()
+    assert stats.receipted >= len(receipted)
+    assert stats.acked >= len(receipted)

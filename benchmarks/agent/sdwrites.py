@@ -1,0 +1,224 @@
+"""What the agent writes to its SD card: bytes per result and per day for the example plan
+(``examples/agent.toml``), against real mosquitto, ``netmon-collector run`` (receipts on,
+as deployed) and influxd on loopback.
+
+    python benchmarks/agent/sdwrites.py [--runs 3] [--window-s 60] [--idle-s 310]
+                                        [--baseline REV] [--dir DIR] [--json]
+
+For each agent version (this checkout, and with ``--baseline REV`` that git revision in a
+temporary worktree, measured in the same run on the same services):
+
+* ``per_result_bytes``: ``netmon-agent run`` measures a compressed copy of the example
+  plan's latency schedule (per link: tcp and "icmp" every 10 s, "dns" every 30 s, each
+  with jitter, all as ``tcp`` connects to the broker's port, so one result at a time as on
+  a probe); over ``--window-s`` seconds, the agent's ``write_bytes`` minus
+  ``cancelled_write_bytes`` (``/proc/PID/io``: pages it dirtied, less those deleted
+  before they reached the disk), minus the idle rate below, over the results it spooled.
+  Spool (SQLite file, WAL, checkpoints) and state file are on the same disk, as on a
+  probe (``state_dir`` unset).
+* ``idle_bytes_per_s``: an agent with the example's heartbeat (300 s) and no test, over
+  ``--idle-s`` seconds (the state file, the status heartbeat): what time alone costs.
+* ``mb_per_day``: ``results_per_day * per_result_bytes + idle_bytes_per_s * 86400``,
+  with ``results_per_day`` from the example plan (every test on every link it names at
+  its nominal interval: 1,400 a day).
+
+Prints medians over ``--runs`` and, with ``--baseline``, the ratio baseline / this
+checkout. ``write_bytes`` counts what the kernel will write back for the process; the
+filesystem's own journal (ext4 jbd2) comes on top and is not counted. Needs mosquitto and
+influxd (Debian packages); ``--dir`` must be on a real disk (not a tmpfs).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parents[1]
+sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(HERE))
+
+from receipts import PROBE, Stack, connected, spool_counts, stop, wait  # noqa: E402
+
+from agent.config import load  # noqa: E402
+
+EXAMPLE = REPO / "examples" / "agent.toml"
+
+
+def io_bytes(pid: int) -> int:
+    """Bytes the process dirtied for the disk, less those cancelled (deleted unwritten)."""
+    fields = dict(line.split(": ") for line in
+                  Path(f"/proc/{pid}/io").read_text().splitlines())
+    return int(fields["write_bytes"]) - int(fields["cancelled_write_bytes"])
+
+
+def example_results_per_day() -> float:
+    """Runs a day of the example plan: each test on each of its links at its interval."""
+    cfg = load(EXAMPLE, check_files=False)
+    links = list(cfg.links)
+    return sum(86400 / spec.every_s * len(spec.links_on(links))
+               for spec in cfg.plan().tests.values())
+
+
+def config(path: Path, port: int, spool: Path, tests: str) -> None:
+    path.write_text(f"""probe_id = "{PROBE}"
+heartbeat_s = 300
+[broker]
+host = "127.0.0.1"
+port = {port}
+tls = false
+[spool]
+path = "{spool}"
+[links.fibre]
+access = "fixed"
+isp = "VNPT"
+[links.mobile]
+access = "mobile"
+isp = "Viettel"
+{tests}
+""")
+
+
+def compressed_plan(port: int) -> str:
+    """The example's latency tests at 1/30 of their intervals, as loopback tcp connects."""
+    return "".join(f"""
+[tests.{name}]
+method = "tcp"
+every_s = {every}
+jitter_s = {jitter}
+target = "127.0.0.1:{port}"
+count = 1
+""" for name, every, jitter in (("ping_gateway", 10, 1), ("tcp_portal", 10, 1),
+                                ("dns", 30, 2)))
+
+
+@contextlib.contextmanager
+def agent(tree: Path, cfg: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """``netmon-agent run`` from the source ``tree`` (cwd first on the import path)."""
+    env = {**os.environ, "NETMON_CLOCK_ASSUME": "synced", "PYTHONPATH": str(tree)}
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from agent.cli import main; sys.exit(main())",
+             "run", "--config", str(cfg)], stdout=out, stderr=subprocess.STDOUT, env=env,
+            cwd=tree)
+    try:
+        yield proc
+    finally:
+        stop(proc)
+
+
+def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str, float]:
+    """One run for the agent in ``tree``: idle and steady agents side by side."""
+    work.mkdir(parents=True)
+    os.chmod(work, 0o755)  # mosquitto may drop to its own user
+    stack = Stack(work / "stack")
+    # The agents' logs go to memory: on a probe they go to journald, not the agent's I/O.
+    logs = Path(tempfile.mkdtemp(prefix="netmon-sd-logs-", dir="/dev/shm"))
+    try:
+        idle_cfg, busy_cfg = work / "idle.toml", work / "busy.toml"
+        config(idle_cfg, stack.broker.port, work / "idle" / "spool.db", "")
+        spool = work / "busy" / "spool.db"
+        config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port))
+        with agent(tree, idle_cfg, logs / "idle.log") as idle, \
+                agent(tree, busy_cfg, logs / "busy.log") as busy:
+            wait(lambda: connected(logs / "idle.log") and connected(logs / "busy.log")
+                 and spool.exists(), 60, "the agents connected")
+            time.sleep(3.0)  # start-up writes (schema, reserve) settle
+            t_idle, io_idle = time.monotonic(), io_bytes(idle.pid)
+            t0, io0, n0 = time.monotonic(), io_bytes(busy.pid), spool_counts(spool)[1]
+            time.sleep(window_s)
+            io1, n1, t1 = io_bytes(busy.pid), spool_counts(spool)[1], time.monotonic()
+            stop(busy)
+            time.sleep(max(0.0, idle_s - (time.monotonic() - t_idle)))
+            idle_rate = (io_bytes(idle.pid) - io_idle) / (time.monotonic() - t_idle)
+        n = n1 - n0
+        per_result = max(0.0, (io1 - io0) - idle_rate * (t1 - t0)) / n
+        per_day = example_results_per_day() * per_result + idle_rate * 86400
+        return {"results": float(n), "per_result_bytes": per_result,
+                "idle_bytes_per_s": idle_rate, "mb_per_day": per_day / 1e6}
+    finally:
+        stack.close()
+        shutil.rmtree(logs, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def worktree(rev: str) -> Iterator[Path]:
+    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
+    state is not touched)."""
+    tmp = Path(tempfile.mkdtemp(prefix="netmon-sd-baseline-"))
+    try:
+        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
+                                 check=True, capture_output=True).stdout
+        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
+        yield tmp
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--window-s", type=float, default=60.0)
+    parser.add_argument("--idle-s", type=float, default=310.0,
+                        help="idle window (at least one heartbeat, 300 s)")
+    parser.add_argument("--baseline", metavar="REV",
+                        help="also measure this git revision, same run, same services")
+    parser.add_argument("--dir", type=Path, default=None,
+                        help="where spools go (a real disk, not a tmpfs)")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args()
+    with contextlib.ExitStack() as stack:
+        trees = {"current": REPO}
+        if args.baseline:
+            trees["baseline"] = stack.enter_context(worktree(args.baseline))
+        runs: dict[str, list[dict[str, float]]] = {k: [] for k in trees}
+        for i in range(args.runs):
+            with tempfile.TemporaryDirectory(prefix="netmon-sd-", dir=args.dir) as tmp:
+                # Both versions at once: the same load, and half the wall time.
+                out: dict[str, dict[str, float]] = {}
+
+                def one(key: str, tree: Path, work: Path, into: dict[str, dict[str, float]]
+                        ) -> None:
+                    into[key] = measure(tree, work, args.window_s, args.idle_s)
+                threads = [threading.Thread(target=one, args=(k, t, Path(tmp) / k, out))
+                           for k, t in trees.items()]
+                for th in threads:
+                    th.start()
+                for th in threads:
+                    th.join()
+            for key, figures in out.items():
+                runs[key].append(figures)
+                print(f"run {i + 1} {key}: " + ", ".join(
+                    f"{k}={v:,.1f}" for k, v in figures.items()), file=sys.stderr)
+    medians = {key: {k: statistics.median(r[k] for r in rs) for k in rs[0]}
+               for key, rs in runs.items() if rs}
+    ratio = {k: medians["baseline"][k] / medians["current"][k]
+             for k in ("per_result_bytes", "mb_per_day") if medians["current"][k]} \
+        if "baseline" in medians else None
+    if args.json:
+        print(json.dumps({"results_per_day": example_results_per_day(), "runs": runs,
+                          "median": medians, "baseline_over_current": ratio}))
+        return 0
+    print(f"example plan: {example_results_per_day():,.0f} results/day; medians of "
+          f"{args.runs} run(s)")
+    for key, fig in medians.items():
+        print(f"{key:9} {fig['per_result_bytes'] / 1024:8.1f} KB/result  "
+              f"{fig['idle_bytes_per_s']:8.1f} B/s idle  {fig['mb_per_day']:7.2f} MB/day")
+    if ratio:
+        print("baseline / current: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratio.items()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""What the agent loads is what its configuration needs (issue 20): the measurement
+methods it does not run, and cryptography without remote configuration, stay out of the
+process, so the idle probe's resident memory stays small. Checked in a fresh interpreter
+(the real config loader and runtime constructor), since this test process has imported
+everything already."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.helpers import REPO
+from tests.helpers.agent import agent_config, tcp_test, write_config
+
+#: Loads the config, runs every configured test once without publishing (the runtime
+#: the service uses), prints the loaded modules.
+_SCRIPT = """
+import asyncio, json, sys
+from pathlib import Path
+from agent import config
+from agent.runtime import Runtime
+cfg = config.load(Path(sys.argv[1]))
+results = asyncio.run(Runtime(cfg, publish=False).run_once())
+assert results, "no test ran"
+print(json.dumps(sorted(sys.modules)))
+"""
+
+#: Modules only methods other than tcp (or remote configuration) need.
+HEAVY = ("agent.methods.http", "agent.methods.common.httpengine", "agent.methods.speedtest",
+         "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography")
+
+
+def loaded_modules(config: Path) -> set[str]:
+    proc = subprocess.run([sys.executable, "-c", _SCRIPT, str(config)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    return set(json.loads(proc.stdout))
+
+
+def test_a_latency_only_probe_loads_only_its_method_and_no_cryptography(
+        tmp_path: Path) -> None:
+    cfg = write_config(tmp_path, agent_config(tmp_path, None, {"t": tcp_test(1)}))
+    mods = loaded_modules(cfg)
+    assert "agent.methods.tcp" in mods
+    assert sorted(m for m in mods if m.startswith(HEAVY)) == []
+
+
+def test_a_configured_method_and_remote_config_are_loaded(tmp_path: Path) -> None:
+    key = tmp_path / "noc.pub"
+    from netmon.signing import write_keypair  # the NOC tools' own key generator
+
+    write_keypair(tmp_path / "noc.key", key)
+    data = agent_config(tmp_path, None, {"t": tcp_test(1),
+                                         "speed": {"method": "iperf3", "target": "127.0.0.1:1",
+                                                   "every_s": 3600, "duration_s": 1}},
+                        remote_config={"public_keys": [str(key)]})
+    mods = loaded_modules(write_config(tmp_path, data))
+    assert {"agent.methods.iperf3", "netmon.signing", "cryptography"} <= mods
+    assert "agent.methods.http" not in mods
