@@ -149,6 +149,41 @@ class Targets(_Section):
         return self.fixed_mbps if access == "fixed" else self.mobile_mbps
 
 
+class BulletinMailSettings(_Section):
+    """Mail of the final edition to the leadership (``[bulletin.mail]``; off by default).
+
+    TLS always: ``starttls`` (port 587) or ``tls`` (implicit TLS, port 465). The password
+    is read from ``password_file``, which must be 0600 (docs/operations.md).
+    """
+
+    enabled: bool = False
+    host: str = "localhost"
+    port: int = Field(587, ge=1, le=65535)
+    tls: Literal["starttls", "tls"] = "starttls"
+    #: CA bundle to verify the server with (a private CA); None: the system's.
+    ca_file: Path | None = None
+    username: str = ""
+    password_file: Path | None = None
+    sender: str = Field("", description="the From address")
+    recipients: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(60.0, gt=0)
+
+    @model_validator(mode="after")
+    def _complete(self) -> BulletinMailSettings:
+        if self.enabled:
+            if not self.recipients:
+                raise ValueError("recipients: at least one address when mail is enabled")
+            if "@" not in self.sender:
+                raise ValueError("sender: an e-mail address is required when mail is "
+                                 "enabled")
+            bad = [r for r in self.recipients if "@" not in r]
+            if bad:
+                raise ValueError(f"recipients: not an e-mail address: {', '.join(bad)}")
+            if self.username and self.password_file is None:
+                raise ValueError("password_file: required with username")
+        return self
+
+
 class BulletinSettings(_Section):
     """The monthly bulletin."""
 
@@ -171,6 +206,13 @@ class BulletinSettings(_Section):
     expected_tests_per_day: float = Field(24.0, gt=0,
                                           description="per link that never reported its "
                                           "plan, for probe availability")
+
+    #: The public archive of editions (``bulletin --edition``); None: ``--archive`` is
+    #: required on the command line.
+    archive_dir: Path | None = None
+    #: Where the archive is served (links in the mail); "" = no link.
+    public_url: str = ""
+    mail: BulletinMailSettings = BulletinMailSettings()
 
     @model_validator(mode="after")
     def _peak_order(self) -> BulletinSettings:
@@ -240,6 +282,12 @@ def load(path: Path | None) -> CollectorConfig:
             setattr(cfg.enrollment, key, _resolve(base, getattr(cfg.enrollment, key)))
         if cfg.bulletin.reference_file is not None:
             cfg.bulletin.reference_file = _resolve(base, cfg.bulletin.reference_file)
+        if cfg.bulletin.archive_dir is not None:
+            cfg.bulletin.archive_dir = _resolve(base, cfg.bulletin.archive_dir)
+        for key in ("ca_file", "password_file"):
+            value = getattr(cfg.bulletin.mail, key)
+            if value is not None:
+                setattr(cfg.bulletin.mail, key, _resolve(base, value))
     return cfg
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -64,8 +65,15 @@ def _inputs(cfg: CollectorConfig) -> tuple[UnitMap, Registry,
 
 def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | None = None,
              formats: tuple[str, ...] = ("html", "pdf", "csv"),
-             now: datetime | None = None) -> BulletinResult:
+             now: datetime | None = None, *,
+             edition: Callable[[compute.Report], render.EditionNote] | None = None,
+             trend_csv: Callable[[str], Path] | None = None) -> BulletinResult:
     """Write ``bulletin-YYYY-MM.{html,pdf,csv}`` and the chart PNGs into ``out_dir``.
+
+    ``edition`` (collector/bulletin/editions.py) is called with the computed report and
+    names the edition: in the file names (``bulletin-YYYY-MM-<name>.*``) and on the first
+    page. ``trend_csv`` maps an earlier month (``YYYY-MM``) to the CSV of its published
+    bulletin (default: ``bulletin-YYYY-MM.csv`` in ``out_dir``).
 
     Raises :class:`BulletinInputError` for a bad month, an unreachable InfluxDB or an
     unusable output folder; :class:`collector.influx.InfluxError` for query failures.
@@ -114,7 +122,9 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
             trend: list[data.TrendPoint] = []
             missing = []
             for m in earlier:
-                pts = render.read_trend_csv(out_dir / f"bulletin-{m.label}.csv", m.label)
+                csv_path = trend_csv(m.label) if trend_csv else \
+                    out_dir / f"bulletin-{m.label}.csv"
+                pts = render.read_trend_csv(csv_path, m.label)
                 if pts:
                     trend += pts
                 else:
@@ -142,14 +152,16 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     del tput, lat, lines, lat_lines
     timings["compute"] = time.perf_counter() - t1
     files: dict[str, Path] = {}
-    stem = f"bulletin-{month.label}"
+    note = edition(rep) if edition else None
+    stem = f"bulletin-{month.label}-{note.name}" if note else f"bulletin-{month.label}"
     t2 = time.perf_counter()
     chart_files = charts.render_all(rep, lang, out_dir)
     for key, name in chart_files.items():
         files[f"chart_{key}"] = out_dir / name
     timings["charts"] = time.perf_counter() - t2
     t3 = time.perf_counter()
-    html = render.render_html(rep, lang, chart_files, cfg.bulletin.expected_tests_per_day)
+    html = render.render_html(rep, lang, chart_files, cfg.bulletin.expected_tests_per_day,
+                              edition=note)
     if "html" in formats:
         files["html"] = out_dir / f"{stem}.html"
         atomic_write(files["html"], html, mode=0o644)  # served as is by the web server

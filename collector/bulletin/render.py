@@ -39,15 +39,28 @@ def headline_text(rep: Report, lang: Lang) -> str:
                   month=i18n.month_label(rep.month.year, rep.month.month, lang))
 
 
+@dataclass
+class EditionNote:
+    """Which edition a bulletin is, shown under its title (collector/bulletin/editions.py
+    writes the text)."""
+
+    #: ``provisional`` or ``final``: also in the file names.
+    name: str
+    #: e.g. "Bản chính thức (final edition)".
+    title: str
+    #: Sentences under the title: when it was made, what changed since the provisional.
+    lines: list[str]
+
+
 def render_html(rep: Report, lang: Lang, charts: dict[str, str],
-                expected_per_day: float) -> str:
+                expected_per_day: float, edition: EditionNote | None = None) -> str:
     """The bulletin as one HTML document (chart images referenced by relative name)."""
     start = rep.month.start()
     end = rep.month.end().date() - timedelta(days=1)
     prov_avail = next((a for a in rep.availability if not a.district and not a.commune_code),
                       None)
     ctx: dict[str, Any] = {
-        "rep": rep, "lang": lang, "charts": _Charts(charts),
+        "rep": rep, "lang": lang, "charts": _Charts(charts), "edition": edition,
         "headline_text": headline_text(rep, lang),
         "period_text": i18n.t("period", lang,
                               start=i18n.date_label(start.year, start.month, start.day, lang),

@@ -35,6 +35,8 @@ RESULTS = "results"
 PROBE_STATUS = "probe_status"
 LINK_USAGE = "link_usage"
 COLLECTOR_STATS = "collector_stats"
+#: One point per scheduled bulletin run (collector/bulletin/editions.py): ok, attempts.
+BULLETIN_RUNS = "bulletin_runs"
 
 #: Tags of ``results`` in a stable order (line protocol prefers sorted keys).
 RESULT_TAGS = ("access", "commune", "commune_code", "district", "error_code", "isp", "link",
