@@ -27,7 +27,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from collector.bulletin import archive, compute, render
+from collector.bulletin import archive, compute, data, render
 from collector.bulletin.archive import AccessFigures, EditionName
 from collector.bulletin.generate import BulletinInputError, BulletinResult, generate
 from collector.bulletin.i18n import Lang, fmt_int, fmt_num, fmt_pct, month_label
@@ -303,6 +303,10 @@ def publish(cfg: CollectorConfig, month: str, edition: EditionName, root: Path, 
     ``retries`` more times; then :class:`EditionError` is raised. Other errors (a bad
     month, bad config) raise at once. Either way the archive is left as it was.
     """
+    try:
+        month = data.Month.parse(month, cfg.bulletin.timezone).label
+    except data.MonthError as exc:  # before any folder is made for it
+        raise BulletinInputError(str(exc)) from None
     attempt = 0
     while True:
         attempt += 1
