@@ -7,6 +7,7 @@ owner reads it). Configured in ``[bulletin.mail]`` (docs/operations.md).
 
 from __future__ import annotations
 
+import base64
 import smtplib
 import ssl
 import stat
@@ -90,6 +91,12 @@ def build_message(settings: BulletinMailSettings, res: EditionResult, province: 
     return msg
 
 
+def check(settings: BulletinMailSettings) -> None:
+    """Fail early (before an edition is made) on settings that cannot work: raises
+    :class:`MailConfigError` for an unreadable or too widely readable password file."""
+    _password(settings)
+
+
 def _password(settings: BulletinMailSettings) -> str | None:
     path = settings.password_file
     if path is None:
@@ -106,6 +113,20 @@ def _password(settings: BulletinMailSettings) -> str | None:
         return read_secret(path, "bulletin.mail.password_file")
     except SecretFileError as exc:
         raise MailConfigError(str(exc)) from None
+
+
+def _login(smtp: smtplib.SMTP, user: str, password: str) -> None:
+    """AUTH PLAIN in UTF-8 (RFC 4616): smtplib's own login encodes ASCII only, and a
+    Vietnamese password must work."""
+    smtp.ehlo_or_helo_if_needed()
+    mechanisms = smtp.esmtp_features.get("auth", "").upper().split()
+    if "PLAIN" not in mechanisms:
+        smtp.login(user, password)  # the server's other mechanisms (ASCII credentials)
+        return
+    token = base64.b64encode(b"\0" + user.encode() + b"\0" + password.encode()).decode()
+    code, resp = smtp.docmd("AUTH", "PLAIN " + token)
+    if code != 235:
+        raise smtplib.SMTPAuthenticationError(code, resp)
 
 
 def send(settings: BulletinMailSettings, msg: EmailMessage) -> None:
@@ -125,7 +146,7 @@ def send(settings: BulletinMailSettings, msg: EmailMessage) -> None:
             if settings.tls == "starttls":
                 smtp.starttls(context=ctx)
             if settings.username:
-                smtp.login(settings.username, password or "")
+                _login(smtp, settings.username, password or "")
             refused = smtp.send_message(msg, from_addr=settings.sender,
                                         to_addrs=settings.recipients)
     except smtplib.SMTPAuthenticationError as exc:

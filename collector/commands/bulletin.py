@@ -185,9 +185,15 @@ def _run_edition(args: argparse.Namespace, cfg: CollectorConfig) -> int:
     month = editions.previous_month(cfg.bulletin.timezone) if args.month == "previous" \
         else args.month
     send = cfg.bulletin.mail.enabled if args.mail is None else args.mail
-    if send and args.edition == "final" and not cfg.bulletin.mail.recipients:
-        _err("--mail: bulletin.mail.recipients is empty in the config")
-        return 2
+    if send and args.edition == "final":
+        if not cfg.bulletin.mail.recipients:
+            _err("--mail: bulletin.mail.recipients is empty in the config")
+            return 2
+        try:
+            mail.check(cfg.bulletin.mail)
+        except mail.MailConfigError as exc:
+            _err(str(exc))
+            return 2
     try:
         res = editions.publish(cfg, month, args.edition, root, lang=args.lang,
                                retries=args.retries, retry_wait_s=args.retry_wait)

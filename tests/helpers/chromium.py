@@ -9,6 +9,7 @@ JavaScript in them (text, scroll width, images) and save screenshots.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import queue
@@ -129,10 +130,8 @@ class Browser:
         """Stop the browser."""
         try:
             if self.proc.poll() is None:
-                try:
+                with contextlib.suppress(ChromiumError):
                     self.call("Browser.close")
-                except ChromiumError:
-                    pass
                 try:
                     self.proc.wait(20)
                 except subprocess.TimeoutExpired:
