@@ -190,6 +190,8 @@ TEXTS: dict[str, tuple[str, str]] = {
     "alert.old_agent": ("Điểm đo chạy phiên bản khác {version} quá {after}",
                         "Probe runs another version than {version} for more than {after}"),
     "alert.spool": ("Hàng đợi điểm đo tăng liên tục", "Probe spool keeps growing"),
+    "alert.bulletin": ("Bản tin tháng không phát hành được",
+                       "Monthly bulletin edition failed"),
 }
 
 

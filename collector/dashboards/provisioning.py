@@ -139,9 +139,21 @@ def alert_rules(cfg: BuildConfig, lang: Lang = "vi") -> Json:
             Q.alert_commune_median(access), 86400, "lt", target, "0s", "info",
             "{{ $labels.commune }} ({{ $labels.commune_code }}): {{ $values.B }} Mb/s < "
             + f"{tv[access]} Mb/s", uid))
+    rules += bulletin_alert_rules(cfg, lang)
     return {"apiVersion": 1, "groups": [
         {"orgId": 1, "name": ALERT_GROUP, "folder": ALERT_FOLDER, "interval": "5m",
          "rules": rules}]}
+
+
+def bulletin_alert_rules(cfg: BuildConfig, lang: Lang = "vi") -> list[Json]:
+    """The scheduled bulletin's self-metric: fires while an edition's last run failed
+    (after its retries); a later successful run of that edition clears it. No runs yet
+    (a new install) is not an alert."""
+    return [_rule("netmon-bulletin-failed", t("alert.bulletin", lang),
+                  Q.alert_bulletin_failed(), 40 * 86400, "lt", 0.5, "0s", "warning",
+                  "{{ $labels.edition }}: " + t("alert.bulletin", lang)
+                  + " (journalctl -u netmon-bulletin@{{ $labels.edition }})",
+                  cfg.datasource_uid)]
 
 
 def contact_point_example() -> Json:

@@ -46,6 +46,7 @@ from datetime import UTC, date, datetime, time
 from collector.core.registrymetrics import REGISTRY
 from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1H
 from collector.core.schema import (
+    BULLETIN_RUNS,
     LINK_USAGE,
     PROBE_STATUS,
     RESULTS,
@@ -396,6 +397,13 @@ def alert_old_agent(version: str) -> str:
     return (f"SELECT count({q('online')}) AS {q('statuses')} FROM {q(PROBE_STATUS)} "
             f"WHERE {q('agent_version')} != '{literal}' AND {q('online')} = 1 "
             f"AND time > now() - 30m GROUP BY {q('probe')}")
+
+
+def alert_bulletin_failed() -> str:
+    """Alert: the last scheduled bulletin run per edition (``ok`` 0 = it failed after its
+    retries; collector/bulletin/editions.py) over the last 40 days."""
+    return (f"SELECT last({q('ok')}) FROM {q(BULLETIN_RUNS)} WHERE time > now() - 40d "
+            f"GROUP BY {q('edition')}")
 
 
 def variable_query(name: str) -> str:
