@@ -15,13 +15,15 @@ archive as it was. Each run's outcome is written to InfluxDB as a ``bulletin_run
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import json
 import logging
 import os
 import shutil
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -280,6 +282,18 @@ def _attempt(cfg: CollectorConfig, month: str, edition: EditionName, root: Path,
                          figures, results, 1, change, res)
 
 
+@contextmanager
+def _locked(root: Path) -> Iterator[None]:
+    """One publisher at a time per archive (the timer and a re-run by hand could meet)."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "a+b") as fh:
+        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
+
+
 #: Failures worth another attempt later: InfluxDB down or failing, a full or failing disk.
 RETRYABLE: tuple[type[BaseException], ...] = (InfluxError, OSError, archive.ArchiveError)
 
@@ -311,10 +325,11 @@ def publish(cfg: CollectorConfig, month: str, edition: EditionName, root: Path, 
     while True:
         attempt += 1
         try:
-            result = _attempt(cfg, month, edition, root, lang, now)
-            result.attempts = attempt
-            targets = {"fixed": cfg.targets.fixed_mbps, "mobile": cfg.targets.mobile_mbps}
-            result.index = archive.build_index(root, cfg.bulletin.province, targets)
+            with _locked(root):
+                result = _attempt(cfg, month, edition, root, lang, now)
+                result.attempts = attempt
+                targets = {"fixed": cfg.targets.fixed_mbps, "mobile": cfg.targets.mobile_mbps}
+                result.index = archive.build_index(root, cfg.bulletin.province, targets)
             log.info("bulletin %s %s edition published in %s (attempt %d)", month, edition,
                      result.folder, attempt)
             return result

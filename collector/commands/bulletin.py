@@ -61,7 +61,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.add_argument("--lang", choices=("vi", "en"), default=None,
                    help="language (default: bulletin.language in the config, normally vi)")
     p.add_argument("--format", dest="formats", action="append", choices=("html", "pdf", "csv"),
-                   help="only these outputs (repeatable; default all three)")
+                   help="with --out: only these outputs (repeatable; default all three)")
     p.add_argument("--json", action="store_true",
                    help="print a JSON summary (files, headline figures, timings) on stdout")
     p.set_defaults(func=run)
@@ -93,6 +93,10 @@ def run(args: argparse.Namespace) -> int:
         _err("--month is required with --out")
         return 2
     formats = tuple(args.formats) if args.formats else ("html", "pdf", "csv")
+    if args.month == "previous":
+        from collector.bulletin.editions import previous_month
+
+        args.month = previous_month(cfg.bulletin.timezone)
     try:
         res = generate(cfg, args.month, args.out, args.lang, formats)
     except BulletinInputError as exc:

@@ -213,6 +213,13 @@ def test_failed_run_leaves_the_archive_intact_and_is_reported(url: str,
     assert out["edition"] == "final" and out["change"]["late_results"] == 0
     assert Path(out["files"]["pdf"]).is_file()
     assert _runs(url, "failing")[-1]["ok"] == 1
+    # The index can be rebuilt by hand from the editions alone (no InfluxDB: "down").
+    (root / "index.html").unlink()
+    proc = _cli("--config", down, "--reindex", "--archive", root, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["files"]["index_vi"] == str(root / "index.html")
+    assert 'href="2026-10/final/bulletin-2026-10-final.pdf"' in \
+        (root / "index.html").read_text(encoding="utf-8")
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
