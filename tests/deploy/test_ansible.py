@@ -209,7 +209,8 @@ def test_secret_files_are_private_and_secrets_stay_in_them(rendered: Rendered) -
     values = [v for k, v in rendered.secrets.items() if isinstance(v, str)]
     values += list(rendered.secrets["vault_netmon_mqtt_probe_passwords"].values())
     secret_names = {"mqtt-password", "mqtt.password", "influxdb.password", "noc-mqtt.password",
-                    "noc-influxdb.password",
+                    "noc-influxdb.password", "bulletin-influxdb.password",
+                    "bulletin-smtp.password",
                     "influx-password", "admin-password", "broker.key", "noc-config.key"}
     seen = 0
     for path in rendered.out.rglob("*"):

@@ -83,12 +83,12 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
         "netmon_collector_manage_service": False,
         "netmon_collector_conf_dir": str(r.conf),
         "netmon_collector_systemd_dir": str(r.units),
-        "netmon_bulletin_archive_dir": str(r.archive),
-        "netmon_bulletin_nginx_conf_dir": str(r.nginx_conf),
-        "netmon_bulletin_nginx_listen": [f"127.0.0.1:{port}"],
-        "netmon_bulletin_mail_recipients": RECIPIENTS,
-        "netmon_bulletin_mail_username": "bantin",
-        "netmon_bulletin_mail_password": "mật khẩu SMTP thử nghiệm 2026",
+        "netmon_collector_bulletin_archive_dir": str(r.archive),
+        "netmon_collector_bulletin_nginx_conf_dir": str(r.nginx_conf),
+        "netmon_collector_bulletin_nginx_listen": [f"127.0.0.1:{port}"],
+        "netmon_collector_bulletin_mail_recipients": RECIPIENTS,
+        "netmon_collector_bulletin_mail_username": "bantin",
+        "netmon_collector_bulletin_mail_password": "mật khẩu SMTP thử nghiệm 2026",
     }, limit=COLLECTOR)
     return r
 
