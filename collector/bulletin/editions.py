@@ -32,7 +32,7 @@ from zoneinfo import ZoneInfo
 from collector.bulletin import archive, compute, data, render
 from collector.bulletin.archive import AccessFigures, EditionName
 from collector.bulletin.generate import BulletinInputError, BulletinResult, generate
-from collector.bulletin.i18n import Lang, fmt_int, fmt_num, fmt_pct, month_label
+from collector.bulletin.i18n import Lang, fmt_int, fmt_num, fmt_pct
 from collector.config import CollectorConfig, InfluxSettings
 from collector.core.influx import InfluxClient, InfluxError
 from collector.core.schema import BULLETIN_RUNS, line
@@ -372,8 +372,3 @@ def write_run_metric(settings: InfluxSettings, point: str) -> str | None:
         log.error("bulletin_runs point not written to %s: %s", settings.url, exc)
         return str(exc)
     return None
-
-
-def summary_month_label(month: str, lang: Lang) -> str:
-    """``10/2026`` / ``October 2026``."""
-    return month_label(int(month[:4]), int(month[5:7]), lang)
