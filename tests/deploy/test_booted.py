@@ -199,6 +199,8 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
         yield d
     finally:
         bench.stop()
+        if bench.proc is not None and bench.proc.poll() is not None:
+            shutil.rmtree(root, ignore_errors=True)  # 400 MB a run
         print(f"deployment: total {time.monotonic() - started:.0f} s")
 
 
@@ -297,11 +299,9 @@ def test_a_scheduled_result_reaches_influxdb_and_is_receipted(deployment: Deploy
         return bool(st["receipts"] and st["agent_running"] and st["awaiting_receipt"] == 0
                     and st["spool_depth"] == 0 and st["last_results"])
 
-    # The spool keeps each result until the collector's receipt names it.
+    # With receipts on, the spool keeps each result until the collector's receipt names
+    # it: results sent (last_results) and none waiting means receipts came back.
     wait_for("the collector's receipts to empty the probe's spool", receipted, 300)
-    log = bench.ssh("journalctl -u netmon-collector --no-pager -o cat").stdout
-    counts = re.findall(r"receipted=(\d+)", log)
-    assert counts and int(counts[-1]) >= 1, log[-2000:]
 
 
 def test_probes_list_shows_the_probe_online(deployment: Deployment) -> None:

@@ -110,7 +110,7 @@ def test_pki_yml_runs_as_documented_without_inventory_warnings(tmp_path: Path) -
         env.pop(name)
     binary = tool("ansible-playbook")
     assert binary
-    for run in (1, 2):
+    for _run in (1, 2):
         proc = subprocess.run([binary, "pki.yml"], cwd=copy, env=env, capture_output=True,
                               text=True, timeout=300, check=False)
         out = proc.stdout + proc.stderr
