@@ -53,7 +53,10 @@ SERVER = "speed-hatinh-01"
 PROBE = "ht-kyanh-kydong"
 MQTT_HOST = "mqtt.netmon.hatinh.example"
 MEASUREMENT_HOST = "speed.netmon.hatinh.example"
-HOST_IP, BENCH_IP = "10.217.17.1", "10.217.17.2"
+#: Per run, so that two suites on one machine do not share a veth or an address.
+_RUN = os.getpid() % 250
+BENCH_NAME = f"nmbench{_RUN}"
+HOST_IP, BENCH_IP = f"10.217.{_RUN}.1", f"10.217.{_RUN}.2"
 #: How often the probe's own unit runs its test in the deployment (seconds).
 EVERY_S = 30
 #: Every service the roles start, and the one they only enable (clock: see below).
@@ -154,7 +157,7 @@ def deployment(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Deployment]
     root.mkdir()
     copy_tree(ROOTFS_AMD64, root)
     offline_pip(root)
-    bench = Container("netmon-bench", root, HOST_IP, BENCH_IP, key, base / "nspawn.log")
+    bench = Container(BENCH_NAME, root, HOST_IP, BENCH_IP, key, base / "nspawn.log")
     # Name resolution an operator's DNS gives: the broker's and the server's names.
     bench.prepare(key.with_suffix(".pub").read_text(encoding="utf-8"),
                   {MQTT_HOST: "127.0.0.1", MEASUREMENT_HOST: "127.0.0.1"})
