@@ -1,6 +1,7 @@
 """The agent on a Pi 4/5's architecture: arm64 Debian 12 under qemu-user emulation.
 
-The arm64 root filesystem (debootstrap --arch arm64, built by scripts/deploytest-cache)
+The arm64 root filesystem (debootstrap --arch arm64, built by `scripts/deploytest-cache
+--arm64`, not by setup: see tests/deploy/conftest.py)
 gets the project's wheel installed with the ``[agent]`` extra from the wheelhouse only
 (aarch64 wheels, no index, no compiler), as the probe role does; then the agent checks a
 config and measures a latency test once. Emulated: timings mean nothing here, only that
