@@ -113,6 +113,10 @@ def _inventory(ansible_dir: Path) -> None:
             path.unlink()
             continue
         data["ansible_host"] = BENCH_IP
+        if path.stem == NOC:
+            # The archive's nginx (Debian's, port 80) and the measurement server's
+            # netmon-nginx (port 80) cannot share a host; in the example they do not.
+            data["netmon_collector_bulletin_nginx"] = False
         if path.stem == PROBE:
             data["netmon_links"] = [{"name": "fibre", "access": "fixed", "isp": "VNPT"}]
         path.write_text(yaml.safe_dump(data, allow_unicode=True), encoding="utf-8")
