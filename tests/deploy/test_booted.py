@@ -56,7 +56,9 @@ MEASUREMENT_HOST = "speed.netmon.hatinh.example"
 #: Per run, so that two suites on one machine do not share a veth or an address.
 _RUN = os.getpid() % 250
 BENCH_NAME = f"nmbench{_RUN}"
-HOST_IP, BENCH_IP = f"10.217.{_RUN}.1", f"10.217.{_RUN}.2"
+# A /30 of the benchmarking range (RFC 2544), like devstack's shaped links (which pick
+# theirs at random from 198.18.0.0/15 and skip the ones in use).
+HOST_IP, BENCH_IP = f"198.19.254.{4 * (_RUN % 63) + 1}", f"198.19.254.{4 * (_RUN % 63) + 2}"
 #: How often the probe's own unit runs its test in the deployment (seconds).
 EVERY_S = 30
 #: Every service the roles start, and the one they only enable (clock: see below).
