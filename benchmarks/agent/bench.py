@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from agent.spool import Spool  # noqa: E402
+from benchmarks.baseline import worktree  # noqa: E402
 from devstack import services  # noqa: E402
 from netmon.contract import Metrics, ResultMessage, Topics, now_utc  # noqa: E402
 
@@ -209,20 +209,6 @@ def drain(work: Path, n: int) -> dict[str, float]:
         broker.stop()
     spool_path.unlink(missing_ok=True)
     return {"drain_results_per_s": (n - 1) / (got[-1] - got[0]), "drain_total_s": total}
-
-
-@contextlib.contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
-    state is not touched)."""
-    tmp = Path(tempfile.mkdtemp(prefix="netmon-bench-baseline-"))
-    try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compare(rev: str, runs: int, as_json: bool) -> int:

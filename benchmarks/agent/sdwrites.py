@@ -52,6 +52,7 @@ sys.path.insert(0, str(HERE))
 from receipts import PROBE, Stack, connected, spool_counts, stop, wait  # noqa: E402
 
 from agent.config import load  # noqa: E402
+from benchmarks.baseline import worktree  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "agent.toml"
 
@@ -150,20 +151,6 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
     finally:
         stack.close()
         shutil.rmtree(logs, ignore_errors=True)
-
-
-@contextlib.contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
-    state is not touched)."""
-    tmp = Path(tempfile.mkdtemp(prefix="netmon-sd-baseline-"))
-    try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def main() -> int:

@@ -25,17 +25,14 @@ The figure for the issue's goal (>= 10,000 results/s) is the median ``backlog`` 
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import logging
 import os
-import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
@@ -43,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from benchmarks.baseline import worktree
 from collector.config import CollectorConfig, load
 from collector.core.influx import InfluxClient
 from collector.core.ingest import validate
@@ -255,20 +253,6 @@ def backlog_only(n: int, tmp: Path, tree: Path) -> dict[str, float]:
     finally:
         mq.stop()
         ix.stop()
-
-
-@contextlib.contextmanager
-def worktree(rev: str) -> Iterator[Path]:
-    """The files of ``rev`` in a temporary folder (``git archive``: the repository's own
-    state is not touched)."""
-    tmp = Path(tempfile.mkdtemp(prefix="bench-ingest-baseline-"))
-    try:
-        archive = subprocess.run(["git", "-C", str(REPO), "archive", "--format=tar", rev],
-                                 check=True, capture_output=True).stdout
-        subprocess.run(["tar", "-x", "-C", str(tmp)], input=archive, check=True)
-        yield tmp
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
