@@ -10,13 +10,11 @@ trusted NOC key. Reason codes (``SigningError.reason``): ``malformed``, ``too_la
 from __future__ import annotations
 
 import base64
-import binascii
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
@@ -27,8 +25,7 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
-from netmon.jsonutil import JsonError, decode_object
-from netmon.signing import SigningError, canonical_bytes, key_id
+from netmon.signing import SigningError, canonical_bytes, check_signature, key_id, parse_signed
 
 
 def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[dict[str, Any]],
@@ -60,28 +57,8 @@ def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[
 
 def verify_manifest(payload: bytes, trusted: Sequence[Ed25519PublicKey]) -> ReleaseManifest:
     """Parse and check a manifest's signature against the trusted NOC keys."""
-    try:
-        obj = decode_object(payload, MAX_MESSAGE_BYTES)
-    except JsonError as exc:
-        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
-                           exc.detail) from None
-    if not obj.get("signature"):
-        raise SigningError("unsigned", "manifest has no signature")
-    try:
-        manifest = ReleaseManifest.model_validate(obj)
-    except ValidationError as exc:
-        raise SigningError("malformed", describe_validation_error(exc)) from None
-    by_id = {key_id(k): k for k in trusted}
-    key = by_id.get(manifest.key_id)
-    if key is None:
-        raise SigningError("unknown_key", f"signed with key {manifest.key_id}, not a trusted "
-                                          f"NOC key ({', '.join(sorted(by_id)) or 'none'})")
-    try:
-        signature = base64.b64decode(manifest.signature, validate=True)
-        key.verify(signature, canonical_bytes({k: v for k, v in obj.items()
-                                               if k != "signature"}))
-    except (binascii.Error, ValueError, InvalidSignature):
-        raise SigningError("bad_signature", "signature does not match the manifest") from None
+    manifest, obj = parse_signed(payload, ReleaseManifest, "manifest")
+    check_signature(obj, manifest.key_id, manifest.signature, trusted)
     return manifest
 
 

@@ -28,7 +28,7 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal
+from typing import Annotated, Any, Final, Literal, TypeVar
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -46,6 +46,8 @@ from netmon.contract import (
 from netmon.errors import EXIT_INPUT, EXIT_RUNTIME, NetmonError
 from netmon.fsutil import atomic_write
 from netmon.jsonutil import JsonError, decode_object
+
+M = TypeVar("M", bound=BaseModel)
 
 ENVELOPE_SCHEMA: Final = 1
 #: ``probe_id`` of an envelope meant for every probe.
@@ -243,27 +245,55 @@ def sign(plan: dict[str, Any], *, probe_id: str, version: int, key: Ed25519Priva
     return env
 
 
-def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
-    """Decode and validate the shape of an envelope (not its signature).
+def parse_signed(payload: bytes, model: type[M], what: str) -> tuple[M, dict[str, Any]]:
+    """Decode a signed JSON object and validate its shape as ``model`` (not its signature).
 
     Returns the model and the raw object (the signature is checked against the raw
     object's members, exactly as received). Raises SigningError ``too_large`` /
-    ``malformed`` / ``unsigned``.
+    ``malformed`` / ``unsigned``; ``what`` names the message in the detail.
     """
     try:
         obj = decode_object(payload, MAX_MESSAGE_BYTES)
     except JsonError as exc:
-        # Envelope codes: only the size has its own; every other decoding problem is
-        # "malformed" (the detail says which).
+        # Only the size has its own code; every other decoding problem is "malformed"
+        # (the detail says which).
         raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
                            exc.detail) from None
     if not obj.get("signature"):
-        raise SigningError("unsigned", "config has no signature")
+        raise SigningError("unsigned", f"{what} has no signature")
     try:
-        env = Envelope.model_validate(obj)
+        parsed = model.model_validate(obj)
     except ValidationError as exc:
         raise SigningError("malformed", describe_validation_error(exc)) from None
-    return env, obj
+    return parsed, obj
+
+
+def check_signature(obj: dict[str, Any], signer: str, signature: str,
+                    public_keys: Sequence[Ed25519PublicKey]) -> None:
+    """Check ``signature`` (base64) by the key named ``signer`` over every member of
+    ``obj`` but ``signature``. Raises SigningError ``unknown_key`` (a key this side does
+    not trust) or ``bad_signature``."""
+    by_id = {key_id(k): k for k in public_keys}
+    key = by_id.get(signer)
+    if key is None:
+        raise SigningError("unknown_key", f"signed with key {signer}, not a trusted NOC key "
+                                          f"({', '.join(sorted(by_id)) or 'none configured'})")
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raise SigningError("bad_signature", "signature is not valid base64") from None
+    signed = {k: v for k, v in obj.items() if k != "signature"}
+    try:
+        key.verify(raw, canonical_bytes(signed))
+    except InvalidSignature:
+        raise SigningError("bad_signature",
+                           f"signature does not match the content (key {signer})") from None
+
+
+def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
+    """Decode and validate the shape of a signed config envelope (not its signature):
+    :func:`parse_signed` for :class:`Envelope`."""
+    return parse_signed(payload, Envelope, "config")
 
 
 def verify(payload: bytes, public_keys: Sequence[Ed25519PublicKey]) -> Envelope:
@@ -273,19 +303,5 @@ def verify(payload: bytes, public_keys: Sequence[Ed25519PublicKey]) -> Envelope:
     by a key this probe does not trust) or ``bad_signature``.
     """
     env, obj = parse_envelope(payload)
-    by_id = {key_id(k): k for k in public_keys}
-    key = by_id.get(env.key_id)
-    if key is None:
-        raise SigningError("unknown_key", f"signed with key {env.key_id}, not a trusted NOC key "
-                                          f"({', '.join(sorted(by_id)) or 'none configured'})")
-    try:
-        signature = base64.b64decode(env.signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise SigningError("bad_signature", "signature is not valid base64") from None
-    signed = {k: v for k, v in obj.items() if k != "signature"}
-    try:
-        key.verify(signature, canonical_bytes(signed))
-    except InvalidSignature:
-        raise SigningError("bad_signature",
-                           f"signature does not match the content (key {env.key_id})") from None
+    check_signature(obj, env.key_id, env.signature, public_keys)
     return env
