@@ -19,6 +19,7 @@ import signal
 import ssl
 import stat
 import subprocess
+import sys
 import tempfile
 import threading
 import tomllib
@@ -870,6 +871,11 @@ def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> No
         if venv_path:  # the venv does not exist here: point at the installed entry point
             assert venv_path in text
             text = text.replace(venv_path, real)
+        if name == "netmon-agent.service":  # nor the releases: point at this Python
+            releases = "/var/lib/netmon-agent/releases"
+            for env in ("current", "stable"):
+                assert f"{releases}/{env}/bin/python -m agent.cli" in text
+                text = text.replace(f"{releases}/{env}/bin/python", sys.executable)
         unit = tmp_path / name
         unit.write_text(text)
         proc = subprocess.run([analyze, "verify", "--man=no", str(unit)], capture_output=True,
@@ -966,7 +972,15 @@ def test_role_paths_match_the_repository_units() -> None:
     p = role_defaults("netmon_probe")
     agent_unit = (ROOT / "deploy/systemd/netmon-agent.service").read_text()
     home, conf = p["netmon_probe_home"], p["netmon_probe_conf_dir"]
-    assert f"ExecStart={home}/venv/bin/netmon-agent run --config {conf}/agent.toml" in agent_unit
+    releases = p["netmon_probe_releases_dir"].replace(
+        "{{ netmon_probe_state_dir }}", p["netmon_probe_state_dir"])
+    assert releases.startswith(p["netmon_probe_state_dir"] + "/")  # writable: StateDirectory
+    assert (f"ExecStart={releases}/current/bin/python -m agent.cli run "
+            f"--config {conf}/agent.toml") in agent_unit
+    assert f"update-init --root {releases}\n" in agent_unit
+    assert (f"ExecStartPre=-{releases}/stable/bin/python -m agent.cli update-guard "
+            f"--root {releases}\n") in agent_unit
+    assert f"ExecStartPre={home}/venv/bin/netmon-agent update-init" in agent_unit
     assert f"LoadCredential=mqtt-password:{conf}/mqtt-password" in agent_unit
     assert f"StateDirectory={Path(p['netmon_probe_state_dir']).name}" in agent_unit
     c = role_defaults("netmon_collector")

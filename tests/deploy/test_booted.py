@@ -284,6 +284,31 @@ def test_one_owner_for_etc_netmon(deployment: Deployment) -> None:
     assert out == "root:root 755"
 
 
+def test_the_agent_runs_from_the_update_layout(deployment: Deployment) -> None:
+    """The unit runs the role-installed version through releases/current (so a signed
+    update can switch it), from files the service's own dynamic user owns."""
+    bench = deployment.bench
+    releases = "/var/lib/netmon-agent/releases"
+    pid = ""
+
+    def running() -> bool:
+        nonlocal pid
+        pid = bench.ssh("systemctl show -p MainPID --value netmon-agent").stdout.strip()
+        return pid not in ("", "0")
+
+    wait_for("netmon-agent has a main process", running, 120)
+    argv = bench.ssh(f"cat /proc/{pid}/cmdline").stdout.split("\0")
+    assert argv[:4] == [f"{releases}/current/bin/python", "-m", "agent.cli", "run"], argv
+    version = bench.ssh(f"{VENV}/python -c 'import netmon; print(netmon.__version__)'"
+                        ).stdout.strip()
+    for link in ("current", "stable"):
+        assert bench.ssh(f"readlink {releases}/{link}").stdout.strip() == f"versions/{version}"
+    uids = bench.ssh(f"stat -L -c %u /proc/{pid} {releases}/versions/{version}").stdout.split()
+    assert len(uids) == 2 and uids[0] == uids[1] != "0", uids
+    toml = bench.ssh("cat /etc/netmon/agent.toml").stdout
+    assert f'[update]\nroot = "{releases}"' in toml, toml
+
+
 # --------------------------------------------------------------------------- data path
 
 
