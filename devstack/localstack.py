@@ -383,6 +383,8 @@ class Stack:
                 have = {row["result_id"] for s in series for row in s.rows()}
                 if want <= have:
                     self.report.points_in_influx = len(have)
+                    # The dashboards' share and status panels read the rollups.
+                    self.collector.flush_rollups()
                     return
                 if time.monotonic() > deadline:
                     raise StackError(f"{len(want - have)} of {len(want)} results never reached "

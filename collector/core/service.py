@@ -155,6 +155,12 @@ class Collector:
         """Wait until every message received so far is written (and acked)."""
         return self.writer.flush(timeout)
 
+    def flush_rollups(self) -> int:
+        """Recompute now every rollup bucket the written batches touched (the rollups
+        thread would within ``rollups.interval_s``); returns the points written. For the
+        local stack and tests, which read rollup panels right after the results."""
+        return self.rollups.run_once() if self.rollups is not None else 0
+
     def stop(self, timeout: float = 30.0) -> None:
         """Stop taking messages, write what was received, ack it, disconnect."""
         if not self._started:

@@ -91,13 +91,17 @@ def test_dashboard_panels_agree_with_the_agent(stack: Any) -> None:
             median_q = [q for _, q in queries if q.startswith('SELECT median("download_mbps")')
                         and f"\"access\" = '{access}'" in q and "local_hour" not in q
                         and "GROUP BY" not in q]
-            share_q = [q for _, q in queries if f'floor("download_mbps" / {target})' in q
+            # The share reads the hourly rollup (collector/core/rollups.py): sum of tests
+            # at the target over sum of tests.
+            share_q = [q for _, q in queries if 'sum("met") / sum("tests")' in q
+                       and 'FROM "tput_1h"' in q
                        and f"\"access\" = '{access}'" in q and "GROUP BY" not in q]
             assert median_q and share_q, f"no overview panels for {access}"
             for q, want in ((median_q[0], statistics.median(expected)),
                             (share_q[0], 100.0 * sum(d >= target for d in expected)
                              / len(expected))):
-                sql = fake_grafana_interpolate(q, now_ms - 3_600_000, now_ms + 60_000)
+                # From two hours back: an hourly rollup point is stamped at its hour's start.
+                sql = fake_grafana_interpolate(q, now_ms - 7_200_000, now_ms + 60_000)
                 [series] = client.query(sql)
                 assert series[0].values[0][1] == pytest.approx(want, abs=1e-9), sql
                 checked += 1
