@@ -8,8 +8,6 @@ results name shows which plan is running.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import socket
 import subprocess
 import sys
@@ -28,6 +26,7 @@ from collector.fleet.push import push_configs
 from devstack import services
 from netmon.contract import Topics, parse_result, parse_status
 from netmon.signing import sign
+from tests.helpers.agent import AgentProcess
 from tests.helpers.fleet import Client, make_keys, start_acl_broker, tcp_plan
 
 PROBE = "ht-kyanh-01"
@@ -54,33 +53,6 @@ class Listener:
 
     def close(self) -> None:
         self.sock.close()
-
-
-class Agent:
-    """``netmon-agent run`` as a child process."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config, self.log = config, log
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config),
-                 "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT,
-                env=os.environ | {"PYTHONUNBUFFERED": "1"})
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def tail(self) -> str:
-        return self.log.read_text(errors="replace")[-3000:] if self.log.exists() else ""
 
 
 class Fleet:
@@ -133,7 +105,7 @@ public_keys = ["{self.pub}"]
 allowed_targets = ["127.0.0.1"]
 state_file = "remote-config.json"
 """)
-        self.agent = Agent(self.config, tmp / "agent.log")
+        self.agent = AgentProcess(self.config, tmp / "agent.log")
         self.watch = self._observer()
 
     def _observer(self) -> Client:

@@ -9,9 +9,7 @@ accounts are made by the real ``mosquitto_passwd``.
 from __future__ import annotations
 
 import json
-import os
 import secrets
-import signal
 import subprocess
 import sys
 import time
@@ -42,6 +40,7 @@ from netmon.enrollment import (
     x25519_public_b64,
 )
 from tests.fleet.test_agent_side import Listener
+from tests.helpers.agent import AgentProcess
 from tests.helpers.fleet import Client, make_keys, start_acl_broker
 
 T = Topics()
@@ -50,7 +49,7 @@ ENROLL_USER, ENROLL_PW = "netmon_enroll", "enroll-shared-secret"
 NOT_AUTHORIZED = "Not authorized"
 
 
-class BlankProbe:
+class BlankProbe(AgentProcess):
     """A freshly imaged probe: agent config without probe id or account, a claim code."""
 
     def __init__(self, fleet: EnrolFleet, name: str) -> None:
@@ -101,27 +100,7 @@ password_file = "{fleet.enroll_pw}"
 port = {fleet.broker.extra["enrollment_port"]}
 state_dir = "{self.enroll_dir}"
 """)
-        self.log = tmp / "agent.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self) -> None:
-        with open(self.log, "ab") as out:
-            self.proc = subprocess.Popen(
-                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config),
-                 "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT,
-                env=os.environ | {"PYTHONUNBUFFERED": "1"})
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
-
-    def text(self) -> str:
-        return self.log.read_text(errors="replace") if self.log.exists() else ""
+        super().__init__(self.config, tmp / "agent.log")
 
     def wait_log(self, needle: str, timeout: float = 60) -> None:
         self.fleet.wait(f"{needle!r} in the agent log", lambda: needle in self.text(),

@@ -454,3 +454,36 @@ class TestOnlyLatencyMethod(TestOnlyThroughputMethod):
 
     __test__ = False
     decl: ClassVar[Declaration] = TEST_ONLY_LATENCY
+
+
+class AgentProcess:
+    """``netmon-agent run --config CONFIG`` as a child process, its output in ``log``."""
+
+    def __init__(self, config: Path, log: Path) -> None:
+        self.config, self.log = config, log
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        with open(self.log, "ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "agent.cli", "run", "--config", str(self.config),
+                 "--log-level", "info"], stdout=out, stderr=subprocess.STDOUT,
+                env=os.environ | {"PYTHONUNBUFFERED": "1"})
+
+    def stop(self) -> None:
+        """SIGTERM, then SIGKILL after 20 s."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+
+    def text(self) -> str:
+        """Everything the agent logged so far."""
+        return self.log.read_text(errors="replace") if self.log.exists() else ""
+
+    def tail(self) -> str:
+        """The end of the log, for assertion messages."""
+        return self.text()[-3000:]
