@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from devstack import netns, services
+from tests.helpers import need
 
 if TYPE_CHECKING:
     from agent.methods.base import Method
@@ -34,17 +35,11 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
         report.longrepr = f"skipped in CI, where nothing may be skipped: {reason}"
 
 
-def _need(binary: str) -> None:
-    try:
-        services.require_binary(binary)
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
-
 
 @pytest.fixture
 def mosquitto(tmp_path: Path) -> Iterator[services.Service]:
     """An anonymous mosquitto on a free loopback port (function scope: tests may stop it)."""
-    _need("mosquitto")
+    need("mosquitto")
     svc = services.start_mosquitto(tmp_path / "mosquitto")
     yield svc
     svc.stop()
@@ -53,7 +48,7 @@ def mosquitto(tmp_path: Path) -> Iterator[services.Service]:
 @pytest.fixture
 def influxd(tmp_path: Path) -> Iterator[services.Service]:
     """An influxd 1.x on a free loopback port with its own data directory."""
-    _need("influxd")
+    need("influxd")
     svc = services.start_influxd(tmp_path / "influxd")
     yield svc
     svc.stop()
@@ -62,7 +57,7 @@ def influxd(tmp_path: Path) -> Iterator[services.Service]:
 @pytest.fixture(scope="module")
 def influxd_module(tmp_path_factory: pytest.TempPathFactory) -> Iterator[services.Service]:
     """One influxd for a whole test module, for data sets that take seconds to load."""
-    _need("influxd")
+    need("influxd")
     svc = services.start_influxd(tmp_path_factory.mktemp("influxd"))
     yield svc
     svc.stop()
@@ -104,7 +99,7 @@ def influx(influxd: services.Service) -> Influx:
 @pytest.fixture
 def iperf3_server(tmp_path: Path) -> Iterator[services.Service]:
     """An iperf3 server on a free loopback port."""
-    _need("iperf3")
+    need("iperf3")
     svc = services.start_iperf3(tmp_path / "iperf3")
     yield svc
     svc.stop()

@@ -20,20 +20,14 @@ from pathlib import Path
 import pytest
 
 from devstack import services
+from tests.helpers import need
 from tests.helpers.chaos import DB, Stack
-
-
-def _need(binary: str) -> None:
-    try:
-        services.require_binary(binary)
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
 
 
 @pytest.fixture
 def stack_factory(tmp_path: Path) -> Iterator[type[Stack]]:
-    _need("mosquitto")
-    _need("influxd")
+    need("mosquitto")
+    need("influxd")
     made: list[Stack] = []
 
     class _Stack(Stack):

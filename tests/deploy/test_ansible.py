@@ -38,6 +38,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from devstack import services
 from netmon.contract import Topics
+from tests.helpers import need
 from tests.helpers.ansible import (
     ANSIBLE_DIR,
     INVENTORY,
@@ -67,12 +68,6 @@ pytestmark = pytest.mark.timeout(900)
 #: PUBACK codes of an accepted publish: success, or success with no subscriber (16).
 ACCEPTED = (0, 16)
 
-
-def _need(binary: str) -> str:
-    try:
-        return services.require_binary(binary)
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
 
 
 @dataclass
@@ -129,8 +124,8 @@ def tmp_path(service_base: Path) -> Path:
 
 @pytest.fixture(scope="module")
 def rendered(service_base: Path) -> Rendered:
-    _need("mosquitto_passwd")
-    _need("openssl")
+    need("mosquitto_passwd")
+    need("openssl")
     base = service_base / "ansible"
     base.mkdir(mode=0o755)
     ans = Ansible(base / "home")
@@ -403,7 +398,7 @@ def _test_broker_config(rendered: Rendered, workdir: Path, port: int,
 
 def _start_broker(rendered: Rendered, tmp_path: Path,
                   mosquitto_dir: Path | None = None) -> services.Service:
-    _need("mosquitto")
+    need("mosquitto")
     workdir = tmp_path / "broker"
     workdir.mkdir()
     workdir.chmod(0o777)  # mosquitto runs as user mosquitto when started as root
@@ -690,7 +685,7 @@ def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
         rotated = json.loads(json.dumps(rendered.secrets))
         rotated["vault_netmon_mqtt_probe_passwords"][a] = new = old[::-1] + "-rotated"
         enrolled_pw = "enrolled-probe-password-0123456789"
-        subprocess.run([_need("mosquitto_passwd"), "-c", "-b",
+        subprocess.run([need("mosquitto_passwd"), "-c", "-b",
                         str(mosq / "netmon-enrolled.passwd"), "ht-enrolled-01", enrolled_pw],
                        check=True, capture_output=True)
         proc = rendered.ansible.playbook(play, rendered.extra() | rotated)
@@ -727,7 +722,7 @@ def test_rotating_a_probe_password_and_idempotent_rerun(rendered: Rendered,
 def measurement_server(rendered: Rendered, tmp_path: Path) -> Iterator[tuple[Path, int]]:
     """The netmon_server role run for the server host with the web root prepared (small
     download object) and nginx pointed at loopback and a temporary folder."""
-    _need("nginx")
+    need("nginx")
     tmp_path.chmod(0o755)
     port = services.free_port()
     conf_dir = tmp_path / "server"
@@ -750,7 +745,7 @@ def measurement_server(rendered: Rendered, tmp_path: Path) -> Iterator[tuple[Pat
 
 
 def test_rendered_nginx_config_passes_nginx_t(rendered: Rendered, tmp_path: Path) -> None:
-    nginx = _need("nginx")
+    nginx = need("nginx")
     # The production rendering, with only pid, log and temp paths moved for a test.
     text = (rendered.host(SERVER) / "server" / "nginx.conf").read_text()
     assert "listen 0.0.0.0:80;" in text and "listen [::]:80;" in text
@@ -773,7 +768,7 @@ def test_agent_methods_measure_against_the_deployed_nginx(
     from agent.methods.registry import get
 
     conf_dir, port = measurement_server
-    nginx = _need("nginx")
+    nginx = need("nginx")
     conf = conf_dir / "nginx.conf"
     proc = subprocess.run([nginx, "-t", "-c", str(conf), "-p", str(tmp_path)],
                           capture_output=True, text=True, timeout=30, check=False)
@@ -811,7 +806,7 @@ def test_iperf3_unit_command_serves_the_agent_s_iperf3_method(rendered: Rendered
     from agent.methods.base import LinkBinding, MethodContext
     from agent.methods.registry import get
 
-    _need("iperf3")
+    need("iperf3")
     unit = (rendered.host(SERVER) / "server" / "netmon-iperf3@.service").read_text()
     exec_start = re.search(r"^ExecStart=(.+)$", unit, flags=re.M)
     assert exec_start and "%i" in exec_start.group(1)
@@ -849,7 +844,7 @@ def test_server_layout_matches_measurement_server_module() -> None:
 
 
 def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> None:
-    analyze = _need("systemd-analyze")
+    analyze = need("systemd-analyze")
     agent, collector = tool("netmon-agent"), tool("netmon-collector")
     assert agent and collector
     units = {
@@ -889,7 +884,7 @@ def test_rendered_systemd_units_verify(rendered: Rendered, tmp_path: Path) -> No
 
 
 def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path: Path) -> None:
-    _need("influxd")
+    need("influxd")
     tmp_path.chmod(0o755)
     svc = services.start_influxd(tmp_path / "influxd", auth=True)
     play = role_playbook(tmp_path / "influx.yml", GROUPS["influxdb"][0], "influxdb", {
@@ -1180,7 +1175,7 @@ def test_hardening_drop_ins_score_below_5(rendered: Rendered, tmp_path: Path,
     """Debian's unit with the role's drop-in, merged into one unit file (a drop-in's
     [Service] lines apply after the unit's, as here), scores below 5 (Debian's alone:
     mosquitto 9.6, influxdb 9.2, both UNSAFE)."""
-    _need("systemd-analyze")
+    need("systemd-analyze")
     host = BROKER if unit == "mosquitto" else GROUPS["influxdb"][0]
     dropin = rendered.host(host) / unit / f"{unit}.service.d" / "netmon-hardening.conf"
     lines = [ln for ln in dropin.read_text().splitlines()
@@ -1202,7 +1197,7 @@ def test_hardening_drop_ins_score_below_5(rendered: Rendered, tmp_path: Path,
 @pytest.mark.parametrize("unit", ["netmon-agent", "netmon-collector"])
 def test_netmon_units_score_below_5(tmp_path: Path, unit: str) -> None:
     """The repository's own units, as installed by the roles."""
-    _need("systemd-analyze")
+    need("systemd-analyze")
     path = tmp_path / f"{unit}.service"
     path.write_text((ANSIBLE_DIR.parent / "systemd" / f"{unit}.service").read_text())
     score = _exposure(path)

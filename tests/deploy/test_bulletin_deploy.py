@@ -32,7 +32,7 @@ from collector import config as config_mod
 from collector.bulletin import editions
 from devstack import services
 from tests.helpers import bulletin as hb
-from tests.helpers import chromium
+from tests.helpers import chromium, need
 from tests.helpers.ansible import Ansible, inventory_groups, make_secrets, tool
 
 COLLECTOR = inventory_groups()["collector"][0]
@@ -40,12 +40,6 @@ TZ = ZoneInfo("Asia/Ho_Chi_Minh")
 pytestmark = pytest.mark.timeout(900)
 RECIPIENTS = ["lanhdao@hatinh.gov.vn", "noc@hatinh.gov.vn"]
 
-
-def _need(binary: str) -> str:
-    try:
-        return services.require_binary(binary)
-    except services.ServiceError as exc:
-        pytest.skip(str(exc))
 
 
 @dataclass
@@ -97,7 +91,7 @@ def rendered(tmp_path_factory: pytest.TempPathFactory) -> Rendered:
 
 
 def test_bulletin_units_verify(rendered: Rendered, tmp_path: Path) -> None:
-    analyze = _need("systemd-analyze")
+    analyze = need("systemd-analyze")
     collector = tool("netmon-collector")
     assert collector
     service = (rendered.units / "netmon-bulletin@.service").read_text()
@@ -157,7 +151,7 @@ def _elapses(spec: str, base: str, n: int) -> list[datetime]:
 
 @pytest.mark.parametrize(("edition", "day"), [("provisional", 1), ("final", 5)])
 def test_timers_fire_at_local_times(rendered: Rendered, edition: str, day: int) -> None:
-    _need("systemd-analyze")
+    need("systemd-analyze")
     timer = (rendered.units / f"netmon-bulletin-{edition}.timer").read_text()
     m = re.search(r"^OnCalendar=(.+)$", timer, flags=re.M)
     assert m and m.group(1).endswith(" Asia/Ho_Chi_Minh")
@@ -220,7 +214,7 @@ def archive(rendered: Rendered, influxd_module: services.Service,
 def web(rendered: Rendered, archive: Path, tmp_path_factory: pytest.TempPathFactory
         ) -> Any:
     """nginx with the rendered server block, included as the role installs it."""
-    _need("nginx")
+    need("nginx")
     run = tmp_path_factory.mktemp("nginx")
     user = "user root;\n" if os.geteuid() == 0 else ""
     conf = (f"{user}worker_processes 1;\npid {run}/nginx.pid;\nerror_log {run}/error.log;\n"
