@@ -127,6 +127,14 @@ def _write_secret(path: Path, text: str) -> Path:
     return path
 
 
+def _add_password(passwd: Path, user: str, password: str) -> None:
+    """Add ``user`` to a mosquitto password file, the password on mosquitto_passwd's
+    standard input, not its command line (readable by any local user)."""
+    subprocess.run([services.require_binary("mosquitto_passwd"), str(passwd), user],
+                   input=f"{password}\n{password}\n".encode(), check=True,
+                   capture_output=True)
+
+
 def _toml_str(value: str) -> str:
     return json.dumps(value, ensure_ascii=False)
 
@@ -233,17 +241,14 @@ class Stack:
         passwd = mdir / "passwd"
         passwd.touch(mode=0o600)
         for user, password in accounts.items():
-            subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(passwd), user,
-                            password], check=True, capture_output=True)
+            _add_password(passwd, user, password)
         from collector.fleet.acl import Listener, mosquitto_acl, mosquitto_listeners
 
         # As deployed: the probe's listener ties its client id to its account; the
         # collector logs in on the service listener, whose password file has no probe.
         service_passwd = mdir / "services.passwd"
         service_passwd.touch(mode=0o600)
-        subprocess.run([services.require_binary("mosquitto_passwd"), "-b", str(service_passwd),
-                        COLLECTOR_USER, accounts[COLLECTOR_USER]], check=True,
-                       capture_output=True)
+        _add_password(service_passwd, COLLECTOR_USER, accounts[COLLECTOR_USER])
         acl = mdir / "acl"
         acl.write_text(mosquitto_acl(noc_user="netmon_noc", collector_user=COLLECTOR_USER))
         port, service_port = services.free_port(), services.free_port()

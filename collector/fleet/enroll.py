@@ -131,14 +131,16 @@ def _users(text: str) -> dict[str, str]:
 def add_account(settings: EnrollmentSettings, username: str, password: str) -> None:
     """Add (or replace) ``username`` in the enrolled accounts file with mosquitto_passwd,
     merge that file into the probes' password file (keeping its mode and owner) and
-    reload the broker. The password travels to mosquitto_passwd on its command line only
-    on this host (mosquitto_passwd -b), never into a log."""
+    reload the broker. The password reaches mosquitto_passwd on its standard input (typed
+    and confirmed, as at a terminal): on its command line (``-b``) any local user could read
+    it from ``/proc/PID/cmdline`` while it runs."""
     accounts = settings.accounts_file
     accounts.parent.mkdir(parents=True, exist_ok=True)
-    argv = [settings.mosquitto_passwd, "-b"] + ([] if accounts.exists() else ["-c"]) + \
-        [str(accounts), username, password]
+    argv = [settings.mosquitto_passwd] + ([] if accounts.exists() else ["-c"]) + \
+        [str(accounts), username]
     try:
-        done = subprocess.run(argv, capture_output=True, timeout=60)
+        done = subprocess.run(argv, input=f"{password}\n{password}\n".encode(),
+                              capture_output=True, timeout=60)
     except (OSError, subprocess.TimeoutExpired) as exc:
         raise FleetError(f"enrollment.mosquitto_passwd: {exc}") from None
     if done.returncode != 0:

@@ -119,6 +119,14 @@ class EnrolFleet:
         self.enroll_pw = tmp / "enroll.pw"
         self.enroll_pw.write_text(ENROLL_PW + "\n")
         self.enroll_pw.chmod(0o600)
+        # A wrapper, named as such, that records each mosquitto_passwd command line and
+        # then runs the real mosquitto_passwd: the test checks no password is on it.
+        self.passwd_argv = tmp / "mosquitto_passwd.argv"
+        self.passwd_wrapper = tmp / "mosquitto_passwd-recording-wrapper"
+        self.passwd_wrapper.write_text(
+            f'#!/bin/sh\nprintf "%s\\n" "$*" >> "{self.passwd_argv}"\n'
+            f'exec "{services.require_binary("mosquitto_passwd")}" "$@"\n')
+        self.passwd_wrapper.chmod(0o700)
         noc_pw = tmp / "noc.pw"
         noc_pw.write_text(USERS["noc"] + "\n")
         noc_pw.chmod(0o600)
@@ -149,7 +157,7 @@ path = "sites.toml"
 probes_password_file = "broker/passwd"
 accounts_file = "broker/enrolled.passwd"
 reload_command = ["kill", "-HUP", "{self.broker.proc.pid}"]
-mosquitto_passwd = "{services.require_binary("mosquitto_passwd")}"
+mosquitto_passwd = "{self.passwd_wrapper}"
 state_file = "noc/enrollment.json"
 """)
         self.watch = Client(self.broker, "collector", USERS["collector"],
@@ -276,6 +284,11 @@ def test_blank_probe_enrols_and_publishes_results_as_itself(
     password = Path(identity["password_file"])
     assert password.stat().st_mode & 0o777 == 0o600
     assert password.read_text().strip() not in probe.text()  # never logged
+    # The broker account was made by mosquitto_passwd without the password on its command
+    # line (any local user can read /proc/PID/cmdline).
+    argv_lines = f.passwd_argv.read_text().splitlines()
+    assert argv_lines and all("ht-huongkhe-07" in ln for ln in argv_lines)
+    assert not any(password.read_text().strip() in ln for ln in argv_lines)
 
     # The registry has the site, Vietnamese intact, on the reference map's unit.
     sites = load_sites(f.registry)
