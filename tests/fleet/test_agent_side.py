@@ -8,10 +8,8 @@ results name shows which plan is running.
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from datetime import datetime
@@ -26,33 +24,12 @@ from collector.fleet.push import push_configs
 from devstack import services
 from netmon.contract import Topics, parse_result, parse_status
 from netmon.signing import sign
-from tests.helpers.agent import AgentProcess
+from tests.helpers.agent import AgentProcess, Listener
 from tests.helpers.fleet import Client, make_keys, start_acl_broker, tcp_plan
 
 PROBE = "ht-kyanh-01"
 USERS = {"noc": "noc-pw", "collector": "coll-pw", PROBE: "probe-pw"}
 T = Topics()
-
-
-class Listener:
-    """A TCP port that accepts and closes connections (a test target)."""
-
-    def __init__(self) -> None:
-        self.sock = socket.create_server(("127.0.0.1", 0))
-        self.port = self.sock.getsockname()[1]
-        self.target = f"127.0.0.1:{self.port}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
 
 
 class Fleet:

@@ -39,8 +39,7 @@ from netmon.enrollment import (
     sign_answer,
     x25519_public_b64,
 )
-from tests.fleet.test_agent_side import Listener
-from tests.helpers.agent import AgentProcess
+from tests.helpers.agent import AgentProcess, Listener
 from tests.helpers.fleet import Client, make_keys, start_acl_broker
 
 T = Topics()

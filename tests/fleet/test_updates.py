@@ -28,7 +28,7 @@ from devstack import services
 from netmon import __version__
 from netmon.contract import ReleaseManifest, Topics, parse_result, parse_status
 from netmon.release import bucket, sign_manifest, targets
-from tests.fleet.test_agent_side import Listener
+from tests.helpers.agent import Listener
 from tests.helpers.fleet import Client, make_keys, start_acl_broker
 from tests.helpers.supervisor import FakeSystemd
 

@@ -100,13 +100,22 @@ def tcp_test(port: int, every_s: float = 1.0, **extra: Any) -> dict[str, Any]:
 
 
 class Listener:
-    """A loopback TCP port that accepts connections (a target for the tcp method)."""
+    """A loopback TCP port that accepts and closes connections (a target for the tcp
+    method): accepting keeps the backlog from filling however long the test runs."""
 
     def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
+        self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
         self.port = self.sock.getsockname()[1]
+        self.target = f"127.0.0.1:{self.port}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            conn.close()
 
     def close(self) -> None:
         self.sock.close()
