@@ -167,12 +167,17 @@ def cmd_update_init(args: argparse.Namespace) -> int:
     from agent.update import init
 
     try:
-        version = init(args.root)
+        links = init(args.root)
     except (OSError, subprocess.SubprocessError) as exc:
         print(f"update-init: {exc}", file=sys.stderr)
         return 1
-    print(json.dumps({"root": str(args.root), "version": version}) if args.json else
-          f"{args.root}: current and stable are {version}")
+    if args.json:
+        print(json.dumps({"root": str(args.root), **links}))
+    else:
+        adopted = f"adopted {links['adopted']} from the base environment; " \
+            if links["adopted"] else ""
+        print(f"{args.root}: {adopted}current is {links['current']}, "
+              f"stable is {links['stable']}")
     return 0
 
 

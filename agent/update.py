@@ -174,22 +174,42 @@ def base_site_packages() -> str:
     return str(own)
 
 
-def init(root: Path) -> str:
-    """Set up ``root`` for the running version (``netmon-agent update-init``): a thin
-    environment for it, ``current`` and ``stable`` pointing at it. Idempotent."""
+def init(root: Path, version: str = __version__) -> dict[str, str | None]:
+    """Set up ``root`` for the installed version (``netmon-agent update-init``, run from the
+    base environment before every start): a thin environment for it, ``current`` and
+    ``stable`` pointing at it. Idempotent: a pushed update stays in place across restarts.
+
+    When the base environment holds a different version than at the previous start (an
+    operator upgraded it with Ansible or apt after a pushed update), that version is
+    adopted: ``current`` and ``stable`` move to it and a trial in progress ends, since
+    the operator's deployment is the newer decision. Returns the versions ``current`` and
+    ``stable`` now point at and what was adopted (None when nothing changed)."""
     layout = Layout(root)
     layout.versions.mkdir(parents=True, exist_ok=True)
     data = layout.read()
     data.setdefault("base", base_site_packages())
-    env = layout.version_dir(__version__)
+    env = layout.version_dir(version)
     if not (env / "bin" / "python").exists():
         make_env(env, data["base"])
+    # A layout from before base versions were recorded: assume no upgrade happened.
+    previous_base = data.get("base_version") or (
+        version if layout.target(layout.current) else None)
+    adopted = None
     if layout.target(layout.current) is None:
-        layout.switch(layout.current, __version__)
+        layout.switch(layout.current, version)
+    elif previous_base != version and layout.target(layout.current) != version:
+        adopted = version
+        layout.switch(layout.current, version)
+        layout.switch(layout.stable, version)
+        data["trial"] = None
+        event(data, f"adopted {version}, newly installed in the base environment "
+                    f"(previously {previous_base})")
     if layout.target(layout.stable) is None:
-        layout.switch(layout.stable, __version__)
+        layout.switch(layout.stable, version)
+    data["base_version"] = version
     layout.write(data)
-    return __version__
+    return {"current": layout.target(layout.current), "stable": layout.target(layout.stable),
+            "adopted": adopted}
 
 
 def guard(root: Path, now: float | None = None) -> str:

@@ -369,3 +369,32 @@ def test_staged_percentages_are_stable_and_cumulative() -> None:
     assert chosen[10] <= chosen[50]
     assert 20 <= len(chosen[10]) <= 60 and 160 <= len(chosen[50]) <= 240
     assert all((bucket("0.2.0", i) < 10) == (i in chosen[10]) for i in ids)
+
+
+def test_update_init_keeps_a_pushed_update_and_adopts_a_newly_installed_base(
+        tmp_path: Path) -> None:
+    """``update-init`` runs before every start from the base environment: restarts keep a
+    pushed update, but a different version installed in the base (an Ansible upgrade)
+    moves ``current`` and ``stable`` to it. Real thin virtual environments."""
+    from agent.update import Layout, init, make_env
+
+    root = tmp_path / "releases"
+    first = init(root, "0.1.0")
+    assert first == {"current": "0.1.0", "stable": "0.1.0", "adopted": None}
+    layout = Layout(root)
+    # A pushed update that passed its health check (what Updater does on success).
+    make_env(layout.version_dir("0.1.1"), layout.read()["base"])
+    layout.switch(layout.current, "0.1.1")
+    layout.switch(layout.stable, "0.1.1")
+    assert init(root, "0.1.0") == {"current": "0.1.1", "stable": "0.1.1", "adopted": None}
+
+    upgraded = init(root, "0.2.0")
+    assert upgraded == {"current": "0.2.0", "stable": "0.2.0", "adopted": "0.2.0"}
+    python = root / "current" / "bin" / "python"
+    done = subprocess.run([str(python), "-c", "import agent.update"], capture_output=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    state = layout.read()
+    assert "adopted 0.2.0" in state["last_event"] and state["base_version"] == "0.2.0"
+    # The next start with the same base changes nothing.
+    assert init(root, "0.2.0")["adopted"] is None
