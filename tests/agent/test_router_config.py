@@ -26,18 +26,41 @@ def test_valid_router_tables_pass(tmp_path: Path) -> None:
     secret = tmp_path / "community"
     secret.write_text("s3cret\n")
     secret.chmod(0o600)
+    auth, priv = tmp_path / "auth.key", tmp_path / "priv.key"
+    for path, text in ((auth, "auth-passphrase"), (priv, "priv-passphrase")):
+        path.write_text(text + "\n")
+        path.chmod(0o600)
     for table in ({"source": "snmp", "host": "192.168.1.1", "if_name": "ppp0",
                    "community_file": str(secret)},
                   {"source": "snmp", "host": "192.168.1.1", "if_index": 2},
-                  {"source": "upnp", "url": "http://192.168.1.1:5000/rootDesc.xml"}):
+                  {"source": "upnp", "url": "http://192.168.1.1:5000/rootDesc.xml"},
+                  {"source": "snmp", "version": 3, "host": "192.168.1.1", "if_index": 2,
+                   "user": "netmon", "auth_key_file": str(auth), "priv_key_file": str(priv),
+                   "auth_protocol": "sha512", "priv_protocol": "aes256"}):
         res = check(with_router(tmp_path, table))
         assert res.returncode == 0, (table, res.stdout, res.stderr)
         assert "s3cret" not in res.stdout + res.stderr
+        assert "passphrase" not in res.stdout + res.stderr
 
 
 def test_bad_router_tables_exit_2_naming_the_key(tmp_path: Path) -> None:
+    short = tmp_path / "short.key"
+    short.write_text("seven77\n")
+    short.chmod(0o600)
+    v3 = {"source": "snmp", "version": "3", "host": "r", "if_index": 1, "user": "u",
+          "auth_key_file": str(short), "priv_key_file": str(short)}
     cases = [
         ({"source": "snmp", "if_index": 2}, "links.lo.router.host", "required"),
+        ({k: v for k, v in v3.items() if k != "user"}, "links.lo.router.user",
+         'required when version = "3"'),
+        ({k: v for k, v in v3.items() if k != "priv_key_file"},
+         "links.lo.router.priv_key_file", 'required when version = "3"'),
+        (v3, "links.lo.router.auth_key_file", "8 characters"),
+        (v3 | {"version": 1}, "links.lo.router.version", "2c"),
+        ({"source": "snmp", "host": "r", "if_index": 1, "user": "u"},
+         "links.lo.router.user", 'only for version = "3"'),
+        ({"source": "upnp", "url": "http://r/d.xml", "priv_key_file": str(short)},
+         "links.lo.router.priv_key_file", 'only for source = "snmp"'),
         ({"source": "snmp", "host": "10.0.0.1"}, "links.lo.router.if_index",
          "exactly one of if_index or if_name"),
         ({"source": "upnp"}, "links.lo.router.url", "required"),

@@ -65,6 +65,9 @@ class RouterLab:
     server_ip: str = ""
     snmp_port: int = 0
     community: str = ""
+    usm_keys: tuple[str, str] = ("", "")
+    #: After :meth:`start_snmpd`: the same counters read as the SNMPv3 user (authPriv).
+    snmpv3: routerstats.RouterCounters | None = None
     upnp_port: int = 0
     router_lan_if: str = ""
     _flows: list[subprocess.Popen[bytes]] = field(default_factory=list)
@@ -131,12 +134,19 @@ class RouterLab:
         self.community = secrets.token_hex(8)
         d = self.workdir / "snmpd"
         d.mkdir(parents=True, exist_ok=True)
+        # v2c for the probe's address, and a v3 user that must authenticate and encrypt
+        # (rouser ... priv) with SHA-256 and AES-128.
+        self.usm_keys = (secrets.token_hex(8), secrets.token_hex(8))
         (d / "snmpd.conf").write_text(
             f"agentAddress udp:{self.router_lan_ip}:{self.snmp_port}\n"
             f"rocommunity {self.community} {self.probe_ip}/32\n"
-            f"persistentDir {d}\n", encoding="utf-8")
-        (d / "community").write_text(self.community + "\n", encoding="utf-8")
-        (d / "community").chmod(0o600)
+            f'createUser netmon-ro SHA-256 "{self.usm_keys[0]}" AES "{self.usm_keys[1]}"\n'
+            "rouser netmon-ro priv\n"
+            f"persistentDir {d / 'persist'}\n", encoding="utf-8")
+        for name, text in (("community", self.community), ("auth.key", self.usm_keys[0]),
+                           ("priv.key", self.usm_keys[1])):
+            (d / name).write_text(text + "\n", encoding="utf-8")
+            (d / name).chmod(0o600)
         log = (d / "snmpd.log").open("wb")
         proc = self.router.spawn(["snmpd", "-f", "-Lo", "-C", "-c", str(d / "snmpd.conf"),
                                   "-p", str(d / "snmpd.pid")], stdout=log, stderr=log,
@@ -146,6 +156,10 @@ class RouterLab:
                                          if_name=self.wan_if)
         services.wait_for(lambda: asyncio.run(router_poll.read(cfg)) is not None, 60,
                           "snmpd in the router namespace", proc, d / "snmpd.log")
+        self.snmpv3 = routerstats.RouterCounters(
+            source="snmp", version="3", host=self.router_lan_ip, port=self.snmp_port,
+            user="netmon-ro", auth_protocol="sha256", auth_key_file=d / "auth.key",
+            priv_protocol="aes", priv_key_file=d / "priv.key", if_name=self.wan_if)
         return cfg
 
     def start_miniupnpd(self) -> routerstats.RouterCounters:

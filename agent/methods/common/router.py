@@ -6,7 +6,9 @@ cross-traffic figure read from the probe's counters (``linkstats``) miss them. A
 a ``[links.<name>.router]`` table reads the router's WAN counters instead, over
 
 * SNMP: IF-MIB ``ifHCInOctets`` / ``ifHCOutOctets`` (64-bit) of one interface, named by
-  ``if_index`` or by ``if_name`` (matched against ``ifName``, then ``ifDescr``);
+  ``if_index`` or by ``if_name`` (matched against ``ifName``, then ``ifDescr``); v2c with
+  a community, or v3 with a USM user, authentication and privacy (authPriv: the community
+  of v2c crosses the office LAN in clear);
 * UPnP IGD: ``GetTotalBytesReceived`` / ``GetTotalBytesSent`` of the
   ``WANCommonInterfaceConfig`` service (32-bit: wraps at 4 GiB, handled by :func:`delta`).
 
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import Literal, Protocol
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
 from netmon.settings import read_secret
 
@@ -46,6 +48,18 @@ class RouterCounters(BaseModel):
     community: SecretStr = Field(SecretStr("public"),
                                  description="snmp v2c community (prefer community_file)")
     community_file: Path | None = Field(None, description="snmp: file holding the community")
+    version: Literal["2c", "3"] = Field(
+        "2c", description='snmp: "2c" (community) or "3" (USM user, authPriv)')
+    user: str | None = Field(None, min_length=1, max_length=32,
+                             description="snmp v3: the USM user name")
+    auth_protocol: Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"] = Field(
+        "sha256", description="snmp v3: authentication protocol (HMAC)")
+    auth_key_file: Path | None = Field(
+        None, description="snmp v3: file holding the authentication passphrase (8+ chars)")
+    priv_protocol: Literal["aes", "aes192", "aes256"] = Field(
+        "aes", description="snmp v3: privacy protocol (AES-128 CFB, or 192/256)")
+    priv_key_file: Path | None = Field(
+        None, description="snmp v3: file holding the privacy passphrase (8+ chars)")
     if_index: int | None = Field(None, ge=1, le=2**31 - 1,
                                  description="snmp: ifIndex of the WAN interface")
     if_name: str | None = Field(None, min_length=1, max_length=64,
@@ -59,8 +73,15 @@ class RouterCounters(BaseModel):
         description="busy-line check: watch the counters this long (longer than two of the "
                     "router's counter refreshes: snmpd refreshes every 3 s)")
 
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_number(cls, value: object) -> object:
+        # `version = 3` in TOML is as natural as `version = "3"`.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
     @model_validator(mode="after")
     def _complete(self) -> RouterCounters:
+        v3_keys = ("user", "auth_key_file", "priv_key_file")
         if self.source == "snmp":
             if self.host is None:
                 raise ValueError('host: required when source = "snmp"')
@@ -69,6 +90,18 @@ class RouterCounters(BaseModel):
                                  'source = "snmp"')
             if self.url is not None:
                 raise ValueError('url: only for source = "upnp"')
+            if self.version == "3":
+                for key in v3_keys:
+                    if getattr(self, key) is None:
+                        raise ValueError(f'{key}: required when version = "3" (SNMPv3 '
+                                         "runs authPriv: a user, an authentication and a "
+                                         "privacy passphrase file)")
+                if self.community_file is not None:
+                    raise ValueError('community_file: only for version = "2c"')
+            else:
+                for key in v3_keys:
+                    if getattr(self, key) is not None:
+                        raise ValueError(f'{key}: only for version = "3"')
         else:
             if self.url is None:
                 raise ValueError('url: required when source = "upnp" (the IGD\'s '
@@ -76,7 +109,7 @@ class RouterCounters(BaseModel):
             parts = urlsplit(self.url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 raise ValueError("url: must be an http:// URL of the IGD's description")
-            for key in ("host", "if_index", "if_name", "community_file"):
+            for key in ("host", "if_index", "if_name", "community_file", *v3_keys):
                 if getattr(self, key) is not None:
                     raise ValueError(f'{key}: only for source = "snmp"')
         return self
@@ -86,6 +119,18 @@ class RouterCounters(BaseModel):
         ``community``; never logged."""
         secret = read_secret(self.community_file, "router.community_file")
         return secret if secret is not None else self.community.get_secret_value()
+
+    def read_usm_keys(self) -> tuple[str, str]:
+        """The SNMPv3 authentication and privacy passphrases from their files (the
+        secret-file rule; RFC 3414 wants 8 characters at least); never logged."""
+        keys = []
+        for name in ("auth_key_file", "priv_key_file"):
+            secret = read_secret(getattr(self, name), f"router.{name}") or ""
+            if len(secret) < 8:
+                raise ValueError(f"router.{name}: the passphrase is shorter than the 8 "
+                                 "characters SNMPv3 requires")
+            keys.append(secret)
+        return keys[0], keys[1]
 
     def problems(self, key: str) -> list[str]:
         """What stops this source from running on this machine (the extra not installed,
@@ -101,6 +146,11 @@ class RouterCounters(BaseModel):
                 self.read_community()
             except Exception as exc:  # SecretFileError names the file and why
                 out.append(f"{key}.community_file: {exc}")
+        if self.source == "snmp" and self.version == "3":
+            try:
+                self.read_usm_keys()
+            except Exception as exc:  # names the file (key prefix "router.") and why
+                out.append(f"{key}.{str(exc).removeprefix('router.')}")
         return out
 
 

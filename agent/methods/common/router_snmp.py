@@ -1,4 +1,4 @@
-"""SNMP v2c reader of a router's IF-MIB 64-bit octet counters (``pysnmp``, the router
+"""SNMP v2c/v3 reader of a router's IF-MIB 64-bit octet counters (``pysnmp``, the router
 extra; imported only by :func:`agent.methods.common.router.source_for`)."""
 
 from __future__ import annotations
@@ -7,12 +7,22 @@ import time
 from typing import Any
 
 from pysnmp.hlapi.v3arch.asyncio import (
+    USM_AUTH_HMAC96_MD5,
+    USM_AUTH_HMAC96_SHA,
+    USM_AUTH_HMAC128_SHA224,
+    USM_AUTH_HMAC192_SHA256,
+    USM_AUTH_HMAC256_SHA384,
+    USM_AUTH_HMAC384_SHA512,
+    USM_PRIV_CFB128_AES,
+    USM_PRIV_CFB192_AES,
+    USM_PRIV_CFB256_AES,
     CommunityData,
     ContextData,
     ObjectIdentity,
     ObjectType,
     SnmpEngine,
     UdpTransportTarget,
+    UsmUserData,
     get_cmd,
     walk_cmd,
 )
@@ -24,6 +34,12 @@ IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"
 IF_NAME = "1.3.6.1.2.1.31.1.1.1.1"
 IF_DESCR = "1.3.6.1.2.1.2.2.1.2"
 
+AUTH = {"md5": USM_AUTH_HMAC96_MD5, "sha": USM_AUTH_HMAC96_SHA,
+        "sha224": USM_AUTH_HMAC128_SHA224, "sha256": USM_AUTH_HMAC192_SHA256,
+        "sha384": USM_AUTH_HMAC256_SHA384, "sha512": USM_AUTH_HMAC384_SHA512}
+PRIV = {"aes": USM_PRIV_CFB128_AES, "aes192": USM_PRIV_CFB192_AES,
+        "aes256": USM_PRIV_CFB256_AES}
+
 
 class SnmpSource:
     """``ifHCInOctets`` / ``ifHCOutOctets`` of one interface of one router."""
@@ -32,14 +48,28 @@ class SnmpSource:
         self.cfg = cfg
         self.engine = SnmpEngine()
         self.if_index = cfg.if_index
+        self._usm: tuple[tuple[str, str], UsmUserData] | None = None
 
     async def _target(self) -> Any:
         return await UdpTransportTarget.create((self.cfg.host, self.cfg.port),
                                                timeout=self.cfg.timeout_s, retries=1)
 
-    def _auth(self) -> CommunityData:
-        # Read at every query: a corrected community file needs no restart.
-        return CommunityData(self.cfg.read_community(), mpModel=1)
+    def _auth(self) -> CommunityData | UsmUserData:
+        # Secrets are read at every query: a corrected file needs no restart.
+        if self.cfg.version == "2c":
+            return CommunityData(self.cfg.read_community(), mpModel=1)
+        try:
+            keys = self.cfg.read_usm_keys()
+        except ValueError as exc:
+            raise RouterError(str(exc)) from exc
+        # The user object is kept while the passphrases stay the same: turning a
+        # passphrase into a key hashes a megabyte (RFC 3414), too much for every poll.
+        if self._usm is None or self._usm[0] != keys:
+            self._usm = (keys, UsmUserData(
+                self.cfg.user or "", authKey=keys[0], privKey=keys[1],
+                authProtocol=AUTH[self.cfg.auth_protocol],
+                privProtocol=PRIV[self.cfg.priv_protocol]))
+        return self._usm[1]
 
     async def _resolve(self) -> int:
         """The ifIndex whose ifName (else ifDescr) is ``if_name``."""

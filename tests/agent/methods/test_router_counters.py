@@ -39,7 +39,9 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RouterLab]:
 
 @pytest.fixture(scope="module")
 def sources(lab: RouterLab) -> dict[str, routerstats.RouterCounters]:
-    return {"snmp": lab.start_snmpd(), "upnp": lab.start_miniupnpd()}
+    found = {"snmp": lab.start_snmpd(), "upnp": lab.start_miniupnpd()}
+    assert lab.snmpv3 is not None
+    return found | {"snmpv3": lab.snmpv3}
 
 
 @pytest.fixture
@@ -75,7 +77,7 @@ def measure(lab: RouterLab, router: routerstats.RouterCounters | None) -> Result
     return result
 
 
-@pytest.mark.parametrize("source", ["snmp", "upnp"])
+@pytest.mark.parametrize("source", ["snmp", "snmpv3", "upnp"])
 def test_office_download_flags_the_test_from_router_counters(
         quiet: RouterLab, sources: dict[str, routerstats.RouterCounters], source: str) -> None:
     cfg = sources[source]
@@ -148,3 +150,20 @@ def test_busy_line_deferred_by_router_counters(
     # postponed twice (defer_max) on the router's figure, then run anyway
     assert runtime.scheduler.deferred == 2
     assert runtime.scheduler.jobs["speed@fibre"].runs == 1
+
+
+def test_snmpv3_with_a_wrong_passphrase_reads_nothing_and_says_why(
+        sources: dict[str, routerstats.RouterCounters], tmp_path: Path,
+        caplog: pytest.LogCaptureFixture) -> None:
+    good = sources["snmpv3"]
+    assert asyncio.run(router_poll.read(good)) is not None  # the user works as configured
+    wrong = tmp_path / "wrong-auth.key"
+    wrong.write_text("not-the-passphrase-0\n")
+    wrong.chmod(0o600)
+    bad = good.model_copy(update={"auth_key_file": wrong})
+    with caplog.at_level("WARNING"):
+        assert asyncio.run(router_poll.read(bad)) is None
+    text = caplog.text
+    assert "router counters (snmp) unavailable" in text and "snmp" in text
+    assert "digest" in text.lower()  # pysnmp: "Wrong SNMP PDU digest"
+    assert "not-the-passphrase-0" not in text
