@@ -181,6 +181,10 @@ class Metrics(BaseModel):
     radio_rsrp_dbm: Num | None = Field(None, ge=-160, le=0)
     radio_rsrq_db: Num | None = Field(None, ge=-40, le=20)
     radio_sinr_db: Num | None = Field(None, ge=-30, le=60)
+    # The modem's reported maximum of a mobile link (ModemManager bearer stats, the rates
+    # negotiated with the network): it bounds the device's ceiling (device_limited).
+    modem_max_down_mbps: Num | None = Field(None, gt=0, le=MAX_SPEED_MBPS)
+    modem_max_up_mbps: Num | None = Field(None, gt=0, le=MAX_SPEED_MBPS)
 
     @model_validator(mode="before")
     @classmethod

@@ -69,11 +69,8 @@ class HttpMethod:
                                        window, res.steady_bytes, res.steady_s, res.ipv6,
                                        options.cross_traffic_share)
             metrics["bytes"] = float(total)
-            speed = device.negotiated_mbps(iface)
-            if speed is not None:
-                metrics["link_speed_mbps"] = speed
-            flags += device.add_ceiling(metrics, device.with_link_speed(
-                device.ceiling_for(options), speed), options.device_ceiling_share)
+            ceiling = await device.path_ceiling(metrics, options, iface, ctx.link.modem)
+            flags += device.add_ceiling(metrics, ceiling, options.device_ceiling_share)
             flags = device.limited(tuple(dict.fromkeys(flags)))
             return [make_result(ctx, HTTP.name, options.target, started, time.monotonic() - t0,
                                 metrics, flags=flags)]

@@ -255,8 +255,9 @@ class ResponsivenessMethod:
             metrics["load_mbps"] = round(res.goodput_mbps, 3)
             metrics["load_streams"] = float(res.streams_ok)
             metrics["bytes"] = moved
-            flags = device.add_ceiling(metrics, device.ceiling_for(options),
-                                       options.device_ceiling_share,
+            # No interface here: no negotiated speed, but a modem's maximum applies.
+            ceiling = await device.path_ceiling(metrics, options, None, ctx.link.modem)
+            flags = device.add_ceiling(metrics, ceiling, options.device_ceiling_share,
                                        measured={options.direction: res.goodput_mbps})
             flags = device.limited(flags + device.add_cpu(metrics, res.cpu_s, res.elapsed_s,
                                                           options.cpu_bound_pct))

@@ -10,7 +10,10 @@ The board model comes from the device tree (``/proc/device-tree/model``, a NUL-t
 string such as ``Raspberry Pi 4 Model B Rev 1.4``) or a configured override; the ceiling
 from :data:`BOARD_CEILINGS` (sources in ``docs/methods.md``) or a configured override
 (a Cat 4 USB modem: 150 down, 50 up). A model that cannot be read or is not in the table
-gives no ceiling at all: never a guess.
+gives no ceiling at all: never a guess. The path can be narrower than the board: a port
+negotiated below it (sysfs), or on a mobile link the maximum the modem reports
+(ModemManager, ``radio.read_max``); the lowest known figure per direction is the ceiling,
+unless one is configured.
 
 The measuring process itself can be the limit: the http engine runs in one thread, and
 TLS on a Pi 4 (no AES instructions) saturates a core near 550 Mb/s. The thread's CPU time
@@ -25,6 +28,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from agent.methods.common import radio
 from netmon.methods import DeviceOptions
 
 #: (pattern on the model string, download Mb/s, upload Mb/s): TCP goodput ceilings of
@@ -41,11 +45,17 @@ BOARD_CEILINGS: tuple[tuple[re.Pattern[str], float, float], ...] = (
 
 @dataclass(frozen=True)
 class Ceiling:
-    """The device's ceiling per direction and where it came from."""
+    """The device's ceiling per direction (None: not known for that direction) and where
+    it came from."""
 
-    download_mbps: float
-    upload_mbps: float
-    source: str  # "configured" or the board model
+    download_mbps: float | None
+    upload_mbps: float | None
+    source: str  # "configured", the board model, "modem", or the model plus what lowered it
+
+
+def _lowest(*values: float | None) -> float | None:
+    known = [v for v in values if v is not None]
+    return min(known) if known else None
 
 
 def read_model(path: str) -> str | None:
@@ -92,9 +102,30 @@ def with_link_speed(ceiling: Ceiling | None, speed_mbps: float | None) -> Ceilin
         # speeds (a veth says 10000) that bound nothing.
         return ceiling
     port = round(speed_mbps * GOODPUT_SHARE, 1)
-    if port < ceiling.download_mbps or port < ceiling.upload_mbps:
-        return Ceiling(min(port, ceiling.download_mbps), min(port, ceiling.upload_mbps),
-                       f"{ceiling.source}, link {speed_mbps:g}")
+    lowered = Ceiling(_lowest(port, ceiling.download_mbps), _lowest(port, ceiling.upload_mbps),
+                      f"{ceiling.source}, link {speed_mbps:g}")
+    if (lowered.download_mbps, lowered.upload_mbps) != (ceiling.download_mbps,
+                                                        ceiling.upload_mbps):
+        return lowered
+    return ceiling
+
+
+def with_modem_max(ceiling: Ceiling | None, reported: dict[str, float]) -> Ceiling | None:
+    """A mobile link's ceiling: per direction the lower of the board's and the modem's
+    reported maximum (``modem_max_down_mbps`` / ``modem_max_up_mbps``, :mod:`radio`).
+    A configured ceiling is kept; a direction the modem does not report keeps the board's
+    figure (or none)."""
+    down, up = reported.get("modem_max_down_mbps"), reported.get("modem_max_up_mbps")
+    if (down is None and up is None) or (ceiling is not None
+                                         and ceiling.source == "configured"):
+        return ceiling
+    if ceiling is None:
+        return Ceiling(down, up, "modem")
+    lowered = Ceiling(_lowest(down, ceiling.download_mbps), _lowest(up, ceiling.upload_mbps),
+                      f"{ceiling.source}, modem")
+    if (lowered.download_mbps, lowered.upload_mbps) != (ceiling.download_mbps,
+                                                        ceiling.upload_mbps):
+        return lowered
     return ceiling
 
 
@@ -112,6 +143,22 @@ def ceiling_for(options: DeviceOptions) -> Ceiling | None:
     return Ceiling(found[0], found[1], model)
 
 
+async def path_ceiling(metrics: dict[str, float], options: DeviceOptions,
+                       interface: str | None, modem: radio.ModemConfig | None) -> Ceiling | None:
+    """The ceiling of the path a test ran on: configured, else the board's, lowered by the
+    interface's negotiated speed and, on a link with a modem, by the modem's reported
+    maximum. Records ``link_speed_mbps`` and ``modem_max_*_mbps`` in ``metrics``."""
+    speed = negotiated_mbps(interface)
+    if speed is not None:
+        metrics["link_speed_mbps"] = speed
+    ceiling = with_link_speed(ceiling_for(options), speed)
+    if modem is not None:
+        reported = await radio.read_max(modem, interface)
+        metrics |= reported
+        ceiling = with_modem_max(ceiling, reported)
+    return ceiling
+
+
 def add_ceiling(metrics: dict[str, float], ceiling: Ceiling | None, share: float,
                 measured: dict[str, float] | None = None) -> tuple[str, ...]:
     """Set ``device_ceiling_mbps`` (+ ``device_ceiling_upload_mbps`` when an upload was
@@ -123,16 +170,15 @@ def add_ceiling(metrics: dict[str, float], ceiling: Ceiling | None, share: float
     if measured is None:
         measured = {d: metrics[f"{d}_mbps"] for d in ("download", "upload")
                     if f"{d}_mbps" in metrics}
-    metrics["device_ceiling_mbps"] = ceiling.download_mbps
     at = False
-    down = measured.get("download")
-    if down is not None and down >= share * ceiling.download_mbps:
-        at = True
+    if ceiling.download_mbps is not None:
+        metrics["device_ceiling_mbps"] = ceiling.download_mbps
+        down = measured.get("download")
+        at = down is not None and down >= share * ceiling.download_mbps
     up = measured.get("upload")
-    if up is not None:
+    if up is not None and ceiling.upload_mbps is not None:
         metrics["device_ceiling_upload_mbps"] = ceiling.upload_mbps
-        if up >= share * ceiling.upload_mbps:
-            at = True
+        at = at or up >= share * ceiling.upload_mbps
     return ("at_device_ceiling",) if at else ()
 
 

@@ -14,6 +14,14 @@ a string, ``"--"`` when unknown; keys as in its ``cli/mmcli-output.c``):
 * ``--get-cell-info`` (``modem.generic.cell-info``: one ``"cell type: lte, serving: yes,
   ..., ci: ..., earfcn: ..."`` string per cell; the serving cell's id and channel).
 
+Throughput methods also read the modem's reported maximum (:func:`read_max`): the
+modem's ``modem.generic.bearers``, then ``mmcli -J -b <path>`` of each; a connected
+bearer's ``bearer.stats.downlink-speed`` / ``uplink-speed`` are the bit rates negotiated
+with the network at the packet-service attach (ModemManager >= 1.20, reported by MBIM
+modems; bits per second, absent or ``--`` when unknown). They become
+``modem_max_down_mbps`` / ``modem_max_up_mbps`` and bound the device's ceiling
+(``device.py``).
+
 Everything becomes a number (the contract's metrics): ``radio_generation`` (2/3/4/5),
 ``radio_band`` (the 3GPP band number, from the serving cell's EARFCN or a single
 configured band), ``radio_operator`` (MCC+MNC digits, 45204 = Viettel), ``radio_cell_id``,
@@ -30,6 +38,8 @@ import re
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
+
+from netmon.contract import MAX_SPEED_MBPS
 
 log = logging.getLogger("netmon.agent.radio")
 
@@ -61,6 +71,13 @@ RANGES: dict[str, tuple[float, float]] = {
     "radio_rssi_dbm": (-140.0, 0.0), "radio_rsrp_dbm": (-160.0, 0.0),
     "radio_rsrq_db": (-40.0, 20.0), "radio_sinr_db": (-30.0, 60.0),
 }
+
+
+#: ``bearer.stats`` keys (bits per second) -> metric (Mb/s).
+SPEED_KEYS: dict[str, str] = {"downlink-speed": "modem_max_down_mbps",
+                              "uplink-speed": "modem_max_up_mbps"}
+#: A bearer's D-Bus path as the modem lists it; anything else is not passed to mmcli.
+BEARER_PATH = re.compile(r"/[A-Za-z0-9_/]{1,200}")
 
 
 class ModemConfig(BaseModel):
@@ -176,8 +193,37 @@ def parse_cells(doc: dict[str, Any]) -> dict[str, float]:
     return {}
 
 
-async def _mmcli(cfg: ModemConfig, *args: str, expect_json: bool = True) -> dict[str, Any]:
-    argv = [cfg.mmcli, "-J", "-m", cfg.modem, *args]
+def bearer_paths(doc: dict[str, Any]) -> list[str]:
+    """The bearers ``mmcli -J -m M`` lists (``modem.generic.bearers``)."""
+    paths = _value(doc, "modem", "generic", "bearers")
+    if not isinstance(paths, list):
+        return []
+    return [p for p in paths if isinstance(p, str) and BEARER_PATH.fullmatch(p)]
+
+
+def parse_bearer(doc: dict[str, Any]) -> dict[str, float]:
+    """Metrics from ``mmcli -J -b B``: the modem's reported maximum per direction, Mb/s, of
+    a connected bearer; a speed that is unknown (``--``, 0) or implausible is left out."""
+    if _value(doc, "bearer", "status", "connected") != "yes":
+        return {}
+    out: dict[str, float] = {}
+    for key, metric in SPEED_KEYS.items():
+        bits = _number(_value(doc, "bearer", "stats", key))
+        if bits is not None and 0 < bits / 1e6 <= MAX_SPEED_MBPS:
+            out[metric] = round(bits / 1e6, 3)
+    return out
+
+
+def bearer_interface(doc: dict[str, Any]) -> str | None:
+    """The network interface a bearer carries its data on (``bearer.status.interface``)."""
+    name = _value(doc, "bearer", "status", "interface")
+    return name if isinstance(name, str) and name else None
+
+
+async def _mmcli(cfg: ModemConfig, *args: str, expect_json: bool = True,
+                 modem: bool = True) -> dict[str, Any]:
+    # A bearer is named by its own path (-b), not within a modem (-m).
+    argv = [cfg.mmcli, "-J", *(("-m", cfg.modem) if modem else ()), *args]
     try:
         proc = await asyncio.create_subprocess_exec(
             *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
@@ -222,3 +268,21 @@ async def read(cfg: ModemConfig) -> dict[str, float]:
     except RadioError as exc:
         log.info("no cell info: %s", exc)
     return metrics
+
+
+async def read_max(cfg: ModemConfig, interface: str | None = None) -> dict[str, float]:
+    """The modem's reported maximum (``modem_max_down_mbps`` / ``modem_max_up_mbps``) of
+    its connected bearer (the one on ``interface`` when several are connected); empty when
+    ModemManager reports none or cannot be asked (logged), never guessed."""
+    found: list[tuple[str | None, dict[str, float]]] = []
+    try:
+        for path in bearer_paths(await _mmcli(cfg)):
+            doc = await _mmcli(cfg, "-b", path, modem=False)
+            speeds = parse_bearer(doc)
+            if speeds:
+                found.append((bearer_interface(doc), speeds))
+    except RadioError as exc:
+        log.warning("modem's reported maximum unavailable: %s", exc)
+        return {}
+    on_link = [speeds for name, speeds in found if interface and name == interface]
+    return (on_link or [speeds for _, speeds in found] or [{}])[0]
