@@ -177,39 +177,43 @@ class SpeedtestMethod:
             iface = linkstats.interface_for(ctx.link.interface, source, _ip_of(server_host))
             total = 0.0
             for direction in directions(options.direction):
-                window = CounterWindow(iface)
+                window = CounterWindow(iface, router=ctx.link.router)
                 sampler = LoadedSampler(ping_host, _link_with(ctx.link, source),
                                         options.latency_interval_s) \
                     if options.loaded_latency and ping_host else None
-                window.mark_start()
-                w0 = time.perf_counter()
-                if sampler:
-                    sampler.start()
                 try:
-                    bps = await asyncio.to_thread(
-                        st.download if direction == "download" else st.upload)
-                except Exception as exc:
-                    raise MeasureError(_classify(exc), f"speedtest {direction}: "
-                                                       f"{type(exc).__name__}: {exc}") from None
-                finally:
+                    window.mark_start()
+                    w0 = time.perf_counter()
                     if sampler:
-                        await sampler.stop()
-                moved = float(st.results.bytes_received if direction == "download"
-                              else st.results.bytes_sent)
-                if moved <= 0:
-                    raise MeasureError("protocol", f"speedtest {direction} moved no data "
-                                                   f"from {server_url}")
-                mbps = float(bps) / 1e6
-                if direction == "upload" and iface:
-                    # speedtest-cli counts bytes handed to the socket: what still sits in the
-                    # kernel send queues when its clock stops is counted but not yet sent.
-                    # Stop our clock when the link has drained instead.
-                    metrics["speedtest_upload_mbps"] = round(mbps, 3)
-                    drain = await _drain_time(iface, mbps)
-                    mbps = moved * 8 / (moved * 8 / (mbps * 1e6) + drain) / 1e6
-                    metrics["upload_drain_s"] = round(drain, 3)
-                wall = time.perf_counter() - w0
-                window.mark_end()
+                        sampler.start()
+                    try:
+                        bps = await asyncio.to_thread(
+                            st.download if direction == "download" else st.upload)
+                    except Exception as exc:
+                        raise MeasureError(_classify(exc), f"speedtest {direction}: "
+                                                           f"{type(exc).__name__}: {exc}") from None
+                    finally:
+                        if sampler:
+                            await sampler.stop()
+                    moved = float(st.results.bytes_received if direction == "download"
+                                  else st.results.bytes_sent)
+                    if moved <= 0:
+                        raise MeasureError("protocol", f"speedtest {direction} moved no data "
+                                                       f"from {server_url}")
+                    mbps = float(bps) / 1e6
+                    if direction == "upload" and iface:
+                        # speedtest-cli counts bytes handed to the socket: what still sits in the
+                        # kernel send queues when its clock stops is counted but not yet sent.
+                        # Stop our clock when the link has drained instead.
+                        metrics["speedtest_upload_mbps"] = round(mbps, 3)
+                        drain = await _drain_time(iface, mbps)
+                        mbps = moved * 8 / (moved * 8 / (mbps * 1e6) + drain) / 1e6
+                        metrics["upload_drain_s"] = round(drain, 3)
+                    wall = time.perf_counter() - w0
+                    window.mark_end()
+                finally:
+                    # Stops watching the router's counters, on a failure too.
+                    await window.settle()
                 total += moved
                 flags += add_direction(metrics, direction, mbps,
                                        sampler.rtts if sampler else [], window, moved, wall,

@@ -17,10 +17,11 @@ from agent.methods.base import LinkBinding, Method, MethodContext
 from agent.methods.common import router as routerstats
 from agent.methods.common import router_poll
 from agent.methods.iperf3 import Iperf3Method
+from agent.methods.speedtest import SpeedtestMethod
 from agent.runtime import Runtime, interface_mbps
-from devstack import netns
+from devstack import measurement_server, netns
 from netmon.contract import ResultMessage
-from netmon.methods import Iperf3Options
+from netmon.methods import Iperf3Options, SpeedtestOptions
 from tests.helpers.agent import TestOnlyThroughputMethod, agent_config
 from tests.helpers.router_lab import RouterLab
 
@@ -106,6 +107,34 @@ def test_probe_counters_alone_miss_the_office_download(
     result = measure(lab, None)
     assert "cross_traffic" not in result.flags and "router_counters" not in result.flags
     assert (asyncio.run(interface_mbps(lab.probe_if, 1.0)) or 0.0) < 5
+
+
+def test_speedtest_flagged_from_router_counters(
+        quiet: RouterLab, sources: dict[str, routerstats.RouterCounters], tmp_path: Path) -> None:
+    # The speedtest method reads the line at the router as iperf3 and http do (8 s: snmpd
+    # refreshes its counters every 3 s, and the figure needs two fresh readings).
+    lab, cfg = quiet, sources["snmp"]
+    nginx = measurement_server.start(tmp_path / "nginx", host="0.0.0.0", port=8080,
+                                     netns=lab.server.name, sparse=True,
+                                     speedtest_length_s=8)
+    link = LinkBinding(name="fibre", access="fixed", isp="Lab", interface=lab.probe_if,
+                       router=cfg)
+    ctx = MethodContext(probe_id="lab-probe-01", agent_version="test", link=link)
+    opts = SpeedtestOptions(target=f"http://{lab.server_ip}:8080/speedtest/upload.php",
+                            direction="download", length_s=8, loaded_latency=False)
+    try:
+        wait_line(cfg, busy=False)
+        [idle] = asyncio.run(SpeedtestMethod().run(ctx, opts))
+        assert idle.ok, idle.error
+        assert "router_counters" in idle.flags and "cross_traffic" not in idle.flags, idle
+        lab.office_download()
+        wait_line(cfg, busy=True)
+        [busy] = asyncio.run(SpeedtestMethod().run(ctx, opts))
+    finally:
+        nginx.stop()
+    assert busy.ok, busy.error
+    assert "router_counters" in busy.flags and "cross_traffic" in busy.flags, busy
+    assert busy.metrics.cross_traffic_mbps is not None and busy.metrics.cross_traffic_mbps > 10
 
 
 @pytest.fixture
