@@ -34,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import re
 from typing import Any
 
@@ -209,8 +210,9 @@ def parse_bearer(doc: dict[str, Any]) -> dict[str, float]:
     out: dict[str, float] = {}
     for key, metric in SPEED_KEYS.items():
         bits = _number(_value(doc, "bearer", "stats", key))
-        if bits is not None and 0 < bits / 1e6 <= MAX_SPEED_MBPS:
-            out[metric] = round(bits / 1e6, 3)
+        mbps = round(bits / 1e6, 3) if bits is not None and math.isfinite(bits) else 0.0
+        if 0 < mbps <= MAX_SPEED_MBPS:
+            out[metric] = mbps
     return out
 
 

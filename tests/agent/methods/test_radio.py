@@ -86,7 +86,7 @@ def test_recorded_bearer_gives_the_modems_reported_maximum() -> None:
     assert radio.bearer_interface(doc) == "wwan0"
 
 
-@pytest.mark.parametrize("change", ["unknown", "zero", "disconnected", "absurd"])
+@pytest.mark.parametrize("change", ["unknown", "zero", "disconnected", "absurd", "tiny"])
 def test_bearer_without_a_usable_speed_gives_nothing(change: str) -> None:
     doc = recorded(BEARER)
     stats, status = doc["bearer"]["stats"], doc["bearer"]["status"]
@@ -96,9 +96,11 @@ def test_bearer_without_a_usable_speed_gives_nothing(change: str) -> None:
         stats["downlink-speed"] = stats["uplink-speed"] = "0"
     elif change == "disconnected":  # the speeds of a past connection bound nothing now
         status["connected"] = "no"
-    else:  # 200 Gb/s: above the contract's 100,000 Mb/s, not a modem's rate
+    elif change == "absurd":  # 200 Gb/s: above the contract's 100,000 Mb/s
         stats["downlink-speed"] = "200000000000"
-        stats["uplink-speed"] = "--"
+        stats["uplink-speed"] = "nan"
+    else:  # 400 bit/s is 0.000 Mb/s: no ceiling, and no 0 the contract would refuse
+        stats["downlink-speed"] = stats["uplink-speed"] = "400"
     assert radio.parse_bearer(doc) == {}
 
 
