@@ -53,8 +53,11 @@ class HttpMethod:
                     connect_timeout_s=options.connect_timeout_s,
                     ping_host=ping_host if options.loaded_latency else None,
                     ping_interval_s=options.latency_interval_s, ssl_context=ssl_context)
-                res = await transfer(cfg, counters=functools.partial(_mark, window))
-                await window.settle()
+                try:
+                    res = await transfer(cfg, counters=functools.partial(_mark, window))
+                finally:
+                    # Stops watching the router's counters, on a failure too.
+                    await window.settle()
                 total += res.total_bytes
                 if res.streams_ok == 0 or res.steady_bytes <= 0:
                     err = res.errors[0] if res.errors else MeasureError(

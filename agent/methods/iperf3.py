@@ -163,9 +163,13 @@ class Iperf3Method:
             total = 0.0
             for direction in directions(options.direction):
                 window = CounterWindow(iface, router=ctx.link.router)
-                rep, loaded, wall = await self._one(ctx, options, addr[0], hp.port,
-                                                    direction == "download", window, ping_host)
-                await window.settle()
+                try:
+                    rep, loaded, wall = await self._one(ctx, options, addr[0], hp.port,
+                                                        direction == "download", window,
+                                                        ping_host)
+                finally:
+                    # Stops watching the router's counters, on a failure too.
+                    await window.settle()
                 suffix = "" if direction == "download" else "_upload"
                 metrics[f"retransmits{suffix}"] = rep["retransmits"]
                 for key in ("rtt_ms", "rtt_min_ms", "rtt_max_ms"):

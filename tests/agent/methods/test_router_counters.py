@@ -196,3 +196,30 @@ def test_snmpv3_with_a_wrong_passphrase_reads_nothing_and_says_why(
     assert "router counters (snmp) unavailable" in text and "snmp" in text
     assert "digest" in text.lower()  # pysnmp: "Wrong SNMP PDU digest"
     assert "not-the-passphrase-0" not in text
+
+
+def test_a_failed_iperf3_test_stops_watching_the_router() -> None:
+    """iperf3 failing inside its window (nothing listens on the target port) must not
+    leave the router poller querying every 0.25 s for the agent's life. The router is a
+    loopback UDP port nobody answers: the poller runs all the same."""
+    from devstack import services
+
+    router = routerstats.RouterCounters(source="snmp", host="127.0.0.1",
+                                        port=services.free_port(), if_index=1, timeout_s=0.5)
+    link = LinkBinding(name="fibre", access="fixed", isp="Lab", interface="lo", router=router)
+    ctx = MethodContext(probe_id="lab-probe-01", agent_version="test", link=link)
+    closed = services.free_port()
+
+    async def main() -> tuple[ResultMessage, int]:
+        [res] = await Iperf3Method().run(ctx, Iperf3Options(
+            target=f"127.0.0.1:{closed}", duration_s=2, omit_s=0, loaded_latency=False,
+            busy_retries=0))
+        await asyncio.sleep(0.6)  # a poller left behind would be mid-query by now
+        # (pysnmp's own dispatcher task stays with the engine cached for the loop.)
+        left = [t for t in asyncio.all_tasks()
+                if "Poller" in getattr(t.get_coro(), "__qualname__", "")]
+        return res, len(left)
+
+    res, left = asyncio.run(main())
+    assert not res.ok
+    assert left == 0
