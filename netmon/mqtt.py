@@ -154,20 +154,23 @@ def new_client(settings: BrokerSettings, *, client_id: str, protocol: MQTTProtoc
                reconnect: ReconnectPolicy,
                credentials: tuple[str, str | None] | None = None,
                clean_session: bool | None = None, manual_ack: bool = False,
-               logger: logging.Logger | None = None) -> mqtt.Client:
+               logger: logging.Logger | None = None,
+               client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A paho-mqtt 2.x client (callback API version 2) for ``settings``' broker.
 
     Applies the TLS context (:func:`tls_context`, when ``settings.tls``), the
     ``credentials`` (from :meth:`BrokerSettings.credentials`, read by the caller so it
     decides when to re-read the password file) and the reconnect policy. Queued
     outgoing messages are never dropped inside paho. ``clean_session`` is for MQTT 3.1.1
-    only (v5 sets ``clean_start`` at connect). Not yet connected.
+    only (v5 sets ``clean_start`` at connect). ``client_class`` is paho's ``Client`` or a
+    subclass of it (the collector reads ahead: ``collector.core.mqttread``). Not yet
+    connected.
 
     Raises OSError / ssl.SSLError when a TLS file cannot be loaded.
     """
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
-                         clean_session=clean_session, protocol=protocol,
-                         manual_ack=manual_ack, reconnect_on_failure=reconnect.automatic)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id,
+                          clean_session=clean_session, protocol=protocol,
+                          manual_ack=manual_ack, reconnect_on_failure=reconnect.automatic)
     if logger is not None:
         client.enable_logger(logger)
     ctx = settings.tls_context()

@@ -181,56 +181,101 @@ def to_ms(msg_time: object) -> int:
     return (msg_time - _EPOCH) // _ONE_MS
 
 
-def result_line(msg: ResultMessage, site: Site) -> str:
-    """The ``results`` point for one result, enriched with its site."""
+@functools.lru_cache(maxsize=65536)
+def _result_series(probe: str, link: str, access: str, isp: str, method: str, target: str,
+                   error_code: str, district: str, commune: str, commune_code: str,
+                   site_type: str) -> str:
+    # The series key of a result's tags, built by _series_key from the same dict as
+    # always; cached on the plain strings, which is cheaper than the dict and its items.
     tags = {
-        "probe": msg.probe_id,
-        "link": msg.link,
-        "access": msg.access,
-        "isp": msg.isp,
-        "method": msg.method,
-        "target": msg.target,
-        "status": "ok" if msg.error is None else "error",
-        "error_code": msg.error.code if msg.error else "",
-        "district": site.district,
-        "commune": site.commune,
-        "commune_code": site.commune_code,
-        "site_type": site.site_type,
+        "probe": probe,
+        "link": link,
+        "access": access,
+        "isp": isp,
+        "method": method,
+        "target": target,
+        "status": "error" if error_code else "ok",
+        "error_code": error_code,
+        "district": district,
+        "commune": commune,
+        "commune_code": commune_code,
+        "site_type": site_type,
     }
-    fields: dict[str, float | int | bool | str] = {}
+    return _series_key(RESULTS, tuple(tags.items()))
+
+
+@functools.lru_cache(maxsize=4096)
+def _field_prefix(key: str) -> str:
+    return f"{escape_key(key)}="
+
+
+@functools.lru_cache(maxsize=4096)
+def _site_fields(latitude: float, longitude: float, name: str) -> tuple[str, str]:
+    # (the latitude and longitude fields, the site_name field): the same for every point
+    # of a site.
+    return (f"latitude={float(latitude)!r},longitude={float(longitude)!r}",
+            f"site_name={escape_string_field(name)}")
+
+
+def _reserved(key: str) -> ValueError:
+    # A metric "flags" would be a float where other points hold a string (InfluxDB then
+    # rejects whole batches); one named like a tag ("status", "probe") shadows the tag in
+    # every WHERE clause, blanking dashboards and the bulletin.
+    kind = "tag key" if key in RESULT_TAGS else "field"
+    return ValueError(f"metric name {key!r} is reserved: it is a {kind} of '{RESULTS}' "
+                      "(see docs/schema.md)")
+
+
+def result_line(msg: ResultMessage, site: Site) -> str:
+    """The ``results`` point for one result, enriched with its site.
+
+    The same point as :func:`line` makes of the tags and fields listed in
+    docs/schema.md (tests/collector/test_validate.py compares them), rendered directly:
+    this runs for every result the collector receives."""
+    error = msg.error
+    series = _result_series(msg.probe_id, msg.link, msg.access, msg.isp, msg.method,
+                            msg.target, error.code if error else "", site.district,
+                            site.commune, site.commune_code, site.site_type)
+    parts = []
     metrics = msg.metrics
-    # __dict__ + extras is what Metrics.values() returns, without a pydantic dump per point
-    for key, value in (*metrics.__dict__.items(),
-                       *(metrics.__pydantic_extra__ or {}).items()):
-        if value is None:
-            continue
-        if key in RESERVED_METRIC_NAMES:
-            # A metric "flags" would be a float where other points hold a string (InfluxDB
-            # then rejects whole batches); one named like a tag ("status", "probe") shadows
-            # the tag in every WHERE clause, blanking dashboards and the bulletin.
-            kind = "tag key" if key in RESULT_TAGS else "field"
-            raise ValueError(f"metric name {key!r} is reserved: it is a {kind} of "
-                             f"'{RESULTS}' (see docs/schema.md)")
-        fields[key] = float(value)  # bools become 0.0/1.0: one type per field, always
-    fields["duration_s"] = float(msg.duration_s)
-    fields["latitude"] = float(site.latitude)
-    fields["longitude"] = float(site.longitude)
-    fields["result_id"] = str(msg.id)
-    fields["site_name"] = site.name
-    fields["cross_traffic"] = 1.0 if "cross_traffic" in msg.flags else 0.0
-    # The probe (its port, modem or CPU), not the line, set this speed: the bulletin counts
-    # these apart (a number, like cross_traffic: the flags string cannot be summed).
-    fields["device_limited"] = 1.0 if "device_limited" in msg.flags else 0.0
-    # InfluxQL 1.x has no hour-of-day function: peak-hour panels filter on this field.
-    # The hour of started_at in VIETNAM (UTC+7 all year), from the epoch milliseconds.
+    # __dict__ + extras is what Metrics.values() returns, without a pydantic dump per
+    # point; every metric is a float (bools 0.0/1.0): one type per field, always.
+    for key, value in metrics.__dict__.items():
+        if value is not None:
+            if key in RESERVED_METRIC_NAMES:
+                raise _reserved(key)
+            parts.append(f"{_field_prefix(key)}{float(value)!r}")
+    extra = metrics.__pydantic_extra__
+    if extra:
+        for key, value in extra.items():
+            if value is not None:
+                if key in RESERVED_METRIC_NAMES:
+                    raise _reserved(key)
+                parts.append(f"{_field_prefix(key)}{float(value)!r}")
+    coordinates, site_name = _site_fields(site.latitude, site.longitude, site.name)
+    flags = msg.flags
+    # InfluxQL 1.x has no hour-of-day function: peak-hour panels filter on local_hour,
+    # the hour of started_at in VIETNAM (UTC+7 all year), from the epoch milliseconds.
     started_ms = to_ms(msg.started_at)
-    fields["local_hour"] = float((started_ms // _MS_PER_HOUR + _VIETNAM_HOURS) % 24)
-    if msg.flags:
-        fields["flags"] = ",".join(msg.flags)
-    if msg.error:
-        fields["error_message"] = msg.error.message
-    fields["agent_version"] = msg.agent_version
-    return line(RESULTS, tags, fields, started_ms, identity_offset_ns(msg.id))
+    parts += (
+        f"duration_s={float(msg.duration_s)!r}",
+        coordinates,
+        f'result_id="{msg.id}"',
+        site_name,
+        "cross_traffic=1.0" if "cross_traffic" in flags else "cross_traffic=0.0",
+        # The probe (its port, modem or CPU), not the line, set this speed: the bulletin
+        # counts these apart (a number, like cross_traffic: the flags string cannot be
+        # summed).
+        "device_limited=1.0" if "device_limited" in flags else "device_limited=0.0",
+        f"local_hour={float((started_ms // _MS_PER_HOUR + _VIETNAM_HOURS) % 24)!r}",
+    )
+    if flags:
+        parts.append(f"flags={escape_string_field(','.join(flags))}")
+    if error:
+        parts.append(f"error_message={escape_string_field(error.message)}")
+    parts.append(f"agent_version={escape_string_field(msg.agent_version)}")
+    ts = started_ms * NS_PER_MS + identity_offset_ns(msg.id)
+    return f"{series} {','.join(parts)} {ts}"
 
 
 def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> list[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -13,10 +14,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from collector.core.deadletters import DeadLetter, DeadLetterStore
-from collector.core.ingest import validate
+from collector.core.ingest import parse_result_fast, validate
 from collector.core.registry import Registry
-from collector.core.schema import line, tag_value_problem, to_ms
-from netmon.contract import StatusMessage, Topics
+from collector.core.schema import (
+    RESULTS,
+    VIETNAM,
+    Site,
+    identity_offset_ns,
+    line,
+    result_line,
+    tag_value_problem,
+    to_ms,
+)
+from netmon.contract import ContractError, ResultMessage, StatusMessage, Topics, parse_result
 from tests.helpers.collector import SITES, make_result
 
 T = Topics()
@@ -160,3 +170,109 @@ def test_fuzz_never_crashes_and_dead_letters_every_invalid(payload: bytes) -> No
         assert len(item.lines) == 1 and item.lines[0].startswith("results,")
     else:
         assert item.lines == [] and item.dead.reason and item.dead.raw() == payload
+
+
+# --------------------------------------------------------------------------- fast paths
+
+
+def _outcome(parse: Callable[[], ResultMessage]) -> tuple[str, object]:
+    try:
+        return "ok", parse().model_dump()
+    except ContractError as exc:
+        return exc.reason, exc.detail
+
+
+def _same_outcome(payload: bytes, probe: str = "ky-anh-01") -> None:
+    fast = _outcome(lambda: parse_result_fast(payload, probe))
+    strict = _outcome(lambda: parse_result(payload, probe))
+    assert fast == strict, payload[:300]
+
+
+def test_fast_result_parsing_agrees_with_the_contract_on_hostile_payloads() -> None:
+    # Where pydantic's JSON mode alone is laxer than parse_result (the schema cases) or
+    # parses differently (non-finite numbers, BOM, surrogates, huge integers, nesting),
+    # parse_result_fast must still answer exactly as parse_result does.
+    raw = make_result(1).to_json()
+    base = json.loads(raw)
+    no_schema = {k: v for k, v in base.items() if k != "schema"}
+    cases = [raw, raw + b" \n", b"\xef\xbb\xbf" + raw, raw + b" x", b"x" * 70_000,
+             raw.replace(b'"isp":"VNPT"', b'"isp":"VN\\ud800PT"'),
+             raw.replace(b'"isp":"VNPT"', b'"isp":"VN\\ud83d\\ude00PT"'),
+             raw.replace(b'"isp":"VNPT"', b'"isp":"VNPT","isp":"Viettel"'),
+             raw.replace(b'"isp":"VNPT"', b'"isp":"VN\xffPT"'),
+             raw.replace(b'"download_mbps":101.0', b'"download_mbps":NaN'),
+             raw.replace(b'"download_mbps":101.0', b'"x_ms":Infinity'),
+             raw.replace(b'"download_mbps":101.0', b'"retransmits":1e400'),
+             raw.replace(b'"download_mbps":101.0', b'"x_ms":' + b"[" * 5000 + b"]" * 5000),
+             raw.replace(b'"duration_s":10.0', b'"duration_s":NaN'),
+             json.dumps(no_schema).encode(),
+             json.dumps(dict(no_schema, metrics={"schema": 1})).encode(),
+             make_result(1, target="true.example").to_json(),
+             make_result(1, probe_id="huong-khe-01").to_json()]
+    for key, value in [("schema", True), ("schema", 1.0), ("schema", "1"), ("schema", 2),
+                       ("metrics", {"download_mbps": 10**30}), ("metrics", {"x": 10**400}),
+                       ("metrics", {"download_mbps": True}), ("metrics", {"x_ms": -1}),
+                       ("started_at", 1772323200), ("started_at", "2026-03-01T00:00:00"),
+                       ("id", base["id"].replace("-", "")), ("id", 12345),
+                       ("flags", "abc"), ("isp", 123), ("isp", " VNPT "), ("extra", 1),
+                       ("duration_s", 10), ("duration_s", "10"), ("method", "nope")]:
+        cases.append(json.dumps(dict(base, **{key: value})).encode())
+    for payload in cases:
+        _same_outcome(payload)
+    # and the guards are what keeps them apart: pydantic's JSON mode alone takes these
+    for lax in (json.dumps(dict(base, schema=True)).encode(), json.dumps(no_schema).encode()):
+        ResultMessage.model_validate_json(lax)
+        with pytest.raises(ContractError):
+            parse_result_fast(lax, "ky-anh-01")
+
+
+@settings(max_examples=1000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(payloads())
+def test_fuzz_fast_result_parsing_agrees_with_the_contract(payload: bytes) -> None:
+    _same_outcome(payload)
+
+
+def _reference_result_line(msg: ResultMessage, site: Site) -> str:
+    # The point as docs/schema.md lists it, through the generic line(): what result_line
+    # rendered before it was specialised.
+    tags = {"probe": msg.probe_id, "link": msg.link, "access": msg.access, "isp": msg.isp,
+            "method": msg.method, "target": msg.target,
+            "status": "ok" if msg.error is None else "error",
+            "error_code": msg.error.code if msg.error else "", "district": site.district,
+            "commune": site.commune, "commune_code": site.commune_code,
+            "site_type": site.site_type}
+    fields: dict[str, float | int | bool | str] = {
+        k: float(v) for k, v in msg.metrics.values().items()}
+    started_ms = to_ms(msg.started_at)
+    fields |= {"duration_s": float(msg.duration_s), "latitude": float(site.latitude),
+               "longitude": float(site.longitude), "result_id": str(msg.id),
+               "site_name": site.name,
+               "cross_traffic": 1.0 if "cross_traffic" in msg.flags else 0.0,
+               "device_limited": 1.0 if "device_limited" in msg.flags else 0.0,
+               "local_hour": float(to_ms(msg.started_at.astimezone(VIETNAM).replace(
+                   tzinfo=UTC)) // 3_600_000 % 24)}
+    if msg.flags:
+        fields["flags"] = ",".join(msg.flags)
+    if msg.error:
+        fields["error_message"] = msg.error.message
+    fields["agent_version"] = msg.agent_version
+    return line(RESULTS, tags, fields, started_ms, identity_offset_ns(msg.id))
+
+
+def test_result_line_is_the_documented_point() -> None:
+    site = Site("ky-anh-01", 'UBND "phường" Sông Trí\\', "Phường Sông Trí, a=b", "Kỳ Anh",
+                18.07, 106.29, "commune_office", "18754")
+    msgs = [make_result(1), make_result(2, metrics={"download_mbps": 0, "x_count": 3,
+                                                    "radio_rsrp_dbm": -101.5}),
+            make_result(3, isp="Viettel Hà Tĩnh", target="http://x/y?a=1,b=2",
+                        flags=("cross_traffic", "device_limited"),
+                        error={"code": "timeout", "message": 'no "answer"\\ in 10 s'},
+                        started_at=datetime(2026, 3, 1, 20, 59, 59, 999000, tzinfo=UTC)),
+            make_result(4, access="mobile", link="lte", method="icmp", metrics={})]
+    for msg in msgs:
+        for s in (site, SITES[0]):
+            assert result_line(msg, s) == _reference_result_line(msg, s)
+    with pytest.raises(ValueError, match="metric name 'status' is reserved: it is a tag key"):
+        result_line(make_result(5, metrics={"status": 1.0}), site)
+    with pytest.raises(ValueError, match="metric name 'flags' is reserved: it is a field"):
+        result_line(make_result(5, metrics={"flags": 1.0}), site)

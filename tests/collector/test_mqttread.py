@@ -1,0 +1,152 @@
+"""The collector's read-ahead paho client (collector/core/mqttread.py) against a real
+mosquitto, plain and TLS: every message arrives whole, in order, with its properties,
+across buffer boundaries; and the buffered socket on a real socket pair."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from collector.core.mqttread import READ_SIZE, ReadAheadClient, ReadAheadSocket
+from netmon.mqtt import BrokerSettings, ReconnectPolicy, new_client
+from tests.helpers.agent import start_tls_mosquitto
+
+
+def test_read_ahead_socket_serves_small_reads_from_one_recv() -> None:
+    a, b = socket.socketpair()
+    a.setblocking(False)
+    sock = ReadAheadSocket(a)
+    with pytest.raises(BlockingIOError):  # nothing sent yet: what the socket itself says
+        sock.recv(1)
+    b.sendall(b"\x32\x05hello" + b"x" * 1000)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert sock.recv(1) == b"\x32"
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    assert sock.pending() == 1006  # the rest came with the first recv
+    assert sock.recv(1) == b"\x05" and sock.recv(5) == b"hello"
+    assert sock.recv(5000) == b"x" * 1000  # never more than is buffered
+    assert sock.pending() == 0
+    with pytest.raises(BlockingIOError):
+        sock.recv(1)
+    assert sock.fileno() == a.fileno() and sock.getsockname() == a.getsockname()
+    b.close()
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            assert sock.recv(1) == b""  # end of stream, as the socket says it
+            break
+        except BlockingIOError:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    a.close()
+
+
+def _collect(settings: BrokerSettings, sent: list[tuple[bytes, bool]],
+             publish: Any) -> list[mqtt.MQTTMessage]:
+    got: list[mqtt.MQTTMessage] = []
+    subscribed = threading.Event()
+    done = threading.Event()
+    client = new_client(settings, client_id="readahead-sub",
+                        protocol=MQTTProtocolVersion.MQTTv5, manual_ack=True,
+                        reconnect=ReconnectPolicy(), credentials=settings.credentials(),
+                        client_class=ReadAheadClient)
+    assert isinstance(client, ReadAheadClient)
+
+    def on_connect(c: mqtt.Client, *_: Any) -> None:
+        c.subscribe([("t/#", SubscribeOptions(qos=1))])
+
+    def on_subscribe(*_: Any) -> None:
+        subscribed.set()
+
+    def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg)
+        c.ack(msg.mid, msg.qos)
+        if len(got) == len(sent):
+            done.set()
+
+    client.on_connect, client.on_subscribe = on_connect, on_subscribe
+    client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.ReceiveMaximum = 1000
+    client.connect(settings.host, settings.port, properties=props)
+    client.loop_start()
+    try:
+        assert subscribed.wait(60)
+        assert isinstance(client.socket(), ReadAheadSocket)
+        publish()
+        assert done.wait(300), f"{len(got)} of {len(sent)} messages"
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return got
+
+
+@pytest.mark.parametrize("tls", [False, True], ids=["plain", "tls"])
+def test_every_message_arrives_whole_and_in_order(request: pytest.FixtureRequest,
+                                                  tmp_path: Path, tls: bool) -> None:
+    if tls:
+        broker = start_tls_mosquitto(tmp_path / "tls", {"sub": "sub-password-1234",
+                                                        "pub": "pub-password-1234"})
+        (tmp_path / "pw").write_text("sub-password-1234")
+        (tmp_path / "pw").chmod(0o600)
+        settings = BrokerSettings(port=broker.port, tls=True, ca_file=broker.extra["ca"],
+                                  username="sub", password_file=tmp_path / "pw")
+    else:
+        broker = request.getfixturevalue("mosquitto")
+        settings = BrokerSettings(port=broker.port, tls=False)
+    # Sizes around the header's length bytes (127/128, 16383/16384) and beyond one read
+    # (READ_SIZE), so packets straddle the buffer; every 7th carries properties (paho's
+    # own decoder), the rest none (the fast path).
+    sizes = [0, 1, 126, 127, 128, 400, 16383, 16384, READ_SIZE + 3]
+    sent = [(bytes([i % 251]) * sizes[i % len(sizes)] + str(i).encode(), i % 7 == 0)
+            for i in range(3000)]
+
+    def publish() -> None:
+        pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="readahead-pub",
+                          protocol=mqtt.MQTTv5)
+        if tls:
+            pub.tls_set(ca_certs=str(broker.extra["ca"]))
+            pub.username_pw_set("pub", "pub-password-1234")
+        pub.max_inflight_messages_set(1000)
+        pub.max_queued_messages_set(0)
+        pub.connect("127.0.0.1", broker.port)
+        pub.loop_start()
+        infos = []
+        for i, (payload, with_props) in enumerate(sent):
+            props = None
+            if with_props:
+                props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+                props.UserProperty = [("n", str(i))]
+            infos.append(pub.publish(f"t/{i % 3}", payload, qos=1, properties=props))
+        for info in infos:
+            info.wait_for_publish(120)
+        pub.disconnect()
+        pub.loop_stop()
+
+    got = _collect(settings, sent, publish)
+    try:
+        assert [m.payload for m in got] == [p for p, _ in sent]
+        assert [m.topic for m in got] == [f"t/{i % 3}" for i in range(len(sent))]
+        assert all(m.qos == 1 and not m.retain for m in got)
+        for i, (m, (_, with_props)) in enumerate(zip(got, sent, strict=True)):
+            assert m.properties is not None
+            user = getattr(m.properties, "UserProperty", None)
+            assert user == ([("n", str(i))] if with_props else None), i
+    finally:
+        if tls:
+            broker.stop()
