@@ -179,12 +179,13 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
             if site is None:
                 raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
                                     "registry; add it, reload (SIGHUP) and replay")
+            rid = str(msg.id)
             try:
-                lines = [result_line(msg, site)]
+                lines = [result_line(msg, site, rid)]
             except ValueError as exc:
                 raise ContractError("unstorable", str(exc)) from None
             return Item(lines, source=(topic, payload), kind="result",
-                        receipt=(probe_id, str(msg.id)), result=msg,
+                        receipt=(probe_id, rid), result=msg,
                         digest=content_digest(payload))
         if kind == "status":
             st = parse_status(payload, probe_id)
@@ -374,7 +375,10 @@ class MqttIngest:
         for it in items:
             if it.receipt is None or (it.dead is not None and not stored_dead):
                 continue
-            by_probe[it.receipt[0]].append(uuid.UUID(it.receipt[1]))
+            # The parsed result's id when there is one: parsing the string again cost
+            # more than the rest of the receipt.
+            by_probe[it.receipt[0]].append(it.result.id if it.result is not None
+                                           else uuid.UUID(it.receipt[1]))
         sent = ids = 0
         for probe_id, rids in by_probe.items():
             topic = self.topics.receipts(probe_id)

@@ -226,8 +226,9 @@ def _reserved(key: str) -> ValueError:
                       "(see docs/schema.md)")
 
 
-def result_line(msg: ResultMessage, site: Site) -> str:
-    """The ``results`` point for one result, enriched with its site.
+def result_line(msg: ResultMessage, site: Site, result_id: str | None = None) -> str:
+    """The ``results`` point for one result, enriched with its site (``result_id``:
+    ``str(msg.id)`` when the caller has it already).
 
     The same point as :func:`line` makes of the tags and fields listed in
     docs/schema.md (tests/collector/test_validate.py compares them), rendered directly:
@@ -260,7 +261,7 @@ def result_line(msg: ResultMessage, site: Site) -> str:
     parts += (
         f"duration_s={float(msg.duration_s)!r}",
         coordinates,
-        f'result_id="{msg.id}"',
+        f'result_id="{result_id or msg.id}"',
         site_name,
         "cross_traffic=1.0" if "cross_traffic" in flags else "cross_traffic=0.0",
         # The probe (its port, modem or CPU), not the line, set this speed: the bulletin
