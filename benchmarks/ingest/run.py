@@ -51,6 +51,8 @@ from tests.helpers.collector import SITES, make_result, write_config
 
 DB = "bench"
 REPO = Path(__file__).resolve().parents[2]
+#: A sitecustomize that measures the garbage collector's CPU (``--gc-stats``).
+GC_STATS_DIR = Path(__file__).resolve().parent / "gcstats"
 
 
 def payloads(n: int, offset: int = 0) -> list[tuple[str, bytes]]:
@@ -118,13 +120,16 @@ class CollectorProc:
     """``netmon-collector run`` as a subprocess (its own interpreter, like production),
     from the source ``tree`` (default: this checkout)."""
 
-    def __init__(self, cfg: Path, tree: Path = REPO) -> None:
+    def __init__(self, cfg: Path, tree: Path = REPO, gc_stats: Path | None = None) -> None:
         self.log = cfg.parent / f"collector-{time.monotonic_ns()}.log"
         self.fh = open(self.log, "wb")  # noqa: SIM115
+        env = {**os.environ, "PYTHONPATH": str(tree)}
+        if gc_stats is not None:  # the garbage collector's CPU, written at exit
+            env["PYTHONPATH"] += os.pathsep + str(GC_STATS_DIR)
+            env["NETMON_GCSTATS"] = str(gc_stats)
         self.proc = subprocess.Popen([sys.executable, "-m", "collector.cli", "run", "--config",
                                       str(cfg), "--log-level", "INFO"], stdout=self.fh,
-                                     stderr=subprocess.STDOUT, cwd=tree,
-                                     env={**os.environ, "PYTHONPATH": str(tree)})
+                                     stderr=subprocess.STDOUT, cwd=tree, env=env)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -225,9 +230,10 @@ def run_once(n: int, naive_n: int, workers: int, tmp: Path) -> dict[str, float]:
     return out
 
 
-def backlog_only(n: int, tmp: Path, tree: Path) -> dict[str, float]:
+def backlog_only(n: int, tmp: Path, tree: Path, gc_stats: bool = False) -> dict[str, float]:
     """The backlog drain alone, by the collector in ``tree``, on fresh services: the
-    figures ``--baseline`` compares."""
+    figures ``--baseline`` compares (with ``gc_stats``, also ``gc_cpu_us``: the garbage
+    collector's CPU over the drain process's life, start-up included, per result)."""
     mq = services.start_mosquitto(tmp / "mq")
     ix = services.start_influxd(tmp / "ix")
     try:
@@ -244,18 +250,23 @@ def backlog_only(n: int, tmp: Path, tree: Path) -> dict[str, float]:
         pub.stdin.write("go\n")
         pub.stdin.flush()
         pub.wait(600)
-        col = CollectorProc(cfg_path, tree)
+        stats_file = tmp / "gcstats.json"
+        col = CollectorProc(cfg_path, tree, stats_file if gc_stats else None)
         rate, cpu = drain_rate(influx, n, 600, (col.proc.pid,))
         assert count(influx) == n
         col.stop()
         influx.close()
-        return {"backlog": rate, "collector_cpu_us": cpu[0] * 1e6}
+        out = {"backlog": rate, "collector_cpu_us": cpu[0] * 1e6}
+        if gc_stats:
+            gen = json.loads(stats_file.read_text())
+            out["gc_cpu_us"] = sum(g["cpu_s"] for g in gen.values()) / n * 1e6
+        return out
     finally:
         mq.stop()
         ix.stop()
 
 
-def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
+def compare(rev: str, n: int, runs: int, as_json: bool, gc_stats: bool = False) -> int:
     """Backlog drains by this checkout's collector and by ``rev``'s, alternating, on the
     same machine in the same run; prints the medians and the ratio."""
     got: dict[str, list[dict[str, float]]] = {"current": [], "baseline": []}
@@ -263,10 +274,11 @@ def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
         for i in range(runs):
             for key, tree in (("baseline", base), ("current", REPO)):
                 with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:
-                    r = backlog_only(n, Path(tmp), tree)
+                    r = backlog_only(n, Path(tmp), tree, gc_stats)
                 got[key].append(r)
+                gc_part = (f" (garbage collector {r['gc_cpu_us']:.0f})" if gc_stats else "")
                 print(f"run {i + 1} {key}: backlog {r['backlog']:,.0f}/s, collector "
-                      f"{r['collector_cpu_us']:.0f} us/result", file=sys.stderr)
+                      f"{r['collector_cpu_us']:.0f} us/result{gc_part}", file=sys.stderr)
     med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in got.items()}
     ratio = med["baseline"]["collector_cpu_us"] / med["current"]["collector_cpu_us"]
     if as_json:
@@ -275,7 +287,9 @@ def compare(rev: str, n: int, runs: int, as_json: bool) -> int:
         return 0
     print(f"median over {runs} runs of {n} results (backlog drain, 1 worker): collector CPU "
           f"per result {med['current']['collector_cpu_us']:.0f} us (baseline {rev}: "
-          f"{med['baseline']['collector_cpu_us']:.0f} us; {ratio:.2f}x less), backlog "
+          f"{med['baseline']['collector_cpu_us']:.0f} us; {ratio:.2f}x less)"
+          + (f", of which garbage collector {med['current']['gc_cpu_us']:.0f} us (baseline "
+             f"{med['baseline']['gc_cpu_us']:.0f} us)" if gc_stats else "") + ", backlog "
           f"{med['current']['backlog']:,.0f}/s (baseline {med['baseline']['backlog']:,.0f}/s);"
           f" load average {os.getloadavg()[0]:.1f}")
     return 0
@@ -351,11 +365,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--baseline", metavar="REV",
                     help="only the backlog drain, by this checkout's collector and by REV's "
                          "(a git revision), alternating; prints both and the ratio")
+    ap.add_argument("--gc-stats", action="store_true",
+                    help="with --baseline: also the garbage collector's CPU per result")
     ap.add_argument("--json", action="store_true")
     args = ap.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     if args.baseline:
-        return compare(args.baseline, args.n, args.runs, args.json)
+        return compare(args.baseline, args.n, args.runs, args.json, args.gc_stats)
     runs = []
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="bench-ingest-") as tmp:

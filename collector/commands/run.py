@@ -87,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
     except (ConfigError, RegistryError) as exc:
         print(exc.report(), file=sys.stderr)
         return 2
+    from collector.core.gcpolicy import tune_for_service
     from collector.core.service import Collector, worker_config  # heavy imports after config
 
     if cfg.mqtt.workers > 1 and args.worker is None:
@@ -108,6 +109,7 @@ def run(args: argparse.Namespace) -> int:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     signal.signal(signal.SIGHUP, lambda *_: collector.reload_registry())
+    tune_for_service()  # start-up is done: what exists now lives as long as the process
     code = collector.run(stop)
     if collector.fatal:
         print(f"error: {collector.fatal}", file=sys.stderr)

@@ -311,3 +311,18 @@ def test_workers_split_load_through_a_shared_subscription(
     assert all(v > 0 for v in last_two), r.text()  # both took a share
     assert n <= sum(last_two) < n * 1.5
     assert count(influx, DB) == n
+
+
+def test_the_service_process_freezes_start_up_and_collects_less_often() -> None:
+    # In a child interpreter: the policy changes the whole process (benchmarks/ingest:
+    # ~25 -> ~3 us of garbage-collector CPU per result in a backlog drain).
+    code = ("import gc, json; import collector.core.service; "
+            "from collector.core.gcpolicy import THRESHOLDS, "
+            "tune_for_service; before = gc.get_threshold(); tune_for_service(); "
+            "print(json.dumps([before, gc.get_threshold(), list(THRESHOLDS), "
+            "gc.get_freeze_count()]))")
+    out = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                         text=True, check=True, timeout=120)
+    before, after, wanted, frozen = json.loads(out.stdout)
+    assert before == [700, 10, 10] and after == wanted and after[0] >= 10_000
+    assert frozen > 20_000  # the modules and validators start-up built
