@@ -179,13 +179,13 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
             if site is None:
                 raise ContractError("unknown_probe", f"probe {probe_id!r} is not in the site "
                                     "registry; add it, reload (SIGHUP) and replay")
-            rid = str(msg.id)
+            result_id = str(msg.id)
             try:
-                lines = [result_line(msg, site, rid)]
+                lines = [result_line(msg, site, result_id)]
             except ValueError as exc:
                 raise ContractError("unstorable", str(exc)) from None
             return Item(lines, source=(topic, payload), kind="result",
-                        receipt=(probe_id, rid), result=msg,
+                        receipt=(probe_id, result_id), result=msg,
                         digest=content_digest(payload))
         if kind == "status":
             st = parse_status(payload, probe_id)
