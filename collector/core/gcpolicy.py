@@ -3,10 +3,11 @@
 During a backlog drain up to ``mqtt.receive_maximum`` messages are in flight, each a
 few dozen container objects (the parsed result, its item, its lines) that live until
 their batch is written: with CPython's default thresholds (700, 10, 10) the collector
-traversed them over and over, about 25 µs of CPU per result of a ~95 µs total
-(benchmarks/ingest/README.md, "Garbage collection"). Freezing what start-up built
-(modules, pydantic's validators, the registry) and collecting the young generation
-every :data:`THRESHOLDS` ``[0]`` allocations instead cut that to ~3 µs. Reference
+traversed them over and over: 22 µs of CPU per result (median; 166 µs in all) in the
+ingest benchmark's backlog drain (benchmarks/ingest/README.md, ``--gc-stats``). Freezing
+what start-up built (modules, pydantic's validators, the registry) and collecting the
+young generation every :data:`THRESHOLDS` ``[0]`` allocations instead cut that to 8 µs,
+start-up included. Reference
 cycles are still collected, later: memory held by cyclic garbage is bounded by the
 thresholds, not by time.
 """
