@@ -1,18 +1,28 @@
 """What the agent loads is what its configuration needs (issue 20): the measurement
-methods it does not run, and cryptography without remote configuration, stay out of the
-process, so the idle probe's resident memory stays small. Checked in a fresh interpreter
-(the real config loader and runtime constructor), since this test process has imported
-everything already."""
+methods it does not run, and cryptography without remote configuration or enrollment,
+stay out of the process, so the idle probe's resident memory stays small. Checked in a
+fresh interpreter (the real config loader and runtime constructor, and the service
+command itself against a real broker), since this test process has imported everything
+already."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from devstack.services import Service
 from tests.helpers import REPO
-from tests.helpers.agent import agent_config, tcp_test, write_config
+from tests.helpers.agent import (
+    Subscriber,
+    agent_config,
+    agent_env,
+    kill,
+    tcp_test,
+    write_config,
+)
 
 #: Loads the config, runs every configured test once without publishing (the runtime
 #: the service uses), prints the loaded modules.
@@ -30,6 +40,17 @@ print(json.dumps(sorted(sys.modules)))
 #: Modules only methods other than tcp (or remote configuration) need.
 HEAVY = ("agent.methods.http", "agent.methods.common.httpengine", "agent.methods.speedtest",
          "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography")
+
+
+#: ``netmon-agent run`` as the service runs it, writing the modules it had loaded to
+#: argv[1] when it exits (SIGTERM ends the runtime normally, so atexit runs).
+_SERVICE = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+from agent.cli import main
+sys.exit(main())
+"""
 
 
 def loaded_modules(config: Path) -> set[str]:
@@ -59,3 +80,28 @@ def test_a_configured_method_and_remote_config_are_loaded(tmp_path: Path) -> Non
     mods = loaded_modules(write_config(tmp_path, data))
     assert {"agent.methods.iperf3", "netmon.signing", "cryptography"} <= mods
     assert "agent.methods.http" not in mods
+
+
+def test_the_service_of_a_probe_without_enrollment_loads_no_cryptography(
+        tmp_path: Path, broker: Service) -> None:
+    # The whole ``run`` path (enrollment check, config, runtime, publisher, a test run and
+    # published): the enrollment check once imported netmon.signing before looking at
+    # whether the probe enrols, which put cryptography (~10 MB) in every probe.
+    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(broker.port)}))
+    dump = tmp_path / "modules.json"
+    sub = Subscriber(broker.host, broker.port, "netmon/v1/probes/+/results")
+    try:
+        with open(tmp_path / "agent.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-c", _SERVICE, str(dump), "run",
+                                     "--config", str(cfg)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=agent_env(), cwd=REPO)
+        try:
+            sub.wait(lambda: len(sub.results()) >= 1, 120, "a published result")
+        finally:
+            code = kill(proc, signal.SIGTERM, timeout=60)
+    finally:
+        sub.close()
+    assert code == 0, (tmp_path / "agent.log").read_text()[-3000:]
+    mods = set(json.loads(dump.read_text()))
+    assert {"agent.runtime", "agent.publisher", "agent.methods.tcp"} <= mods
+    assert sorted(m for m in mods if m.startswith(HEAVY)) == []
