@@ -37,9 +37,10 @@ assert results, "no test ran"
 print(json.dumps(sorted(sys.modules)))
 """
 
-#: Modules only methods other than tcp (or remote configuration) need.
+#: Modules only methods other than tcp (or remote configuration) need; uvloop is the HTTP
+#: engine's loop only.
 HEAVY = ("agent.methods.http", "agent.methods.common.httpengine", "agent.methods.speedtest",
-         "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography")
+         "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography", "uvloop")
 
 
 #: ``netmon-agent run`` as the service runs it, writing the modules it had loaded to
