@@ -45,10 +45,11 @@ from netmon.plan import TestPlan
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from netmon.ed25519 import VerifyKey
     from netmon.signing import Envelope
 
-# netmon.signing (and the cryptography package, ~7 MB resident) is imported only when a
-# probe actually uses remote configuration: most of the agent's memory is the goal there.
+# netmon.signing is imported only when a probe actually uses remote configuration; it
+# checks signatures without the cryptography package (netmon.ed25519, issue 20).
 
 log = logging.getLogger(__name__)
 
@@ -279,7 +280,7 @@ class RemoteConfig(Generic[P]):
                  apply: Callable[[P, int], None] | None = None,
                  file_targets: Iterable[str] = (),
                  state_dir: Path | None = None,
-                 public_keys: Sequence[Ed25519PublicKey] | None = None) -> None:
+                 public_keys: Sequence[VerifyKey | Ed25519PublicKey] | None = None) -> None:
         from netmon.signing import load_public_key
 
         self.probe_id = probe_id

@@ -133,7 +133,11 @@ def format_time(value: datetime) -> str:
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False)
+    # defer_build: a model's validator is built when first used, so a process pays only
+    # for the messages it handles (an agent never builds the enrollment or release
+    # models unless it enrols or updates; issue 20).
+    model_config = ConfigDict(extra="forbid", frozen=True, str_strip_whitespace=False,
+                              defer_build=True)
 
 
 class ErrorInfo(_Strict):

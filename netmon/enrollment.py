@@ -29,7 +29,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from cryptography.exceptions import InvalidSignature, InvalidTag
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
@@ -47,9 +47,10 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
+from netmon.ed25519 import VerifyKey
 from netmon.errors import EXIT_RUNTIME, NetmonError
 from netmon.jsonutil import JsonError, decode_object
-from netmon.signing import canonical_bytes, key_id
+from netmon.signing import canonical_bytes, key_id, signature_ok
 
 #: HKDF ``info``: binds the derived key to this protocol and version.
 _HKDF_INFO: Final = b"hatinh-netmon enrollment v1"
@@ -237,7 +238,8 @@ def answer_bytes(answer: EnrollAnswer) -> bytes:
         "expires_at": format_time(answer.expires_at)})
 
 
-def verify_answer(payload: bytes, trusted: Sequence[Ed25519PublicKey], *, request_id: str,
+def verify_answer(payload: bytes, trusted: Sequence[VerifyKey | Ed25519PublicKey], *,
+                  request_id: str,
                   public_key_b64: str, now: datetime | None = None) -> EnrollAnswer:
     """Check an answer as the probe that made ``request_id`` with ``public_key_b64``:
     signed by a trusted NOC key, unaltered, for this request and this key, issued and not
@@ -258,11 +260,9 @@ def verify_answer(payload: bytes, trusted: Sequence[Ed25519PublicKey], *, reques
     if key is None:
         raise EnrollmentError("unknown_key", f"signed with key {answer.key_id}, not a trusted "
                                              f"NOC key ({', '.join(sorted(by_id)) or 'none'})")
-    try:
-        key.verify(_unb64(answer.signature, "signature"),
-                   canonical_bytes(_answer_unsigned(obj)))
-    except InvalidSignature:
-        raise EnrollmentError("bad_signature", "signature does not match the content") from None
+    if not signature_ok(key, _unb64(answer.signature, "signature"),
+                        canonical_bytes(_answer_unsigned(obj))):
+        raise EnrollmentError("bad_signature", "signature does not match the content")
     if answer.request_id != request_id:
         raise EnrollmentError("wrong_request", f"answer is for {answer.request_id}, this probe "
                                                f"asked as {request_id}")

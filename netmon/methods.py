@@ -108,7 +108,9 @@ def option_roles(options: type[BaseModel]) -> dict[str, Role]:
 class MethodOptions(BaseModel):
     """Options shared by every method; each method subclasses this with its own keys."""
 
-    model_config = ConfigDict(extra="forbid")
+    # Built when first validated: a probe builds only the options of the methods its
+    # plan names (issue 20).
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     target: Annotated[str, TARGET] = Field(
         min_length=1, description="host, host:port or URL to measure against")

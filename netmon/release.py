@@ -13,9 +13,8 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import ValidationError
 
 from netmon.contract import (
@@ -25,7 +24,14 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
+from netmon.ed25519 import VerifyKey
 from netmon.signing import SigningError, canonical_bytes, check_signature, key_id, parse_signed
+
+if TYPE_CHECKING:  # only the NOC signs, with cryptography; a probe verifies without it
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 
 def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[dict[str, Any]],
@@ -55,7 +61,8 @@ def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[
     return payload
 
 
-def verify_manifest(payload: bytes, trusted: Sequence[Ed25519PublicKey]) -> ReleaseManifest:
+def verify_manifest(payload: bytes, trusted: Sequence[VerifyKey | Ed25519PublicKey]
+                    ) -> ReleaseManifest:
     """Parse and check a manifest's signature against the trusted NOC keys."""
     manifest, obj = parse_signed(payload, ReleaseManifest, "manifest")
     check_signature(obj, manifest.key_id, manifest.signature, trusted)

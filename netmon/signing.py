@@ -16,6 +16,12 @@ breaks a signature, while any change to any signed member does.
 Keys are stored as PEM (PKCS#8 private, SubjectPublicKeyInfo public). ``key_id`` is the
 first 16 hex digits of the SHA-256 of the raw 32-byte public key, so an agent holding
 several NOC keys (key rotation) knows which one to try and an operator can tell keys apart.
+
+Signing and key generation (the NOC's side) use the ``cryptography`` package, imported
+when first needed; checking a signature (the probe's side) uses :mod:`netmon.ed25519`,
+so a probe never loads ``cryptography`` for it (about 10 MB resident, issue 20).
+:func:`load_public_key` returns a :class:`netmon.ed25519.VerifyKey`; every function that
+checks signatures also takes ``cryptography``'s ``Ed25519PublicKey``.
 """
 
 from __future__ import annotations
@@ -28,13 +34,11 @@ import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
+from netmon import ed25519
 from netmon.contract import (
     MAX_MESSAGE_BYTES,
     PROBE_ID_PATTERN,
@@ -43,9 +47,16 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
+from netmon.ed25519 import VerifyKey
 from netmon.errors import EXIT_INPUT, EXIT_RUNTIME, NetmonError
 from netmon.fsutil import atomic_write
 from netmon.jsonutil import JsonError, decode_object
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import (
+        Ed25519PrivateKey,
+        Ed25519PublicKey,
+    )
 
 M = TypeVar("M", bound=BaseModel)
 
@@ -105,25 +116,39 @@ def canonical_bytes(obj: Any) -> bytes:
 # --------------------------------------------------------------------------- keys
 
 
-def key_id(public_key: Ed25519PublicKey) -> str:
+def _raw(public_key: VerifyKey | Ed25519PublicKey) -> bytes:
+    if isinstance(public_key, VerifyKey):
+        return public_key.raw
+    from cryptography.hazmat.primitives import serialization
+
+    return public_key.public_bytes(serialization.Encoding.Raw,
+                                   serialization.PublicFormat.Raw)
+
+
+def key_id(public_key: VerifyKey | Ed25519PublicKey) -> str:
     """Short fingerprint of a public key (16 hex digits of SHA-256 of the raw key)."""
-    raw = public_key.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return hashlib.sha256(raw).hexdigest()[:16]
+    return hashlib.sha256(_raw(public_key)).hexdigest()[:16]
 
 
 def generate_private_key() -> Ed25519PrivateKey:
     """A fresh Ed25519 private key."""
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     return Ed25519PrivateKey.generate()
 
 
 def private_key_pem(key: Ed25519PrivateKey) -> bytes:
     """PKCS#8 PEM, unencrypted (the file's 0600 mode and the NOC host protect it)."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
                              serialization.NoEncryption())
 
 
 def public_key_pem(key: Ed25519PublicKey) -> bytes:
     """SubjectPublicKeyInfo PEM, the file Ansible installs on every probe."""
+    from cryptography.hazmat.primitives import serialization
+
     return key.public_bytes(serialization.Encoding.PEM,
                             serialization.PublicFormat.SubjectPublicKeyInfo)
 
@@ -157,6 +182,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
 
     A key readable by group or others is refused: it would sign configs for the whole fleet.
     """
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
     try:
         st = path.stat()
         data = path.read_bytes()
@@ -178,8 +206,9 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> Ed25519PublicKey:
-    """Read a PEM Ed25519 public key; SigningError naming the file otherwise."""
+def load_public_key(path: Path) -> VerifyKey:
+    """Read a PEM Ed25519 public key (verification only, without ``cryptography``);
+    SigningError naming the file otherwise."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -187,12 +216,23 @@ def load_public_key(path: Path) -> Ed25519PublicKey:
     except OSError as exc:
         raise SigningError("key_unreadable", f"cannot read {path}: {exc.strerror}") from None
     try:
-        key = serialization.load_pem_public_key(data)
-    except (ValueError, TypeError) as exc:
-        raise SigningError("bad_key", f"{path} is not a PEM public key: {exc}") from None
-    if not isinstance(key, Ed25519PublicKey):
-        raise SigningError("bad_key", f"{path} is not an Ed25519 public key")
-    return key
+        return VerifyKey.from_pem(data)
+    except ValueError as exc:
+        raise SigningError("bad_key", f"{path}: {exc}") from None
+
+
+def signature_ok(key: VerifyKey | Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
+    """True when ``signature`` is ``key``'s Ed25519 signature of ``data``; ``key`` is a
+    probe's :class:`VerifyKey` or a ``cryptography`` public key (NOC tools, tests)."""
+    if isinstance(key, VerifyKey):
+        return ed25519.verify(key.raw, signature, data)
+    from cryptography.exceptions import InvalidSignature
+
+    try:
+        key.verify(signature, data)
+    except InvalidSignature:
+        return False
+    return True
 
 
 # --------------------------------------------------------------------------- envelope
@@ -269,7 +309,7 @@ def parse_signed(payload: bytes, model: type[M], what: str) -> tuple[M, dict[str
 
 
 def check_signature(obj: dict[str, Any], signer: str, signature: str,
-                    public_keys: Sequence[Ed25519PublicKey]) -> None:
+                    public_keys: Sequence[VerifyKey | Ed25519PublicKey]) -> None:
     """Check ``signature`` (base64) by the key named ``signer`` over every member of
     ``obj`` but ``signature``. Raises SigningError ``unknown_key`` (a key this side does
     not trust) or ``bad_signature``."""
@@ -283,11 +323,9 @@ def check_signature(obj: dict[str, Any], signer: str, signature: str,
     except (binascii.Error, ValueError):
         raise SigningError("bad_signature", "signature is not valid base64") from None
     signed = {k: v for k, v in obj.items() if k != "signature"}
-    try:
-        key.verify(raw, canonical_bytes(signed))
-    except InvalidSignature:
+    if not signature_ok(key, raw, canonical_bytes(signed)):
         raise SigningError("bad_signature",
-                           f"signature does not match the content (key {signer})") from None
+                           f"signature does not match the content (key {signer})")
 
 
 def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
@@ -296,7 +334,7 @@ def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:
     return parse_signed(payload, Envelope, "config")
 
 
-def verify(payload: bytes, public_keys: Sequence[Ed25519PublicKey]) -> Envelope:
+def verify(payload: bytes, public_keys: Sequence[VerifyKey | Ed25519PublicKey]) -> Envelope:
     """Parse ``payload`` and check its signature against the trusted ``public_keys``.
 
     Raises SigningError: ``unsigned``, ``malformed``, ``too_large``, ``unknown_key`` (signed

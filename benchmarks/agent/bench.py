@@ -7,6 +7,8 @@ Prints (medians over ``--runs``):
 * ``idle_rss_mb``: resident memory of ``netmon-agent run`` connected to a local
   mosquitto with latency tests scheduled but none running (goal <= 35 MB, issue 20), and
   ``idle_anon_mb`` the private part of it (``RssAnon``; the rest is shared libraries);
+* ``deployed_rss_mb``: the idle agent configured as the probe role deploys it, with
+  remote configuration (a NOC public key) and agent updates (``[update] root``) on;
 * ``test_rss_mb``: peak resident memory (VmHWM) of the agent across an iperf3 test
   against a local iperf3 server and tcp latency tests (the iperf3 child not counted);
 * ``idle_cpu_pct``: CPU used by the idle agent over 20 s (percent of one core);
@@ -64,7 +66,7 @@ def cpu_ticks(pid: int) -> int:
 
 
 def write_config(path: Path, port: int, spool: Path, tests: str,
-                 receipts: bool = True) -> None:
+                 receipts: bool = True, extra: str = "") -> None:
     path.write_text(f"""probe_id = "{PROBE}"
 heartbeat_s = 300
 [broker]
@@ -81,6 +83,7 @@ receipts = {'true' if receipts else 'false'}
 access = "fixed"
 isp = "Loopback"
 {tests}
+{extra}
 """)
 
 
@@ -136,6 +139,22 @@ def footprint(work: Path, tree: Path = REPO) -> dict[str, float]:
             idle_anon = rss_kb(agent.pid, "RssAnon") / 1024
             hz = os.sysconf("SC_CLK_TCK")
             idle_cpu = (ticks1 - ticks0) / hz / (t1 - t0) * 100
+        # As deployed: remote configuration and updates on (signature checks loaded).
+        from netmon.signing import write_keypair
+
+        write_keypair(work / "noc.key", work / "noc.pub", overwrite=True)
+        (work / "releases").mkdir(exist_ok=True)
+        cfg = work / "deployed.toml"
+        write_config(cfg, broker.port, work / "deployed-spool.db",
+                     tcp_test(broker.port, 600, 5),
+                     extra=f"""[remote_config]
+public_keys = ["{work / 'noc.pub'}"]
+[update]
+root = "{work / 'releases'}"
+""")
+        with running_agent(cfg, work / "deployed.log", tree) as agent:
+            time.sleep(15)  # started, connected, first test done
+            deployed_rss = rss_kb(agent.pid) / 1024
         # During a test: an iperf3 run (5 s each way) and tcp tests.
         cfg = work / "busy.toml"
         write_config(cfg, broker.port, work / "busy-spool.db", f"""
@@ -154,7 +173,7 @@ loaded_latency = false
             time.sleep(16)
             test_rss = rss_kb(agent.pid, "VmHWM") / 1024
         return {"idle_rss_mb": idle_rss, "idle_anon_mb": idle_anon, "idle_cpu_pct": idle_cpu,
-                "test_rss_mb": test_rss}
+                "deployed_rss_mb": deployed_rss, "test_rss_mb": test_rss}
     finally:
         iperf.stop()
         broker.stop()
@@ -225,13 +244,15 @@ def compare(rev: str, runs: int, as_json: bool) -> int:
                                                          for k, v in figures.items()),
                       file=sys.stderr)
     med = {k: {f: statistics.median(r[f] for r in rs) for f in rs[0]} for k, rs in got.items()}
-    ratio = {f: med["baseline"][f] / med["current"][f] for f in ("idle_rss_mb", "test_rss_mb")}
+    ratio = {f: med["baseline"][f] / med["current"][f]
+             for f in ("idle_rss_mb", "deployed_rss_mb", "test_rss_mb")}
     if as_json:
         print(json.dumps({"baseline": rev, "median": med, "baseline_over_current": ratio,
                           "runs": got}))
         return 0
-    for key in ("idle_rss_mb", "idle_anon_mb", "test_rss_mb", "idle_cpu_pct"):
-        print(f"{key:14} current {med['current'][key]:7.2f}   baseline {rev} "
+    for key in ("idle_rss_mb", "idle_anon_mb", "deployed_rss_mb", "test_rss_mb",
+                "idle_cpu_pct"):
+        print(f"{key:15} current {med['current'][key]:7.2f}   baseline {rev} "
               f"{med['baseline'][key]:7.2f}   (median of {runs})")
     print("baseline / current: " + ", ".join(f"{k} {v:.2f}x" for k, v in ratio.items()))
     return 0

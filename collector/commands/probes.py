@@ -308,10 +308,9 @@ def cmd_show(args: argparse.Namespace) -> int:
 
     try:
         cfg = _load_config(args)
-        if args.key is not None:
-            public_keys = [load_private_key(args.key).public_key()]
-        else:
-            public_keys = [load_public_key(p) for p in args.public_key]
+        # Either key type verifies (netmon.signing.signature_ok).
+        public_keys: list[Any] = [load_private_key(args.key).public_key()] \
+            if args.key is not None else [load_public_key(p) for p in args.public_key]
         topics = Topics(cfg.mqtt.topic_prefix)
         topic = topics.config(args.probe)
         with NocClient(cfg.mqtt) as client:

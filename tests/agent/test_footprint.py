@@ -1,18 +1,28 @@
 """What the agent loads is what its configuration needs (issue 20): the measurement
-methods it does not run, and cryptography without remote configuration, stay out of the
-process, so the idle probe's resident memory stays small. Checked in a fresh interpreter
-(the real config loader and runtime constructor), since this test process has imported
-everything already."""
+methods it does not run, and cryptography without remote configuration or enrollment,
+stay out of the process, so the idle probe's resident memory stays small. Checked in a
+fresh interpreter (the real config loader and runtime constructor, and the service
+command itself against a real broker), since this test process has imported everything
+already. And the runtime's heap trim does give freed memory back."""
 
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+from devstack.services import Service
 from tests.helpers import REPO
-from tests.helpers.agent import agent_config, tcp_test, write_config
+from tests.helpers.agent import (
+    Subscriber,
+    agent_config,
+    agent_env,
+    kill,
+    tcp_test,
+    write_config,
+)
 
 #: Loads the config, runs every configured test once without publishing (the runtime
 #: the service uses), prints the loaded modules.
@@ -27,9 +37,21 @@ assert results, "no test ran"
 print(json.dumps(sorted(sys.modules)))
 """
 
-#: Modules only methods other than tcp (or remote configuration) need.
+#: Modules only methods other than tcp (or remote configuration) need; uvloop is the HTTP
+#: engine's loop only.
 HEAVY = ("agent.methods.http", "agent.methods.common.httpengine", "agent.methods.speedtest",
-         "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography")
+         "agent.methods.iperf3", "speedtest", "netmon.signing", "cryptography", "uvloop")
+
+
+#: ``netmon-agent run`` as the service runs it, writing the modules it had loaded to
+#: argv[1] when it exits (SIGTERM ends the runtime normally, so atexit runs).
+_SERVICE = """
+import atexit, json, sys
+out = sys.argv.pop(1)
+atexit.register(lambda: open(out, "w").write(json.dumps(sorted(sys.modules))))
+from agent.cli import main
+sys.exit(main())
+"""
 
 
 def loaded_modules(config: Path) -> set[str]:
@@ -47,7 +69,8 @@ def test_a_latency_only_probe_loads_only_its_method_and_no_cryptography(
     assert sorted(m for m in mods if m.startswith(HEAVY)) == []
 
 
-def test_a_configured_method_and_remote_config_are_loaded(tmp_path: Path) -> None:
+def test_a_configured_method_and_remote_config_are_loaded_without_cryptography(
+        tmp_path: Path) -> None:
     key = tmp_path / "noc.pub"
     from netmon.signing import write_keypair  # the NOC tools' own key generator
 
@@ -57,5 +80,63 @@ def test_a_configured_method_and_remote_config_are_loaded(tmp_path: Path) -> Non
                                                    "every_s": 3600, "duration_s": 1}},
                         remote_config={"public_keys": [str(key)]})
     mods = loaded_modules(write_config(tmp_path, data))
-    assert {"agent.methods.iperf3", "netmon.signing", "cryptography"} <= mods
+    assert {"agent.methods.iperf3", "netmon.signing", "netmon.ed25519"} <= mods
     assert "agent.methods.http" not in mods
+    # Signatures are checked without cryptography (netmon.ed25519): ~10 MB less.
+    assert sorted(m for m in mods if m.startswith("cryptography")) == []
+
+
+def test_the_service_of_a_probe_without_enrollment_loads_no_cryptography(
+        tmp_path: Path, broker: Service) -> None:
+    # The whole ``run`` path (enrollment check, config, runtime, publisher, a test run and
+    # published): the enrollment check once imported netmon.signing before looking at
+    # whether the probe enrols, which put cryptography (~10 MB) in every probe.
+    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(broker.port)}))
+    dump = tmp_path / "modules.json"
+    sub = Subscriber(broker.host, broker.port, "netmon/v1/probes/+/results")
+    try:
+        with open(tmp_path / "agent.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-c", _SERVICE, str(dump), "run",
+                                     "--config", str(cfg)], stdout=log,
+                                    stderr=subprocess.STDOUT, env=agent_env(), cwd=REPO)
+        try:
+            sub.wait(lambda: len(sub.results()) >= 1, 120, "a published result")
+        finally:
+            code = kill(proc, signal.SIGTERM, timeout=60)
+    finally:
+        sub.close()
+    assert code == 0, (tmp_path / "agent.log").read_text()[-3000:]
+    mods = set(json.loads(dump.read_text()))
+    assert {"agent.runtime", "agent.publisher", "agent.methods.tcp"} <= mods
+    assert sorted(m for m in mods if m.startswith(HEAVY)) == []
+
+
+#: Frees 80 MB of 4 KB buffers between 600-byte ones that stay (so free() alone cannot
+#: shrink the heap from its top), then prints RssAnon (kB) before and after trim_heap().
+_TRIM = """
+from agent.runtime import trim_heap
+
+def anon_kb():
+    for line in open("/proc/self/status"):
+        if line.startswith("RssAnon:"):
+            return int(line.split()[1])
+
+keep, drop = [], []
+for i in range(20000):
+    drop.append(bytes(4000) + i.to_bytes(4, "little"))
+    keep.append(bytes(600) + i.to_bytes(4, "little"))
+del drop
+before = anon_kb()
+assert trim_heap(), "no malloc_trim in this C library"
+print(before, anon_kb())
+"""
+
+
+def test_trim_heap_gives_freed_heap_pages_back_to_the_kernel() -> None:
+    # A fresh interpreter: the pages freed here must be the test's own. Without the trim
+    # these 80 MB stay resident (glibc keeps freed pages below the heap's top).
+    proc = subprocess.run([sys.executable, "-c", _TRIM], capture_output=True, text=True,
+                          cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    before, after = map(int, proc.stdout.split())
+    assert before - after > 40_000, (before, after)

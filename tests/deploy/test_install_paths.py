@@ -9,6 +9,7 @@ booted test (test_booted.py) covers the amd64 paths end to end; these pin the re
 
 from __future__ import annotations
 
+import ast
 import os
 import re
 import shutil
@@ -62,10 +63,18 @@ def test_uvloop_is_left_out_where_pypi_has_no_wheel(machine: str, uvloop: bool) 
 
 
 def test_agent_runs_without_uvloop() -> None:
-    """The fallback the marker relies on: agent/commands.py uses asyncio's loop."""
-    text = (ROOT / "agent" / "commands.py").read_text(encoding="utf-8")
-    assert re.search(r"import uvloop\n\s+except ImportError:", text), \
-        "agent/commands.py no longer falls back when uvloop is missing"
+    """The fallback the marker relies on: the runtime runs on asyncio's own loop, and the
+    HTTP engine (the one user of uvloop) falls back to it."""
+    tree = ast.parse((ROOT / "agent" / "commands.py").read_text(encoding="utf-8"))
+    imported = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import)
+                for alias in node.names}
+    imported |= {node.module or "" for node in ast.walk(tree)
+                 if isinstance(node, ast.ImportFrom)}
+    assert not any(name.startswith("uvloop") for name in imported), \
+        "agent/commands.py imports uvloop again: it must fall back when uvloop is missing"
+    engine = (ROOT / "agent" / "methods" / "common" / "httpengine.py").read_text("utf-8")
+    assert re.search(r"import uvloop\n\s*except ImportError:", engine), \
+        "the HTTP engine no longer falls back when uvloop is missing"
 
 
 def test_armhf_probes_get_the_compiler_for_cffi() -> None:
