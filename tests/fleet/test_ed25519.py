@@ -1,4 +1,4 @@
-"""The probe's own Ed25519 verification (netmon/ed25519.py) agrees with the
+"""The probe's Ed25519 verification (netmon/ed25519.py, libsodium) agrees with the
 ``cryptography`` package (OpenSSL) and with RFC 8032's test vectors: it accepts every
 valid signature and refuses every altered signature, message or key, malleable
 signatures (S >= L) and keys that are not curve points."""
