@@ -165,17 +165,19 @@ def make_pki(directory: Path, names: Sequence[str], days: int = 7,
 def render_nginx_conf(listen: Sequence[str], webroot: Path, pid_file: Path, temp_dir: Path,
                       error_log: Path, access_log: Path | str = "off",
                       worker_processes: int | str = "auto", user: str | None = None,
-                      tls_listen: Sequence[str] = (), tls: TlsFiles | None = None) -> str:
+                      tls_listen: Sequence[str] = (), tls: TlsFiles | None = None,
+                      template: Path = TEMPLATE) -> str:
     """The nginx.conf text from the shared template (plain Jinja2); ``tls_listen`` specs
-    serve the same paths over TLS with ``tls``'s certificate."""
+    serve the same paths over TLS with ``tls``'s certificate. ``template``: another
+    revision's copy of it (benchmarks' ``--baseline``)."""
     if tls_listen and tls is None:
         raise ValueError("tls_listen needs tls= (certificate and key files)")
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATE.parent)),
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(template.parent)),
                              undefined=jinja2.StrictUndefined, keep_trailing_newline=True,
                              trim_blocks=True, lstrip_blocks=True, autoescape=False)
-    return env.get_template(TEMPLATE.name).render(
+    return env.get_template(template.name).render(
         listen=list(listen), webroot=str(webroot), pid_file=str(pid_file),
         temp_dir=str(temp_dir), error_log=str(error_log), access_log=str(access_log),
         worker_processes=worker_processes, user=user, tls_listen=list(tls_listen),
@@ -188,9 +190,11 @@ def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
           extra_listen: Sequence[str] = (), sparse: bool = False,
           blob_bytes: int = 256 << 20, speedtest_length_s: int = 10,
           tls: TlsFiles | None = None, tls_port: int | None = None,
-          tls_extra_listen: Sequence[str] = ()) -> services.Service:
+          tls_extra_listen: Sequence[str] = (), template: Path = TEMPLATE
+          ) -> services.Service:
     """Prepare a web root and start nginx serving it on host:port (inside ``netns`` if set),
-    and over TLS on host:tls_port too when ``tls`` is given.
+    and over TLS on host:tls_port too when ``tls`` is given; the config from ``template``
+    (default: the role's, see :func:`render_nginx_conf`).
 
     ``Service.extra`` holds ``webroot`` and ``base_url`` (and ``tls_url`` with TLS).
     """
@@ -211,7 +215,8 @@ def start(workdir: Path, host: str = "127.0.0.1", port: int | None = None,
         [f"{hostspec}:{port}", *extra_listen], webroot, workdir / "nginx.pid", temp,
         workdir / "error.log", "off", worker_processes=1,
         # As root, workers would drop to "nobody", which cannot read a private work dir.
-        user="root" if os.geteuid() == 0 else None, tls_listen=tls_listen, tls=tls)
+        user="root" if os.geteuid() == 0 else None, tls_listen=tls_listen, tls=tls,
+        template=template)
     svc = services.start_nginx(workdir, conf, port, host, netns=netns)
     svc.extra.update(webroot=webroot, base_url=f"http://{hostspec}:{port}")
     if tls is not None:

@@ -4,11 +4,13 @@ and certificates that must not be accepted becoming ``protocol`` error results."
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from agent.methods.common.tls import client_context
 from devstack import netns, services
 from netmon.contract import ResultMessage
 from netmon.methods import LOCAL, option_roles
@@ -101,6 +103,19 @@ def test_certificates_that_must_not_be_accepted_are_protocol_errors(
                 warmup_s=0.5, ca_file=str(Path(site.ca).with_name("missing.pem")))
     assert res.error is not None and res.error.code == "protocol"
     assert "missing.pem" in res.error.message
+
+
+def test_measurement_server_picks_chacha20_for_the_probes_tls(
+        site: TlsSite, links: dict[int, netns.ShapedLink]) -> None:
+    # The probe's client context offers AES-256-GCM first and Python cannot reorder TLS 1.3
+    # suites; the server role's preference gives ChaCha20-Poly1305 (a Pi 4 has no AES
+    # instructions), so every https measurement pays the cheaper cipher.
+    link = links[71]
+    with socket.create_connection((link.server_ip, HTTPS_PORT), timeout=10) as raw, \
+            client_context(site.ca).wrap_socket(raw, server_hostname=link.server_ip) as tls:
+        assert tls.version() == "TLSv1.3"
+        cipher = tls.cipher()
+    assert cipher is not None and cipher[0] == "TLS_CHACHA20_POLY1305_SHA256", cipher
 
 
 def test_ca_file_is_local_and_refused_in_remote_plans() -> None:
