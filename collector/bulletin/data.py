@@ -538,7 +538,10 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
         f'SELECT first("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {b}ms '
         f'GROUP BY "probe", "link"',
     ]
-    counts, firsts, before, during, after = client.query(";\n".join(stmts))
+    # The counts alone first: a missing database is then named by InfluxDB ("database not
+    # found"); in a multi-statement query 1.x only says "not executed".
+    counts = client.query(stmts[0], binary=True)[0]
+    firsts, before, during, after = client.query(";\n".join(stmts[1:]))
     out: dict[tuple[str, str], LineActivity] = {}
 
     def get(tags: dict[str, str]) -> LineActivity:
