@@ -73,28 +73,36 @@ def pack_slice(client: InfluxClient, b: tuple[int, int]) -> data.Slice:
     group = ", ".join(f'"{t}"' for t in data.LINE_TAGS)
     q = (f'SELECT "data" FROM "{packs.PACK}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
          f'GROUP BY {group}')
-    series: list[tuple[tuple[str, ...], dict[str, str], list[np.ndarray]]] = []
-    for s in client.query(q, compressed=not data.is_loopback(client), binary=True)[0]:
-        parts = [packs.decode(v, b[0]) for _, v in s.values if v]
-        if not parts:
-            continue
-        # Each status of the line is its own series in the raw read.
-        by_status: dict[str, list[np.ndarray]] = {}
-        for p in parts:
-            cols = np.column_stack([p.time_ms.astype(np.float64), p.cross.astype(np.float64),
-                                    *(p.values[f] for f in packs.PACK_FIELDS)])
-            for i, st in enumerate(p.status):
-                rows = cols[p.status_idx == i]
-                if rows.size:
-                    by_status.setdefault(st, []).append(rows)
-        for st, chunks in by_status.items():
-            tags = {t: s.tags.get(t, "") for t in data.LINE_TAGS} | {"status": st}
-            series.append((data.series_order(tags), tags, chunks))
-    if not series:
+    series = [s for s in client.query(q, compressed=not data.is_loopback(client),
+                                      binary=True)[0] if s.values]
+    datas: list[str] = []
+    owner: list[int] = []
+    for i, s in enumerate(series):
+        for _, v in s.values:
+            if v:
+                datas.append(v)
+                owner.append(i)
+    if not datas:
         return b[0], [], None
-    series.sort(key=lambda x: x[0])
-    arr = np.concatenate([c for _, _, chunks in series for c in chunks])
-    return b[0], [(tags, sum(len(c) for c in chunks)) for _, tags, chunks in series], arr
+    batch = packs.decode_many(datas, b[0])
+    # Each (line, status) is one series in the raw read: number them, order them as
+    # data.series_order does, and put each test in its series' place (stable: parts and
+    # tests keep their order).
+    n_status = len(batch.status)
+    virt = np.asarray(owner, np.int64)[batch.pack] * n_status + batch.status_idx
+    ids, counts = np.unique(virt, return_counts=True)
+    tags_of = []
+    for v in ids.tolist():
+        t = series[v // n_status].tags
+        tags_of.append({k: t.get(k, "") for k in data.LINE_TAGS}
+                       | {"status": batch.status[v % n_status]})
+    ranked = sorted(range(len(ids)), key=lambda j: data.series_order(tags_of[j]))
+    rank = np.empty(len(ids), np.int64)
+    rank[ranked] = np.arange(len(ids))
+    order = np.argsort(rank[np.searchsorted(ids, virt)], kind="stable")
+    arr = np.column_stack([batch.time_ms.astype(np.float64), batch.cross.astype(np.float64),
+                           *(batch.values[f] for f in packs.PACK_FIELDS)])[order]
+    return b[0], [(tags_of[j], int(counts[j])) for j in ranked], arr
 
 
 def fetch_throughput(client: InfluxClient, month: data.Month, lines: data.Lines,

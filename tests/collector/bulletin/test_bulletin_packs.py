@@ -91,8 +91,25 @@ def test_pack_round_trips_every_value_exactly() -> None:
     assert back.cross.tolist() == [False, False, True, False]
     for f, v in vals.items():
         assert np.array_equal(back.values[f], v, equal_nan=True), f
-    with pytest.raises(packs.PackError, match=r"undecodable|left over"):
-        packs.decode(packs.encode(dt)[:-8], day)
+    # Many at once (the bulletin's way): the same values, statuses mapped to one table.
+    other = packs.DayTests(day, np.array([day + 7, day + 9]), ["timeout", "ok"],
+                           np.array([1, 0], np.uint8), np.array([True, False]),
+                           {f: np.array([2.0, 0.0]) if f == "device_limited"
+                            else np.array([1.25, np.nan]) for f in vals})
+    many = packs.decode_many([packs.encode(dt), packs.encode(other)], day)
+    assert many.pack.tolist() == [0, 0, 0, 0, 1, 1]
+    assert [many.status[i] for i in many.status_idx] == ["ok", "lỗi", "ok", "ok", "ok",
+                                                         "timeout"]
+    assert many.time_ms.tolist() == [*dt.time_ms.tolist(), day + 7, day + 9]
+    assert many.cross.tolist() == [False, False, True, False, True, False]
+    for f, v in vals.items():
+        assert np.array_equal(many.values[f], np.concatenate([v, other.values[f]]),
+                              equal_nan=True), f
+    for bad in (packs.encode(dt)[:-8], "not base64!"):
+        with pytest.raises(packs.PackError, match=r"undecodable|left over"):
+            packs.decode(bad, day)
+        with pytest.raises(packs.PackError, match=r"undecodable|left over"):
+            packs.decode_many([packs.encode(other), bad], day)
     with pytest.raises(packs.PackError, match="outside the pack's day"):
         packs.encode(packs.DayTests(day, np.array([day - 1]), ["ok"], np.zeros(1, np.uint8),
                                     np.zeros(1, bool), {f: np.ones(1) for f in vals}))
