@@ -501,6 +501,8 @@ class LineActivity:
     commune_code: str = ""
     district: str = ""
     results: int = 0
+    #: Start of the first local day of the month with a result (the bulletin expects
+    #: tests of a line from that day on).
     first_ms: int | None = None
     #: Per local day of the month: the runs/day the agent reported (NaN: none known).
     expected_per_day: NDArray[np.float64] | None = None
@@ -511,7 +513,7 @@ class LineActivity:
 
 def fetch_activity(client: InfluxClient, month: Month, place: Placement
                    ) -> dict[tuple[str, str], LineActivity]:
-    """Per (probe, link): results of every method in the month (count and first time) and
+    """Per (probe, link): results of every method in the month (count and first day) and
     the ``expected_runs_per_day`` its agent reported (``link_usage``), per local day.
 
     A day without a report takes the latest earlier report (before the month included),
@@ -529,8 +531,6 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
         f'SELECT count("duration_s") AS n FROM "{RESULTS}" WHERE time >= {a}ms AND '
         f'time < {b}ms GROUP BY time(1d, {off_min}m), "probe", "link", "commune_code", '
         f'"district", "method" fill(none)',
-        f'SELECT first("duration_s") AS f FROM "{RESULTS}" WHERE time >= {a}ms AND '
-        f'time < {b}ms GROUP BY "probe", "link"',
         f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time < {a}ms '
         f'GROUP BY "probe", "link"',
         f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {a}ms '
@@ -541,7 +541,7 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
     # The counts alone first: a missing database is then named by InfluxDB ("database not
     # found"); in a multi-statement query 1.x only says "not executed".
     counts = client.query(stmts[0], binary=True)[0]
-    firsts, before, during, after = client.query(";\n".join(stmts[1:]))
+    before, during, after = client.query(";\n".join(stmts[1:]))
     out: dict[tuple[str, str], LineActivity] = {}
 
     def get(tags: dict[str, str]) -> LineActivity:
@@ -559,12 +559,11 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
         is_tput = s.tags.get("method", "") in tput_methods
         for t_ms, n in s.values:
             act.results += int(n or 0)
+            if n and (act.first_ms is None or int(t_ms) < act.first_ms):
+                act.first_ms = int(t_ms)
             if is_tput and n:
                 day = (int(t_ms) - a) // day_ms
                 act.tput_per_day[day] = act.tput_per_day.get(day, 0) + int(n)
-    for s in firsts:
-        if s.values:
-            get(s.tags).first_ms = int(s.values[0][0])
     n_days = month.days()
     carry: dict[tuple[str, str], float] = {}
     for s in before:

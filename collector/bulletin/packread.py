@@ -22,7 +22,6 @@ import numpy as np
 from collector.bulletin import data
 from collector.core import packs
 from collector.core.influx import InfluxClient
-from collector.core.rollups import DAY_MS
 from collector.core.schema import VIETNAM, nfc
 from netmon.contract import THROUGHPUT_METHODS
 
@@ -42,55 +41,45 @@ def _aligned(month: data.Month) -> bool:
     return month.start().utcoffset() == want and month.end().utcoffset() == want
 
 
-def pack_counts(client: InfluxClient, a: int, b: int) -> dict[tuple[str, str, int], int]:
-    """(probe, link, local day of the month) -> tests the day packs hold."""
-    q = (f'SELECT "n" FROM "{packs.PACK}" WHERE time >= {a}ms AND time < {b}ms '
-         f'GROUP BY "probe", "link"')
-    out: dict[tuple[str, str, int], int] = {}
-    for s in client.query(q, binary=True)[0]:
-        probe, link = nfc(s.tags.get("probe", "")), nfc(s.tags.get("link", ""))
-        for t_ms, n in s.values:
-            k = (probe, link, (int(t_ms) - a) // DAY_MS)
-            out[k] = out.get(k, 0) + int(n or 0)
+def raw_counts(activity: dict[tuple[str, str], data.LineActivity]
+               ) -> dict[int, dict[tuple[str, str], int]]:
+    """Local day of the month -> (probe, link) -> throughput results InfluxDB counted."""
+    out: dict[int, dict[tuple[str, str], int]] = {}
+    for act in activity.values():
+        for day, n in act.tput_per_day.items():
+            if n:
+                out.setdefault(day, {})[(act.probe, act.link)] = n
     return out
 
 
-def covered_days(month: data.Month, counts: dict[tuple[str, str, int], int],
-                 activity: dict[tuple[str, str], data.LineActivity]) -> set[int]:
-    """The local days whose packs hold exactly the raw throughput results of every line."""
-    raw: dict[tuple[str, str, int], int] = {
-        (act.probe, act.link, day): n for act in activity.values()
-        for day, n in act.tput_per_day.items() if n}
-    days = set(range(month.days()))
-    for k in counts.keys() | raw.keys():
-        if counts.get(k, 0) != raw.get(k, 0):
-            days.discard(k[2])
-    return days
-
-
-def pack_slice(client: InfluxClient, b: tuple[int, int]) -> data.Slice:
-    """One local day's tests from its packs, as :func:`data.raw_slice` gives them."""
+def pack_slice(client: InfluxClient, b: tuple[int, int]
+               ) -> tuple[data.Slice, dict[tuple[str, str], int]]:
+    """One local day's tests from its packs, as :func:`data.raw_slice` gives them, and
+    how many tests the packs hold per (probe, link) (their ``n``)."""
     group = ", ".join(f'"{t}"' for t in data.LINE_TAGS)
-    q = (f'SELECT "data" FROM "{packs.PACK}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
-         f'GROUP BY {group}')
+    q = (f'SELECT "n", "data" FROM "{packs.PACK}" WHERE time >= {b[0]}ms AND '
+         f'time < {b[1]}ms GROUP BY {group}')
     series = [s for s in client.query(q, compressed=not data.is_loopback(client),
                                       binary=True)[0] if s.values]
     datas: list[str] = []
     owner: list[int] = []
+    counts: dict[tuple[str, str], int] = {}
     for i, s in enumerate(series):
-        for _, v in s.values:
-            if v:
+        k = (nfc(s.tags.get("probe", "")), nfc(s.tags.get("link", "")))
+        for _, n, v in s.values:
+            if v and n:
                 datas.append(v)
                 owner.append(i)
+                counts[k] = counts.get(k, 0) + int(n)
     if not datas:
-        return b[0], [], None
+        return (b[0], [], None), counts
     batch = packs.decode_many(datas, b[0])
     # Each (line, status) is one series in the raw read: number them, order them as
     # data.series_order does, and put each test in its series' place (stable: parts and
     # tests keep their order).
     n_status = len(batch.status)
     virt = np.asarray(owner, np.int64)[batch.pack] * n_status + batch.status_idx
-    ids, counts = np.unique(virt, return_counts=True)
+    ids, sizes = np.unique(virt, return_counts=True)
     tags_of = []
     for v in ids.tolist():
         t = series[v // n_status].tags
@@ -102,7 +91,8 @@ def pack_slice(client: InfluxClient, b: tuple[int, int]) -> data.Slice:
     order = np.argsort(rank[np.searchsorted(ids, virt)], kind="stable")
     arr = np.column_stack([batch.time_ms.astype(np.float64), batch.cross.astype(np.float64),
                            *(batch.values[f] for f in packs.PACK_FIELDS)])[order]
-    return b[0], [(tags_of[j], int(counts[j])) for j in ranked], arr
+    meta = [(tags_of[j], int(sizes[j])) for j in ranked]
+    return (b[0], meta, arr), counts
 
 
 def fetch_throughput(client: InfluxClient, month: data.Month, lines: data.Lines,
@@ -111,7 +101,8 @@ def fetch_throughput(client: InfluxClient, month: data.Month, lines: data.Lines,
                      use_packs: bool = True, workers: int = 3
                      ) -> tuple[data.Tests, Sources]:
     """The month's throughput tests (:data:`data.THROUGHPUT_FIELDS`), each local day from
-    its packs when they hold it in full (:func:`covered_days`), else from the raw points.
+    its packs when their test counts equal the raw counts of every (probe, link) that day
+    (:func:`raw_counts`), else from the raw points.
 
     ``activity`` is :func:`data.fetch_activity`'s answer for the month. The arrays are the
     ones :func:`data.fetch_tests` returns, element for element.
@@ -120,20 +111,21 @@ def fetch_throughput(client: InfluxClient, month: data.Month, lines: data.Lines,
         raise AssertionError("day packs must keep the bulletin's throughput fields")
     a, b = month.bounds_ms()
     bounds = data.day_bounds(a, b)
-    from_packs: set[int] = set()
-    if use_packs and _aligned(month):
-        counts = pack_counts(client, a, b)
-        if counts:
-            from_packs = covered_days(month, counts, activity)
-    src = Sources(sorted(from_packs), sorted(set(range(len(bounds))) - from_packs))
+    use = use_packs and _aligned(month)
+    expected = raw_counts(activity)
 
-    def one(i_b: tuple[int, tuple[int, int]]) -> data.Slice:
+    def one(i_b: tuple[int, tuple[int, int]]) -> tuple[data.Slice, bool]:
         i, bd = i_b
-        if i in from_packs:
-            return pack_slice(client, bd)
-        return data.raw_slice(client, bd, THROUGHPUT_METHODS, data.THROUGHPUT_FIELDS)
+        if use:
+            sl, held = pack_slice(client, bd)
+            if held and held == expected.get(i, {}):
+                return sl, True
+        return data.raw_slice(client, bd, THROUGHPUT_METHODS, data.THROUGHPUT_FIELDS), False
 
+    src = Sources()
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        tests = data.assemble(pool.map(one, enumerate(bounds)), data.THROUGHPUT_FIELDS,
-                              lines, place)
+        read = list(pool.map(one, enumerate(bounds)))
+    for i, (_, packed) in enumerate(read):
+        (src.pack_days if packed else src.raw_days).append(i)
+    tests = data.assemble((sl for sl, _ in read), data.THROUGHPUT_FIELDS, lines, place)
     return tests, src

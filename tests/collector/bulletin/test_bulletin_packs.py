@@ -18,7 +18,7 @@ from collector.bulletin.generate import BulletinResult, generate
 from collector.core import packs
 from collector.core.service import ingest
 from devstack import services
-from netmon.contract import ResultMessage
+from netmon.contract import THROUGHPUT_METHODS, ResultMessage
 from tests.helpers import bulletin as hb
 
 NOW = datetime(2026, 11, 2, 8, 0, tzinfo=UTC)
@@ -66,6 +66,16 @@ def _same_as_raw(url: str, db: str, tmp: Path, pdf: bool = False) -> BulletinRes
     for key in raw:
         assert got[key] == raw[key], f"{key} differs between day packs and raw points"
     return res
+
+
+def _tput_days(messages: list[ResultMessage]) -> list[int]:
+    """Local days of October (0 = the 1st) with a throughput result."""
+    days = set()
+    for m in messages:
+        local = m.started_at + hb.TZ_OFFSET
+        if m.method in THROUGHPUT_METHODS and (local.year, local.month) == (2026, 10):
+            days.add(local.day - 1)
+    return sorted(days)
 
 
 def _late(day: int, dl: float) -> ResultMessage:
@@ -122,7 +132,8 @@ def test_fully_packed_month_same_files_as_raw_and_split_packs(
     ds = hb.october_data_set()
     assert hb.publish(ds, url, database="full") == len(ds.messages)
     res = _same_as_raw(url, "full", tmp_path, pdf=True)
-    assert len(res.sources.pack_days) == 31 and res.sources.raw_days == []
+    # Days without any result have no pack: read raw (an empty answer).
+    assert res.sources.pack_days == _tput_days(ds.messages)
 
 
 def test_late_result_rolled_up_again_and_not_yet(url: str, tmp_path: Path) -> None:
@@ -133,13 +144,15 @@ def test_late_result_rolled_up_again_and_not_yet(url: str, tmp_path: Path) -> No
     report = ingest([_late(12, 1234.5)], ds.sites, url, database="late")
     assert report.accepted == 1
     res = _same_as_raw(url, "late", tmp_path / "1")
-    assert len(res.sources.pack_days) == 31
+    assert 11 in res.sources.pack_days
+    assert res.sources.pack_days == _tput_days([*ds.messages, _late(12, 0.0)])
     assert res.report.totals.results == before + 1
     # Written, but the rollups have not run yet (the collector stopped first): that day
     # no longer matches its packs and is read raw; the late result is in the figures.
     ingest([_late(20, 4321.0)], ds.sites, url, database="late", rollups=False)
     res = _same_as_raw(url, "late", tmp_path / "2")
-    assert res.sources.raw_days == [19]
+    assert 19 in res.sources.raw_days
+    assert res.sources.pack_days == [d for d in _tput_days(ds.messages) if d != 19]
     assert res.report.totals.results == before + 2
 
 
@@ -156,5 +169,6 @@ def test_month_partly_packed_by_rollups_rebuild(url: str, tmp_path: Path) -> Non
     assert cli.main(["rollups", "rebuild", "--config", str(cfg), "--since", "2026-10-09",
                      "--until", "2026-10-20"]) == 0
     res = _same_as_raw(url, "partly", tmp_path / "1", pdf=True)
-    assert set(range(9, 19)) <= set(res.sources.pack_days)
-    assert res.sources.raw_days, "every day came from packs: the mixed month is not tested"
+    days = _tput_days(ds.messages)
+    assert res.sources.pack_days == [d for d in days if 8 <= d <= 19]
+    assert set(days) - set(res.sources.pack_days), "no raw day left: not a mixed month"
