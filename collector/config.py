@@ -206,6 +206,9 @@ class BulletinSettings(_Section):
     expected_tests_per_day: float = Field(24.0, gt=0,
                                           description="per link that never reported its "
                                           "plan, for probe availability")
+    #: Read the month's throughput tests from the rollups' day packs where they cover
+    #: it (docs/schema.md, "Day packs"); False: always from the raw points (same output).
+    day_packs: bool = True
 
     #: The public archive of editions (``bulletin --edition``); None: ``--archive`` is
     #: required on the command line.

@@ -16,9 +16,15 @@ bulletin.
 
 Prints one JSON object (figures) on stdout; progress goes to stderr.
 
+After the load the collector's rollups are brought up to date (``netmon-collector rollups
+rebuild`` over the month, timed: what the running collector does a batch at a time),
+which writes the day packs the bulletin reads (docs/schema.md, "Day packs").
+
 Each run is done twice, back to back on the same data: the bulletin as it is, and the
-previous approach (``--previous``: every InfluxDB answer in JSON, as before issue 20), so
-the ratios compare runs made under the same load. ``--previous none`` skips it.
+previous approach (``--previous``: ``raw``, the default, reads every raw point of the month
+as before the day packs (``[bulletin] day_packs = false``); ``json``: that and every
+InfluxDB answer in JSON, as before issue 20), so the ratios compare runs made under the
+same load. ``--previous none`` skips it.
 """
 
 from __future__ import annotations
@@ -180,14 +186,43 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
-                 influxd_pid: int, probes: int, previous: bool = False) -> dict[str, object]:
-    cfg = work / "collector.toml"
+def write_config(url: str, work: Path, probes: int, day_packs: bool = True) -> Path:
+    """The collector config the bulletin and the rollups rebuild read."""
+    cfg = work / f"collector{'' if day_packs else '-raw'}.toml"
     write_registry(work / "sites.toml", probes)
     cfg.write_text(f'[influxdb]\nurl = "{url}"\ndatabase = "netmon"\ntimeout_s = 300\n\n'
-                   '[registry]\npath = "sites.toml"\n', encoding="utf-8")
+                   '[registry]\npath = "sites.toml"\n\n'
+                   f'[bulletin]\nday_packs = {"true" if day_packs else "false"}\n',
+                   encoding="utf-8")
+    return cfg
+
+
+def rebuild_rollups(url: str, work: Path, probes: int, days: int) -> float:
+    """``netmon-collector rollups rebuild`` over the loaded days; returns seconds."""
+    cfg = write_config(url, work, probes)
+    since = dt.date(MONTH[0], MONTH[1], 1) - dt.timedelta(days=1)  # local day 1 starts at 17:00 UTC
+    until = dt.date(MONTH[0], MONTH[1], 1) + dt.timedelta(days=days)
+    t0 = time.perf_counter()
+    p = subprocess.run([sys.executable, "-m", "collector.cli", "rollups", "rebuild", "--config",
+                        str(cfg), "--since", since.isoformat(), "--until", until.isoformat(),
+                        "--json"], capture_output=True, text=True, cwd=ROOT,
+                       env=os.environ | {"PYTHONPATH": str(ROOT)})
+    if p.returncode != 0:
+        raise SystemExit(f"rollups rebuild failed ({p.returncode}): {p.stderr}")
+    return time.perf_counter() - t0
+
+
+def has_packs(url: str) -> bool:
+    """True when the kept data already holds day packs."""
+    with InfluxClient(InfluxSettings(url=url, database="netmon")) as client:
+        return bool(client.query('SELECT count("n") FROM "tput_pack"')[0])
+
+
+def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
+                 influxd_pid: int, probes: int, previous: str = "") -> dict[str, object]:
+    cfg = write_config(url, work, probes, day_packs=not previous)
     out = work / f"out-{lang}{'-previous' if previous else ''}"
-    entry = ["-c", PREVIOUS_JSON] if previous else ["-m", "collector.cli"]
+    entry = ["-c", PREVIOUS_JSON] if previous == "json" else ["-m", "collector.cli"]
     argv = [sys.executable, *entry, "bulletin", "--config", str(cfg),
             "--month", f"{MONTH[0]}-{MONTH[1]:02d}", "--out", str(out), "--lang", lang,
             "--json"]
@@ -209,6 +244,7 @@ def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
     csv = sorted(out.glob("*.csv"))
     return {"wall_s": wall, "cpu_s": child_cpu, "influxd_cpu_s": influx_cpu,
             "timings_s": summary["timings_s"], "totals": summary["totals"],
+            "days_from_packs": summary.get("days_from_packs"),
             "csv": csv[0].read_bytes() if csv else b""}
 
 
@@ -221,8 +257,9 @@ def main() -> int:
     ap.add_argument("--lang", default="vi", choices=("vi", "en"))
     ap.add_argument("--keep", type=Path, help="keep influxd's data in this folder")
     ap.add_argument("--reuse", type=Path, help="reuse influxd data kept with --keep")
-    ap.add_argument("--previous", default="json", choices=("json", "none"),
-                    help="also time the previous approach in each run (default: json)")
+    ap.add_argument("--previous", default="raw", choices=("raw", "json", "none"),
+                    help="also time the previous approach in each run: raw = every raw "
+                    "point (no day packs), json = that with JSON answers (default: raw)")
     ap.add_argument("--out", type=Path, help="keep the bulletins here (default: a temporary "
                     "folder, removed at the end)")
     args = ap.parse_args()
@@ -239,16 +276,22 @@ def main() -> int:
             figures |= {"points": n, "load_s": round(secs, 1),
                         "load_points_per_s": round(n / secs)}
             log(f"loaded {n:,} points in {secs:.0f} s")
+        if not args.reuse or not has_packs(url):
+            log("rollups rebuild over the month (day packs) ...")
+            secs = rebuild_rollups(url, work, args.probes, args.days)
+            figures["rollups_rebuild_s"] = round(secs, 1)
+            log(f"rollups rebuilt in {secs:.0f} s")
         runs = []
         prev_runs = []
         for i in range(args.runs):
             # Alternate which goes first, so neither always gets the warmer cache.
             order = [False, True] if i % 2 == 0 else [True, False]
-            for previous in order if args.previous == "json" else [False]:
+            for previous in order if args.previous != "none" else [False]:
                 r = run_bulletin(url, work, args.lang, [], svc.proc.pid, args.probes,
-                                 previous)
+                                 args.previous if previous else "")
                 (prev_runs if previous else runs).append(r)
                 log(f"run {i + 1}{' (previous)' if previous else ''}: {r['wall_s']:.1f} s "
+                    f"days from packs {r['days_from_packs']}, "
                     f"wall, bulletin CPU {r['cpu_s']:.1f} s, influxd CPU "
                     f"{r['influxd_cpu_s']:.1f} s, stages {r['timings_s']}, "
                     f"load average {os.getloadavg()[0]:.1f}")
@@ -274,6 +317,7 @@ def main() -> int:
             figures["csv_identical_to_previous"] = all(
                 r["csv"] == prev_runs[0]["csv"] for r in runs + prev_runs)
             figures["stages_s_previous_last_run"] = prev_runs[-1]["timings_s"]
+            figures["previous"] = args.previous
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
         figures |= {
@@ -287,6 +331,7 @@ def main() -> int:
                 float(r["influxd_cpu_s"]) for r in runs), 2),  # type: ignore[arg-type]
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
             "stages_s_last_run": runs[-1]["timings_s"],
+            "days_from_packs": runs[-1]["days_from_packs"],
             "peak_rss_mib": round(rss_mib, 1),
             "influxd_peak_rss_mib": _vm_hwm(svc.proc.pid),
         }

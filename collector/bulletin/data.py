@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import ipaddress
 import re
+from collections.abc import Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -169,7 +170,7 @@ class Placement:
         return out
 
 
-def _is_loopback(client: InfluxClient) -> bool:
+def is_loopback(client: InfluxClient) -> bool:
     """True when InfluxDB is on this host, where compressing the answer only costs CPU."""
     host = (urlsplit(client.settings.url).hostname or "").lower()
     if host == "localhost":
@@ -230,6 +231,87 @@ class Tests:
                    np.zeros(0, bool), {f: np.zeros(0) for f in fields})
 
 
+#: One slice of tests as read: (its start ms, each series' tags and row count, every row
+#: as ``[time, cross_traffic, *fields]`` in float64; None without any row).
+Slice = tuple[int, list[tuple[dict[str, str], int]], "NDArray[np.float64] | None"]
+
+#: InfluxDB 1.x returns the series of a ``GROUP BY`` sorted by their tag values, tag keys
+#: in alphabetical order; both read paths (raw, day packs) put series in that order, so
+#: the tests come in one order whatever the server (a mean's last bits depend on it).
+_ORDER_KEYS: tuple[str, ...] = tuple(sorted((*LINE_TAGS, "status")))
+
+
+def series_order(tags: dict[str, str]) -> tuple[str, ...]:
+    """Sort key of a series of the month's read (:data:`LINE_TAGS` and ``status``)."""
+    return tuple(tags.get(k, "") for k in _ORDER_KEYS)
+
+
+def raw_slice(client: InfluxClient, b: tuple[int, int], methods: tuple[str, ...],
+              fields: tuple[str, ...]) -> Slice:
+    """Every result of ``methods`` in [b[0], b[1]) from the raw points, grouped by line
+    tags and status, series in :func:`series_order`."""
+    select = ", ".join(f'"{f}"' for f in ("cross_traffic", *fields))
+    group = ", ".join(f'"{t}"' for t in (*LINE_TAGS, "status"))
+    q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
+         f'AND {_method_filter(methods)} GROUP BY {group}')
+    series = sorted((s for s in client.query(q, compressed=not is_loopback(client),
+                                             binary=True)[0] if s.values),
+                    key=lambda s: series_order(s.tags))
+    if not series:
+        return b[0], [], None
+    # One conversion per slice: None (field absent) becomes NaN.
+    arr = np.array([row for s in series for row in s.values], dtype=np.float64)
+    return b[0], [(s.tags, len(s.values)) for s in series], arr.reshape(-1, 2 + len(fields))
+
+
+def day_bounds(start_ms: int, end_ms: int, chunk_ms: int = 86_400_000
+               ) -> list[tuple[int, int]]:
+    """[start, end) cut into ``chunk_ms`` slices."""
+    bounds = []
+    t0 = start_ms
+    while t0 < end_ms:
+        bounds.append((t0, min(t0 + chunk_ms, end_ms)))
+        t0 += chunk_ms
+    return bounds
+
+
+def assemble(slices: Iterable[Slice], fields: tuple[str, ...], lines: Lines,
+             place: Placement) -> Tests:
+    """The tests of ``slices`` (in time order), each series placed on the current map by
+    ``place`` as of its slice's start."""
+    # Per-slice columns in their final dtypes: the month is never held twice in float64.
+    t_parts: list[NDArray[np.int64]] = []
+    line_parts: list[NDArray[np.int32]] = []
+    ok_parts: list[NDArray[np.bool_]] = []
+    cross_parts: list[NDArray[np.bool_]] = []
+    val_parts: dict[str, list[NDArray[np.float64]]] = {f: [] for f in fields}
+    for b0, meta, arr in slices:
+        if arr is None:
+            continue
+        line_ids = np.empty(arr.shape[0], dtype=np.int32)
+        ok = np.empty(arr.shape[0], dtype=bool)
+        pos = 0
+        for tags, n in meta:
+            line_ids[pos:pos + n] = lines.id_for(place.key(tags, b0))
+            ok[pos:pos + n] = tags.get("status") == "ok"
+            pos += n
+        t_parts.append(arr[:, 0].astype(np.int64))
+        line_parts.append(line_ids)
+        ok_parts.append(ok)
+        cross_parts.append(np.nan_to_num(arr[:, 1], nan=0.0) > 0)
+        for i, f in enumerate(fields):
+            val_parts[f].append(arr[:, 2 + i].copy())
+    if not t_parts:
+        return Tests.empty(fields)
+    return Tests(
+        line=np.concatenate(line_parts),
+        time_ms=np.concatenate(t_parts),
+        ok=np.concatenate(ok_parts),
+        cross=np.concatenate(cross_parts),
+        values={f: np.concatenate(v) for f, v in val_parts.items()},
+    )
+
+
 def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple[str, ...],
                 fields: tuple[str, ...], lines: Lines, place: Placement,
                 chunk_ms: int = 86_400_000, workers: int = 3) -> Tests:
@@ -241,61 +323,11 @@ def fetch_tests(client: InfluxClient, start_ms: int, end_ms: int, methods: tuple
     Python decodes one, influxd (another process, another core) reads the next. Results
     are assembled in time order, so the output does not depend on thread timing.
     """
-    select = ", ".join(f'"{f}"' for f in ("cross_traffic", *fields))
-    group = ", ".join(f'"{t}"' for t in (*LINE_TAGS, "status"))
-    bounds = []
-    t0 = start_ms
-    while t0 < end_ms:
-        bounds.append((t0, min(t0 + chunk_ms, end_ms)))
-        t0 += chunk_ms
-
-    n_cols = 1 + len(fields)
-
-    def one(b: tuple[int, int]) -> tuple[int, list[tuple[dict[str, str], int]],
-                                         NDArray[np.float64] | None]:
-        """One slice: (its start, series tags and lengths, all its rows as one array)."""
-        q = (f'SELECT {select} FROM "{RESULTS}" WHERE time >= {b[0]}ms AND time < {b[1]}ms '
-             f'AND {_method_filter(methods)} GROUP BY {group}')
-        series = [s for s in client.query(q, compressed=not _is_loopback(client),
-                                          binary=True)[0] if s.values]
-        if not series:
-            return b[0], [], None
-        # One conversion per slice: None (field absent) becomes NaN.
-        arr = np.array([row for s in series for row in s.values], dtype=np.float64)
-        return b[0], [(s.tags, len(s.values)) for s in series], arr.reshape(-1, 1 + n_cols)
-
-    # Per-slice columns in their final dtypes: the month is never held twice in float64.
-    t_parts: list[NDArray[np.int64]] = []
-    line_parts: list[NDArray[np.int32]] = []
-    ok_parts: list[NDArray[np.bool_]] = []
-    cross_parts: list[NDArray[np.bool_]] = []
-    val_parts: dict[str, list[NDArray[np.float64]]] = {f: [] for f in fields}
     with ThreadPoolExecutor(max(1, workers)) as pool:
-        for b0, meta, arr in pool.map(one, bounds):  # map() yields in (time) order
-            if arr is None:
-                continue
-            line_ids = np.empty(arr.shape[0], dtype=np.int32)
-            ok = np.empty(arr.shape[0], dtype=bool)
-            pos = 0
-            for tags, n in meta:
-                line_ids[pos:pos + n] = lines.id_for(place.key(tags, b0))
-                ok[pos:pos + n] = tags.get("status") == "ok"
-                pos += n
-            t_parts.append(arr[:, 0].astype(np.int64))
-            line_parts.append(line_ids)
-            ok_parts.append(ok)
-            cross_parts.append(np.nan_to_num(arr[:, 1], nan=0.0) > 0)
-            for i, f in enumerate(fields):
-                val_parts[f].append(arr[:, 2 + i].copy())
-    if not t_parts:
-        return Tests.empty(fields)
-    return Tests(
-        line=np.concatenate(line_parts),
-        time_ms=np.concatenate(t_parts),
-        ok=np.concatenate(ok_parts),
-        cross=np.concatenate(cross_parts),
-        values={f: np.concatenate(v) for f, v in val_parts.items()},
-    )
+        # map() yields in (time) order
+        return assemble(pool.map(lambda b: raw_slice(client, b, methods, fields),
+                                 day_bounds(start_ms, end_ms, chunk_ms)),
+                        fields, lines, place)
 
 
 @dataclass
@@ -469,14 +501,19 @@ class LineActivity:
     commune_code: str = ""
     district: str = ""
     results: int = 0
+    #: Start of the first local day of the month with a result (the bulletin expects
+    #: tests of a line from that day on).
     first_ms: int | None = None
     #: Per local day of the month: the runs/day the agent reported (NaN: none known).
     expected_per_day: NDArray[np.float64] | None = None
+    #: Local day of the month -> throughput results that day (what the day packs are
+    #: checked against).
+    tput_per_day: dict[int, int] = field(default_factory=dict)
 
 
 def fetch_activity(client: InfluxClient, month: Month, place: Placement
                    ) -> dict[tuple[str, str], LineActivity]:
-    """Per (probe, link): results of every method in the month (count and first time) and
+    """Per (probe, link): results of every method in the month (count and first day) and
     the ``expected_runs_per_day`` its agent reported (``link_usage``), per local day.
 
     A day without a report takes the latest earlier report (before the month included),
@@ -489,10 +526,11 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
     # plus the offset given in GROUP BY time(1d, <offset>).
     off_min = (-int(off.total_seconds()) // 60 if off else 0) % 1440
     stmts = [
+        # Per local day and method: the same scan as a month's count, and it tells which
+        # days the rollups' day packs hold in full (collector/bulletin/packread.py).
         f'SELECT count("duration_s") AS n FROM "{RESULTS}" WHERE time >= {a}ms AND '
-        f'time < {b}ms GROUP BY "probe", "link", "commune_code", "district"',
-        f'SELECT first("duration_s") AS f FROM "{RESULTS}" WHERE time >= {a}ms AND '
-        f'time < {b}ms GROUP BY "probe", "link"',
+        f'time < {b}ms GROUP BY time(1d, {off_min}m), "probe", "link", "commune_code", '
+        f'"district", "method" fill(none)',
         f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time < {a}ms '
         f'GROUP BY "probe", "link"',
         f'SELECT last("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {a}ms '
@@ -500,7 +538,10 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
         f'SELECT first("expected_runs_per_day") AS r FROM "{LINK_USAGE}" WHERE time >= {b}ms '
         f'GROUP BY "probe", "link"',
     ]
-    counts, firsts, before, during, after = client.query(";\n".join(stmts))
+    # The counts alone first: a missing database is then named by InfluxDB ("database not
+    # found"); in a multi-statement query 1.x only says "not executed".
+    counts = client.query(stmts[0], binary=True)[0]
+    before, during, after = client.query(";\n".join(stmts[1:]))
     out: dict[tuple[str, str], LineActivity] = {}
 
     def get(tags: dict[str, str]) -> LineActivity:
@@ -509,14 +550,20 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
             out[k] = LineActivity(*k)
         return out[k]
 
+    day_ms = 86_400_000
+    tput_methods = frozenset(THROUGHPUT_METHODS)
     for s in counts:
         act = get(s.tags)
         placed = place.key(s.tags, a)
         act.commune_code, act.district = placed[4], placed[6]
-        act.results += int(s.rows()[0].get("n") or 0) if s.values else 0
-    for s in firsts:
-        if s.values:
-            get(s.tags).first_ms = int(s.values[0][0])
+        is_tput = s.tags.get("method", "") in tput_methods
+        for t_ms, n in s.values:
+            act.results += int(n or 0)
+            if n and (act.first_ms is None or int(t_ms) < act.first_ms):
+                act.first_ms = int(t_ms)
+            if is_tput and n:
+                day = (int(t_ms) - a) // day_ms
+                act.tput_per_day[day] = act.tput_per_day.get(day, 0) + int(n)
     n_days = month.days()
     carry: dict[tuple[str, str], float] = {}
     for s in before:
@@ -524,7 +571,6 @@ def fetch_activity(client: InfluxClient, month: Month, place: Placement
             act = get(s.tags)
             carry[(act.probe, act.link)] = float(s.values[0][1])
     day_vals: dict[tuple[str, str], dict[int, float]] = {}
-    day_ms = 86_400_000
     for s in during:
         for t_ms, r in s.values:
             if r is None:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfoNotFoundError
 
-from collector.bulletin import charts, compute, data, pdf, render
+from collector.bulletin import charts, compute, data, packread, pdf, render
 from collector.bulletin import reference as reference_mod
 from collector.bulletin.i18n import Lang
 from collector.config import CollectorConfig, unit_map
@@ -38,6 +38,8 @@ class BulletinResult:
     files: dict[str, Path]
     report: compute.Report
     timings_s: dict[str, float] = field(default_factory=dict)
+    #: Which local days were read from the rollups' day packs, which from raw points.
+    sources: packread.Sources = field(default_factory=packread.Sources)
 
 
 def _inputs(cfg: CollectorConfig) -> tuple[UnitMap, Registry,
@@ -103,9 +105,11 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
                 f"InfluxDB at {cfg.influxdb.url} is unreachable (influxdb.url in the config)")
         try:
             start_ms, end_ms = month.bounds_ms()
+            # First: its per-day counts say which days the rollups' day packs hold.
+            activity = data.fetch_activity(client, month, place)
             lines = data.Lines()
-            tput = data.fetch_tests(client, start_ms, end_ms, contract.THROUGHPUT_METHODS,
-                                    data.THROUGHPUT_FIELDS, lines, place)
+            tput, sources = packread.fetch_throughput(client, month, lines, place, activity,
+                                                      use_packs=cfg.bulletin.day_packs)
             lat_lines = data.Lines()
             lat = data.fetch_tests(client, start_ms, end_ms, contract.LATENCY_METHODS,
                                    data.LATENCY_FIELDS, lat_lines, place)
@@ -113,7 +117,6 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
                                              place)
             reach = data.fetch_commune_counts(client, start_ms, end_ms,
                                               contract.REACHABILITY_METHOD, place)
-            activity = data.fetch_activity(client, month, place)
             # The 11 months before this one: from earlier bulletins' CSVs in --out when
             # there, else from InfluxDB (one scan per month); this month is computed below.
             earlier = [month.prev()]
@@ -175,4 +178,4 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
         pdf.html_to_pdf(html, out_dir, files["pdf"])
         timings["pdf"] = time.perf_counter() - t4
     timings["total"] = time.perf_counter() - t0
-    return BulletinResult(month.label, lang, rep.has_data, files, rep, timings)
+    return BulletinResult(month.label, lang, rep.has_data, files, rep, timings, sources)

@@ -143,6 +143,8 @@ def summary(res: BulletinResult) -> dict[str, object]:
         "communes_below_target": len(rep.below_target),
         "communes_insufficient": len(rep.insufficient),
         "timings_s": {k: round(v, 3) for k, v in res.timings_s.items()},
+        "days_from_packs": len(res.sources.pack_days),
+        "days_from_raw": len(res.sources.raw_days),
     }
 
 

@@ -21,6 +21,9 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   ``tests``, ``median_mbps``, ``p10_mbps``, ``p90_mbps``, ``upload_median_mbps``,
   ``met`` (tests at or above the line's access target), ``met_2030`` (at or above the
   2030 fixed target). Counts add up exactly over any range; medians do not.
+- ``tput_pack``: per line and local day, every throughput test of the day (failed and
+  cross-traffic ones too) with the exact values the monthly bulletin reads
+  (collector/core/packs.py), so the bulletin need not read a month of raw points.
 - ``status_1h`` / ``status_1d``: per probe, the last status in the bucket (``online``,
   ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
   ``agent_version``, ``last_at_ms``; issue 18's ``oldest_waiting_ms``, ``board_model``,
@@ -36,7 +39,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
+import numpy as np
+from numpy.typing import NDArray
+
 from collector.config import InfluxSettings, Targets
+from collector.core import packs
 from collector.core.influx import InfluxClient, Series
 from collector.core.schema import (
     NS_PER_MS,
@@ -57,7 +64,7 @@ TPUT_1D = "tput_1d"
 STATUS_1H = "status_1h"
 STATUS_1D = "status_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
-MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D)
+MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, packs.PACK)
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -193,6 +200,7 @@ class Rollups:
                 for kind in _KINDS:
                     todo = statuses if kind.status else results
                     written += self._recompute(client, kind, todo)
+                written += self._recompute_packs(client, results)
         except Exception:
             self._remark(results, statuses)
             raise
@@ -334,6 +342,25 @@ class Rollups:
                     out[(key, start)] = int(s.values[0][0])
         return out
 
+    # ------------------------------------------------------------------ day packs
+
+    def _recompute_packs(self, client: InfluxClient, dirty: dict[str, set[int]]) -> int:
+        """Rewrite the day packs (collector/core/packs.py) of every dirty (probe, local
+        day): all the day's throughput tests, read again from the raw points."""
+        spans: dict[tuple[int, int], list[tuple[str, set[int]]]] = {}
+        for probe, hours in dirty.items():
+            days = {day_start(h) for h in hours}
+            spans.setdefault((min(days), max(days) + DAY_MS), []).append((probe, days))
+        lines: list[str] = []
+        for (a, b), members in sorted(spans.items()):
+            for i in range(0, len(members), _PROBES_PER_QUERY):
+                chunk = members[i:i + _PROBES_PER_QUERY]
+                wanted = {(p, d) for p, days in chunk for d in days}
+                lines += pack_lines(client, a, b, [p for p, _ in chunk], wanted)
+        for i in range(0, len(lines), 2000):
+            client.write_lines(lines[i:i + 2000])
+        return len(lines)
+
     # ------------------------------------------------------------------ thread
 
     def _loop(self) -> None:
@@ -382,3 +409,49 @@ class Rollups:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
+
+
+def pack_query(a: int, b: int, probes: list[str] | None = None) -> str:
+    """The raw read a day pack is made of: the bulletin's own (collector/bulletin/data.py),
+    grouped by the line's tags and ``status``, over [a, b) (epoch ms)."""
+    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
+    where = f"time >= {a}ms AND time < {b}ms AND ({methods})"
+    if probes:
+        where += f" AND {_probe_filter(probes)}"
+    select = ", ".join(_q(f) for f in ("cross_traffic", *packs.PACK_FIELDS))
+    group = ", ".join(_q(t) for t in (*LINE_TAGS, "status"))
+    return f"SELECT {select} FROM {_q(RESULTS)} WHERE {where} GROUP BY {group}"
+
+
+def pack_lines(client: InfluxClient, a: int, b: int, probes: list[str],
+               wanted: set[tuple[str, int]]) -> list[str]:
+    """Line protocol of the day packs of ``probes`` over the local days in [a, b), for the
+    (probe, day start) pairs in ``wanted``."""
+    by_day: dict[tuple[tuple[str, ...], int], list[tuple[str, NDArray[np.float64]]]] = {}
+    for s in client.query(pack_query(a, b, probes), binary=True)[0]:
+        if not s.values:
+            continue
+        key = tuple(s.tags.get(t, "") for t in LINE_TAGS)
+        arr = np.array(s.values, dtype=np.float64).reshape(len(s.values), -1)
+        local = arr[:, 0].astype(np.int64) + _OFFSET_MS
+        days = local - local % DAY_MS - _OFFSET_MS
+        for d in np.unique(days):
+            if (key[0], int(d)) in wanted:
+                by_day.setdefault((key, int(d)), []).append(
+                    (s.tags.get("status", ""), arr[days == d]))
+    out: list[str] = []
+    for (key, d), series in by_day.items():
+        status = [st for st, _ in series]
+        rows = np.concatenate([r for _, r in series])
+        sidx = np.concatenate([np.full(len(r), i, np.uint8) for i, (_, r) in enumerate(series)])
+        tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+        for part, p0 in enumerate(range(0, len(rows), packs.MAX_TESTS)):
+            sl = slice(p0, p0 + packs.MAX_TESTS)
+            r = rows[sl]
+            dt = packs.DayTests(
+                d, r[:, 0].astype(np.int64), status, sidx[sl],
+                np.nan_to_num(r[:, 1], nan=0.0) > 0,
+                {f: r[:, 2 + i] for i, f in enumerate(packs.PACK_FIELDS)})
+            out.append(line(packs.PACK, tags, {"n": dt.size, "v": packs.VERSION,
+                                               "data": packs.encode(dt)}, d + part))
+    return out

@@ -151,9 +151,9 @@ def test_local_hours_fixed_and_dst_zones() -> None:
     ("http://127.0.0.1:8086", True), ("http://localhost:8086", True), ("http://[::1]:8086", True),
     ("https://influx.hatinh.example:8086", False), ("http://10.0.0.5:8086", False)])
 def test_uncompressed_reads_only_on_loopback(url: str, loopback: bool) -> None:
-    from collector.bulletin.data import _is_loopback
+    from collector.bulletin.data import is_loopback
     from collector.config import InfluxSettings
     from collector.core.influx import InfluxClient
 
     with InfluxClient(InfluxSettings(url=url)) as client:
-        assert _is_loopback(client) is loopback
+        assert is_loopback(client) is loopback
