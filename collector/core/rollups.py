@@ -25,6 +25,9 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
   ``agent_version``, ``last_at_ms``; issue 18's ``oldest_waiting_ms``, ``board_model``,
   ``update_event``, ``update_failed`` when the status had them) and ``spool_max``.
+- ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
+  dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
+  by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
 """
 
 from __future__ import annotations
@@ -146,6 +149,7 @@ class Rollups:
         self._again: tuple[dict[str, set[int]], dict[str, set[int]]] = ({}, {})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._switch_written = False
 
     # ------------------------------------------------------------------ marking
 
@@ -189,6 +193,9 @@ class Rollups:
             statuses, self._statuses = self._statuses, {}
         try:
             with InfluxClient(self.influx) as client:
+                if not self._switch_written:
+                    write_switch(client)
+                    self._switch_written = True
                 written = 0
                 for kind in _KINDS:
                     todo = statuses if kind.status else results
@@ -382,3 +389,29 @@ class Rollups:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
+
+
+# ---------------------------------------------------------------------- dashboards' switch
+
+#: Where the dashboards' ``resolution`` variable is read from (one string field).
+SWITCH = "rollup_switch"
+#: The switch points sit at this instant plus a range length: 2100-01-01T00:00Z. Epoch 0
+#: would make the query shorter, but a finite retention policy (``retention = "520w"``)
+#: makes InfluxDB 1.x refuse points that old; nothing drops points from the future.
+SWITCH_BASE_MS = 4_102_444_800_000
+#: (shortest range, resolution): raw points below 2 days, hourly rollups below 8 days
+#: (so "last 7 days" keeps hourly detail), daily rollups from 8 days on.
+SWITCH_STEPS = ((0, "raw"), (2 * DAY_MS, "1h"), (8 * DAY_MS, "1d"))
+
+
+def switch_lines() -> list[str]:
+    """The ``rollup_switch`` points: at ``SWITCH_BASE_MS + shortest range`` the resolution
+    for ranges at least that long. The latest point at or before ``base + range`` names
+    the resolution, which influxd itself finds for the dashboards' variable query."""
+    return [line(SWITCH, {}, {"resolution": res}, SWITCH_BASE_MS + shortest)
+            for shortest, res in SWITCH_STEPS]
+
+
+def write_switch(client: InfluxClient) -> None:
+    """Write (again: the same points, idempotent) the dashboards' switch points."""
+    client.write_lines(switch_lines())

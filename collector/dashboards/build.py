@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from collector.config import BulletinSettings, CollectorConfig, Targets
+from collector.core.rollups import DAY_MS, SWITCH_STEPS
 from collector.dashboards import queries as Q
 from collector.dashboards.i18n import LANGS, Lang, t
 from collector.dashboards.model import (
@@ -23,6 +24,7 @@ from collector.dashboards.model import (
     Dashboard,
     DataSourceRef,
     GridPos,
+    HiddenVariable,
     InfluxQLTarget,
     Json,
     Override,
@@ -79,8 +81,10 @@ class BuildConfig:
 
     def target_values(self) -> dict[str, float]:
         """Placeholders for texts."""
+        steps = {res: shortest // DAY_MS for shortest, res in SWITCH_STEPS}
         return {"mobile": _n(self.targets.mobile_mbps), "fixed": _n(self.targets.fixed_mbps),
-                "fixed2030": _n(self.targets.fixed_2030_mbps)}
+                "fixed2030": _n(self.targets.fixed_2030_mbps),
+                "raw_days": steps[Q.HOURLY], "daily_days": steps[Q.DAILY]}
 
 
 def _n(value: float) -> Any:
@@ -208,11 +212,24 @@ class Builder:
 
     # ------------------------------------------------------------------ variables
 
-    def variables(self) -> list[QueryVariable]:
-        """commune (value = official code, text = name), isp, access, probe."""
-        return [QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name), self.ds,
-                              regex=Q.COMMUNE_VARIABLE_REGEX if name == "commune" else "")
-                for name in Q.VARIABLES]
+    def variables(self) -> list[QueryVariable | HiddenVariable]:
+        """commune (value = official code, text = name), isp, access, probe; the hidden
+        ``resolution`` (raw points or rollups, from the range's length)."""
+        return [*(QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name),
+                                self.ds,
+                                regex=Q.COMMUNE_VARIABLE_REGEX if name == "commune" else "")
+                  for name in Q.VARIABLES),
+                HiddenVariable(Q.RESOLUTION, Q.resolution_query(), self.ds, Q.RAW)]
+
+    def switched(self, fmt: str = "time_series", alias: str | None = None, *,
+                 raw: str, rollup: str) -> list[InfluxQLTarget]:
+        """Two targets of which ``$resolution`` leaves one empty: A the raw points, B the
+        rollups."""
+        return [self.target("A", raw, fmt, alias), self.target("B", rollup, fmt, alias)]
+
+    def rollup_note(self, text: str) -> str:
+        """A panel description with the note on what long ranges read."""
+        return f"{text} {self.tr('note.rollup')}"
 
     def _dashboard(self, name: str, layout: Layout, time_from: str = "now-7d") -> Dashboard:
         suffix = "" if self.lang == "vi" else f"-{self.lang}"
@@ -237,17 +254,18 @@ class Builder:
             lay.add(6, 5, lambda g, a=access: self.panel(
                 f"overview.median_{a}", "stat",
                 self.tr("p.median_dl", access=self.access_name(a)), g,
-                [self.target("A", Q.median_speed(a))],
-                description=self.tr("p.median_dl.desc" + ("_mobile" if a == "mobile" else ""),
-                                    target=_n(cfg.target(a)),
-                                    target2030=_n(tg.fixed_2030_mbps)),
+                self.switched(raw=Q.median_speed(a), rollup=Q.rollup_median(a)),
+                description=self.rollup_note(self.tr(
+                    "p.median_dl.desc" + ("_mobile" if a == "mobile" else ""),
+                    target=_n(cfg.target(a)), target2030=_n(tg.fixed_2030_mbps))),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds", options=_stat_options()))
         for access in ("mobile", "fixed"):
             lay.add(6, 5, lambda g, a=access: self.panel(
                 f"overview.share_{a}", "gauge",
                 self.tr("p.share", target=_n(cfg.target(a)), access=self.access_name(a)), g,
-                [self.target("A", Q.share_at_target(a))],
+                [self.target("A", Q.share_at_target(a)),
+                 self.target("B", Q.share_at_target(a, daily=True))],
                 description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0,
                 max=100, thresholds=share_thresholds(), color_mode="thresholds",
                 options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -257,7 +275,8 @@ class Builder:
             "overview.share_fixed_2030", "gauge",
             self.tr("p.share", target=_n(tg.fixed_2030_mbps),
                     access=self.access_name("fixed")), g,
-            [self.target("A", Q.share_at_target("fixed", Q.MET_2030))],
+            [self.target("A", Q.share_at_target("fixed", Q.MET_2030)),
+             self.target("B", Q.share_at_target("fixed", Q.MET_2030, daily=True))],
             description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0, max=100,
             thresholds=share_thresholds(), color_mode="thresholds",
             options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -265,9 +284,10 @@ class Builder:
                      "minVizHeight": 75, "minVizWidth": 75}))
         lay.add(8, 5, lambda g: self.panel(
             "overview.median_upload", "stat", self.tr("p.median_ul"), g,
-            [self.target("A", Q.median_speed(None, "upload_mbps", group=("access",)),
-                         alias="$tag_access")],
-            description=self.tr("p.median_ul.desc"), unit=MBPS, decimals=1,
+            self.switched(alias="$tag_access",
+                          raw=Q.median_speed(None, "upload_mbps", group=("access",)),
+                          rollup=Q.rollup_median(None, "upload_mbps", group=("access",))),
+            description=self.rollup_note(self.tr("p.median_ul.desc")), unit=MBPS, decimals=1,
             color_mode="fixed", options=_stat_options("value")))
         for access in ("mobile", "fixed"):
             lay.add(4, 5, lambda g, a=access: self.panel(
@@ -283,8 +303,8 @@ class Builder:
         lay.row(self.tr("row.trend"))
         lay.add(24, 9, lambda g: self.panel(
             "overview.trend", "timeseries", self.tr("p.trend"), g,
-            [self.target("A", Q.speed_trend(), alias="$tag_access")],
-            description=self.tr("p.trend.desc"), unit=MBPS, min=0,
+            self.switched(alias="$tag_access", raw=Q.speed_trend(), rollup=Q.rollup_trend()),
+            description=self.rollup_note(self.tr("p.trend.desc")), unit=MBPS, min=0,
             thresholds=speed_thresholds(cfg, None), color_mode="palette-classic",
             custom=_timeseries_custom(True), options=_TS_OPTIONS))
         return self._dashboard("overview", lay, "now-30d")
@@ -305,9 +325,12 @@ class Builder:
                                                         (Q.before(effective),)), "table")]
             description = self.tr("p.legacy.desc", target=_n(target), date=when)
         else:
-            targets = [self.target("A", Q.area_table(access, group), "table"),
-                       self.target("B", Q.share_at_target(access, group=group), "table")]
-            description = self.tr("p.areas.desc", target=_n(target))
+            targets = [*self.switched("table", raw=Q.area_table(access, group),
+                                      rollup=Q.rollup_area_table(access, group)),
+                       self.target("C", Q.share_at_target(access, group=group), "table"),
+                       self.target("D", Q.share_at_target(access, group=group, daily=True),
+                                   "table")]
+            description = self.rollup_note(self.tr("p.areas.desc", target=_n(target)))
         return self.panel(
             key, "table", self.tr(title_key, access=self.access_name(access), date=when), grid,
             targets, description=description,
@@ -336,8 +359,10 @@ class Builder:
         for access in ("fixed", "mobile"):
             lay.add(10, 8, lambda g, a=access: self.panel(
                 f"where.isp_{a}", "bargauge", self.tr("p.isp", access=self.access_name(a)), g,
-                [self.target("A", Q.median_speed(a, group=("isp",)), alias="$tag_isp")],
-                description=self.tr("p.isp.desc", target=_n(cfg.target(a))), unit=MBPS,
+                self.switched(alias="$tag_isp", raw=Q.median_speed(a, group=("isp",)),
+                              rollup=Q.rollup_median(a, group=("isp",))),
+                description=self.rollup_note(self.tr("p.isp.desc", target=_n(cfg.target(a)))),
+                unit=MBPS,
                 decimals=1, min=0, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds",
                 options={"orientation": "horizontal", "displayMode": "gradient",
@@ -515,7 +540,9 @@ class Builder:
             options=_table_options("Time")))
         lay.add(12, 9, lambda g: self.panel(
             "probes.spool", "timeseries", self.tr("p.spool"), g,
-            [self.target("A", Q.spool_trend(), alias="$tag_probe")], unit="short", min=0,
+            [self.target("A", Q.spool_trend(), alias="$tag_probe"),
+             self.target("B", Q.spool_trend(daily=True), alias="$tag_probe")],
+            unit="short", min=0,
             # The hourly rollup has one point an hour: shorter buckets are only empty ones.
             interval="1h",
             color_mode="palette-classic", custom=_timeseries_custom(False),

@@ -31,8 +31,16 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
   ``sum(met) / sum(tests)`` over the hourly points, exact for whole hours (a point is
   stamped at its hour's start: a range starting mid-hour leaves that hour out), and needs
   no subquery. A last status of a range is the last of its daily "last status" points;
-  the range is widened by a day so the day holding its start is read. Medians and
-  percentiles do not add up: those panels keep reading ``results``.
+  the range is widened by a day so the day holding its start is read.
+- medians and percentiles do not add up. Throughput panels therefore have two targets,
+  of which one is empty: raw ``results`` for ranges under 2 days (exact), and the
+  rollups (``tput_$resolution``) for longer ones: the median of every line's hourly
+  (from 8 days: daily) medians, an approximation, not the median of the tests (the
+  bulletin's figures are the exact ones). The hidden variable ``$resolution`` (``raw``,
+  ``1h``, ``1d``) is computed by influxd from the time range (:func:`resolution_query`)
+  and a target is switched off by a condition between two literals,
+  ``'$resolution' = 'raw'``, which influxd reduces to false before reading any shard
+  (verified: the switched-off target costs ~10 ms whatever the range).
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
   silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
   collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/core/schema.py).
@@ -44,7 +52,14 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
 from collector.core.registrymetrics import REGISTRY
-from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1H
+from collector.core.rollups import (
+    STATUS_1D,
+    STATUS_1H,
+    SWITCH,
+    SWITCH_BASE_MS,
+    TPUT_1D,
+    TPUT_1H,
+)
 from collector.core.schema import (
     BULLETIN_RUNS,
     LINK_USAGE,
@@ -77,6 +92,7 @@ _MEASUREMENT_VARS = {
     LINK_USAGE: ("commune", "isp", "access", "probe"),
     REGISTRY: ("commune", "probe"),
     TPUT_1H: ("commune", "isp", "access", "probe"),
+    TPUT_1D: ("commune", "isp", "access", "probe"),
     STATUS_1H: ("commune", "probe"),
     STATUS_1D: ("commune", "probe"),
 }
@@ -96,6 +112,15 @@ OK = "\"status\" = 'ok'"
 #: Tests run while the office line carried other traffic measure the office, not the ISP;
 #: the bulletin excludes them too (docs/methodology.md).
 CLEAN = "\"cross_traffic\" = 0"
+
+#: The hidden variable naming where the throughput panels read: ``raw`` (``results``),
+#: ``1h`` or ``1d`` (``tput_1h``/``tput_1d``); see :func:`resolution_query`.
+RESOLUTION = "resolution"
+RAW, HOURLY, DAILY = "raw", "1h", "1d"
+#: The throughput rollup of the current resolution (only read when it is not raw).
+TPUT_SWITCHED = f"tput_${RESOLUTION}"
+#: Rollup field holding each metric's median.
+ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps"}
 
 #: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
 #: The ``registry`` points the probe-health queries read (written every 5 minutes).
@@ -133,6 +158,26 @@ def where(*conds: str) -> str:
     return "WHERE " + " AND ".join(conds)
 
 
+def resolution_query() -> str:
+    """The ``resolution`` variable's query: the collector's ``rollup_switch`` points sit at
+    a fixed instant plus the shortest range each resolution serves
+    (collector/core/rollups.py, ``SWITCH_STEPS``), so the last one at or before that
+    instant plus the range's length is the resolution. Grafana substitutes
+    ``${__from}``/``${__to}`` (epoch ms) in variable queries too; influxd does the
+    arithmetic."""
+    return (f"SELECT last({q(RESOLUTION)}) FROM {q(SWITCH)} "
+            f"WHERE time <= {SWITCH_BASE_MS}ms + ${{__to}}ms - ${{__from}}ms")
+
+
+def at(resolution: str, negate: bool = False) -> str:
+    """A condition true only at (or, with ``negate``, at any but) that resolution."""
+    return f"'${RESOLUTION}' {'!=' if negate else '='} {s(resolution)}"
+
+
+#: A raw target's switch, and a rollup target's.
+RAW_ONLY, ROLLUP_ONLY = at(RAW), at(RAW, negate=True)
+
+
 def _throughput(access: str | None) -> list[str]:
     conds = [methods(THROUGHPUT_METHODS), OK, CLEAN]
     if access:
@@ -148,17 +193,34 @@ def _group(tags: Sequence[str]) -> str:
 
 
 def median_speed(access: str | None, metric: str = "download_mbps",
-                 group: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
-    """Median of a throughput metric over the time range, optionally per tag."""
+                 group: Sequence[str] = (), extra: Sequence[str] = (),
+                 switched: bool = True) -> str:
+    """Median of a throughput metric over the time range from the raw points, optionally
+    per tag; ``switched``: only at the raw resolution (:func:`rollup_median` otherwise)."""
     sql = (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
            f"{where(*_throughput(access), *extra, *var_filters(), TIME)}")
+    sql += f" AND {RAW_ONLY}" if switched else ""
+    return sql + (f" GROUP BY {_group(group)}" if group else "")
+
+
+def _rollup_where(access: str | None) -> str:
+    conds = [f"{q('access')} = {s(access)}"] if access else []
+    return where(*conds, *var_filters(TPUT_1H), TIME, ROLLUP_ONLY)
+
+
+def rollup_median(access: str | None, metric: str = "download_mbps",
+                  group: Sequence[str] = ()) -> str:
+    """:func:`median_speed` from the rollups, at the hourly and daily resolutions: the
+    median of the lines' hourly (daily) medians, not of the tests."""
+    sql = (f"SELECT median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')} "
+           f"FROM {q(TPUT_SWITCHED)} {_rollup_where(access)}")
     return sql + (f" GROUP BY {_group(group)}" if group else "")
 
 
 def peak_median(access: str, start_hour: int, end_hour: int) -> str:
     """Median download over tests started in [start_hour, end_hour) local time."""
     hours = [f"{q(LOCAL_HOUR_FIELD)} >= {start_hour}", f"{q(LOCAL_HOUR_FIELD)} < {end_hour}"]
-    return median_speed(access, extra=hours)
+    return median_speed(access, extra=hours, switched=False)
 
 
 def met_indicator(target_mbps: float, metric: str = "download_mbps") -> str:
@@ -176,13 +238,17 @@ def share_meeting(access: str, target_mbps: float, group: Sequence[str] = (),
 
 
 def share_at_target(access: str, met_field: str = MET, group: Sequence[str] = (),
-                    extra: Sequence[str] = ()) -> str:
+                    extra: Sequence[str] = (), daily: bool = False) -> str:
     """Percent of successful throughput tests on an idle line meeting the target, from the
-    hourly rollups: ``met`` (the access type's 2025 target) or ``met_2030``."""
+    hourly rollups (or, with ``daily``, the daily ones: only at the daily resolution, the
+    hourly query at every other): ``met`` (the access type's 2025 target) or
+    ``met_2030``. Exact at either resolution for whole hours (days)."""
     by = f" GROUP BY {_group(group)}" if group else ""
     is_access = f"{q('access')} = {s(access)}"
+    measurement, switch = (TPUT_1D, at(DAILY)) if daily else (TPUT_1H, at(DAILY, True))
     return (f"SELECT sum({q(met_field)}) / sum({q('tests')}) * 100 AS {q('share_pct')} "
-            f"FROM {q(TPUT_1H)} {where(is_access, *var_filters(TPUT_1H), TIME, *extra)}{by}")
+            f"FROM {q(measurement)} "
+            f"{where(is_access, *var_filters(TPUT_1H), TIME, *extra, switch)}{by}")
 
 
 def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
@@ -193,16 +259,36 @@ def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
 
 
 def speed_trend(metric: str = "download_mbps") -> str:
-    """Median per time bucket, one series per access type."""
-    return _per_bucket("median", metric, _throughput(None))
+    """Median per time bucket, one series per access type (raw resolution only)."""
+    return _per_bucket("median", metric, (*_throughput(None), RAW_ONLY))
+
+
+def rollup_trend(metric: str = "download_mbps") -> str:
+    """:func:`speed_trend` from the rollups: the median of the lines' hourly (daily)
+    medians in each bucket (a daily point lands in the bucket holding its local
+    midnight)."""
+    return (f"SELECT median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')} "
+            f"FROM {q(TPUT_SWITCHED)} {_rollup_where(None)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
 
 
 def area_table(access: str, group: Sequence[str]) -> str:
-    """Median, 10th percentile and test count of download per area (table format)."""
+    """Median, 10th percentile and test count of download per area (table format; raw
+    resolution only)."""
     return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
             f"percentile({q('download_mbps')}, 10) AS {q('p10_mbps')}, "
             f"count({q('download_mbps')}) AS {q('tests')} FROM {q(RESULTS)} "
-            f"{where(*_throughput(access), *var_filters(), TIME)} GROUP BY {_group(group)}")
+            f"{where(*_throughput(access), *var_filters(), TIME, RAW_ONLY)} "
+            f"GROUP BY {_group(group)}")
+
+
+def rollup_area_table(access: str, group: Sequence[str]) -> str:
+    """:func:`area_table` from the rollups: the median and the 10th percentile of the
+    lines' hourly (daily) medians, and the number of tests (exact: counts add up)."""
+    return (f"SELECT median({q('median_mbps')}) AS {q('median_mbps')}, "
+            f"percentile({q('median_mbps')}, 10) AS {q('p10_mbps')}, "
+            f"sum({q('tests')}) AS {q('tests')} FROM {q(TPUT_SWITCHED)} "
+            f"{_rollup_where(access)} GROUP BY {_group(group)}")
 
 
 def before(day: date) -> str:
@@ -325,10 +411,13 @@ def last_seen() -> str:
             f"{where(*var_filters(), TIME)} GROUP BY {q('probe')}")
 
 
-def spool_trend() -> str:
-    """Spool depth per probe over time (the hourly maximum, from the status rollups)."""
-    return (f"SELECT max({q('spool_max')}) FROM {q(STATUS_1H)} "
-            f"{where(*var_filters(STATUS_1H), TIME)} "
+def spool_trend(daily: bool = False) -> str:
+    """Spool depth per probe over time: the hourly maximum from the status rollups, or
+    with ``daily`` the daily one (only at the daily resolution; the hourly query at
+    every other)."""
+    measurement, switch = (STATUS_1D, at(DAILY)) if daily else (STATUS_1H, at(DAILY, True))
+    return (f"SELECT max({q('spool_max')}) FROM {q(measurement)} "
+            f"{where(*var_filters(measurement), TIME, switch)} "
             f"GROUP BY time($__interval), {q('probe')} fill(none)")
 
 

@@ -4,7 +4,10 @@ return the numbers computed here from the same messages.
 
 Grafana cannot run here: ``fake_grafana_interpolate`` (a named fake) substitutes
 ``$timeFilter``, ``$__interval`` and the variables the way Grafana's InfluxDB data
-source does.
+source does, and ``fake_grafana_resolution`` refreshes the hidden ``resolution`` variable
+from influxd for each time range, as Grafana does on a time range change. Throughput
+panels read raw points for ranges under 2 days (exact) and rollups beyond (hourly, daily
+from 8 days: medians of the lines' hourly/daily medians, computed here independently).
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +24,7 @@ from collector.config import InfluxSettings
 from collector.core.influx import InfluxClient, Series
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
-from collector.core.rollups import hour_start
+from collector.core.rollups import DAY_MS, day_start, hour_start
 from collector.core.service import ingest
 from collector.dashboards.build import BuildConfig, build_all
 from collector.dashboards.files import ROOT
@@ -75,10 +78,34 @@ def _all_queries() -> list[tuple[str, str]]:
     return out
 
 
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
 def _window(ds: H.DataSet) -> tuple[int, int]:
-    # From the start of the first hour: rollup points are stamped at their hour's start
-    # (no result is older than ds.start, so raw panels see the same tests).
-    return hour_start(int(ds.start.timestamp() * 1000)), int(ds.now.timestamp() * 1000)
+    """All the data set (from the start of its first hour: rollup points are stamped at
+    their hour's start): a bit over 48 hours, so throughput panels read hourly rollups."""
+    return hour_start(_ms(ds.start)), _ms(ds.now)
+
+
+def _raw_start(ds: H.DataSet) -> datetime:
+    """47 to 48 hours back, at an hour's start: under 2 days, so raw points."""
+    return datetime.fromtimestamp(hour_start(_ms(ds.now - timedelta(hours=47))) / 1000, UTC)
+
+
+def _raw_window(ds: H.DataSet) -> tuple[int, int]:
+    return _ms(_raw_start(ds)), _ms(ds.now)
+
+
+def _daily_window(ds: H.DataSet) -> tuple[int, int]:
+    """9 days (daily rollups); the dead probe's results 10 days back stay outside."""
+    return _ms(ds.now - timedelta(days=9)), _ms(ds.now)
+
+
+def _resolution_query() -> str:
+    [var] = [v for v in _committed("vi", "overview")["templating"]["list"]
+             if v["name"] == "resolution"]
+    return str(var["query"])
 
 
 def _legacy_window() -> tuple[int, int]:
@@ -90,8 +117,20 @@ def _run(client: InfluxClient, query: str, ds: H.DataSet,
          variables: dict[str, list[str] | None] | None = None,
          window: tuple[int, int] | None = None) -> list[Series]:
     start, end = window or _window(ds)
-    sql = H.fake_grafana_interpolate(query, start, end, "1h", variables)
+    resolution = H.fake_grafana_resolution(client, _resolution_query(), start, end)
+    sql = H.fake_grafana_interpolate(query, start, end, "1h", variables, resolution)
     return client.query(sql)[0]
+
+
+def _shown(client: InfluxClient, panel: dict[str, Any], ds: H.DataSet,
+           variables: dict[str, list[str] | None] | None = None,
+           window: tuple[int, int] | None = None, refs: str = "AB") -> list[Series]:
+    """What a panel shows from its targets ``refs`` (switched pairs: one of them is empty
+    at any resolution, which is checked)."""
+    got = {t["refId"]: _run(client, t["query"], ds, variables, window)
+           for t in panel["targets"] if t["refId"] in refs}
+    assert len([r for r in got.values() if r]) <= 1, (panel["title"], got)
+    return [s for series in got.values() for s in series]
 
 
 def _panel(name: str, key: str) -> dict[str, Any]:
@@ -119,13 +158,18 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
     assert len(queries) > 60
     empty = []
     for where, query in queries:
-        for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
-            series = _run(client, query, ds, variables)  # raises InfluxError on any error
-            if not series and variables is None:
-                # The old-district tables show months before the reorganisation only.
-                legacy = _run(client, query, ds, None, _legacy_window())
-                if not legacy or "2025-06-30T17:00:00Z" not in query:
-                    empty.append(where)
+        found = False
+        # Raw points, hourly and daily rollups: each switched target has data at one.
+        for window in (_raw_window(ds), _window(ds), _daily_window(ds)):
+            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
+                # raises InfluxError on any error
+                series = _run(client, query, ds, variables, window)
+                found = found or (bool(series) and variables is None)
+        if not found:
+            # The old-district tables show months before the reorganisation only.
+            legacy = _run(client, query, ds, None, _legacy_window())
+            if not legacy or "2025-06-30T17:00:00Z" not in query:
+                empty.append(where)
     assert not empty, empty
 
 
@@ -136,18 +180,18 @@ def test_commune_variable_is_code_with_official_name(
     client, ds = loaded
     for lang in ("vi", "en"):
         variables = {v["name"]: v for v in _committed(lang, "overview")["templating"]["list"]}
-        assert list(variables) == ["commune", "isp", "access", "probe"]
+        assert list(variables) == ["commune", "isp", "access", "probe", "resolution"]
     var = variables["commune"]
     values = [v[1] for v in _run(client, var["query"], ds)[0].values]
     options = H.fake_grafana_variable_options(values, var["regex"])
     assert sorted(options) == sorted({(s.commune, s.commune_code) for s in H.SITES})
     assert ("Xã Kỳ Hoa", "18814") in options
     # Chosen by code, the median panel sees both of Xã Kỳ Hoa's probes (two old units).
-    rows = H.throughput(ds, "fixed", ds.start, ds.now, commune_code="18814")
+    rows = H.throughput(ds, "fixed", _raw_start(ds), ds.now, commune_code="18814")
     assert {r.probe_id for r, _s in rows} == {"ka-ubnd-01", "ka-school-02"}
-    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
-    assert _value(_run(client, query, ds, {"commune": ["18814"]})) == pytest.approx(
-        H.median(H.downloads(rows)), rel=1e-9)
+    panel = _panel("overview", "overview.median_fixed")
+    assert _value(_shown(client, panel, ds, {"commune": ["18814"]}, _raw_window(ds))) == \
+        pytest.approx(H.median(H.downloads(rows)), rel=1e-9)
 
 
 def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -> None:
@@ -168,12 +212,13 @@ def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -
 def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
                                          access: str) -> None:
     client, ds = loaded
-    values = H.downloads(H.throughput(ds, access, ds.start, ds.now))
-    median = _value(_run(client, _panel("overview", f"overview.median_{access}")["targets"][0]
-                         ["query"], ds))
+    raw = _raw_window(ds)
+    values = H.downloads(H.throughput(ds, access, _raw_start(ds), ds.now))
+    median = _value(_shown(client, _panel("overview", f"overview.median_{access}"), ds,
+                           None, raw))
     assert median == pytest.approx(H.median(values), rel=1e-9)
-    share = _value(_run(client, _panel("overview", f"overview.share_{access}")["targets"][0]
-                        ["query"], ds))
+    share = _value(_shown(client, _panel("overview", f"overview.share_{access}"), ds, None,
+                          raw))
     assert share == pytest.approx(H.share_at_least(values, CFG.target(access)), rel=1e-9)
     assert 0 < share < 100  # the data set straddles the target
 
@@ -181,14 +226,15 @@ def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
 def test_filtered_by_communes_and_2030_share(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
     chosen = ("18814", "18790")
-    values = H.downloads([(r, s) for r, s in H.throughput(ds, "fixed", ds.start, ds.now)
+    raw = _raw_window(ds)
+    values = H.downloads([(r, s) for r, s in H.throughput(ds, "fixed", _raw_start(ds), ds.now)
                           if s.commune_code in chosen])
-    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
-    got = _value(_run(client, query, ds, {"commune": list(chosen)}))
+    panel = _panel("overview", "overview.median_fixed")
+    got = _value(_shown(client, panel, ds, {"commune": list(chosen)}, raw))
     assert got == pytest.approx(H.median(values), rel=1e-9)
-    all_fixed = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now))
-    query = _panel("overview", "overview.share_fixed_2030")["targets"][0]["query"]
-    assert _value(_run(client, query, ds)) == pytest.approx(
+    all_fixed = H.downloads(H.throughput(ds, "fixed", _raw_start(ds), ds.now))
+    panel = _panel("overview", "overview.share_fixed_2030")
+    assert _value(_shown(client, panel, ds, None, raw)) == pytest.approx(
         H.share_at_least(all_fixed, CFG.targets.fixed_2030_mbps), rel=1e-9)
 
 
@@ -231,29 +277,33 @@ def test_legacy_district_table_only_before_the_reform(
 
 def test_commune_table_and_map(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
+    raw = _raw_window(ds)
     panel = _panel("where", "where.communes_mobile")
-    series = _run(client, panel["targets"][0]["query"], ds)
+    series = _shown(client, panel, ds, None, raw)
     assert {s.tags["commune_code"] for s in series} == {"18814", "18790", "18547"}
     for s in series:
-        values = H.downloads(H.throughput(ds, "mobile", ds.start, ds.now,
+        values = H.downloads(H.throughput(ds, "mobile", _raw_start(ds), ds.now,
                                           commune_code=s.tags["commune_code"]))
         assert s.tags["commune"] == next(x.commune for x in H.SITES
                                          if x.commune_code == s.tags["commune_code"])
         assert s.rows()[0]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
     geomap = _panel("where", "where.map")
-    rows = {s.tags["probe"]: s.rows()[0] for s in _run(client, geomap["targets"][1]["query"], ds)}
+    rows = {s.tags["probe"]: s.rows()[0]
+            for s in _run(client, geomap["targets"][1]["query"], ds, None, raw)}
     site = ds.site("ka-ubnd-01")
     assert rows["ka-ubnd-01"]["latitude"] == site.latitude
     assert rows["ka-ubnd-01"]["longitude"] == site.longitude
-    values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, probe_id="ka-ubnd-01"))
+    values = H.downloads(H.throughput(ds, "fixed", _raw_start(ds), ds.now,
+                                      probe_id="ka-ubnd-01"))
     assert rows["ka-ubnd-01"]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
 
 
 def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
-    query = _panel("where", "where.isp_fixed")["targets"][0]["query"]
-    got = {s.tags["isp"]: s.values[0][1] for s in _run(client, query, ds)}
-    rows = H.throughput(ds, "fixed", ds.start, ds.now)
+    panel = _panel("where", "where.isp_fixed")
+    got = {s.tags["isp"]: s.values[0][1] for s in _shown(client, panel, ds, None,
+                                                          _raw_window(ds))}
+    rows = H.throughput(ds, "fixed", _raw_start(ds), ds.now)
     expected = {isp: H.median([r.metrics.download_mbps for r, _s in rows if r.isp == isp])
                 for isp in {r.isp for r, _s in rows}}
     assert got == pytest.approx(expected, rel=1e-9)
@@ -412,14 +462,17 @@ def test_transformations_overrides_and_map_fields_exist(
 
 def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
     """Panels reading rollups (share meeting the target, commune share, last status, spool
-    trend) equal the raw numbers, and still do after a probe's spool delivers a result
-    and a status a day and a half late."""
+    trend hourly and daily, median at hourly and daily resolution) equal the numbers
+    computed from the messages, and still do after a probe's spool delivers a result and
+    a status a day and a half late."""
     url = f"http://{influxd.host}:{influxd.port}"
     ds = H.make_dataset()
     assert not ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB).dead
     client = InfluxClient(InfluxSettings(url=url, database=DB))
     share_q = _panel("overview", "overview.share_fixed")["targets"][0]["query"]
-    table_q = _panel("where", "where.communes_fixed")["targets"][1]["query"]
+    table_q = _panel("where", "where.communes_fixed")["targets"][2]["query"]
+    assert 'sum("met")' in table_q
+    median_panel = _panel("overview", "overview.median_fixed")
     spool_q = _panel("probes", "probes.spool")["targets"][0]["query"]
     probe, (link, access, isp, _b) = "hk-ubnd-01", H.LINKS["hk-ubnd-01"][0]
     code = ds.site(probe).commune_code
@@ -442,6 +495,18 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
         spool = {int(v[0]): v[1] for s in _run(client, spool_q, ds, {"probe": [probe]})
                  for v in s.values}
         assert spool[hour] == (late_spool or 0)
+        # The median panel at both rollup resolutions: the late result's hour and day
+        # are recomputed with it.
+        for window, res in ((_window(ds), "1h"), (_daily_window(ds), "1d")):
+            medians = H.medians_of(H.bucket_values(results, ds, res, _dt(window[0]),
+                                                   _dt(window[1]), "fixed"))
+            got = _value(_shown(client, median_panel, ds, None, window))
+            assert got == pytest.approx(H.median(medians), rel=1e-9), res
+        daily = _panel("probes", "probes.spool")
+        spool_days = {int(v[0]): v[1] for s in _shown(client, daily, ds, {"probe": [probe]},
+                                                       _daily_window(ds)) for v in s.values}
+        # (the spool probe's last hour has a growing spool: another local day)
+        assert spool_days[day_start(_ms(when))] == (late_spool or 0)
 
     try:
         check(ds.results, None)
@@ -456,3 +521,105 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
         check([*ds.results, late], 4321)
     finally:
         client.close()
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def test_resolution_variable_on_both_sides_of_each_threshold(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """The hidden variable, evaluated by influxd from the range's length: raw under 2 days,
+    hourly rollups from 2 days, daily from 8; hidden and refreshed on time range change
+    in every dashboard."""
+    client, ds = loaded
+    for lang in ("vi", "en"):
+        for name in ("overview", "where", "quality", "probes"):
+            [var] = [v for v in _committed(lang, name)["templating"]["list"]
+                     if v["name"] == "resolution"]
+            assert (var["hide"], var["refresh"], var["multi"], var["includeAll"]) == \
+                (2, 2, False, False)
+            assert var["query"] == _resolution_query()
+    end = _ms(ds.now)
+    for length, want in ((1, "raw"), (2 * DAY_MS - 1, "raw"), (2 * DAY_MS, "1h"),
+                         (8 * DAY_MS - 1, "1h"), (8 * DAY_MS, "1d"), (400 * DAY_MS, "1d")):
+        assert H.fake_grafana_resolution(client, _resolution_query(), end - length, end) == \
+            want, length
+
+
+def test_median_panel_on_both_sides_of_the_raw_threshold(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """1 ms under 2 days: the exact median of the tests; at 2 days: the median of the
+    lines' hourly medians (only hours starting inside the range)."""
+    client, ds = loaded
+    panel = _panel("overview", "overview.median_fixed")
+    end = _ms(ds.now)
+    start = end - 2 * DAY_MS + 1
+    exact = H.downloads(H.throughput(ds, "fixed", _dt(start), ds.now))
+    got = _value(_shown(client, panel, ds, None, (start, end)))
+    assert got == pytest.approx(H.median(exact), rel=1e-9)
+    start -= 1
+    hourly = H.medians_of(H.bucket_values(ds.results, ds, "1h", _dt(start), ds.now, "fixed"))
+    got = _value(_shown(client, panel, ds, None, (start, end)))
+    assert got == pytest.approx(H.median(hourly), rel=1e-9)
+    assert H.median(hourly) != pytest.approx(H.median(exact), rel=1e-6)  # tells them apart
+
+
+@pytest.mark.parametrize("resolution", ["1h", "1d"])
+def test_rollup_panels_equal_medians_of_line_medians(
+        loaded: tuple[InfluxClient, H.DataSet], resolution: str) -> None:
+    """Every switched throughput panel at the hourly and the daily resolution, against
+    values computed here from the messages: medians and 10th percentiles of the lines'
+    hourly/daily medians, exact test counts and shares."""
+    client, ds = loaded
+    window = _window(ds) if resolution == "1h" else _daily_window(ds)
+    assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
+    t0, t1 = _dt(window[0]), _dt(window[1])
+
+    def buckets(access: str | None, metric: str = "download_mbps", **tags: str
+                ) -> dict[tuple[str, str, datetime], list[float]]:
+        return H.bucket_values(ds.results, ds, resolution, t0, t1, access, metric, **tags)
+
+    for access in ("mobile", "fixed"):
+        got = _value(_shown(client, _panel("overview", f"overview.median_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.median(H.medians_of(buckets(access))), rel=1e-9)
+        tests = [v for vs in buckets(access).values() for v in vs]
+        got = _value(_shown(client, _panel("overview", f"overview.share_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.share_at_least(tests, CFG.target(access)), rel=1e-9)
+    upload = {s.tags["access"]: s.values[0][1]
+              for s in _shown(client, _panel("overview", "overview.median_upload"), ds, None,
+                              window)}
+    assert upload == pytest.approx(
+        {a: H.median(H.medians_of(buckets(a, "upload_mbps"))) for a in ("mobile", "fixed")},
+        rel=1e-9)
+    isp = {s.tags["isp"]: s.values[0][1]
+           for s in _shown(client, _panel("where", "where.isp_fixed"), ds, None, window)}
+    assert isp == pytest.approx(
+        {i: H.median(H.medians_of(buckets("fixed", isp=i)))
+         for i in {r.isp for r in ds.results if r.access == "fixed"}
+         if buckets("fixed", isp=i)}, rel=1e-9)
+    panel = _panel("where", "where.communes_fixed")
+    table = {s.tags["commune_code"]: s.rows()[0]
+             for s in _shown(client, panel, ds, None, window)}
+    shares = {s.tags["commune_code"]: s.rows()[0]["share_pct"]
+              for s in _shown(client, panel, ds, None, window, refs="CD")}
+    assert table.keys() == shares.keys() and table
+    for code, row in table.items():
+        mine = buckets("fixed", commune_code=code)
+        tests = [v for vs in mine.values() for v in vs]
+        assert row["median_mbps"] == pytest.approx(H.median(H.medians_of(mine)), rel=1e-9)
+        p10 = H.influx_percentile_or_none(H.medians_of(mine), 10)
+        assert row["p10_mbps"] == (p10 if p10 is None else pytest.approx(p10))
+        assert row["tests"] == len(tests)
+        assert shares[code] == pytest.approx(H.share_at_least(tests, CFG.target("fixed")))
+    # The trend: each 1-hour bucket holds the median of the line medians stamped in it.
+    trend = {(s.tags["access"], int(v[0])): v[1]
+             for s in _shown(client, _panel("overview", "overview.trend"), ds, None, window)
+             for v in s.values}
+    expected: dict[tuple[str, int], list[float]] = {}
+    for access in ("mobile", "fixed"):
+        for (_p, _l, bucket), values in buckets(access).items():
+            expected.setdefault((access, hour_start(_ms(bucket))), []).append(H.median(values))
+    assert trend == pytest.approx({k: H.median(v) for k, v in expected.items()}, rel=1e-9)
