@@ -25,6 +25,12 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
   ``agent_version``, ``last_at_ms``; issue 18's ``oldest_waiting_ms``, ``board_model``,
   ``update_event``, ``update_failed`` when the status had them) and ``spool_max``.
+- ``qual_1h`` / ``qual_1d``: per line, what the quality dashboard shows (successful
+  latency tests: ``latency_tests``, ``rtt_median_ms``, ``jitter_median_ms``,
+  ``loss_sum``/``loss_tests`` (a mean that adds up); successful tests measuring latency
+  under load: ``loaded_rtt_median_ms``, ``idle_rtt_median_ms``; throughput tests the
+  probe limited: ``device_limited``; IPv6 and TSLCD tests: ``ipv6_ready``/``ipv6_tests``,
+  ``tslcd_reachable``/``tslcd_tests``).
 - ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
   dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
   by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
@@ -51,7 +57,12 @@ from collector.core.schema import (
     to_ms,
 )
 from collector.core.writer import Item
-from netmon.contract import THROUGHPUT_METHODS
+from netmon.contract import (
+    IPV6_METHOD,
+    LATENCY_METHODS,
+    REACHABILITY_METHOD,
+    THROUGHPUT_METHODS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +70,12 @@ TPUT_1H = "tput_1h"
 TPUT_1D = "tput_1d"
 STATUS_1H = "status_1h"
 STATUS_1D = "status_1d"
+QUAL_1H = "qual_1h"
+QUAL_1D = "qual_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
-MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D)
+MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D)
+#: A result whose speed the probe set, not the line (agent/methods/common/device.py).
+DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -119,6 +134,7 @@ class _Kind:
     step: str  # InfluxQL GROUP BY time() argument
     bucket_ms: int
     status: bool
+    quality: bool = False
 
 
 _KINDS = (
@@ -126,6 +142,8 @@ _KINDS = (
     _Kind(TPUT_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False),
     _Kind(STATUS_1H, "1h", HOUR_MS, True),
     _Kind(STATUS_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True),
+    _Kind(QUAL_1H, "1h", HOUR_MS, False, quality=True),
+    _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, quality=True),
 )
 
 
@@ -161,8 +179,8 @@ class Rollups:
             if it.dead is not None or not it.lines:
                 continue
             if it.result is not None:
-                if it.result.method in THROUGHPUT_METHODS:
-                    res.append((it.result.probe_id, hour_start(to_ms(it.result.started_at))))
+                # every method: the quality rollups count latency, IPv6 and TSLCD tests
+                res.append((it.result.probe_id, hour_start(to_ms(it.result.started_at))))
             elif it.kind == "status":
                 found = _status_touch(it.lines)
                 if found:
@@ -238,6 +256,8 @@ class Rollups:
                 probes = [p for p, _ in chunk]
                 if kind.status:
                     lines += self._status_lines(client, kind, a, b, probes, wanted)
+                elif kind.quality:
+                    lines += _quality_lines(client, kind, a, b, probes, wanted)
                 else:
                     lines += self._tput_lines(client, kind, a, b, probes, wanted)
         for i in range(0, len(lines), 5000):
@@ -389,6 +409,60 @@ class Rollups:
         if self._thread is not None:
             self._thread.join(60)
             self._thread = None
+
+
+def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                   wanted: set[tuple[str, int]]) -> list[str]:
+    """``qual_*`` points: per line and bucket, the quality dashboard's figures."""
+    def one_of(names: Iterable[str]) -> str:
+        return "(" + " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in names) + ")"
+
+    rng = f"time >= {a}ms AND time < {b}ms AND {_probe_filter(probes)}"
+    ok = f"{_q('status')} = 'ok'"
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    stmts = [
+        f"SELECT count({_q('rtt_ms')}) AS latency_tests, median({_q('rtt_ms')}) AS "
+        f"rtt_median_ms, median({_q('jitter_ms')}) AS jitter_median_ms, "
+        f"sum({_q('loss_pct')}) AS loss_sum, count({_q('loss_pct')}) AS loss_tests "
+        f"FROM {_q(RESULTS)} WHERE {rng} AND {one_of(LATENCY_METHODS)} AND {ok} {group}",
+        f"SELECT median({_q('loaded_rtt_ms')}) AS loaded_rtt_median_ms, "
+        f"median({_q('idle_rtt_ms')}) AS idle_rtt_median_ms "
+        f"FROM {_q(RESULTS)} WHERE {rng} AND {ok} {group}",
+        f"SELECT count({_q('download_mbps')}) AS device_limited FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of(THROUGHPUT_METHODS)} AND {ok} AND {DEVICE_LIMITED} {group}",
+        f"SELECT sum({_q('ipv6_reachable')}) AS ipv6_ready, "
+        f"count({_q('ipv6_reachable')}) AS ipv6_tests FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of((IPV6_METHOD,))} {group}",
+        f"SELECT sum({_q('reachable')}) AS tslcd_reachable, "
+        f"count({_q('reachable')}) AS tslcd_tests FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of((REACHABILITY_METHOD,))} {group}",
+    ]
+    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
+    for series_list in client.query(";\n".join(stmts)):
+        for series in series_list:
+            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
+            for row in series.rows():
+                t = int(row.pop("time"))
+                if (key[0], t) not in wanted:
+                    continue
+                fields = points.setdefault((key, t), {})
+                for name, value in row.items():
+                    if value is None:
+                        continue
+                    # counts (and sums of 0/1 metrics) are ints; the rest floats
+                    counted = name.endswith("_tests") or name in (
+                        "device_limited", "ipv6_ready", "tslcd_reachable")
+                    fields[name] = int(value) if counted else float(value)
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        # a count() with no matching point is 0 in a bucket other statements filled
+        if not any(fields.get(f) for f in ("latency_tests", "loss_tests", "device_limited",
+                                           "ipv6_tests", "tslcd_tests")) and not any(
+                f in fields for f in ("loaded_rtt_median_ms", "idle_rtt_median_ms")):
+            continue
+        tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+        out.append(line(kind.measurement, tags, fields, t))
+    return out
 
 
 # ---------------------------------------------------------------------- dashboards' switch

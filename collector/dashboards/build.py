@@ -417,17 +417,22 @@ class Builder:
         lay.row(self.tr("row.latency"))
         lay.add(12, 8, lambda g: self.panel(
             "quality.rtt", "timeseries", self.tr("p.rtt"), g,
-            [self.target("A", Q.latency_trend("rtt_ms"), alias="$tag_access")],
-            unit="ms", min=0, color_mode="palette-classic", custom=_timeseries_custom(False),
+            self.switched(alias="$tag_access", raw=Q.latency_trend("rtt_ms"),
+                          rollup=Q.rollup_latency_trend("rtt_ms")),
+            description=self.tr("note.rollup_median"), unit="ms", min=0,
+            color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.jitter", "timeseries", self.tr("p.jitter"), g,
-            [self.target("A", Q.latency_trend("jitter_ms"), alias="$tag_access")],
-            unit="ms", min=0, color_mode="palette-classic", custom=_timeseries_custom(False),
+            self.switched(alias="$tag_access", raw=Q.latency_trend("jitter_ms"),
+                          rollup=Q.rollup_latency_trend("jitter_ms")),
+            description=self.tr("note.rollup_median"), unit="ms", min=0,
+            color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.loss", "timeseries", self.tr("p.loss"), g,
-            [self.target("A", Q.loss_trend(), alias="$tag_access")],
+            self.switched(alias="$tag_access", raw=Q.loss_trend(),
+                          rollup=Q.rollup_loss_trend()),
             description=self.tr("p.loss.desc", loss=_n(self.cfg.loss_alert_pct)),
             unit="percent", min=0,
             thresholds=Thresholds((Step("green", None), Step("red", self.cfg.loss_alert_pct))),
@@ -436,8 +441,13 @@ class Builder:
             "quality.loaded", "timeseries", self.tr("p.loaded"), g,
             [self.target("A", Q.loaded_latency_trend("loaded_rtt_ms"),
                          alias="loaded $tag_access"),
-             self.target("B", Q.loaded_latency_trend("idle_rtt_ms"), alias="idle $tag_access")],
-            description=self.tr("p.loaded.desc"), unit="ms", min=0,
+             self.target("B", Q.rollup_latency_trend("loaded_rtt_ms"),
+                         alias="loaded $tag_access"),
+             self.target("C", Q.loaded_latency_trend("idle_rtt_ms"), alias="idle $tag_access"),
+             self.target("D", Q.rollup_latency_trend("idle_rtt_ms"),
+                         alias="idle $tag_access")],
+            description=f"{self.tr('p.loaded.desc')} {self.tr('note.rollup_median')}",
+            unit="ms", min=0,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         self._limits(lay)
@@ -450,8 +460,8 @@ class Builder:
                      "commune": t("col.commune", self.lang)}
             lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                [self.target("A", Q.readiness_share(m, mt, Q.UNIT, p),
-                             "table")],
+                self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
+                              rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
                                        Step("green", 100.0))),
@@ -467,7 +477,8 @@ class Builder:
         names = {"limited": self.tr("col.limited"), "access": t("col.access", self.lang)}
         lay.add(8, 9, lambda g: self.panel(
             "quality.device_limited", "table", self.tr("p.device_limited"), g,
-            [self.target("A", Q.device_limited_table(), "table")],
+            self.switched("table", raw=Q.device_limited_table(),
+                          rollup=Q.rollup_device_limited_table()),
             description=self.tr("p.device_limited.desc"), custom=_TABLE_CUSTOM,
             transformations=[_organize(names)], options=_table_options(None)))
         for key, metric, unit in (("rsrp", "radio_rsrp_dbm", "dBm"),

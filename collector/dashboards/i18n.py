@@ -87,6 +87,12 @@ TEXTS: dict[str, tuple[str, str]] = {
         "percentile) of each line's hourly medians (from {daily_days} days: daily ones), an "
         "approximation, not the median of the tests; test counts stay exact. Exact figures: "
         "the monthly bulletin."),
+    "note.rollup_median": (
+        "Khoảng thời gian dưới {raw_days} ngày: trung vị của từng phép đo. Dài hơn: trung vị "
+        "các trung vị theo giờ của từng đường truyền (từ {daily_days} ngày: theo ngày), là "
+        "số gần đúng.",
+        "Ranges under {raw_days} days: the median of the tests. Longer ones: the median of "
+        "each line's hourly medians (from {daily_days} days: daily ones), an approximation."),
     "p.share": ("Tỷ lệ phép đo đạt {target} Mb/s – {access}",
                 "Tests meeting {target} Mb/s – {access}"),
     "p.share.desc": ("Phần trăm phép đo tải xuống thành công đạt hoặc vượt mục tiêu.",

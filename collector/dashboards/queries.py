@@ -53,6 +53,8 @@ from datetime import UTC, date, datetime, time
 
 from collector.core.registrymetrics import REGISTRY
 from collector.core.rollups import (
+    DEVICE_LIMITED,
+    QUAL_1H,
     STATUS_1D,
     STATUS_1H,
     SWITCH,
@@ -95,6 +97,7 @@ _MEASUREMENT_VARS = {
     TPUT_1D: ("commune", "isp", "access", "probe"),
     STATUS_1H: ("commune", "probe"),
     STATUS_1D: ("commune", "probe"),
+    QUAL_1H: ("commune", "isp", "access", "probe"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -119,8 +122,12 @@ RESOLUTION = "resolution"
 RAW, HOURLY, DAILY = "raw", "1h", "1d"
 #: The throughput rollup of the current resolution (only read when it is not raw).
 TPUT_SWITCHED = f"tput_${RESOLUTION}"
+#: The quality rollup of the current resolution (only read when it is not raw).
+QUAL_SWITCHED = f"qual_${RESOLUTION}"
 #: Rollup field holding each metric's median.
-ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps"}
+ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps",
+                 "rtt_ms": "rtt_median_ms", "jitter_ms": "jitter_median_ms",
+                 "loaded_rtt_ms": "loaded_rtt_median_ms", "idle_rtt_ms": "idle_rtt_median_ms"}
 
 #: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
 #: The ``registry`` points the probe-health queries read (written every 5 minutes).
@@ -320,16 +327,18 @@ def probe_map(access: str) -> str:
 
 # ----------------------------------------------------------------- probe and radio limits
 
-#: Results whose speed the probe set, not the line (agent/methods/common/device.py).
-DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
-
-
 def device_limited_table() -> str:
     """Per access type: throughput tests limited by the probe (its interface's ceiling or
     a saturated CPU), and all throughput tests, over the time range."""
     return (f"SELECT count({q('download_mbps')}) AS {q('limited')} FROM {q(RESULTS)} "
             f"{where(methods(THROUGHPUT_METHODS), OK, DEVICE_LIMITED, *var_filters(), TIME)} "
-            f"GROUP BY {q('access')}")
+            f"AND {RAW_ONLY} GROUP BY {q('access')}")
+
+
+def rollup_device_limited_table() -> str:
+    """:func:`device_limited_table` from the quality rollups (exact: counts add up)."""
+    return (f"SELECT sum({q('device_limited')}) AS {q('limited')} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {q('access')}")
 
 
 def radio_scatter(x_metric: str) -> str:
@@ -344,17 +353,34 @@ def radio_scatter(x_metric: str) -> str:
 
 def latency_trend(metric: str) -> str:
     """Median of a latency metric per bucket and access type (latency methods)."""
-    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK))
+    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK, RAW_ONLY))
 
 
 def loss_trend() -> str:
     """Mean packet loss per bucket and access type."""
-    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK))
+    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK, RAW_ONLY))
 
 
 def loaded_latency_trend(metric: str) -> str:
     """Median RTT under load / idle (written by throughput tests that measure it)."""
-    return _per_bucket("median", metric, (OK,))
+    return _per_bucket("median", metric, (OK, RAW_ONLY))
+
+
+def _qual_per_bucket(select: str) -> str:
+    return (f"SELECT {select} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
+
+
+def rollup_latency_trend(metric: str) -> str:
+    """:func:`latency_trend` / :func:`loaded_latency_trend` from the quality rollups: the
+    median of the lines' hourly (daily) medians in each bucket."""
+    return _qual_per_bucket(f"median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')}")
+
+
+def rollup_loss_trend() -> str:
+    """:func:`loss_trend` from the quality rollups (exact: a sum over a count)."""
+    return _qual_per_bucket(f"sum({q('loss_sum')}) / sum({q('loss_tests')}) AS {q('mean')}")
 
 
 def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
@@ -363,8 +389,21 @@ def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: st
     that failed for another reason (tool missing, internal) carries no metric and is
     not counted either way."""
     return (f"SELECT mean({q(metric)}) * 100 AS {q(pct_name)}, count({q(metric)}) AS {q('tests')} "
-            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME)} "
+            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME, RAW_ONLY)} "
             f"GROUP BY {_group(group)}")
+
+
+#: The quality rollups' (ones, tests) fields of each readiness metric.
+READINESS_FIELDS = {"ipv6_reachable": ("ipv6_ready", "ipv6_tests"),
+                    "reachable": ("tslcd_reachable", "tslcd_tests")}
+
+
+def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str) -> str:
+    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts)."""
+    ones, tests = READINESS_FIELDS[metric]
+    return (f"SELECT sum({q(ones)}) / sum({q(tests)}) * 100 AS {q(pct_name)}, "
+            f"sum({q(tests)}) AS {q('tests')} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
 
 
 # ----------------------------------------------------------------- probe health

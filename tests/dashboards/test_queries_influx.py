@@ -13,6 +13,7 @@ from 8 days: medians of the lines' hourly/daily medians, computed here independe
 from __future__ import annotations
 
 import json
+import statistics
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -309,18 +310,25 @@ def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     assert got == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("resolution", ["raw", "1h", "1d"])
 @pytest.mark.parametrize(("key", "method", "metric"),
                          [("quality.tslcd", "reachability", "reachable"),
                           ("quality.ipv6", "ipv6", "ipv6_reachable")])
 def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
-                               method: str, metric: str) -> None:
+                               method: str, metric: str, resolution: str) -> None:
+    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each)."""
     client, ds = loaded
-    series = _run(client, _panel("quality", key)["targets"][0]["query"], ds)
+    window, since = {"raw": (_raw_window(ds), _raw_start(ds)),
+                     "1h": (_window(ds), ds.start), "1d": (_daily_window(ds), ds.start)}[
+        resolution]
+    assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
+    series = _shown(client, _panel("quality", key), ds, None, window)
     got = {s.tags["commune"]: s.values[0][1:] for s in series}
     expected = {}
     for commune in {s.commune for s in H.ACTIVE}:
         values = [r.metrics.values()[metric] for r in ds.results if r.method == method
-                  and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()]
+                  and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()
+                  and r.started_at >= since]
         expected[commune] = [100.0 * sum(values) / len(values), len(values)]
     assert got.keys() == expected.keys()
     for commune, (pct, n) in expected.items():
@@ -329,9 +337,10 @@ def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
     # Tests that broke (no metric) are not counted as "not ready".
     if method == "ipv6":
         broken = sum(1 for r in ds.results if r.method == "ipv6" and not r.ok
-                     and r.error is not None and r.error.code == "tool_missing")
+                     and r.error is not None and r.error.code == "tool_missing"
+                     and r.started_at >= since)
         assert broken and got["Xã Kỳ Hoa"][1] == sum(
-            1 for r in ds.results if r.method == "ipv6"
+            1 for r in ds.results if r.method == "ipv6" and r.started_at >= since
             and ds.site(r.probe_id).commune == "Xã Kỳ Hoa") - broken
 
 
@@ -623,3 +632,68 @@ def test_rollup_panels_equal_medians_of_line_medians(
         for (_p, _l, bucket), values in buckets(access).items():
             expected.setdefault((access, hour_start(_ms(bucket))), []).append(H.median(values))
     assert trend == pytest.approx({k: H.median(v) for k, v in expected.items()}, rel=1e-9)
+
+
+@pytest.mark.parametrize("resolution", ["1h", "1d"])
+def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
+                                     resolution: str) -> None:
+    """Latency, jitter, loaded/idle latency (medians of the lines' hourly/daily medians),
+    loss (an exact mean) and probe-limited tests (an exact count) per access type, against
+    values computed here from the messages; the same panels at the raw resolution are
+    checked exactly."""
+    client, ds = loaded
+    window = _window(ds) if resolution == "1h" else _daily_window(ds)
+    t0 = _dt(window[0])
+
+    def per_bucket(methods: tuple[str, ...] | None, metric: str
+                   ) -> dict[str, dict[int, dict[tuple[str, str], list[float]]]]:
+        """access -> 1-hour trend bucket (ms) -> line -> values."""
+        out: dict[str, dict[int, dict[tuple[str, str], list[float]]]] = {}
+        for r in ds.results:
+            value = r.metrics.values().get(metric)
+            if not r.ok or value is None or (methods and r.method not in methods):
+                continue
+            bucket = H.bucket_start(r.started_at, resolution)
+            if bucket >= t0:
+                out.setdefault(r.access, {}).setdefault(hour_start(_ms(bucket)), {}) \
+                    .setdefault((r.probe_id, r.link), []).append(value)
+        return out
+
+    def trend(key: str, refs: str = "AB") -> dict[tuple[str, int], float]:
+        return {(s.tags["access"], int(v[0])): v[1]
+                for s in _shown(client, _panel("quality", key), ds, None, window, refs)
+                for v in s.values}
+
+    for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "AB"),
+                                       ("quality.jitter", H.LATENCY, "jitter_ms", "AB"),
+                                       ("quality.loaded", None, "loaded_rtt_ms", "AB"),
+                                       ("quality.loaded", None, "idle_rtt_ms", "CD")):
+        expected = {(a, t): H.median([H.median(v) for v in lines.values()])
+                    for a, buckets in per_bucket(methods, metric).items()
+                    for t, lines in buckets.items()}
+        assert trend(key, refs) == pytest.approx(expected, rel=1e-9), key
+    loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
+            for a, buckets in per_bucket(H.LATENCY, "loss_pct").items()
+            for t, lines in buckets.items()}
+    assert trend("quality.loss") == pytest.approx(loss, rel=1e-9)
+    limited = {s.tags["access"]: s.rows()[0]["limited"]
+               for s in _shown(client, _panel("quality", "quality.device_limited"), ds, None,
+                               window)}
+    want = {}
+    for r in ds.results:
+        if (r.method in H.THROUGHPUT and r.ok and "device_limited" in r.flags
+                and H.bucket_start(r.started_at, resolution) >= t0):
+            want[r.access] = want.get(r.access, 0) + 1
+    assert limited == want and want
+    # raw: the exact median of the tests in each bucket
+    raw = _raw_window(ds)
+    got = {(s.tags["access"], int(v[0])): v[1]
+           for s in _shown(client, _panel("quality", "quality.rtt"), ds, None, raw)
+           for v in s.values}
+    tests: dict[tuple[str, int], list[float]] = {}
+    for r in ds.results:
+        if (r.method in H.LATENCY and r.ok and r.metrics.rtt_ms is not None
+                and r.started_at >= _raw_start(ds)):
+            tests.setdefault((r.access, hour_start(_ms(r.started_at))), []).append(
+                r.metrics.rtt_ms)
+    assert got == pytest.approx({k: H.median(v) for k, v in tests.items()}, rel=1e-9)

@@ -359,6 +359,14 @@ def share_at_least(values: list[float], target: float) -> float:
     return 100.0 * sum(v >= target for v in values) / len(values)
 
 
+def bucket_start(when: datetime, resolution: str) -> datetime:
+    """The start of the UTC hour (``1h``) or Vietnam day (``1d``) holding ``when``: a
+    rollup point's time."""
+    local = when.astimezone(UTC if resolution == "1h" else VN)
+    return (local.replace(minute=0, second=0, microsecond=0) if resolution == "1h"
+            else local.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
 def bucket_values(results: list[ResultMessage], ds: DataSet, resolution: str,
                   start: datetime, end: datetime, access: str | None = None,
                   metric: str = "download_mbps", **tags: str
@@ -376,9 +384,7 @@ def bucket_values(results: list[ResultMessage], ds: DataSet, resolution: str,
                 or not all(getattr(site, k, None) == v or getattr(r, k, None) == v
                            for k, v in tags.items())):
             continue
-        local = r.started_at.astimezone(UTC if resolution == "1h" else VN)
-        bucket = (local.replace(minute=0, second=0, microsecond=0) if resolution == "1h"
-                  else local.replace(hour=0, minute=0, second=0, microsecond=0))
+        bucket = bucket_start(r.started_at, resolution)
         if start <= bucket <= end:
             out.setdefault((r.probe_id, r.link, bucket), []).append(value)
     return out
