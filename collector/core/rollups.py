@@ -31,6 +31,8 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   under load: ``loaded_rtt_median_ms``, ``idle_rtt_median_ms``; throughput tests the
   probe limited: ``device_limited``; IPv6 and TSLCD tests: ``ipv6_ready``/``ipv6_tests``,
   ``tslcd_reachable``/``tslcd_tests``).
+- ``line_1d``: per line and local day, the probe map's and the peak-hour panels' figures
+  (:func:`_line_day_lines`).
 - ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
   dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
   by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
@@ -72,8 +74,9 @@ STATUS_1H = "status_1h"
 STATUS_1D = "status_1d"
 QUAL_1H = "qual_1h"
 QUAL_1D = "qual_1d"
+LINE_1D = "line_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
-MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D)
+MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D, LINE_1D)
 #: A result whose speed the probe set, not the line (agent/methods/common/device.py).
 DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
 
@@ -134,7 +137,8 @@ class _Kind:
     step: str  # InfluxQL GROUP BY time() argument
     bucket_ms: int
     status: bool
-    quality: bool = False
+    #: "qual" or "line": the quality or the line-day rollups (their own functions)
+    family: str = ""
 
 
 _KINDS = (
@@ -142,8 +146,9 @@ _KINDS = (
     _Kind(TPUT_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False),
     _Kind(STATUS_1H, "1h", HOUR_MS, True),
     _Kind(STATUS_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True),
-    _Kind(QUAL_1H, "1h", HOUR_MS, False, quality=True),
-    _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, quality=True),
+    _Kind(QUAL_1H, "1h", HOUR_MS, False, "qual"),
+    _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "qual"),
+    _Kind(LINE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "line"),
 )
 
 
@@ -153,6 +158,10 @@ def _bucket(kind: _Kind, ms: int) -> int:
 
 class Rollups:
     """Keeps the rollup measurements exact for what the collector has written."""
+
+    #: Peak hours [start, end) local time of ``line_1d``'s peak median (the collector
+    #: sets them from ``[bulletin]``, as the dashboards' peak panels use).
+    peak_hours: tuple[int, int] = (19, 23)
 
     def __init__(self, influx: InfluxSettings, targets: Targets | None = None,
                  interval_s: float = DEFAULT_INTERVAL_S) -> None:
@@ -256,8 +265,11 @@ class Rollups:
                 probes = [p for p, _ in chunk]
                 if kind.status:
                     lines += self._status_lines(client, kind, a, b, probes, wanted)
-                elif kind.quality:
+                elif kind.family == "qual":
                     lines += _quality_lines(client, kind, a, b, probes, wanted)
+                elif kind.family == "line":
+                    lines += _line_day_lines(client, kind, a, b, probes, wanted,
+                                             self.peak_hours)
                 else:
                     lines += self._tput_lines(client, kind, a, b, probes, wanted)
         for i in range(0, len(lines), 5000):
@@ -462,6 +474,46 @@ def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: li
             continue
         tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
         out.append(line(kind.measurement, tags, fields, t))
+    return out
+
+
+def _line_day_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                    wanted: set[tuple[str, int]], peak: tuple[int, int]) -> list[str]:
+    """``line_1d`` points: per line and local day, what the probe map and the peak-hour
+    panels show (successful idle-line throughput tests: ``tests``, ``median_mbps``,
+    ``latitude``, ``longitude``; those started in the peak hours: ``peak_tests``,
+    ``peak_median_mbps``)."""
+    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
+    dl = _q("download_mbps")
+    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
+            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
+            f"{_probe_filter(probes)}")
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    hour = _q("local_hour")
+    stmts = [
+        f"SELECT count({dl}) AS tests, median({dl}) AS median_mbps, "
+        f"last({_q('latitude')}) AS latitude, last({_q('longitude')}) AS longitude "
+        f"{base} {group}",
+        f"SELECT count({dl}) AS peak_tests, median({dl}) AS peak_median_mbps {base} "
+        f"AND {hour} >= {peak[0]} AND {hour} < {peak[1]} {group}",
+    ]
+    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
+    for series_list in client.query(";\n".join(stmts)):
+        for series in series_list:
+            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
+            for row in series.rows():
+                t = int(row.pop("time"))
+                if (key[0], t) not in wanted:
+                    continue
+                fields = points.setdefault((key, t), {})
+                for name, value in row.items():
+                    if value is not None:
+                        fields[name] = int(value) if name.endswith("tests") else float(value)
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        if fields.get("tests") or fields.get("peak_tests"):
+            tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+            out.append(line(kind.measurement, tags, fields, t))
     return out
 
 

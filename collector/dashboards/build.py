@@ -46,6 +46,8 @@ MAP_CENTER = (18.33, 105.75)
 DASHBOARD_NAMES = ("overview", "where", "quality", "probes")
 
 MBPS = "Mbits"  # Grafana's unit id for megabits per second
+#: The probe map's targets: raw points (A, B), daily rollups (C, D).
+_MAP_REFS = (("A", "mobile"), ("B", "fixed"), ("C", "mobile"), ("D", "fixed"))
 BELOW, MET, MET_2030 = "red", "green", "blue"
 
 
@@ -294,9 +296,10 @@ class Builder:
                 f"overview.peak_{a}", "stat",
                 self.tr("p.peak", start=cfg.peak_start_hour, end=cfg.peak_end_hour,
                         access=self.access_name(a)), g,
-                [self.target("A", Q.peak_median(a, cfg.peak_start_hour, cfg.peak_end_hour))],
-                description=self.tr("p.peak.desc", start=cfg.peak_start_hour,
-                                    end=cfg.peak_end_hour),
+                self.switched(raw=Q.peak_median(a, cfg.peak_start_hour, cfg.peak_end_hour),
+                              rollup=Q.rollup_peak_median(a)),
+                description=self.rollup_note(self.tr("p.peak.desc", start=cfg.peak_start_hour,
+                                                     end=cfg.peak_end_hour)),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds", no_value=self.tr("p.peak.novalue"),
                 options=_stat_options()))
@@ -379,7 +382,9 @@ class Builder:
 
     def _map(self, grid: GridPos) -> Panel:
         layers = []
-        for ref, access in (("A", "mobile"), ("B", "fixed")):
+        # A layer per target: raw points (A, B) or daily rollups (C, D), one of each pair
+        # empty (Q.RESOLUTION).
+        for ref, access in _MAP_REFS:
             layers.append({
                 "type": "markers", "name": t(f"layer.{access}", self.lang),
                 "config": {"showLegend": True,
@@ -395,13 +400,16 @@ class Builder:
         return self.panel(
             "where.map", "geomap", self.tr("p.map"), grid,
             [self.target("A", Q.probe_map("mobile"), "table"),
-             self.target("B", Q.probe_map("fixed"), "table")],
-            description=self.tr("p.map.desc"), unit=MBPS, decimals=1,
+             self.target("B", Q.probe_map("fixed"), "table"),
+             self.target("C", Q.rollup_probe_map("mobile"), "table"),
+             self.target("D", Q.rollup_probe_map("fixed"), "table")],
+            description=self.tr("p.map.desc") + " " + self.tr("note.rollup_map"), unit=MBPS,
+            decimals=1,
             thresholds=speed_thresholds(self.cfg, "fixed"), color_mode="thresholds",
             # Each layer is coloured against its own access type's target.
             overrides=[Override("byFrameRefID", ref, (
                 ("thresholds", speed_thresholds(self.cfg, access).to_json()),))
-                for ref, access in (("A", "mobile"), ("B", "fixed"))],
+                for ref, access in _MAP_REFS],
             options={"view": {"id": "coords", "lat": MAP_CENTER[0], "lon": MAP_CENTER[1],
                               "zoom": 9, "allLayers": True},
                      "controls": {"showZoom": True, "mouseWheelZoom": True,

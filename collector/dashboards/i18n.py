@@ -93,6 +93,11 @@ TEXTS: dict[str, tuple[str, str]] = {
         "số gần đúng.",
         "Ranges under {raw_days} days: the median of the tests. Longer ones: the median of "
         "each line's hourly medians (from {daily_days} days: daily ones), an approximation."),
+    "note.rollup_map": (
+        "Khoảng thời gian từ {raw_days} ngày: trung vị các trung vị theo ngày của điểm đo "
+        "(gần đúng); số phép đo thì chính xác.",
+        "Ranges of {raw_days} days and more: the median of the probe's daily medians (an "
+        "approximation); test counts stay exact."),
     "p.share": ("Tỷ lệ phép đo đạt {target} Mb/s – {access}",
                 "Tests meeting {target} Mb/s – {access}"),
     "p.share.desc": ("Phần trăm phép đo tải xuống thành công đạt hoặc vượt mục tiêu.",

@@ -54,6 +54,7 @@ from datetime import UTC, date, datetime, time
 from collector.core.registrymetrics import REGISTRY
 from collector.core.rollups import (
     DEVICE_LIMITED,
+    LINE_1D,
     QUAL_1H,
     STATUS_1D,
     STATUS_1H,
@@ -98,6 +99,7 @@ _MEASUREMENT_VARS = {
     STATUS_1H: ("commune", "probe"),
     STATUS_1D: ("commune", "probe"),
     QUAL_1H: ("commune", "isp", "access", "probe"),
+    LINE_1D: ("commune", "isp", "access", "probe"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -227,7 +229,19 @@ def rollup_median(access: str | None, metric: str = "download_mbps",
 def peak_median(access: str, start_hour: int, end_hour: int) -> str:
     """Median download over tests started in [start_hour, end_hour) local time."""
     hours = [f"{q(LOCAL_HOUR_FIELD)} >= {start_hour}", f"{q(LOCAL_HOUR_FIELD)} < {end_hour}"]
-    return median_speed(access, extra=hours, switched=False)
+    return median_speed(access, extra=hours)
+
+
+def _line_day_where(access: str) -> str:
+    return where(f"{q('access')} = {s(access)}", *var_filters(LINE_1D), TIME, ROLLUP_ONLY)
+
+
+def rollup_peak_median(access: str) -> str:
+    """:func:`peak_median` from the line-day rollups (the collector's peak hours, the same
+    ``[bulletin]`` settings): the median of the lines' daily peak-hour medians, also at
+    the hourly resolution (2 to 8 days)."""
+    return (f"SELECT median({q('peak_median_mbps')}) AS {q('median')} FROM {q(LINE_1D)} "
+            f"{_line_day_where(access)}")
 
 
 def met_indicator(target_mbps: float, metric: str = "download_mbps") -> str:
@@ -321,8 +335,18 @@ def probe_map(access: str) -> str:
             f"count({q('download_mbps')}) AS {q('tests')}, "
             f"last({q('latitude')}) AS {q('latitude')}, "
             f"last({q('longitude')}) AS {q('longitude')} FROM {q(RESULTS)} "
-            f"{where(*_throughput(access), *var_filters(), TIME)} "
+            f"{where(*_throughput(access), *var_filters(), TIME, RAW_ONLY)} "
             f"GROUP BY {_group(('probe', *UNIT))}")
+
+
+def rollup_probe_map(access: str) -> str:
+    """:func:`probe_map` from the line-day rollups: the median of the probe's daily
+    medians (also at the hourly resolution), exact test counts."""
+    return (f"SELECT median({q('median_mbps')}) AS {q('median_mbps')}, "
+            f"sum({q('tests')}) AS {q('tests')}, "
+            f"last({q('latitude')}) AS {q('latitude')}, "
+            f"last({q('longitude')}) AS {q('longitude')} FROM {q(LINE_1D)} "
+            f"{_line_day_where(access)} GROUP BY {_group(('probe', *UNIT))}")
 
 
 # ----------------------------------------------------------------- probe and radio limits

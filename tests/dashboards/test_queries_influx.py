@@ -243,12 +243,13 @@ def test_peak_hour_median(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     """The collector writes local_hour (hour of started_at in Vietnam); the peak panel's
     median equals the median of tests started 19:00-22:59 local time."""
     client, ds = loaded
-    rows = H.throughput(ds, "mobile", ds.start, ds.now)
+    rows = H.throughput(ds, "mobile", _raw_start(ds), ds.now)
     peak = [r.metrics.download_mbps for r, _s in rows
             if CFG.peak_start_hour <= H.local_hour(r) < CFG.peak_end_hour]
     assert peak and len(peak) < len(rows)
-    query = _panel("overview", "overview.peak_mobile")["targets"][0]["query"]
-    assert _value(_run(client, query, ds)) == pytest.approx(H.median(peak), rel=1e-9)
+    panel = _panel("overview", "overview.peak_mobile")
+    assert _value(_shown(client, panel, ds, None, _raw_window(ds))) == pytest.approx(
+        H.median(peak), rel=1e-9)
 
 
 def test_legacy_district_table_only_before_the_reform(
@@ -623,6 +624,25 @@ def test_rollup_panels_equal_medians_of_line_medians(
         assert row["p10_mbps"] == (p10 if p10 is None else pytest.approx(p10))
         assert row["tests"] == len(tests)
         assert shares[code] == pytest.approx(H.share_at_least(tests, CFG.target("fixed")))
+    # Peak hours and the probe map read the line-day rollups at both resolutions.
+    in_peak = [r for r in ds.results
+               if CFG.peak_start_hour <= H.local_hour(r) < CFG.peak_end_hour]
+    days = {a: H.bucket_values(in_peak, ds, "1d", t0, t1, a) for a in ("mobile", "fixed")}
+    for access in ("mobile", "fixed"):
+        got = _value(_shown(client, _panel("overview", f"overview.peak_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.median(H.medians_of(days[access])), rel=1e-9)
+    geomap = _panel("where", "where.map")
+    rows = {s.tags["probe"]: s.rows()[0]
+            for s in _shown(client, geomap, ds, None, window, refs="BD")}
+    fixed_days = H.bucket_values(ds.results, ds, "1d", t0, t1, "fixed")
+    assert rows.keys() == {p for p, _l, _d in fixed_days}
+    for probe, row in rows.items():
+        mine = {k: v for k, v in fixed_days.items() if k[0] == probe}
+        assert row["median_mbps"] == pytest.approx(H.median(H.medians_of(mine)), rel=1e-9)
+        assert row["tests"] == sum(len(v) for v in mine.values())
+        assert (row["latitude"], row["longitude"]) == (ds.site(probe).latitude,
+                                                        ds.site(probe).longitude)
     # The trend: each 1-hour bucket holds the median of the line medians stamped in it.
     trend = {(s.tags["access"], int(v[0])): v[1]
              for s in _shown(client, _panel("overview", "overview.trend"), ds, None, window)
