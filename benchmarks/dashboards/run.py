@@ -50,7 +50,14 @@ from collector.config import InfluxSettings  # noqa: E402
 from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.registry import default_units  # noqa: E402
 from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E402
-from collector.core.rollups import Rollups  # noqa: E402
+from collector.core.rollups import (  # noqa: E402
+    LINE_1D,
+    LINE_TAGS,
+    Rollups,
+    day_start,
+    hour_start,
+    write_switch,
+)
 from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, line  # noqa: E402
 from collector.dashboards import queries as Q  # noqa: E402
 from collector.dashboards.build import BuildConfig, build_all  # noqa: E402
@@ -92,11 +99,89 @@ def baseline_queries(tree: Path) -> Queries:
     return {name: [(k, i, r, q) for k, i, r, q in rows] for name, rows in json.loads(out).items()}
 
 
+def _pct(values: list[float], pct: float) -> float | None:
+    """InfluxQL's nearest-rank percentile (None where it returns nothing)."""
+    ordered = sorted(values)
+    rank = int(len(ordered) * pct / 100.0 + 0.5)
+    return ordered[rank - 1] if rank >= 1 else None
+
+
+class _Buckets:
+    """A STAND-IN for Rollups.rebuild in ``--synthetic-rollups`` runs: the rollup points
+    computed here from the generated values, in the rollups' measurements, tags, fields
+    and timestamps (what the queries' cost depends on), without the hours of recomputing
+    a year through InfluxDB. Tests (tests/dashboards) check the real rollups' values."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, list[float]]] \
+            = {}
+
+    def add(self, family: str, tags: dict[str, str], ts: int, **fields: float) -> None:
+        """Record one test's values in its hour and its local day."""
+        key = tuple(sorted((k, tags[k]) for k in LINE_TAGS if tags.get(k)))
+        for bucket in (("1h", hour_start(ts)), ("1d", day_start(ts))):
+            got = self.values.setdefault((f"{family}_{bucket[0]}", key, bucket[1]), {})
+            for name, value in fields.items():
+                got.setdefault(name, []).append(value)
+
+    def lines(self, targets: tuple[float, float, float], peak: tuple[int, int]) -> list[str]:
+        """The rollup points (tput, qual, line_1d, status) of what was added."""
+        fixed, mobile, f2030 = targets
+        med = statistics.median
+        out = []
+        for (measurement, key, ts), v in self.values.items():
+            tags = dict(key)
+            fields: dict[str, float | int | bool | str] = {}
+            if measurement.startswith("tput"):
+                down = v["down"]
+                target = fixed if tags["access"] == "fixed" else mobile
+                fields = {"tests": len(down), "median_mbps": med(down),
+                          "upload_median_mbps": med(v["up"]),
+                          "met": sum(d >= target for d in down),
+                          "met_2030": sum(d >= f2030 for d in down)}
+                for name, pct in (("p10_mbps", 10), ("p90_mbps", 90)):
+                    value = _pct(down, pct)
+                    if value is not None:
+                        fields[name] = value
+                if measurement == "tput_1d":
+                    peak_down = [d for d, h in zip(down, v["hour"], strict=True)
+                                 if peak[0] <= h < peak[1]]
+                    line_fields: dict[str, float | int | bool | str] = {
+                        "tests": len(down), "median_mbps": med(down), "latitude": 18.3,
+                        "longitude": 105.9, "peak_tests": len(peak_down)}
+                    if peak_down:
+                        line_fields["peak_median_mbps"] = med(peak_down)
+                    out.append(line(LINE_1D, tags, line_fields, ts))
+            elif measurement.startswith("qual"):
+                if "rtt" in v:
+                    fields |= {"latency_tests": len(v["rtt"]), "rtt_median_ms": med(v["rtt"]),
+                               "jitter_median_ms": med(v["jitter"]),
+                               "loss_sum": sum(v["loss"]), "loss_tests": len(v["loss"])}
+                if "loaded" in v:
+                    fields |= {"loaded_rtt_median_ms": med(v["loaded"]),
+                               "idle_rtt_median_ms": med(v["idle"]), "device_limited": 0}
+                if "reachable" in v:
+                    fields |= {"tslcd_reachable": int(sum(v["reachable"])),
+                               "tslcd_tests": len(v["reachable"])}
+                if "ipv6" in v:
+                    fields |= {"ipv6_ready": int(sum(v["ipv6"])), "ipv6_tests": len(v["ipv6"])}
+            else:  # status
+                fields = {"online": 1, "clock_synced": 1, "spool_depth": 0, "spool_evicted": 0,
+                          "config_version": 1, "last_at_ms": int(max(v["at"])),
+                          "spool_max": 0}
+            out.append(line(measurement, tags, fields, ts))
+        return out
+
+
 def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes: int = 15,
-             registry_hours: int = 24) -> Iterator[list[str]]:
+             registry_hours: int = 24, synthetic_rollups: bool = False
+             ) -> Iterator[list[str]]:
     """Line protocol for the data set (throughput, latency, TSLCD, IPv6, statuses, and the
     collector's registry points every 5 minutes), spread over Hà Tĩnh's current units;
-    one list of lines per probe (a year of 300 probes does not fit in memory at once)."""
+    one list of lines per probe (a year of 300 probes does not fit in memory at once);
+    with ``synthetic_rollups`` the rollup points too (:class:`_Buckets`)."""
+    cfg = BuildConfig.from_config()
+    tg = cfg.targets
     rng = random.Random(seed)
     start = now_ms - days * 86_400_000
     units = default_units().sorted_units()
@@ -108,6 +193,7 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                 "commune": unit.name, "commune_code": unit.code,
                 "site_type": "commune_office"}
         out: list[str] = []
+        roll = _Buckets() if synthetic_rollups else None
         links = [("fibre", "fixed", ("VNPT", "Viettel", "FPT")[p % 3], 150.0),
                  ("mobile", "mobile", ("Viettel", "VinaPhone", "MobiFone")[p % 3], 71.0)]
         for ts in range(start, now_ms, 3_600_000):
@@ -116,17 +202,24 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                 tags = {"probe": probe, "link": link, "access": access, "isp": isp,
                         "status": "ok", **site}
                 down = max(0.5, rng.gauss(base, base * 0.3))
+                loaded, idle = rng.uniform(40, 90), rng.uniform(8, 20)
                 out.append(line(RESULTS, tags | {"method": "iperf3", "target": "hn"},
                                 {"download_mbps": down, "upload_mbps": down / 3,
-                                 "loaded_rtt_ms": rng.uniform(40, 90),
-                                 "idle_rtt_ms": rng.uniform(8, 20), "duration_s": 10.0,
+                                 "loaded_rtt_ms": loaded,
+                                 "idle_rtt_ms": idle, "duration_s": 10.0,
                                  "latitude": 18.3, "longitude": 105.9, "cross_traffic": 0.0,
                                  "local_hour": hour, "result_id": f"{probe}-{ts}-{link}"},
                                 ts))
+                rtt, jitter = rng.uniform(10, 60), rng.uniform(1, 8)
+                loss = rng.choice((0.0, 0.0, 1.0))
                 out.append(line(RESULTS, tags | {"method": "icmp", "target": "8.8.8.8"},
-                                {"rtt_ms": rng.uniform(10, 60), "jitter_ms": rng.uniform(1, 8),
-                                 "loss_pct": rng.choice((0.0, 0.0, 1.0)), "duration_s": 5.0},
+                                {"rtt_ms": rtt, "jitter_ms": jitter,
+                                 "loss_pct": loss, "duration_s": 5.0},
                                 ts + 20_000))
+                if roll is not None:
+                    roll.add("tput", tags, ts, down=down, up=down / 3, hour=hour)
+                    roll.add("qual", tags, ts, loaded=loaded, idle=idle)
+                    roll.add("qual", tags, ts + 20_000, rtt=rtt, jitter=jitter, loss=loss)
             base_tags = {"probe": probe, "link": "fibre", "access": "fixed", "isp": "VNPT",
                          **site}
             ok = rng.random() > 0.1
@@ -139,6 +232,9 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                                                   "status": "ok"},
                             {"duration_s": 1.0, "ipv6_reachable": 1.0},
                             ts + 50_000))
+            if roll is not None:
+                roll.add("qual", base_tags, ts + 40_000, reachable=1.0 if ok else 0.0)
+                roll.add("qual", base_tags, ts + 50_000, ipv6=1.0)
         for ts in range(max(start, now_ms - registry_hours * 3_600_000), now_ms, 300_000):
             out.append(line(REGISTRY, {"probe": probe, "unit": f"{unit.code} {unit.name}",
                                        **site},
@@ -148,10 +244,15 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
             out.append(line(PROBE_STATUS, {"probe": probe, **site},
                             {"online": 1, "spool_depth": 0, "clock_synced": 1,
                              "last_result_ms": ts, "config_version": 1}, ts))
+            if roll is not None:
+                roll.add("status", {"probe": probe, **site}, ts, at=float(ts))
             out.append(line(LINK_USAGE, {"probe": probe, "link": "mobile", "access": "mobile",
                                          "isp": "Viettel", **site},
                             {"used_bytes": ts % 10**9, "budget_bytes": 5 * 10**9,
                              "used_pct": (ts % 10**9) / 5e7}, ts))
+        if roll is not None:
+            out += roll.lines((tg.fixed_mbps, tg.mobile_mbps, tg.fixed_2030_mbps),
+                              (cfg.peak_start_hour, cfg.peak_end_hour))
         yield out
 
 
@@ -175,6 +276,9 @@ def main() -> int:
                     help="minutes between a probe's statuses (the agent's heartbeat)")
     ap.add_argument("--registry-hours", type=int, default=24,
                     help="hours of registry points written (only the last 15 min are read)")
+    ap.add_argument("--synthetic-rollups", action="store_true",
+                    help="write the rollup points from the generator (a stand-in for "
+                         "Rollups.rebuild, which takes hours for a year of 300 probes)")
     ap.add_argument("--baseline", metavar="REV",
                     help="also time the dashboards of this git revision on the same data")
     args = ap.parse_args()
@@ -195,7 +299,8 @@ def main() -> int:
             pending: list[str] = []
             for probe_lines in generate(args.probes, args.days, now_ms,
                                         status_minutes=args.status_minutes,
-                                        registry_hours=args.registry_hours):
+                                        registry_hours=args.registry_hours,
+                                        synthetic_rollups=args.synthetic_rollups):
                 pending += probe_lines
                 while len(pending) >= 20_000:
                     client.write_lines(pending[:20_000])
@@ -211,6 +316,9 @@ def main() -> int:
             probes = [f"probe-{p:04d}" for p in range(args.probes)]
             # A month at a time: what `netmon-collector rollups rebuild` does.
             for a in range(start_ms, now_ms, 30 * 86_400_000):
+                if args.synthetic_rollups:
+                    write_switch(client)
+                    break
                 rollup_points += Rollups(client.settings).rebuild(
                     a, min(a + 30 * 86_400_000, now_ms), probes)
             rollup_s = time.perf_counter() - t0
@@ -275,6 +383,7 @@ def main() -> int:
             report: dict[str, object] = {
                 "probes": args.probes, "days": args.days, "points": points,
                 "runs": args.runs, "resolution": resolution, "load_s": round(load_s, 1),
+                "synthetic_rollups": args.synthetic_rollups,
                 "rollup_points": rollup_points, "rollup_build_s": round(rollup_s, 1),
                 "rollup_round_s_median": round(round_s, 2),
                 "cpu_s_all_dashboard_queries": cpu,
