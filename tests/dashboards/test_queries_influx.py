@@ -517,6 +517,16 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
                                                        _daily_window(ds)) for v in s.values}
         # (the spool probe's last hour has a growing spool: another local day)
         assert spool_days[day_start(_ms(when))] == (late_spool or 0)
+        # The loss trend (quality rollups): the late latency result's hour (one with no
+        # late throughput result: every method marks its hour for recomputing).
+        loss_hour = hour_start(_ms(when - timedelta(hours=3)))
+        losses = [r.metrics.loss_pct for r in results if r.method in H.LATENCY and r.ok
+                  and r.metrics.loss_pct is not None and r.access == access
+                  and hour_start(_ms(r.started_at)) == loss_hour]
+        loss = {int(v[0]): v[1] for s in _shown(client, _panel("quality", "quality.loss"), ds,
+                                                 {"access": [access]}, _window(ds))
+                for v in s.values}
+        assert loss[loss_hour] == pytest.approx(statistics.mean(losses), rel=1e-9)
 
     try:
         check(ds.results, None)
@@ -524,11 +534,16 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
                              started_at=when, probe_id=probe, link=link, access=access,
                              isp=isp, agent_version="0.1.0", duration_s=10.0,
                              metrics=Metrics(download_mbps=999.0, upload_mbps=300.0))
+        late_loss = ResultMessage(id=uuid.uuid4(), method="icmp", target="8.8.8.8",
+                                  started_at=when - timedelta(hours=3), probe_id=probe,
+                                  link=link, access=access, isp=isp, agent_version="0.1.0",
+                                  duration_s=5.0,
+                                  metrics=Metrics(rtt_ms=20.0, jitter_ms=2.0, loss_pct=60.0))
         status = StatusMessage(probe_id=probe, at=when + timedelta(seconds=30),
                                agent_version="0.1.0", state="online", spool_depth=4321,
                                clock_synced=True)
-        assert ingest([late, status], H.SITES, url, database=DB).accepted == 2
-        check([*ds.results, late], 4321)
+        assert ingest([late, late_loss, status], H.SITES, url, database=DB).accepted == 3
+        check([*ds.results, late, late_loss], 4321)
     finally:
         client.close()
 
