@@ -258,7 +258,8 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
     ``$timeFilter`` -> ``time >= Xms and time <= Yms``; ``$__interval``; each template
     variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)``; the
     hidden single-value ``$resolution`` -> ``resolution`` as is (Grafana does not escape
-    a variable that is neither multi-value nor "All"), which
+    a variable that is neither multi-value nor "All"; versions that regex-escape every
+    variable of a query holding a regex leave ``raw``/``1h``/``1d`` unchanged too), which
     :func:`fake_grafana_resolution` gets from influxd as Grafana would.
     """
     variables = variables or {}
