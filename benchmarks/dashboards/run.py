@@ -279,6 +279,9 @@ def main() -> int:
     ap.add_argument("--synthetic-rollups", action="store_true",
                     help="write the rollup points from the generator (a stand-in for "
                          "Rollups.rebuild, which takes hours for a year of 300 probes)")
+    ap.add_argument("--shard-duration", metavar="DURATION",
+                    help="shard group duration of the database's retention policy (InfluxQL "
+                         "duration, e.g. 52w; influxd 1.x's default for an infinite one: 7d)")
     ap.add_argument("--baseline", metavar="REV",
                     help="also time the dashboards of this git revision on the same data")
     args = ap.parse_args()
@@ -293,6 +296,9 @@ def main() -> int:
             url = f"http://{svc.host}:{svc.port}"
             client = InfluxClient(InfluxSettings(url=url, database="netmon", timeout_s=600))
             client.ensure_database()
+            if args.shard_duration:
+                client.query(f'ALTER RETENTION POLICY "autogen" ON "netmon" SHARD DURATION '
+                             f"{args.shard_duration}")
             now_ms = int(time.time() * 1000)
             points = 0
             t0 = time.perf_counter()
@@ -384,6 +390,7 @@ def main() -> int:
                 "probes": args.probes, "days": args.days, "points": points,
                 "runs": args.runs, "resolution": resolution, "load_s": round(load_s, 1),
                 "synthetic_rollups": args.synthetic_rollups,
+                "shard_duration": args.shard_duration or "default",
                 # (with --synthetic-rollups they are part of "points", not built here)
                 "rollup_points": None if args.synthetic_rollups else rollup_points,
                 "rollup_build_s": round(rollup_s, 1),
