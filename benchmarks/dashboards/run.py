@@ -2,20 +2,26 @@
 
 Loads ``probes x days`` of data with the collector's schema (``collector.schema.line``:
 hourly throughput and latency tests per link, hourly TSLCD and IPv6 tests, a status
-every 15 minutes) into a fresh influxd 1.x, then runs every panel query of the
+every ``--status-minutes``) into a fresh influxd 1.x, then runs every panel query of the
 Vietnamese dashboards over the last ``days`` (variables "All", ``$__interval`` sized for
-1000 points, as Grafana would) and every alert query, ``--runs`` times each, and prints
-the median seconds per dashboard (sum over its queries, what a full page refresh costs
-InfluxDB when run one after another) and the slowest queries.
+1000 points, the hidden ``resolution`` variable refreshed from influxd for that range, as
+Grafana would) and every alert query, ``--runs`` times each, and prints the median
+seconds per dashboard (sum over its queries, what a full page refresh costs InfluxDB
+when run one after another) and the slowest queries.
 
 The rollups (collector/core/rollups.py) are built after the load, as the collector would
-have kept them, and the time that takes is printed. Panels that read rollups are also
-timed with the query they replaced (raw points, ``PREVIOUS`` below) in the same run:
-``previous_approach`` gives both medians and the ratio. CPU seconds of influxd
-(``/proc/PID/stat``) and of this process are printed too: on a shared machine they vary
-less than wall time.
+have kept them, and the time that takes is printed. With ``--baseline REV`` the
+dashboards of that git revision (its own builder, run from a ``git archive`` copy) are
+timed on the same data in the same run: per dashboard both medians and the ratio. CPU
+seconds of influxd (``/proc/PID/stat``) and of this process are printed too: on a shared
+machine they vary less than wall time.
+
+The collector's ``registry`` points (every 5 minutes per probe) are only read over the
+last 15 minutes (and by ``SHOW TAG VALUES``, from the index): they are written for the
+last ``--registry-hours`` only, which keeps a year of data loadable here.
 
     python3 benchmarks/dashboards/run.py                  # 300 probes, 7 days, 3 runs
+    python3 benchmarks/dashboards/run.py --probes 300 --days 30 --baseline 8c9a0b2
     python3 benchmarks/dashboards/run.py --probes 50 --days 2 --runs 2   # quick
 
 Prints one JSON object on stdout; progress on stderr.
@@ -28,33 +34,155 @@ import json
 import os
 import random
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.baseline import worktree  # noqa: E402
 from collector.config import InfluxSettings  # noqa: E402
 from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.registry import default_units  # noqa: E402
 from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E402
-from collector.core.rollups import Rollups  # noqa: E402
+from collector.core.rollups import (  # noqa: E402
+    LINE_1D,
+    LINE_TAGS,
+    Rollups,
+    day_start,
+    hour_start,
+    write_switch,
+)
 from collector.core.schema import LINK_USAGE, PROBE_STATUS, RESULTS, line  # noqa: E402
 from collector.dashboards import queries as Q  # noqa: E402
 from collector.dashboards.build import BuildConfig, build_all  # noqa: E402
 from collector.dashboards.provisioning import alert_rules  # noqa: E402
 from devstack import services  # noqa: E402
-from tests.helpers.dashboards import VN, fake_grafana_interpolate  # noqa: E402
+from tests.helpers.dashboards import (  # noqa: E402
+    VN,
+    fake_grafana_interpolate,
+    fake_grafana_resolution,
+)
+
+#: Run in a revision's copy: its dashboards' queries as JSON (the builder's interface
+#: has been the same since the dashboards have had panel keys).
+_DUMP = """
+import json, sys
+from collector.dashboards.build import BuildConfig, build_all
+out = {}
+for name, dash in build_all(BuildConfig.from_config(), "vi").items():
+    out[name] = [[p.key, p.interval, t.ref_id, t.query] for p in dash.data_panels()
+                 for t in p.targets]
+json.dump(out, sys.stdout)
+"""
+
+Queries = dict[str, list[tuple[str, str | None, str, str]]]
 
 
-def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
+def current_queries() -> Queries:
+    """This checkout's dashboards: name -> (panel key, min interval, refId, query)."""
+    return {name: [(p.key, p.interval, t.ref_id, t.query) for p in dash.data_panels()
+                   for t in p.targets]
+            for name, dash in build_all(BuildConfig.from_config(), "vi").items()}
+
+
+def baseline_queries(tree: Path) -> Queries:
+    """The dashboards of another revision's copy, built by its own code."""
+    env = dict(os.environ, PYTHONPATH=str(tree))
+    out = subprocess.run([sys.executable, "-c", _DUMP], cwd=tree, env=env, check=True,
+                         capture_output=True, text=True).stdout
+    return {name: [(k, i, r, q) for k, i, r, q in rows] for name, rows in json.loads(out).items()}
+
+
+def _pct(values: list[float], pct: float) -> float | None:
+    """InfluxQL's nearest-rank percentile (None where it returns nothing)."""
+    ordered = sorted(values)
+    rank = int(len(ordered) * pct / 100.0 + 0.5)
+    return ordered[rank - 1] if rank >= 1 else None
+
+
+class _Buckets:
+    """A STAND-IN for Rollups.rebuild in ``--synthetic-rollups`` runs: the rollup points
+    computed here from the generated values, in the rollups' measurements, tags, fields
+    and timestamps (what the queries' cost depends on), without the hours of recomputing
+    a year through InfluxDB. Tests (tests/dashboards) check the real rollups' values."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, list[float]]] \
+            = {}
+
+    def add(self, family: str, tags: dict[str, str], ts: int, **fields: float) -> None:
+        """Record one test's values in its hour and its local day."""
+        key = tuple(sorted((k, tags[k]) for k in LINE_TAGS if tags.get(k)))
+        for bucket in (("1h", hour_start(ts)), ("1d", day_start(ts))):
+            got = self.values.setdefault((f"{family}_{bucket[0]}", key, bucket[1]), {})
+            for name, value in fields.items():
+                got.setdefault(name, []).append(value)
+
+    def lines(self, targets: tuple[float, float, float], peak: tuple[int, int]) -> list[str]:
+        """The rollup points (tput, qual, line_1d, status) of what was added."""
+        fixed, mobile, f2030 = targets
+        med = statistics.median
+        out = []
+        for (measurement, key, ts), v in self.values.items():
+            tags = dict(key)
+            fields: dict[str, float | int | bool | str] = {}
+            if measurement.startswith("tput"):
+                down = v["down"]
+                target = fixed if tags["access"] == "fixed" else mobile
+                fields = {"tests": len(down), "median_mbps": med(down),
+                          "upload_median_mbps": med(v["up"]),
+                          "met": sum(d >= target for d in down),
+                          "met_2030": sum(d >= f2030 for d in down)}
+                for name, pct in (("p10_mbps", 10), ("p90_mbps", 90)):
+                    value = _pct(down, pct)
+                    if value is not None:
+                        fields[name] = value
+                if measurement == "tput_1d":
+                    peak_down = [d for d, h in zip(down, v["hour"], strict=True)
+                                 if peak[0] <= h < peak[1]]
+                    line_fields: dict[str, float | int | bool | str] = {
+                        "tests": len(down), "median_mbps": med(down), "latitude": 18.3,
+                        "longitude": 105.9, "peak_tests": len(peak_down)}
+                    if peak_down:
+                        line_fields["peak_median_mbps"] = med(peak_down)
+                    out.append(line(LINE_1D, tags, line_fields, ts))
+            elif measurement.startswith("qual"):
+                if "rtt" in v:
+                    fields |= {"latency_tests": len(v["rtt"]), "rtt_median_ms": med(v["rtt"]),
+                               "jitter_median_ms": med(v["jitter"]),
+                               "loss_sum": sum(v["loss"]), "loss_tests": len(v["loss"])}
+                if "loaded" in v:
+                    fields |= {"loaded_rtt_median_ms": med(v["loaded"]),
+                               "idle_rtt_median_ms": med(v["idle"]), "device_limited": 0}
+                if "reachable" in v:
+                    fields |= {"tslcd_reachable": int(sum(v["reachable"])),
+                               "tslcd_tests": len(v["reachable"])}
+                if "ipv6" in v:
+                    fields |= {"ipv6_ready": int(sum(v["ipv6"])), "ipv6_tests": len(v["ipv6"])}
+            else:  # status
+                fields = {"online": 1, "clock_synced": 1, "spool_depth": 0, "spool_evicted": 0,
+                          "config_version": 1, "last_at_ms": int(max(v["at"])),
+                          "spool_max": 0}
+            out.append(line(measurement, tags, fields, ts))
+        return out
+
+
+def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes: int = 15,
+             registry_hours: int = 24, synthetic_rollups: bool = False
+             ) -> Iterator[list[str]]:
     """Line protocol for the data set (throughput, latency, TSLCD, IPv6, statuses, and the
-    collector's registry points every 5 minutes), spread over Hà Tĩnh's current units."""
+    collector's registry points every 5 minutes), spread over Hà Tĩnh's current units;
+    one list of lines per probe (a year of 300 probes does not fit in memory at once);
+    with ``synthetic_rollups`` the rollup points too (:class:`_Buckets`)."""
+    cfg = BuildConfig.from_config()
+    tg = cfg.targets
     rng = random.Random(seed)
-    out: list[str] = []
     start = now_ms - days * 86_400_000
     units = default_units().sorted_units()
     for p in range(probes):
@@ -64,6 +192,8 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
         site = {"district": districts[0] if len(districts) == 1 else "",
                 "commune": unit.name, "commune_code": unit.code,
                 "site_type": "commune_office"}
+        out: list[str] = []
+        roll = _Buckets() if synthetic_rollups else None
         links = [("fibre", "fixed", ("VNPT", "Viettel", "FPT")[p % 3], 150.0),
                  ("mobile", "mobile", ("Viettel", "VinaPhone", "MobiFone")[p % 3], 71.0)]
         for ts in range(start, now_ms, 3_600_000):
@@ -72,17 +202,24 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
                 tags = {"probe": probe, "link": link, "access": access, "isp": isp,
                         "status": "ok", **site}
                 down = max(0.5, rng.gauss(base, base * 0.3))
+                loaded, idle = rng.uniform(40, 90), rng.uniform(8, 20)
                 out.append(line(RESULTS, tags | {"method": "iperf3", "target": "hn"},
                                 {"download_mbps": down, "upload_mbps": down / 3,
-                                 "loaded_rtt_ms": rng.uniform(40, 90),
-                                 "idle_rtt_ms": rng.uniform(8, 20), "duration_s": 10.0,
+                                 "loaded_rtt_ms": loaded,
+                                 "idle_rtt_ms": idle, "duration_s": 10.0,
                                  "latitude": 18.3, "longitude": 105.9, "cross_traffic": 0.0,
                                  "local_hour": hour, "result_id": f"{probe}-{ts}-{link}"},
                                 ts))
+                rtt, jitter = rng.uniform(10, 60), rng.uniform(1, 8)
+                loss = rng.choice((0.0, 0.0, 1.0))
                 out.append(line(RESULTS, tags | {"method": "icmp", "target": "8.8.8.8"},
-                                {"rtt_ms": rng.uniform(10, 60), "jitter_ms": rng.uniform(1, 8),
-                                 "loss_pct": rng.choice((0.0, 0.0, 1.0)), "duration_s": 5.0},
+                                {"rtt_ms": rtt, "jitter_ms": jitter,
+                                 "loss_pct": loss, "duration_s": 5.0},
                                 ts + 20_000))
+                if roll is not None:
+                    roll.add("tput", tags, ts, down=down, up=down / 3, hour=hour)
+                    roll.add("qual", tags, ts, loaded=loaded, idle=idle)
+                    roll.add("qual", tags, ts + 20_000, rtt=rtt, jitter=jitter, loss=loss)
             base_tags = {"probe": probe, "link": "fibre", "access": "fixed", "isp": "VNPT",
                          **site}
             ok = rng.random() > 0.1
@@ -95,52 +232,28 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1) -> list[str]:
                                                   "status": "ok"},
                             {"duration_s": 1.0, "ipv6_reachable": 1.0},
                             ts + 50_000))
-        for ts in range(start, now_ms, 300_000):
+            if roll is not None:
+                roll.add("qual", base_tags, ts + 40_000, reachable=1.0 if ok else 0.0)
+                roll.add("qual", base_tags, ts + 50_000, ipv6=1.0)
+        for ts in range(max(start, now_ms - registry_hours * 3_600_000), now_ms, 300_000):
             out.append(line(REGISTRY, {"probe": probe, "unit": f"{unit.code} {unit.name}",
                                        **site},
                             {"registered": 1, "results_30m": 6, "offline": 0,
                              "latitude": 18.3, "longitude": 105.9}, ts))
-        for ts in range(start, now_ms, 900_000):
+        for ts in range(start, now_ms, status_minutes * 60_000):
             out.append(line(PROBE_STATUS, {"probe": probe, **site},
                             {"online": 1, "spool_depth": 0, "clock_synced": 1,
                              "last_result_ms": ts, "config_version": 1}, ts))
+            if roll is not None:
+                roll.add("status", {"probe": probe, **site}, ts, at=float(ts))
             out.append(line(LINK_USAGE, {"probe": probe, "link": "mobile", "access": "mobile",
                                          "isp": "Viettel", **site},
                             {"used_bytes": ts % 10**9, "budget_bytes": 5 * 10**9,
                              "used_pct": (ts % 10**9) / 5e7}, ts))
-    return out
-
-
-def _previous_status(cols: tuple[str, ...], group: tuple[str, ...]) -> str:
-    sel = ", ".join(f'last("{c}") AS "{c}"' for c in cols)
-    return (f'SELECT {sel} FROM "{PROBE_STATUS}" WHERE "commune_code" =~ /^$commune$/ AND '
-            f'"probe" =~ /^$probe$/ AND $timeFilter GROUP BY {", ".join(group)}')
-
-
-def previous_queries(cfg: BuildConfig) -> dict[str, str]:
-    """The raw-point queries of the panels that now read rollups (before issue 20)."""
-    tg = cfg.targets
-    last_online = _previous_status(("online",), ('"probe"',))
-    last_synced = _previous_status(("clock_synced",), ('"probe"',))
-    return {
-        "overview/overview.share_mobile/A": Q.share_meeting("mobile", tg.mobile_mbps),
-        "overview/overview.share_fixed/A": Q.share_meeting("fixed", tg.fixed_mbps),
-        "overview/overview.share_fixed_2030/A": Q.share_meeting("fixed", tg.fixed_2030_mbps),
-        "where/where.communes_fixed/B": Q.share_meeting("fixed", tg.fixed_mbps, Q.UNIT),
-        "where/where.communes_mobile/B": Q.share_meeting("mobile", tg.mobile_mbps, Q.UNIT),
-        "probes/probes.online/A": f'SELECT sum("online") AS "online" FROM ({last_online})',
-        "probes/probes.offline/A": f'SELECT count("online") - sum("online") AS "offline" '
-                                   f"FROM ({last_online})",
-        "probes/probes.unsynced/A": f'SELECT count("clock_synced") - sum("clock_synced") AS '
-                                    f'"unsynced" FROM ({last_synced})',
-        "probes/probes.table/A": _previous_status(
-            ("online", "clock_synced", "spool_depth", "spool_evicted", "config_version",
-             "agent_version"), ('"probe"', '"commune_code"', '"commune"')),
-        "probes/probes.spool/A": f'SELECT max("spool_depth") FROM "{PROBE_STATUS}" WHERE '
-                                 f'"commune_code" =~ /^$commune$/ AND "probe" =~ /^$probe$/ '
-                                 f'AND $timeFilter GROUP BY time($__interval), "probe" '
-                                 f"fill(none)",
-    }
+        if roll is not None:
+            out += roll.lines((tg.fixed_mbps, tg.mobile_mbps, tg.fixed_2030_mbps),
+                              (cfg.peak_start_hour, cfg.peak_end_hour))
+        yield out
 
 
 def cpu_s(pid: int | None = None) -> float:
@@ -159,25 +272,61 @@ def main() -> int:
     ap.add_argument("--probes", type=int, default=300)
     ap.add_argument("--days", type=int, default=7)
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--status-minutes", type=int, default=15,
+                    help="minutes between a probe's statuses (the agent's heartbeat)")
+    ap.add_argument("--registry-hours", type=int, default=24,
+                    help="hours of registry points written (only the last 15 min are read)")
+    ap.add_argument("--synthetic-rollups", action="store_true",
+                    help="write the rollup points from the generator (a stand-in for "
+                         "Rollups.rebuild, which takes hours for a year of 300 probes)")
+    ap.add_argument("--shard-duration", metavar="DURATION",
+                    help="shard group duration of the database's retention policy (InfluxQL "
+                         "duration, e.g. 52w; influxd 1.x's default for an infinite one: 7d)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="also time the dashboards of this git revision on the same data")
     args = ap.parse_args()
     assert VN  # the helper module's timezone; local_hour above assumes UTC+7
+    dashboards = {"current": current_queries()}
+    if args.baseline:
+        with worktree(args.baseline) as tree:
+            dashboards["baseline"] = baseline_queries(tree)
     with tempfile.TemporaryDirectory() as tmp:
         svc = services.start_influxd(Path(tmp) / "influxd")
         try:
             url = f"http://{svc.host}:{svc.port}"
-            client = InfluxClient(InfluxSettings(url=url, database="netmon", timeout_s=300))
+            client = InfluxClient(InfluxSettings(url=url, database="netmon", timeout_s=600))
             client.ensure_database()
+            if args.shard_duration:
+                client.query(f'ALTER RETENTION POLICY "autogen" ON "netmon" SHARD DURATION '
+                             f"{args.shard_duration}")
             now_ms = int(time.time() * 1000)
-            lines = generate(args.probes, args.days, now_ms)
+            points = 0
             t0 = time.perf_counter()
-            for i in range(0, len(lines), 20_000):
-                client.write_lines(lines[i:i + 20_000])
+            pending: list[str] = []
+            for probe_lines in generate(args.probes, args.days, now_ms,
+                                        status_minutes=args.status_minutes,
+                                        registry_hours=args.registry_hours,
+                                        synthetic_rollups=args.synthetic_rollups):
+                pending += probe_lines
+                while len(pending) >= 20_000:
+                    client.write_lines(pending[:20_000])
+                    del pending[:20_000]
+                points += len(probe_lines)
+            if pending:
+                client.write_lines(pending)
             load_s = time.perf_counter() - t0
-            print(f"loaded {len(lines)} points in {load_s:.1f}s", file=sys.stderr)
+            print(f"loaded {points} points in {load_s:.1f}s", file=sys.stderr)
             start_ms = now_ms - args.days * 86_400_000
             t0 = time.perf_counter()
-            rollup_points = Rollups(client.settings).rebuild(
-                start_ms, now_ms, [f"probe-{p:04d}" for p in range(args.probes)])
+            rollup_points = 0
+            probes = [f"probe-{p:04d}" for p in range(args.probes)]
+            # A month at a time: what `netmon-collector rollups rebuild` does.
+            for a in range(start_ms, now_ms, 30 * 86_400_000):
+                if args.synthetic_rollups:
+                    write_switch(client)
+                    break
+                rollup_points += Rollups(client.settings).rebuild(
+                    a, min(a + 30 * 86_400_000, now_ms), probes)
             rollup_s = time.perf_counter() - t0
             print(f"rollups: {rollup_points} points in {rollup_s:.1f}s", file=sys.stderr)
             # Steady state: a round after batches touched every probe's current hour
@@ -185,16 +334,15 @@ def main() -> int:
             rounds = []
             roll = Rollups(client.settings)
             for _ in range(args.runs):
-                probes = [f"probe-{p:04d}" for p in range(args.probes)]
                 roll.touch_times([(p, now_ms - 1) for p in probes],
                                  [(p, now_ms - 1) for p in probes])
                 t0 = time.perf_counter()
                 roll.run_round()
                 rounds.append(time.perf_counter() - t0)
             round_s = statistics.median(rounds)
-            pid: int | None = svc.proc.pid
-            cpu0 = (cpu_s(pid) if pid else 0.0, cpu_s())
             interval = f"{max(1, args.days * 86_400 // 1000 // 60)}m"
+            resolution = fake_grafana_resolution(client, Q.resolution_query(), start_ms, now_ms)
+            print(f"resolution for {args.days} days: {resolution}", file=sys.stderr)
             cfg = BuildConfig.from_config()
 
             def timed(sql: str) -> float:
@@ -205,34 +353,31 @@ def main() -> int:
                     runs.append(time.perf_counter() - t)
                 return statistics.median(runs)
 
-            timings: dict[str, float] = {}
-            per_dash: dict[str, float] = {}
-            for name, dash in build_all(cfg, "vi").items():
-                total = 0.0
-                for panel in dash.data_panels():
-                    # Grafana's $__interval is at least the panel's own minimum ("1h").
-                    minimum = (int(panel.interval[:-1]) * {"m": 1, "h": 60, "d": 1440}[
-                        panel.interval[-1]] if panel.interval else 0)
-                    wide = f"{max(int(interval[:-1]), minimum)}m"
-                    for target in panel.targets:
-                        sql = fake_grafana_interpolate(target.query, start_ms, now_ms, wide)
-                        runs = []
-                        for _ in range(args.runs):
-                            t = time.perf_counter()
-                            client.query(sql)
-                            runs.append(time.perf_counter() - t)
-                        med = statistics.median(runs)
-                        timings[f"{name}/{panel.key}/{target.ref_id}"] = med
+            pid: int | None = svc.proc.pid
+            timings: dict[str, dict[str, float]] = {}
+            per_dash: dict[str, dict[str, float]] = {}
+            cpu: dict[str, dict[str, float]] = {}
+            for which, queries in dashboards.items():
+                cpu0 = (cpu_s(pid) if pid else 0.0, cpu_s())
+                timings[which], per_dash[which] = {}, {}
+                for name, targets in queries.items():
+                    total = 0.0
+                    for key, minimum, ref, query in targets:
+                        # Grafana's $__interval is at least the panel's own minimum.
+                        least = (int(minimum[:-1]) * {"m": 1, "h": 60, "d": 1440}[minimum[-1]]
+                                 if minimum else 0)
+                        wide = f"{max(int(interval[:-1]), least)}m"
+                        med = timed(fake_grafana_interpolate(query, start_ms, now_ms, wide,
+                                                             resolution=resolution))
+                        timings[which][f"{name}/{key}/{ref}"] = med
                         total += med
-                per_dash[name] = round(total, 3)
-                print(f"{name}: {total:.2f}s", file=sys.stderr)
-            for rule in alert_rules(cfg)["groups"][0]["rules"]:
-                runs = []
-                for _ in range(args.runs):
-                    t = time.perf_counter()
-                    client.query(rule["data"][0]["model"]["query"])
-                    runs.append(time.perf_counter() - t)
-                timings[f"alert/{rule['uid']}"] = statistics.median(runs)
+                    per_dash[which][name] = round(total, 3)
+                    print(f"{which} {name}: {total:.2f}s", file=sys.stderr)
+                cpu1 = (cpu_s(pid) if pid else 0.0, cpu_s())
+                cpu[which] = {"influxd": round(cpu1[0] - cpu0[0], 1),
+                              "bench": round(cpu1[1] - cpu0[1], 1)}
+            alerts = {rule["uid"]: timed(rule["data"][0]["model"]["query"])
+                      for rule in alert_rules(cfg)["groups"][0]["rules"]}
             # What the collector runs every 5 minutes to write the registry points.
             runs = []
             for _ in range(args.runs):
@@ -240,34 +385,29 @@ def main() -> int:
                 probe_activity(client, datetime.now(UTC))
                 runs.append(time.perf_counter() - t)
             registry_s = statistics.median(runs)
-            cpu1 = (cpu_s(pid) if pid else 0.0, cpu_s())
-            previous: dict[str, dict[str, float]] = {}
-            for key, old in previous_queries(cfg).items():
-                if key not in timings:
-                    continue
-                was = timed(fake_grafana_interpolate(old, start_ms, now_ms, interval))
-                previous[key] = {"previous_s": round(was, 3), "now_s": round(timings[key], 3),
-                                 "ratio": round(was / max(timings[key], 1e-6), 1)}
-            prev_total, now_total = (sum(v["previous_s"] for v in previous.values()),
-                                     sum(v["now_s"] for v in previous.values()))
-            slowest = sorted(timings.items(), key=lambda kv: -kv[1])[:8]
-            print(json.dumps({
-                "probes": args.probes, "days": args.days, "points": len(lines),
-                "runs": args.runs, "load_s": round(load_s, 1),
-                "rollup_points": rollup_points, "rollup_build_s": round(rollup_s, 1),
+            slowest = sorted(timings["current"].items(), key=lambda kv: -kv[1])[:8]
+            report: dict[str, object] = {
+                "probes": args.probes, "days": args.days, "points": points,
+                "runs": args.runs, "resolution": resolution, "load_s": round(load_s, 1),
+                "synthetic_rollups": args.synthetic_rollups,
+                "shard_duration": args.shard_duration or "default",
+                # (with --synthetic-rollups they are part of "points", not built here)
+                "rollup_points": None if args.synthetic_rollups else rollup_points,
+                "rollup_build_s": round(rollup_s, 1),
                 "rollup_round_s_median": round(round_s, 2),
-                "cpu_s_all_queries": {"influxd": round(cpu1[0] - cpu0[0], 1),
-                                      "bench": round(cpu1[1] - cpu0[1], 1)},
-                "dashboard_refresh_s_median": per_dash,
+                "cpu_s_all_dashboard_queries": cpu,
+                "dashboard_refresh_s_median": per_dash["current"],
                 "registry_activity_query_s_median": round(registry_s, 3),
-                "alert_query_s_median": {k.split("/", 1)[1]: round(v, 3)
-                                         for k, v in timings.items() if k.startswith("alert/")},
-                "slowest_queries_s_median": {k: round(v, 3) for k, v in slowest},
-                "previous_approach": {"panels": previous,
-                                      "sum_previous_s": round(prev_total, 3),
-                                      "sum_now_s": round(now_total, 3),
-                                      "ratio": round(prev_total / max(now_total, 1e-6), 1)}},
-                ensure_ascii=False, indent=1))
+                "alert_query_s_median": {k: round(v, 3) for k, v in alerts.items()},
+                "slowest_queries_s_median": {k: round(v, 3) for k, v in slowest}}
+            if args.baseline:
+                base = per_dash["baseline"]
+                report["baseline"] = {
+                    "rev": args.baseline, "dashboard_refresh_s_median": base,
+                    "ratio_baseline_over_current": {
+                        name: round(base[name] / max(now, 1e-6), 1)
+                        for name, now in per_dash["current"].items() if name in base}}
+            print(json.dumps(report, ensure_ascii=False, indent=1))
             client.close()
         finally:
             svc.stop()

@@ -64,6 +64,7 @@ def run(args: argparse.Namespace) -> int:
     start = datetime.combine(args.since, datetime.min.time(), UTC)
     end = datetime.combine(until, datetime.min.time(), UTC)
     rollups = Rollups(cfg.influxdb, cfg.targets)
+    rollups.peak_hours = (cfg.bulletin.peak_start_hour, cfg.bulletin.peak_end_hour)
     written = 0
     try:
         probes = args.probe

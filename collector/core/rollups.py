@@ -28,6 +28,17 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   ``clock_synced``, ``spool_depth``, ``spool_evicted``, ``config_version``,
   ``agent_version``, ``last_at_ms``; issue 18's ``oldest_waiting_ms``, ``board_model``,
   ``update_event``, ``update_failed`` when the status had them) and ``spool_max``.
+- ``qual_1h`` / ``qual_1d``: per line, what the quality dashboard shows (successful
+  latency tests: ``latency_tests``, ``rtt_median_ms``, ``jitter_median_ms``,
+  ``loss_sum``/``loss_tests`` (a mean that adds up); successful tests measuring latency
+  under load: ``loaded_rtt_median_ms``, ``idle_rtt_median_ms``; throughput tests the
+  probe limited: ``device_limited``; IPv6 and TSLCD tests: ``ipv6_ready``/``ipv6_tests``,
+  ``tslcd_reachable``/``tslcd_tests``).
+- ``line_1d``: per line and local day, the probe map's and the peak-hour panels' figures
+  (:func:`_line_day_lines`).
+- ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
+  dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
+  by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
 """
 
 from __future__ import annotations
@@ -55,7 +66,12 @@ from collector.core.schema import (
     to_ms,
 )
 from collector.core.writer import Item
-from netmon.contract import THROUGHPUT_METHODS
+from netmon.contract import (
+    IPV6_METHOD,
+    LATENCY_METHODS,
+    REACHABILITY_METHOD,
+    THROUGHPUT_METHODS,
+)
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +79,14 @@ TPUT_1H = "tput_1h"
 TPUT_1D = "tput_1d"
 STATUS_1H = "status_1h"
 STATUS_1D = "status_1d"
+QUAL_1H = "qual_1h"
+QUAL_1D = "qual_1d"
+LINE_1D = "line_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
-MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, packs.PACK)
+MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D, LINE_1D,
+                packs.PACK)
+#: A result whose speed the probe set, not the line (agent/methods/common/device.py).
+DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
 
 HOUR_MS = 3_600_000
 DAY_MS = 86_400_000
@@ -123,6 +145,8 @@ class _Kind:
     step: str  # InfluxQL GROUP BY time() argument
     bucket_ms: int
     status: bool
+    #: "qual" or "line": the quality or the line-day rollups (their own functions)
+    family: str = ""
 
 
 _KINDS = (
@@ -130,6 +154,9 @@ _KINDS = (
     _Kind(TPUT_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False),
     _Kind(STATUS_1H, "1h", HOUR_MS, True),
     _Kind(STATUS_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True),
+    _Kind(QUAL_1H, "1h", HOUR_MS, False, "qual"),
+    _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "qual"),
+    _Kind(LINE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "line"),
 )
 
 
@@ -139,6 +166,10 @@ def _bucket(kind: _Kind, ms: int) -> int:
 
 class Rollups:
     """Keeps the rollup measurements exact for what the collector has written."""
+
+    #: Peak hours [start, end) local time of ``line_1d``'s peak median (the collector
+    #: sets them from ``[bulletin]``, as the dashboards' peak panels use).
+    peak_hours: tuple[int, int] = (19, 23)
 
     def __init__(self, influx: InfluxSettings, targets: Targets | None = None,
                  interval_s: float = DEFAULT_INTERVAL_S) -> None:
@@ -153,6 +184,7 @@ class Rollups:
         self._again: tuple[dict[str, set[int]], dict[str, set[int]]] = ({}, {})
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._switch_written = False
 
     # ------------------------------------------------------------------ marking
 
@@ -164,8 +196,8 @@ class Rollups:
             if it.dead is not None or not it.lines:
                 continue
             if it.result is not None:
-                if it.result.method in THROUGHPUT_METHODS:
-                    res.append((it.result.probe_id, hour_start(to_ms(it.result.started_at))))
+                # every method: the quality rollups count latency, IPv6 and TSLCD tests
+                res.append((it.result.probe_id, hour_start(to_ms(it.result.started_at))))
             elif it.kind == "status":
                 found = _status_touch(it.lines)
                 if found:
@@ -196,6 +228,9 @@ class Rollups:
             statuses, self._statuses = self._statuses, {}
         try:
             with InfluxClient(self.influx) as client:
+                if not self._switch_written:
+                    write_switch(client)
+                    self._switch_written = True
                 written = 0
                 for kind in _KINDS:
                     todo = statuses if kind.status else results
@@ -239,6 +274,11 @@ class Rollups:
                 probes = [p for p, _ in chunk]
                 if kind.status:
                     lines += self._status_lines(client, kind, a, b, probes, wanted)
+                elif kind.family == "qual":
+                    lines += _quality_lines(client, kind, a, b, probes, wanted)
+                elif kind.family == "line":
+                    lines += _line_day_lines(client, kind, a, b, probes, wanted,
+                                             self.peak_hours)
                 else:
                     lines += self._tput_lines(client, kind, a, b, probes, wanted)
         for i in range(0, len(lines), 5000):
@@ -455,3 +495,123 @@ def pack_lines(client: InfluxClient, a: int, b: int, probes: list[str],
             out.append(line(packs.PACK, tags, {"n": dt.size, "v": packs.VERSION,
                                                "data": packs.encode(dt)}, d + part))
     return out
+
+
+def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                   wanted: set[tuple[str, int]]) -> list[str]:
+    """``qual_*`` points: per line and bucket, the quality dashboard's figures."""
+    def one_of(names: Iterable[str]) -> str:
+        return "(" + " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in names) + ")"
+
+    rng = f"time >= {a}ms AND time < {b}ms AND {_probe_filter(probes)}"
+    ok = f"{_q('status')} = 'ok'"
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    stmts = [
+        f"SELECT count({_q('rtt_ms')}) AS latency_tests, median({_q('rtt_ms')}) AS "
+        f"rtt_median_ms, median({_q('jitter_ms')}) AS jitter_median_ms, "
+        f"sum({_q('loss_pct')}) AS loss_sum, count({_q('loss_pct')}) AS loss_tests "
+        f"FROM {_q(RESULTS)} WHERE {rng} AND {one_of(LATENCY_METHODS)} AND {ok} {group}",
+        f"SELECT median({_q('loaded_rtt_ms')}) AS loaded_rtt_median_ms, "
+        f"median({_q('idle_rtt_ms')}) AS idle_rtt_median_ms "
+        f"FROM {_q(RESULTS)} WHERE {rng} AND {ok} {group}",
+        f"SELECT count({_q('download_mbps')}) AS device_limited FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of(THROUGHPUT_METHODS)} AND {ok} AND {DEVICE_LIMITED} {group}",
+        f"SELECT sum({_q('ipv6_reachable')}) AS ipv6_ready, "
+        f"count({_q('ipv6_reachable')}) AS ipv6_tests FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of((IPV6_METHOD,))} {group}",
+        f"SELECT sum({_q('reachable')}) AS tslcd_reachable, "
+        f"count({_q('reachable')}) AS tslcd_tests FROM {_q(RESULTS)} "
+        f"WHERE {rng} AND {one_of((REACHABILITY_METHOD,))} {group}",
+    ]
+    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
+    for series_list in client.query(";\n".join(stmts)):
+        for series in series_list:
+            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
+            for row in series.rows():
+                t = int(row.pop("time"))
+                if (key[0], t) not in wanted:
+                    continue
+                fields = points.setdefault((key, t), {})
+                for name, value in row.items():
+                    if value is None:
+                        continue
+                    # counts (and sums of 0/1 metrics) are ints; the rest floats
+                    counted = name.endswith("_tests") or name in (
+                        "device_limited", "ipv6_ready", "tslcd_reachable")
+                    fields[name] = int(value) if counted else float(value)
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        # a count() with no matching point is 0 in a bucket other statements filled
+        if not any(fields.get(f) for f in ("latency_tests", "loss_tests", "device_limited",
+                                           "ipv6_tests", "tslcd_tests")) and not any(
+                f in fields for f in ("loaded_rtt_median_ms", "idle_rtt_median_ms")):
+            continue
+        tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+        out.append(line(kind.measurement, tags, fields, t))
+    return out
+
+
+def _line_day_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                    wanted: set[tuple[str, int]], peak: tuple[int, int]) -> list[str]:
+    """``line_1d`` points: per line and local day, what the probe map and the peak-hour
+    panels show (successful idle-line throughput tests: ``tests``, ``median_mbps``,
+    ``latitude``, ``longitude``; those started in the peak hours: ``peak_tests``,
+    ``peak_median_mbps``)."""
+    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
+    dl = _q("download_mbps")
+    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
+            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
+            f"{_probe_filter(probes)}")
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    hour = _q("local_hour")
+    stmts = [
+        f"SELECT count({dl}) AS tests, median({dl}) AS median_mbps, "
+        f"last({_q('latitude')}) AS latitude, last({_q('longitude')}) AS longitude "
+        f"{base} {group}",
+        f"SELECT count({dl}) AS peak_tests, median({dl}) AS peak_median_mbps {base} "
+        f"AND {hour} >= {peak[0]} AND {hour} < {peak[1]} {group}",
+    ]
+    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
+    for series_list in client.query(";\n".join(stmts)):
+        for series in series_list:
+            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
+            for row in series.rows():
+                t = int(row.pop("time"))
+                if (key[0], t) not in wanted:
+                    continue
+                fields = points.setdefault((key, t), {})
+                for name, value in row.items():
+                    if value is not None:
+                        fields[name] = int(value) if name.endswith("tests") else float(value)
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        if fields.get("tests") or fields.get("peak_tests"):
+            tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+            out.append(line(kind.measurement, tags, fields, t))
+    return out
+
+
+# ---------------------------------------------------------------------- dashboards' switch
+
+#: Where the dashboards' ``resolution`` variable is read from (one string field).
+SWITCH = "rollup_switch"
+#: The switch points sit at this instant plus a range length: 2100-01-01T00:00Z. Epoch 0
+#: would make the query shorter, but a finite retention policy (``retention = "520w"``)
+#: makes InfluxDB 1.x refuse points that old; nothing drops points from the future.
+SWITCH_BASE_MS = 4_102_444_800_000
+#: (shortest range, resolution): raw points below 2 days, hourly rollups below 8 days
+#: (so "last 7 days" keeps hourly detail), daily rollups from 8 days on.
+SWITCH_STEPS = ((0, "raw"), (2 * DAY_MS, "1h"), (8 * DAY_MS, "1d"))
+
+
+def switch_lines() -> list[str]:
+    """The ``rollup_switch`` points: at ``SWITCH_BASE_MS + shortest range`` the resolution
+    for ranges at least that long. The latest point at or before ``base + range`` names
+    the resolution, which influxd itself finds for the dashboards' variable query."""
+    return [line(SWITCH, {}, {"resolution": res}, SWITCH_BASE_MS + shortest)
+            for shortest, res in SWITCH_STEPS]
+
+
+def write_switch(client: InfluxClient) -> None:
+    """Write (again: the same points, idempotent) the dashboards' switch points."""
+    client.write_lines(switch_lines())

@@ -102,6 +102,8 @@ class Collector:
         self.registry_metrics = RegistryMetrics(self.registry, cfg.influxdb)  # alert input
         self.rollups = (Rollups(cfg.influxdb, cfg.targets, cfg.rollups.interval_s)
                         if cfg.rollups.enabled else None)
+        if self.rollups is not None:  # the dashboards' peak panels use the same hours
+            self.rollups.peak_hours = (cfg.bulletin.peak_start_hour, cfg.bulletin.peak_end_hour)
         self._started = False
 
     def _submit(self, item: Item) -> None:

@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from collector.config import BulletinSettings, CollectorConfig, Targets
+from collector.core.rollups import DAY_MS, SWITCH_STEPS
 from collector.dashboards import queries as Q
 from collector.dashboards.i18n import LANGS, Lang, t
 from collector.dashboards.model import (
@@ -23,6 +24,7 @@ from collector.dashboards.model import (
     Dashboard,
     DataSourceRef,
     GridPos,
+    HiddenVariable,
     InfluxQLTarget,
     Json,
     Override,
@@ -44,6 +46,8 @@ MAP_CENTER = (18.33, 105.75)
 DASHBOARD_NAMES = ("overview", "where", "quality", "probes")
 
 MBPS = "Mbits"  # Grafana's unit id for megabits per second
+#: The probe map's targets: raw points (A, B), daily rollups (C, D).
+_MAP_REFS = (("A", "mobile"), ("B", "fixed"), ("C", "mobile"), ("D", "fixed"))
 BELOW, MET, MET_2030 = "red", "green", "blue"
 
 
@@ -79,8 +83,10 @@ class BuildConfig:
 
     def target_values(self) -> dict[str, float]:
         """Placeholders for texts."""
+        steps = {res: shortest // DAY_MS for shortest, res in SWITCH_STEPS}
         return {"mobile": _n(self.targets.mobile_mbps), "fixed": _n(self.targets.fixed_mbps),
-                "fixed2030": _n(self.targets.fixed_2030_mbps)}
+                "fixed2030": _n(self.targets.fixed_2030_mbps),
+                "raw_days": steps[Q.HOURLY], "daily_days": steps[Q.DAILY]}
 
 
 def _n(value: float) -> Any:
@@ -208,11 +214,24 @@ class Builder:
 
     # ------------------------------------------------------------------ variables
 
-    def variables(self) -> list[QueryVariable]:
-        """commune (value = official code, text = name), isp, access, probe."""
-        return [QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name), self.ds,
-                              regex=Q.COMMUNE_VARIABLE_REGEX if name == "commune" else "")
-                for name in Q.VARIABLES]
+    def variables(self) -> list[QueryVariable | HiddenVariable]:
+        """commune (value = official code, text = name), isp, access, probe; the hidden
+        ``resolution`` (raw points or rollups, from the range's length)."""
+        return [*(QueryVariable(name, t(f"var.{name}", self.lang), Q.variable_query(name),
+                                self.ds,
+                                regex=Q.COMMUNE_VARIABLE_REGEX if name == "commune" else "")
+                  for name in Q.VARIABLES),
+                HiddenVariable(Q.RESOLUTION, Q.resolution_query(), self.ds, Q.RAW)]
+
+    def switched(self, fmt: str = "time_series", alias: str | None = None, *,
+                 raw: str, rollup: str) -> list[InfluxQLTarget]:
+        """Two targets of which ``$resolution`` leaves one empty: A the raw points, B the
+        rollups."""
+        return [self.target("A", raw, fmt, alias), self.target("B", rollup, fmt, alias)]
+
+    def rollup_note(self, text: str) -> str:
+        """A panel description with the note on what long ranges read."""
+        return f"{text} {self.tr('note.rollup')}"
 
     def _dashboard(self, name: str, layout: Layout, time_from: str = "now-7d") -> Dashboard:
         suffix = "" if self.lang == "vi" else f"-{self.lang}"
@@ -237,17 +256,18 @@ class Builder:
             lay.add(6, 5, lambda g, a=access: self.panel(
                 f"overview.median_{a}", "stat",
                 self.tr("p.median_dl", access=self.access_name(a)), g,
-                [self.target("A", Q.median_speed(a))],
-                description=self.tr("p.median_dl.desc" + ("_mobile" if a == "mobile" else ""),
-                                    target=_n(cfg.target(a)),
-                                    target2030=_n(tg.fixed_2030_mbps)),
+                self.switched(raw=Q.median_speed(a), rollup=Q.rollup_median(a)),
+                description=self.rollup_note(self.tr(
+                    "p.median_dl.desc" + ("_mobile" if a == "mobile" else ""),
+                    target=_n(cfg.target(a)), target2030=_n(tg.fixed_2030_mbps))),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds", options=_stat_options()))
         for access in ("mobile", "fixed"):
             lay.add(6, 5, lambda g, a=access: self.panel(
                 f"overview.share_{a}", "gauge",
                 self.tr("p.share", target=_n(cfg.target(a)), access=self.access_name(a)), g,
-                [self.target("A", Q.share_at_target(a))],
+                [self.target("A", Q.share_at_target(a)),
+                 self.target("B", Q.share_at_target(a, daily=True))],
                 description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0,
                 max=100, thresholds=share_thresholds(), color_mode="thresholds",
                 options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -257,7 +277,8 @@ class Builder:
             "overview.share_fixed_2030", "gauge",
             self.tr("p.share", target=_n(tg.fixed_2030_mbps),
                     access=self.access_name("fixed")), g,
-            [self.target("A", Q.share_at_target("fixed", Q.MET_2030))],
+            [self.target("A", Q.share_at_target("fixed", Q.MET_2030)),
+             self.target("B", Q.share_at_target("fixed", Q.MET_2030, daily=True))],
             description=self.tr("p.share.desc"), unit="percent", decimals=0, min=0, max=100,
             thresholds=share_thresholds(), color_mode="thresholds",
             options={"reduceOptions": _REDUCE_LAST, "showThresholdLabels": False,
@@ -265,26 +286,28 @@ class Builder:
                      "minVizHeight": 75, "minVizWidth": 75}))
         lay.add(8, 5, lambda g: self.panel(
             "overview.median_upload", "stat", self.tr("p.median_ul"), g,
-            [self.target("A", Q.median_speed(None, "upload_mbps", group=("access",)),
-                         alias="$tag_access")],
-            description=self.tr("p.median_ul.desc"), unit=MBPS, decimals=1,
+            self.switched(alias="$tag_access",
+                          raw=Q.median_speed(None, "upload_mbps", group=("access",)),
+                          rollup=Q.rollup_median(None, "upload_mbps", group=("access",))),
+            description=self.rollup_note(self.tr("p.median_ul.desc")), unit=MBPS, decimals=1,
             color_mode="fixed", options=_stat_options("value")))
         for access in ("mobile", "fixed"):
             lay.add(4, 5, lambda g, a=access: self.panel(
                 f"overview.peak_{a}", "stat",
                 self.tr("p.peak", start=cfg.peak_start_hour, end=cfg.peak_end_hour,
                         access=self.access_name(a)), g,
-                [self.target("A", Q.peak_median(a, cfg.peak_start_hour, cfg.peak_end_hour))],
-                description=self.tr("p.peak.desc", start=cfg.peak_start_hour,
-                                    end=cfg.peak_end_hour),
+                self.switched(raw=Q.peak_median(a, cfg.peak_start_hour, cfg.peak_end_hour),
+                              rollup=Q.rollup_peak_median(a)),
+                description=self.rollup_note(self.tr("p.peak.desc", start=cfg.peak_start_hour,
+                                                     end=cfg.peak_end_hour)),
                 unit=MBPS, decimals=1, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds", no_value=self.tr("p.peak.novalue"),
                 options=_stat_options()))
         lay.row(self.tr("row.trend"))
         lay.add(24, 9, lambda g: self.panel(
             "overview.trend", "timeseries", self.tr("p.trend"), g,
-            [self.target("A", Q.speed_trend(), alias="$tag_access")],
-            description=self.tr("p.trend.desc"), unit=MBPS, min=0,
+            self.switched(alias="$tag_access", raw=Q.speed_trend(), rollup=Q.rollup_trend()),
+            description=self.rollup_note(self.tr("p.trend.desc")), unit=MBPS, min=0,
             thresholds=speed_thresholds(cfg, None), color_mode="palette-classic",
             custom=_timeseries_custom(True), options=_TS_OPTIONS))
         return self._dashboard("overview", lay, "now-30d")
@@ -305,9 +328,12 @@ class Builder:
                                                         (Q.before(effective),)), "table")]
             description = self.tr("p.legacy.desc", target=_n(target), date=when)
         else:
-            targets = [self.target("A", Q.area_table(access, group), "table"),
-                       self.target("B", Q.share_at_target(access, group=group), "table")]
-            description = self.tr("p.areas.desc", target=_n(target))
+            targets = [*self.switched("table", raw=Q.area_table(access, group),
+                                      rollup=Q.rollup_area_table(access, group)),
+                       self.target("C", Q.share_at_target(access, group=group), "table"),
+                       self.target("D", Q.share_at_target(access, group=group, daily=True),
+                                   "table")]
+            description = self.rollup_note(self.tr("p.areas.desc", target=_n(target)))
         return self.panel(
             key, "table", self.tr(title_key, access=self.access_name(access), date=when), grid,
             targets, description=description,
@@ -336,8 +362,10 @@ class Builder:
         for access in ("fixed", "mobile"):
             lay.add(10, 8, lambda g, a=access: self.panel(
                 f"where.isp_{a}", "bargauge", self.tr("p.isp", access=self.access_name(a)), g,
-                [self.target("A", Q.median_speed(a, group=("isp",)), alias="$tag_isp")],
-                description=self.tr("p.isp.desc", target=_n(cfg.target(a))), unit=MBPS,
+                self.switched(alias="$tag_isp", raw=Q.median_speed(a, group=("isp",)),
+                              rollup=Q.rollup_median(a, group=("isp",))),
+                description=self.rollup_note(self.tr("p.isp.desc", target=_n(cfg.target(a)))),
+                unit=MBPS,
                 decimals=1, min=0, thresholds=speed_thresholds(cfg, a),
                 color_mode="thresholds",
                 options={"orientation": "horizontal", "displayMode": "gradient",
@@ -354,7 +382,9 @@ class Builder:
 
     def _map(self, grid: GridPos) -> Panel:
         layers = []
-        for ref, access in (("A", "mobile"), ("B", "fixed")):
+        # A layer per target: raw points (A, B) or daily rollups (C, D), one of each pair
+        # empty (Q.RESOLUTION).
+        for ref, access in _MAP_REFS:
             layers.append({
                 "type": "markers", "name": t(f"layer.{access}", self.lang),
                 "config": {"showLegend": True,
@@ -370,13 +400,16 @@ class Builder:
         return self.panel(
             "where.map", "geomap", self.tr("p.map"), grid,
             [self.target("A", Q.probe_map("mobile"), "table"),
-             self.target("B", Q.probe_map("fixed"), "table")],
-            description=self.tr("p.map.desc"), unit=MBPS, decimals=1,
+             self.target("B", Q.probe_map("fixed"), "table"),
+             self.target("C", Q.rollup_probe_map("mobile"), "table"),
+             self.target("D", Q.rollup_probe_map("fixed"), "table")],
+            description=self.tr("p.map.desc") + " " + self.tr("note.rollup_map"), unit=MBPS,
+            decimals=1,
             thresholds=speed_thresholds(self.cfg, "fixed"), color_mode="thresholds",
             # Each layer is coloured against its own access type's target.
             overrides=[Override("byFrameRefID", ref, (
                 ("thresholds", speed_thresholds(self.cfg, access).to_json()),))
-                for ref, access in (("A", "mobile"), ("B", "fixed"))],
+                for ref, access in _MAP_REFS],
             options={"view": {"id": "coords", "lat": MAP_CENTER[0], "lon": MAP_CENTER[1],
                               "zoom": 9, "allLayers": True},
                      "controls": {"showZoom": True, "mouseWheelZoom": True,
@@ -392,17 +425,22 @@ class Builder:
         lay.row(self.tr("row.latency"))
         lay.add(12, 8, lambda g: self.panel(
             "quality.rtt", "timeseries", self.tr("p.rtt"), g,
-            [self.target("A", Q.latency_trend("rtt_ms"), alias="$tag_access")],
-            unit="ms", min=0, color_mode="palette-classic", custom=_timeseries_custom(False),
+            self.switched(alias="$tag_access", raw=Q.latency_trend("rtt_ms"),
+                          rollup=Q.rollup_latency_trend("rtt_ms")),
+            description=self.tr("note.rollup_median"), unit="ms", min=0,
+            color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.jitter", "timeseries", self.tr("p.jitter"), g,
-            [self.target("A", Q.latency_trend("jitter_ms"), alias="$tag_access")],
-            unit="ms", min=0, color_mode="palette-classic", custom=_timeseries_custom(False),
+            self.switched(alias="$tag_access", raw=Q.latency_trend("jitter_ms"),
+                          rollup=Q.rollup_latency_trend("jitter_ms")),
+            description=self.tr("note.rollup_median"), unit="ms", min=0,
+            color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.loss", "timeseries", self.tr("p.loss"), g,
-            [self.target("A", Q.loss_trend(), alias="$tag_access")],
+            self.switched(alias="$tag_access", raw=Q.loss_trend(),
+                          rollup=Q.rollup_loss_trend()),
             description=self.tr("p.loss.desc", loss=_n(self.cfg.loss_alert_pct)),
             unit="percent", min=0,
             thresholds=Thresholds((Step("green", None), Step("red", self.cfg.loss_alert_pct))),
@@ -411,8 +449,13 @@ class Builder:
             "quality.loaded", "timeseries", self.tr("p.loaded"), g,
             [self.target("A", Q.loaded_latency_trend("loaded_rtt_ms"),
                          alias="loaded $tag_access"),
-             self.target("B", Q.loaded_latency_trend("idle_rtt_ms"), alias="idle $tag_access")],
-            description=self.tr("p.loaded.desc"), unit="ms", min=0,
+             self.target("B", Q.rollup_latency_trend("loaded_rtt_ms"),
+                         alias="loaded $tag_access"),
+             self.target("C", Q.loaded_latency_trend("idle_rtt_ms"), alias="idle $tag_access"),
+             self.target("D", Q.rollup_latency_trend("idle_rtt_ms"),
+                         alias="idle $tag_access")],
+            description=f"{self.tr('p.loaded.desc')} {self.tr('note.rollup_median')}",
+            unit="ms", min=0,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         self._limits(lay)
@@ -425,8 +468,8 @@ class Builder:
                      "commune": t("col.commune", self.lang)}
             lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                [self.target("A", Q.readiness_share(m, mt, Q.UNIT, p),
-                             "table")],
+                self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
+                              rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
                                        Step("green", 100.0))),
@@ -442,7 +485,8 @@ class Builder:
         names = {"limited": self.tr("col.limited"), "access": t("col.access", self.lang)}
         lay.add(8, 9, lambda g: self.panel(
             "quality.device_limited", "table", self.tr("p.device_limited"), g,
-            [self.target("A", Q.device_limited_table(), "table")],
+            self.switched("table", raw=Q.device_limited_table(),
+                          rollup=Q.rollup_device_limited_table()),
             description=self.tr("p.device_limited.desc"), custom=_TABLE_CUSTOM,
             transformations=[_organize(names)], options=_table_options(None)))
         for key, metric, unit in (("rsrp", "radio_rsrp_dbm", "dBm"),
@@ -515,7 +559,9 @@ class Builder:
             options=_table_options("Time")))
         lay.add(12, 9, lambda g: self.panel(
             "probes.spool", "timeseries", self.tr("p.spool"), g,
-            [self.target("A", Q.spool_trend(), alias="$tag_probe")], unit="short", min=0,
+            [self.target("A", Q.spool_trend(), alias="$tag_probe"),
+             self.target("B", Q.spool_trend(daily=True), alias="$tag_probe")],
+            unit="short", min=0,
             # The hourly rollup has one point an hour: shorter buckets are only empty ones.
             interval="1h",
             color_mode="palette-classic", custom=_timeseries_custom(False),

@@ -78,6 +78,26 @@ TEXTS: dict[str, tuple[str, str]] = {
     "p.median_ul": ("Trung vị tải lên theo loại truy cập", "Median upload by access type"),
     "p.median_ul.desc": ("Kế hoạch không đặt mục tiêu tải lên; hiển thị để tham khảo.",
                          "The plan sets no upload target; shown for reference."),
+    "note.rollup": (
+        "Khoảng thời gian dưới {raw_days} ngày: tính trên từng phép đo. Dài hơn: trung vị "
+        "(và phân vị 10) của các trung vị theo giờ của từng đường truyền (từ {daily_days} "
+        "ngày: theo ngày), là số gần đúng, không phải trung vị của các phép đo; số phép đo "
+        "thì chính xác. Số liệu chính xác: bản tin hằng tháng.",
+        "Ranges under {raw_days} days: from every test. Longer ones: the median (and 10th "
+        "percentile) of each line's hourly medians (from {daily_days} days: daily ones), an "
+        "approximation, not the median of the tests; test counts stay exact. Exact figures: "
+        "the monthly bulletin."),
+    "note.rollup_median": (
+        "Khoảng thời gian dưới {raw_days} ngày: trung vị của từng phép đo. Dài hơn: trung vị "
+        "các trung vị theo giờ của từng đường truyền (từ {daily_days} ngày: theo ngày), là "
+        "số gần đúng.",
+        "Ranges under {raw_days} days: the median of the tests. Longer ones: the median of "
+        "each line's hourly medians (from {daily_days} days: daily ones), an approximation."),
+    "note.rollup_map": (
+        "Khoảng thời gian từ {raw_days} ngày: trung vị các trung vị theo ngày của điểm đo "
+        "(gần đúng); số phép đo thì chính xác.",
+        "Ranges of {raw_days} days and more: the median of the probe's daily medians (an "
+        "approximation); test counts stay exact."),
     "p.share": ("Tỷ lệ phép đo đạt {target} Mb/s – {access}",
                 "Tests meeting {target} Mb/s – {access}"),
     "p.share.desc": ("Phần trăm phép đo tải xuống thành công đạt hoặc vượt mục tiêu.",

@@ -248,6 +248,38 @@ class QueryVariable:
         }
 
 
+@dataclass(frozen=True)
+class HiddenVariable:
+    """A hidden single-value query variable that panels use in their queries, not a
+    filter people pick: its query's first row's value (Grafana takes the second column
+    of a ``SELECT``: the first is the time), refreshed when the time range changes."""
+
+    name: str
+    query: str
+    datasource: DataSourceRef
+    #: The value before the first refresh (what a saved dashboard shows first).
+    default: str
+
+    def to_json(self) -> Json:
+        """The variable as Grafana stores it (``hide`` 2 = not shown)."""
+        return {
+            "type": "query",
+            "name": self.name,
+            "label": self.name,
+            "datasource": self.datasource.to_json(),
+            "query": self.query,
+            "refresh": 2,
+            "multi": False,
+            "includeAll": False,
+            "regex": "",
+            "current": {"selected": False, "text": self.default, "value": self.default},
+            "options": [],
+            "sort": 0,
+            "hide": 2,
+            "skipUrlSync": True,
+        }
+
+
 @dataclass
 class Dashboard:
     """A dashboard: metadata, variables and panels (ids assigned in order)."""
@@ -256,7 +288,7 @@ class Dashboard:
     title: str
     description: str
     tags: list[str]
-    variables: list[QueryVariable]
+    variables: list[QueryVariable | HiddenVariable]
     panels: list[Panel | RowPanel]
     time_from: str = "now-7d"
     refresh: str = "5m"

@@ -31,8 +31,16 @@ InfluxQL facts these queries lean on (verified on InfluxDB 1.6.7 by the tests):
   ``sum(met) / sum(tests)`` over the hourly points, exact for whole hours (a point is
   stamped at its hour's start: a range starting mid-hour leaves that hour out), and needs
   no subquery. A last status of a range is the last of its daily "last status" points;
-  the range is widened by a day so the day holding its start is read. Medians and
-  percentiles do not add up: those panels keep reading ``results``.
+  the range is widened by a day so the day holding its start is read.
+- medians and percentiles do not add up. Throughput panels therefore have two targets,
+  of which one is empty: raw ``results`` for ranges under 2 days (exact), and the
+  rollups (``tput_$resolution``) for longer ones: the median of every line's hourly
+  (from 8 days: daily) medians, an approximation, not the median of the tests (the
+  bulletin's figures are the exact ones). The hidden variable ``$resolution`` (``raw``,
+  ``1h``, ``1d``) is computed by influxd from the time range (:func:`resolution_query`)
+  and a target is switched off by a condition between two literals,
+  ``'$resolution' = 'raw'``, which influxd reduces to false before reading any shard
+  (verified: the switched-off target costs ~10 ms whatever the range).
 - no hour-of-day function exists in InfluxQL 1.x and ``OR`` between time ranges
   silently returns nothing, so peak-hour medians filter on the ``local_hour`` field the
   collector writes (hour in Asia/Ho_Chi_Minh of the test's start; collector/core/schema.py).
@@ -44,7 +52,17 @@ from collections.abc import Sequence
 from datetime import UTC, date, datetime, time
 
 from collector.core.registrymetrics import REGISTRY
-from collector.core.rollups import STATUS_1D, STATUS_1H, TPUT_1H
+from collector.core.rollups import (
+    DEVICE_LIMITED,
+    LINE_1D,
+    QUAL_1H,
+    STATUS_1D,
+    STATUS_1H,
+    SWITCH,
+    SWITCH_BASE_MS,
+    TPUT_1D,
+    TPUT_1H,
+)
 from collector.core.schema import (
     BULLETIN_RUNS,
     LINK_USAGE,
@@ -77,8 +95,11 @@ _MEASUREMENT_VARS = {
     LINK_USAGE: ("commune", "isp", "access", "probe"),
     REGISTRY: ("commune", "probe"),
     TPUT_1H: ("commune", "isp", "access", "probe"),
+    TPUT_1D: ("commune", "isp", "access", "probe"),
     STATUS_1H: ("commune", "probe"),
     STATUS_1D: ("commune", "probe"),
+    QUAL_1H: ("commune", "isp", "access", "probe"),
+    LINE_1D: ("commune", "isp", "access", "probe"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -96,6 +117,19 @@ OK = "\"status\" = 'ok'"
 #: Tests run while the office line carried other traffic measure the office, not the ISP;
 #: the bulletin excludes them too (docs/methodology.md).
 CLEAN = "\"cross_traffic\" = 0"
+
+#: The hidden variable naming where the throughput panels read: ``raw`` (``results``),
+#: ``1h`` or ``1d`` (``tput_1h``/``tput_1d``); see :func:`resolution_query`.
+RESOLUTION = "resolution"
+RAW, HOURLY, DAILY = "raw", "1h", "1d"
+#: The throughput rollup of the current resolution (only read when it is not raw).
+TPUT_SWITCHED = f"tput_${RESOLUTION}"
+#: The quality rollup of the current resolution (only read when it is not raw).
+QUAL_SWITCHED = f"qual_${RESOLUTION}"
+#: Rollup field holding each metric's median.
+ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps",
+                 "rtt_ms": "rtt_median_ms", "jitter_ms": "jitter_median_ms",
+                 "loaded_rtt_ms": "loaded_rtt_median_ms", "idle_rtt_ms": "idle_rtt_median_ms"}
 
 #: Silent-probe window: 7 buckets of 5 min = at least 30 min, at most 35 min.
 #: The ``registry`` points the probe-health queries read (written every 5 minutes).
@@ -133,6 +167,26 @@ def where(*conds: str) -> str:
     return "WHERE " + " AND ".join(conds)
 
 
+def resolution_query() -> str:
+    """The ``resolution`` variable's query: the collector's ``rollup_switch`` points sit at
+    a fixed instant plus the shortest range each resolution serves
+    (collector/core/rollups.py, ``SWITCH_STEPS``), so the last one at or before that
+    instant plus the range's length is the resolution. Grafana substitutes
+    ``${__from}``/``${__to}`` (epoch ms) in variable queries too; influxd does the
+    arithmetic."""
+    return (f"SELECT last({q(RESOLUTION)}) FROM {q(SWITCH)} "
+            f"WHERE time <= {SWITCH_BASE_MS}ms + ${{__to}}ms - ${{__from}}ms")
+
+
+def at(resolution: str, negate: bool = False) -> str:
+    """A condition true only at (or, with ``negate``, at any but) that resolution."""
+    return f"'${RESOLUTION}' {'!=' if negate else '='} {s(resolution)}"
+
+
+#: A raw target's switch, and a rollup target's.
+RAW_ONLY, ROLLUP_ONLY = at(RAW), at(RAW, negate=True)
+
+
 def _throughput(access: str | None) -> list[str]:
     conds = [methods(THROUGHPUT_METHODS), OK, CLEAN]
     if access:
@@ -148,10 +202,27 @@ def _group(tags: Sequence[str]) -> str:
 
 
 def median_speed(access: str | None, metric: str = "download_mbps",
-                 group: Sequence[str] = (), extra: Sequence[str] = ()) -> str:
-    """Median of a throughput metric over the time range, optionally per tag."""
+                 group: Sequence[str] = (), extra: Sequence[str] = (),
+                 switched: bool = True) -> str:
+    """Median of a throughput metric over the time range from the raw points, optionally
+    per tag; ``switched``: only at the raw resolution (:func:`rollup_median` otherwise)."""
     sql = (f"SELECT median({q(metric)}) FROM {q(RESULTS)} "
            f"{where(*_throughput(access), *extra, *var_filters(), TIME)}")
+    sql += f" AND {RAW_ONLY}" if switched else ""
+    return sql + (f" GROUP BY {_group(group)}" if group else "")
+
+
+def _rollup_where(access: str | None) -> str:
+    conds = [f"{q('access')} = {s(access)}"] if access else []
+    return where(*conds, *var_filters(TPUT_1H), TIME, ROLLUP_ONLY)
+
+
+def rollup_median(access: str | None, metric: str = "download_mbps",
+                  group: Sequence[str] = ()) -> str:
+    """:func:`median_speed` from the rollups, at the hourly and daily resolutions: the
+    median of the lines' hourly (daily) medians, not of the tests."""
+    sql = (f"SELECT median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')} "
+           f"FROM {q(TPUT_SWITCHED)} {_rollup_where(access)}")
     return sql + (f" GROUP BY {_group(group)}" if group else "")
 
 
@@ -159,6 +230,18 @@ def peak_median(access: str, start_hour: int, end_hour: int) -> str:
     """Median download over tests started in [start_hour, end_hour) local time."""
     hours = [f"{q(LOCAL_HOUR_FIELD)} >= {start_hour}", f"{q(LOCAL_HOUR_FIELD)} < {end_hour}"]
     return median_speed(access, extra=hours)
+
+
+def _line_day_where(access: str) -> str:
+    return where(f"{q('access')} = {s(access)}", *var_filters(LINE_1D), TIME, ROLLUP_ONLY)
+
+
+def rollup_peak_median(access: str) -> str:
+    """:func:`peak_median` from the line-day rollups (the collector's peak hours, the same
+    ``[bulletin]`` settings): the median of the lines' daily peak-hour medians, also at
+    the hourly resolution (2 to 8 days)."""
+    return (f"SELECT median({q('peak_median_mbps')}) AS {q('median')} FROM {q(LINE_1D)} "
+            f"{_line_day_where(access)}")
 
 
 def met_indicator(target_mbps: float, metric: str = "download_mbps") -> str:
@@ -176,13 +259,17 @@ def share_meeting(access: str, target_mbps: float, group: Sequence[str] = (),
 
 
 def share_at_target(access: str, met_field: str = MET, group: Sequence[str] = (),
-                    extra: Sequence[str] = ()) -> str:
+                    extra: Sequence[str] = (), daily: bool = False) -> str:
     """Percent of successful throughput tests on an idle line meeting the target, from the
-    hourly rollups: ``met`` (the access type's 2025 target) or ``met_2030``."""
+    hourly rollups (or, with ``daily``, the daily ones: only at the daily resolution, the
+    hourly query at every other): ``met`` (the access type's 2025 target) or
+    ``met_2030``. Exact at either resolution for whole hours (days)."""
     by = f" GROUP BY {_group(group)}" if group else ""
     is_access = f"{q('access')} = {s(access)}"
+    measurement, switch = (TPUT_1D, at(DAILY)) if daily else (TPUT_1H, at(DAILY, True))
     return (f"SELECT sum({q(met_field)}) / sum({q('tests')}) * 100 AS {q('share_pct')} "
-            f"FROM {q(TPUT_1H)} {where(is_access, *var_filters(TPUT_1H), TIME, *extra)}{by}")
+            f"FROM {q(measurement)} "
+            f"{where(is_access, *var_filters(TPUT_1H), TIME, *extra, switch)}{by}")
 
 
 def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
@@ -193,16 +280,36 @@ def _per_bucket(agg: str, metric: str, conds: Sequence[str]) -> str:
 
 
 def speed_trend(metric: str = "download_mbps") -> str:
-    """Median per time bucket, one series per access type."""
-    return _per_bucket("median", metric, _throughput(None))
+    """Median per time bucket, one series per access type (raw resolution only)."""
+    return _per_bucket("median", metric, (*_throughput(None), RAW_ONLY))
+
+
+def rollup_trend(metric: str = "download_mbps") -> str:
+    """:func:`speed_trend` from the rollups: the median of the lines' hourly (daily)
+    medians in each bucket (a daily point lands in the bucket holding its local
+    midnight)."""
+    return (f"SELECT median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')} "
+            f"FROM {q(TPUT_SWITCHED)} {_rollup_where(None)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
 
 
 def area_table(access: str, group: Sequence[str]) -> str:
-    """Median, 10th percentile and test count of download per area (table format)."""
+    """Median, 10th percentile and test count of download per area (table format; raw
+    resolution only)."""
     return (f"SELECT median({q('download_mbps')}) AS {q('median_mbps')}, "
             f"percentile({q('download_mbps')}, 10) AS {q('p10_mbps')}, "
             f"count({q('download_mbps')}) AS {q('tests')} FROM {q(RESULTS)} "
-            f"{where(*_throughput(access), *var_filters(), TIME)} GROUP BY {_group(group)}")
+            f"{where(*_throughput(access), *var_filters(), TIME, RAW_ONLY)} "
+            f"GROUP BY {_group(group)}")
+
+
+def rollup_area_table(access: str, group: Sequence[str]) -> str:
+    """:func:`area_table` from the rollups: the median and the 10th percentile of the
+    lines' hourly (daily) medians, and the number of tests (exact: counts add up)."""
+    return (f"SELECT median({q('median_mbps')}) AS {q('median_mbps')}, "
+            f"percentile({q('median_mbps')}, 10) AS {q('p10_mbps')}, "
+            f"sum({q('tests')}) AS {q('tests')} FROM {q(TPUT_SWITCHED)} "
+            f"{_rollup_where(access)} GROUP BY {_group(group)}")
 
 
 def before(day: date) -> str:
@@ -228,22 +335,34 @@ def probe_map(access: str) -> str:
             f"count({q('download_mbps')}) AS {q('tests')}, "
             f"last({q('latitude')}) AS {q('latitude')}, "
             f"last({q('longitude')}) AS {q('longitude')} FROM {q(RESULTS)} "
-            f"{where(*_throughput(access), *var_filters(), TIME)} "
+            f"{where(*_throughput(access), *var_filters(), TIME, RAW_ONLY)} "
             f"GROUP BY {_group(('probe', *UNIT))}")
 
 
+def rollup_probe_map(access: str) -> str:
+    """:func:`probe_map` from the line-day rollups: the median of the probe's daily
+    medians (also at the hourly resolution), exact test counts."""
+    return (f"SELECT median({q('median_mbps')}) AS {q('median_mbps')}, "
+            f"sum({q('tests')}) AS {q('tests')}, "
+            f"last({q('latitude')}) AS {q('latitude')}, "
+            f"last({q('longitude')}) AS {q('longitude')} FROM {q(LINE_1D)} "
+            f"{_line_day_where(access)} GROUP BY {_group(('probe', *UNIT))}")
+
+
 # ----------------------------------------------------------------- probe and radio limits
-
-#: Results whose speed the probe set, not the line (agent/methods/common/device.py).
-DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
-
 
 def device_limited_table() -> str:
     """Per access type: throughput tests limited by the probe (its interface's ceiling or
     a saturated CPU), and all throughput tests, over the time range."""
     return (f"SELECT count({q('download_mbps')}) AS {q('limited')} FROM {q(RESULTS)} "
             f"{where(methods(THROUGHPUT_METHODS), OK, DEVICE_LIMITED, *var_filters(), TIME)} "
-            f"GROUP BY {q('access')}")
+            f"AND {RAW_ONLY} GROUP BY {q('access')}")
+
+
+def rollup_device_limited_table() -> str:
+    """:func:`device_limited_table` from the quality rollups (exact: counts add up)."""
+    return (f"SELECT sum({q('device_limited')}) AS {q('limited')} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {q('access')}")
 
 
 def radio_scatter(x_metric: str) -> str:
@@ -258,17 +377,34 @@ def radio_scatter(x_metric: str) -> str:
 
 def latency_trend(metric: str) -> str:
     """Median of a latency metric per bucket and access type (latency methods)."""
-    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK))
+    return _per_bucket("median", metric, (methods(LATENCY_METHODS), OK, RAW_ONLY))
 
 
 def loss_trend() -> str:
     """Mean packet loss per bucket and access type."""
-    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK))
+    return _per_bucket("mean", "loss_pct", (methods(LATENCY_METHODS), OK, RAW_ONLY))
 
 
 def loaded_latency_trend(metric: str) -> str:
     """Median RTT under load / idle (written by throughput tests that measure it)."""
-    return _per_bucket("median", metric, (OK,))
+    return _per_bucket("median", metric, (OK, RAW_ONLY))
+
+
+def _qual_per_bucket(select: str) -> str:
+    return (f"SELECT {select} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} "
+            f"GROUP BY time($__interval), {q('access')} fill(none)")
+
+
+def rollup_latency_trend(metric: str) -> str:
+    """:func:`latency_trend` / :func:`loaded_latency_trend` from the quality rollups: the
+    median of the lines' hourly (daily) medians in each bucket."""
+    return _qual_per_bucket(f"median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')}")
+
+
+def rollup_loss_trend() -> str:
+    """:func:`loss_trend` from the quality rollups (exact: a sum over a count)."""
+    return _qual_per_bucket(f"sum({q('loss_sum')}) / sum({q('loss_tests')}) AS {q('mean')}")
 
 
 def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
@@ -277,8 +413,21 @@ def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: st
     that failed for another reason (tool missing, internal) carries no metric and is
     not counted either way."""
     return (f"SELECT mean({q(metric)}) * 100 AS {q(pct_name)}, count({q(metric)}) AS {q('tests')} "
-            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME)} "
+            f"FROM {q(RESULTS)} {where(methods((method,)), *var_filters(), TIME, RAW_ONLY)} "
             f"GROUP BY {_group(group)}")
+
+
+#: The quality rollups' (ones, tests) fields of each readiness metric.
+READINESS_FIELDS = {"ipv6_reachable": ("ipv6_ready", "ipv6_tests"),
+                    "reachable": ("tslcd_reachable", "tslcd_tests")}
+
+
+def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str) -> str:
+    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts)."""
+    ones, tests = READINESS_FIELDS[metric]
+    return (f"SELECT sum({q(ones)}) / sum({q(tests)}) * 100 AS {q(pct_name)}, "
+            f"sum({q(tests)}) AS {q('tests')} FROM {q(QUAL_SWITCHED)} "
+            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
 
 
 # ----------------------------------------------------------------- probe health
@@ -325,10 +474,13 @@ def last_seen() -> str:
             f"{where(*var_filters(), TIME)} GROUP BY {q('probe')}")
 
 
-def spool_trend() -> str:
-    """Spool depth per probe over time (the hourly maximum, from the status rollups)."""
-    return (f"SELECT max({q('spool_max')}) FROM {q(STATUS_1H)} "
-            f"{where(*var_filters(STATUS_1H), TIME)} "
+def spool_trend(daily: bool = False) -> str:
+    """Spool depth per probe over time: the hourly maximum from the status rollups, or
+    with ``daily`` the daily one (only at the daily resolution; the hourly query at
+    every other)."""
+    measurement, switch = (STATUS_1D, at(DAILY)) if daily else (STATUS_1H, at(DAILY, True))
+    return (f"SELECT max({q('spool_max')}) FROM {q(measurement)} "
+            f"{where(*var_filters(measurement), TIME, switch)} "
             f"GROUP BY time($__interval), {q('probe')} fill(none)")
 
 

@@ -4,15 +4,19 @@ return the numbers computed here from the same messages.
 
 Grafana cannot run here: ``fake_grafana_interpolate`` (a named fake) substitutes
 ``$timeFilter``, ``$__interval`` and the variables the way Grafana's InfluxDB data
-source does.
+source does, and ``fake_grafana_resolution`` refreshes the hidden ``resolution`` variable
+from influxd for each time range, as Grafana does on a time range change. Throughput
+panels read raw points for ranges under 2 days (exact) and rollups beyond (hourly, daily
+from 8 days: medians of the lines' hourly/daily medians, computed here independently).
 """
 
 from __future__ import annotations
 
 import json
+import statistics
 import uuid
 from collections.abc import Iterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
@@ -21,7 +25,7 @@ from collector.config import InfluxSettings
 from collector.core.influx import InfluxClient, Series
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
-from collector.core.rollups import hour_start
+from collector.core.rollups import DAY_MS, day_start, hour_start
 from collector.core.service import ingest
 from collector.dashboards.build import BuildConfig, build_all
 from collector.dashboards.files import ROOT
@@ -75,10 +79,34 @@ def _all_queries() -> list[tuple[str, str]]:
     return out
 
 
+def _ms(when: datetime) -> int:
+    return int(when.timestamp() * 1000)
+
+
 def _window(ds: H.DataSet) -> tuple[int, int]:
-    # From the start of the first hour: rollup points are stamped at their hour's start
-    # (no result is older than ds.start, so raw panels see the same tests).
-    return hour_start(int(ds.start.timestamp() * 1000)), int(ds.now.timestamp() * 1000)
+    """All the data set (from the start of its first hour: rollup points are stamped at
+    their hour's start): a bit over 48 hours, so throughput panels read hourly rollups."""
+    return hour_start(_ms(ds.start)), _ms(ds.now)
+
+
+def _raw_start(ds: H.DataSet) -> datetime:
+    """47 to 48 hours back, at an hour's start: under 2 days, so raw points."""
+    return datetime.fromtimestamp(hour_start(_ms(ds.now - timedelta(hours=47))) / 1000, UTC)
+
+
+def _raw_window(ds: H.DataSet) -> tuple[int, int]:
+    return _ms(_raw_start(ds)), _ms(ds.now)
+
+
+def _daily_window(ds: H.DataSet) -> tuple[int, int]:
+    """9 days (daily rollups); the dead probe's results 10 days back stay outside."""
+    return _ms(ds.now - timedelta(days=9)), _ms(ds.now)
+
+
+def _resolution_query() -> str:
+    [var] = [v for v in _committed("vi", "overview")["templating"]["list"]
+             if v["name"] == "resolution"]
+    return str(var["query"])
 
 
 def _legacy_window() -> tuple[int, int]:
@@ -90,8 +118,20 @@ def _run(client: InfluxClient, query: str, ds: H.DataSet,
          variables: dict[str, list[str] | None] | None = None,
          window: tuple[int, int] | None = None) -> list[Series]:
     start, end = window or _window(ds)
-    sql = H.fake_grafana_interpolate(query, start, end, "1h", variables)
+    resolution = H.fake_grafana_resolution(client, _resolution_query(), start, end)
+    sql = H.fake_grafana_interpolate(query, start, end, "1h", variables, resolution)
     return client.query(sql)[0]
+
+
+def _shown(client: InfluxClient, panel: dict[str, Any], ds: H.DataSet,
+           variables: dict[str, list[str] | None] | None = None,
+           window: tuple[int, int] | None = None, refs: str = "AB") -> list[Series]:
+    """What a panel shows from its targets ``refs`` (switched pairs: one of them is empty
+    at any resolution, which is checked)."""
+    got = {t["refId"]: _run(client, t["query"], ds, variables, window)
+           for t in panel["targets"] if t["refId"] in refs}
+    assert len([r for r in got.values() if r]) <= 1, (panel["title"], got)
+    return [s for series in got.values() for s in series]
 
 
 def _panel(name: str, key: str) -> dict[str, Any]:
@@ -119,13 +159,18 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
     assert len(queries) > 60
     empty = []
     for where, query in queries:
-        for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
-            series = _run(client, query, ds, variables)  # raises InfluxError on any error
-            if not series and variables is None:
-                # The old-district tables show months before the reorganisation only.
-                legacy = _run(client, query, ds, None, _legacy_window())
-                if not legacy or "2025-06-30T17:00:00Z" not in query:
-                    empty.append(where)
+        found = False
+        # Raw points, hourly and daily rollups: each switched target has data at one.
+        for window in (_raw_window(ds), _window(ds), _daily_window(ds)):
+            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
+                # raises InfluxError on any error
+                series = _run(client, query, ds, variables, window)
+                found = found or (bool(series) and variables is None)
+        if not found:
+            # The old-district tables show months before the reorganisation only.
+            legacy = _run(client, query, ds, None, _legacy_window())
+            if not legacy or "2025-06-30T17:00:00Z" not in query:
+                empty.append(where)
     assert not empty, empty
 
 
@@ -136,18 +181,18 @@ def test_commune_variable_is_code_with_official_name(
     client, ds = loaded
     for lang in ("vi", "en"):
         variables = {v["name"]: v for v in _committed(lang, "overview")["templating"]["list"]}
-        assert list(variables) == ["commune", "isp", "access", "probe"]
+        assert list(variables) == ["commune", "isp", "access", "probe", "resolution"]
     var = variables["commune"]
     values = [v[1] for v in _run(client, var["query"], ds)[0].values]
     options = H.fake_grafana_variable_options(values, var["regex"])
     assert sorted(options) == sorted({(s.commune, s.commune_code) for s in H.SITES})
     assert ("Xã Kỳ Hoa", "18814") in options
     # Chosen by code, the median panel sees both of Xã Kỳ Hoa's probes (two old units).
-    rows = H.throughput(ds, "fixed", ds.start, ds.now, commune_code="18814")
+    rows = H.throughput(ds, "fixed", _raw_start(ds), ds.now, commune_code="18814")
     assert {r.probe_id for r, _s in rows} == {"ka-ubnd-01", "ka-school-02"}
-    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
-    assert _value(_run(client, query, ds, {"commune": ["18814"]})) == pytest.approx(
-        H.median(H.downloads(rows)), rel=1e-9)
+    panel = _panel("overview", "overview.median_fixed")
+    assert _value(_shown(client, panel, ds, {"commune": ["18814"]}, _raw_window(ds))) == \
+        pytest.approx(H.median(H.downloads(rows)), rel=1e-9)
 
 
 def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -> None:
@@ -168,12 +213,13 @@ def test_variables_list_the_tag_values(loaded: tuple[InfluxClient, H.DataSet]) -
 def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
                                          access: str) -> None:
     client, ds = loaded
-    values = H.downloads(H.throughput(ds, access, ds.start, ds.now))
-    median = _value(_run(client, _panel("overview", f"overview.median_{access}")["targets"][0]
-                         ["query"], ds))
+    raw = _raw_window(ds)
+    values = H.downloads(H.throughput(ds, access, _raw_start(ds), ds.now))
+    median = _value(_shown(client, _panel("overview", f"overview.median_{access}"), ds,
+                           None, raw))
     assert median == pytest.approx(H.median(values), rel=1e-9)
-    share = _value(_run(client, _panel("overview", f"overview.share_{access}")["targets"][0]
-                        ["query"], ds))
+    share = _value(_shown(client, _panel("overview", f"overview.share_{access}"), ds, None,
+                          raw))
     assert share == pytest.approx(H.share_at_least(values, CFG.target(access)), rel=1e-9)
     assert 0 < share < 100  # the data set straddles the target
 
@@ -181,14 +227,15 @@ def test_median_and_share_meeting_target(loaded: tuple[InfluxClient, H.DataSet],
 def test_filtered_by_communes_and_2030_share(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
     chosen = ("18814", "18790")
-    values = H.downloads([(r, s) for r, s in H.throughput(ds, "fixed", ds.start, ds.now)
+    raw = _raw_window(ds)
+    values = H.downloads([(r, s) for r, s in H.throughput(ds, "fixed", _raw_start(ds), ds.now)
                           if s.commune_code in chosen])
-    query = _panel("overview", "overview.median_fixed")["targets"][0]["query"]
-    got = _value(_run(client, query, ds, {"commune": list(chosen)}))
+    panel = _panel("overview", "overview.median_fixed")
+    got = _value(_shown(client, panel, ds, {"commune": list(chosen)}, raw))
     assert got == pytest.approx(H.median(values), rel=1e-9)
-    all_fixed = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now))
-    query = _panel("overview", "overview.share_fixed_2030")["targets"][0]["query"]
-    assert _value(_run(client, query, ds)) == pytest.approx(
+    all_fixed = H.downloads(H.throughput(ds, "fixed", _raw_start(ds), ds.now))
+    panel = _panel("overview", "overview.share_fixed_2030")
+    assert _value(_shown(client, panel, ds, None, raw)) == pytest.approx(
         H.share_at_least(all_fixed, CFG.targets.fixed_2030_mbps), rel=1e-9)
 
 
@@ -196,12 +243,13 @@ def test_peak_hour_median(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     """The collector writes local_hour (hour of started_at in Vietnam); the peak panel's
     median equals the median of tests started 19:00-22:59 local time."""
     client, ds = loaded
-    rows = H.throughput(ds, "mobile", ds.start, ds.now)
+    rows = H.throughput(ds, "mobile", _raw_start(ds), ds.now)
     peak = [r.metrics.download_mbps for r, _s in rows
             if CFG.peak_start_hour <= H.local_hour(r) < CFG.peak_end_hour]
     assert peak and len(peak) < len(rows)
-    query = _panel("overview", "overview.peak_mobile")["targets"][0]["query"]
-    assert _value(_run(client, query, ds)) == pytest.approx(H.median(peak), rel=1e-9)
+    panel = _panel("overview", "overview.peak_mobile")
+    assert _value(_shown(client, panel, ds, None, _raw_window(ds))) == pytest.approx(
+        H.median(peak), rel=1e-9)
 
 
 def test_legacy_district_table_only_before_the_reform(
@@ -231,46 +279,57 @@ def test_legacy_district_table_only_before_the_reform(
 
 def test_commune_table_and_map(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
+    raw = _raw_window(ds)
     panel = _panel("where", "where.communes_mobile")
-    series = _run(client, panel["targets"][0]["query"], ds)
+    series = _shown(client, panel, ds, None, raw)
     assert {s.tags["commune_code"] for s in series} == {"18814", "18790", "18547"}
     for s in series:
-        values = H.downloads(H.throughput(ds, "mobile", ds.start, ds.now,
+        values = H.downloads(H.throughput(ds, "mobile", _raw_start(ds), ds.now,
                                           commune_code=s.tags["commune_code"]))
         assert s.tags["commune"] == next(x.commune for x in H.SITES
                                          if x.commune_code == s.tags["commune_code"])
         assert s.rows()[0]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
     geomap = _panel("where", "where.map")
-    rows = {s.tags["probe"]: s.rows()[0] for s in _run(client, geomap["targets"][1]["query"], ds)}
+    rows = {s.tags["probe"]: s.rows()[0]
+            for s in _run(client, geomap["targets"][1]["query"], ds, None, raw)}
     site = ds.site("ka-ubnd-01")
     assert rows["ka-ubnd-01"]["latitude"] == site.latitude
     assert rows["ka-ubnd-01"]["longitude"] == site.longitude
-    values = H.downloads(H.throughput(ds, "fixed", ds.start, ds.now, probe_id="ka-ubnd-01"))
+    values = H.downloads(H.throughput(ds, "fixed", _raw_start(ds), ds.now,
+                                      probe_id="ka-ubnd-01"))
     assert rows["ka-ubnd-01"]["median_mbps"] == pytest.approx(H.median(values), rel=1e-9)
 
 
 def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     client, ds = loaded
-    query = _panel("where", "where.isp_fixed")["targets"][0]["query"]
-    got = {s.tags["isp"]: s.values[0][1] for s in _run(client, query, ds)}
-    rows = H.throughput(ds, "fixed", ds.start, ds.now)
+    panel = _panel("where", "where.isp_fixed")
+    got = {s.tags["isp"]: s.values[0][1] for s in _shown(client, panel, ds, None,
+                                                          _raw_window(ds))}
+    rows = H.throughput(ds, "fixed", _raw_start(ds), ds.now)
     expected = {isp: H.median([r.metrics.download_mbps for r, _s in rows if r.isp == isp])
                 for isp in {r.isp for r, _s in rows}}
     assert got == pytest.approx(expected, rel=1e-9)
 
 
+@pytest.mark.parametrize("resolution", ["raw", "1h", "1d"])
 @pytest.mark.parametrize(("key", "method", "metric"),
                          [("quality.tslcd", "reachability", "reachable"),
                           ("quality.ipv6", "ipv6", "ipv6_reachable")])
 def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
-                               method: str, metric: str) -> None:
+                               method: str, metric: str, resolution: str) -> None:
+    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each)."""
     client, ds = loaded
-    series = _run(client, _panel("quality", key)["targets"][0]["query"], ds)
+    window, since = {"raw": (_raw_window(ds), _raw_start(ds)),
+                     "1h": (_window(ds), ds.start), "1d": (_daily_window(ds), ds.start)}[
+        resolution]
+    assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
+    series = _shown(client, _panel("quality", key), ds, None, window)
     got = {s.tags["commune"]: s.values[0][1:] for s in series}
     expected = {}
     for commune in {s.commune for s in H.ACTIVE}:
         values = [r.metrics.values()[metric] for r in ds.results if r.method == method
-                  and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()]
+                  and ds.site(r.probe_id).commune == commune and metric in r.metrics.values()
+                  and r.started_at >= since]
         expected[commune] = [100.0 * sum(values) / len(values), len(values)]
     assert got.keys() == expected.keys()
     for commune, (pct, n) in expected.items():
@@ -279,9 +338,10 @@ def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
     # Tests that broke (no metric) are not counted as "not ready".
     if method == "ipv6":
         broken = sum(1 for r in ds.results if r.method == "ipv6" and not r.ok
-                     and r.error is not None and r.error.code == "tool_missing")
+                     and r.error is not None and r.error.code == "tool_missing"
+                     and r.started_at >= since)
         assert broken and got["Xã Kỳ Hoa"][1] == sum(
-            1 for r in ds.results if r.method == "ipv6"
+            1 for r in ds.results if r.method == "ipv6" and r.started_at >= since
             and ds.site(r.probe_id).commune == "Xã Kỳ Hoa") - broken
 
 
@@ -412,14 +472,17 @@ def test_transformations_overrides_and_map_fields_exist(
 
 def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
     """Panels reading rollups (share meeting the target, commune share, last status, spool
-    trend) equal the raw numbers, and still do after a probe's spool delivers a result
-    and a status a day and a half late."""
+    trend hourly and daily, median at hourly and daily resolution) equal the numbers
+    computed from the messages, and still do after a probe's spool delivers a result and
+    a status a day and a half late."""
     url = f"http://{influxd.host}:{influxd.port}"
     ds = H.make_dataset()
     assert not ingest([*ds.results, *ds.statuses], H.SITES, url, database=DB).dead
     client = InfluxClient(InfluxSettings(url=url, database=DB))
     share_q = _panel("overview", "overview.share_fixed")["targets"][0]["query"]
-    table_q = _panel("where", "where.communes_fixed")["targets"][1]["query"]
+    table_q = _panel("where", "where.communes_fixed")["targets"][2]["query"]
+    assert 'sum("met")' in table_q
+    median_panel = _panel("overview", "overview.median_fixed")
     spool_q = _panel("probes", "probes.spool")["targets"][0]["query"]
     probe, (link, access, isp, _b) = "hk-ubnd-01", H.LINKS["hk-ubnd-01"][0]
     code = ds.site(probe).commune_code
@@ -442,6 +505,28 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
         spool = {int(v[0]): v[1] for s in _run(client, spool_q, ds, {"probe": [probe]})
                  for v in s.values}
         assert spool[hour] == (late_spool or 0)
+        # The median panel at both rollup resolutions: the late result's hour and day
+        # are recomputed with it.
+        for window, res in ((_window(ds), "1h"), (_daily_window(ds), "1d")):
+            medians = H.medians_of(H.bucket_values(results, ds, res, _dt(window[0]),
+                                                   _dt(window[1]), "fixed"))
+            got = _value(_shown(client, median_panel, ds, None, window))
+            assert got == pytest.approx(H.median(medians), rel=1e-9), res
+        daily = _panel("probes", "probes.spool")
+        spool_days = {int(v[0]): v[1] for s in _shown(client, daily, ds, {"probe": [probe]},
+                                                       _daily_window(ds)) for v in s.values}
+        # (the spool probe's last hour has a growing spool: another local day)
+        assert spool_days[day_start(_ms(when))] == (late_spool or 0)
+        # The loss trend (quality rollups): the late latency result's hour (one with no
+        # late throughput result: every method marks its hour for recomputing).
+        loss_hour = hour_start(_ms(when - timedelta(hours=3)))
+        losses = [r.metrics.loss_pct for r in results if r.method in H.LATENCY and r.ok
+                  and r.metrics.loss_pct is not None and r.access == access
+                  and hour_start(_ms(r.started_at)) == loss_hour]
+        loss = {int(v[0]): v[1] for s in _shown(client, _panel("quality", "quality.loss"), ds,
+                                                 {"access": [access]}, _window(ds))
+                for v in s.values}
+        assert loss[loss_hour] == pytest.approx(statistics.mean(losses), rel=1e-9)
 
     try:
         check(ds.results, None)
@@ -449,10 +534,201 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
                              started_at=when, probe_id=probe, link=link, access=access,
                              isp=isp, agent_version="0.1.0", duration_s=10.0,
                              metrics=Metrics(download_mbps=999.0, upload_mbps=300.0))
+        late_loss = ResultMessage(id=uuid.uuid4(), method="icmp", target="8.8.8.8",
+                                  started_at=when - timedelta(hours=3), probe_id=probe,
+                                  link=link, access=access, isp=isp, agent_version="0.1.0",
+                                  duration_s=5.0,
+                                  metrics=Metrics(rtt_ms=20.0, jitter_ms=2.0, loss_pct=60.0))
         status = StatusMessage(probe_id=probe, at=when + timedelta(seconds=30),
                                agent_version="0.1.0", state="online", spool_depth=4321,
                                clock_synced=True)
-        assert ingest([late, status], H.SITES, url, database=DB).accepted == 2
-        check([*ds.results, late], 4321)
+        assert ingest([late, late_loss, status], H.SITES, url, database=DB).accepted == 3
+        check([*ds.results, late, late_loss], 4321)
     finally:
         client.close()
+
+
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def test_resolution_variable_on_both_sides_of_each_threshold(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """The hidden variable, evaluated by influxd from the range's length: raw under 2 days,
+    hourly rollups from 2 days, daily from 8; hidden and refreshed on time range change
+    in every dashboard."""
+    client, ds = loaded
+    for lang in ("vi", "en"):
+        for name in ("overview", "where", "quality", "probes"):
+            [var] = [v for v in _committed(lang, name)["templating"]["list"]
+                     if v["name"] == "resolution"]
+            assert (var["hide"], var["refresh"], var["multi"], var["includeAll"]) == \
+                (2, 2, False, False)
+            assert var["query"] == _resolution_query()
+    end = _ms(ds.now)
+    for length, want in ((1, "raw"), (2 * DAY_MS - 1, "raw"), (2 * DAY_MS, "1h"),
+                         (8 * DAY_MS - 1, "1h"), (8 * DAY_MS, "1d"), (400 * DAY_MS, "1d")):
+        assert H.fake_grafana_resolution(client, _resolution_query(), end - length, end) == \
+            want, length
+
+
+def test_median_panel_on_both_sides_of_the_raw_threshold(
+        loaded: tuple[InfluxClient, H.DataSet]) -> None:
+    """1 ms under 2 days: the exact median of the tests; at 2 days: the median of the
+    lines' hourly medians (only hours starting inside the range)."""
+    client, ds = loaded
+    panel = _panel("overview", "overview.median_fixed")
+    end = _ms(ds.now)
+    start = end - 2 * DAY_MS + 1
+    exact = H.downloads(H.throughput(ds, "fixed", _dt(start), ds.now))
+    got = _value(_shown(client, panel, ds, None, (start, end)))
+    assert got == pytest.approx(H.median(exact), rel=1e-9)
+    start -= 1
+    hourly = H.medians_of(H.bucket_values(ds.results, ds, "1h", _dt(start), ds.now, "fixed"))
+    got = _value(_shown(client, panel, ds, None, (start, end)))
+    assert got == pytest.approx(H.median(hourly), rel=1e-9)
+    assert H.median(hourly) != pytest.approx(H.median(exact), rel=1e-6)  # tells them apart
+
+
+@pytest.mark.parametrize("resolution", ["1h", "1d"])
+def test_rollup_panels_equal_medians_of_line_medians(
+        loaded: tuple[InfluxClient, H.DataSet], resolution: str) -> None:
+    """Every switched throughput panel at the hourly and the daily resolution, against
+    values computed here from the messages: medians and 10th percentiles of the lines'
+    hourly/daily medians, exact test counts and shares."""
+    client, ds = loaded
+    window = _window(ds) if resolution == "1h" else _daily_window(ds)
+    assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
+    t0, t1 = _dt(window[0]), _dt(window[1])
+
+    def buckets(access: str | None, metric: str = "download_mbps", **tags: str
+                ) -> dict[tuple[str, str, datetime], list[float]]:
+        return H.bucket_values(ds.results, ds, resolution, t0, t1, access, metric, **tags)
+
+    for access in ("mobile", "fixed"):
+        got = _value(_shown(client, _panel("overview", f"overview.median_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.median(H.medians_of(buckets(access))), rel=1e-9)
+        tests = [v for vs in buckets(access).values() for v in vs]
+        got = _value(_shown(client, _panel("overview", f"overview.share_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.share_at_least(tests, CFG.target(access)), rel=1e-9)
+    upload = {s.tags["access"]: s.values[0][1]
+              for s in _shown(client, _panel("overview", "overview.median_upload"), ds, None,
+                              window)}
+    assert upload == pytest.approx(
+        {a: H.median(H.medians_of(buckets(a, "upload_mbps"))) for a in ("mobile", "fixed")},
+        rel=1e-9)
+    isp = {s.tags["isp"]: s.values[0][1]
+           for s in _shown(client, _panel("where", "where.isp_fixed"), ds, None, window)}
+    assert isp == pytest.approx(
+        {i: H.median(H.medians_of(buckets("fixed", isp=i)))
+         for i in {r.isp for r in ds.results if r.access == "fixed"}
+         if buckets("fixed", isp=i)}, rel=1e-9)
+    panel = _panel("where", "where.communes_fixed")
+    table = {s.tags["commune_code"]: s.rows()[0]
+             for s in _shown(client, panel, ds, None, window)}
+    shares = {s.tags["commune_code"]: s.rows()[0]["share_pct"]
+              for s in _shown(client, panel, ds, None, window, refs="CD")}
+    assert table.keys() == shares.keys() and table
+    for code, row in table.items():
+        mine = buckets("fixed", commune_code=code)
+        tests = [v for vs in mine.values() for v in vs]
+        assert row["median_mbps"] == pytest.approx(H.median(H.medians_of(mine)), rel=1e-9)
+        p10 = H.influx_percentile_or_none(H.medians_of(mine), 10)
+        assert row["p10_mbps"] == (p10 if p10 is None else pytest.approx(p10))
+        assert row["tests"] == len(tests)
+        assert shares[code] == pytest.approx(H.share_at_least(tests, CFG.target("fixed")))
+    # Peak hours and the probe map read the line-day rollups at both resolutions.
+    in_peak = [r for r in ds.results
+               if CFG.peak_start_hour <= H.local_hour(r) < CFG.peak_end_hour]
+    days = {a: H.bucket_values(in_peak, ds, "1d", t0, t1, a) for a in ("mobile", "fixed")}
+    for access in ("mobile", "fixed"):
+        got = _value(_shown(client, _panel("overview", f"overview.peak_{access}"), ds, None,
+                            window))
+        assert got == pytest.approx(H.median(H.medians_of(days[access])), rel=1e-9)
+    geomap = _panel("where", "where.map")
+    rows = {s.tags["probe"]: s.rows()[0]
+            for s in _shown(client, geomap, ds, None, window, refs="BD")}
+    fixed_days = H.bucket_values(ds.results, ds, "1d", t0, t1, "fixed")
+    assert rows.keys() == {p for p, _l, _d in fixed_days}
+    for probe, row in rows.items():
+        mine = {k: v for k, v in fixed_days.items() if k[0] == probe}
+        assert row["median_mbps"] == pytest.approx(H.median(H.medians_of(mine)), rel=1e-9)
+        assert row["tests"] == sum(len(v) for v in mine.values())
+        assert (row["latitude"], row["longitude"]) == (ds.site(probe).latitude,
+                                                        ds.site(probe).longitude)
+    # The trend: each 1-hour bucket holds the median of the line medians stamped in it.
+    trend = {(s.tags["access"], int(v[0])): v[1]
+             for s in _shown(client, _panel("overview", "overview.trend"), ds, None, window)
+             for v in s.values}
+    expected: dict[tuple[str, int], list[float]] = {}
+    for access in ("mobile", "fixed"):
+        for (_p, _l, bucket), values in buckets(access).items():
+            expected.setdefault((access, hour_start(_ms(bucket))), []).append(H.median(values))
+    assert trend == pytest.approx({k: H.median(v) for k, v in expected.items()}, rel=1e-9)
+
+
+@pytest.mark.parametrize("resolution", ["1h", "1d"])
+def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
+                                     resolution: str) -> None:
+    """Latency, jitter, loaded/idle latency (medians of the lines' hourly/daily medians),
+    loss (an exact mean) and probe-limited tests (an exact count) per access type, against
+    values computed here from the messages; the same panels at the raw resolution are
+    checked exactly."""
+    client, ds = loaded
+    window = _window(ds) if resolution == "1h" else _daily_window(ds)
+    t0 = _dt(window[0])
+
+    def per_bucket(methods: tuple[str, ...] | None, metric: str
+                   ) -> dict[str, dict[int, dict[tuple[str, str], list[float]]]]:
+        """access -> 1-hour trend bucket (ms) -> line -> values."""
+        out: dict[str, dict[int, dict[tuple[str, str], list[float]]]] = {}
+        for r in ds.results:
+            value = r.metrics.values().get(metric)
+            if not r.ok or value is None or (methods and r.method not in methods):
+                continue
+            bucket = H.bucket_start(r.started_at, resolution)
+            if bucket >= t0:
+                out.setdefault(r.access, {}).setdefault(hour_start(_ms(bucket)), {}) \
+                    .setdefault((r.probe_id, r.link), []).append(value)
+        return out
+
+    def trend(key: str, refs: str = "AB") -> dict[tuple[str, int], float]:
+        return {(s.tags["access"], int(v[0])): v[1]
+                for s in _shown(client, _panel("quality", key), ds, None, window, refs)
+                for v in s.values}
+
+    for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "AB"),
+                                       ("quality.jitter", H.LATENCY, "jitter_ms", "AB"),
+                                       ("quality.loaded", None, "loaded_rtt_ms", "AB"),
+                                       ("quality.loaded", None, "idle_rtt_ms", "CD")):
+        expected = {(a, t): H.median([H.median(v) for v in lines.values()])
+                    for a, buckets in per_bucket(methods, metric).items()
+                    for t, lines in buckets.items()}
+        assert trend(key, refs) == pytest.approx(expected, rel=1e-9), key
+    loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
+            for a, buckets in per_bucket(H.LATENCY, "loss_pct").items()
+            for t, lines in buckets.items()}
+    assert trend("quality.loss") == pytest.approx(loss, rel=1e-9)
+    limited = {s.tags["access"]: s.rows()[0]["limited"]
+               for s in _shown(client, _panel("quality", "quality.device_limited"), ds, None,
+                               window)}
+    want = {}
+    for r in ds.results:
+        if (r.method in H.THROUGHPUT and r.ok and "device_limited" in r.flags
+                and H.bucket_start(r.started_at, resolution) >= t0):
+            want[r.access] = want.get(r.access, 0) + 1
+    assert limited == want and want
+    # raw: the exact median of the tests in each bucket
+    raw = _raw_window(ds)
+    got = {(s.tags["access"], int(v[0])): v[1]
+           for s in _shown(client, _panel("quality", "quality.rtt"), ds, None, raw)
+           for v in s.values}
+    tests: dict[tuple[str, int], list[float]] = {}
+    for r in ds.results:
+        if (r.method in H.LATENCY and r.ok and r.metrics.rtt_ms is not None
+                and r.started_at >= _raw_start(ds)):
+            tests.setdefault((r.access, hour_start(_ms(r.started_at))), []).append(
+                r.metrics.rtt_ms)
+    assert got == pytest.approx({k: H.median(v) for k, v in tests.items()}, rel=1e-9)

@@ -20,8 +20,9 @@ from typing import Any
 import pytest
 
 from collector.core.influx import InfluxClient
+from collector.dashboards.queries import resolution_query
 from devstack import localstack, netns
-from tests.helpers.dashboards import fake_grafana_interpolate
+from tests.helpers.dashboards import fake_grafana_interpolate, fake_grafana_resolution
 
 THROUGHPUT = {"iperf3", "http"}
 
@@ -101,7 +102,10 @@ def test_dashboard_panels_agree_with_the_agent(stack: Any) -> None:
                             (share_q[0], 100.0 * sum(d >= target for d in expected)
                              / len(expected))):
                 # From two hours back: an hourly rollup point is stamped at its hour's start.
-                sql = fake_grafana_interpolate(q, now_ms - 7_200_000, now_ms + 60_000)
+                start, end = now_ms - 7_200_000, now_ms + 60_000
+                # Two hours: the raw resolution (the medians' raw target).
+                resolution = fake_grafana_resolution(client, resolution_query(), start, end)
+                sql = fake_grafana_interpolate(q, start, end, resolution=resolution)
                 [series] = client.query(sql)
                 assert series[0].values[0][1] == pytest.approx(want, abs=1e-9), sql
                 checked += 1

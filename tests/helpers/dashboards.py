@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+from collector.core.influx import InfluxClient
 from collector.core.registry import sites_from_rows
 from collector.core.schema import Site
 from netmon import __version__
@@ -250,17 +251,24 @@ def _regex_escape(value: str) -> str:
 
 
 def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: str = "1h",
-                             variables: dict[str, list[str] | None] | None = None) -> str:
+                             variables: dict[str, list[str] | None] | None = None,
+                             resolution: str | None = None) -> str:
     """FAKE of Grafana's InfluxDB data source interpolation (Grafana cannot run here).
 
     ``$timeFilter`` -> ``time >= Xms and time <= Yms``; ``$__interval``; each template
-    variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)``.
+    variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)``; the
+    hidden single-value ``$resolution`` -> ``resolution`` as is (Grafana does not escape
+    a variable that is neither multi-value nor "All"; versions that regex-escape every
+    variable of a query holding a regex leave ``raw``/``1h``/``1d`` unchanged too), which
+    :func:`fake_grafana_resolution` gets from influxd as Grafana would.
     """
     variables = variables or {}
     out = query.replace("$timeFilter", f"time >= {start_ms}ms and time <= {end_ms}ms")
     out = out.replace("$__interval", interval)
     for name, value in (("__from", start_ms), ("__to", end_ms)):
         out = out.replace("${" + name + "}", str(value)).replace("$" + name, str(value))
+    if resolution is not None:
+        out = out.replace("${resolution}", resolution).replace("$resolution", resolution)
     for name in ("commune", "isp", "access", "probe"):
         values = variables.get(name)
         if not values:
@@ -273,6 +281,18 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
     leftover = re.findall(r"\$\w+", out)
     assert not leftover, f"uninterpolated macros {leftover} in {out}"
     return out
+
+
+def fake_grafana_resolution(client: InfluxClient, query: str, start_ms: int,
+                            end_ms: int) -> str:
+    """FAKE of Grafana refreshing a hidden query variable on a time range change: the
+    variable's query with ``${__from}``/``${__to}`` substituted, run on influxd; the
+    value is the first row's second column (its first is the time), as Grafana's InfluxDB
+    data source takes it from a ``SELECT``."""
+    series = client.query(fake_grafana_interpolate(query, start_ms, end_ms))[0]
+    values = [str(row[1]) for s in series for row in s.values]
+    assert values, f"variable query returned nothing: {query}"
+    return values[0]
 
 
 def fake_grafana_variable_options(values: list[str], regex: str) -> list[tuple[str, str]]:
@@ -299,6 +319,14 @@ def influx_percentile(values: list[float], pct: float) -> float:
     ordered = sorted(values)
     i = math.floor(len(ordered) * pct / 100.0 + 0.5) - 1
     return ordered[min(max(i, 0), len(ordered) - 1)]
+
+
+def influx_percentile_or_none(values: list[float], pct: float) -> float | None:
+    """:func:`influx_percentile`, or None where InfluxQL returns no value: the rank is
+    below 1 (fewer than 5 values for the 10th percentile)."""
+    if math.floor(len(values) * pct / 100.0 + 0.5) < 1:
+        return None
+    return influx_percentile(values, pct)
 
 
 def throughput(ds: DataSet, access: str | None, start: datetime, end: datetime,
@@ -330,3 +358,39 @@ def median(values: list[float]) -> float:
 def share_at_least(values: list[float], target: float) -> float:
     """Percent of values >= target."""
     return 100.0 * sum(v >= target for v in values) / len(values)
+
+
+def bucket_start(when: datetime, resolution: str) -> datetime:
+    """The start of the UTC hour (``1h``) or Vietnam day (``1d``) holding ``when``: a
+    rollup point's time."""
+    local = when.astimezone(UTC if resolution == "1h" else VN)
+    return (local.replace(minute=0, second=0, microsecond=0) if resolution == "1h"
+            else local.replace(hour=0, minute=0, second=0, microsecond=0))
+
+
+def bucket_values(results: list[ResultMessage], ds: DataSet, resolution: str,
+                  start: datetime, end: datetime, access: str | None = None,
+                  metric: str = "download_mbps", **tags: str
+                  ) -> dict[tuple[str, str, datetime], list[float]]:
+    """What the rollups should hold, computed here from the messages: the values of
+    successful idle-line throughput tests per line (probe, link) and UTC hour (``1h``)
+    or Vietnam day (``1d``), for the buckets whose start (a rollup point's time) lies in
+    [start, end]."""
+    out: dict[tuple[str, str, datetime], list[float]] = {}
+    for r in results:
+        site = ds.site(r.probe_id)
+        value = getattr(r.metrics, metric)
+        if (r.method not in THROUGHPUT or not r.ok or "cross_traffic" in r.flags
+                or value is None or (access is not None and r.access != access)
+                or not all(getattr(site, k, None) == v or getattr(r, k, None) == v
+                           for k, v in tags.items())):
+            continue
+        bucket = bucket_start(r.started_at, resolution)
+        if start <= bucket <= end:
+            out.setdefault((r.probe_id, r.link, bucket), []).append(value)
+    return out
+
+
+def medians_of(buckets: dict[tuple[str, str, datetime], list[float]]) -> list[float]:
+    """Each bucket's median (what a rollup point's ``median_mbps`` holds)."""
+    return [median(v) for v in buckets.values()]
