@@ -604,14 +604,16 @@ SWITCH_BASE_MS = 4_102_444_800_000
 SWITCH_STEPS = ((0, "raw"), (2 * DAY_MS, "1h"), (8 * DAY_MS, "1d"))
 
 
-def switch_lines() -> list[str]:
+def switch_lines(rollups: bool = True) -> list[str]:
     """The ``rollup_switch`` points: at ``SWITCH_BASE_MS + shortest range`` the resolution
     for ranges at least that long. The latest point at or before ``base + range`` names
-    the resolution, which influxd itself finds for the dashboards' variable query."""
-    return [line(SWITCH, {}, {"resolution": res}, SWITCH_BASE_MS + shortest)
-            for shortest, res in SWITCH_STEPS]
+    the resolution, which influxd itself finds for the dashboards' variable query. Without
+    ``rollups`` (``[rollups] enabled = false``) every range reads raw: the same points say
+    ``raw``, overwriting what an earlier collector with rollups wrote."""
+    return [line(SWITCH, {}, {"resolution": res if rollups else "raw"},
+                 SWITCH_BASE_MS + shortest) for shortest, res in SWITCH_STEPS]
 
 
-def write_switch(client: InfluxClient) -> None:
+def write_switch(client: InfluxClient, rollups: bool = True) -> None:
     """Write (again: the same points, idempotent) the dashboards' switch points."""
-    client.write_lines(switch_lines())
+    client.write_lines(switch_lines(rollups))

@@ -46,7 +46,7 @@ from collector.core.ingest import MqttIngest, validate
 from collector.core.integrity import ResultIndex
 from collector.core.registry import Registry
 from collector.core.registrymetrics import RegistryMetrics
-from collector.core.rollups import Rollups
+from collector.core.rollups import Rollups, write_switch
 from collector.core.schema import Site
 from collector.core.selfmetrics import Stats
 from collector.core.writer import Item, Writer
@@ -105,6 +105,7 @@ class Collector:
         if self.rollups is not None:  # the dashboards' peak panels use the same hours
             self.rollups.peak_hours = (cfg.bulletin.peak_start_hour, cfg.bulletin.peak_end_hour)
         self._started = False
+        self._raw_switch_written = False
 
     def _submit(self, item: Item) -> None:
         self.writer.submit(item)
@@ -118,6 +119,15 @@ class Collector:
         self.ingest.ack(items)
         if self.rollups is not None:
             self.rollups.touch(items)  # marks only: the rollups thread recomputes
+        elif not self._raw_switch_written:
+            # No rollups: the dashboards' switch must say "raw" for every range, or their
+            # long-range panels would read rollups nobody writes.
+            try:
+                with InfluxClient(self.cfg.influxdb) as client:
+                    write_switch(client, rollups=False)
+                self._raw_switch_written = True
+            except Exception as exc:  # tried again after the next batch
+                log.warning("could not write the dashboards' raw-only switch: %s", exc)
 
     def _on_fatal(self, exc: Exception) -> None:
         self.fatal = exc

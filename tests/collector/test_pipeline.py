@@ -347,3 +347,40 @@ def test_broker_restart_mid_stream_loses_nothing(tmp_path: Path, mosquitto: serv
             c.stop()
             broker.stop()
     assert count(influx, DB) == n
+
+
+def test_without_rollups_the_dashboards_switch_reads_raw_for_every_range(
+        tmp_path: Path, mosquitto: services.Service, influxd: services.Service,
+        influx: object) -> None:
+    """`[rollups] enabled = false`: nobody writes rollups, so the dashboards' resolution
+    variable must say "raw" for a month too, also over switch points an earlier collector
+    with rollups wrote. Resolved as Grafana would (named stand-in, on the real influxd)."""
+    from collector.config import InfluxSettings
+    from collector.core.influx import InfluxClient
+    from collector.core.rollups import write_switch
+    from collector.dashboards.queries import resolution_query
+    from tests.helpers.dashboards import fake_grafana_resolution
+
+    client = InfluxClient(InfluxSettings(url=f"http://127.0.0.1:{influxd.port}", database=DB))
+    try:
+        client.ensure_database()
+        write_switch(client)  # a collector with rollups ran before
+        now = int(time.time() * 1000)
+        month = (now - 30 * 86_400_000, now)
+        assert fake_grafana_resolution(client, resolution_query(), *month) == "1d"
+        cfg = config(tmp_path / "c", mosquitto.port, influxd.port,
+                     extra="[rollups]\nenabled = false\n")
+        with Collector(cfg) as c:
+            assert c.rollups is None
+            pub = Publisher(mosquitto.port)
+            pub.results([make_result(0, probe_id=SITES[0].probe_id)])
+            pub.close()
+            deadline = time.monotonic() + 60
+            while fake_grafana_resolution(client, resolution_query(), *month) != "raw":
+                assert time.monotonic() < deadline, "the switch still says rollups"
+                time.sleep(0.2)
+        for days in (1, 3, 365):
+            span = (now - days * 86_400_000, now)
+            assert fake_grafana_resolution(client, resolution_query(), *span) == "raw"
+    finally:
+        client.close()
