@@ -46,7 +46,7 @@ from agent.methods.common import linkstats, radio, router_poll
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
-from agent.spool import LedgerUpdate, Spool, SpoolError
+from agent.spool import LEDGER_FLUSH_S, LedgerUpdate, Spool, SpoolError, UncleanStop
 from netmon import __version__
 from netmon.contract import (
     EXIT_RESTART,
@@ -159,8 +159,14 @@ class Runtime:
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.topics = Topics(cfg.topic_prefix)
+        # Write-behind only in the service (it receives the receipts); ``once`` commits
+        # every result before publishing, as the service will deliver what it leaves.
         self.spool = Spool(cfg.spool.path if publish else None, max_results=cfg.spool.max_results,
-                           max_bytes=int(cfg.spool.max_mb * 1_000_000))
+                           max_bytes=int(cfg.spool.max_mb * 1_000_000),
+                           write_delay_s=cfg.spool.write_delay_s if publish and announce
+                           else 0.0)
+        #: What the previous run's marker said when it did not stop cleanly (set by run).
+        self.unclean_stop: UncleanStop | None = None
         self.bindings = cfg.bindings()
         self.plan: TestPlan = cfg.plan()
         self.config_version: int | None = None
@@ -454,6 +460,11 @@ class Runtime:
             # One consistent snapshot: results_made == spooled (this run) + lost.
             "results": {"made": self.results_made, "lost": self.spool_lost,
                         "spooled_total": self._spooled_total()},
+            "unclean_stop": None if self.unclean_stop is None else {
+                "results_maybe_lost": self.unclean_stop.results_maybe_lost,
+                "write_delay_s": self.unclean_stop.write_delay_s,
+                "previous_pid": self.unclean_stop.pid,
+                "previous_started_at": self.unclean_stop.started_at},
             "jobs": {j.key: {"runs": j.runs, "running": j.running,
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
@@ -487,6 +498,7 @@ class Runtime:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
         self.clock_state()
+        self._begin_spool()
         self._attach_remote_config()
         self._attach_updates()
         if self.publisher is not None:
@@ -520,6 +532,24 @@ class Runtime:
                 self.spool.close()
         if self._fatal is not None:
             raise self._fatal
+
+    def _begin_spool(self) -> None:
+        """Mark the spool in use (cleared by a clean stop) and report, never silently, a
+        previous run that ended without one: its held results may be lost."""
+        if self.publisher is None:
+            return
+        self.unclean_stop = prev = self.spool.begin()
+        if prev is None:
+            return
+        if prev.results_maybe_lost < 0:
+            bound = "an unknown number of results"
+        else:
+            bound = f"up to {prev.results_maybe_lost} result(s)"
+        log.warning("the previous run (pid %s, started %s) did not stop cleanly (power cut, "
+                    "kill or crash): %s held in memory for their receipt ([spool] "
+                    "write_delay_s = %g s) may have been lost, and up to %.0f min of the "
+                    "latency tests' data usage", prev.pid, prev.started_at, bound,
+                    prev.write_delay_s, LEDGER_FLUSH_S / 60)
 
     async def _spool_watch(self) -> None:
         """While spool writes fail: try one every :data:`SPOOL_WATCH_S` when no result was

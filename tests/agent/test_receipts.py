@@ -32,8 +32,9 @@ TOPICS = f"netmon/v1/probes/{PROBE}/#"
 
 def test_result_deleted_only_by_its_receipt(tmp_path: Path, broker: Service,
                                             target: Listener) -> None:
+    # Write-behind at 1 s: unreceipted rows reach the file, marked sent, within a second.
     data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
-                        spool={"receipt_timeout_s": 3600})
+                        spool={"receipt_timeout_s": 3600, "write_delay_s": 1.0})
     cfg = write_config(tmp_path, data)
     spool = tmp_path / "state" / "spool.db"
     log = tmp_path / "agent.log"
@@ -176,8 +177,9 @@ def test_a_result_receipted_promptly_is_never_marked_sent(
     # deleted without a "mark sent" transaction. The subscriber plays the collector and
     # receipts each result half a second after it arrives; a row marked sent meanwhile
     # (PUBACKs recorded after 50 ms, as before) would show in the spool for that long.
+    # Without write-behind (write_delay_s = 0): every result is on disk before it goes.
     data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
-                        spool={"receipt_timeout_s": 3600})
+                        spool={"receipt_timeout_s": 3600, "write_delay_s": 0})
     cfg = write_config(tmp_path, data)
     spool = tmp_path / "state" / "spool.db"
     collector = Subscriber(broker.host, broker.port, TOPICS)
