@@ -362,6 +362,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["spool_lost"] = status.get("spool_lost")
     out["spool_error"] = status.get("spool_error")
     out["expected_runs_per_day"] = status.get("expected_runs_per_day")
+    # Write-behind: results and ledger entries the running agent holds in memory (as of
+    # its last state write) are not in the file yet.
+    memory = (state or {}).get("spool_memory") or {} if running else {}
+    out["held_in_memory"] = memory.get("held")
+    for link, at in (memory.get("last_results") or {}).items():
+        if at > out["last_results"].get(link, ""):  # RFC 3339 UTC: later sorts later
+            out["last_results"][link] = at
+    out["unclean_stop"] = (state or {}).get("unclean_stop")
     out["receipts"] = cfg.spool.receipts
     out["spool_free_bytes"] = _free_bytes(cfg.spool.path.parent)
     if args.json:
@@ -374,6 +382,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     lost = f", {out['spool_lost']} lost since the agent started" \
         if out["spool_lost"] is not None else ""
     print(f"spool: {waiting}, {out['spool_evicted']} evicted{lost} ({out['spool']})")
+    if out["held_in_memory"]:
+        print(f"  and {out['held_in_memory']} result(s) held in memory for their receipt "
+              f"([spool] write_delay_s; as of {out['state_written_at']})")
+    unclean = out["unclean_stop"]
+    if unclean:
+        n = unclean.get("results_maybe_lost")
+        bound = "an unknown number of" if n is None or n < 0 else f"up to {n}"
+        print(f"WARNING: the run before this one did not stop cleanly: {bound} result(s) "
+              "held in memory may have been lost")
     if out["spool_error"]:
         free = out["spool_free_bytes"]
         print(f"spool ERROR: {out['spool_error']}"

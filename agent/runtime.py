@@ -460,6 +460,9 @@ class Runtime:
             # One consistent snapshot: results_made == spooled (this run) + lost.
             "results": {"made": self.results_made, "lost": self.spool_lost,
                         "spooled_total": self._spooled_total()},
+            # What is in memory, not in the spool file ``status`` reads (write-behind).
+            "spool_memory": {"held": self.spool.held,
+                             "last_results": self.spool.last_results()},
             "unclean_stop": None if self.unclean_stop is None else {
                 "results_maybe_lost": self.unclean_stop.results_maybe_lost,
                 "write_delay_s": self.unclean_stop.write_delay_s,

@@ -13,14 +13,21 @@ temporary worktree, measured in the same run on the same services):
   with jitter, all as ``tcp`` connects to the broker's port, so one result at a time as on
   a probe); over ``--window-s`` seconds, the agent's ``write_bytes`` minus
   ``cancelled_write_bytes`` (``/proc/PID/io``: pages it dirtied, less those deleted
-  before they reached the disk), minus the idle rate below, over the results it spooled.
+  before they reached the disk), minus the idle rate below, over the results it made
+  in that window (counted in InfluxDB).
   Spool (SQLite file, WAL, checkpoints) and state file are on the same disk, as on a
   probe (``state_dir`` unset).
 * ``idle_bytes_per_s``: an agent with the example's heartbeat (300 s) and no test, over
   ``--idle-s`` seconds (the state file, the status heartbeat): what time alone costs.
-* ``mb_per_day``: ``results_per_day * per_result_bytes + idle_bytes_per_s * 86400``,
-  with ``results_per_day`` from the example plan (every test on every link it names at
-  its nominal interval: 1,400 a day).
+* ``ledger_flush_bytes``: with write-behind (``[spool] write_delay_s``, issue 20) the
+  budget ledger and counters of receipted results wait in memory and are committed every
+  ``LEDGER_FLUSH_S`` (an hour), which the window above does not see: a real ``Spool`` in
+  a child process holds and receipts an hour of the example plan's results with their
+  ledger, then flushes; the average ``write_bytes`` of 50 such flushes (checkpoints
+  included). 0 for a version without write-behind (its ledger is in ``per_result``).
+* ``mb_per_day``: ``results_per_day * per_result_bytes + idle_bytes_per_s * 86400 +
+  86400 / LEDGER_FLUSH_S * ledger_flush_bytes``, with ``results_per_day`` from the
+  example plan (every test on every link it names at its nominal interval: 1,400 a day).
 
 Prints medians over ``--runs`` and, with ``--baseline``, the ratio baseline / this
 checkout. ``write_bytes`` counts what the kernel will write back for the process; the
@@ -49,12 +56,15 @@ REPO = HERE.parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(HERE))
 
-from receipts import PROBE, Stack, connected, spool_counts, stop, wait  # noqa: E402
+from receipts import PROBE, Stack, connected, influx_count, stop, wait  # noqa: E402
 
 from agent.config import load  # noqa: E402
 from benchmarks.baseline import worktree  # noqa: E402
 
 EXAMPLE = REPO / "examples" / "agent.toml"
+#: The idle agent is another probe (its own MQTT client id and receipts topic): sharing
+#: the busy one's id, each connection would kick the other off the broker.
+IDLE_PROBE = "huong-khe-01"
 
 
 def io_bytes(pid: int) -> int:
@@ -72,8 +82,8 @@ def example_results_per_day() -> float:
                for spec in cfg.plan().tests.values())
 
 
-def config(path: Path, port: int, spool: Path, tests: str) -> None:
-    path.write_text(f"""probe_id = "{PROBE}"
+def config(path: Path, port: int, spool: Path, tests: str, probe: str = PROBE) -> None:
+    path.write_text(f"""probe_id = "{probe}"
 heartbeat_s = 300
 [broker]
 host = "127.0.0.1"
@@ -119,6 +129,50 @@ def agent(tree: Path, cfg: Path, log: Path) -> Iterator[subprocess.Popen[bytes]]
         stop(proc)
 
 
+_FLUSHES = """
+import sys
+from pathlib import Path
+from agent import spool as sp
+if not hasattr(sp.Spool, "flush_ledger"):
+    print(0.0, 1.0)
+    raise SystemExit
+def io():
+    f = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
+    return int(f["write_bytes"]) - int(f["cancelled_write_bytes"])
+per_hour = int(float(sys.argv[2]) / 24) + 1
+spool = sp.Spool(Path(sys.argv[1]), write_delay_s=3600)
+spool.begin()
+spool.set_holding(True)
+total, n = 0, 0
+for hour in range(60):
+    for i in range(per_hour):
+        rid = f"{hour:04d}-{i:06d}-0000-0000-000000000000"
+        link = ("fibre", "mobile")[i % 2]
+        spool.put([(rid, "netmon/v1/probes/p/results", b"x" * 700)], sp.LedgerUpdate(
+            usage={(link, "2026-12"): 400.0}, estimates={},
+            last_results={link: f"2026-12-03T{hour % 24:02d}:00:00.000Z"}))
+        spool.mark_sent([e.seq for e in spool.peek()])
+        spool.receipt([rid])
+    before = io()
+    spool.flush_ledger()
+    if hour >= 10:  # after the file and WAL reached their steady size
+        total += io() - before
+        n += 1
+print(total / n, sp.LEDGER_FLUSH_S)
+"""
+
+
+def ledger_flush(tree: Path, work: Path) -> tuple[float, float]:
+    """(bytes written per ledger flush, seconds between flushes) for the agent in
+    ``tree``; (0, 1) when it has no write-behind."""
+    work.mkdir(parents=True, exist_ok=True)
+    out = subprocess.run([sys.executable, "-c", _FLUSHES, str(work / "ledger.db"),
+                          str(example_results_per_day())], cwd=tree, check=True,
+                         capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
+    return float(out[0]), float(out[1])
+
+
 def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str, float]:
     """One run for the agent in ``tree``: idle and steady agents side by side."""
     work.mkdir(parents=True)
@@ -128,7 +182,7 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
     logs = Path(tempfile.mkdtemp(prefix="netmon-sd-logs-", dir="/dev/shm"))
     try:
         idle_cfg, busy_cfg = work / "idle.toml", work / "busy.toml"
-        config(idle_cfg, stack.broker.port, work / "idle" / "spool.db", "")
+        config(idle_cfg, stack.broker.port, work / "idle" / "spool.db", "", IDLE_PROBE)
         spool = work / "busy" / "spool.db"
         config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port))
         with agent(tree, idle_cfg, logs / "idle.log") as idle, \
@@ -137,17 +191,23 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
                  and spool.exists(), 60, "the agents connected")
             time.sleep(3.0)  # start-up writes (schema, reserve) settle
             t_idle, io_idle = time.monotonic(), io_bytes(idle.pid)
-            t0, io0, n0 = time.monotonic(), io_bytes(busy.pid), spool_counts(spool)[1]
+            # Results counted where they end up (InfluxDB, a second or so after they are
+            # made): with write-behind the spool file does not see them.
+            count = lambda: influx_count(stack.influx.port)  # noqa: E731
+            t0, io0, n0 = time.monotonic(), io_bytes(busy.pid), count()
             time.sleep(window_s)
-            io1, n1, t1 = io_bytes(busy.pid), spool_counts(spool)[1], time.monotonic()
+            io1, n1, t1 = io_bytes(busy.pid), count(), time.monotonic()
             stop(busy)
             time.sleep(max(0.0, idle_s - (time.monotonic() - t_idle)))
             idle_rate = (io_bytes(idle.pid) - io_idle) / (time.monotonic() - t_idle)
         n = n1 - n0
         per_result = max(0.0, (io1 - io0) - idle_rate * (t1 - t0)) / n
-        per_day = example_results_per_day() * per_result + idle_rate * 86400
+        flush_bytes, flush_every_s = ledger_flush(tree, work / "ledger")
+        per_day = example_results_per_day() * per_result + idle_rate * 86400 + \
+            86400 / flush_every_s * flush_bytes
         return {"results": float(n), "per_result_bytes": per_result,
-                "idle_bytes_per_s": idle_rate, "mb_per_day": per_day / 1e6}
+                "idle_bytes_per_s": idle_rate, "ledger_flush_bytes": flush_bytes,
+                "mb_per_day": per_day / 1e6}
     finally:
         stack.close()
         shutil.rmtree(logs, ignore_errors=True)
@@ -200,8 +260,10 @@ def main() -> int:
     print(f"example plan: {example_results_per_day():,.0f} results/day; medians of "
           f"{args.runs} run(s)")
     for key, fig in medians.items():
-        print(f"{key:9} {fig['per_result_bytes'] / 1024:8.1f} KB/result  "
-              f"{fig['idle_bytes_per_s']:8.1f} B/s idle  {fig['mb_per_day']:7.2f} MB/day")
+        print(f"{key:9} {fig['per_result_bytes'] / 1024:8.2f} KB/result  "
+              f"{fig['idle_bytes_per_s']:8.1f} B/s idle  "
+              f"{fig['ledger_flush_bytes'] / 1024:6.1f} KB/ledger flush  "
+              f"{fig['mb_per_day']:7.2f} MB/day")
     if ratio:
         print("baseline / current: " + ", ".join(f"{k} {v:.1f}x" for k, v in ratio.items()))
     return 0
