@@ -63,6 +63,9 @@ log = logging.getLogger("netmon.agent")
 
 #: A method gets its own timeout plus this before the runtime gives up on it.
 GRACE_S = 15.0
+#: The heartbeat rewrites a state file whose content (its times aside) has not changed at
+#: most this often: an idle probe writes a block an hour, not one every heartbeat_s.
+STATE_REFRESH_S = 3600.0
 #: While the spool is failing, it is tried this often (to notice that space returned even
 #: when no test is due, and to apply ``unusable_exit_s``).
 SPOOL_WATCH_S = 2.0
@@ -167,6 +170,9 @@ class Runtime:
                            else 0.0)
         #: What the previous run's marker said when it did not stop cleanly (set by run).
         self.unclean_stop: UncleanStop | None = None
+        #: The last state file written, less its times, and when (monotonic).
+        self._state_same = ""
+        self._state_at = 0.0
         self.bindings = cfg.bindings()
         self.plan: TestPlan = cfg.plan()
         self.config_version: int | None = None
@@ -343,7 +349,12 @@ class Runtime:
             usage={(link, month): nbytes for link, nbytes in by_link.items()},
             estimates={(test, link): nbytes for link, nbytes in by_link.items()
                        if spec.kind == "throughput" and nbytes > 0},
-            last_results=last)
+            last_results=last,
+            # Data moved on a budgeted link: committed at once even while results wait in
+            # memory for their receipts (write-behind), so a power cut cannot make the
+            # agent forget what the SIM has used.
+            urgent=any(nbytes > 0 and self.plan.budget_bytes(link) is not None
+                       for link, nbytes in by_link.items()))
         try:
             # Results and ledger in one transaction: a lost result is not counted
             # against the budget either (it is counted in spool_lost).
@@ -440,8 +451,10 @@ class Runtime:
         except sqlite3.Error:
             return None
 
-    def write_state(self) -> None:
-        """The state file ``netmon-agent status`` reads (atomic replace)."""
+    def write_state(self, force: bool = True) -> None:
+        """The state file ``netmon-agent status`` reads (atomic replace). ``force=False``
+        (the heartbeat): skipped when nothing but its times changed since the last write,
+        up to :data:`STATE_REFRESH_S` (an idle probe's SD card; issue 20)."""
         path = self.cfg.state_path
         info = self.publisher.info if self.publisher else None
         data = {
@@ -472,6 +485,13 @@ class Runtime:
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
         }
+        same = json.dumps({**data, "written_at": None,
+                           "status": {**data["status"], "at": None, "uptime_s": None}},
+                          sort_keys=True)
+        if not force and same == self._state_same and \
+                time.monotonic() - self._state_at < STATE_REFRESH_S:
+            return
+        self._state_same, self._state_at = same, time.monotonic()
         text = json.dumps(data, indent=1)
         tmp = path.with_suffix(".tmp")
         try:
@@ -700,7 +720,7 @@ class Runtime:
         beat = self.cfg.heartbeat_s
         while True:
             await asyncio.sleep(beat)
-            self.write_state()
+            self.write_state(force=False)
             trim_heap()
             if self.publisher is not None:
                 with contextlib.suppress(ConnectionError, TimeoutError):

@@ -109,13 +109,11 @@ LOW_SPACE_CHUNK = 25
 HELD_SEQ_GAP = 10_000
 #: At most this many results wait in memory; beyond, results are committed at once.
 MAX_HELD = 2_000
-#: The budget ledger of runs that moved little (latency tests) waits in memory at most
-#: this long (or until results are committed, or the spool is closed): a power cut loses
-#: at most this much of it (see docs/agent.md, "SD-card writes").
+#: The budget ledger of runs that are not urgent (:attr:`LedgerUpdate.urgent`: no data
+#: moved on a budgeted link) waits in memory at most this long (or until results are
+#: committed, or the spool is closed): a power cut loses at most this much of it (see
+#: docs/agent.md, "SD-card writes").
 LEDGER_FLUSH_S = 3600.0
-#: A run that moved at least this much (or made a bytes-per-run estimate: a throughput
-#: test) has its ledger committed at once, held results or not.
-LEDGER_HOLD_MAX_BYTES = 1_000_000
 
 #: Weight of the newest run in the bytes-per-run estimate.
 EWMA_ALPHA = 0.3
@@ -144,6 +142,9 @@ class LedgerUpdate:
     estimates: dict[tuple[str, str], float]
     #: link -> RFC 3339 time of its latest result.
     last_results: dict[str, str]
+    #: Commit it at once even while results are held (write-behind): the run moved data
+    #: on a link with a data budget, which a power cut must not make the agent forget.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,14 @@ class _Pending:
     """Ledger entries and counter increments not committed yet (write-behind)."""
 
     usage: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # [bytes, runs]
+    estimates: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # in order
     last_results: dict[str, str] = field(default_factory=dict)
     counters: dict[str, int] = field(default_factory=dict)
     since: float | None = None  # monotonic time of the oldest uncommitted entry
 
     def empty(self) -> bool:
-        return not (self.usage or self.last_results or any(self.counters.values()))
+        return not (self.usage or self.estimates or self.last_results
+                    or any(self.counters.values()))
 
     def count(self, name: str, n: int) -> None:
         if n:
@@ -423,6 +426,9 @@ class Spool:
                 "INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (link, month) DO UPDATE "
                 "SET bytes = bytes + excluded.bytes, runs = runs + excluded.runs",
                 (link, month, nbytes, int(runs)))
+        for (test, link), values in p.estimates.items():
+            for value in values:
+                self._fold_estimate(test, link, value)
         self._db.executemany("INSERT OR REPLACE INTO last_result VALUES (?, ?)",
                              p.last_results.items())
         for name, n in p.counters.items():
@@ -476,16 +482,16 @@ class Spool:
                 acc = p.usage.setdefault(key, [0.0, 0.0])
                 acc[0] += nbytes
                 acc[1] += 1
+            for key, nbytes in ledger.estimates.items():
+                p.estimates.setdefault(key, []).append(nbytes)
             p.last_results.update(ledger.last_results)
             p.touch()
         return True
 
     @staticmethod
     def _ledger_now(ledger: LedgerUpdate | None) -> bool:
-        """A run whose ledger is committed at once: a throughput test (it made a
-        bytes-per-run estimate) or one that moved much (a metered SIM counts on it)."""
-        return ledger is not None and bool(
-            ledger.estimates or sum(ledger.usage.values()) >= LEDGER_HOLD_MAX_BYTES)
+        """A run whose ledger is committed at once (it moved data on a budgeted link)."""
+        return ledger is not None and ledger.urgent
 
     def __enter__(self) -> Spool:
         return self
@@ -538,12 +544,15 @@ class Spool:
                 "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
                 "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
         for (test, link), nbytes in ledger.estimates.items():
-            self._db.execute(
-                "INSERT INTO estimates VALUES (?, ?, ?) ON CONFLICT (test, link) DO UPDATE "
-                "SET bytes = ? * bytes + ? * excluded.bytes",
-                (test, link, nbytes, 1 - EWMA_ALPHA, EWMA_ALPHA))
+            self._fold_estimate(test, link, nbytes)
         self._db.executemany("INSERT OR REPLACE INTO last_result VALUES (?, ?)",
                              ledger.last_results.items())
+
+    def _fold_estimate(self, test: str, link: str, nbytes: float) -> None:
+        self._db.execute(
+            "INSERT INTO estimates VALUES (?, ?, ?) ON CONFLICT (test, link) DO UPDATE "
+            "SET bytes = ? * bytes + ? * excluded.bytes",
+            (test, link, nbytes, 1 - EWMA_ALPHA, EWMA_ALPHA))
 
     def _evict(self) -> int:
         depth, size = self._counter("depth"), self._counter("bytes")
@@ -900,7 +909,11 @@ class Spool:
         """Bytes one run of ``test`` on ``link`` moves, from past results."""
         row = self._db.execute("SELECT bytes FROM estimates WHERE test = ? AND link = ?",
                                (test, link)).fetchone()
-        return float(row[0]) if row else None
+        value = float(row[0]) if row else None
+        for nbytes in self._pending.estimates.get((test, link), ()):
+            value = nbytes if value is None else \
+                (1 - EWMA_ALPHA) * value + EWMA_ALPHA * nbytes
+        return value
 
     def set_last_result(self, link: str, at: str) -> None:
         """Remember when ``link`` last produced a result (RFC 3339)."""

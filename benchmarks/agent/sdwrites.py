@@ -2,7 +2,7 @@
 (``examples/agent.toml``), against real mosquitto, ``netmon-collector run`` (receipts on,
 as deployed) and influxd on loopback.
 
-    python benchmarks/agent/sdwrites.py [--runs 3] [--window-s 60] [--idle-s 310]
+    python benchmarks/agent/sdwrites.py [--runs 3] [--window-s 120] [--idle-s 310]
                                         [--baseline REV] [--dir DIR] [--json]
 
 For each agent version (this checkout, and with ``--baseline REV`` that git revision in a
@@ -11,7 +11,8 @@ temporary worktree, measured in the same run on the same services):
 * ``per_result_bytes``: ``netmon-agent run`` measures a compressed copy of the example
   plan's latency schedule (per link: tcp and "icmp" every 10 s, "dns" every 30 s, each
   with jitter, all as ``tcp`` connects to the broker's port, so one result at a time as on
-  a probe); over ``--window-s`` seconds, the agent's ``write_bytes`` minus
+  a probe; its heartbeat, which rewrites the state file, compressed alike to 10 s); over
+  ``--window-s`` seconds, the agent's ``write_bytes`` minus
   ``cancelled_write_bytes`` (``/proc/PID/io``: pages it dirtied, less those deleted
   before they reached the disk), minus the idle rate below, over the results it made
   in that window (counted in InfluxDB).
@@ -25,8 +26,13 @@ temporary worktree, measured in the same run on the same services):
   a child process holds and receipts an hour of the example plan's results with their
   ledger, then flushes; the average ``write_bytes`` of 50 such flushes (checkpoints
   included). 0 for a version without write-behind (its ledger is in ``per_result``).
+* ``budgeted_run_ledger_bytes``: the same child then stores 50 results of a throughput
+  test on a link with a data budget, whose ledger is committed at once (each result held
+  and receipted): bytes per such run; the example plan has
+  :func:`example_budgeted_runs_per_day` of them (the SIM's hourly iperf3: 24).
 * ``mb_per_day``: ``results_per_day * per_result_bytes + idle_bytes_per_s * 86400 +
-  86400 / LEDGER_FLUSH_S * ledger_flush_bytes``, with ``results_per_day`` from the
+  86400 / LEDGER_FLUSH_S * ledger_flush_bytes + budgeted_runs_per_day *
+  budgeted_run_ledger_bytes``, with ``results_per_day`` from the
   example plan (every test on every link it names at its nominal interval: 1,400 a day).
 
 Prints medians over ``--runs`` and, with ``--baseline``, the ratio baseline / this
@@ -82,9 +88,10 @@ def example_results_per_day() -> float:
                for spec in cfg.plan().tests.values())
 
 
-def config(path: Path, port: int, spool: Path, tests: str, probe: str = PROBE) -> None:
+def config(path: Path, port: int, spool: Path, tests: str, probe: str = PROBE,
+           heartbeat_s: float = 300) -> None:
     path.write_text(f"""probe_id = "{probe}"
-heartbeat_s = 300
+heartbeat_s = {heartbeat_s}
 [broker]
 host = "127.0.0.1"
 port = {port}
@@ -99,6 +106,10 @@ access = "mobile"
 isp = "Viettel"
 {tests}
 """)
+
+
+#: The busy agent's schedule runs this much faster than the example plan's.
+COMPRESSION = 30
 
 
 def compressed_plan(port: int) -> str:
@@ -134,7 +145,7 @@ import sys
 from pathlib import Path
 from agent import spool as sp
 if not hasattr(sp.Spool, "flush_ledger"):
-    print(0.0, 1.0)
+    print(0.0, 1.0, 0.0)
     raise SystemExit
 def io():
     f = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
@@ -158,19 +169,39 @@ for hour in range(60):
     if hour >= 10:  # after the file and WAL reached their steady size
         total += io() - before
         n += 1
-print(total / n, sp.LEDGER_FLUSH_S)
+# A run on a budgeted link (the SIM's speed test): its ledger is committed at once.
+urgent = 0
+for i in range(50):
+    rid = f"urgent-{i:06d}-0000-0000-000000000000"
+    before = io()
+    spool.put([(rid, "netmon/v1/probes/p/results", b"x" * 900)], sp.LedgerUpdate(
+        usage={("mobile", "2026-12"): 2e8}, estimates={("speed_iperf3", "mobile"): 2e8},
+        last_results={"mobile": "2026-12-03T00:00:00.000Z"}, urgent=True))
+    urgent += io() - before
+    spool.receipt([rid])
+print(total / n, sp.LEDGER_FLUSH_S, urgent / 50)
 """
 
 
-def ledger_flush(tree: Path, work: Path) -> tuple[float, float]:
-    """(bytes written per ledger flush, seconds between flushes) for the agent in
-    ``tree``; (0, 1) when it has no write-behind."""
+def ledger_flush(tree: Path, work: Path) -> tuple[float, float, float]:
+    """(bytes written per ledger flush, seconds between flushes, bytes per budgeted run's
+    ledger) for the agent in ``tree``; (0, 1, 0) when it has no write-behind."""
     work.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([sys.executable, "-c", _FLUSHES, str(work / "ledger.db"),
                           str(example_results_per_day())], cwd=tree, check=True,
                          capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
-    return float(out[0]), float(out[1])
+    return float(out[0]), float(out[1]), float(out[2])
+
+
+def example_budgeted_runs_per_day() -> float:
+    """Throughput runs a day of the example plan on links with a data budget (each one's
+    ledger is committed at once under write-behind)."""
+    cfg = load(EXAMPLE, check_files=False)
+    links, plan = list(cfg.links), cfg.plan()
+    return sum(86400 / spec.every_s for spec in plan.tests.values()
+               if spec.kind == "throughput" for link in spec.links_on(links)
+               if plan.budget_bytes(link) is not None)
 
 
 def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str, float]:
@@ -184,7 +215,10 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
         idle_cfg, busy_cfg = work / "idle.toml", work / "busy.toml"
         config(idle_cfg, stack.broker.port, work / "idle" / "spool.db", "", IDLE_PROBE)
         spool = work / "busy" / "spool.db"
-        config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port))
+        # Compressed like the plan: a heartbeat (status message, state file) every
+        # 5 minutes of the plan's time.
+        config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port),
+               heartbeat_s=300 / COMPRESSION)
         with agent(tree, idle_cfg, logs / "idle.log") as idle, \
                 agent(tree, busy_cfg, logs / "busy.log") as busy:
             wait(lambda: connected(logs / "idle.log") and connected(logs / "busy.log")
@@ -202,12 +236,12 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
             idle_rate = (io_bytes(idle.pid) - io_idle) / (time.monotonic() - t_idle)
         n = n1 - n0
         per_result = max(0.0, (io1 - io0) - idle_rate * (t1 - t0)) / n
-        flush_bytes, flush_every_s = ledger_flush(tree, work / "ledger")
+        flush_bytes, flush_every_s, urgent_bytes = ledger_flush(tree, work / "ledger")
         per_day = example_results_per_day() * per_result + idle_rate * 86400 + \
-            86400 / flush_every_s * flush_bytes
+            86400 / flush_every_s * flush_bytes + example_budgeted_runs_per_day() * urgent_bytes
         return {"results": float(n), "per_result_bytes": per_result,
                 "idle_bytes_per_s": idle_rate, "ledger_flush_bytes": flush_bytes,
-                "mb_per_day": per_day / 1e6}
+                "budgeted_run_ledger_bytes": urgent_bytes, "mb_per_day": per_day / 1e6}
     finally:
         stack.close()
         shutil.rmtree(logs, ignore_errors=True)
@@ -216,7 +250,7 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=3)
-    parser.add_argument("--window-s", type=float, default=60.0)
+    parser.add_argument("--window-s", type=float, default=120.0)
     parser.add_argument("--idle-s", type=float, default=310.0,
                         help="idle window (at least one heartbeat, 300 s)")
     parser.add_argument("--baseline", metavar="REV",

@@ -271,9 +271,9 @@ def test_write_behind_commits_after_the_delay_and_when_holding_stops(tmp_path: P
     with Spool(path, write_delay_s=0.2) as spool:
         spool.begin()
         spool.set_holding(True)
+        due_at = time.monotonic() + 0.2  # before put: it is held at or after this - 0.2
         spool.put([("late", "t", b"1")])
         assert spool_ids_ro(path) == []
-        due_at = time.monotonic() + 0.2
         while time.monotonic() < due_at:
             assert spool.tick() is not None  # something waits: the held result
             time.sleep(0.01)
@@ -292,20 +292,34 @@ def test_write_behind_commits_after_the_delay_and_when_holding_stops(tmp_path: P
         assert spool.stats().spooled == 3
 
 
-def test_write_behind_commits_a_throughput_runs_ledger_at_once(tmp_path: Path) -> None:
-    from agent.spool import LedgerUpdate
+def test_write_behind_commits_a_budgeted_runs_ledger_at_once(tmp_path: Path) -> None:
+    from agent.spool import EWMA_ALPHA, LedgerUpdate
     path = tmp_path / "s.db"
     with Spool(path, write_delay_s=3600) as spool:
         spool.begin()
         spool.set_holding(True)
-        spool.put([("speed", "t", b"1")], LedgerUpdate(
-            usage={("lte", "2026-06"): 5e8}, estimates={("speed", "lte"): 5e8},
+        # Fibre (no budget): the run's ledger waits in memory, and reads see it.
+        spool.put([("fibre-1", "t", b"1")], LedgerUpdate(
+            usage={("fibre", "2026-06"): 1e9}, estimates={("speed", "fibre"): 1e9},
             last_results={}))
-        assert spool.held == 1
+        spool.put([("fibre-2", "t", b"1")], LedgerUpdate(
+            usage={("fibre", "2026-06"): 2e9}, estimates={("speed", "fibre"): 2e9},
+            last_results={}))
+        assert spool.usage("2026-06") == {"fibre": 3e9}
+        assert spool.estimate("speed", "fibre") == pytest.approx(
+            (1 - EWMA_ALPHA) * 1e9 + EWMA_ALPHA * 2e9)
+        # The SIM (a budget): committed at once, with what was pending.
+        spool.put([("lte-1", "t", b"1")], LedgerUpdate(
+            usage={("lte", "2026-06"): 5e8}, estimates={("speed", "lte"): 5e8},
+            last_results={}, urgent=True))
+        assert spool.held == 3
         with Spool(path, readonly=True) as other:
             # A metered SIM's budget must not forget a big run on a power cut.
-            assert other.usage("2026-06") == {"lte": 5e8}
+            assert other.usage("2026-06") == {"lte": 5e8, "fibre": 3e9}
             assert other.estimate("speed", "lte") == 5e8
+            assert other.estimate("speed", "fibre") == pytest.approx(
+                (1 - EWMA_ALPHA) * 1e9 + EWMA_ALPHA * 2e9)
+            assert other.ids() == []
 
 
 def test_unclean_stop_reported_with_a_bound(tmp_path: Path) -> None:
