@@ -321,6 +321,35 @@ def cmd_once(args: argparse.Namespace) -> int:
     return 0 if delivered and not failed else 1
 
 
+def _refresh_state(path: Path, wait_s: float = 3.0) -> None:
+    """Ask the running agent (SIGUSR1) to rewrite its state file and wait for it, up to
+    ``wait_s``: it rewrites the file on its own only when something other than its
+    counters changed, or hourly (SD-card writes, issue 20). Without the right to signal
+    it (another user), the file as it is ("as of" its time)."""
+    import signal
+
+    from agent.runtime import state_file
+
+    state = state_file(path)
+    try:
+        pid = int((state or {}).get("pid", 0))
+        # A stale file's pid may be another program's now: signal only the agent.
+        if pid <= 0 or b"agent" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+        before = path.stat().st_mtime_ns
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_mtime_ns != before:
+                return
+        except OSError:
+            pass  # being replaced
+        time.sleep(0.02)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Spool and connection state."""
     try:
@@ -332,6 +361,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.spool import Spool, SpoolError
 
     out: dict[str, Any] = {"probe_id": cfg.probe_id, "spool": str(cfg.spool.path)}
+    _refresh_state(cfg.state_path)
     if cfg.spool.path.exists():
         try:
             with Spool(cfg.spool.path, readonly=True) as spool:

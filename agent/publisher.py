@@ -371,8 +371,8 @@ class Publisher:
     # ------------------------------------------------------------------ asyncio side
 
     def _connection_changed(self, up: bool, gen: int) -> None:
-        self._hold(up)
         if up:
+            self._hold(True)
             self._connected_evt.set()
             if self.announce:
                 task = asyncio.ensure_future(self._announce())
@@ -381,6 +381,7 @@ class Publisher:
         else:
             self._connected_evt.clear()
             self._flush_acks()
+            self._hold(False)  # after the acks: held rows go to the file marked sent
             # Whatever was in flight is still in the spool; the next connection sends it
             # again from the oldest.
             self._inflight.clear()

@@ -63,9 +63,29 @@ log = logging.getLogger("netmon.agent")
 
 #: A method gets its own timeout plus this before the runtime gives up on it.
 GRACE_S = 15.0
-#: The heartbeat rewrites a state file whose content (its times aside) has not changed at
-#: most this often: an idle probe writes a block an hour, not one every heartbeat_s.
+#: The heartbeat rewrites a state file in which only times and progress counters changed
+#: at most this often (``netmon-agent status`` asks for a fresh one with SIGUSR1): a
+#: block an hour on the SD card, not one every heartbeat_s (issue 20).
 STATE_REFRESH_S = 3600.0
+#: What changes with every result or every second: progress, not news. The state file
+#: is not rewritten at a heartbeat for these alone.
+_PROGRESS = {
+    "": ("written_at", "results", "jobs", "spool_memory"),
+    "status": ("at", "uptime_s", "spool_depth", "awaiting_receipt", "last_result_at",
+               "links", "oldest_waiting_at"),
+    "broker": ("published", "acked", "resent", "receipts", "receipted"),
+}
+
+
+def _unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two state files differ in progress only (see :data:`_PROGRESS`)."""
+    def news(data: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in data.items() if k not in _PROGRESS[""]}
+        for section in ("status", "broker"):
+            out[section] = {k: v for k, v in (data.get(section) or {}).items()
+                            if k not in _PROGRESS[section]}
+        return out
+    return bool(old) and news(old) == news(new)
 #: While the spool is failing, it is tried this often (to notice that space returned even
 #: when no test is due, and to apply ``unusable_exit_s``).
 SPOOL_WATCH_S = 2.0
@@ -170,8 +190,8 @@ class Runtime:
                            else 0.0)
         #: What the previous run's marker said when it did not stop cleanly (set by run).
         self.unclean_stop: UncleanStop | None = None
-        #: The last state file written, less its times, and when (monotonic).
-        self._state_same = ""
+        #: The last state file written, and when (monotonic).
+        self._state_same: dict[str, Any] = {}
         self._state_at = 0.0
         self.bindings = cfg.bindings()
         self.plan: TestPlan = cfg.plan()
@@ -453,8 +473,9 @@ class Runtime:
 
     def write_state(self, force: bool = True) -> None:
         """The state file ``netmon-agent status`` reads (atomic replace). ``force=False``
-        (the heartbeat): skipped when nothing but its times changed since the last write,
-        up to :data:`STATE_REFRESH_S` (an idle probe's SD card; issue 20)."""
+        (the heartbeat): skipped when only times and progress counters changed since the
+        last write, up to :data:`STATE_REFRESH_S` (the SD card; issue 20); SIGUSR1 (sent
+        by ``status``) forces one."""
         path = self.cfg.state_path
         info = self.publisher.info if self.publisher else None
         data = {
@@ -485,13 +506,10 @@ class Runtime:
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
         }
-        same = json.dumps({**data, "written_at": None,
-                           "status": {**data["status"], "at": None, "uptime_s": None}},
-                          sort_keys=True)
-        if not force and same == self._state_same and \
+        if not force and _unchanged(self._state_same, data) and \
                 time.monotonic() - self._state_at < STATE_REFRESH_S:
             return
-        self._state_same, self._state_at = same, time.monotonic()
+        self._state_same, self._state_at = data, time.monotonic()
         text = json.dumps(data, indent=1)
         tmp = path.with_suffix(".tmp")
         try:
@@ -520,6 +538,9 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        # ``netmon-agent status`` asks for a fresh state file (see write_state).
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR1, self.write_state)
         self.clock_state()
         self._begin_spool()
         self._attach_remote_config()

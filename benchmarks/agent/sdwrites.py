@@ -19,7 +19,10 @@ temporary worktree, measured in the same run on the same services):
   Spool (SQLite file, WAL, checkpoints) and state file are on the same disk, as on a
   probe (``state_dir`` unset).
 * ``idle_bytes_per_s``: an agent with the example's heartbeat (300 s) and no test, over
-  ``--idle-s`` seconds (the state file, the status heartbeat): what time alone costs.
+  ``--idle-s`` seconds from just after its first heartbeat (the state file, the status
+  heartbeat): what time alone costs. ``state_rewrite_bytes``: what that first heartbeat
+  wrote (it rewrites the state file: connected since the start); a version that rewrites
+  an unchanged state file only every ``STATE_REFRESH_S`` (issue 20) adds that many a day.
 * ``ledger_flush_bytes``: with write-behind (``[spool] write_delay_s``, issue 20) the
   budget ledger and counters of receipted results wait in memory and are committed every
   ``LEDGER_FLUSH_S`` (an hour), which the window above does not see: a real ``Spool`` in
@@ -31,6 +34,7 @@ temporary worktree, measured in the same run on the same services):
   and receipted): bytes per such run; the example plan has
   :func:`example_budgeted_runs_per_day` of them (the SIM's hourly iperf3: 24).
 * ``mb_per_day``: ``results_per_day * per_result_bytes + idle_bytes_per_s * 86400 +
+  86400 / STATE_REFRESH_S * state_rewrite_bytes +
   86400 / LEDGER_FLUSH_S * ledger_flush_bytes + budgeted_runs_per_day *
   budgeted_run_ledger_bytes``, with ``results_per_day`` from the
   example plan (every test on every link it names at its nominal interval: 1,400 a day).
@@ -144,8 +148,10 @@ _FLUSHES = """
 import sys
 from pathlib import Path
 from agent import spool as sp
+from agent import runtime
+refresh = getattr(runtime, "STATE_REFRESH_S", 0.0)
 if not hasattr(sp.Spool, "flush_ledger"):
-    print(0.0, 1.0, 0.0)
+    print(0.0, 1.0, 0.0, refresh)
     raise SystemExit
 def io():
     f = dict(line.split(": ") for line in Path("/proc/self/io").read_text().splitlines())
@@ -179,19 +185,20 @@ for i in range(50):
         last_results={"mobile": "2026-12-03T00:00:00.000Z"}, urgent=True))
     urgent += io() - before
     spool.receipt([rid])
-print(total / n, sp.LEDGER_FLUSH_S, urgent / 50)
+print(total / n, sp.LEDGER_FLUSH_S, urgent / 50, refresh)
 """
 
 
-def ledger_flush(tree: Path, work: Path) -> tuple[float, float, float]:
+def ledger_flush(tree: Path, work: Path) -> tuple[float, float, float, float]:
     """(bytes written per ledger flush, seconds between flushes, bytes per budgeted run's
-    ledger) for the agent in ``tree``; (0, 1, 0) when it has no write-behind."""
+    ledger, seconds between forced state-file rewrites or 0) for the agent in ``tree``;
+    (0, 1, 0, 0) when it has no write-behind."""
     work.mkdir(parents=True, exist_ok=True)
     out = subprocess.run([sys.executable, "-c", _FLUSHES, str(work / "ledger.db"),
                           str(example_results_per_day())], cwd=tree, check=True,
                          capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(tree)}).stdout.split()
-    return float(out[0]), float(out[1]), float(out[2])
+    return float(out[0]), float(out[1]), float(out[2]), float(out[3])
 
 
 def example_budgeted_runs_per_day() -> float:
@@ -224,7 +231,8 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
             wait(lambda: connected(logs / "idle.log") and connected(logs / "busy.log")
                  and spool.exists(), 60, "the agents connected")
             time.sleep(3.0)  # start-up writes (schema, reserve) settle
-            t_idle, io_idle = time.monotonic(), io_bytes(idle.pid)
+            io_idle, wall_idle = io_bytes(idle.pid), time.time()
+            state = work / "idle" / "agent-state.json"
             # Results counted where they end up (InfluxDB, a second or so after they are
             # made): with write-behind the spool file does not see them.
             count = lambda: influx_count(stack.influx.port)  # noqa: E731
@@ -232,15 +240,26 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
             time.sleep(window_s)
             io1, n1, t1 = io_bytes(busy.pid), count(), time.monotonic()
             stop(busy)
-            time.sleep(max(0.0, idle_s - (time.monotonic() - t_idle)))
-            idle_rate = (io_bytes(idle.pid) - io_idle) / (time.monotonic() - t_idle)
+            # Idle from the first heartbeat on: it rewrites the state file (connected
+            # since the one written at start), later ones only for news or hourly.
+            wait(lambda: state.stat().st_mtime > wall_idle, 400, "the first heartbeat")
+            time.sleep(1.0)
+            t_idle, io_hb = time.monotonic(), io_bytes(idle.pid)
+            rewrite = io_hb - io_idle
+            time.sleep(idle_s)
+            idle_rate = (io_bytes(idle.pid) - io_hb) / (time.monotonic() - t_idle)
         n = n1 - n0
         per_result = max(0.0, (io1 - io0) - idle_rate * (t1 - t0)) / n
-        flush_bytes, flush_every_s, urgent_bytes = ledger_flush(tree, work / "ledger")
+        flush_bytes, flush_every_s, urgent_bytes, refresh_s = ledger_flush(
+            tree, work / "ledger")
+        # A version that skips unchanged state files still rewrites one every refresh_s.
+        refreshes = 86400 / refresh_s * rewrite if refresh_s else 0.0
         per_day = example_results_per_day() * per_result + idle_rate * 86400 + \
-            86400 / flush_every_s * flush_bytes + example_budgeted_runs_per_day() * urgent_bytes
+            refreshes + 86400 / flush_every_s * flush_bytes + \
+            example_budgeted_runs_per_day() * urgent_bytes
         return {"results": float(n), "per_result_bytes": per_result,
-                "idle_bytes_per_s": idle_rate, "ledger_flush_bytes": flush_bytes,
+                "idle_bytes_per_s": idle_rate, "state_rewrite_bytes": float(rewrite),
+                "state_refresh_s": refresh_s, "ledger_flush_bytes": flush_bytes,
                 "budgeted_run_ledger_bytes": urgent_bytes, "mb_per_day": per_day / 1e6}
     finally:
         stack.close()

@@ -28,6 +28,7 @@ from tests.helpers.agent import (
     Subscriber,
     agent_config,
     cli,
+    fresh_state,
     kill,
     spool_ids,
     spool_sent_ids,
@@ -113,12 +114,8 @@ def fill(directory: Path) -> Path:
 
 
 def state(path: Path) -> dict[str, Any]:
-    """The agent's state file ({} while it is being rewritten in place)."""
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
+    """The agent's state file, fresh ({} while it is being rewritten in place)."""
+    return fresh_state(path)
 
 
 def test_full_disk_counted_shown_delivering_and_recovers(

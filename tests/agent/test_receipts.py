@@ -18,6 +18,7 @@ from tests.helpers.agent import (
     Subscriber,
     agent_config,
     cli,
+    fresh_state,
     kill,
     spool_ids,
     spool_sent_ids,
@@ -66,11 +67,8 @@ def test_result_deleted_only_by_its_receipt(tmp_path: Path, broker: Service,
         assert "ignored a receipt that breaks the contract: not_json" in log.read_text()
 
         def counters() -> dict[str, int]:
-            try:
-                broker_info: dict[str, int] = json.loads(
-                    (tmp_path / "state" / "agent-state.json").read_text())["broker"]
-            except (OSError, ValueError):
-                return {}
+            broker_info: dict[str, int] = fresh_state(
+                tmp_path / "state" / "agent-state.json").get("broker") or {}
             return broker_info
         # Both refused (the second warning is rate-limited, the counter is not).
         wait_until(lambda: counters().get("bad_receipts") == 2 and

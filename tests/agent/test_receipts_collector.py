@@ -21,6 +21,7 @@ from tests.helpers.agent import (
     Listener,
     Subscriber,
     agent_config,
+    fresh_state,
     kill,
     spool_ids,
     spool_sent_ids,
@@ -199,12 +200,8 @@ def test_agent_without_receipts_works_with_the_receipting_collector(
         # state file is rewritten every heartbeat_s, not per result: wait for one showing
         # an acknowledged result.
         def state() -> dict[str, Any]:
-            try:
-                data: dict[str, Any] = json.loads(
-                    (tmp_path / "state" / "agent-state.json").read_text())
-            except (OSError, ValueError):  # being replaced
-                return {"broker": {"acked": 0}}
-            return data
+            return fresh_state(tmp_path / "state" / "agent-state.json") or \
+                {"broker": {"acked": 0}}
         wait_until(lambda: state()["broker"]["acked"] >= 1, 60,
                    "a state file with an acknowledged result")
         state_now = state()
@@ -236,11 +233,7 @@ def test_write_behind_receipted_results_never_reach_the_spool_file(
     agent = start_agent(cfg, tmp_path / "agent.log")
 
     def state() -> dict[str, Any]:
-        try:
-            data: dict[str, Any] = json.loads(state_path.read_text())
-        except (OSError, ValueError):  # being replaced
-            return {}
-        return data
+        return fresh_state(state_path)
     try:
         wait_until(lambda: (state().get("broker") or {}).get("receipted", 0) >= 10, 90,
                    "10 results receipted (state file)")
