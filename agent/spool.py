@@ -1,7 +1,18 @@
-"""The durable spool: every result is committed to SQLite (WAL, ``synchronous=FULL``)
-before it is published, and deleted only when the collector's receipt names it
-(end-to-end receipts, issue 14) — or, with ``[spool] receipts = false``, on the
-broker's PUBACK as before.
+"""The durable spool: results are kept in SQLite (WAL, ``synchronous=FULL``) and deleted
+only when the collector's receipt names them (end-to-end receipts, issue 14) — or, with
+``[spool] receipts = false``, on the broker's PUBACK as before.
+
+* Write-behind (``[spool] write_delay_s`` > 0, the service; issue 20): while
+  :meth:`Spool.set_holding` is on (the broker connection is up) a new result is held in
+  memory, published from there, and its receipt deletes it there: the SD card never sees
+  it. One still unreceipted ``write_delay_s`` later (:meth:`Spool.tick`), or when holding
+  stops (the connection ended), or at :meth:`Spool.close`, is committed with its seq and
+  sent state. A power cut loses what is held; :meth:`Spool.begin` keeps a marker file
+  with a bound on that, and reports it on the next start. The budget ledger and counters
+  of held results wait too (committed with the next results, every
+  :data:`LEDGER_FLUSH_S`, or at once for a run on a budgeted link). Reads
+  (:meth:`Spool.peek`, :meth:`Spool.due`, :meth:`Spool.stats`, the ledger) see both.
+  With ``write_delay_s = 0`` every result is committed before it is published.
 
 * Crash-safe: a result is either fully in the spool or not at all, whatever instant the
   process is killed or the power fails; a result acknowledged but not yet deleted when
