@@ -226,6 +226,7 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
         # 5 minutes of the plan's time.
         config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port),
                heartbeat_s=300 / COMPRESSION)
+        launched = time.time()
         with agent(tree, idle_cfg, logs / "idle.log") as idle, \
                 agent(tree, busy_cfg, logs / "busy.log") as busy:
             wait(lambda: connected(logs / "idle.log") and connected(logs / "busy.log")
@@ -242,7 +243,9 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
             stop(busy)
             # Idle from the first heartbeat on: it rewrites the state file (connected
             # since the one written at start), later ones only for news or hourly.
-            wait(lambda: state.stat().st_mtime > wall_idle, 400, "the first heartbeat")
+            # (A version that found no news at it writes nothing: 310 s after launch.)
+            wait(lambda: state.stat().st_mtime > wall_idle or time.time() > launched + 310,
+                 400, "the first heartbeat")
             time.sleep(1.0)
             t_idle, io_hb = time.monotonic(), io_bytes(idle.pid)
             rewrite = io_hb - io_idle
