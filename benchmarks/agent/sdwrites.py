@@ -20,9 +20,9 @@ temporary worktree, measured in the same run on the same services):
   probe (``state_dir`` unset).
 * ``idle_bytes_per_s``: an agent with the example's heartbeat (300 s) and no test, over
   ``--idle-s`` seconds from just after its first heartbeat (the state file, the status
-  heartbeat): what time alone costs. ``state_rewrite_bytes``: what that first heartbeat
-  wrote (it rewrites the state file: connected since the start); a version that rewrites
-  an unchanged state file only every ``STATE_REFRESH_S`` (issue 20) adds that many a day.
+  heartbeat): what time alone costs. A version that rewrites an unchanged state file only
+  every ``STATE_REFRESH_S`` (issue 20) adds that many rewrites a day, each
+  ``state_rewrite_bytes`` (one asked for with SIGUSR1 after the idle window).
 * ``ledger_flush_bytes``: with write-behind (``[spool] write_delay_s``, issue 20) the
   budget ledger and counters of receipted results wait in memory and are committed every
   ``LEDGER_FLUSH_S`` (an hour), which the window above does not see: a real ``Spool`` in
@@ -52,6 +52,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -201,6 +202,16 @@ def ledger_flush(tree: Path, work: Path) -> tuple[float, float, float, float]:
     return float(out[0]), float(out[1]), float(out[2]), float(out[3])
 
 
+def state_refresh_s(tree: Path) -> float:
+    """``STATE_REFRESH_S`` of the agent in ``tree`` (0: it rewrites the state file at
+    every heartbeat, and knows no SIGUSR1)."""
+    out = subprocess.run([sys.executable, "-c", "from agent import runtime; "
+                          "print(getattr(runtime, 'STATE_REFRESH_S', 0.0))"], cwd=tree,
+                         check=True, capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(tree)}).stdout
+    return float(out)
+
+
 def example_budgeted_runs_per_day() -> float:
     """Throughput runs a day of the example plan on links with a data budget (each one's
     ledger is committed at once under write-behind)."""
@@ -226,6 +237,7 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
         # 5 minutes of the plan's time.
         config(busy_cfg, stack.broker.port, spool, compressed_plan(stack.broker.port),
                heartbeat_s=300 / COMPRESSION)
+        refresh_s = state_refresh_s(tree)
         launched = time.time()
         with agent(tree, idle_cfg, logs / "idle.log") as idle, \
                 agent(tree, busy_cfg, logs / "busy.log") as busy:
@@ -250,11 +262,18 @@ def measure(tree: Path, work: Path, window_s: float, idle_s: float) -> dict[str,
             t_idle, io_hb = time.monotonic(), io_bytes(idle.pid)
             rewrite = io_hb - io_idle
             time.sleep(idle_s)
-            idle_rate = (io_bytes(idle.pid) - io_hb) / (time.monotonic() - t_idle)
+            io_end = io_bytes(idle.pid)
+            idle_rate = (io_end - io_hb) / (time.monotonic() - t_idle)
+            if refresh_s:
+                # What one rewrite of the state file costs (the hourly one): asked for
+                # with SIGUSR1, as ``netmon-agent status`` does.
+                idle.send_signal(signal.SIGUSR1)
+                wait(lambda: io_bytes(idle.pid) > io_end, 30, "a state file rewrite")
+                time.sleep(1.0)
+                rewrite = io_bytes(idle.pid) - io_end
         n = n1 - n0
         per_result = max(0.0, (io1 - io0) - idle_rate * (t1 - t0)) / n
-        flush_bytes, flush_every_s, urgent_bytes, refresh_s = ledger_flush(
-            tree, work / "ledger")
+        flush_bytes, flush_every_s, urgent_bytes, _ = ledger_flush(tree, work / "ledger")
         # A version that skips unchanged state files still rewrites one every refresh_s.
         refreshes = 86400 / refresh_s * rewrite if refresh_s else 0.0
         per_day = example_results_per_day() * per_result + idle_rate * 86400 + \
