@@ -321,6 +321,35 @@ def cmd_once(args: argparse.Namespace) -> int:
     return 0 if delivered and not failed else 1
 
 
+def _refresh_state(path: Path, wait_s: float = 3.0) -> None:
+    """Ask the running agent (SIGUSR1) to rewrite its state file and wait for it, up to
+    ``wait_s``: it rewrites the file on its own only when something other than its
+    counters changed, or hourly (SD-card writes, issue 20). Without the right to signal
+    it (another user), the file as it is ("as of" its time)."""
+    import signal
+
+    from agent.runtime import state_file
+
+    state = state_file(path)
+    try:
+        pid = int((state or {}).get("pid", 0))
+        # A stale file's pid may be another program's now: signal only the agent.
+        if pid <= 0 or b"agent" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return
+        before = path.stat().st_mtime_ns
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        try:
+            if path.stat().st_mtime_ns != before:
+                return
+        except OSError:
+            pass  # being replaced
+        time.sleep(0.02)
+
+
 def cmd_status(args: argparse.Namespace) -> int:
     """Spool and connection state."""
     try:
@@ -332,6 +361,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     from agent.spool import Spool, SpoolError
 
     out: dict[str, Any] = {"probe_id": cfg.probe_id, "spool": str(cfg.spool.path)}
+    _refresh_state(cfg.state_path)
     if cfg.spool.path.exists():
         try:
             with Spool(cfg.spool.path, readonly=True) as spool:
@@ -362,6 +392,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     out["spool_lost"] = status.get("spool_lost")
     out["spool_error"] = status.get("spool_error")
     out["expected_runs_per_day"] = status.get("expected_runs_per_day")
+    # Write-behind: results and ledger entries the running agent holds in memory (as of
+    # its last state write) are not in the file yet.
+    memory = (state or {}).get("spool_memory") or {} if running else {}
+    out["held_in_memory"] = memory.get("held")
+    for link, at in (memory.get("last_results") or {}).items():
+        if at > out["last_results"].get(link, ""):  # RFC 3339 UTC: later sorts later
+            out["last_results"][link] = at
+    out["unclean_stop"] = (state or {}).get("unclean_stop")
     out["receipts"] = cfg.spool.receipts
     out["spool_free_bytes"] = _free_bytes(cfg.spool.path.parent)
     if args.json:
@@ -374,6 +412,15 @@ def cmd_status(args: argparse.Namespace) -> int:
     lost = f", {out['spool_lost']} lost since the agent started" \
         if out["spool_lost"] is not None else ""
     print(f"spool: {waiting}, {out['spool_evicted']} evicted{lost} ({out['spool']})")
+    if out["held_in_memory"]:
+        print(f"  and {out['held_in_memory']} result(s) held in memory for their receipt "
+              f"([spool] write_delay_s; as of {out['state_written_at']})")
+    unclean = out["unclean_stop"]
+    if unclean:
+        n = unclean.get("results_maybe_lost")
+        bound = "an unknown number of" if n is None or n < 0 else f"up to {n}"
+        print(f"WARNING: the run before this one did not stop cleanly: {bound} result(s) "
+              "held in memory may have been lost")
     if out["spool_error"]:
         free = out["spool_free_bytes"]
         print(f"spool ERROR: {out['spool_error']}"

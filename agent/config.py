@@ -159,6 +159,11 @@ class SpoolConfig(_Section):
     resend_batch: int = Field(
         500, ge=1, le=100_000,
         description="at most this many overdue results are published again per round")
+    write_delay_s: float = Field(
+        30.0, ge=0, le=3600,
+        description="while connected, a result waits in memory this long for its receipt "
+                    "before it is written to the spool (SD-card writes); 0: every result is "
+                    "written before it is published")
     unusable_exit_s: float = Field(
         600.0, ge=1, le=7 * 86400,
         description="exit 1 (systemd restarts the agent) when no result could be stored "

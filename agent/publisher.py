@@ -18,6 +18,12 @@ for every attempt, so fixing it needs no restart. Everything else (the spool, wh
 results are in flight) lives in the asyncio thread; paho callbacks reach it with
 ``call_soon_threadsafe``.
 
+Write-behind (``[spool] write_delay_s``, issue 20): while a connection is up the spool
+holds new results in memory; the publisher turns holding on when the broker accepts a
+connection and off (everything held is committed at once: no receipt can come on a clean
+session that is gone) when it ends, and lets the spool commit, on its own schedule
+(:meth:`agent.spool.Spool.tick`), the results whose receipt did not come in time.
+
 Status: on every connection a retained ``online`` status; a heartbeat every
 ``heartbeat_s``; the will (retained ``offline``) when the probe vanishes; an explicit
 retained ``offline`` on a clean shutdown.
@@ -366,6 +372,7 @@ class Publisher:
 
     def _connection_changed(self, up: bool, gen: int) -> None:
         if up:
+            self._hold(True)
             self._connected_evt.set()
             if self.announce:
                 task = asyncio.ensure_future(self._announce())
@@ -374,6 +381,7 @@ class Publisher:
         else:
             self._connected_evt.clear()
             self._flush_acks()
+            self._hold(False)  # after the acks: held rows go to the file marked sent
             # Whatever was in flight is still in the spool; the next connection sends it
             # again from the oldest.
             self._inflight.clear()
@@ -387,6 +395,23 @@ class Publisher:
                     fut.set_exception(ConnectionError("connection lost"))
             self._status_mids.clear()
         self._wake.set()
+
+    def _hold(self, up: bool) -> None:
+        """Write-behind follows the connection: results wait in memory for a receipt
+        only while one can come."""
+        try:
+            self.spool.set_holding(up)
+        except SpoolError as exc:
+            # Still held; the pump's next spool tick tries again.
+            self._warn("hold", f"{exc}; will retry")
+
+    def _spool_tick(self) -> float | None:
+        """Let the spool commit what waited long enough; seconds until the next tick."""
+        try:
+            return self.spool.tick()
+        except SpoolError as exc:
+            self._warn("write-behind", f"{exc}; will retry")
+            return 5.0
 
     async def _announce(self) -> None:
         with contextlib.suppress(ConnectionError, TimeoutError):
@@ -502,6 +527,10 @@ class Publisher:
             # Woken by new results and PUBACKs; with receipts also every resend check.
             timeout = self._resend_every if self._resends else \
                 (1.0 if self._retry_flush or self._receipted else None)
+            # Write-behind: held results are committed when their delay passes.
+            tick = self._spool_tick()
+            if tick is not None:
+                timeout = tick if timeout is None else min(timeout, tick)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
             self._wake.clear()

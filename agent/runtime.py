@@ -46,7 +46,7 @@ from agent.methods.common import linkstats, radio, router_poll
 from agent.publisher import Publisher
 from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
-from agent.spool import LedgerUpdate, Spool, SpoolError
+from agent.spool import LEDGER_FLUSH_S, LedgerUpdate, Spool, SpoolError, UncleanStop
 from netmon import __version__
 from netmon.contract import (
     EXIT_RESTART,
@@ -63,6 +63,29 @@ log = logging.getLogger("netmon.agent")
 
 #: A method gets its own timeout plus this before the runtime gives up on it.
 GRACE_S = 15.0
+#: The heartbeat rewrites a state file in which only times and progress counters changed
+#: at most this often (``netmon-agent status`` asks for a fresh one with SIGUSR1): a
+#: block an hour on the SD card, not one every heartbeat_s (issue 20).
+STATE_REFRESH_S = 3600.0
+#: What changes with every result or every second: progress, not news. The state file
+#: is not rewritten at a heartbeat for these alone.
+_PROGRESS = {
+    "": ("written_at", "results", "jobs", "spool_memory"),
+    "status": ("at", "uptime_s", "spool_depth", "awaiting_receipt", "last_result_at",
+               "links", "oldest_waiting_at"),
+    "broker": ("published", "acked", "resent", "receipts", "receipted"),
+}
+
+
+def _unchanged(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    """Whether two state files differ in progress only (see :data:`_PROGRESS`)."""
+    def news(data: dict[str, Any]) -> dict[str, Any]:
+        out = {k: v for k, v in data.items() if k not in _PROGRESS[""]}
+        for section in ("status", "broker"):
+            out[section] = {k: v for k, v in (data.get(section) or {}).items()
+                            if k not in _PROGRESS[section]}
+        return out
+    return bool(old) and news(old) == news(new)
 #: While the spool is failing, it is tried this often (to notice that space returned even
 #: when no test is due, and to apply ``unusable_exit_s``).
 SPOOL_WATCH_S = 2.0
@@ -159,8 +182,17 @@ class Runtime:
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
         self.topics = Topics(cfg.topic_prefix)
+        # Write-behind only in the service (it receives the receipts); ``once`` commits
+        # every result before publishing, as the service will deliver what it leaves.
         self.spool = Spool(cfg.spool.path if publish else None, max_results=cfg.spool.max_results,
-                           max_bytes=int(cfg.spool.max_mb * 1_000_000))
+                           max_bytes=int(cfg.spool.max_mb * 1_000_000),
+                           write_delay_s=cfg.spool.write_delay_s if publish and announce
+                           else 0.0)
+        #: What the previous run's marker said when it did not stop cleanly (set by run).
+        self.unclean_stop: UncleanStop | None = None
+        #: The last state file written, and when (monotonic).
+        self._state_same: dict[str, Any] = {}
+        self._state_at = 0.0
         self.bindings = cfg.bindings()
         self.plan: TestPlan = cfg.plan()
         self.config_version: int | None = None
@@ -337,7 +369,12 @@ class Runtime:
             usage={(link, month): nbytes for link, nbytes in by_link.items()},
             estimates={(test, link): nbytes for link, nbytes in by_link.items()
                        if spec.kind == "throughput" and nbytes > 0},
-            last_results=last)
+            last_results=last,
+            # Data moved on a budgeted link: committed at once even while results wait in
+            # memory for their receipts (write-behind), so a power cut cannot make the
+            # agent forget what the SIM has used.
+            urgent=any(nbytes > 0 and self.plan.budget_bytes(link) is not None
+                       for link, nbytes in by_link.items()))
         try:
             # Results and ledger in one transaction: a lost result is not counted
             # against the budget either (it is counted in spool_lost).
@@ -434,8 +471,11 @@ class Runtime:
         except sqlite3.Error:
             return None
 
-    def write_state(self) -> None:
-        """The state file ``netmon-agent status`` reads (atomic replace)."""
+    def write_state(self, force: bool = True) -> None:
+        """The state file ``netmon-agent status`` reads (atomic replace). ``force=False``
+        (the heartbeat): skipped when only times and progress counters changed since the
+        last write, up to :data:`STATE_REFRESH_S` (the SD card; issue 20); SIGUSR1 (sent
+        by ``status``) forces one."""
         path = self.cfg.state_path
         info = self.publisher.info if self.publisher else None
         data = {
@@ -454,10 +494,22 @@ class Runtime:
             # One consistent snapshot: results_made == spooled (this run) + lost.
             "results": {"made": self.results_made, "lost": self.spool_lost,
                         "spooled_total": self._spooled_total()},
+            # What is in memory, not in the spool file ``status`` reads (write-behind).
+            "spool_memory": {"held": self.spool.held,
+                             "last_results": self.spool.last_results()},
+            "unclean_stop": None if self.unclean_stop is None else {
+                "results_maybe_lost": self.unclean_stop.results_maybe_lost,
+                "write_delay_s": self.unclean_stop.write_delay_s,
+                "previous_pid": self.unclean_stop.pid,
+                "previous_started_at": self.unclean_stop.started_at},
             "jobs": {j.key: {"runs": j.runs, "running": j.running,
                              "budget_stopped": j.budget_stopped}
                      for j in self.scheduler.jobs.values()},
         }
+        if not force and _unchanged(self._state_same, data) and \
+                time.monotonic() - self._state_at < STATE_REFRESH_S:
+            return
+        self._state_same, self._state_at = data, time.monotonic()
         text = json.dumps(data, indent=1)
         tmp = path.with_suffix(".tmp")
         try:
@@ -486,7 +538,11 @@ class Runtime:
         for sig in (signal.SIGTERM, signal.SIGINT):
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 loop.add_signal_handler(sig, self.request_stop)
+        # ``netmon-agent status`` asks for a fresh state file (see write_state).
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(signal.SIGUSR1, self.write_state)
         self.clock_state()
+        self._begin_spool()
         self._attach_remote_config()
         self._attach_updates()
         if self.publisher is not None:
@@ -520,6 +576,24 @@ class Runtime:
                 self.spool.close()
         if self._fatal is not None:
             raise self._fatal
+
+    def _begin_spool(self) -> None:
+        """Mark the spool in use (cleared by a clean stop) and report, never silently, a
+        previous run that ended without one: its held results may be lost."""
+        if self.publisher is None:
+            return
+        self.unclean_stop = prev = self.spool.begin()
+        if prev is None:
+            return
+        if prev.results_maybe_lost < 0:
+            bound = "an unknown number of results"
+        else:
+            bound = f"up to {prev.results_maybe_lost} result(s)"
+        log.warning("the previous run (pid %s, started %s) did not stop cleanly (power cut, "
+                    "kill or crash): %s held in memory for their receipt ([spool] "
+                    "write_delay_s = %g s) may have been lost, and up to %.0f min of the "
+                    "latency tests' data usage", prev.pid, prev.started_at, bound,
+                    prev.write_delay_s, LEDGER_FLUSH_S / 60)
 
     async def _spool_watch(self) -> None:
         """While spool writes fail: try one every :data:`SPOOL_WATCH_S` when no result was
@@ -667,7 +741,7 @@ class Runtime:
         beat = self.cfg.heartbeat_s
         while True:
             await asyncio.sleep(beat)
-            self.write_state()
+            self.write_state(force=False)
             trim_heap()
             if self.publisher is not None:
                 with contextlib.suppress(ConnectionError, TimeoutError):

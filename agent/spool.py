@@ -1,7 +1,18 @@
-"""The durable spool: every result is committed to SQLite (WAL, ``synchronous=FULL``)
-before it is published, and deleted only when the collector's receipt names it
-(end-to-end receipts, issue 14) — or, with ``[spool] receipts = false``, on the
-broker's PUBACK as before.
+"""The durable spool: results are kept in SQLite (WAL, ``synchronous=FULL``) and deleted
+only when the collector's receipt names them (end-to-end receipts, issue 14) — or, with
+``[spool] receipts = false``, on the broker's PUBACK as before.
+
+* Write-behind (``[spool] write_delay_s`` > 0, the service; issue 20): while
+  :meth:`Spool.set_holding` is on (the broker connection is up) a new result is held in
+  memory, published from there, and its receipt deletes it there: the SD card never sees
+  it. One still unreceipted ``write_delay_s`` later (:meth:`Spool.tick`), or when holding
+  stops (the connection ended), or at :meth:`Spool.close`, is committed with its seq and
+  sent state. A power cut loses what is held; :meth:`Spool.begin` keeps a marker file
+  with a bound on that, and reports it on the next start. The budget ledger and counters
+  of held results wait too (committed with the next results, every
+  :data:`LEDGER_FLUSH_S`, or at once for a run on a budgeted link). Reads
+  (:meth:`Spool.peek`, :meth:`Spool.due`, :meth:`Spool.stats`, the ledger) see both.
+  With ``write_delay_s = 0`` every result is committed before it is published.
 
 * Crash-safe: a result is either fully in the spool or not at all, whatever instant the
   process is killed or the power fails; a result acknowledged but not yet deleted when
@@ -33,16 +44,18 @@ estimate of what each test moves) so a restart does not forget what the SIM has 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import sqlite3
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
 from netmon.errors import NetmonError
+from netmon.fsutil import atomic_write
 
 log = logging.getLogger("netmon.agent.spool")
 _K = TypeVar("_K")
@@ -101,6 +114,18 @@ RESERVE_FLOOR_BYTES = RESERVE_BYTES // 4
 LOW_SPACE_BYTES = 4 * RESERVE_BYTES
 LOW_SPACE_CHUNK = 25
 
+#: Write-behind (``[spool] write_delay_s``): held results get seqs this far above the
+#: file's sequence, so a result ``netmon-agent once`` commits meanwhile (autoincrement)
+#: cannot take a held result's seq before it is committed with it.
+HELD_SEQ_GAP = 10_000
+#: At most this many results wait in memory; beyond, results are committed at once.
+MAX_HELD = 2_000
+#: The budget ledger of runs that are not urgent (:attr:`LedgerUpdate.urgent`: no data
+#: moved on a budgeted link) waits in memory at most this long (or until results are
+#: committed, or the spool is closed): a power cut loses at most this much of it (see
+#: docs/agent.md, "SD-card writes").
+LEDGER_FLUSH_S = 3600.0
+
 #: Weight of the newest run in the bytes-per-run estimate.
 EWMA_ALPHA = 0.3
 #: At most one eviction warning this often (the counter counts every eviction).
@@ -128,6 +153,9 @@ class LedgerUpdate:
     estimates: dict[tuple[str, str], float]
     #: link -> RFC 3339 time of its latest result.
     last_results: dict[str, str]
+    #: Commit it at once even while results are held (write-behind): the run moved data
+    #: on a link with a data budget, which a power cut must not make the agent forget.
+    urgent: bool = False
 
 
 @dataclass(frozen=True)
@@ -146,6 +174,53 @@ class SpoolStats:
     receipted: int = 0
 
 
+@dataclass
+class _Held:
+    """A result kept in memory (write-behind) until its receipt or the write delay."""
+
+    id: str
+    topic: str
+    payload: bytes
+    spooled_at: float
+    held_at: float  # time.monotonic()
+    sent_at: float | None = None
+
+
+@dataclass
+class _Pending:
+    """Ledger entries and counter increments not committed yet (write-behind)."""
+
+    usage: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # [bytes, runs]
+    estimates: dict[tuple[str, str], list[float]] = field(default_factory=dict)  # in order
+    last_results: dict[str, str] = field(default_factory=dict)
+    counters: dict[str, int] = field(default_factory=dict)
+    since: float | None = None  # monotonic time of the oldest uncommitted entry
+
+    def empty(self) -> bool:
+        return not (self.usage or self.estimates or self.last_results
+                    or any(self.counters.values()))
+
+    def count(self, name: str, n: int) -> None:
+        if n:
+            self.counters[name] = self.counters.get(name, 0) + n
+            self.touch()
+
+    def touch(self) -> None:
+        if self.since is None:
+            self.since = time.monotonic()
+
+
+@dataclass(frozen=True)
+class UncleanStop:
+    """What the marker of a run that did not close the spool says (:meth:`Spool.begin`)."""
+
+    #: Results that may have been in memory, uncommitted, when it stopped (an upper bound).
+    results_maybe_lost: int
+    write_delay_s: float
+    pid: int | None
+    started_at: str | None
+
+
 class SpoolError(NetmonError, RuntimeError):
     """The spool file cannot be opened or written (disk full, read-only, corrupt)."""
 
@@ -154,12 +229,27 @@ class Spool:
     """A bounded FIFO of messages on disk. Use from one thread at a time."""
 
     def __init__(self, path: Path | None, max_results: int = 200_000,
-                 max_bytes: int = 64_000_000, readonly: bool = False) -> None:
+                 max_bytes: int = 64_000_000, readonly: bool = False,
+                 write_delay_s: float = 0.0) -> None:
         """Open (creating) the spool at ``path``; ``None`` keeps it in memory (``once
-        --no-publish``, which must not touch the service's files)."""
+        --no-publish``, which must not touch the service's files). ``write_delay_s`` > 0:
+        while :meth:`set_holding` is on (the broker connection is up), results wait in
+        memory that long for their receipt before they are committed (write-behind)."""
         self.path = path
         self.max_results = max_results
         self.max_bytes = max_bytes
+        self.write_delay_s = write_delay_s if path is not None and not readonly else 0.0
+        self._holding = False
+        self._held: dict[int, _Held] = {}  # by seq, oldest first
+        self._held_ids: dict[str, int] = {}
+        self._next_seq = 0
+        self._pending = _Pending()
+        #: The unclean-stop marker of this run (:meth:`begin`) and the held count it covers.
+        self._marker: Path | None = None
+        self._marked = 0
+        #: Most results held at once, and results committed because their delay passed.
+        self.held_peak = 0
+        self.written_behind = 0
         self._warned_at = -WARN_EVERY_S
         self._reserve = path is not None and not readonly
         #: Why storing results failed last (None after a success), and since when
@@ -204,8 +294,215 @@ class Spool:
             self._db.execute("ALTER TABLE spool ADD COLUMN sent_at REAL")
 
     def close(self) -> None:
-        """Close the database (a checkpoint folds the WAL back into the file)."""
+        """Commit what is held in memory, close the database (a checkpoint folds the WAL
+        back into the file) and, when everything was committed, remove the unclean-stop
+        marker (a run whose held results could not be committed stays reported)."""
+        committed = True
+        if self.write_delay_s:
+            try:
+                self.commit_held(everything=True)
+                self.flush_ledger()
+            except SpoolError as exc:
+                committed = False
+                log.error("closing the spool: %s; %d held result(s) lost", exc,
+                          len(self._held))
         self._db.close()
+        if committed and self._marker is not None:
+            with contextlib.suppress(OSError):
+                self._marker.unlink(missing_ok=True)
+            self._marker = None
+
+    # ------------------------------------------------------------------ write-behind
+
+    def begin(self) -> UncleanStop | None:
+        """Start a service run: record a marker next to the spool (removed by a clean
+        :meth:`close`) and return what the previous run's marker says when that run did
+        not stop cleanly (power cut, kill -9, crash), else None."""
+        if self.path is None:
+            return None
+        marker = self.path.with_name(self.path.name + ".open")
+        previous: UncleanStop | None = None
+        try:
+            data = json.loads(marker.read_text(encoding="utf-8"))
+            previous = UncleanStop(int(data.get("held_max", 0)),
+                                   float(data.get("write_delay_s", 0.0)),
+                                   data.get("pid"), data.get("started_at"))
+        except FileNotFoundError:
+            pass
+        except (OSError, ValueError, TypeError, AttributeError):
+            # Unreadable (cut mid-write): the run did not stop cleanly; the bound is unknown.
+            previous = UncleanStop(-1, self.write_delay_s, None, None)
+        self._marker = marker
+        self._marked = 0
+        self._write_marker(0)
+        return previous
+
+    def _write_marker(self, held_max: int) -> None:
+        if self._marker is None:
+            return
+        data = {"pid": os.getpid(), "held_max": held_max, "write_delay_s": self.write_delay_s,
+                "started_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+        try:
+            atomic_write(self._marker, json.dumps(data))
+        except OSError as exc:
+            # A full disk: results are then committed at once anyway (no room to hold).
+            log.warning("cannot write %s: %s", self._marker, exc)
+            return
+        self._marked = held_max
+
+    def set_holding(self, on: bool) -> None:
+        """Hold results in memory (on: connected, a receipt can come) or commit them at
+        once (off: no receipt can come; what is held is committed now). Raises
+        SpoolError when committing fails (the results stay held, tried again by
+        :meth:`tick`)."""
+        self._holding = on and self.write_delay_s > 0
+        if not on:
+            self.commit_held(everything=True)
+
+    def tick(self) -> float | None:
+        """Commit held results whose delay passed and a ledger older than
+        :data:`LEDGER_FLUSH_S`; returns seconds until the next thing is due (None:
+        nothing waits). Raises SpoolError when a commit fails."""
+        now = time.monotonic()
+        waits: list[float] = []
+        if self._held:
+            self.commit_held()
+            if self._held:
+                oldest = next(iter(self._held.values())).held_at
+                waits.append(max(0.05, oldest + self.write_delay_s - now))
+        since = self._pending.since
+        if since is not None:
+            if now - since >= LEDGER_FLUSH_S:
+                self.flush_ledger()
+            else:
+                waits.append(since + LEDGER_FLUSH_S - now)
+        return min(waits) if waits else None
+
+    def commit_held(self, everything: bool = False) -> int:
+        """Commit the held results older than ``write_delay_s`` (all with
+        ``everything``), keeping their seq and sent state, with the pending ledger: one
+        transaction. Returns how many were committed."""
+        cutoff = time.monotonic() - self.write_delay_s
+        rows = [(seq, h) for seq, h in self._held.items() if everything or h.held_at <= cutoff]
+        if not rows:
+            return 0
+        if self._reserve:
+            self._keep_reserve(sum(len(h.payload) + len(h.id) + 64 for _, h in rows))
+
+        def insert(batch: list[tuple[int, _Held]]) -> int:
+            new = 0
+            for seq, h in batch:
+                cur = self._db.execute(
+                    "INSERT OR IGNORE INTO spool (seq, id, topic, payload, spooled_at, "
+                    "sent_at) VALUES (?, ?, ?, ?, ?, ?)",
+                    (seq, h.id, h.topic, h.payload, h.spooled_at, h.sent_at))
+                if not cur.rowcount:  # that seq was taken meanwhile (``once``): a new one
+                    cur = self._db.execute(
+                        "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at, "
+                        "sent_at) VALUES (?, ?, ?, ?, ?)",
+                        (h.id, h.topic, h.payload, h.spooled_at, h.sent_at))
+                new += cur.rowcount
+            # The insert trigger counted them as spooled again: they were when held.
+            self._db.execute("UPDATE counters SET value = value - ? WHERE name = 'spooled'",
+                             (new,))
+            self._write_pending()
+            self._evict()
+            return 0
+        self._chunked_one("cannot store results", rows, insert)
+        for seq, h in rows:
+            del self._held[seq]
+            self._held_ids.pop(h.id, None)
+        if not everything:
+            self.written_behind += len(rows)
+        self._pending = _Pending()
+        return len(rows)
+
+    def flush_ledger(self) -> None:
+        """Commit the pending ledger entries and counters (nothing to do: no write)."""
+        if self._pending.empty():
+            self._pending = _Pending()
+            return
+
+        def write(_: list[int]) -> int:
+            self._write_pending()
+            return 0
+        self._chunked_one("cannot write the budget ledger", [0], write)
+        self._pending = _Pending()
+
+    def _write_pending(self) -> None:
+        """Inside a transaction: apply the pending ledger and counters."""
+        p = self._pending
+        for (link, month), (nbytes, runs) in p.usage.items():
+            self._db.execute(
+                "INSERT INTO usage VALUES (?, ?, ?, ?) ON CONFLICT (link, month) DO UPDATE "
+                "SET bytes = bytes + excluded.bytes, runs = runs + excluded.runs",
+                (link, month, nbytes, int(runs)))
+        for (test, link), values in p.estimates.items():
+            for value in values:
+                self._fold_estimate(test, link, value)
+        self._db.executemany("INSERT OR REPLACE INTO last_result VALUES (?, ?)",
+                             p.last_results.items())
+        for name, n in p.counters.items():
+            if n:
+                self._db.execute("UPDATE counters SET value = value + ? WHERE name = ?",
+                                 (n, name))
+
+    def _hold(self, items: list[tuple[str, str, bytes]], ledger: LedgerUpdate | None) -> bool:
+        """Keep ``items`` in memory (write-behind) and their ledger in the pending one;
+        False (nothing done) when the unclean-stop marker cannot cover them."""
+        if self._marker is None:
+            return False
+        now, mono = time.time(), time.monotonic()
+        fresh = []
+        for id_, topic, payload in items:
+            if id_ in self._held_ids or self._db.execute(
+                    "SELECT 1 FROM spool WHERE id = ?", (id_,)).fetchone():
+                continue  # already spooled: ignored, as INSERT OR IGNORE does
+            fresh.append((id_, topic, payload))
+        need = len(self._held) + len(fresh)
+        if need > self._marked:
+            # Before holding more than the marker covers: a power cut now is reported
+            # with a bound that is never too low (doubled: a few marker writes per run).
+            self._write_marker(max(need, 2 * self._marked, 4))
+            if need > self._marked:
+                return False  # the marker could not be written: commit them at once
+        if self._ledger_now(ledger):
+            assert ledger is not None
+            run = ledger
+
+            def write(_: list[int]) -> int:
+                self._apply_ledger(run)
+                self._write_pending()
+                return 0
+            self._chunked_one("cannot store results", [0], write)
+            self._pending = _Pending()
+            ledger = None
+        if not self._held:
+            row = self._db.execute(
+                "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+            self._next_seq = max(self._next_seq, (int(row[0]) if row else 0) + HELD_SEQ_GAP)
+        for id_, topic, payload in fresh:
+            self._next_seq += 1
+            self._held[self._next_seq] = _Held(id_, topic, payload, now, mono)
+            self._held_ids[id_] = self._next_seq
+        self.held_peak = max(self.held_peak, len(self._held))
+        self._pending.count("spooled", len(fresh))
+        if ledger is not None:
+            p = self._pending
+            for key, nbytes in ledger.usage.items():
+                acc = p.usage.setdefault(key, [0.0, 0.0])
+                acc[0] += nbytes
+                acc[1] += 1
+            for key, nbytes in ledger.estimates.items():
+                p.estimates.setdefault(key, []).append(nbytes)
+            p.last_results.update(ledger.last_results)
+            p.touch()
+        return True
+
+    @staticmethod
+    def _ledger_now(ledger: LedgerUpdate | None) -> bool:
+        """A run whose ledger is committed at once (it moved data on a budgeted link)."""
+        return ledger is not None and ledger.urgent
 
     def __enter__(self) -> Spool:
         return self
@@ -223,6 +520,9 @@ class Spool:
         many were evicted."""
         now = time.time()
         items = list(items)
+        if self._holding and items and len(self._held) + len(items) <= MAX_HELD and \
+                self._hold(items, ledger):
+            return 0
         if self._reserve:
             self._keep_reserve(sum(len(p) + len(i) + 64 for i, _, p in items))
         evicted = 0
@@ -235,10 +535,12 @@ class Spool:
             evicted = self._evict()
             if ledger is not None:
                 self._apply_ledger(ledger)
+            self._write_pending()
             return 0
         if items:
             # One transaction whatever the space (a result is in the spool or not at all).
             self._chunked_one("cannot store results", items, insert)
+            self._pending = _Pending()
         if evicted and time.monotonic() - self._warned_at > WARN_EVERY_S:
             # Rate-limited: a week-long outage must not fill the journal with warnings.
             self._warned_at = time.monotonic()
@@ -253,12 +555,15 @@ class Spool:
                 "INSERT INTO usage VALUES (?, ?, ?, 1) ON CONFLICT (link, month) DO UPDATE "
                 "SET bytes = bytes + excluded.bytes, runs = runs + 1", (link, month, nbytes))
         for (test, link), nbytes in ledger.estimates.items():
-            self._db.execute(
-                "INSERT INTO estimates VALUES (?, ?, ?) ON CONFLICT (test, link) DO UPDATE "
-                "SET bytes = ? * bytes + ? * excluded.bytes",
-                (test, link, nbytes, 1 - EWMA_ALPHA, EWMA_ALPHA))
+            self._fold_estimate(test, link, nbytes)
         self._db.executemany("INSERT OR REPLACE INTO last_result VALUES (?, ?)",
                              ledger.last_results.items())
+
+    def _fold_estimate(self, test: str, link: str, nbytes: float) -> None:
+        self._db.execute(
+            "INSERT INTO estimates VALUES (?, ?, ?) ON CONFLICT (test, link) DO UPDATE "
+            "SET bytes = ? * bytes + ? * excluded.bytes",
+            (test, link, nbytes, 1 - EWMA_ALPHA, EWMA_ALPHA))
 
     def _evict(self) -> int:
         depth, size = self._counter("depth"), self._counter("bytes")
@@ -291,7 +596,12 @@ class Spool:
         rows = self._db.execute(
             "SELECT seq, id, topic, payload FROM spool WHERE seq > ? AND sent_at IS NULL "
             "ORDER BY seq LIMIT ?", (after_seq, limit)).fetchall()
-        return [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows]
+        out = [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows]
+        if self._held:
+            out += [Entry(seq, h.id, h.topic, h.payload) for seq, h in self._held.items()
+                    if seq > after_seq and h.sent_at is None][:limit]
+            out.sort(key=lambda e: e.seq)
+        return out[:limit]
 
     def due(self, sent_before: float, limit: int, exclude: Iterable[int] = (),
             now: float | None = None) -> list[Entry]:
@@ -305,13 +615,32 @@ class Spool:
             "SELECT seq, id, topic, payload FROM spool WHERE sent_at IS NOT NULL AND "
             "(sent_at <= ? OR sent_at > ?) ORDER BY seq LIMIT ?",
             (sent_before, future, limit + len(skip))).fetchall()
-        return [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows
-                if seq not in skip][:limit]
+        out = [Entry(seq, id_, topic, bytes(payload)) for seq, id_, topic, payload in rows
+               if seq not in skip]
+        if self._held:
+            out += [Entry(seq, h.id, h.topic, h.payload) for seq, h in self._held.items()
+                    if h.sent_at is not None and seq not in skip
+                    and (h.sent_at <= sent_before or h.sent_at > future)]
+            out.sort(key=lambda e: e.seq)
+        return out[:limit]
 
     def mark_sent(self, seqs: Iterable[int], at: float | None = None) -> int:
         """Record that the broker acknowledged these rows (kept until a receipt names
         them); a resent row's time is renewed. Returns how many rows were still there."""
         when = at if at is not None else time.time()
+        seqs = list(seqs)
+        held = 0
+        if self._held:
+            rest = []
+            for s in seqs:
+                h = self._held.get(s)
+                if h is None:
+                    rest.append(s)
+                else:
+                    h.sent_at = when
+                    held += 1
+            seqs = rest
+            self._pending.count("acked", held)
 
         def update(chunk: list[int]) -> int:
             n: int = self._db.executemany("UPDATE spool SET sent_at = ? WHERE seq = ?",
@@ -319,7 +648,7 @@ class Spool:
             self._db.execute("UPDATE counters SET value = value + ? WHERE name = 'acked'",
                              (n,))
             return n
-        return self._chunked("cannot mark acknowledged results sent", list(seqs), update)
+        return held + self._chunked("cannot mark acknowledged results sent", seqs, update)
 
     def receipt(self, ids: Iterable[str], acked: int = 0) -> int:
         """Delete the rows a receipt names (sent or not: the collector has them). Unknown ids
@@ -328,12 +657,29 @@ class Spool:
         whose receipt came before they were marked sent. Returns how many rows were
         deleted."""
         keys = list(ids)
+        held = 0
+        if self._held_ids:
+            rest = []
+            for i in keys:
+                seq = self._held_ids.pop(i, None)
+                if seq is None:
+                    rest.append(i)
+                else:
+                    del self._held[seq]
+                    held += 1
+            keys = rest
+            self._pending.count("receipted", held)
+        if not keys:
+            # Everything it names was held: nothing on the SD card to delete.
+            self._pending.count("acked", acked)
+            return held
 
         def delete(chunk: list[str]) -> int:
             n: int = self._db.executemany("DELETE FROM spool WHERE id = ?",
                                           ((i,) for i in chunk)).rowcount
-            self._db.execute(
-                "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
+            if n:  # a repeated receipt deletes nothing: no page to write
+                self._db.execute(
+                    "UPDATE counters SET value = value + ? WHERE name = 'receipted'", (n,))
             if acked and chunk[0] is keys[0]:  # once, with the first chunk (or its retry)
                 self._db.execute(
                     "UPDATE counters SET value = value + ? WHERE name = 'acked'", (acked,))
@@ -341,7 +687,7 @@ class Spool:
         # No checkpoint of its own (it wrote every receipt's pages to the file a second
         # time, on the SD card): SQLite's every WAL_AUTOCHECKPOINT_PAGES does, and on a
         # filesystem low on space _chunked checkpoints after each chunk.
-        return self._chunked("cannot delete receipted results", keys, delete)
+        return held + self._chunked("cannot delete receipted results", keys, delete)
 
     def _chunked(self, what: str, keys: list[_K], fn: Callable[[list[_K]], int]) -> int:
         """``fn`` over ``keys`` in transactions: one normally; when the filesystem is low
@@ -393,8 +739,20 @@ class Spool:
         """Delete acknowledged messages (``receipts = false``: the PUBACK is the end);
         returns how many were still there."""
         seqs = list(seqs)
+        held = 0
+        if self._held:
+            rest = []
+            for s in seqs:
+                h = self._held.pop(s, None)
+                if h is None:
+                    rest.append(s)
+                else:
+                    self._held_ids.pop(h.id, None)
+                    held += 1
+            seqs = rest
+            self._pending.count("acked", held)
         if not seqs:
-            return 0
+            return held
         try:
             with self._tx():
                 cur = self._db.executemany("DELETE FROM spool WHERE seq = ?",
@@ -405,7 +763,7 @@ class Spool:
         except sqlite3.Error as exc:
             raise self._failed("cannot delete acknowledged", exc, storing=False) from None
         self._succeeded(storing=False)
-        return n
+        return held + n
 
     def checkpoint(self) -> None:
         """A passive WAL checkpoint (never waits for readers; a failure is harmless: the
@@ -494,14 +852,26 @@ class Spool:
         self.failing_since = None
 
     def depth(self) -> int:
-        """Messages waiting."""
-        return self._counter("depth")
+        """Messages waiting (held in memory included)."""
+        return self._counter("depth") + len(self._held)
+
+    @property
+    def held(self) -> int:
+        """Results held in memory now (write-behind), not on disk."""
+        return len(self._held)
 
     def stats(self) -> SpoolStats:
-        """All counters."""
+        """All counters (what is held in memory and not committed yet included)."""
         rows = dict(self._db.execute("SELECT name, value FROM counters").fetchall())
+        for name, n in self._pending.counters.items():
+            rows[name] = rows.get(name, 0) + n
         oldest = self._db.execute("SELECT min(spooled_at) FROM spool").fetchone()[0]
-        return SpoolStats(depth=rows.get("depth", 0), bytes=rows.get("bytes", 0),
+        if self._held:
+            first = next(iter(self._held.values())).spooled_at
+            oldest = first if oldest is None else min(oldest, first)
+        return SpoolStats(depth=rows.get("depth", 0) + len(self._held),
+                          bytes=rows.get("bytes", 0) + sum(len(h.payload)
+                                                           for h in self._held.values()),
                           evicted=rows.get("evicted", 0), spooled=rows.get("spooled", 0),
                           acked=rows.get("acked", 0), oldest_spooled_at=oldest,
                           awaiting_receipt=self.awaiting_receipt(),
@@ -514,11 +884,12 @@ class Spool:
                 "SELECT count(*) FROM spool WHERE sent_at IS NOT NULL").fetchone()
         except sqlite3.OperationalError:  # read-only view of a spool from before receipts
             return 0
-        return int(row[0])
+        return int(row[0]) + sum(1 for h in self._held.values() if h.sent_at is not None)
 
     def ids(self) -> list[str]:
         """Every spooled id, oldest first (for tests and diagnostics)."""
-        return [r[0] for r in self._db.execute("SELECT id FROM spool ORDER BY seq")]
+        disk = [(r[0], r[1]) for r in self._db.execute("SELECT seq, id FROM spool")]
+        return [i for _, i in sorted(disk + [(s, h.id) for s, h in self._held.items()])]
 
     # ------------------------------------------------------------------ budget ledger
 
@@ -530,8 +901,12 @@ class Spool:
 
     def usage(self, month: str) -> dict[str, float]:
         """Bytes used per link in ``month``."""
-        return dict(self._db.execute("SELECT link, bytes FROM usage WHERE month = ?",
-                                     (month,)).fetchall())
+        used: dict[str, float] = dict(self._db.execute(
+            "SELECT link, bytes FROM usage WHERE month = ?", (month,)).fetchall())
+        for (link, mon), (nbytes, _) in self._pending.usage.items():
+            if mon == month:
+                used[link] = used.get(link, 0.0) + nbytes
+        return used
 
     def update_estimate(self, test: str, link: str, nbytes: float) -> float:
         """Fold one run's bytes into the running estimate; returns the new estimate."""
@@ -545,7 +920,11 @@ class Spool:
         """Bytes one run of ``test`` on ``link`` moves, from past results."""
         row = self._db.execute("SELECT bytes FROM estimates WHERE test = ? AND link = ?",
                                (test, link)).fetchone()
-        return float(row[0]) if row else None
+        value = float(row[0]) if row else None
+        for nbytes in self._pending.estimates.get((test, link), ()):
+            value = nbytes if value is None else \
+                (1 - EWMA_ALPHA) * value + EWMA_ALPHA * nbytes
+        return value
 
     def set_last_result(self, link: str, at: str) -> None:
         """Remember when ``link`` last produced a result (RFC 3339)."""
@@ -554,7 +933,9 @@ class Spool:
 
     def last_results(self) -> dict[str, str]:
         """Last result time per link."""
-        return dict(self._db.execute("SELECT link, at FROM last_result").fetchall())
+        last: dict[str, str] = dict(self._db.execute(
+            "SELECT link, at FROM last_result").fetchall())
+        return {**last, **self._pending.last_results}
 
     # ------------------------------------------------------------------ helpers
 

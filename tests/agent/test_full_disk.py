@@ -28,6 +28,7 @@ from tests.helpers.agent import (
     Subscriber,
     agent_config,
     cli,
+    fresh_state,
     kill,
     spool_ids,
     spool_sent_ids,
@@ -113,22 +114,20 @@ def fill(directory: Path) -> Path:
 
 
 def state(path: Path) -> dict[str, Any]:
-    """The agent's state file ({} while it is being rewritten in place)."""
-    try:
-        data: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data
+    """The agent's state file, fresh ({} while it is being rewritten in place)."""
+    return fresh_state(path)
 
 
 def test_full_disk_counted_shown_delivering_and_recovers(
         tmp_path: Path, disk: Path, broker: Service, target: CountingListener) -> None:
     # Six results a second: the full disk still takes results into the spool's reserve
-    # (192 KiB above its floor) before it refuses them.
+    # (192 KiB above its floor) before it refuses them. write_delay_s = 0: every result
+    # takes the commit path this test is about (write-behind takes it after its delay or
+    # when the connection drops; a frozen broker keeps the connection "up" for a while).
     data = agent_config(tmp_path, broker,
                         {f"t{i}": tcp_test(target.port) for i in range(6)},
                         spool={"path": str(disk / "spool.db"), "receipt_timeout_s": 3600,
-                               "unusable_exit_s": 3600})
+                               "unusable_exit_s": 3600, "write_delay_s": 0})
     cfg = write_config(tmp_path, data)
     spool = disk / "spool.db"
     state_file = disk / "agent-state.json"  # on the full disk too, as on a probe
@@ -219,7 +218,8 @@ def test_full_disk_counted_shown_delivering_and_recovers(
 def test_spool_unusable_longer_than_unusable_exit_s_exits_1(
         tmp_path: Path, disk: Path, broker: Service, target: CountingListener) -> None:
     data = agent_config(tmp_path, broker, {f"t{i}": tcp_test(target.port) for i in range(6)},
-                        spool={"path": str(disk / "spool.db"), "unusable_exit_s": 4})
+                        spool={"path": str(disk / "spool.db"), "unusable_exit_s": 4,
+                               "write_delay_s": 0})  # every result commits: see above
     cfg = write_config(tmp_path, data)
     log = tmp_path / "agent.log"
     agent = start_agent(cfg, log)

@@ -21,6 +21,7 @@ from tests.helpers.agent import (
     Listener,
     Subscriber,
     agent_config,
+    fresh_state,
     kill,
     spool_ids,
     spool_sent_ids,
@@ -88,7 +89,9 @@ def test_agent_sigkill_between_puback_and_receipt_stored_exactly_once(
     # results for it, and it stores them when it comes back (the first copy).
     collectors.append(Collector(ccfg))
     collectors[-1].stop()
-    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)}))
+    # Write-behind at 1 s: unreceipted results are in the file, marked sent, after 1 s.
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                                              write_delay_s=1.0))
     spool = tmp_path / "state" / "spool.db"
     wire = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/results")
     agent = start_agent(cfg, tmp_path / "agent.log")
@@ -197,12 +200,8 @@ def test_agent_without_receipts_works_with_the_receipting_collector(
         # state file is rewritten every heartbeat_s, not per result: wait for one showing
         # an acknowledged result.
         def state() -> dict[str, Any]:
-            try:
-                data: dict[str, Any] = json.loads(
-                    (tmp_path / "state" / "agent-state.json").read_text())
-            except (OSError, ValueError):  # being replaced
-                return {"broker": {"acked": 0}}
-            return data
+            return fresh_state(tmp_path / "state" / "agent-state.json") or \
+                {"broker": {"acked": 0}}
         wait_until(lambda: state()["broker"]["acked"] >= 1, 60,
                    "a state file with an acknowledged result")
         state_now = state()
@@ -211,3 +210,55 @@ def test_agent_without_receipts_works_with_the_receipting_collector(
     finally:
         kill(agent)
         receipts.close()
+
+
+def _in_file(path: Path, rid: str) -> bool:
+    """Whether a result id's bytes are anywhere in the spool file or its WAL."""
+    raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    return rid.encode() in raw
+
+
+def test_write_behind_receipted_results_never_reach_the_spool_file(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    """Issue 20: with the collector receipting, a result never touches the SD card. The
+    write delay is 10 minutes, so "within the delay" holds on any machine load."""
+    collectors.append(Collector(collector_config(tmp_path / "collector", broker.port,
+                                                 influxd.port)))
+    cfg = write_config(tmp_path, probe_config(
+        tmp_path, broker, {"t": tcp_test(target.port)}, write_delay_s=600,
+        receipt_timeout_s=900))
+    spool = tmp_path / "state" / "spool.db"
+    state_path = tmp_path / "state" / "agent-state.json"
+    agent = start_agent(cfg, tmp_path / "agent.log")
+
+    def state() -> dict[str, Any]:
+        return fresh_state(state_path)
+    try:
+        wait_until(lambda: (state().get("broker") or {}).get("receipted", 0) >= 10, 90,
+                   "10 results receipted (state file)")
+        now = state()
+        # Receipts deleted them in memory: only the last few wait there.
+        assert now["spool_memory"]["held"] <= now["results"]["made"] - 10
+        stored = set(stored_ids(influx))
+        assert len(stored) >= 10
+        assert spool_ids(spool) == []
+        assert not [i for i in stored if _in_file(spool, i)], "a result reached the file"
+        assert agent.poll() is None
+        assert kill(agent, signal.SIGTERM) == 0
+        # A clean stop commits what is still unreceipted (sent) and the counters.
+        left = spool_ids(spool)
+        assert set(left) <= set(spool_sent_ids(spool)) | set(spool_unsent_ids(spool))
+        receipted = stored - set(left)
+        assert len(receipted) >= 10
+        assert not [i for i in receipted if _in_file(spool, i)]
+        from agent.spool import Spool
+        with Spool(spool, readonly=True) as sp:
+            stats = sp.stats()
+        final = state()
+        assert stats.spooled == final["results"]["made"]
+        assert stats.receipted == final["broker"]["receipted"] >= len(receipted)
+        assert stats.depth == len(left)
+        assert not Path(f"{spool}.open").exists(), "a clean stop leaves no unclean marker"
+    finally:
+        kill(agent)

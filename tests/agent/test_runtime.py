@@ -84,7 +84,9 @@ def test_broker_down_then_back_every_result_once_oldest_first(
 
 def test_sigkill_after_spooling_before_ack_delivered_after_restart(
         tmp_path: Path, broker: Service, target: Listener) -> None:
-    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(target.port)}))
+    # Write-behind at 1 s: a result with no PUBACK (nor receipt) is in the file after 1 s.
+    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                                              spool={"write_delay_s": 1.0}))
     spool_path = tmp_path / "state" / "spool.db"
     sub = Subscriber(broker.host, broker.port, RESULTS, client_id="collector-test",
                      persistent=True)
@@ -277,7 +279,9 @@ def test_once_json_prints_one_result_per_line(tmp_path: Path, broker: Service,
 
 def test_status_cli_reports_spool_and_broker(tmp_path: Path, broker: Service,
                                              target: Listener) -> None:
-    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)})
+    # Write-behind at 1 s: unreceipted results are in the file, marked sent, after 1 s.
+    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                        spool={"write_delay_s": 1.0})
     cfg = write_config(tmp_path, data)
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:

@@ -214,3 +214,142 @@ def test_ledger_committed_with_the_results(tmp_path: Path) -> None:
         assert spool.last_results() == {"lte": "2026-06-01T01:00:00.000Z"}
         runs = spool._db.execute("SELECT runs FROM usage").fetchone()[0]
         assert runs == 2
+
+
+# --------------------------------------------------------------------------- write-behind
+
+def _on_disk(path: Path, needle: str) -> bool:
+    """Whether ``needle`` is anywhere in the spool's file or WAL (raw bytes)."""
+    raw = b"".join(p.read_bytes() for p in (path, Path(f"{path}-wal")) if p.exists())
+    return needle.encode() in raw
+
+
+def _rows_ever_inserted(path: Path) -> int:
+    with sqlite3.connect(path) as db:
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+    return int(row[0]) if row else 0
+
+
+def test_write_behind_receipted_results_never_reach_the_file(tmp_path: Path) -> None:
+    from agent.spool import LedgerUpdate
+    path = tmp_path / "s.db"
+    spool = Spool(path, write_delay_s=3600)
+    assert spool.begin() is None  # a fresh spool: no previous run to report
+    spool.set_holding(True)
+    ids = [f"held-result-{i}" for i in range(3)]
+    for i in ids:
+        spool.put([(i, "t/results", b'{"id": "' + i.encode() + b'"}')], LedgerUpdate(
+            usage={("lte", "2026-06"): 10.0}, estimates={},
+            last_results={"lte": "2026-06-01T00:00:00.000Z"}))
+    entries = spool.peek()
+    assert [e.id for e in entries] == ids
+    assert spool.mark_sent([e.seq for e in entries]) == 3
+    assert spool.receipt(ids[:2]) == 2
+    # Counted as the file would have counted them, but nothing was written.
+    stats = spool.stats()
+    assert (stats.depth, stats.spooled, stats.acked, stats.receipted,
+            stats.awaiting_receipt) == (1, 3, 3, 2, 1)
+    assert spool.usage("2026-06") == {"lte": 30.0}
+    assert _rows_ever_inserted(path) == 0
+    assert not any(_on_disk(path, i) for i in ids)
+    with Spool(path, readonly=True) as other:  # what ``status`` reads meanwhile
+        assert other.ids() == [] and other.stats().spooled == 0
+    spool.close()  # a clean stop commits the unreceipted one, sent, with the ledger
+    with Spool(path) as again:
+        assert again.ids() == [ids[2]]
+        assert [e.id for e in again.due(float("inf"), 10)] == [ids[2]]
+        stats = again.stats()
+        assert (stats.spooled, stats.acked, stats.receipted) == (3, 3, 2)
+        assert again.usage("2026-06") == {"lte": 30.0}
+        assert again._db.execute("SELECT runs FROM usage").fetchone()[0] == 3
+    assert not _on_disk(path, ids[0]) and not _on_disk(path, ids[1])
+    assert not Path(f"{path}.open").exists(), "a clean stop removes the marker"
+
+
+def test_write_behind_commits_after_the_delay_and_when_holding_stops(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    with Spool(path, write_delay_s=0.2) as spool:
+        spool.begin()
+        spool.set_holding(True)
+        due_at = time.monotonic() + 0.2  # before put: it is held at or after this - 0.2
+        spool.put([("late", "t", b"1")])
+        assert spool_ids_ro(path) == []
+        while time.monotonic() < due_at:
+            assert spool.tick() is not None  # something waits: the held result
+            time.sleep(0.01)
+        wait = spool.tick()
+        assert spool_ids_ro(path) == ["late"] and spool.held == 0 and wait is None
+        assert spool.written_behind == 1
+        # The connection went down: no receipt can come, held results go to the file now
+        # (the delay here is an hour).
+        spool.write_delay_s = 3600
+        spool.put([("outage", "t", b"2")])
+        assert spool_ids_ro(path) == ["late"]
+        spool.set_holding(False)
+        assert spool_ids_ro(path) == ["late", "outage"]
+        spool.put([("disconnected", "t", b"3")])  # not holding: committed at once
+        assert spool_ids_ro(path) == ["late", "outage", "disconnected"]
+        assert spool.stats().spooled == 3
+
+
+def test_write_behind_commits_a_budgeted_runs_ledger_at_once(tmp_path: Path) -> None:
+    from agent.spool import EWMA_ALPHA, LedgerUpdate
+    path = tmp_path / "s.db"
+    with Spool(path, write_delay_s=3600) as spool:
+        spool.begin()
+        spool.set_holding(True)
+        # Fibre (no budget): the run's ledger waits in memory, and reads see it.
+        spool.put([("fibre-1", "t", b"1")], LedgerUpdate(
+            usage={("fibre", "2026-06"): 1e9}, estimates={("speed", "fibre"): 1e9},
+            last_results={}))
+        spool.put([("fibre-2", "t", b"1")], LedgerUpdate(
+            usage={("fibre", "2026-06"): 2e9}, estimates={("speed", "fibre"): 2e9},
+            last_results={}))
+        assert spool.usage("2026-06") == {"fibre": 3e9}
+        assert spool.estimate("speed", "fibre") == pytest.approx(
+            (1 - EWMA_ALPHA) * 1e9 + EWMA_ALPHA * 2e9)
+        # The SIM (a budget): committed at once, with what was pending.
+        spool.put([("lte-1", "t", b"1")], LedgerUpdate(
+            usage={("lte", "2026-06"): 5e8}, estimates={("speed", "lte"): 5e8},
+            last_results={}, urgent=True))
+        assert spool.held == 3
+        with Spool(path, readonly=True) as other:
+            # A metered SIM's budget must not forget a big run on a power cut.
+            assert other.usage("2026-06") == {"lte": 5e8, "fibre": 3e9}
+            assert other.estimate("speed", "lte") == 5e8
+            assert other.estimate("speed", "fibre") == pytest.approx(
+                (1 - EWMA_ALPHA) * 1e9 + EWMA_ALPHA * 2e9)
+            assert other.ids() == []
+
+
+def test_unclean_stop_reported_with_a_bound(tmp_path: Path) -> None:
+    path = tmp_path / "s.db"
+    # A real process killed -9 while it holds results in memory.
+    code = f"""
+import os, signal
+from pathlib import Path
+from agent.spool import Spool
+spool = Spool(Path({str(path)!r}), write_delay_s=3600)
+spool.begin()
+spool.set_holding(True)
+for i in range(5):
+    spool.put([(f"r{{i}}", "t", b"x")])
+print("held", flush=True)
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    proc = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True,
+                          text=True, timeout=60)
+    assert proc.returncode == -signal.SIGKILL and "held" in proc.stdout, proc.stderr
+    with Spool(path, write_delay_s=30) as spool:
+        prev = spool.begin()
+        assert prev is not None and prev.results_maybe_lost >= 5
+        assert prev.write_delay_s == 3600
+        assert spool.ids() == []  # they were lost: that is the documented trade-off
+    with Spool(path, write_delay_s=30) as spool:
+        assert spool.begin() is None  # the previous run closed cleanly
+
+
+def spool_ids_ro(path: Path) -> list[str]:
+    """Ids in the file as another process sees them."""
+    with Spool(path, readonly=True) as ro:
+        return ro.ids()

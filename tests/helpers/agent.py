@@ -5,6 +5,7 @@ where a real measurement would be slow or could not report a chosen byte count."
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -496,3 +497,31 @@ class AgentProcess:
     def tail(self) -> str:
         """The end of the log, for assertion messages."""
         return self.text()[-3000:]
+
+
+def fresh_state(path: Path, timeout: float = 10.0) -> dict[str, Any]:
+    """The running agent's state file at ``path`` after asking it for a fresh one
+    (SIGUSR1, as ``netmon-agent status`` does: at its heartbeat it rewrites the file for
+    news, not for counters); {} when there is none or it is unreadable."""
+    def read() -> dict[str, Any]:
+        try:
+            data: dict[str, Any] = json.loads(path.read_text())
+        except (OSError, ValueError):  # absent, or being replaced
+            return {}
+        return data
+    try:
+        before = path.stat().st_mtime_ns
+        pid = int(read().get("pid", 0))
+        # Never 0 or -1 (a whole process group, every process), nor a reused pid.
+        if pid <= 0 or b"agent" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+            return read()
+        os.kill(pid, signal.SIGUSR1)
+    except (OSError, ValueError):
+        return read()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with contextlib.suppress(OSError):
+            if path.stat().st_mtime_ns != before:
+                break
+        time.sleep(0.01)
+    return read()
