@@ -448,6 +448,8 @@ class Runtime:
             awaiting_receipt=stats.awaiting_receipt if stats and self.cfg.spool.receipts
             else None,
             spool_lost=self.spool_lost if state == "online" else None,
+            results_maybe_lost=self.unclean_stop.results_maybe_lost
+            if state == "online" and self.unclean_stop is not None else None,
             spool_error=self.spool.error[:2000] if state == "online" and self.spool.error
             else None,
             expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None,

@@ -369,6 +369,10 @@ class StatusMessage(_Strict):
     awaiting_receipt: Count | None = None
     #: Results the agent could not keep (spool unwritable, e.g. a full disk), since start.
     spool_lost: Count | None = None
+    #: The previous run did not stop cleanly (a power cut, kill -9): at most this many
+    #: results it held in memory for their receipt may have been lost (write-behind,
+    #: docs/agent.md "SD-card writes"); None after a clean stop.
+    results_maybe_lost: Count | None = None
     #: Why the spool cannot be written right now, or None.
     spool_error: Annotated[str, StringConstraints(max_length=2000)] | None = None
     #: Tests per day each link's plan schedules (link name -> runs/day), for availability.

@@ -250,12 +250,20 @@ def cmd_list(args: argparse.Namespace) -> int:
         r.update_event, f"on trial: {r.update_trial}" if r.update_trial else None,
         f"FAILED {r.update_failed}" if r.update_failed else None) if x)
         for r in rows if r.update_event or r.update_failed or r.update_trial}
+    losses = {r.probe_id: "; ".join(x for x in (
+        f"{r.spool_lost} result(s) could not be stored since the agent started"
+        if r.spool_lost else None,
+        f"did not stop cleanly before this start: up to {r.results_maybe_lost} result(s) "
+        "held for their receipt may have been lost" if r.results_maybe_lost else None) if x)
+        for r in rows if r.spool_lost or r.results_maybe_lost}
     for row in table:
         print("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=False)) + "  " + row[-1])
         if row[0] in errors:  # the last remote config was refused: say why
             print(f"    ! {errors[row[0]]}")
         if row[0] in updates:  # agent updates (issue 18): the last event, failures
             print(f"    update: {updates[row[0]]}")
+        if row[0] in losses:  # what the probe knows it lost (full disk, power cut)
+            print(f"    ! lost: {losses[row[0]]}")
     return 0
 
 

@@ -317,6 +317,9 @@ def status_lines(msg: StatusMessage, site: Site | None, received_ms: int) -> lis
         fields["update_trial"] = (up.trial or "") if up else ""
         fields["oldest_waiting_ms"] = to_ms(msg.oldest_waiting_at) \
             if msg.oldest_waiting_at else 0
+        # Losses the probe knows of since its start (0 when none, like the fields above).
+        fields["spool_lost"] = msg.spool_lost or 0
+        fields["results_maybe_lost"] = msg.results_maybe_lost or 0
         if msg.board_model:
             fields["board_model"] = msg.board_model
     if site:

@@ -44,6 +44,10 @@ class ProbeRow:
     update_failed: str | None = None
     update_trial: str | None = None
     oldest_waiting_at: datetime | None = None
+    #: Results the probe could not keep since its start, and the bound on what its
+    #: previous run may have lost by not stopping cleanly (write-behind).
+    spool_lost: int | None = None
+    results_maybe_lost: int | None = None
     links: list[LinkUsage] = field(default_factory=list)
 
     @property
@@ -76,6 +80,8 @@ class ProbeRow:
             "update_trial": self.update_trial,
             "oldest_waiting_at": format_time(self.oldest_waiting_at)
             if self.oldest_waiting_at else None,
+            "spool_lost": self.spool_lost,
+            "results_maybe_lost": self.results_maybe_lost,
             "data_used_bytes": self.data_used_bytes,
             "links": [{"link": u.link, "used_bytes": u.used_bytes,
                        "budget_bytes": u.budget_bytes} for u in self.links],
@@ -124,6 +130,8 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
                  f'last("update_failed") AS update_failed, '
                  f'last("update_trial") AS update_trial, '
                  f'last("oldest_waiting_ms") AS oldest_waiting_ms, '
+                 f'last("spool_lost") AS spool_lost, '
+                 f'last("results_maybe_lost") AS results_maybe_lost, '
                  f'last("last_result_ms") AS last_result_ms FROM "{PROBE_STATUS}" '
                  f'WHERE "online" = 1 GROUP BY "probe"')
     q_result = (f'SELECT * FROM "{RESULTS}" WHERE time > now() - 90d GROUP BY "probe" '
@@ -158,6 +166,8 @@ def inventory(influx: InfluxClient, sites: Mapping[str, Site], stale_after_s: fl
         r.update_failed = rec.get("update_failed") or None
         r.update_trial = rec.get("update_trial") or None
         r.oldest_waiting_at = _ms(rec.get("oldest_waiting_ms") or None)
+        r.spool_lost = _int(rec.get("spool_lost"))
+        r.results_maybe_lost = _int(rec.get("results_maybe_lost"))
         r.last_result_at = _ms(rec.get("last_result_ms"))
     for pid, recs in _by_probe(results).items():
         r, rec = row(pid), recs[0]

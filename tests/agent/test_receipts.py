@@ -244,6 +244,10 @@ def test_write_behind_unreceipted_results_committed_survive_sigkill_loss_reporte
         res = cli("status", "--config", str(cfg), "--json")
         shown = json.loads(res.stdout)["unclean_stop"]
         assert shown is not None and shown["results_maybe_lost"] == bound
+        # ... and the NOC hears it: the status message carries the same bound.
+        collector.wait(lambda: any(
+            parse_status(m.payload).results_maybe_lost == bound for m in collector.statuses()),
+            30, "the bound in the probe's status message")
         assert "did not stop cleanly" in cli("status", "--config", str(cfg)).stdout
         assert set(kept) <= set(spool_ids(spool)) | {r["id"] for r in collector.results()}
     finally:

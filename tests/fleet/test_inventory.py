@@ -47,7 +47,7 @@ def _seed(client: InfluxClient, now: datetime) -> None:
     lines += status_lines(_status(
         "ht-kyanh-01", now - timedelta(minutes=2), spool_depth=3, config_version=42,
         clock_synced=True, board_model="Raspberry Pi 4 Model B Rev 1.5",
-        oldest_waiting_at=now - timedelta(minutes=40),
+        oldest_waiting_at=now - timedelta(minutes=40), spool_lost=2, results_maybe_lost=4,
         update=UpdateStatus(failed={"0.1.2": "health check not passed within 300 s"},
                             last_event="rolled back from 0.1.2 to 0.1.0: health check not "
                                        "passed within 300 s", last_event_at=now),
@@ -113,6 +113,10 @@ def test_inventory_states_and_figures(seeded: tuple[InfluxClient, datetime]) -> 
     assert (ky.update_event or "").startswith("rolled back from 0.1.2")
     assert ky.update_failed == "0.1.2: health check not passed within 300 s"
     assert ky.update_trial is None
+    # What the probe knows it lost: a full disk (spool_lost), an unclean stop (the bound).
+    assert (ky.spool_lost, ky.results_maybe_lost) == (2, 4)
+    assert (rows["ht-camxuyen-03"].spool_lost, rows["ht-camxuyen-03"].results_maybe_lost) \
+        == (0, 0)  # a status without losses says 0, never a stale figure
     # A status without update problems clears them (written as "", never stale).
     assert rows["ht-camxuyen-03"].update_failed is None
     assert {(u.link, u.budget_bytes) for u in ky.links} == {("4g", 3_000_000_000),
@@ -147,6 +151,9 @@ def test_probes_list_cli(seeded: tuple[InfluxClient, datetime], influxd: service
     assert "! config version 4 rejected: target_not_allowed" in text
     assert "Raspberry Pi 4 Model B Rev 1.5" in text and "40m ago" in text
     assert "update: rolled back from 0.1.2 to 0.1.0" in text and "FAILED 0.1.2:" in text
+    assert "! lost: 2 result(s) could not be stored" in text
+    assert "up to 4 result(s) held for their receipt may have been lost" in text
+    assert data["ht-kyanh-01"]["results_maybe_lost"] == 4
     assert data["ht-kyanh-01"]["board_model"] == "Raspberry Pi 4 Model B Rev 1.5"
     assert data["ht-kyanh-01"]["clock_synced"] is True
     # InfluxDB unreachable: runtime failure; bad config: usage error naming the key.
