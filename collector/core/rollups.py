@@ -46,7 +46,7 @@ from __future__ import annotations
 import logging
 import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
@@ -497,6 +497,27 @@ def pack_lines(client: InfluxClient, a: int, b: int, probes: list[str],
     return out
 
 
+def _bucket_fields(client: InfluxClient, stmts: list[str], wanted: set[tuple[str, int]],
+                   counted: Callable[[str], bool]
+                   ) -> dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]]:
+    """Run ``stmts`` (each ``GROUP BY time(...)`` and the line's tags) and merge their
+    columns per (line tags, bucket start) for the (probe, bucket) pairs in ``wanted``:
+    ``counted`` columns as ints, the others as floats, missing values left out."""
+    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
+    for series_list in client.query(";\n".join(stmts)):
+        for series in series_list:
+            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
+            for row in series.rows():
+                t = int(row.pop("time"))
+                if (key[0], t) not in wanted:
+                    continue
+                fields = points.setdefault((key, t), {})
+                for name, value in row.items():
+                    if value is not None:
+                        fields[name] = int(value) if counted(name) else float(value)
+    return points
+
+
 def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
                    wanted: set[tuple[str, int]]) -> list[str]:
     """``qual_*`` points: per line and bucket, the quality dashboard's figures."""
@@ -523,22 +544,9 @@ def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: li
         f"count({_q('reachable')}) AS tslcd_tests FROM {_q(RESULTS)} "
         f"WHERE {rng} AND {one_of((REACHABILITY_METHOD,))} {group}",
     ]
-    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
-    for series_list in client.query(";\n".join(stmts)):
-        for series in series_list:
-            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
-            for row in series.rows():
-                t = int(row.pop("time"))
-                if (key[0], t) not in wanted:
-                    continue
-                fields = points.setdefault((key, t), {})
-                for name, value in row.items():
-                    if value is None:
-                        continue
-                    # counts (and sums of 0/1 metrics) are ints; the rest floats
-                    counted = name.endswith("_tests") or name in (
-                        "device_limited", "ipv6_ready", "tslcd_reachable")
-                    fields[name] = int(value) if counted else float(value)
+    # counts (and sums of 0/1 metrics) are ints; the rest floats
+    points = _bucket_fields(client, stmts, wanted, lambda name: name.endswith("_tests") or
+                            name in ("device_limited", "ipv6_ready", "tslcd_reachable"))
     out = []
     for (key, t), fields in sorted(points.items()):
         # a count() with no matching point is 0 in a bucket other statements filled
@@ -571,18 +579,7 @@ def _line_day_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: l
         f"SELECT count({dl}) AS peak_tests, median({dl}) AS peak_median_mbps {base} "
         f"AND {hour} >= {peak[0]} AND {hour} < {peak[1]} {group}",
     ]
-    points: dict[tuple[tuple[str, ...], int], dict[str, float | int | bool | str]] = {}
-    for series_list in client.query(";\n".join(stmts)):
-        for series in series_list:
-            key = tuple(series.tags.get(t, "") for t in LINE_TAGS)
-            for row in series.rows():
-                t = int(row.pop("time"))
-                if (key[0], t) not in wanted:
-                    continue
-                fields = points.setdefault((key, t), {})
-                for name, value in row.items():
-                    if value is not None:
-                        fields[name] = int(value) if name.endswith("tests") else float(value)
+    points = _bucket_fields(client, stmts, wanted, lambda name: name.endswith("tests"))
     out = []
     for (key, t), fields in sorted(points.items()):
         if fields.get("tests") or fields.get("peak_tests"):
