@@ -13,9 +13,7 @@ import errno
 import json
 import os
 import signal
-import socket
 import subprocess
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ import pytest
 from devstack.services import Service
 from netmon.contract import parse_status
 from tests.helpers.agent import (
+    Listener,
     Subscriber,
     agent_config,
     cli,
@@ -46,36 +45,9 @@ pytestmark = pytest.mark.skipif(os.geteuid() != 0,
                                 reason="mounting a tmpfs needs root (CI runs as root)")
 
 
-class CountingListener:
-    """A loopback TCP target that counts the connections it accepts: each ``tcp`` run
-    with ``count = 1`` makes exactly one, so this counts results independently of the
-    agent."""
-
-    def __init__(self) -> None:
-        self.sock = socket.socket()
-        self.sock.bind(("127.0.0.1", 0))
-        self.sock.listen(512)
-        self.port = self.sock.getsockname()[1]
-        self.accepted = 0
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                conn, _ = self.sock.accept()
-            except OSError:
-                return
-            self.accepted += 1
-            conn.close()
-
-    def close(self) -> None:
-        self.sock.close()
-
-
 @pytest.fixture
-def target() -> Iterator[CountingListener]:
-    listener = CountingListener()
+def target() -> Iterator[Listener]:
+    listener = Listener()
     yield listener
     listener.close()
 
@@ -119,7 +91,7 @@ def state(path: Path) -> dict[str, Any]:
 
 
 def test_full_disk_counted_shown_delivering_and_recovers(
-        tmp_path: Path, disk: Path, broker: Service, target: CountingListener) -> None:
+        tmp_path: Path, disk: Path, broker: Service, target: Listener) -> None:
     # Six results a second: the full disk still takes results into the spool's reserve
     # (192 KiB above its floor) before it refuses them. write_delay_s = 0: every result
     # takes the commit path this test is about (write-behind takes it after its delay or
@@ -216,7 +188,7 @@ def test_full_disk_counted_shown_delivering_and_recovers(
 
 
 def test_spool_unusable_longer_than_unusable_exit_s_exits_1(
-        tmp_path: Path, disk: Path, broker: Service, target: CountingListener) -> None:
+        tmp_path: Path, disk: Path, broker: Service, target: Listener) -> None:
     data = agent_config(tmp_path, broker, {f"t{i}": tcp_test(target.port) for i in range(6)},
                         spool={"path": str(disk / "spool.db"), "unusable_exit_s": 4,
                                "write_delay_s": 0})  # every result commits: see above

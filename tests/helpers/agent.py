@@ -102,12 +102,15 @@ def tcp_test(port: int, every_s: float = 1.0, **extra: Any) -> dict[str, Any]:
 
 class Listener:
     """A loopback TCP port that accepts and closes connections (a target for the tcp
-    method): accepting keeps the backlog from filling however long the test runs."""
+    method): accepting keeps the backlog from filling however long the test runs.
+    ``accepted`` counts them: each ``tcp`` run with ``count = 1`` makes exactly one, so it
+    counts results independently of the agent."""
 
     def __init__(self) -> None:
         self.sock = socket.create_server(("127.0.0.1", 0), backlog=512)
         self.port = self.sock.getsockname()[1]
         self.target = f"127.0.0.1:{self.port}"
+        self.accepted = 0
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -116,6 +119,7 @@ class Listener:
                 conn, _ = self.sock.accept()
             except OSError:
                 return
+            self.accepted += 1
             conn.close()
 
     def close(self) -> None:
