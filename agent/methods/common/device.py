@@ -102,12 +102,7 @@ def with_link_speed(ceiling: Ceiling | None, speed_mbps: float | None) -> Ceilin
         # speeds (a veth says 10000) that bound nothing.
         return ceiling
     port = round(speed_mbps * GOODPUT_SHARE, 1)
-    lowered = Ceiling(_lowest(port, ceiling.download_mbps), _lowest(port, ceiling.upload_mbps),
-                      f"{ceiling.source}, link {speed_mbps:g}")
-    if (lowered.download_mbps, lowered.upload_mbps) != (ceiling.download_mbps,
-                                                        ceiling.upload_mbps):
-        return lowered
-    return ceiling
+    return _lowered(ceiling, port, port, f"link {speed_mbps:g}")
 
 
 def with_modem_max(ceiling: Ceiling | None, reported: dict[str, float]) -> Ceiling | None:
@@ -121,8 +116,14 @@ def with_modem_max(ceiling: Ceiling | None, reported: dict[str, float]) -> Ceili
         return ceiling
     if ceiling is None:
         return Ceiling(down, up, "modem")
+    return _lowered(ceiling, down, up, "modem")
+
+
+def _lowered(ceiling: Ceiling, down: float | None, up: float | None, why: str) -> Ceiling:
+    """``ceiling`` lowered per direction to ``down``/``up`` where they are lower, its
+    source naming ``why``; unchanged (source too) when neither is lower."""
     lowered = Ceiling(_lowest(down, ceiling.download_mbps), _lowest(up, ceiling.upload_mbps),
-                      f"{ceiling.source}, modem")
+                      f"{ceiling.source}, {why}")
     if (lowered.download_mbps, lowered.upload_mbps) != (ceiling.download_mbps,
                                                         ceiling.upload_mbps):
         return lowered
