@@ -934,6 +934,8 @@ def test_influxdb_role_least_privilege_and_rotation(rendered: Rendered, tmp_path
                 timeout=10) as resp:
             rps = json.loads(resp.read())["results"][0]["series"][0]["values"]
         assert rps[-1][:2] == ["netmon_10y", "87600h0m0s"] and rps[-1][4] is True, rps
+        # 52-week shard groups (a year of dashboards reads 1 or 2 shards, not 53).
+        assert rps[-1][2] == "8736h0m0s", rps
 
         # The NOC's `probes list` reads with noc.toml (read-only account).
         collector_bin = tool("netmon-collector")
