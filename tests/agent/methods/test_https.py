@@ -49,9 +49,10 @@ def test_https_goodput_matches_http_and_iperf3_on_the_same_shaped_link(
         site: TlsSite, links: dict[int, netns.ShapedLink], rate: int) -> None:
     link = links[rate]
     misses: list[tuple[str, float, list[float]]] = []
-    # As in test_http: the references right before and right after; one retry of the
-    # whole set absorbs a neighbour's burst on this shared machine.
-    for _attempt in range(2):
+    # As in test_http: the references right before and right after; retries of the
+    # whole set absorb a neighbour's burst on this shared machine (at 1 Gb/s TLS is
+    # CPU-bound on 2 cores: one retry missed once in three full runs).
+    for _attempt in range(3):
         before = run("iperf3", ctx_for(link), target=link.server_ip, duration_s=2, omit_s=1,
                      loaded_latency=False)
         plain = _http(site.http(link), link)
