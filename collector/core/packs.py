@@ -94,19 +94,25 @@ def encode(tests: DayTests) -> str:
     return base64.b64encode(b"".join(parts)).decode("ascii")
 
 
+def _header(raw: bytes) -> tuple[int, list[str], int]:
+    """A pack's test count, its ``status`` values and where its columns start."""
+    version, n, n_status = struct.unpack_from("<BIB", raw, 0)
+    if version != VERSION:
+        raise PackError(f"pack version {version} is not {VERSION}")
+    pos = 6
+    status = []
+    for _ in range(n_status):
+        ln = raw[pos]
+        status.append(raw[pos + 1:pos + 1 + ln].decode("utf-8"))
+        pos += 1 + ln
+    return n, status, pos
+
+
 def decode(data: str, day_start_ms: int) -> DayTests:
     """The tests of a pack's ``data`` field; raises :class:`PackError`."""
     try:
         raw = base64.b64decode(data, validate=True)
-        version, n, n_status = struct.unpack_from("<BIB", raw, 0)
-        if version != VERSION:
-            raise PackError(f"pack version {version} is not {VERSION}")
-        pos = 6
-        status = []
-        for _ in range(n_status):
-            (ln,) = struct.unpack_from("<B", raw, pos)
-            status.append(raw[pos + 1:pos + 1 + ln].decode("utf-8"))
-            pos += 1 + ln
+        n, status, pos = _header(raw)
         off = np.frombuffer(raw, "<u4", n, pos)
         pos += 4 * n
         sidx = np.frombuffer(raw, np.uint8, n, pos)
@@ -134,7 +140,7 @@ def decode(data: str, day_start_ms: int) -> DayTests:
         if isinstance(exc, PackError):
             raise
         raise PackError(f"undecodable pack: {exc}") from None
-    if n and int(sidx.max()) >= n_status:
+    if n and int(sidx.max()) >= len(status):
         raise PackError("a test's status index is out of range")
     return DayTests(day_start_ms, off.astype(np.int64) + day_start_ms, status,
                     sidx.copy(), cross, values)
@@ -179,16 +185,8 @@ def decode_many(datas: list[str], day_start_ms: int) -> PackBatch:
     base = 0
     for k, raw in enumerate(raws):
         try:
-            version, n, n_status = struct.unpack_from("<BIB", raw, 0)
-            if version != VERSION:
-                raise PackError(f"pack version {version} is not {VERSION}")
-            pos = 6
-            local = []
-            for _ in range(n_status):
-                ln = raw[pos]
-                s = raw[pos + 1:pos + 1 + ln].decode("utf-8")
-                local.append(status_ix.setdefault(s, len(status_ix)))
-                pos += 1 + ln
+            n, names, pos = _header(raw)
+            local = [status_ix.setdefault(name, len(status_ix)) for name in names]
             remap.append(np.array(local, np.int64))
             col_off[k, 0], col_off[k, 1], col_off[k, 2] = pos, pos + 4 * n, pos + 5 * n
             pos += 6 * n
