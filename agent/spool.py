@@ -528,9 +528,22 @@ class Spool:
         evicted = 0
 
         def insert(batch: list[tuple[str, str, bytes]]) -> int:
-            self._db.executemany(
-                "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at) "
-                "VALUES (?, ?, ?, ?)", ((i, t, p, now) for i, t, p in batch))
+            if self._next_seq:
+                # Seqs were handed to held results (HELD_SEQ_GAP above the file's): these
+                # go above them, or the publisher, reading on from the highest seq it
+                # published, would skip them until the next connection.
+                row = self._db.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name = 'spool'").fetchone()
+                base = max(self._next_seq, int(row[0]) if row else 0)
+                self._next_seq = base + len(batch)
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO spool (seq, id, topic, payload, spooled_at) "
+                    "VALUES (?, ?, ?, ?, ?)",
+                    ((base + k, i, t, p, now) for k, (i, t, p) in enumerate(batch, 1)))
+            else:
+                self._db.executemany(
+                    "INSERT OR IGNORE INTO spool (id, topic, payload, spooled_at) "
+                    "VALUES (?, ?, ?, ?)", ((i, t, p, now) for i, t, p in batch))
             nonlocal evicted
             evicted = self._evict()
             if ledger is not None:

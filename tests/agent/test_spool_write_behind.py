@@ -1,0 +1,96 @@
+"""Write-behind (``[spool] write_delay_s``, issue 20) in the cases its first tests left
+out: what is committed while results are held keeps its place in the queue. Real SQLite
+files; the publisher against a real mosquitto."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from pathlib import Path
+
+import agent.spool as spool_mod
+from agent.config import BrokerConfig, SpoolConfig
+from agent.publisher import Publisher
+from agent.spool import Spool
+from devstack.services import Service
+from netmon.contract import StatusMessage
+from tests.helpers.agent import Subscriber
+
+PROBE = "test-probe-01"
+RESULTS = f"netmon/v1/probes/{PROBE}/results"
+
+
+def _items(n: int, start: int = 0) -> list[tuple[str, str, bytes]]:
+    return [(f"r-{i:05d}", RESULTS, b'{"n": %d}' % i) for i in range(start, start + n)]
+
+
+def test_results_committed_while_others_are_held_are_handed_out_after_them(
+        tmp_path: Path) -> None:
+    # Beyond MAX_HELD a batch is committed at once; the results held before it have seqs
+    # HELD_SEQ_GAP above the file's sequence. The publisher reads on from the highest seq
+    # it published (peek(cursor)): a committed result must not get a seq below the held
+    # ones, or it is not published on this connection at all.
+    with Spool(tmp_path / "s.db", write_delay_s=3600) as spool:
+        spool.begin()
+        spool.set_holding(True)
+        spool.put(_items(1))
+        first = spool.peek()
+        assert [e.id for e in first] == ["r-00000"] and spool.held == 1
+        cursor = first[-1].seq
+        batch = _items(spool_mod.MAX_HELD, start=1)
+        spool.put(batch)
+        assert spool.held == 1  # the batch was too big to hold: committed
+        assert [e.id for e in spool.peek(cursor, limit=len(batch))] == [i for i, _, _ in batch]
+        assert spool.ids() == [i for i, _, _ in _items(1 + len(batch))]  # FIFO
+
+
+def test_publisher_sends_results_committed_while_others_are_held(
+        tmp_path: Path, broker: Service) -> None:
+    """The same through the real publisher and broker: every result reaches the broker on
+    the connection that is up, none waits for a reconnect."""
+    sub = Subscriber("127.0.0.1", broker.port, RESULTS)
+    spool = Spool(tmp_path / "s.db", write_delay_s=3600)
+    spool.begin()
+    cfg = BrokerConfig(host="127.0.0.1", port=broker.port, tls=False, max_inflight=100,
+                       reconnect_min_s=0.1, reconnect_max_s=1.0)
+
+    def status(state: str) -> StatusMessage:
+        raise AssertionError("announce=False publishes no status")
+
+    async def scenario() -> None:
+        pub = Publisher(cfg, PROBE, f"netmon/v1/probes/{PROBE}/status", spool, status,
+                        announce=False, spool_cfg=SpoolConfig(receipts=True),
+                        receipts=True, receipts_topic=f"netmon/v1/probes/{PROBE}/receipts")
+        await pub.start()
+        try:
+            assert await pub.wait_connected(60)
+            deadline = time.monotonic() + 60
+            while spool.write_delay_s and not spool._holding:  # set on the event loop
+                assert time.monotonic() < deadline, "holding never turned on"
+                await asyncio.sleep(0.05)
+            spool.put([(str(uuid.uuid4()), RESULTS, b'{"first": true}')])
+            pub.notify()
+            deadline = time.monotonic() + 60
+            while len(sub.messages) < 1:
+                assert time.monotonic() < deadline, "the held result was not published"
+                await asyncio.sleep(0.05)
+            batch = [(str(uuid.uuid4()), RESULTS, b'{"n": %d}' % i)
+                     for i in range(spool_mod.MAX_HELD)]
+            spool.put(batch)  # more than may be held: committed at once
+            pub.notify()
+            deadline = time.monotonic() + 120
+            while len(sub.messages) < 1 + len(batch):
+                if time.monotonic() > deadline:
+                    raise AssertionError(f"{len(sub.messages) - 1} of {len(batch)} committed "
+                                         "results published on the open connection")
+                await asyncio.sleep(0.1)
+            assert pub.connected and pub.info.attempts == 1  # no reconnect needed
+        finally:
+            await pub.stop()
+
+    try:
+        asyncio.run(scenario())
+    finally:
+        spool.close()
+        sub.close()
