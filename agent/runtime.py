@@ -587,10 +587,7 @@ class Runtime:
         self.unclean_stop = prev = self.spool.begin()
         if prev is None:
             return
-        if prev.results_maybe_lost < 0:
-            bound = "an unknown number of results"
-        else:
-            bound = f"up to {prev.results_maybe_lost} result(s)"
+        bound = f"up to {prev.results_maybe_lost} result(s)"
         log.warning("the previous run (pid %s, started %s) did not stop cleanly (power cut, "
                     "kill or crash): %s held in memory for their receipt ([spool] "
                     "write_delay_s = %g s) may have been lost, and up to %.0f min of the "

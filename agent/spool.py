@@ -324,14 +324,18 @@ class Spool:
         previous: UncleanStop | None = None
         try:
             data = json.loads(marker.read_text(encoding="utf-8"))
-            previous = UncleanStop(int(data.get("held_max", 0)),
-                                   float(data.get("write_delay_s", 0.0)),
+            held_max = int(data.get("held_max", 0))
+            if held_max < 0:
+                raise ValueError(f"held_max {held_max}")
+            previous = UncleanStop(held_max, float(data.get("write_delay_s", 0.0)),
                                    data.get("pid"), data.get("started_at"))
         except FileNotFoundError:
             pass
         except (OSError, ValueError, TypeError, AttributeError):
-            # Unreadable (cut mid-write): the run did not stop cleanly; the bound is unknown.
-            previous = UncleanStop(-1, self.write_delay_s, None, None)
+            # Unreadable (cut mid-write, a corrupt card): the run did not stop cleanly and
+            # its own bound is unknown; no run ever holds more than MAX_HELD (a negative
+            # bound broke the status message, a Count, and so the agent's start).
+            previous = UncleanStop(MAX_HELD, self.write_delay_s, None, None)
         self._marker = marker
         self._marked = 0
         self._write_marker(0)

@@ -5,6 +5,8 @@ files; the publisher against a real mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import json
+import signal
 import time
 import uuid
 from pathlib import Path
@@ -14,8 +16,18 @@ from agent.config import BrokerConfig, SpoolConfig
 from agent.publisher import Publisher
 from agent.spool import Spool
 from devstack.services import Service
-from netmon.contract import StatusMessage
-from tests.helpers.agent import Subscriber
+from netmon.contract import StatusMessage, parse_status
+from tests.helpers.agent import (
+    Listener,
+    Subscriber,
+    agent_config,
+    cli,
+    kill,
+    start_agent,
+    tcp_test,
+    wait_until,
+    write_config,
+)
 
 PROBE = "test-probe-01"
 RESULTS = f"netmon/v1/probes/{PROBE}/results"
@@ -94,3 +106,38 @@ def test_publisher_sends_results_committed_while_others_are_held(
     finally:
         spool.close()
         sub.close()
+
+
+def test_unreadable_marker_reported_with_a_bound_agent_keeps_running(
+        tmp_path: Path, broker: Service, target: Listener) -> None:
+    """A marker the previous run left unreadable (cut, or a corrupt SD card) means it did
+    not stop cleanly with an unknown bound: the agent must still run, measure and report
+    it (status message, ``status``) with a bound a Count can carry: never more than
+    MAX_HELD results are held at once."""
+    data = agent_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                        spool={"receipt_timeout_s": 3600, "write_delay_s": 30})
+    cfg = write_config(tmp_path, data)
+    marker = tmp_path / "state" / "spool.db.open"
+    marker.parent.mkdir(parents=True)
+    marker.write_bytes(b'{"pid": 12')  # cut mid-write
+    collector = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/#")
+    log = tmp_path / "agent.log"
+    agent = start_agent(cfg, log)
+    try:
+        wait_until(lambda: "did not stop cleanly" in log.read_text() or agent.poll() is not None,
+                   60, "the unclean stop logged")
+        collector.wait(lambda: len(collector.results()) >= 2 or agent.poll() is not None, 60,
+                       "results from the agent")
+        assert agent.poll() is None, log.read_text()[-3000:]
+        collector.wait(lambda: any(
+            parse_status(m.payload).results_maybe_lost == spool_mod.MAX_HELD
+            for m in collector.statuses()), 60, "the bound in the probe's status message")
+        res = cli("status", "--config", str(cfg), "--json")
+        assert json.loads(res.stdout)["unclean_stop"]["results_maybe_lost"] == \
+            spool_mod.MAX_HELD, res.stdout + res.stderr
+        assert f"up to {spool_mod.MAX_HELD} result(s)" in log.read_text()
+        assert kill(agent, signal.SIGTERM) == 0
+        assert not marker.exists(), "a clean stop removes the marker"
+    finally:
+        kill(agent)
+        collector.close()
