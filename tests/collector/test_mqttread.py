@@ -150,3 +150,64 @@ def test_every_message_arrives_whole_and_in_order(request: pytest.FixtureRequest
     finally:
         if tls:
             broker.stop()
+
+
+def test_qos_0_and_2_retained_and_keepalive_as_paho_has_them(
+        mosquitto: Any) -> None:
+    """The shapes the fast path leaves to paho (QoS 0, QoS 2 with its PUBREC/PUBREL/
+    PUBCOMP under manual acknowledgement) and one it takes (a retained QoS 1 message:
+    the probes' status) arrive whole with their flags; and with a 1-s keep-alive the
+    connection survives idle seconds (the PINGRESPs come through the read-ahead)."""
+    settings = BrokerSettings(port=mosquitto.port, tls=False)
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="shapes-pub",
+                      protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    retained = pub.publish("s/status", b"online", qos=1, retain=True)
+    retained.wait_for_publish(60)
+    got: list[mqtt.MQTTMessage] = []
+    lock = threading.Lock()
+    subscribed, disconnected = threading.Event(), threading.Event()
+    client = new_client(settings, client_id="shapes-sub", protocol=MQTTProtocolVersion.MQTTv5,
+                        manual_ack=True, reconnect=ReconnectPolicy(),
+                        credentials=settings.credentials(), client_class=ReadAheadClient)
+
+    def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            got.append(msg)
+        c.ack(msg.mid, msg.qos)
+
+    client.on_connect = lambda c, *_: c.subscribe([("s/#", SubscribeOptions(qos=2))])
+    client.on_subscribe = lambda *_: subscribed.set()
+    client.on_disconnect = lambda *_: disconnected.set()
+    client.on_message = on_message
+    client.connect(settings.host, settings.port, keepalive=1)
+    client.loop_start()
+    try:
+        assert subscribed.wait(60)
+        sent = [(f"s/q{q}", b"m" * n + bytes([q]), q) for n in (0, 5, 70_000)
+                for q in (0, 1, 2)]
+        for topic, payload, qos in sent:
+            pub.publish(topic, payload, qos=qos).wait_for_publish(60)
+        deadline = time.monotonic() + 60
+        while len(got) < 1 + len(sent):
+            assert time.monotonic() < deadline, f"{len(got)} of {1 + len(sent)} messages"
+            time.sleep(0.05)
+        with lock:
+            first, rest = got[0], got[1:]
+        assert (first.topic, first.payload, first.qos, first.retain) == \
+            ("s/status", b"online", 1, True)
+        assert sorted((m.topic, m.payload, m.qos, m.retain) for m in rest) == \
+            sorted((t, p, q, False) for t, p, q in sent)
+        time.sleep(4)  # four keep-alive periods, idle: PINGREQ/PINGRESP each second
+        assert not disconnected.is_set(), "keep-alive timed out"
+        pub.publish("s/q1", b"after", qos=1).wait_for_publish(60)
+        deadline = time.monotonic() + 60
+        while got[-1].payload != b"after":
+            assert time.monotonic() < deadline, "no message after the idle seconds"
+            time.sleep(0.05)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        pub.disconnect()
+        pub.loop_stop()
