@@ -4,6 +4,7 @@ across buffer boundaries; and the buffered socket on a real socket pair."""
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -211,3 +212,108 @@ def test_qos_0_and_2_retained_and_keepalive_as_paho_has_them(
         client.loop_stop()
         pub.disconnect()
         pub.loop_stop()
+
+
+class _CuttingRelay:
+    """A TCP relay this test puts between the client and the real mosquitto: the first
+    connection is cut after ``cut_after`` bytes from the broker (in the middle of a
+    packet); later connections are relayed whole."""
+
+    def __init__(self, broker_port: int, cut_after: int) -> None:
+        self.broker_port, self.cut_after = broker_port, cut_after
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self.listener.getsockname()[1]
+        self.connections = 0
+        self.cut = threading.Event()
+        self._stop = threading.Event()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        self.listener.settimeout(0.2)
+        while not self._stop.is_set():
+            try:
+                down, _ = self.listener.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            up = socket.create_connection(("127.0.0.1", self.broker_port))
+            self.connections += 1
+            limit = self.cut_after if self.connections == 1 else None
+            threading.Thread(target=self._pipe, args=(down, up, None), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(up, down, limit), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, limit: int | None) -> None:
+        sent = 0
+        try:
+            while not self._stop.is_set():
+                data = src.recv(65536)
+                if not data:
+                    break
+                if limit is not None and sent + len(data) >= limit:
+                    dst.sendall(data[:limit - sent])
+                    self.cut.set()
+                    break
+                dst.sendall(data)
+                sent += len(data)
+        except OSError:
+            pass
+        for s in (src, dst):
+            with contextlib.suppress(OSError):
+                s.shutdown(socket.SHUT_RDWR)
+            s.close()
+
+    def close(self) -> None:
+        self._stop.set()
+        self.listener.close()
+
+
+def test_connection_cut_mid_packet_next_connection_starts_clean(mosquitto: Any) -> None:
+    """The broker's connection ends in the middle of a big PUBLISH (half of it in the
+    read-ahead buffer and paho's partial packet): paho reconnects, the persistent session
+    sends the unacknowledged message again, and it arrives whole, once, with nothing of
+    the cut connection's bytes mixed in."""
+    payload = bytes(range(256)) * 4096  # 1 MiB
+    relay = _CuttingRelay(mosquitto.port, cut_after=len(payload) // 2)
+    settings = BrokerSettings(port=relay.port, tls=False)
+    client = new_client(settings, client_id="cut-sub", protocol=MQTTProtocolVersion.MQTTv5,
+                        manual_ack=True, reconnect=ReconnectPolicy(min_s=1, max_s=1),
+                        credentials=settings.credentials(), client_class=ReadAheadClient)
+    got: list[mqtt.MQTTMessage] = []
+    subscribed = threading.Event()
+    client.on_connect = lambda c, *_: c.subscribe([("cut/#", SubscribeOptions(qos=1))])
+    client.on_subscribe = lambda *_: subscribed.set()
+
+    def on_message(c: mqtt.Client, userdata: Any, msg: mqtt.MQTTMessage) -> None:
+        got.append(msg)
+        c.ack(msg.mid, msg.qos)
+
+    client.on_message = on_message
+    props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+    props.SessionExpiryInterval = 300
+    client.connect_async("127.0.0.1", relay.port, clean_start=False, properties=props)
+    client.loop_start()
+    pub = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="cut-pub", protocol=mqtt.MQTTv5)
+    pub.connect("127.0.0.1", mosquitto.port)
+    pub.loop_start()
+    try:
+        assert subscribed.wait(60)
+        pub.publish("cut/big", payload, qos=1).wait_for_publish(60)
+        assert relay.cut.wait(60), "the relay never cut the connection"
+        deadline = time.monotonic() + 120
+        while not got:
+            assert time.monotonic() < deadline, "the message never arrived after the cut"
+            time.sleep(0.05)
+        pub.publish("cut/after", b"after", qos=1).wait_for_publish(60)
+        while len(got) < 2:
+            assert time.monotonic() < deadline, "no message after the redelivered one"
+            time.sleep(0.05)
+        assert relay.connections >= 2
+        assert [(m.topic, m.payload) for m in got] == [("cut/big", payload),
+                                                      ("cut/after", b"after")]
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        pub.disconnect()
+        pub.loop_stop()
+        relay.close()
