@@ -5,16 +5,22 @@ files; the publisher against a real mosquitto."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
+import os
 import signal
+import subprocess
 import time
 import uuid
 from pathlib import Path
 
+import pytest
+
 import agent.spool as spool_mod
 from agent.config import BrokerConfig, SpoolConfig
 from agent.publisher import Publisher
-from agent.spool import Spool
+from agent.spool import Spool, SpoolError
 from devstack.services import Service
 from netmon.contract import StatusMessage, parse_status
 from tests.helpers.agent import (
@@ -141,3 +147,45 @@ def test_unreadable_marker_reported_with_a_bound_agent_keeps_running(
     finally:
         kill(agent)
         collector.close()
+
+
+def test_clean_stop_on_a_full_disk_reports_the_held_results_it_could_not_commit(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """A clean stop must commit what is held; when the filesystem refuses (full, the
+    spool's reserve spent) the results are lost, and that is never silent: an error at
+    the stop, and the marker stays, so the next start reports a bound that covers them."""
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root (CI runs as root)")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m,mode=0700", "tmpfs", str(disk)],
+                   check=True)
+    try:
+        path = disk / "spool.db"
+        spool = Spool(path, write_delay_s=3600)
+        spool.begin()
+        spool.set_holding(True)
+        held = _items(3)
+        spool.put(held)
+        assert spool.held == 3
+        # Fill the filesystem, then spend the spool's reserve from a second writer of the
+        # same file (as ``netmon-agent once`` is) until it refuses a result.
+        ballast = disk / "ballast"
+        with open(ballast, "wb", buffering=0) as fh, contextlib.suppress(OSError):
+            for _ in range(1024):  # 4 MiB at most: the filesystem has 2
+                fh.write(b"\0" * 4096)
+        with Spool(path) as other, pytest.raises(SpoolError):
+            for n in range(100, 100_000):  # the reserve holds a few hundred
+                other.put(_items(1, start=n))
+        with caplog.at_level(logging.ERROR, "netmon.agent.spool"):
+            spool.close()  # the clean stop: the commit of the held results fails
+        assert "3 held result(s) lost" in caplog.text
+        marker = Path(f"{path}.open")
+        assert marker.exists(), "a stop that lost held results must leave the marker"
+        ballast.unlink()
+        with Spool(path, write_delay_s=3600) as again:
+            prev = again.begin()
+            assert prev is not None and prev.results_maybe_lost >= len(held)
+            assert not {i for i, _, _ in held} & set(again.ids())
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
