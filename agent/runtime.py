@@ -35,7 +35,7 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
@@ -59,6 +59,7 @@ from netmon.contract import (
 )
 from netmon.plan import TestPlan, TestSpec
 
+_T = TypeVar("_T")
 log = logging.getLogger("netmon.agent")
 
 #: A method gets its own timeout plus this before the runtime gives up on it.
@@ -671,8 +672,14 @@ class Runtime:
 
         trusted = [load_public_key(p) for p in cfg.remote_config.public_keys]
         link = cfg.update.link or next(iter(cfg.links))
-        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link, self._count_download,
-                               self._budget_left, self._update_healthy, self._restart)
+        # It downloads in a worker thread and calls these from there: the spool's connection
+        # and transactions are this loop's (another thread's BEGIN or COMMIT lands inside
+        # them: results failed to store, counted lost), so they run on the loop.
+        loop = asyncio.get_running_loop()
+        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,
+                               _on_loop(loop, self._count_download),
+                               _on_loop(loop, self._budget_left), self._update_healthy,
+                               self._restart)
         self.publisher.add_subscription(self.topics.updates(), self._on_update_message)
 
     def _count_download(self, link: str, nbytes: int) -> None:
@@ -776,6 +783,23 @@ class Runtime:
                     emit(name, link, results)
         return out
 
+
+
+def _on_loop(loop: asyncio.AbstractEventLoop, fn: Callable[..., _T]) -> Callable[..., _T]:
+    """``fn`` made callable from a worker thread: there it runs on ``loop`` (the caller
+    waits for its result or exception); on the loop's own thread it runs directly."""
+    def call(*args: Any) -> _T:
+        try:
+            running: asyncio.AbstractEventLoop | None = asyncio.get_running_loop()
+        except RuntimeError:  # no loop runs in this thread
+            running = None
+        if running is loop:
+            return fn(*args)
+
+        async def run() -> _T:
+            return fn(*args)
+        return asyncio.run_coroutine_threadsafe(run(), loop).result()
+    return call
 
 
 def state_file(path: Path) -> dict[str, Any] | None:

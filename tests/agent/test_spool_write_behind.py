@@ -189,3 +189,65 @@ def test_clean_stop_on_a_full_disk_reports_the_held_results_it_could_not_commit(
             assert not {i for i, _, _ in held} & set(again.ids())
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_updater_callbacks_from_its_worker_thread_leave_the_spool_intact(
+        tmp_path: Path) -> None:
+    """The updater downloads in a worker thread (``asyncio.to_thread``) and from there
+    counts the bytes against the link's budget and reads what is left. The spool's
+    connection and its transactions belong to the event loop's thread, which stores
+    results meanwhile: a BEGIN or COMMIT from the other thread must never land inside
+    the loop's transaction (storing a result then failed and the result was counted
+    lost, or half of a transaction was committed). The real agent runtime, its real
+    updater wiring and spool file; no broker (results go straight to the file)."""
+    from agent import config
+    from agent.budget import month_key
+    from agent.runtime import Runtime
+
+    data = agent_config(tmp_path, None, {}, update={"root": str(tmp_path / "versions")},
+                        links={"lte": {"access": "mobile", "isp": "Viettel",
+                                       "budget_mb": 10_000}})
+    cfg = config.load(None, data=data)
+    n = 1500
+
+    async def main() -> tuple[list[str], list[str], float]:
+        runtime = Runtime(cfg)
+        task = asyncio.create_task(runtime.run())
+        deadline = time.monotonic() + 60
+        while runtime.updater is None:
+            assert time.monotonic() < deadline, "the updater was never attached"
+            await asyncio.sleep(0.05)
+        updater = runtime.updater
+        worker_errors: list[str] = []
+        store_errors: list[str] = []
+
+        def download() -> None:  # what Updater._install does per wheel, many times
+            for _ in range(n):
+                try:
+                    updater.count("lte", 1000)
+                    updater.budget_left("lte")
+                except Exception as exc:  # every failure is the finding
+                    worker_errors.append(repr(exc))
+
+        async def store() -> None:
+            for i in range(n):
+                try:
+                    runtime.spool.put([(str(uuid.uuid4()), RESULTS, b'{"n": %d}' % i)])
+                except SpoolError as exc:
+                    store_errors.append(str(exc))
+                await asyncio.sleep(0)
+
+        await asyncio.gather(asyncio.to_thread(download), store())
+        month = month_key(runtime.clock.wall(), runtime.scheduler.tz)
+        used = runtime.spool.usage(month).get("lte", 0.0)
+        runtime.request_stop()
+        await task
+        return worker_errors, store_errors, used
+
+    worker_errors, store_errors, used = asyncio.run(main())
+    assert not store_errors, f"{len(store_errors)} result(s) not stored: {store_errors[:3]}"
+    assert not worker_errors, f"{len(worker_errors)} updater call(s) failed: " \
+        f"{worker_errors[:3]}"
+    assert used == 1000.0 * n
+    with Spool(tmp_path / "state" / "spool.db", readonly=True) as ro:
+        assert ro.stats().depth == n
