@@ -1,0 +1,151 @@
+"""Real results and a real status message rebuilt by the light wire path (netmon/wire.py)
+are the contract's: the same bytes as the pydantic models write, read back by the models
+into equal messages (issue 20: the run-time process is to build its messages this way).
+
+The results come from the methods themselves run against real servers on loopback (tcp,
+icmp, dns, http_latency, reachability, iperf3, ipv6) and, for every declared method, a
+failed run (nothing listening) through the methods' own error path."""
+
+from __future__ import annotations
+
+import asyncio
+import http.server
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from agent import config
+from agent.methods.registry import get
+from agent.runtime import Runtime
+from devstack.services import Service
+from netmon import wire
+from netmon.contract import ResultMessage, StatusMessage
+from netmon.methods import DECLARATIONS
+from tests.helpers.agent import agent_config, tcp_test, write_config
+from tests.helpers.methods import DnsResponder, ctx_for, dns_responder
+
+
+def light(r: ResultMessage) -> wire.Result:
+    """The same result built by the light path from its parts."""
+    return wire.Result(
+        probe_id=r.probe_id, link=r.link, access=r.access, isp=r.isp, method=r.method,
+        target=r.target, started_at=r.started_at, duration_s=r.duration_s,
+        agent_version=r.agent_version, metrics=r.metrics.values(),
+        error=wire.ErrorInfo(r.error.code, r.error.message) if r.error else None,
+        flags=r.flags, id=r.id)
+
+
+def runs(method: str, **options: Any) -> list[ResultMessage]:
+    cls = get(method)
+    return asyncio.run(cls().run(ctx_for(), cls.decl.options(**options)))
+
+
+@pytest.fixture
+def dns_ok() -> Iterator[DnsResponder]:
+    yield from dns_responder(0)
+
+
+@pytest.fixture
+def listener() -> Iterator[int]:
+    with socket.socket() as server:
+        server.bind(("127.0.0.1", 0))
+        server.listen(64)
+        yield server.getsockname()[1]
+
+
+@pytest.fixture
+def http_site() -> Iterator[int]:
+    """A real HTTP server (the standard library's) on a loopback port."""
+    class Quiet(http.server.SimpleHTTPRequestHandler):
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Quiet)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield server.server_address[1]
+    server.shutdown()
+    server.server_close()
+
+
+def _closed_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+#: Options under which each declared method fails fast against a closed loopback port.
+def _failing(method: str, port: int) -> dict[str, Any]:
+    url = f"http://127.0.0.1:{port}"
+    return {
+        "iperf3": {"target": f"127.0.0.1:{port}", "duration_s": 1, "omit_s": 0,
+                   "busy_retries": 0, "loaded_latency": False},
+        "speedtest": {"target": f"{url}/speedtest/upload.php", "length_s": 1,
+                      "loaded_latency": False, "timeout_s": 20},
+        "http": {"target": url, "duration_s": 1, "warmup_s": 0.5, "loaded_latency": False,
+                 "connect_timeout_s": 2},
+        "responsiveness": {"target": url, "duration_s": 2, "warmup_s": 1, "timeout_s": 30},
+        "icmp": {"target": "127.0.0.1", "family": "ipv6", "count": 1},  # no such address
+        "tcp": {"target": f"127.0.0.1:{port}", "count": 2, "interval_s": 0.01},
+        "dns": {"target": f"127.0.0.1:{port}", "count": 1, "probe_timeout_s": 0.2},
+        "http_latency": {"target": f"{url}/x", "count": 2, "interval_s": 0.01},
+        "ipv6": {"target": "127.0.0.1", "count": 1, "probe_timeout_s": 0.2},  # not IPv6
+        "reachability": {"target": f"127.0.0.1:{port}", "count": 1},
+    }[method]
+
+
+def _same(results: list[ResultMessage]) -> None:
+    assert results
+    for r in results:
+        payload = light(r).to_json()
+        assert payload == r.to_json()
+        assert ResultMessage.model_validate_json(payload) == r
+
+
+def test_successful_results_of_real_methods_are_the_contracts(
+        listener: int, dns_ok: DnsResponder, http_site: int, iperf3_server: Service) -> None:
+    made = {
+        "tcp": runs("tcp", target=f"127.0.0.1:{listener}", count=3, interval_s=0.01),
+        "icmp": runs("icmp", target="127.0.0.1", count=3, interval_s=0.01),
+        "dns": runs("dns", target=dns_ok.address, name="xa.ha-tinh.test", count=2,
+                    interval_s=0.01),
+        "http_latency": runs("http_latency", target=f"http://127.0.0.1:{http_site}/",
+                             count=2, interval_s=0.01),
+        "reachability": runs("reachability", target=f"127.0.0.1:{listener}",
+                             endpoints=["icmp:127.0.0.1"], count=1),
+        "iperf3": runs("iperf3", target=f"127.0.0.1:{iperf3_server.port}", duration_s=1,
+                       omit_s=0, loaded_latency=True, latency_interval_s=0.05),
+        "ipv6": runs("ipv6", target="::1", v4_target="127.0.0.1", count=1,
+                     probe_timeout_s=0.5),
+    }
+    for name in ("tcp", "icmp", "dns", "http_latency", "reachability", "iperf3"):
+        assert all(r.ok for r in made[name]), (name, [r.error for r in made[name]])
+    assert made["iperf3"][0].metrics.download_mbps  # a real throughput result
+    for results in made.values():
+        _same(results)
+
+
+@pytest.mark.parametrize("method", list(DECLARATIONS))
+def test_failed_results_of_every_method_are_the_contracts(method: str) -> None:
+    results = runs(method, **_failing(method, _closed_port()))
+    assert any(r.error is not None for r in results), results
+    _same(results)
+
+
+def test_a_real_status_message_is_the_contracts(tmp_path: Path) -> None:
+    cfg = config.load(write_config(tmp_path, agent_config(tmp_path, None,
+                                                           {"t": tcp_test(1)})))
+    runtime = Runtime(cfg, publish=False)
+    try:
+        asyncio.run(runtime.run_once())
+        for state in ("online", "offline"):
+            msg = runtime.status_message(state)
+            payload = wire.encode_status(msg.model_dump(by_alias=True))
+            assert payload == msg.to_json()
+            assert StatusMessage.model_validate_json(payload) == msg
+    finally:
+        runtime.spool.close()
