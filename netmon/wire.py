@@ -56,25 +56,17 @@ class _Contract:
     max_future: timedelta
 
 
-def _python_patterns(node: Any) -> Any:
-    """The schema with pydantic's (Rust) regex semantics in Python's ``re``.
-
-    A final ``$`` matches before a trailing newline in Python and not in Rust, so it
-    becomes ``\\Z``; an object with ``patternProperties`` is a ``dict[Pattern, X]`` in the
-    model, which refuses other keys, so it gets ``additionalProperties: false``.
-    """
+def _as_model(node: Any) -> Any:
+    """The schema with the model's meaning where JSON Schema's differs: an object with
+    ``patternProperties`` is a ``dict[Pattern, X]`` in the model, which refuses keys that
+    do not match, so it gets ``additionalProperties: false``. (fastjsonschema already
+    reads a final ``$`` as the end of the text, as pydantic's regex engine does.)"""
     if isinstance(node, list):
-        return [_python_patterns(item) for item in node]
+        return [_as_model(item) for item in node]
     if not isinstance(node, dict):
         return node
-    out = {key: _python_patterns(value) for key, value in node.items()}
-    pattern = out.get("pattern")
-    if isinstance(pattern, str) and pattern.endswith("$") and not pattern.endswith("\\$"):
-        out["pattern"] = pattern[:-1] + "\\Z"
+    out = {key: _as_model(value) for key, value in node.items()}
     if "patternProperties" in node:
-        out["patternProperties"] = {
-            (key[:-1] + "\\Z" if key.endswith("$") else key): _python_patterns(value)
-            for key, value in node["patternProperties"].items()}
         out.setdefault("additionalProperties", False)
     return out
 
@@ -86,7 +78,7 @@ def _contract() -> _Contract:
     data = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     rules = data["rules"]
     schemas = {kind: data[kind] for kind in ("result", "status")}
-    validators = {kind: fastjsonschema.compile(_python_patterns(schema), use_default=False)
+    validators = {kind: fastjsonschema.compile(_as_model(schema), use_default=False)
                   for kind, schema in schemas.items()}
     return _Contract(
         schemas=schemas, validators=validators, methods=frozenset(rules["methods"]),
@@ -289,7 +281,7 @@ def result_wire(message: Mapping[str, Any]) -> dict[str, Any]:
     _check_metrics(message.get("metrics"), c)
     if "id" not in message:  # the model's default_factory
         message = {**message, "id": uuid.uuid4()}
-    data = _shape(message, c.schemas["result"], c.schemas["result"], "")
+    data: dict[str, Any] = _shape(message, c.schemas["result"], c.schemas["result"], "")
     _validate("result", data, c)
     if data["method"] not in c.methods:
         raise WireError(f"method: {data['method']!r} is not a declared method")
@@ -303,7 +295,7 @@ def status_wire(message: Mapping[str, Any]) -> dict[str, Any]:
     """The checked wire object of a status message (see :func:`result_wire`)."""
     c = _contract()
     _versioned(message)
-    data = _shape(message, c.schemas["status"], c.schemas["status"], "")
+    data: dict[str, Any] = _shape(message, c.schemas["status"], c.schemas["status"], "")
     _validate("status", data, c)
     for key in ("at", "started_at", "last_result_at", "oldest_waiting_at"):
         _time(data.get(key), key)

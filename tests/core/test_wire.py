@@ -163,15 +163,18 @@ def test_the_light_check_refuses_what_the_contract_refuses(base: Any, parse: Any
 
 
 def _lenient_model_reading(obj: dict[str, Any]) -> bool:
-    # pydantic reads a UUID without hyphens, Unix seconds as a time, 1 as true and 1.0 as 1; the
-    # light check wants the canonical forms the agent writes.
+    # pydantic reads a UUID without hyphens, Unix seconds (a number or a numeric string) as
+    # a time, 1 as true and 1.0 as 1; the light check wants the canonical forms the agent
+    # writes.
     def lenient(value: Any) -> bool:
-        return value == "1" or isinstance(value, (int, float)) and not isinstance(value, bool) \
-            or isinstance(value, str) and len(value) == 32
+        if isinstance(value, bool):
+            return False
+        return isinstance(value, (int, float)) or value == "1" \
+            or (isinstance(value, str) and len(value) == 32)
     if "clock_synced" in obj and not isinstance(obj["clock_synced"], (bool, type(None))):
-        return True  # pydantic reads 0, 1, "1", "true" as booleans
+        return True
     if isinstance(obj.get("schema"), float):
-        return True  # and 1.0 as the version 1
+        return True
     times = ("id", "started_at", "at", "last_result_at", "oldest_waiting_at")
     if any(lenient(obj.get(k)) for k in times):
         return True
