@@ -12,15 +12,17 @@ from the same export.
 
 Why a schema walker and not a compiled checker: fastjsonschema's compiled validators for
 the two messages measured 3.4 MB resident (4.9 MB as generated code), a tenth of the
-probe's 35 MB goal; walking the ~16 KB schema costs a few hundred KB.
+probe's 35 MB goal; this module with the loaded schema measured 1.0 MB (pydantic with the
+two models: 12.1 MB).
 
 The bytes are those :meth:`netmon.contract.ResultMessage.to_json` and
 :meth:`netmon.contract.StatusMessage.to_json` produce for the same message: fields in the
 models' order with their defaults, numbers of ``number`` fields as floats, times in
 RFC 3339 UTC with milliseconds, only the metrics that were measured, and floats written
-the way pydantic-core writes them (:func:`format_float`). ``tests/core/test_wire.py``
-checks both directions against the models: real results built here validate with the
-model into the same bytes, and what the model refuses on a fuzz set is refused here.
+the way pydantic-core writes them (:func:`format_float`). Tests hold both directions
+against the models: real results of every method and a real status message built here
+are the models' bytes and read back equal (``tests/agent/test_wire_results.py``), and what
+the models refuse on a fuzz set is refused here (``tests/core/test_wire.py``).
 
 This module imports nothing that imports pydantic.
 """
