@@ -1,4 +1,4 @@
-"""Result and status messages as plain data, checked and serialised without pydantic.
+"""Result and status messages written, and receipts read, without pydantic.
 
 The probe's run-time process is to run without pydantic (issue 20: pydantic and the models
 built with it are ~16 MB of a probe's ~43). :mod:`netmon.contract` stays the one definition
@@ -22,7 +22,8 @@ RFC 3339 UTC with milliseconds, only the metrics that were measured, and floats 
 the way pydantic-core writes them (:func:`format_float`). Tests hold both directions
 against the models: real results of every method and a real status message built here
 are the models' bytes and read back equal (``tests/agent/test_wire_results.py``), and what
-the models refuse on a fuzz set is refused here (``tests/core/test_wire.py``).
+the models refuse on a fuzz set is refused here, and a receipt is read as the model reads
+it (``tests/core/test_wire.py``).
 
 This module imports nothing that imports pydantic.
 """
@@ -45,7 +46,13 @@ SCHEMA_FILE = Path(__file__).with_name("wire_schema.json")
 
 
 class WireError(ValueError):
-    """A message the contract refuses; the text names the field and why."""
+    """A message the contract refuses; the text names the field and why. ``reason`` is
+    the contract's short code (:class:`netmon.contract.ContractError`'s)."""
+
+    def __init__(self, detail: str, reason: str = "invalid") -> None:
+        super().__init__(f"{reason}: {detail}" if reason != "invalid" else detail)
+        self.reason = reason
+        self.detail = detail
 
 
 # --------------------------------------------------------------------------- the export
@@ -60,6 +67,8 @@ class _Contract:
     max_speed_mbps: float
     max_exact_int: int
     max_future: timedelta
+    schema_version: int
+    max_message_bytes: int
 
 
 #: The JSON Schema keywords the export uses; :func:`_contract` refuses a schema with any
@@ -88,7 +97,7 @@ def _keywords(node: Any, where: str, named: bool = False) -> None:
 def _contract() -> _Contract:
     data = json.loads(SCHEMA_FILE.read_text(encoding="utf-8"))
     rules = data["rules"]
-    schemas = {kind: data[kind] for kind in ("result", "status")}
+    schemas = {kind: data[kind] for kind in ("result", "status", "receipt")}
     for kind, schema in schemas.items():
         _keywords(schema, kind)
     return _Contract(
@@ -97,7 +106,9 @@ def _contract() -> _Contract:
         signed_metrics=frozenset(rules["signed_metrics"]),
         max_speed_mbps=float(rules["max_speed_mbps"]),
         max_exact_int=int(rules["max_exact_int"]),
-        max_future=timedelta(seconds=float(rules["max_future_s"])))
+        max_future=timedelta(seconds=float(rules["max_future_s"])),
+        schema_version=int(rules["schema_version"]),
+        max_message_bytes=int(rules["max_message_bytes"]))
 
 
 # --------------------------------------------------------------------------- values
@@ -485,3 +496,43 @@ class Result:
     def with_flags(self, flags: tuple[str, ...]) -> Result:
         """This result with ``flags`` added, each once, in order."""
         return replace(self, flags=tuple(dict.fromkeys(self.flags + flags)))
+
+
+# --------------------------------------------------------------------------- receipts
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """The collector's receipt (:class:`netmon.contract.ReceiptMessage`), as plain data."""
+
+    probe_id: str
+    ids: tuple[uuid.UUID, ...]
+    at: datetime
+
+
+def parse_receipt(payload: bytes, topic_probe_id: str | None = None) -> Receipt:
+    """Check raw MQTT bytes as a receipt, as :func:`netmon.contract.parse_receipt` does
+    (the same reasons: ``too_large``, ``not_utf8``, ``not_json``, ``not_object``,
+    ``unsupported_schema``, ``invalid``, ``probe_mismatch``); :class:`WireError`."""
+    from netmon.jsonutil import JsonError, decode_object  # pydantic-free
+
+    c = _contract()
+    try:
+        obj = decode_object(payload, c.max_message_bytes)
+    except JsonError as exc:
+        raise WireError(exc.detail, "invalid" if exc.reason == "non_finite" else exc.reason) \
+            from None
+    version = obj.get("schema")
+    if version != c.schema_version or isinstance(version, bool):
+        raise WireError(f"schema is {version!r}; this reader understands {c.schema_version}",
+                        "unsupported_schema")
+    if isinstance(version, float):
+        obj["schema"] = int(version)  # the model reads 1.0 as the version 1
+    _check(obj, c.schemas["receipt"], c.schemas["receipt"], "")
+    at = _time(obj["at"], "at") if "at" in obj else datetime.now(UTC)
+    assert at is not None
+    if topic_probe_id is not None and obj["probe_id"] != topic_probe_id:
+        raise WireError(f"payload probe_id {obj['probe_id']!r} != topic probe "
+                        f"{topic_probe_id!r}", "probe_mismatch")
+    return Receipt(probe_id=obj["probe_id"], ids=tuple(uuid.UUID(i) for i in obj["ids"]),
+                   at=at)

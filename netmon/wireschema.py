@@ -28,11 +28,13 @@ SCHEMA_FILE = Path(__file__).with_name("wire_schema.json")
 
 
 def build() -> dict[str, Any]:
-    """The export: both messages' JSON schemas (validation mode, wire names) and the
-    values the contract's Python validators check beyond the schema."""
+    """The export: the JSON schemas (validation mode, wire names) of the two messages the
+    agent writes and of the receipt it reads, and the values the contract's Python
+    validators check beyond the schema."""
     return {
         "result": contract.ResultMessage.model_json_schema(by_alias=True),
         "status": contract.StatusMessage.model_json_schema(by_alias=True),
+        "receipt": contract.ReceiptMessage.model_json_schema(by_alias=True),
         "rules": {
             "methods": list(DECLARATIONS),
             "metric_name": contract._METRIC_NAME.pattern,
@@ -40,6 +42,8 @@ def build() -> dict[str, Any]:
             "max_speed_mbps": contract.MAX_SPEED_MBPS,
             "max_exact_int": 2**53,
             "max_future_s": contract.MAX_FUTURE.total_seconds(),
+            "schema_version": contract.SCHEMA_VERSION,
+            "max_message_bytes": contract.MAX_MESSAGE_BYTES,
         },
     }
 

@@ -194,6 +194,10 @@ r = wire.Result(probe_id="ht-01x", link="fibre", access="fixed", isp="VNPT", met
                 target="127.0.0.1:1", started_at=datetime.now(UTC), duration_s=0.1,
                 agent_version="1", metrics={"rtt_ms": 1.0})
 assert json.loads(r.to_json())["metrics"] == {"rtt_ms": 1.0}
+wire.encode_status({"schema": 1, "probe_id": "ht-01x", "state": "online", "agent_version": "1"})
+receipt = wire.parse_receipt(json.dumps({"schema": 1, "probe_id": "ht-01x",
+                                         "ids": [str(r.id)]}).encode(), "ht-01x")
+assert receipt.ids == (r.id,)
 print(json.dumps(sorted(m for m in sys.modules if m.startswith("pydantic"))))
 """
 
@@ -203,3 +207,62 @@ def test_the_light_path_runs_without_pydantic() -> None:
                           text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+def _receipt() -> dict[str, Any]:
+    return {"schema": 1, "probe_id": "ht-xuan-loc-01",
+            "ids": [str(uuid.uuid4()) for _ in range(3)], "at": "2026-12-03T08:00:01.250Z"}
+
+
+def _receipt_payloads() -> Iterator[bytes]:
+    base = _receipt()
+    for obj in _mutations(base, random.Random(11)):
+        try:
+            yield json.dumps(obj, allow_nan=True).encode()
+        except (ValueError, OverflowError):
+            continue
+    for ids in ([], [str(uuid.uuid4())] * 1000, [str(uuid.uuid4())] * 1001, [1], [None],
+                [str(uuid.uuid4()).upper()], ["x" * 36]):
+        yield json.dumps(base | {"ids": ids}).encode()
+    yield json.dumps({k: v for k, v in base.items() if k != "at"}).encode()
+    yield b"\xff\xfe"
+    yield b"[1]"
+    yield b"{"
+    yield b'{"schema": 1, "probe_id": "ht-xuan-loc-01", "ids": [], "at": NaN}'
+    yield b"{" + b" " * 70_000 + b"}"
+    yield "\ufeff".encode() + json.dumps(base).encode()
+
+
+def test_a_receipt_is_read_as_the_contract_reads_it() -> None:
+    from netmon.contract import parse_receipt
+
+    compared = refused = 0
+    for payload in _receipt_payloads():
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            obj = None
+        ids = obj.get("ids") if isinstance(obj, dict) else None
+        hex_ids = isinstance(ids, list) and any(isinstance(i, str) and len(i) == 32
+                                                for i in ids)
+        if isinstance(obj, dict) and (_lenient_model_reading(obj) or hex_ids):
+            continue  # forms a collector never writes (see _lenient_model_reading)
+        try:
+            model = parse_receipt(payload, "ht-xuan-loc-01")
+        except ContractError as exc:
+            with pytest.raises(wire.WireError) as light:
+                wire.parse_receipt(payload, "ht-xuan-loc-01")
+            assert light.value.reason == exc.reason, (payload[:200], exc, light.value)
+            refused += 1
+            continue
+        got = wire.parse_receipt(payload, "ht-xuan-loc-01")
+        assert (got.probe_id, got.ids) == (model.probe_id, model.ids)
+        if isinstance(obj, dict) and "at" in obj:
+            assert got.at == model.at
+        compared += 1
+    assert refused > 100
+    assert compared >= 10
+    # The probe in the topic must be the payload's.
+    with pytest.raises(wire.WireError) as other:
+        wire.parse_receipt(json.dumps(_receipt()).encode(), "ht-other-probe")
+    assert other.value.reason == "probe_mismatch"
