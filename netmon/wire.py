@@ -79,6 +79,9 @@ _KEYWORDS = frozenset({
     "minItems", "maxLength", "minLength", "maxProperties", "maximum", "minimum", "pattern",
     "patternProperties", "properties", "required", "title", "type"})
 _UUID = re.compile(r"[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}")
+#: RFC 3339 with its offset: what the contract writes (fromisoformat alone also takes
+#: ISO 8601's basic format, which the models refuse).
+_RFC3339 = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d{1,9})?(Z|[+-]\d\d:\d\d)")
 
 
 def _keywords(node: Any, where: str, named: bool = False) -> None:
@@ -89,6 +92,8 @@ def _keywords(node: Any, where: str, named: bool = False) -> None:
         for key, value in node.items():
             if not named and key not in _KEYWORDS:
                 raise WireError(f"{where}: JSON Schema keyword {key!r} is not supported")
+            if not named and key == "format" and value not in ("uuid", "date-time"):
+                raise WireError(f"{where}: JSON Schema format {value!r} is not supported")
             _keywords(value, f"{where}.{key}",
                       named=not named and key in ("properties", "$defs", "patternProperties"))
 
@@ -115,7 +120,8 @@ def _contract() -> _Contract:
 
 
 def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix (the contract's)."""
+    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix: what
+    :func:`netmon.contract.format_time` writes (the byte-equality tests hold them equal)."""
     return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -265,8 +271,8 @@ def _check_metrics(metrics: Any, c: _Contract) -> None:
 def _time(value: Any, where: str) -> datetime | None:
     if value is None:
         return None
-    if not isinstance(value, str):
-        raise WireError(f"{where}: must be an RFC 3339 time")
+    if not isinstance(value, str) or not _RFC3339.fullmatch(value):
+        raise WireError(f"{where}: {value!r} is not an RFC 3339 time with its offset")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

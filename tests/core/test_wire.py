@@ -70,11 +70,15 @@ def _status() -> dict[str, Any]:
         "oldest_waiting_at": None, "board_model": "Raspberry Pi 4 Model B Rev 1.5"}
 
 
+#: Times the models read although they are not RFC 3339 as the contract writes it.
+_LOOSE_TIMES = ("2026-12-03T08:00:00.123+0700", "2026-12-03 08:00:00Z",
+                "2026-12-03T08:00:00.1234567891Z")
 #: Values of the wrong kind, length, pattern or range for one field or another.
 _BAD = [None, True, False, 0, 1, -1, 1.0, -0.5, 1.5, 2**53 + 1, 2**64, 10**400, 1e300,
         math.nan, math.inf, "", "x", "ab", "abc\n", "ABC", "a" * 257, "a" * 2001, "both",
         "1", "not-a-uuid", "2026-12-03T08:00:00", "2026-13-03T08:00:00Z", "yesterday",
-        "2026-12-03T08:00:00+07:00", [], ["x"], ["Bad"], ["ok", "ok\n"], {}, {"x": 1},
+        "2026-12-03T08:00:00+07:00", "20261203T080000Z", *_LOOSE_TIMES, [], ["x"], ["Bad"],
+        ["ok", "ok\n"], {}, {"x": 1},
         {"code": "timeout"}, {"code": "nope", "message": "m"},
         {"code": "timeout", "message": "m", "extra": 1}, {"code": "timeout", "message": 1},
         uuid.uuid4().hex, 1_764_748_800]
@@ -163,13 +167,13 @@ def test_the_light_check_refuses_what_the_contract_refuses(base: Any, parse: Any
 
 
 def _lenient_model_reading(obj: dict[str, Any]) -> bool:
-    # pydantic reads a UUID without hyphens, Unix seconds (a number or a numeric string) as
-    # a time, 1 as true and 1.0 as 1; the light check wants the canonical forms the agent
-    # writes.
+    # pydantic reads a UUID without hyphens, Unix seconds (a number or a numeric string) and
+    # looser ISO forms as a time, 1 as true and 1.0 as 1; the light check wants the
+    # canonical forms the agent and the collector write.
     def lenient(value: Any) -> bool:
         if isinstance(value, bool):
             return False
-        return isinstance(value, (int, float)) or value == "1" \
+        return isinstance(value, (int, float)) or value == "1" or value in _LOOSE_TIMES \
             or (isinstance(value, str) and len(value) == 32)
     if "clock_synced" in obj and not isinstance(obj["clock_synced"], (bool, type(None))):
         return True
