@@ -188,7 +188,8 @@ def dumps(value: Any) -> bytes:
 def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     ref = schema.get("$ref")
     if isinstance(ref, str):
-        return dict(root["$defs"][ref.rsplit("/", 1)[-1]])
+        resolved: dict[str, Any] = root["$defs"][ref.rsplit("/", 1)[-1]]
+        return resolved
     return schema
 
 
@@ -230,8 +231,9 @@ def _shape(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str)
         for key, sub in props.items():
             if key in value:
                 out[key] = _shape(value[key], sub, root, f"{where}.{key}".lstrip("."))
-            elif "default" in sub:
-                out[key] = sub["default"]
+            elif "default" in sub:  # a copy: the schema's own list must stay empty
+                default = sub["default"]
+                out[key] = list(default) if isinstance(default, list) else default
         out.update({k: v for k, v in value.items() if k not in props})  # refused below
         return out
     return value
@@ -326,7 +328,7 @@ def _check(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str)
             except WireError as exc:
                 problems.append(str(exc))
         else:
-            real = [p for p in problems if not p.endswith("must be null")]
+            real = [p for p in problems if "must be null" not in p]
             raise WireError(real[0] if len(real) == 1 else "; ".join(problems))
     kind = schema.get("type")
     if kind is not None and not _is(kind, value):
