@@ -30,6 +30,7 @@ This module imports nothing that imports pydantic.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import re
@@ -61,6 +62,8 @@ class WireError(ValueError):
 @dataclass(frozen=True)
 class _Contract:
     schemas: dict[str, dict[str, Any]]
+    #: Per message kind and model title, the defaults made by factories (see wireschema).
+    factories: dict[str, dict[str, dict[str, Any]]]
     methods: frozenset[str]
     metric_name: re.Pattern[str]
     signed_metrics: frozenset[str]
@@ -106,7 +109,8 @@ def _contract() -> _Contract:
     for kind, schema in schemas.items():
         _keywords(schema, kind)
     return _Contract(
-        schemas=schemas, methods=frozenset(rules["methods"]),
+        schemas=schemas, factories=data["factory_defaults"],
+        methods=frozenset(rules["methods"]),
         metric_name=re.compile(rules["metric_name"]),
         signed_metrics=frozenset(rules["signed_metrics"]),
         max_speed_mbps=float(rules["max_speed_mbps"]),
@@ -193,7 +197,8 @@ def _resolve(schema: dict[str, Any], root: dict[str, Any]) -> dict[str, Any]:
     return schema
 
 
-def _shape(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str) -> Any:
+def _shape(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str,
+           factories: dict[str, dict[str, Any]]) -> Any:
     """``value`` as the model would serialise it: defaults filled in the schema's order,
     numbers of ``number`` fields as floats, aware datetimes as contract times, UUIDs as
     text. Values of the wrong kind are left alone for the validator to name."""
@@ -202,7 +207,7 @@ def _shape(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str)
         if value is None:
             return None
         options = [o for o in schema["anyOf"] if o.get("type") != "null"]
-        return _shape(value, options[0], root, where) if len(options) == 1 else value
+        return _shape(value, options[0], root, where, factories) if len(options) == 1 else value
     kind = schema.get("type")
     if kind == "number" and isinstance(value, int) and not isinstance(value, bool):
         try:
@@ -213,27 +218,35 @@ def _shape(value: Any, schema: dict[str, Any], root: dict[str, Any], where: str)
         if value.tzinfo is None or value.utcoffset() is None:
             raise WireError(f"{where}: a time needs a time zone")
         return format_time(value)
+    if kind == "string" and schema.get("format") == "date-time" and isinstance(value, str) \
+            and _RFC3339.fullmatch(value):
+        # As the model does: to UTC, milliseconds (a bad date is named by the checker).
+        with contextlib.suppress(ValueError):
+            return format_time(datetime.fromisoformat(value))
     if kind == "string" and isinstance(value, uuid.UUID):
         return str(value)
     if kind == "array" and isinstance(value, (list, tuple)):
         items = schema.get("items", {})
-        return [_shape(v, items, root, f"{where}[{i}]") for i, v in enumerate(value)]
+        return [_shape(v, items, root, f"{where}[{i}]", factories) for i, v in enumerate(value)]
     if kind == "object" and isinstance(value, Mapping):
         props: dict[str, Any] = schema.get("properties", {})
         if "patternProperties" in schema:
             (inner,) = schema["patternProperties"].values()
-            return {k: _shape(v, inner, root, f"{where}.{k}") for k, v in value.items()}
+            return {k: _shape(v, inner, root, f"{where}.{k}", factories) for k, v in value.items()}
         if schema.get("additionalProperties") is True:  # metrics: only what was measured
-            known = {k: _shape(value[k], props[k], root, f"{where}.{k}") for k in props
+            known = {k: _shape(value[k], props[k], root, f"{where}.{k}", factories) for k in props
                      if value.get(k) is not None}
             return known | {k: v for k, v in value.items() if k not in props and v is not None}
         out: dict[str, Any] = {}
+        made = factories.get(schema.get("title", ""), {})
         for key, sub in props.items():
             if key in value:
-                out[key] = _shape(value[key], sub, root, f"{where}.{key}".lstrip("."))
+                out[key] = _shape(value[key], sub, root, f"{where}.{key}".lstrip("."), factories)
             elif "default" in sub:  # a copy: the schema's own list must stay empty
                 default = sub["default"]
                 out[key] = list(default) if isinstance(default, list) else default
+            elif key in made:
+                out[key] = json.loads(json.dumps(made[key]))  # a fresh copy
         out.update({k: v for k, v in value.items() if k not in props})  # refused below
         return out
     return value
@@ -417,7 +430,8 @@ def result_wire(message: Mapping[str, Any]) -> dict[str, Any]:
     _check_metrics(message.get("metrics"), c)
     if "id" not in message:  # the model's default_factory
         message = {**message, "id": uuid.uuid4()}
-    data: dict[str, Any] = _shape(message, c.schemas["result"], c.schemas["result"], "")
+    data: dict[str, Any] = _shape(message, c.schemas["result"], c.schemas["result"], "",
+                                   c.factories["result"])
     _check(data, c.schemas["result"], c.schemas["result"], "")
     if data["method"] not in c.methods:
         raise WireError(f"method: {data['method']!r} is not a declared method")
@@ -431,7 +445,8 @@ def status_wire(message: Mapping[str, Any]) -> dict[str, Any]:
     """The checked wire object of a status message (see :func:`result_wire`)."""
     c = _contract()
     _versioned(message)
-    data: dict[str, Any] = _shape(message, c.schemas["status"], c.schemas["status"], "")
+    data: dict[str, Any] = _shape(message, c.schemas["status"], c.schemas["status"], "",
+                                   c.factories["status"])
     _check(data, c.schemas["status"], c.schemas["status"], "")
     return data
 

@@ -17,14 +17,59 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import typing
+import uuid
+from datetime import datetime
 from pathlib import Path
 from typing import Any
+
+from pydantic import BaseModel
 
 from netmon import contract
 from netmon.methods import DECLARATIONS
 
 #: Where the export lives, next to the light checker that reads it.
 SCHEMA_FILE = Path(__file__).with_name("wire_schema.json")
+
+
+def _models(root: type[BaseModel]) -> list[type[BaseModel]]:
+    """``root`` and every model its fields hold, however nested in the annotations."""
+    found: list[type[BaseModel]] = []
+
+    def visit(annotation: Any) -> None:
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            if annotation not in found:
+                found.append(annotation)
+                for info in annotation.model_fields.values():
+                    visit(info.annotation)
+            return
+        for arg in typing.get_args(annotation):
+            visit(arg)
+
+    visit(root)
+    return found
+
+
+def factory_defaults(root: type[BaseModel]) -> dict[str, dict[str, Any]]:
+    """Per model (by its schema title), the serialised value of each field whose default
+    comes from a factory (JSON Schema has no ``default`` for those): ``{}`` for metrics,
+    ``{}`` for an empty mapping. Per-message values (a fresh UUID, the time now) are left
+    to the writer."""
+    out: dict[str, dict[str, Any]] = {}
+    for model in _models(root):
+        for name, info in model.model_fields.items():
+            if info.default_factory is None:
+                continue
+            value = info.default_factory()  # type: ignore[call-arg]
+            if isinstance(value, (uuid.UUID, datetime)):
+                continue
+            if isinstance(value, BaseModel):
+                value = value.model_dump(mode="json", exclude_none=True)
+            elif isinstance(value, (tuple, list)):
+                value = list(value)
+            out.setdefault(model.model_config.get("title") or model.__name__, {})[
+                info.alias or name] = value
+    return out
 
 
 def build() -> dict[str, Any]:
@@ -35,6 +80,10 @@ def build() -> dict[str, Any]:
         "result": contract.ResultMessage.model_json_schema(by_alias=True),
         "status": contract.StatusMessage.model_json_schema(by_alias=True),
         "receipt": contract.ReceiptMessage.model_json_schema(by_alias=True),
+        "factory_defaults": {
+            kind: factory_defaults(model) for kind, model in (
+                ("result", contract.ResultMessage), ("status", contract.StatusMessage),
+                ("receipt", contract.ReceiptMessage))},
         "rules": {
             "methods": list(DECLARATIONS),
             "metric_name": contract._METRIC_NAME.pattern,
