@@ -2,9 +2,10 @@
 are the contract's: the same bytes as the pydantic models write, read back by the models
 into equal messages (issue 20: the run-time process is to build its messages this way).
 
-The results come from the methods themselves run against real servers on loopback (tcp,
-icmp, dns, http_latency, reachability, iperf3, ipv6) and, for every declared method, a
-failed run (nothing listening) through the methods' own error path."""
+The results come from the methods themselves: every declared method's successful run
+against real servers (on loopback, and the measurement server's nginx and iperf3 across a
+shaped link into a namespace for the throughput methods), and every method's failed run
+(nothing listening) through the methods' own error path."""
 
 from __future__ import annotations
 
@@ -21,12 +22,22 @@ import pytest
 from agent import config
 from agent.methods.registry import get
 from agent.runtime import Runtime
+from devstack import netns
 from devstack.services import Service
 from netmon import wire
 from netmon.contract import ResultMessage, StatusMessage
 from netmon.methods import DECLARATIONS
 from tests.helpers.agent import agent_config, tcp_test, write_config
-from tests.helpers.methods import DnsResponder, ctx_for, dns_responder
+from tests.helpers.methods import DnsResponder, ctx_for, dns_responder, make_site
+
+#: Where each method's successful run is made: on loopback, or across a shaped link.
+ON_LOOPBACK = ("tcp", "icmp", "dns", "http_latency", "reachability", "iperf3", "ipv6")
+ACROSS_A_LINK = ("http", "speedtest", "responsiveness", "iperf3", "http_latency")
+
+
+def test_every_declared_method_has_its_successful_results_compared() -> None:
+    # A new method must be added to one of the two runs below.
+    assert set(ON_LOOPBACK) | set(ACROSS_A_LINK) == set(DECLARATIONS)
 
 
 def light(r: ResultMessage) -> wire.Result:
@@ -39,9 +50,10 @@ def light(r: ResultMessage) -> wire.Result:
         flags=r.flags, id=r.id)
 
 
-def runs(method: str, **options: Any) -> list[ResultMessage]:
+def runs(method: str, link: netns.ShapedLink | None = None,
+         **options: Any) -> list[ResultMessage]:
     cls = get(method)
-    return asyncio.run(cls().run(ctx_for(), cls.decl.options(**options)))
+    return asyncio.run(cls().run(ctx_for(link), cls.decl.options(**options)))
 
 
 @pytest.fixture
@@ -122,11 +134,41 @@ def test_successful_results_of_real_methods_are_the_contracts(
         "ipv6": runs("ipv6", target="::1", v4_target="127.0.0.1", count=1,
                      probe_timeout_s=0.5),
     }
-    for name in ("tcp", "icmp", "dns", "http_latency", "reachability", "iperf3"):
+    assert tuple(made) == ON_LOOPBACK
+    for name in ON_LOOPBACK:
         assert all(r.ok for r in made[name]), (name, [r.error for r in made[name]])
     assert made["iperf3"][0].metrics.download_mbps  # a real throughput result
     for results in made.values():
         _same(results)
+
+
+def test_successful_throughput_results_across_a_shaped_link_are_the_contracts(
+        server_ns: netns.ServerNamespace, tmp_path: Path) -> None:
+    link = server_ns.add_link(200)
+    site = make_site(server_ns, tmp_path)
+    iperf = site.start_iperf3()
+    try:
+        url = site.url(link)
+        made = {
+            "http": runs("http", link, target=url, duration_s=2, warmup_s=1),
+            "speedtest": runs("speedtest", link, target=f"{url}/speedtest/upload.php",
+                              length_s=2),
+            "responsiveness": runs("responsiveness", link, target=url, duration_s=3,
+                                   warmup_s=1),
+            "iperf3": runs("iperf3", link, target=link.server_ip, duration_s=2, omit_s=1),
+            "http_latency": runs("http_latency", link,
+                                 target=f"{url}/speedtest/latency.txt", count=3,
+                                 interval_s=0.05),
+        }
+    finally:
+        iperf.terminate()
+        iperf.wait(30)
+        site.nginx.stop()
+    assert tuple(made) == ACROSS_A_LINK
+    for name, results in made.items():
+        assert all(r.ok for r in results), (name, [r.error for r in results])
+        _same(results)
+    assert made["http"][0].metrics.download_mbps and made["speedtest"][0].metrics.upload_mbps
 
 
 @pytest.mark.parametrize("method", list(DECLARATIONS))
