@@ -12,6 +12,10 @@ from:
   served from it. Its ``pending()`` counts the buffered bytes; paho's loop already asks
   a (TLS) socket for ``pending()`` and does not wait in ``select`` while it is non-zero,
   so a packet that is in the buffer but no longer in the kernel is never stranded;
+- a whole plain QoS 1 PUBLISH (below) already in that buffer is sliced out of it in one
+  step (paho reads the command byte, each length byte and the body with separate
+  ``recv`` calls into a packet dictionary); a packet only partly buffered, and any
+  other packet, is read by paho's own reader from the same bytes;
 - ``loop_read`` handles up to :data:`READ_BURST` packets before returning to the loop
   (paho: one per message *it* has in flight, usually one), stopping as soon as no whole
   packet is left to read;
@@ -96,17 +100,27 @@ class ReadAheadClient(mqtt.Client):
             return ReadAheadSocket(sock)
         return sock
 
+    _read_fast = False
+
     def loop_read(self, max_packets: int = 1) -> MQTTErrorCode:
         """Handle every whole packet already received, up to :data:`READ_BURST`."""
-        for _ in range(max(max_packets, READ_BURST)):
-            if self._sock is None:
-                return MQTTErrorCode.MQTT_ERR_NO_CONN
-            rc = self._packet_read()
-            if rc > 0:
-                return self._loop_rc_handle(rc)
-            if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
-                break
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
+        try:
+            for _ in range(max(max_packets, READ_BURST)):
+                if self._sock is None:
+                    return MQTTErrorCode.MQTT_ERR_NO_CONN
+                rc = self._packet_read()
+                if rc > 0:
+                    return self._loop_rc_handle(rc)
+                if rc == MQTTErrorCode.MQTT_ERR_AGAIN:
+                    break
+            return MQTTErrorCode.MQTT_ERR_SUCCESS
+        finally:
+            if self._read_fast:
+                # paho notes the time after every packet it reads (its keep-alive); the
+                # packets taken whole are noted once per burst.
+                self._read_fast = False
+                with self._msgtime_mutex:
+                    self._last_bytes_received = mqtt.time_func()
 
     _topic_callbacks = False
 
@@ -115,25 +129,65 @@ class ReadAheadClient(mqtt.Client):
         self._topic_callbacks = True
         super().message_callback_add(sub, callback)
 
+    def _fast_publish_ok(self) -> bool:
+        return self._manual_ack and self._protocol == MQTTProtocolVersion.MQTTv5
+
+    def _packet_read(self) -> MQTTErrorCode:
+        # A whole plain QoS 1 PUBLISH already in the read-ahead buffer is taken from it in
+        # one slice: paho would read it with a recv per header byte into its packet
+        # dictionary. A packet that is partly in the buffer, any other packet and any
+        # other shape go through paho's own reader, which then finds the same bytes.
+        sock = self._sock
+        if (sock.__class__ is ReadAheadSocket and self._in_packet["command"] == 0
+                and self._fast_publish_ok()):
+            buf, pos = sock._buf, sock._pos
+            size = len(buf)
+            if pos < size and buf[pos] & 0xF6 == _PUBLISH_QOS1:
+                # The remaining length (MQTT 2.1.4): at most 4 bytes of 7 bits each.
+                i, length, shift = pos + 1, 0, 0
+                while i < size and shift <= 21:
+                    byte = buf[i]
+                    i += 1
+                    length |= (byte & 0x7F) << shift
+                    if byte < 0x80:
+                        end = i + length
+                        if end <= size and length >= 5:
+                            slen = (buf[i] << 8) | buf[i + 1]
+                            at = i + 2 + slen
+                            if slen and at + 3 <= end and buf[at + 2] == 0:
+                                sock._pos = end
+                                self._read_fast = True
+                                self._deliver(buf[pos], (buf[at] << 8) | buf[at + 1],
+                                              buf[i + 2:at], buf[at + 3:end])
+                                return MQTTErrorCode.MQTT_ERR_SUCCESS
+                        break
+                    shift += 7
+        return super()._packet_read()
+
     def _handle_publish(self) -> MQTTErrorCode:
         # The layout is MQTT v5's (3.3): topic length and name, packet id, properties
         # length (0: none), payload. Anything else is left to paho, errors included.
         header = self._in_packet["command"]
         packet = self._in_packet["packet"]
-        if (header & 0xF6 != _PUBLISH_QOS1 or not self._manual_ack
-                or self._protocol != MQTTProtocolVersion.MQTTv5 or len(packet) < 5):
+        if (header & 0xF6 != _PUBLISH_QOS1 or not self._fast_publish_ok()
+                or len(packet) < 5):
             return super()._handle_publish()
         slen = (packet[0] << 8) | packet[1]
         pos = 2 + slen
         if slen == 0 or len(packet) < pos + 3 or packet[pos + 2] != 0:
             return super()._handle_publish()
-        message = mqtt.MQTTMessage(mid=(packet[pos] << 8) | packet[pos + 1],
-                                   topic=bytes(packet[2:pos]))
+        self._deliver(header, (packet[pos] << 8) | packet[pos + 1], bytes(packet[2:pos]),
+                      bytes(packet[pos + 3:]))
+        return MQTTErrorCode.MQTT_ERR_SUCCESS
+
+    def _deliver(self, header: int, mid: int, topic: bytes, payload: bytes) -> None:
+        # What paho's _handle_publish does for such a packet, without a Properties object.
+        message = mqtt.MQTTMessage(mid=mid, topic=topic)
         message.dup = bool(header & 0x08)
         message.qos = 1
         message.retain = bool(header & 0x01)
         message.properties = _NO_PROPERTIES
-        message.payload = bytes(packet[pos + 3:])
+        message.payload = payload
         logger = self._logger
         if self.on_log is not None or (logger is not None
                                        and logger.isEnabledFor(logging.DEBUG)):
@@ -143,7 +197,6 @@ class ReadAheadClient(mqtt.Client):
                            len(message.payload))
         message.timestamp = time.monotonic()
         self._handle_on_message(message)
-        return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _handle_on_message(self, message: mqtt.MQTTMessage) -> None:
         on_message = self.on_message
