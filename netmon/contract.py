@@ -42,6 +42,7 @@ MAX_SPEED_MBPS = 100_000.0
 #: Ten minutes: no RTT or test duration is longer on a working probe.
 MAX_MS = 600_000.0
 MAX_FUTURE = timedelta(days=1)
+_ZERO: Final = timedelta(0)
 
 PROBE_ID_PATTERN = r"^[a-z0-9][a-z0-9-]{2,63}$"
 _PROBE_ID_RE = re.compile(PROBE_ID_PATTERN)
@@ -114,6 +115,14 @@ ErrorCode = Literal[
 
 def _utc(value: datetime) -> datetime:
     # The wire and InfluxDB keep milliseconds; truncating here keeps round trips exact.
+    if (value.__class__ is datetime and value.tzinfo is not UTC
+            and value.utcoffset() == _ZERO):
+        # Another zero-offset tzinfo (pydantic's for every "...Z" on the wire; the
+        # collector runs this for every result): the value the two lines below give,
+        # built in one call (``replace`` with keywords costs twice as much).
+        us = value.microsecond
+        return datetime(value.year, value.month, value.day, value.hour, value.minute,
+                        value.second, us - us % 1000, UTC)
     value = value.astimezone(UTC)
     return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
@@ -195,32 +204,59 @@ class Metrics(BaseModel):
     def _check_all_numbers(cls, data: Any) -> Any:
         if not isinstance(data, dict):
             return data
+        # The checks, their order and their messages are those of _check_metric; a
+        # plain float or int under a name already known good (a declared field) takes
+        # the short way: the collector runs this for every metric of every result.
         for key, value in data.items():
-            if not isinstance(key, str) or not _METRIC_NAME.fullmatch(key):
-                raise ValueError(f"metric name {key!r} must be lower_snake_case, <= 64 chars")
-            if value is None:
+            value_cls = value.__class__
+            if key not in _FIELD_NAMES or (value_cls is not float and value_cls is not int):
+                _check_metric(key, value)
                 continue
-            if isinstance(value, bool):
-                raise ValueError(f"metric {key!r} is a boolean; send 0 or 1")
-            # A tuple, not ``int | float``: isinstance with a union is several times slower
-            # and the collector runs this for every metric of every result.
-            if not isinstance(value, (int, float)):
-                raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
-            if isinstance(value, int) and abs(value) > 2**53:
+            if value_cls is int and abs(value) > 2**53:
                 raise ValueError(f"metric {key!r} is too large (more than 2**53)")
-            if not math.isfinite(value):
+            if value_cls is float and not math.isfinite(value):
                 raise ValueError(f"metric {key!r} is not finite ({value})")
-            if value < 0 and key not in SIGNED_METRICS:
-                raise ValueError(f"metric {key!r} is negative ({value})")
-            if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
-                raise ValueError(f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")
-            if key.endswith("_pct") and value > 100:
-                raise ValueError(f"metric {key!r}={value} is outside 0-100")
+            if value < 0:
+                if key not in SIGNED_METRICS:
+                    raise ValueError(f"metric {key!r} is negative ({value})")
+            elif value > 100:  # neither limit below applies to a value up to 100
+                if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
+                    raise ValueError(
+                        f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")
+                if key.endswith("_pct"):
+                    raise ValueError(f"metric {key!r}={value} is outside 0-100")
         return data
 
     def values(self) -> dict[str, float | bool]:
         """All metrics that are set, known and extra, as a plain dict."""
         return {k: v for k, v in self.model_dump().items() if v is not None}
+
+
+#: The declared metric fields: every one is a valid metric name.
+_FIELD_NAMES: Final = frozenset(Metrics.model_fields)
+
+
+def _check_metric(key: Any, value: Any) -> None:
+    # One metric of Metrics._check_all_numbers, every check in order.
+    if not isinstance(key, str) or not _METRIC_NAME.fullmatch(key):
+        raise ValueError(f"metric name {key!r} must be lower_snake_case, <= 64 chars")
+    if value is None:
+        return
+    if isinstance(value, bool):
+        raise ValueError(f"metric {key!r} is a boolean; send 0 or 1")
+    # A tuple, not ``int | float``: isinstance with a union is several times slower.
+    if not isinstance(value, (int, float)):
+        raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
+    if isinstance(value, int) and abs(value) > 2**53:
+        raise ValueError(f"metric {key!r} is too large (more than 2**53)")
+    if not math.isfinite(value):
+        raise ValueError(f"metric {key!r} is not finite ({value})")
+    if value < 0 and key not in SIGNED_METRICS:
+        raise ValueError(f"metric {key!r} is negative ({value})")
+    if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
+        raise ValueError(f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")
+    if key.endswith("_pct") and value > 100:
+        raise ValueError(f"metric {key!r}={value} is outside 0-100")
 
 
 class ResultMessage(_Strict):

@@ -3,17 +3,26 @@ for its own reason."""
 
 from __future__ import annotations
 
+import enum
 import json
+import math
+import random
+import re
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from pydantic_core import TzInfo
 
 from netmon.contract import (
+    MAX_SPEED_MBPS,
+    SIGNED_METRICS,
     ContractError,
+    Metrics,
     ResultMessage,
     StatusMessage,
     Topics,
+    _utc,
     parse_result,
     parse_status,
 )
@@ -205,3 +214,92 @@ def test_booleans_are_not_numbers_in_results(patch: dict[str, object], needle: s
     with pytest.raises(ContractError) as err:
         parse_result(encode(good_result(**patch)))
     assert err.value.reason == "invalid" and needle in err.value.detail, err.value.detail
+
+
+def _metric_checks_as_written_first(data: dict[object, object]) -> None:
+    """``Metrics._check_all_numbers`` as it was first written (one loop, every check in
+    turn): the reference its faster form must agree with, error for error."""
+    for key, value in data.items():
+        if not isinstance(key, str) or not re.fullmatch(r"[a-z][a-z0-9_]{0,63}", key):
+            raise ValueError(f"metric name {key!r} must be lower_snake_case, <= 64 chars")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            raise ValueError(f"metric {key!r} is a boolean; send 0 or 1")
+        if not isinstance(value, int | float):
+            raise ValueError(f"metric {key!r} must be a number, got {type(value).__name__}")
+        if isinstance(value, int) and abs(value) > 2**53:
+            raise ValueError(f"metric {key!r} is too large (more than 2**53)")
+        if not math.isfinite(value):
+            raise ValueError(f"metric {key!r} is not finite ({value})")
+        if value < 0 and key not in SIGNED_METRICS:
+            raise ValueError(f"metric {key!r} is negative ({value})")
+        if key.endswith("_mbps") and value > MAX_SPEED_MBPS:
+            raise ValueError(f"metric {key!r}={value} is above {MAX_SPEED_MBPS:g} Mb/s")
+        if key.endswith("_pct") and value > 100:
+            raise ValueError(f"metric {key!r}={value} is outside 0-100")
+
+
+class _Level(enum.IntEnum):
+    HIGH = 200_000
+
+
+class _Ratio(float):
+    pass
+
+
+def test_metric_checks_agree_with_the_reference_on_every_kind_of_value() -> None:
+    keys: list[object] = [*Metrics.model_fields, "custom_extra_ms", "other_mbps",
+                          "other_pct", "Bad", "", "x" * 65, "a" * 64, 3, "radio_x_dbm"]
+    values: list[object] = [
+        None, True, False, 0, 1, -1, 0.0, -0.0, 0.5, -0.5, 100, 100.0, 100.5, 101,
+        -100, -141, -200.5, 60, 61.0, 99_999.9, 100_000, 100_000.0, 100_000.1, 100_001,
+        2**53, 2**53 + 1, -(2**53) - 1, 10**400, float("nan"), float("inf"),
+        float("-inf"), "1", [1], {"a": 1}, _Level.HIGH, _Ratio(150.0), _Ratio("nan")]
+    rng = random.Random(20)
+    cases = [{k: v} for k in keys for v in values]
+    cases += [dict(rng.sample([(k, rng.choice(values)) for k in keys], 3))
+              for _ in range(3000)]
+    outcomes = set()
+    for data in cases:
+        try:
+            _metric_checks_as_written_first(data)
+            want = "ok"
+        except ValueError as exc:
+            want = str(exc)
+        try:
+            assert Metrics._check_all_numbers(data) is data  # type: ignore[operator]
+            got = "ok"
+        except ValueError as exc:
+            got = str(exc)
+        assert got == want, data
+        outcomes.add(want.split(" ", 2)[-1][:12] if want != "ok" else want)
+    assert len(outcomes) > 8  # every check was reached, not only the first few
+
+
+def test_utc_normalisation_agrees_with_astimezone_then_replace() -> None:
+    class Later(datetime):
+        pass
+
+    zones = [UTC, TzInfo(0), timezone(timedelta(0), "Z0"), TzInfo(25200),
+             timezone(timedelta(hours=-7)), timezone(timedelta(microseconds=-1))]
+    for cls in (datetime, Later):
+        for tz in zones:
+            for fold in (0, 1):
+                for us in (0, 999, 1000, 123_456, 999_999):
+                    for when in ((2026, 3, 1, 23, 59, 59), (1, 1, 1, 0, 0, 0),
+                                 (9999, 12, 31, 23, 59, 59), (2024, 2, 29, 12, 0, 0)):
+                        value = cls(*when, us, tzinfo=tz, fold=fold)
+                        try:
+                            ref = value.astimezone(UTC)
+                            want: object = ref.replace(
+                                microsecond=ref.microsecond // 1000 * 1000)
+                            want = (want, want.tzinfo, want.fold, type(want))  # type: ignore[attr-defined]
+                        except OverflowError as exc:
+                            want = repr(exc)
+                        try:
+                            out = _utc(value)
+                            got: object = (out, out.tzinfo, out.fold, type(out))
+                        except OverflowError as exc:
+                            got = repr(exc)
+                        assert got == want, value
