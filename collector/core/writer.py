@@ -68,6 +68,16 @@ class FatalWriteError(NetmonError, RuntimeError):
 _STOP = object()
 
 
+class _Flush:
+    """A flush request in the writer's queue; ``done`` is set once everything queued
+    before it is written (or dead-lettered) and acknowledged."""
+
+    __slots__ = ("done",)
+
+    def __init__(self) -> None:
+        self.done = threading.Event()
+
+
 class Writer:
     """Background writer; :meth:`submit` is cheap and thread-safe."""
 
@@ -95,9 +105,8 @@ class Writer:
         self.index = index
         self._q: queue.SimpleQueue[object] = queue.SimpleQueue()
         self._abort = threading.Event()
-        self._cond = threading.Condition(threading.Lock())
-        self._submitted = 0
-        self._processed = 0
+        #: Items the writer thread has taken from the queue and not finished yet.
+        self._in_progress = 0
         self._thread: threading.Thread | None = None
         self._created_db = False
 
@@ -111,25 +120,26 @@ class Writer:
 
     def submit(self, item: Item) -> None:
         """Queue one message's work (never blocks: the broker's Receive Maximum bounds it)."""
-        with self._cond:
-            self._submitted += 1
+        # No lock and no counter: a flush is a marker in the same queue (the network
+        # thread calls this for every message).
         self._q.put(item)
 
     def pending(self) -> int:
-        """Items submitted and not yet finished."""
-        with self._cond:
-            return self._submitted - self._processed
+        """Items submitted and not yet finished (approximate while both threads run)."""
+        return self._q.qsize() + self._in_progress
 
     def flush(self, timeout: float = 30.0) -> bool:
         """Wait until everything submitted so far is written and acked (or fatal)."""
+        if self._thread is None or not self._thread.is_alive():
+            return self.fatal is None and self.pending() == 0
+        # Behind everything submitted so far: the writer thread sets it once the batches
+        # holding those items are done.
+        marker = _Flush()
+        self._q.put(marker)
         deadline = time.monotonic() + timeout
-        with self._cond:
-            target = self._submitted
-            while self._processed < target and self.fatal is None:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    return False
-                self._cond.wait(min(left, 0.2))
+        while not marker.done.wait(min(max(deadline - time.monotonic(), 0), 0.2)):
+            if self.fatal is not None or time.monotonic() >= deadline:
+                return False
         return self.fatal is None
 
     def stop(self, timeout: float = 30.0) -> bool:
@@ -150,28 +160,36 @@ class Writer:
 
     # ------------------------------------------------------------------ loop
 
-    def _collect(self, first: Item) -> tuple[list[Item], bool]:
+    def _collect(self, first: Item, flushes: list[_Flush]) -> tuple[list[Item], bool]:
         # Sleep-and-drain rather than a blocking get() per item: waking this thread for
         # every message would hand the GIL back and forth with the network thread and
-        # halve throughput.
+        # halve throughput. A flush marker ends the batch (it is set once it is written).
         batch = [first]
+        self._in_progress = 1
         points = len(first.lines)
         deadline = time.monotonic() + self.settings.flush_interval_s
         linger = self.settings.linger_s
+        batch_size = self.settings.batch_size
+        get = self._q.get_nowait
         while True:
             got = 0
-            while points < self.settings.batch_size:
+            while points < batch_size:
                 try:
-                    nxt = self._q.get_nowait()
+                    nxt = get()
                 except queue.Empty:
                     break
-                if nxt is _STOP:
-                    return batch, True
+                if nxt.__class__ is not Item and not isinstance(nxt, Item):
+                    if nxt is _STOP:
+                        return batch, True
+                    assert isinstance(nxt, _Flush)
+                    flushes.append(nxt)
+                    return batch, False
                 assert isinstance(nxt, Item)
                 batch.append(nxt)
+                self._in_progress += 1
                 points += len(nxt.lines)
                 got += 1
-            if points >= self.settings.batch_size or linger <= 0:
+            if points >= batch_size or linger <= 0:
                 return batch, False
             left = deadline - time.monotonic()
             if left <= 0 or (got == 0 and len(batch) > 1):
@@ -190,8 +208,12 @@ class Writer:
                 continue
             if first is _STOP:
                 break
+            if isinstance(first, _Flush):
+                first.done.set()  # everything before it is written
+                continue
             assert isinstance(first, Item)
-            batch, stop = self._collect(first)
+            flushes: list[_Flush] = []
+            batch, stop = self._collect(first, flushes)
             try:
                 self.process_batch(batch)
             except _Aborted:
@@ -200,14 +222,12 @@ class Writer:
                 self.fatal = exc
                 log.critical("writer stopped: %s. Nothing more is acknowledged; the broker "
                              "keeps the messages until the collector runs again.", exc)
-                with self._cond:
-                    self._cond.notify_all()
                 if self.on_fatal:
                     self.on_fatal(exc)
                 return
-            with self._cond:
-                self._processed += len(batch)
-                self._cond.notify_all()
+            self._in_progress = 0
+            for marker in flushes:
+                marker.done.set()
 
     def process_batch(self, batch: list[Item]) -> list[DeadLetter]:
         """Write one batch synchronously (retrying), store its dead letters, then ack it.

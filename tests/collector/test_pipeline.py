@@ -17,13 +17,17 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from paho.mqtt.enums import CallbackAPIVersion
 
+from collector.config import InfluxSettings, WriterSettings
 from collector.core.deadletters import DeadLetterStore
+from collector.core.influx import InfluxClient
 from collector.core.ingest import validate
 from collector.core.integrity import ResultIndex
 from collector.core.registry import Registry
 from collector.core.schema import Site, to_ms
+from collector.core.selfmetrics import Stats
 from collector.core.service import Collector, ingest
 from collector.core.units import DEFAULT_FILE
+from collector.core.writer import Item, Writer
 from devstack import services
 from netmon.contract import StatusMessage, Topics
 from tests.helpers.collector import (
@@ -384,3 +388,33 @@ def test_without_rollups_the_dashboards_switch_reads_raw_for_every_range(
             assert fake_grafana_resolution(client, resolution_query(), *span) == "raw"
     finally:
         client.close()
+
+
+def test_writer_flush_waits_for_what_was_submitted_before_it(
+        influxd: services.Service, influx: object) -> None:
+    # A flush is a marker in the writer's queue: it returns once every item submitted
+    # before it is written and handed to on_done, even while the batch would otherwise
+    # still wait for more input (long linger and flush interval).
+    done: list[Item] = []
+    settings = InfluxSettings(url=f"http://127.0.0.1:{influxd.port}", database=DB)
+    with InfluxClient(settings) as client:
+        client.ensure_database()
+        writer = Writer(client, WriterSettings(batch_size=100_000, linger_s=5.0,
+                                               flush_interval_s=60.0), Stats(),
+                        on_done=done.extend).start()
+        registry, topics = Registry.from_sites(SITES), Topics()
+        try:
+            for rounds in range(3):
+                items = [validate(T.results("ky-anh-01"), make_result(rounds * 50 + i).to_json(),
+                                  topics, registry) for i in range(50)]
+                for it in items:
+                    writer.submit(it)
+                assert writer.flush(60)
+                assert done[-50:] == items and len(done) == 50 * (rounds + 1)
+                assert writer.pending() == 0
+                assert count(influx, DB) == 50 * (rounds + 1)
+            assert writer.flush(60)  # nothing queued: returns at once, nothing written
+            assert len(done) == 150
+        finally:
+            assert writer.stop(30)
+    assert writer.flush(1) and writer.pending() == 0  # stopped, nothing left
