@@ -151,6 +151,13 @@ def parse_result_fast(payload: bytes, probe_id: str) -> ResultMessage:
     return parse_result(payload, probe_id)
 
 
+@functools.lru_cache(maxsize=8192)
+def _split_topic(prefix: str, topic: str) -> tuple[str, str]:
+    # Topics repeat (one per probe and kind): ``Topics.parse`` once each. Refused
+    # topics raise, and exceptions are never cached.
+    return Topics(prefix).parse(topic)
+
+
 def _claimed_id(payload: bytes) -> str | None:
     # A rejected result still names its id (if readable): the receipt lets the probe
     # forget it, since the dead letter keeps it on the collector's disk.
@@ -167,7 +174,7 @@ def validate(topic: str, payload: bytes, topics: Topics, registry: Registry,
     probe_id: str | None = None
     kind = ""
     try:
-        probe_id, kind = topics.parse(topic)
+        probe_id, kind = _split_topic(topics.prefix, topic)
         if kind == "results":
             msg = normalise_result(parse_result_fast(payload, probe_id))
             if msg.started_at < EARLIEST:

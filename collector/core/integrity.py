@@ -114,9 +114,11 @@ class ResultIndex:
         """Close the database."""
         self._db.close()
 
-    def admit(self, items: list[tuple[ResultMessage, bytes]]) -> list[Verdict | None]:
+    def admit(self, items: list[tuple[ResultMessage, bytes]],
+              ids: list[str] | None = None) -> list[Verdict | None]:
         """For each (result, digest): None (write it) or a Verdict (dead-letter it).
-        The admitted entries are committed before this returns."""
+        ``ids``: the results' ids as strings (``str(result.id)``), when the caller has
+        them already. The admitted entries are committed before this returns."""
         self._maybe_prune()
         db = self._db
         out: list[Verdict | None] = []
@@ -125,7 +127,8 @@ class ResultIndex:
         known: dict[tuple[str, int, str], set[str]] = {}
         rows: list[tuple[str, bytes, int]] = []
         values: list[tuple[str, int, str, str]] = []
-        ids = [str(msg.id) for msg, _ in items]
+        if ids is None:
+            ids = [str(msg.id) for msg, _ in items]
         db.execute("BEGIN IMMEDIATE")
         try:
             # What the index holds for the batch's ids, in a few queries instead of one per
@@ -146,6 +149,16 @@ class ResultIndex:
                     continue
                 started_ms = to_ms(msg.started_at)
                 day = started_ms // _DAY_MS
+                isps = known.get((msg.probe_id, day, "isp"))
+                targets = known.get((msg.probe_id, day, "target"))
+                if (isps is not None and targets is not None and msg.isp in isps
+                        and msg.target in targets):
+                    # The probe's usual isp and target that day (nearly every result):
+                    # nothing new to count or store for the limits.
+                    rows.append((rid, digest, started_ms))
+                    seen[rid] = digest
+                    out.append(None)
+                    continue
                 verdict = None
                 new: list[tuple[str, int, str, str]] = []
                 for kind, value in (("isp", msg.isp), ("target", msg.target)):

@@ -25,7 +25,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta, timezone
 
-from netmon.contract import ResultMessage, StatusMessage
+from netmon.contract import Metrics, ResultMessage, StatusMessage
 
 #: Line-protocol timestamps are nanoseconds (the sub-millisecond part is the identity).
 PRECISION = "ns"
@@ -217,6 +217,12 @@ def _site_fields(latitude: float, longitude: float, name: str) -> tuple[str, str
             f"site_name={escape_string_field(name)}")
 
 
+@functools.lru_cache(maxsize=1024)
+def _set_fields(fields_set: frozenset[str]) -> tuple[str, ...]:
+    # The declared metrics among those set (extras are listed apart), in field order.
+    return tuple(k for k in Metrics.model_fields if k in fields_set)
+
+
 def _reserved(key: str) -> ValueError:
     # A metric "flags" would be a float where other points hold a string (InfluxDB then
     # rejects whole batches); one named like a tag ("status", "probe") shadows the tag in
@@ -240,8 +246,12 @@ def result_line(msg: ResultMessage, site: Site, result_id: str | None = None) ->
     parts = []
     metrics = msg.metrics
     # __dict__ + extras is what Metrics.values() returns, without a pydantic dump per
-    # point; every metric is a float (bools 0.0/1.0): one type per field, always.
-    for key, value in metrics.__dict__.items():
+    # point; every metric is a float (bools 0.0/1.0): one type per field, always. Only
+    # the declared fields that were set, in __dict__'s order (a result sets a few of
+    # twenty).
+    values = metrics.__dict__
+    for key in _set_fields(frozenset(metrics.__pydantic_fields_set__)):
+        value = values[key]
         if value is not None:
             if key in RESERVED_METRIC_NAMES:
                 raise _reserved(key)

@@ -278,8 +278,12 @@ class Writer:
                 and it.digest is not None]
         if not todo:
             return
-        verdicts = self.index.admit([(it.result, it.digest) for it in todo
-                                     if it.result is not None and it.digest is not None])
+        verdicts = self.index.admit(
+            [(it.result, it.digest) for it in todo
+             if it.result is not None and it.digest is not None],
+            # validate() turned each id into a string once already (the receipt's).
+            [it.receipt[1] if it.receipt is not None and it.receipt[1] else str(it.result.id)
+             for it in todo if it.result is not None])
         for item, verdict in zip(todo, verdicts, strict=True):
             if verdict is None:
                 continue

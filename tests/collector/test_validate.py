@@ -269,6 +269,12 @@ def test_result_line_is_the_documented_point() -> None:
                         error={"code": "timeout", "message": 'no "answer"\\ in 10 s'},
                         started_at=datetime(2026, 3, 1, 20, 59, 59, 999000, tzinfo=UTC)),
             make_result(4, access="mobile", link="lte", method="icmp", metrics={})]
+    # Metrics set out of declaration order, one of them null, with an extra: the point
+    # lists them in the same order as line() of Metrics.values().
+    unordered = make_result(6, metrics={"rtt_ms": 3.5, "download_mbps": None, "loss_pct": 0,
+                                        "z_extra_ms": 1.0, "upload_mbps": 7.25})
+    msgs += [unordered, ResultMessage.model_validate_json(unordered.to_json().replace(
+        b'"rtt_ms"', b'"jitter_ms":null,"rtt_ms"'))]
     for msg in msgs:
         for s in (site, SITES[0]):
             assert result_line(msg, s) == _reference_result_line(msg, s)
