@@ -118,11 +118,16 @@ def bounded_text(name: str, value: str, max_chars: int, punctuation: frozenset[s
     return text
 
 
+#: :func:`bounded_text` once per distinct value: a probe sends the same few isp and
+#: target strings again and again (a refusal raises, and exceptions are never cached).
+_bounded_cached = functools.lru_cache(maxsize=8192)(bounded_text)
+
+
 def normalise_result(msg: ResultMessage) -> ResultMessage:
     """The result with ``isp`` and ``target`` normalised and checked (see
     :func:`bounded_text`); ContractError when they break the limits."""
-    isp = bounded_text("isp", msg.isp, ISP_MAX_CHARS, ISP_PUNCTUATION)
-    target = bounded_text("target", msg.target, TARGET_MAX_CHARS, TARGET_PUNCTUATION)
+    isp = _bounded_cached("isp", msg.isp, ISP_MAX_CHARS, ISP_PUNCTUATION)
+    target = _bounded_cached("target", msg.target, TARGET_MAX_CHARS, TARGET_PUNCTUATION)
     if isp == msg.isp and target == msg.target:
         return msg
     return msg.model_copy(update={"isp": isp, "target": target})
