@@ -52,6 +52,31 @@ _PUBLISH_QOS1 = 0x32  # PUBLISH, QoS 1 (dup and retain bits masked off)
 _NO_PROPERTIES = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
 
 
+_INFO_SLOT: Any = mqtt.MQTTMessage.__dict__["info"]
+
+
+class ReceivedMessage(mqtt.MQTTMessage):
+    """A received PUBLISH exactly as paho builds one, except that ``info`` (the publish
+    handle of an outgoing message, with a ``threading.Condition`` inside: half the
+    cost of the whole message object, and nothing a received one needs) is made only
+    if something asks for it."""
+
+    __slots__ = ()
+
+    @property
+    def info(self) -> mqtt.MQTTMessageInfo:
+        try:
+            return _INFO_SLOT.__get__(self, ReceivedMessage)  # type: ignore[no-any-return]
+        except AttributeError:
+            value = mqtt.MQTTMessageInfo(self.mid)
+            _INFO_SLOT.__set__(self, value)
+            return value
+
+    @info.setter
+    def info(self, value: mqtt.MQTTMessageInfo) -> None:
+        _INFO_SLOT.__set__(self, value)
+
+
 class ReadAheadSocket:
     """A connected socket whose ``recv`` is served from a read-ahead buffer; every other
     attribute is the wrapped socket's."""
@@ -181,8 +206,12 @@ class ReadAheadClient(mqtt.Client):
         return MQTTErrorCode.MQTT_ERR_SUCCESS
 
     def _deliver(self, header: int, mid: int, topic: bytes, payload: bytes) -> None:
-        # What paho's _handle_publish does for such a packet, without a Properties object.
-        message = mqtt.MQTTMessage(mid=mid, topic=topic)
+        # What paho's _handle_publish does for such a packet, without a Properties object
+        # (and MQTTMessage.__init__'s attributes set here, ``info`` left for later).
+        message = ReceivedMessage.__new__(ReceivedMessage)
+        message.state = mqtt.mqtt_ms_invalid
+        message.mid = mid
+        message._topic = topic
         message.dup = bool(header & 0x08)
         message.qos = 1
         message.retain = bool(header & 0x01)

@@ -352,8 +352,10 @@ def _read_all(cls: type[mqtt.Client], data: bytes, expected: int) -> tuple[
     got: list[tuple[Any, ...]] = []
 
     def on_message(c: mqtt.Client, userdata: Any, m: mqtt.MQTTMessage) -> None:
-        got.append((m.mid, m.topic, m.payload, m.qos, m.retain, m.dup,
-                    getattr(m.properties, "UserProperty", None)))
+        # info: made on demand for a message taken whole from the buffer, as paho's own.
+        got.append((m.mid, m.topic, m.payload, m.qos, m.retain, m.dup, m.state,
+                    getattr(m.properties, "UserProperty", None), m.timestamp > 0,
+                    type(m.info), m.info.mid, m.info.rc, m.info.is_published()))
 
     client.on_message = on_message
     client._sock = ReadAheadSocket(a) if cls is ReadAheadClient else a
