@@ -55,9 +55,11 @@ def raw_counts(activity: dict[tuple[str, str], data.LineActivity]
 def pack_slice(client: InfluxClient, b: tuple[int, int]
                ) -> tuple[data.Slice, dict[tuple[str, str], int]]:
     """One local day's tests from its packs, as :func:`data.raw_slice` gives them, and
-    how many tests the packs hold per (probe, link) (their ``n``)."""
+    how many tests the packs hold per (probe, link) (from their headers)."""
     group = ", ".join(f'"{t}"' for t in data.LINE_TAGS)
-    q = (f'SELECT "n", "data" FROM "{packs.PACK}" WHERE time >= {b[0]}ms AND '
+    # Only "data": each pack's test count is in its header (the "n" field repeats it for
+    # other readers), and reading one field fewer saves influxd ~10 %.
+    q = (f'SELECT "data" FROM "{packs.PACK}" WHERE time >= {b[0]}ms AND '
          f'time < {b[1]}ms GROUP BY {group}')
     series = [s for s in client.query(q, compressed=not data.is_loopback(client),
                                       binary=True)[0] if s.values]
@@ -65,15 +67,19 @@ def pack_slice(client: InfluxClient, b: tuple[int, int]
     owner: list[int] = []
     counts: dict[tuple[str, str], int] = {}
     for i, s in enumerate(series):
-        k = (nfc(s.tags.get("probe", "")), nfc(s.tags.get("link", "")))
-        for _, n, v in s.values:
-            if v and n:
+        for _, v in s.values:
+            if v:
                 datas.append(v)
                 owner.append(i)
-                counts[k] = counts.get(k, 0) + int(n)
     if not datas:
         return (b[0], [], None), counts
     batch = packs.decode_many(datas, b[0])
+    held = np.bincount(batch.pack, minlength=len(datas))
+    for i, n in zip(owner, held.tolist(), strict=True):
+        if n:
+            t = series[i].tags
+            k = (nfc(t.get("probe", "")), nfc(t.get("link", "")))
+            counts[k] = counts.get(k, 0) + n
     # Each (line, status) is one series in the raw read: number them, order them as
     # data.series_order does, and put each test in its series' place (stable: parts and
     # tests keep their order).
