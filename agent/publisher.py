@@ -24,6 +24,11 @@ connection and off (everything held is committed at once: no receipt can come on
 session that is gone) when it ends, and lets the spool commit, on its own schedule
 (:meth:`agent.spool.Spool.tick`), the results whose receipt did not come in time.
 
+Watch (``Publisher.watch``, the health check of an agent version on trial, see
+:class:`agent.update.TrialHealth`): while set, it sees every result payload published
+and the ids of the results acknowledged end to end (receipted, or PUBACKed with
+``receipts = false``).
+
 Status: on every connection a retained ``online`` status; a heartbeat every
 ``heartbeat_s``; the will (retained ``offline``) when the probe vanishes; an explicit
 retained ``offline`` on a clean shutdown.
@@ -38,8 +43,9 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
@@ -70,6 +76,16 @@ def resend_check_s(receipt_timeout_s: float) -> float:
     """How often the publisher looks for results overdue for a receipt: a tenth of the
     timeout, between 1 and 30 s (so an overdue result waits at most that much longer)."""
     return min(max(receipt_timeout_s / 10, 1.0), 30.0)
+
+
+class ResultWatch(Protocol):
+    """What :attr:`Publisher.watch` is told (see "Watch" in the module docstring)."""
+
+    def published(self, payload: bytes) -> str | None:
+        """A result is being sent; its id when it is watched."""
+
+    def acknowledged(self, ids: Iterable[str]) -> None:
+        """Results acknowledged end to end."""
 
 
 @dataclass
@@ -138,6 +154,9 @@ class Publisher:
         self._connected_evt = asyncio.Event()
         self._bg: set[asyncio.Future[None]] = set()
         self._subs: dict[str, Callable[[bytes], None]] = {}
+        #: See "Watch" in the module docstring; set by the runtime while on trial.
+        self.watch: ResultWatch | None = None
+        self._watch_ids: dict[int, str] = {}  # seq -> id of watched results (PUBACK path)
         spool_cfg = spool_cfg or SpoolConfig()
         self.receipts = receipts
         # Only the client that receives receipts resends: ``once`` leaves that to the service.
@@ -386,6 +405,7 @@ class Publisher:
             # again from the oldest.
             self._inflight.clear()
             self._ids = {seq: self._ids[seq] for seq in self._acks if seq in self._ids}
+            self._watch_ids.clear()  # unacknowledged: published (and watched) again
             self._cursor = 0
             self._resend_queue.clear()
             self._resend_entries.clear()
@@ -430,6 +450,9 @@ class Publisher:
             log.warning("broker refused result seq %d", seq)
             return
         self.info.acked += 1
+        wid = self._watch_ids.pop(seq, None)
+        if wid is not None and self.watch is not None:
+            self.watch.acknowledged([wid])
         self._acks.append(seq)
         self._ack_at.append(time.monotonic())
         if len(self._acks) >= ACK_BATCH:
@@ -488,6 +511,8 @@ class Publisher:
             return
         self.info.receipts += 1
         named = {str(i) for i in receipt.ids}
+        if self.watch is not None:
+            self.watch.acknowledged(named)
         self._receipted.update(named)
         if self._acks and self._ids:
             # Their rows are deleted now: marking them sent first would only write.
@@ -554,12 +579,20 @@ class Publisher:
                         sent_all = False  # connection going down; resent after reconnect
                         break
                     self._inflight[info.mid] = entry.seq
+                    self._watched(entry.seq, entry.payload)
                     if self._resends:
                         self._ids[entry.seq] = entry.id
                     self._cursor = entry.seq
                     self.info.published += 1
                 if not sent_all:
                     break
+
+    def _watched(self, seq: int, payload: bytes) -> None:
+        if self.watch is None:
+            return
+        wid = self.watch.published(payload)
+        if wid is not None and not self.receipts:
+            self._watch_ids[seq] = wid
 
     def _pick_overdue(self) -> None:
         """Once per check interval, queue up to ``resend_batch`` results whose receipt is
@@ -590,6 +623,7 @@ class Publisher:
             self._resend_queue.pop(0)
             del self._resend_entries[seq]
             self._inflight[info.mid] = seq  # its PUBACK renews sent_at
+            self._watched(seq, payload)
             self.info.published += 1
             self.info.resent += 1
         return True

@@ -234,6 +234,7 @@ class Runtime:
         #: versions or a new version failed its health check.
         self.exit_code = 0
         self.updater: Any = None  # agent.update.Updater when [update] root is set
+        self.trial_health: Any = None  # agent.update.TrialHealth while on trial
         self.board_model: str | None = None
 
     # ------------------------------------------------------------------ plan
@@ -667,7 +668,8 @@ class Runtime:
         cfg = self.cfg
         if cfg.update.root is None or self.publisher is None:
             return
-        from agent.update import Updater
+        from agent.budget import seconds_left_in_month
+        from agent.update import TrialHealth, Updater
         from netmon.signing import load_public_key
 
         trusted = [load_public_key(p) for p in cfg.remote_config.public_keys]
@@ -679,8 +681,13 @@ class Runtime:
         self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,
                                _on_loop(loop, self._count_download),
                                _on_loop(loop, self._budget_left), self._update_healthy,
-                               self._restart)
+                               self._restart, month_left_s=lambda: seconds_left_in_month(
+                                   self.clock.wall(), self.scheduler.tz))
         self.publisher.add_subscription(self.topics.updates(), self._on_update_message)
+        if self.updater.on_trial():
+            # Only results this version measures, acknowledged end to end, prove it works.
+            self.trial_health = TrialHealth(__version__)
+            self.publisher.watch = self.trial_health
 
     def _count_download(self, link: str, nbytes: int) -> None:
         self.spool.add_usage(link, month_key(self.clock.wall(), self.scheduler.tz), nbytes)
@@ -696,14 +703,13 @@ class Runtime:
 
     def _update_healthy(self) -> tuple[bool, str]:
         info = self.publisher.info if self.publisher else None
-        if info is None or not info.connected:
-            return False, f"not connected to the broker ({info.last_error if info else '-'})"
-        done = info.receipted if self.cfg.spool.receipts else info.acked
-        if done <= 0:
-            return False, ("connected, but no result " +
-                           ("receipted by the collector" if self.cfg.spool.receipts
-                            else "acknowledged by the broker"))
-        return True, ""
+        if info is None or self.trial_health is None:
+            return False, "no broker connection or health watch"
+        ok, problem = self.trial_health.verdict(info.connected, info.last_error,
+                                                self.cfg.spool.receipts)
+        if ok and self.publisher is not None:
+            self.publisher.watch = None  # proven: stop reading every payload
+        return ok, problem
 
     def _restart(self) -> None:
         self.exit_code = EXIT_RESTART

@@ -21,16 +21,23 @@ A release (a :class:`~netmon.contract.ReleaseManifest` retained on ``Topics.upda
 3. installs them into ``versions/<new>``, records the trial (version, previous, deadline)
    and switches ``current`` with an atomic symlink rename, then exits with
    :data:`~netmon.contract.EXIT_RESTART` so the service manager starts the new version;
-4. the new version checks its health: connected, and a result acknowledged (the
-   collector's receipt, or the broker's PUBACK with ``receipts = false``) before the
-   deadline; then ``stable`` follows ``current``. Otherwise it records the problem and
-   exits with EXIT_RESTART;
+4. the new version checks its health (:class:`TrialHealth`): connected, and a
+   successful result *measured by this version* acknowledged (the collector's receipt,
+   or the broker's PUBACK with ``receipts = false``) before the deadline; results the
+   previous version left in the spool, and failed ones, do not count. Then ``stable``
+   follows ``current``. Otherwise it records the problem and exits with EXIT_RESTART;
 5. before every start, :func:`guard` (``netmon-agent update-guard``, run from the
    *stable* environment as ``ExecStartPre``) counts the trial's starts and switches
    ``current`` back to the previous version when the deadline passed or the new version
    did not stay up ``max_starts`` times: a version that cannot even start is rolled back
    by code that is not its own. The failed version and why are reported in the status
    message (``update.failed``) and never retried for that manifest.
+
+A release refused for the data budget (step 2) is not marked failed: it stays
+``pending`` and is checked again by itself every ``budget_retry_s`` and at the start of
+the budget month (nothing is downloaded until it fits), for at most
+``budget_wait_days``; a newer manifest, or the retained one redelivered at a reconnect,
+replaces the wait.
 """
 
 from __future__ import annotations
@@ -47,7 +54,7 @@ import sysconfig
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -77,6 +84,14 @@ class UpdateSettings(BaseModel):
     max_starts: int = Field(3, ge=1, le=100,
                             description="starts of a new version before it is rolled back")
     download_timeout_s: float = Field(300.0, ge=5, le=86400)
+    budget_retry_s: float = Field(
+        3600.0, ge=1, le=86400,
+        description="how often a release refused for the data budget is checked again "
+                    "(also at the start of the budget month)")
+    budget_wait_days: float = Field(
+        62.0, ge=1, le=366,
+        description="how long such a release is checked again by itself; afterwards only "
+                    "a reconnect (the retained manifest redelivered) tries it")
 
 
 # --------------------------------------------------------------------------- layout
@@ -245,6 +260,75 @@ def guard(root: Path, now: float | None = None) -> str:
     return f"rolled back from {version} to {previous}: {why}"
 
 
+# --------------------------------------------------------------------------- health
+
+
+#: Results of the version on trial remembered between their publication and their
+#: acknowledgement (the oldest is forgotten first: memory stays bounded offline).
+MAX_WATCHED = 10_000
+
+
+class TrialHealth:
+    """The health evidence of a version on trial: which results *it* measured were
+    acknowledged. The publisher calls :meth:`published` with each result payload it sends
+    and :meth:`acknowledged` with the ids the collector receipted (or, with ``receipts =
+    false``, the broker PUBACKed). A result measured by another version (the spool the
+    previous version left, drained at start) is not watched, so it proves nothing."""
+
+    def __init__(self, version: str = __version__) -> None:
+        self.version = version
+        #: id -> None for a successful result, "method: error code" for a failed one.
+        self._sent: dict[str, str | None] = {}
+        self.ok = 0
+        self.failed = 0
+        self.last_failure: str | None = None
+
+    def published(self, payload: bytes) -> str | None:
+        """Note a result being sent; its id when this version measured it."""
+        try:
+            data = json.loads(payload)
+        except ValueError:
+            return None
+        if not isinstance(data, dict) or data.get("agent_version") != self.version:
+            return None
+        rid = data.get("id")
+        if not isinstance(rid, str) or not rid:
+            return None
+        error = data.get("error")
+        why = None if error is None else (
+            f"{data.get('method')}: {error.get('code') if isinstance(error, dict) else error}")
+        self._sent.pop(rid, None)
+        self._sent[rid] = why
+        while len(self._sent) > MAX_WATCHED:
+            self._sent.pop(next(iter(self._sent)))
+        return rid
+
+    def acknowledged(self, ids: Iterable[str]) -> None:
+        """Results acknowledged end to end (receipt, or PUBACK without receipts)."""
+        for rid in ids:
+            if rid not in self._sent:
+                continue
+            why = self._sent.pop(rid)
+            if why is None:
+                self.ok += 1
+            else:
+                self.failed += 1
+                self.last_failure = why
+
+    def verdict(self, connected: bool, broker_error: str | None, receipts: bool
+                ) -> tuple[bool, str]:
+        """(healthy, the problem when not)."""
+        if not connected:
+            return False, f"not connected to the broker ({broker_error or '-'})"
+        how = "receipted by the collector" if receipts else "acknowledged by the broker"
+        if self.ok > 0:
+            return True, ""
+        if self.failed > 0:
+            return False, (f"connected, but only failed results measured by {self.version} "
+                           f"{how} ({self.failed}, last {self.last_failure})")
+        return False, f"connected, but no result measured by {self.version} {how} yet"
+
+
 # --------------------------------------------------------------------------- the updater
 
 
@@ -259,15 +343,17 @@ class UpdateRefused(Exception):
 class Updater:
     """The running agent's side: manifests in, a switched version or a health verdict
     out. ``count(link, nbytes)`` adds download bytes to the link's month;
-    ``budget_left(link)`` is None for an unmetered link; ``healthy()`` says whether a
-    result was acknowledged since start; ``restart()`` stops the agent with
-    EXIT_RESTART."""
+    ``budget_left(link)`` is None for an unmetered link; ``healthy()`` says whether this
+    version proved itself (see :class:`TrialHealth`); ``restart()`` stops the agent with
+    EXIT_RESTART; ``month_left_s()`` is the time until the budget month starts again
+    (a release refused for the budget is checked again then)."""
 
     def __init__(self, settings: UpdateSettings, probe_id: str, trusted: Sequence[Any],
                  link: str, count: Callable[[str, int], None],
                  budget_left: Callable[[str], float | None],
                  healthy: Callable[[], tuple[bool, str]],
-                 restart: Callable[[], None]) -> None:
+                 restart: Callable[[], None],
+                 month_left_s: Callable[[], float] | None = None) -> None:
         assert settings.root is not None
         self.settings = settings
         self.layout = Layout(settings.root)
@@ -277,8 +363,12 @@ class Updater:
         self.count, self.budget_left = count, budget_left
         self.healthy, self.restart = healthy, restart
         self.started = time.monotonic()
+        self.month_left_s = month_left_s
         self._busy = False
         self._pending: str | None = None
+        #: The release waiting for the data budget, and the task checking it again.
+        self._waiting: str | None = None
+        self._wait_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ status
 
@@ -288,7 +378,7 @@ class Updater:
         trial = data.get("trial")
         at = data.get("last_event_at")
         return UpdateStatus(
-            pending=self._pending, trial=trial["version"] if trial else None,
+            pending=self._pending or self._waiting, trial=trial["version"] if trial else None,
             failed=dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
             last_event=data.get("last_event"),
             last_event_at=datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
@@ -369,6 +459,12 @@ class Updater:
         """One manifest message (from the MQTT callback)."""
         if self._busy:
             return
+        # A new manifest, or the retained one redelivered, is decided now: it replaces a
+        # release waiting for the budget (checked again below if still refused).
+        self._stop_waiting()
+        await self._attempt(payload)
+
+    async def _attempt(self, payload: bytes) -> None:
         self._busy = True
         try:
             try:
@@ -390,6 +486,8 @@ class Updater:
                     data["serial"] = manifest.serial
                 event(data, f"release {manifest.version} not installed: {exc}")
                 self.layout.write(data)
+                if exc.reason == "budget":
+                    self._wait_for_budget(payload, manifest)
                 return
             finally:
                 self._pending = None
@@ -397,16 +495,76 @@ class Updater:
         finally:
             self._busy = False
 
+    # ------------------------------------------------------------------ data budget
+
+    def _over_budget(self, manifest: ReleaseManifest) -> str | None:
+        """Why the download does not fit the link's budget now; None when it does."""
+        need = sum(w.size for w in manifest.wheels if not self._cached(w).exists())
+        left = self.budget_left(self.link)
+        if left is not None and need > left:
+            return (f"{need} bytes to download, {left:.0f} left in the {self.link} link's "
+                    f"data budget this month")
+        return None
+
+    def _retry_delay(self) -> float:
+        delay = self.settings.budget_retry_s
+        if self.month_left_s is not None:
+            # A few seconds into the new month, so its usage is counted from zero.
+            delay = min(delay, self.month_left_s() + 5.0)
+        return max(1.0, delay)
+
+    def _wait_for_budget(self, payload: bytes, manifest: ReleaseManifest) -> None:
+        self._stop_waiting()
+        self._waiting = manifest.version
+        self._wait_task = asyncio.ensure_future(self._budget_wait(payload, manifest))
+
+    def _stop_waiting(self) -> None:
+        task, self._wait_task, self._waiting = self._wait_task, None, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+
+    async def _budget_wait(self, payload: bytes, manifest: ReleaseManifest) -> None:
+        """Check a release refused for the data budget again, without downloading, every
+        ``budget_retry_s`` and at the start of the budget month; install it once it fits.
+        One task per probe, ended by a newer manifest or after ``budget_wait_days``."""
+        until = time.monotonic() + self.settings.budget_wait_days * 86400
+        checks = 0
+        while True:
+            delay = self._retry_delay()
+            log.info("update: release %s waits for the %s link's data budget; next check "
+                     "in %.0f s", manifest.version, self.link, delay)
+            await asyncio.sleep(delay)
+            if time.monotonic() > until:
+                log.warning("update: release %s still does not fit the %s link's data budget "
+                            "after %d checks in %g days; no more checks until the next "
+                            "reconnect", manifest.version, self.link, checks,
+                            self.settings.budget_wait_days)
+                self._waiting, self._wait_task = None, None
+                return
+            checks += 1
+            if self._busy or self.layout.read().get("trial"):
+                continue
+            try:
+                problem = self._over_budget(manifest)
+            except Exception as exc:  # a ledger read failing must not end the wait
+                problem = f"budget unreadable: {exc}"
+            if problem is not None:
+                log.info("update: release %s checked again (%d): %s", manifest.version,
+                         checks, problem)
+                continue
+            log.info("update: release %s now fits the %s link's data budget (check %d); "
+                     "installing", manifest.version, self.link, checks)
+            self._waiting, self._wait_task = None, None
+            await self._attempt(payload)
+            return
+
     # ------------------------------------------------------------------ install
 
     def _install(self, manifest: ReleaseManifest) -> None:
         layout = self.layout
-        todo = [w for w in manifest.wheels if not self._cached(w).exists()]
-        need = sum(w.size for w in todo)
-        left = self.budget_left(self.link)
-        if left is not None and need > left:
-            raise UpdateRefused("budget", f"{need} bytes to download, {left:.0f} left in "
-                                          f"the {self.link} link's data budget this month")
+        problem = self._over_budget(manifest)
+        if problem is not None:
+            raise UpdateRefused("budget", problem)
         paths = [self._fetch(manifest, w) for w in manifest.wheels]
         data = layout.read()
         env = layout.version_dir(manifest.version)

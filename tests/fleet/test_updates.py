@@ -13,6 +13,7 @@ import http.server
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -26,7 +27,7 @@ import pytest
 from collector import cli
 from devstack import services
 from netmon import __version__
-from netmon.contract import ReleaseManifest, Topics, parse_result, parse_status
+from netmon.contract import ReleaseManifest, Topics, now_utc, parse_result, parse_status
 from netmon.release import bucket, sign_manifest, targets
 from tests.helpers.agent import Listener
 from tests.helpers.fleet import Client, make_keys, start_acl_broker
@@ -37,7 +38,7 @@ T = Topics()
 A, B = "ht-capnhat-01", "ht-capnhat-02"
 USERS = {"noc": "noc-secret-pw", "collector": "coll-secret-pw", A: "probe-a-secret",
          B: "probe-b-secret"}
-GOOD, BAD = "0.1.1", "0.1.2"
+GOOD, BAD, FAILING = "0.1.1", "0.1.2", "0.1.3"
 
 
 def _build(tmp: Path, version: str, patch: Callable[[Path], None] | None = None) -> Path:
@@ -68,18 +69,36 @@ def _measures_nothing(src: Path) -> None:
     path.write_text(text.replace(marker, "        return\n"))
 
 
+def _measurements_fail(src: Path) -> None:
+    # A broken release: it starts, connects and publishes, but every test fails.
+    path = src / "agent" / "runtime.py"
+    text = path.read_text()
+    marker = "        try:\n            results = await asyncio.wait_for(plugin.run("
+    assert marker in text
+    path.write_text(text.replace(marker, "        try:\n            raise RuntimeError("
+                                         "'this release cannot measure')\n"
+                                         "            results = await asyncio.wait_for("
+                                         "plugin.run("))
+
+
 @pytest.fixture(scope="module")
 def wheels(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     tmp = tmp_path_factory.mktemp("wheels")
-    return {GOOD: _build(tmp, GOOD), BAD: _build(tmp, BAD, _measures_nothing)}
+    return {GOOD: _build(tmp, GOOD), BAD: _build(tmp, BAD, _measures_nothing),
+            FAILING: _build(tmp, FAILING, _measurements_fail)}
 
 
 class WebSite:
-    """The measurement server's HTTP site, serving a folder on loopback (http.server)."""
+    """The measurement server's HTTP site, serving a folder on loopback (http.server).
+    ``wheel_requests`` lists the wheels asked for; while ``gate`` is clear, a wheel request
+    waits (a slow download the test controls)."""
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
-        handler = functools.partial(_QuietHandler, directory=str(folder))
+        self.wheel_requests: list[str] = []
+        self.gate = threading.Event()
+        self.gate.set()
+        handler = functools.partial(_QuietHandler, directory=str(folder), site=self)
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
         threading.Thread(target=self.server.serve_forever, daemon=True).start()
@@ -90,6 +109,16 @@ class WebSite:
 
 
 class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def __init__(self, *args: Any, site: WebSite, **kwargs: Any) -> None:
+        self.site = site
+        super().__init__(*args, **kwargs)
+
+    def do_GET(self) -> None:
+        if self.path.endswith(".whl"):
+            self.site.wheel_requests.append(self.path)
+            self.site.gate.wait(300)
+        super().do_GET()
+
     def log_message(self, format: str, *args: Any) -> None:
         pass
 
@@ -97,8 +126,8 @@ class _QuietHandler(http.server.SimpleHTTPRequestHandler):
 class Probe:
     """An installed probe: config, update root, agent under the systemd stand-in."""
 
-    def __init__(self, fleet: UpdateFleet, probe_id: str, budget_mb: float | None = None
-                 ) -> None:
+    def __init__(self, fleet: UpdateFleet, probe_id: str, budget_mb: float | None = None,
+                 update_extra: str = "") -> None:
         self.probe_id = probe_id
         tmp = fleet.tmp / probe_id
         tmp.mkdir()
@@ -143,6 +172,7 @@ allowed_targets = ["127.0.0.1"]
 
 [update]
 root = "{self.root}"
+{update_extra}
 """)
         subprocess.run([sys.executable, "-m", "agent.cli", "update-init", "--root",
                         str(self.root)], check=True, capture_output=True, cwd=tmp,
@@ -187,15 +217,31 @@ username = "noc"
 password_file = "{noc_pw}"
 client_id = "netmon_noc-test"
 """)
-        self.watch = Client(self.broker, "collector", USERS["collector"],
-                            client_id="netmon_collector-observer",
-                            port=int(str(self.broker.extra["service_port"])))
-        self.watch.subscribe(T.all_status())
-        self.watch.subscribe(T.all_results())
+        self.watch = self._watcher()
         self.probes: list[Probe] = []
 
-    def probe(self, probe_id: str, budget_mb: float | None = None) -> Probe:
-        p = Probe(self, probe_id, budget_mb)
+    def _watcher(self) -> Client:
+        watch = Client(self.broker, "collector", USERS["collector"],
+                       client_id="netmon_collector-observer",
+                       port=int(str(self.broker.extra["service_port"])))
+        watch.subscribe(T.all_status())
+        watch.subscribe(T.all_results())
+        return watch
+
+    def broker_down(self) -> None:
+        """Stop the broker (the observer goes with it)."""
+        self.watch.close()
+        self.broker.stop()
+
+    def broker_up(self) -> None:
+        """Start the broker again on the same ports, with a fresh observer."""
+        self.broker = start_acl_broker(self.tmp / "broker", USERS, port=self.broker.port,
+                                       service_port=int(str(self.broker.extra["service_port"])))
+        self.watch = self._watcher()
+
+    def probe(self, probe_id: str, budget_mb: float | None = None, update_extra: str = ""
+              ) -> Probe:
+        p = Probe(self, probe_id, budget_mb, update_extra)
         self.probes.append(p)
         p.systemd.start()
         return p
@@ -305,13 +351,113 @@ def test_a_failing_health_check_rolls_back_by_itself(
     st = f.wait_status(a, lambda s: s.agent_version == __version__ and BAD in s.update.failed,
                        f"{A} back on {__version__} reporting {BAD} failed", timeout=180)
     assert "health check not passed within 10 s" in st.update.failed[BAD]
-    assert "no result acknowledged" in st.update.failed[BAD]
+    assert f"no result measured by {BAD} acknowledged by the broker" in st.update.failed[BAD]
     assert f"rolled back from {BAD}" in (st.update.last_event or "")
     assert a.link("current") == a.link("stable") == f"versions/{__version__}"
     # The broken version's manifest stays retained: the probe does not try it again.
     n = len(a.systemd.exits)
     time.sleep(3)
     assert len(a.systemd.exits) == n and a.state()["trial"] is None
+
+
+def _spooled(probe: Probe, version: str) -> int:
+    """Results measured by ``version`` waiting in the probe's spool file (read-only)."""
+    db = probe.root.parent / "state" / "spool.db"
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
+        try:
+            rows = con.execute("SELECT payload FROM spool").fetchall()
+        finally:
+            con.close()
+    except sqlite3.Error:
+        return 0
+    return sum(1 for (payload,) in rows if json.loads(payload)["agent_version"] == version)
+
+
+def _wait(check: Callable[[], bool], what: str, probe: Probe, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}\n{probe.text()[-4000:]}")
+        time.sleep(0.3)
+
+
+def test_only_successful_results_of_the_new_version_prove_its_health(
+        fleet: UpdateFleet, wheels: dict[str, Path],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """The new version drains at start the results the old one left in the spool, and
+    its own tests all fail: every one of those results is acknowledged, yet none was a
+    success measured by the new version, so it is rolled back."""
+    f = fleet
+    a = f.probe(A)
+    f.wait_status(a, lambda s: s.agent_version == __version__, f"{A} online")
+    wheel = f.publish_wheel(wheels[FAILING])
+    f.site.gate.clear()  # the download hangs until the old version has spooled results
+    f.push(capsys, FAILING, wheel, "--probe", A, "--health-timeout", "60")
+    _wait(lambda: bool(f.site.wheel_requests), f"{A} downloading {FAILING}", a)
+    f.broker_down()
+    down_at = now_utc()
+    _wait(lambda: _spooled(a, __version__) >= 3, f"results of {__version__} spooled", a)
+    f.site.gate.set()
+    _wait(lambda: a.link("current") == f"versions/{FAILING}", f"{A} switched", a, 300)
+    f.broker_up()
+
+    st = f.wait_status(a, lambda s: s.agent_version == __version__
+                       and FAILING in s.update.failed,
+                       f"{A} back on {__version__} reporting {FAILING} failed", timeout=300)
+    why = st.update.failed[FAILING]
+    assert "health check not passed within 60 s" in why
+    assert f"only failed results measured by {FAILING} acknowledged by the broker" in why
+    assert a.link("current") == a.link("stable") == f"versions/{__version__}"
+    # What the check had to see through: the new version published the old one's results
+    # (measured while the broker was away) before its own, and its own were all failures.
+    results = f.results(A)
+    first_new = next(i for i, r in enumerate(results) if r.agent_version == FAILING)
+    assert any(r.agent_version == __version__ and r.started_at >= down_at
+               for r in results[:first_new])
+    assert all(r.error is not None for r in results if r.agent_version == FAILING)
+
+
+def test_a_release_refused_for_the_data_budget_is_retried_by_itself(
+        fleet: UpdateFleet, wheels: dict[str, Path], tmp_path: Path,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """Refused for the metered link's budget, the release waits (``pending``) and is
+    checked again on a timer, without downloading; once the NOC raises the budget it is
+    installed with no reconnect (which used to be the only retry)."""
+    f = fleet
+    a = f.probe(A, budget_mb=0.01, update_extra="budget_retry_s = 2")
+    f.wait_status(a, lambda s: s.agent_version == __version__, f"{A} online")
+    wheel = f.publish_wheel(wheels[GOOD])
+    f.push(capsys, GOOD, wheel, "--probe", A, "--health-timeout", "120")
+    st = f.wait_status(a, lambda s: "not installed: budget" in (s.update.last_event or "")
+                       and s.update.pending == GOOD, f"{GOOD} refused for the budget")
+    assert st.update.failed == {}
+    _wait(lambda: a.text().count(f"release {GOOD} checked again") >= 2,
+          "the release checked again by itself", a)
+    assert f.site.wheel_requests == [] and a.systemd.exits == []
+
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f"""
+[tests.rtt]
+method = "tcp"
+target = "{f.target.target}"
+every_s = 1
+jitter_s = 0
+count = 1
+timeout_s = 5
+
+[budgets_mb]
+fibre = 1000
+""")
+    rc = cli.main(["probes", "config", "push", "--config", str(f.noc_config), "--probe", A,
+                   "--file", str(plan), "--key", str(f.priv), "--json"])
+    assert rc == 0, capsys.readouterr().err
+    f.wait_status(a, lambda s: s.agent_version == GOOD and s.update.trial is None
+                  and "updated to" in (s.update.last_event or ""),
+                  f"{A} running {GOOD} after the budget was raised", timeout=240)
+    assert f"release {GOOD} now fits the fibre link's data budget" in a.text()
+    assert len(f.site.wheel_requests) == 1
+    assert a.systemd.exits == [75]
 
 
 def test_a_tampered_manifest_or_wheel_is_refused(
