@@ -544,3 +544,23 @@ def test_update_init_keeps_a_pushed_update_and_adopts_a_newly_installed_base(
     assert "adopted 0.2.0" in state["last_event"] and state["base_version"] == "0.2.0"
     # The next start with the same base changes nothing.
     assert init(root, "0.2.0")["adopted"] is None
+
+
+def test_the_budget_retry_comes_hourly_and_at_the_start_of_the_budget_month(
+        tmp_path: Path) -> None:
+    """The wait for the data budget checks again every ``budget_retry_s``, or just after
+    the budget month starts when that comes first (its usage starts from zero)."""
+    from agent.update import Updater, UpdateSettings
+
+    month_left = [10 * 86400.0]
+
+    def updater(retry_s: float) -> Updater:
+        return Updater(UpdateSettings(root=tmp_path, budget_retry_s=retry_s), A, [], "4g",
+                       count=lambda link, n: None, budget_left=lambda link: 0.0,
+                       healthy=lambda: (False, ""), restart=lambda: None,
+                       month_left_s=lambda: month_left[0])
+
+    assert updater(3600)._retry_delay() == 3600
+    month_left[0] = 120.0
+    assert updater(3600)._retry_delay() == 125.0
+    assert updater(60)._retry_delay() == 60
