@@ -282,6 +282,9 @@ def main() -> int:
     ap.add_argument("--shard-duration", metavar="DURATION",
                     help="shard group duration of the database's retention policy (InfluxQL "
                          "duration, e.g. 52w; influxd 1.x's default for an infinite one: 7d)")
+    ap.add_argument("--all-queries", action="store_true",
+                    help="print every query's median (current dashboards), not only the "
+                         "slowest")
     ap.add_argument("--baseline", metavar="REV",
                     help="also time the dashboards of this git revision on the same data")
     args = ap.parse_args()
@@ -400,6 +403,9 @@ def main() -> int:
                 "registry_activity_query_s_median": round(registry_s, 3),
                 "alert_query_s_median": {k: round(v, 3) for k, v in alerts.items()},
                 "slowest_queries_s_median": {k: round(v, 3) for k, v in slowest}}
+            if args.all_queries:
+                report["queries_s_median"] = {k: round(v, 3)
+                                              for k, v in timings["current"].items()}
             if args.baseline:
                 base = per_dash["baseline"]
                 report["baseline"] = {

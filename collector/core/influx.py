@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import gzip
+import re
 import ssl
 from dataclasses import dataclass
 from typing import Any
@@ -21,6 +22,36 @@ from netmon.errors import NetmonError
 from netmon.settings import read_secret
 
 _MSGPACK = "application/x-msgpack"
+
+#: Shard group length (days) of the retention policy a database is created with, capped
+#: at the retention. InfluxDB 1.x's own default for a long retention is 7 days: a year is
+#: then 53 shard groups, and a dashboard over a year pays per shard (issue 20: 6-9 s vs
+#: 0.5-1.4 s with 52 weeks, benchmarks/dashboards/README.md). The Ansible influxdb role's
+#: ``netmon_influxdb_shard_days`` defaults to this number (tests/collector/
+#: test_influx_client.py checks that they agree).
+SHARD_DAYS = 364
+_DURATION_PART = re.compile(r"([0-9]+)(w|d|h|m|s)")
+_UNIT_S = {"w": 604_800, "d": 86_400, "h": 3_600, "m": 60, "s": 1}
+
+
+def duration_s(text: str) -> int | None:
+    """Seconds in an InfluxQL duration (``520w``, ``8760h0m0s``; ``INF`` is 0, as ``0s``);
+    None when ``text`` is not one (influxd then says why)."""
+    text = text.strip()
+    if text.upper() == "INF":
+        return 0
+    parts = _DURATION_PART.findall(text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        return None
+    return sum(int(n) * _UNIT_S[u] for n, u in parts)
+
+
+def shard_duration(retention: str) -> str:
+    """The ``SHARD DURATION`` for a retention policy of ``retention``: :data:`SHARD_DAYS`
+    days, or the retention itself when that is shorter (influxd refuses longer shards)."""
+    keep = duration_s(retention)
+    days = SHARD_DAYS * _UNIT_S["d"]
+    return f"{keep}s" if keep and keep < days else f"{SHARD_DAYS}d"
 
 
 class InfluxError(NetmonError, RuntimeError):
@@ -146,14 +177,21 @@ class InfluxClient:
         for result in body.get("results", []):
             if "error" in result:
                 raise InfluxError(f"InfluxQL error: {result['error']}", False)
-            out.append([Series(s.get("name", ""), s.get("tags") or {}, s["columns"], s["values"])
+            out.append([Series(s.get("name", ""), s.get("tags") or {}, s["columns"],
+                               s.get("values") or [])
                         for s in result.get("series", [])])
         return out
 
     def ensure_database(self) -> None:
-        """CREATE DATABASE (idempotent on 1.x), with the configured retention."""
+        """CREATE DATABASE when it does not exist (1.x), its retention policy with the
+        configured retention and :func:`shard_duration` shard groups. An existing database
+        is left as it is (``ALTER RETENTION POLICY ... SHARD DURATION`` changes its shard
+        groups from then on: docs/schema.md, "Retention")."""
+        if any(v and v[0] == self.settings.database
+               for s in self.query("SHOW DATABASES")[0] for v in s.values):
+            return
         db = self.settings.database.replace('"', '\\"')
-        stmt = f'CREATE DATABASE "{db}"'
+        stmt = f'CREATE DATABASE "{db}" WITH'
         if self.settings.retention != "0s":
-            stmt += f" WITH DURATION {self.settings.retention}"
-        self.query(stmt)
+            stmt += f" DURATION {self.settings.retention}"
+        self.query(f"{stmt} SHARD DURATION {shard_duration(self.settings.retention)}")
