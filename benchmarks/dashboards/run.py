@@ -51,8 +51,12 @@ from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.registry import default_units  # noqa: E402
 from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E402
 from collector.core.rollups import (  # noqa: E402
+    LAST_RESULT,
+    LAST_RESULT_AT_MS,
     LINE_1D,
     LINE_TAGS,
+    RADIO_1D,
+    USAGE_1D,
     Rollups,
     day_start,
     hour_start,
@@ -125,14 +129,26 @@ class _Buckets:
                 got.setdefault(name, []).append(value)
 
     def lines(self, targets: tuple[float, float, float], peak: tuple[int, int]) -> list[str]:
-        """The rollup points (tput, qual, line_1d, status) of what was added."""
+        """The rollup points (tput, qual, line_1d, radio_1d, usage_1d, status) of what was
+        added."""
         fixed, mobile, f2030 = targets
         med = statistics.median
         out = []
         for (measurement, key, ts), v in self.values.items():
             tags = dict(key)
             fields: dict[str, float | int | bool | str] = {}
-            if measurement.startswith("tput"):
+            if measurement in ("radio_1h", "usage_1h"):
+                continue  # daily only
+            if measurement == RADIO_1D:
+                fields = {"rsrp_tests": len(v["rsrp"]), "rsrp_median_dbm": med(v["rsrp"]),
+                          "rsrp_download_median_mbps": med(v["down"]),
+                          "sinr_tests": len(v["sinr"]), "sinr_median_db": med(v["sinr"]),
+                          "sinr_download_median_mbps": med(v["down"])}
+            elif measurement == USAGE_1D:
+                last = max(range(len(v["at"])), key=v["at"].__getitem__)
+                fields = {"used_bytes": int(v["used"][last]),
+                          "budget_bytes": int(v["budget"][last]), "used_pct": v["pct"][last]}
+            elif measurement.startswith("tput"):
                 down = v["down"]
                 target = fixed if tags["access"] == "fixed" else mobile
                 fields = {"tests": len(down), "median_mbps": med(down),
@@ -173,6 +189,10 @@ class _Buckets:
         return out
 
 
+def _line_key(tags: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    return tuple(sorted((k, tags[k]) for k in LINE_TAGS if tags.get(k)))
+
+
 def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes: int = 15,
              registry_hours: int = 24, synthetic_rollups: bool = False
              ) -> Iterator[list[str]]:
@@ -194,6 +214,8 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                 "site_type": "commune_office"}
         out: list[str] = []
         roll = _Buckets() if synthetic_rollups else None
+        #: line tags -> its latest result (the last_result points)
+        latest: dict[tuple[tuple[str, str], ...], int] = {}
         links = [("fibre", "fixed", ("VNPT", "Viettel", "FPT")[p % 3], 150.0),
                  ("mobile", "mobile", ("Viettel", "VinaPhone", "MobiFone")[p % 3], 71.0)]
         for ts in range(start, now_ms, 3_600_000):
@@ -203,13 +225,17 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                         "status": "ok", **site}
                 down = max(0.5, rng.gauss(base, base * 0.3))
                 loaded, idle = rng.uniform(40, 90), rng.uniform(8, 20)
+                # a mobile link's modem reports its radio levels (the scatter plots)
+                radio: dict[str, float] = {"radio_rsrp_dbm": rng.uniform(-120, -75),
+                                           "radio_sinr_db": rng.uniform(-5, 25)} \
+                    if access == "mobile" else {}
+                fields: dict[str, float | int | bool | str] = {
+                    "download_mbps": down, "upload_mbps": down / 3,
+                    "loaded_rtt_ms": loaded, "idle_rtt_ms": idle, "duration_s": 10.0,
+                    "latitude": 18.3, "longitude": 105.9, "cross_traffic": 0.0,
+                    "local_hour": hour, "result_id": f"{probe}-{ts}-{link}"}
                 out.append(line(RESULTS, tags | {"method": "iperf3", "target": "hn"},
-                                {"download_mbps": down, "upload_mbps": down / 3,
-                                 "loaded_rtt_ms": loaded,
-                                 "idle_rtt_ms": idle, "duration_s": 10.0,
-                                 "latitude": 18.3, "longitude": 105.9, "cross_traffic": 0.0,
-                                 "local_hour": hour, "result_id": f"{probe}-{ts}-{link}"},
-                                ts))
+                                {**fields, **radio}, ts))
                 rtt, jitter = rng.uniform(10, 60), rng.uniform(1, 8)
                 loss = rng.choice((0.0, 0.0, 1.0))
                 out.append(line(RESULTS, tags | {"method": "icmp", "target": "8.8.8.8"},
@@ -220,6 +246,10 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                     roll.add("tput", tags, ts, down=down, up=down / 3, hour=hour)
                     roll.add("qual", tags, ts, loaded=loaded, idle=idle)
                     roll.add("qual", tags, ts + 20_000, rtt=rtt, jitter=jitter, loss=loss)
+                    if radio:
+                        roll.add("radio", tags, ts, rsrp=radio["radio_rsrp_dbm"],
+                                 sinr=radio["radio_sinr_db"], down=down)
+                latest[_line_key(tags)] = ts + 20_000
             base_tags = {"probe": probe, "link": "fibre", "access": "fixed", "isp": "VNPT",
                          **site}
             ok = rng.random() > 0.1
@@ -235,6 +265,7 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
             if roll is not None:
                 roll.add("qual", base_tags, ts + 40_000, reachable=1.0 if ok else 0.0)
                 roll.add("qual", base_tags, ts + 50_000, ipv6=1.0)
+            latest[_line_key(base_tags)] = ts + 50_000
         for ts in range(max(start, now_ms - registry_hours * 3_600_000), now_ms, 300_000):
             out.append(line(REGISTRY, {"probe": probe, "unit": f"{unit.code} {unit.name}",
                                        **site},
@@ -246,11 +277,17 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                              "last_result_ms": ts, "config_version": 1}, ts))
             if roll is not None:
                 roll.add("status", {"probe": probe, **site}, ts, at=float(ts))
-            out.append(line(LINK_USAGE, {"probe": probe, "link": "mobile", "access": "mobile",
-                                         "isp": "Viettel", **site},
+            usage_tags = {"probe": probe, "link": "mobile", "access": "mobile",
+                          "isp": "Viettel", **site}
+            out.append(line(LINK_USAGE, usage_tags,
                             {"used_bytes": ts % 10**9, "budget_bytes": 5 * 10**9,
                              "used_pct": (ts % 10**9) / 5e7}, ts))
+            if roll is not None:
+                roll.add("usage", usage_tags, ts, at=float(ts), used=float(ts % 10**9),
+                         budget=5e9, pct=(ts % 10**9) / 5e7)
         if roll is not None:
+            out += [line(LAST_RESULT, dict(key), {"last_ms": at}, LAST_RESULT_AT_MS)
+                    for key, at in latest.items()]
             out += roll.lines((tg.fixed_mbps, tg.mobile_mbps, tg.fixed_2030_mbps),
                               (cfg.peak_start_hour, cfg.peak_end_hour))
         yield out

@@ -36,6 +36,12 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   ``tslcd_reachable``/``tslcd_tests``).
 - ``line_1d``: per line and local day, the probe map's and the peak-hour panels' figures
   (:func:`_line_day_lines`).
+- ``last_result``: per line, when its latest result started (``last_ms``), one point
+  per line at a constant instant, overwritten in place (:func:`last_result_lines`).
+- ``usage_1d``: per link and local day, the last data usage its statuses reported
+  (:func:`_usage_lines`): the data budget table.
+- ``radio_1d``: per mobile line and local day, the radio levels' and the download's
+  medians (:func:`_radio_lines`): the radio scatter plots.
 - ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
   dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
   by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
@@ -57,6 +63,7 @@ from collector.config import InfluxSettings, Targets
 from collector.core import packs
 from collector.core.influx import InfluxClient, Series
 from collector.core.schema import (
+    LINK_USAGE,
     NS_PER_MS,
     PROBE_STATUS,
     RESULTS,
@@ -82,9 +89,18 @@ STATUS_1D = "status_1d"
 QUAL_1H = "qual_1h"
 QUAL_1D = "qual_1d"
 LINE_1D = "line_1d"
+LAST_RESULT = "last_result"
+USAGE_1D = "usage_1d"
+RADIO_1D = "radio_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
 MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D, LINE_1D,
-                packs.PACK)
+                packs.PACK, LAST_RESULT, USAGE_1D, RADIO_1D)
+#: The one instant of every ``last_result`` point (2100-01-01T00:00Z, the switch points'
+#: base: see ``SWITCH_BASE_MS``): a line's new point overwrites its old one (same series,
+#: same time), so the dashboards read one point per line whatever the time range.
+LAST_RESULT_AT_MS = 4_102_444_800_000
+#: ``radio_1d`` field prefixes of the radio levels (fields of ``results``).
+RADIO_LEVELS = {"radio_rsrp_dbm": ("rsrp", "dbm"), "radio_sinr_db": ("sinr", "db")}
 #: A result whose speed the probe set, not the line (agent/methods/common/device.py).
 DEVICE_LIMITED = "\"flags\" =~ /(^|,)device_limited(,|$)/"
 
@@ -157,6 +173,8 @@ _KINDS = (
     _Kind(QUAL_1H, "1h", HOUR_MS, False, "qual"),
     _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "qual"),
     _Kind(LINE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "line"),
+    _Kind(USAGE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True, "usage"),
+    _Kind(RADIO_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "radio"),
 )
 
 
@@ -236,6 +254,7 @@ class Rollups:
                     todo = statuses if kind.status else results
                     written += self._recompute(client, kind, todo)
                 written += self._recompute_packs(client, results)
+                written += _recompute_last_results(client, results)
         except Exception:
             self._remark(results, statuses)
             raise
@@ -272,7 +291,11 @@ class Rollups:
                 chunk = members[i:i + _PROBES_PER_QUERY]
                 wanted = {(p, t) for p, buckets in chunk for t in buckets}
                 probes = [p for p, _ in chunk]
-                if kind.status:
+                if kind.family == "usage":
+                    lines += _usage_lines(client, kind, a, b, probes, wanted)
+                elif kind.family == "radio":
+                    lines += _radio_lines(client, kind, a, b, probes, wanted)
+                elif kind.status:
                     lines += self._status_lines(client, kind, a, b, probes, wanted)
                 elif kind.family == "qual":
                     lines += _quality_lines(client, kind, a, b, probes, wanted)
@@ -588,6 +611,83 @@ def _line_day_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: l
     return out
 
 
+def _usage_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                 wanted: set[tuple[str, int]]) -> list[str]:
+    """``usage_1d`` points: per link (the line's tags) and local day, the last data usage
+    the day's statuses reported (``used_bytes``, ``budget_bytes``, ``used_pct``, each its
+    own last value, as the raw table read them), for the probes dashboard's data budget."""
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    stmt = (f"SELECT last({_q('used_bytes')}) AS used_bytes, "
+            f"last({_q('budget_bytes')}) AS budget_bytes, "
+            f"last({_q('used_pct')}) AS used_pct FROM {_q(LINK_USAGE)} "
+            f"WHERE time >= {a}ms AND time < {b}ms AND {_probe_filter(probes)} {group}")
+    points = _bucket_fields(client, [stmt], wanted, lambda name: name != "used_pct")
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        if "used_bytes" in fields:  # not the planned-runs-only points of unlisted links
+            tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+            out.append(line(kind.measurement, tags, fields, t))
+    return out
+
+
+def _radio_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
+                 wanted: set[tuple[str, int]]) -> list[str]:
+    """``radio_1d`` points: per mobile line and local day, over the successful idle-line
+    throughput tests that reported a radio level (:data:`RADIO_LEVELS`): how many
+    (``rsrp_tests``), the level's median (``rsrp_median_dbm``) and the download's median
+    over the same tests (``rsrp_download_median_mbps``); ``sinr_*`` likewise. One dot
+    per line-day in the radio scatter plots instead of one per test."""
+    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
+    dl = _q("download_mbps")
+    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
+            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
+            f"{_q('access')} = 'mobile' AND {_probe_filter(probes)}")
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    stmts = [f"SELECT count({_q(field)}) AS {name}_tests, median({_q(field)}) AS "
+             f"{name}_median_{unit}, median({dl}) AS {name}_download_median_mbps {base} "
+             f"AND {_q(field)} > -1000 {group}"
+             for field, (name, unit) in RADIO_LEVELS.items()]
+    points = _bucket_fields(client, stmts, wanted, lambda name: name.endswith("_tests"))
+    out = []
+    for (key, t), fields in sorted(points.items()):
+        if any(fields.get(f"{name}_tests") for name, _u in RADIO_LEVELS.values()):
+            tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
+            out.append(line(kind.measurement, tags, {k: v for k, v in fields.items()
+                                                     if v is not None}, t))
+    return out
+
+
+def _recompute_last_results(client: InfluxClient, dirty: dict[str, set[int]]) -> int:
+    """Rewrite the ``last_result`` points of the probes with new results."""
+    since: dict[int, list[str]] = {}
+    for probe, hours in dirty.items():
+        if hours:
+            since.setdefault(min(hours), []).append(probe)
+    lines: list[str] = []
+    for a, probes in sorted(since.items()):
+        for i in range(0, len(probes), _PROBES_PER_QUERY):
+            lines += last_result_lines(client, a, probes[i:i + _PROBES_PER_QUERY])
+    for i in range(0, len(lines), 5000):
+        client.write_lines(lines[i:i + 5000])
+    return len(lines)
+
+
+def last_result_lines(client: InfluxClient, since_ms: int, probes: list[str]) -> list[str]:
+    """``last_result`` points of ``probes``: per line with a result at or after
+    ``since_ms`` (the earliest hour a batch touched), ``last_ms`` = when its latest result
+    started. The latest is at or after that hour, so a late result older than a line's
+    latest leaves its point as it was, and a line without new results keeps its point."""
+    stmt = (f"SELECT last({_q('duration_s')}) FROM {_q(RESULTS)} WHERE time >= {since_ms}ms "
+            f"AND {_probe_filter(probes)} GROUP BY {', '.join(_q(t) for t in LINE_TAGS)}")
+    out = []
+    for s in client.query(stmt)[0]:
+        if s.values:
+            tags = {k: s.tags[k] for k in LINE_TAGS if s.tags.get(k)}
+            out.append(line(LAST_RESULT, tags, {"last_ms": int(s.values[0][0])},
+                            LAST_RESULT_AT_MS))
+    return out
+
+
 # ---------------------------------------------------------------------- dashboards' switch
 
 #: Where the dashboards' ``resolution`` variable is read from (one string field).
@@ -595,7 +695,7 @@ SWITCH = "rollup_switch"
 #: The switch points sit at this instant plus a range length: 2100-01-01T00:00Z. Epoch 0
 #: would make the query shorter, but a finite retention policy (``retention = "520w"``)
 #: makes InfluxDB 1.x refuse points that old; nothing drops points from the future.
-SWITCH_BASE_MS = 4_102_444_800_000
+SWITCH_BASE_MS = LAST_RESULT_AT_MS
 #: (shortest range, resolution): raw points below 2 days, hourly rollups below 8 days
 #: (so "last 7 days" keeps hourly detail), daily rollups from 8 days on.
 SWITCH_STEPS = ((0, "raw"), (2 * DAY_MS, "1h"), (8 * DAY_MS, "1d"))

@@ -493,8 +493,9 @@ class Builder:
                                   ("sinr", "radio_sinr_db", "dB")):
             lay.add(8, 9, lambda g, k=key, m=metric, u=unit: self.panel(
                 f"quality.radio_{k}", "xychart", self.tr(f"p.radio_{k}"), g,
-                [self.target("A", Q.radio_scatter(m), "table")],
-                description=self.tr("p.radio.desc"), unit=u,
+                self.switched("table", raw=Q.radio_scatter(m), rollup=Q.rollup_radio_scatter(m)),
+                description=f"{self.tr('p.radio.desc')} {self.tr('note.rollup_radio')}",
+                unit=u,
                 options={"mapping": "auto", "series": [],
                          "legend": _TS_OPTIONS["legend"],
                          "tooltip": {"mode": "single", "sort": "none"}}))
@@ -554,9 +555,11 @@ class Builder:
             transformations=[_organize({})], options=_table_options(None)))
         lay.add(12, 9, lambda g: self.panel(
             "probes.last_seen", "table", self.tr("p.last_seen"), g,
-            [self.target("A", Q.last_seen(), "table")], custom=_TABLE_CUSTOM,
-            transformations=[_organize({}, hide=("duration_s",))],
-            options=_table_options("Time")))
+            [self.target("A", Q.last_seen(), "table")], description=self.tr("p.last_seen.desc"),
+            custom=_TABLE_CUSTOM,
+            # Time is the points' one instant (2100): the result's time is last_ms.
+            overrides=[Override("byName", "last_ms", (("unit", "dateTimeAsIso"),))],
+            transformations=[_organize({})], options=_table_options("last_ms")))
         lay.add(12, 9, lambda g: self.panel(
             "probes.spool", "timeseries", self.tr("p.spool"), g,
             [self.target("A", Q.spool_trend(), alias="$tag_probe"),
@@ -568,7 +571,8 @@ class Builder:
             options=_TS_OPTIONS))
         lay.add(12, 9, lambda g: self.panel(
             "probes.budget", "table", self.tr("p.budget"), g,
-            [self.target("A", Q.data_budget(), "table")], custom=_TABLE_CUSTOM,
+            [self.target("A", Q.data_budget(), "table")], description=self.tr("p.budget.desc"),
+            custom=_TABLE_CUSTOM,
             overrides=[Override("byName", "used_pct", (
                 ("unit", "percent"), ("decimals", 0),
                 ("thresholds", Thresholds((Step("green", None), Step("orange", 80.0),

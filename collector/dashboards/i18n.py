@@ -162,6 +162,11 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "tốt là dấu hiệu trạm phát quá tải.",
                      "One point per test (modem via ModemManager): slow results on a good "
                      "signal point to a congested cell."),
+    "note.rollup_radio": (
+        "Khoảng thời gian từ {raw_days} ngày: mỗi điểm là một đường truyền trong một ngày "
+        "(trung vị mức sóng và trung vị tốc độ tải xuống của các phép đo đó).",
+        "Ranges of {raw_days} days and more: one point per line and day (the median level "
+        "and the median download of that day's tests)."),
     "col.limited": ("Bị giới hạn", "Limited"),
     "col.access": ("Loại truy nhập", "Access"),
     "p.ipv6": ("Mức sẵn sàng IPv6 theo xã/phường", "IPv6 readiness per commune/ward"),
@@ -177,6 +182,11 @@ TEXTS: dict[str, tuple[str, str]] = {
     "p.unsynced": ("Đồng hồ chưa đồng bộ", "Clock not synced"),
     "p.probe_table": ("Trạng thái điểm đo", "Probe status"),
     "p.last_seen": ("Lần cuối có kết quả", "Last result"),
+    "p.last_seen.desc": (
+        "Thời điểm bắt đầu của kết quả mới nhất mỗi điểm đo đã gửi, kể cả khi đã im lặng "
+        "nhiều tháng. Không phụ thuộc khoảng thời gian đã chọn.",
+        "When each probe's latest result started, even for a probe silent for months. "
+        "Independent of the time picker."),
     "p.silent": ("Điểm đo mất liên lạc (im lặng 30 phút hoặc ngoại tuyến)",
                  "Probes not reporting (silent 30 minutes or offline)"),
     "p.silent.desc": (
@@ -188,6 +198,11 @@ TEXTS: dict[str, tuple[str, str]] = {
         "from the registry. Independent of the time picker."),
     "p.spool": ("Độ sâu hàng đợi", "Spool depth"),
     "p.budget": ("Dung lượng dữ liệu đã dùng", "Data budget used"),
+    "p.budget.desc": (
+        "Mức dùng cuối cùng mà trạng thái của điểm đo báo trong ngày cuối của khoảng thời "
+        "gian (tính theo ngày: từ đầu ngày chứa thời điểm bắt đầu).",
+        "The last usage the probe's statuses reported on the range's last day (read per "
+        "day: from the start of the day holding the range's start)."),
     "map.online": ("trực tuyến", "online"),
     "map.offline": ("ngoại tuyến", "offline"),
     "map.synced": ("đã đồng bộ", "synced"),

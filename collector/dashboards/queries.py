@@ -54,14 +54,19 @@ from datetime import UTC, date, datetime, time
 from collector.core.registrymetrics import REGISTRY
 from collector.core.rollups import (
     DEVICE_LIMITED,
+    LAST_RESULT,
+    LAST_RESULT_AT_MS,
     LINE_1D,
     QUAL_1H,
+    RADIO_1D,
+    RADIO_LEVELS,
     STATUS_1D,
     STATUS_1H,
     SWITCH,
     SWITCH_BASE_MS,
     TPUT_1D,
     TPUT_1H,
+    USAGE_1D,
 )
 from collector.core.schema import (
     BULLETIN_RUNS,
@@ -100,6 +105,9 @@ _MEASUREMENT_VARS = {
     STATUS_1D: ("commune", "probe"),
     QUAL_1H: ("commune", "isp", "access", "probe"),
     LINE_1D: ("commune", "isp", "access", "probe"),
+    LAST_RESULT: ("commune", "isp", "access", "probe"),
+    USAGE_1D: ("commune", "isp", "access", "probe"),
+    RADIO_1D: ("commune", "isp", "access", "probe"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -367,9 +375,22 @@ def rollup_device_limited_table() -> str:
 
 def radio_scatter(x_metric: str) -> str:
     """Mobile download results next to one radio level, one row per test, the level
-    first (Grafana's XY chart maps the first numeric field to X)."""
+    first (Grafana's XY chart maps the first numeric field to X); raw resolution only."""
     return (f"SELECT {q(x_metric)}, {q('download_mbps')} FROM {q(RESULTS)} "
-            f"{where(*_throughput('mobile'), f'{q(x_metric)} > -1000', *var_filters(), TIME)}")
+            f"{where(*_throughput('mobile'), f'{q(x_metric)} > -1000', *var_filters(), TIME)}"
+            f" AND {RAW_ONLY}")
+
+
+def rollup_radio_scatter(x_metric: str) -> str:
+    """:func:`radio_scatter` from the daily radio rollups (at the hourly resolution too):
+    one row per mobile line and day, the level's median next to the median download of
+    the same tests, under the raw query's column names."""
+    name, unit = RADIO_LEVELS[x_metric]
+    level, down, tests = f"{name}_median_{unit}", f"{name}_download_median_mbps", \
+        f"{name}_tests"
+    return (f"SELECT {q(level)} AS {q(x_metric)}, {q(down)} AS {q('download_mbps')} "
+            f"FROM {q(RADIO_1D)} "
+            f"{where(*var_filters(RADIO_1D), f'{q(tests)} > 0', TIME, ROLLUP_ONLY)}")
 
 
 # ----------------------------------------------------------------- quality
@@ -468,10 +489,17 @@ def probe_table() -> str:
             f"GROUP BY {_group(('probe', *UNIT))}")
 
 
+#: The one instant of the ``last_result`` points, as a time condition.
+LAST_RESULT_TIME = f"time >= {LAST_RESULT_AT_MS}ms AND time <= {LAST_RESULT_AT_MS}ms"
+
+
 def last_seen() -> str:
-    """When each probe's last result was measured (the row's time)."""
-    return (f"SELECT last({q('duration_s')}) AS {q('duration_s')} FROM {q(RESULTS)} "
-            f"{where(*var_filters(), TIME)} GROUP BY {q('probe')}")
+    """When each probe's latest result started (``last_ms``, epoch ms), from the
+    ``last_result`` points (one per line, all at one instant: collector/core/rollups.py):
+    the latest ever, whatever the time range, so a probe silent for months is listed too."""
+    return (f"SELECT max({q('last_ms')}) AS {q('last_ms')} FROM {q(LAST_RESULT)} "
+            f"{where(*var_filters(LAST_RESULT), LAST_RESULT_TIME)} "
+            f"GROUP BY {q('probe')}")
 
 
 def spool_trend(daily: bool = False) -> str:
@@ -485,11 +513,14 @@ def spool_trend(daily: bool = False) -> str:
 
 
 def data_budget() -> str:
-    """Data used this month against the budget, per probe and link."""
+    """Data used this month against the budget, per probe and link: the last of the
+    daily ``usage_1d`` points (the last usage of each day; the range widened by a day,
+    as the last status table)."""
     return (f"SELECT last({q('used_pct')}) AS {q('used_pct')}, "
             f"last({q('used_bytes')}) AS {q('used_bytes')}, "
-            f"last({q('budget_bytes')}) AS {q('budget_bytes')} FROM {q(LINK_USAGE)} "
-            f"{where(*var_filters(LINK_USAGE), TIME)} GROUP BY {_group(('probe', 'link', 'isp'))}")
+            f"last({q('budget_bytes')}) AS {q('budget_bytes')} FROM {q(USAGE_1D)} "
+            f"{where(*var_filters(USAGE_1D), DAY_WIDE_TIME)} "
+            f"GROUP BY {_group(('probe', 'link', 'isp'))}")
 
 
 def _reporting(extra: Sequence[str]) -> str:
