@@ -31,7 +31,7 @@ from collector.dashboards.build import BuildConfig, build_all
 from collector.dashboards.files import ROOT
 from collector.dashboards.provisioning import alert_rules
 from devstack import services
-from netmon.contract import Metrics, ResultMessage, StatusMessage
+from netmon.contract import LinkStatus, Metrics, ResultMessage, StatusMessage
 from tests.helpers import dashboards as H
 
 CFG = BuildConfig.from_config()
@@ -732,3 +732,178 @@ def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
             tests.setdefault((r.access, hour_start(_ms(r.started_at))), []).append(
                 r.metrics.rtt_ms)
     assert got == pytest.approx({k: H.median(v) for k, v in tests.items()}, rel=1e-9)
+
+
+# ------------------------------------------------- last result, data budget, radio (issue 20)
+
+
+def _windows(ds: H.DataSet) -> dict[str, tuple[int, int]]:
+    return {"raw": _raw_window(ds), "1h": _window(ds), "1d": _daily_window(ds)}
+
+
+def _expected_last(messages: list[ResultMessage]) -> dict[str, int]:
+    """Per probe, when its latest result started (epoch ms), whatever the range."""
+    out: dict[str, int] = {}
+    for r in messages:
+        out[r.probe_id] = max(out.get(r.probe_id, 0), _ms(r.started_at))
+    return out
+
+
+def _flat(table: dict[tuple[str, str], dict[str, float | None]]
+          ) -> dict[tuple[str, str, str], float]:
+    """(probe, link, column) -> value, the empty cells left out."""
+    return {(*k, c): v for k, row in table.items() for c, v in row.items() if v is not None}
+
+
+def _expected_budget(statuses: list[StatusMessage], start: int, end: int
+                     ) -> dict[tuple[str, str], dict[str, float | None]]:
+    """The data budget table from the status messages: per (probe, link), the usage in the
+    last status of the last local day whose start lies in [start - 1 day, end] (the
+    panel reads daily points over the range widened by a day)."""
+    out: dict[tuple[str, str], tuple[int, dict[str, float | None]]] = {}
+    for st in statuses:
+        assert st.at is not None
+        at = _ms(st.at)
+        if not start - DAY_MS <= day_start(at) <= end:
+            continue
+        for link in st.links:
+            budget = link.data_budget_bytes
+            row: dict[str, float | None] = {
+                "used_bytes": link.data_used_bytes, "budget_bytes": budget,
+                "used_pct": 100.0 * link.data_used_bytes / budget if budget else None}
+            if at >= out.get((st.probe_id, link.name), (-1, row))[0]:
+                out[(st.probe_id, link.name)] = (at, row)
+    return {k: v for k, (_at, v) in out.items()}
+
+
+def _budget_shown(client: InfluxClient, ds: H.DataSet, window: tuple[int, int]
+                  ) -> dict[tuple[str, str], dict[str, float | None]]:
+    return {(s.tags["probe"], s.tags["link"]): {
+        c: s.rows()[0][c] for c in ("used_bytes", "budget_bytes", "used_pct")}
+        for s in _run(client, _panel("probes", "probes.budget")["targets"][0]["query"], ds,
+                      None, window)}
+
+
+def _last_shown(client: InfluxClient, ds: H.DataSet, window: tuple[int, int]
+                ) -> dict[str, int]:
+    return {s.tags["probe"]: s.rows()[0]["last_ms"]
+            for s in _run(client, _panel("probes", "probes.last_seen")["targets"][0]["query"],
+                          ds, None, window)}
+
+
+def _radio_expected(results: list[ResultMessage], metric: str, resolution: str,
+                    window: tuple[int, int]) -> list[tuple[float, float]]:
+    """The scatter's (level, download) pairs: one per test at the raw resolution; one per
+    mobile line and local day (the level's and the download's medians over the day's
+    tests with that level) from 2 days on, for the days starting inside the range."""
+    tests = [r for r in results if r.method in H.THROUGHPUT and r.ok
+             and "cross_traffic" not in r.flags and r.access == "mobile"
+             and getattr(r.metrics, metric) is not None
+             and r.metrics.download_mbps is not None]
+    start, end = window
+    if resolution == "raw":
+        return sorted((float(getattr(r.metrics, metric)), float(r.metrics.download_mbps or 0))
+                      for r in tests if start <= _ms(r.started_at) <= end)
+    days: dict[tuple[str, str, datetime], list[ResultMessage]] = {}
+    for r in tests:
+        day = H.bucket_start(r.started_at, "1d")
+        if start <= _ms(day) <= end:
+            days.setdefault((r.probe_id, r.link, day), []).append(r)
+    return sorted((H.median([float(getattr(r.metrics, metric)) for r in rs]),
+                   H.median([float(r.metrics.download_mbps or 0) for r in rs]))
+                  for rs in days.values())
+
+
+def _radio_shown(client: InfluxClient, ds: H.DataSet, key: str, metric: str,
+                 window: tuple[int, int]) -> list[tuple[float, float]]:
+    return sorted((row[metric], row["download_mbps"])
+                  for s in _shown(client, _panel("quality", key), ds, None, window)
+                  for row in s.rows())
+
+
+_RADIO = (("quality.radio_rsrp", "radio_rsrp_dbm"), ("quality.radio_sinr", "radio_sinr_db"))
+
+
+@pytest.mark.parametrize("resolution", ["raw", "1h", "1d"])
+def test_last_result_budget_and_radio_panels(loaded: tuple[InfluxClient, H.DataSet],
+                                             resolution: str) -> None:
+    """The probes dashboard's last result per probe (``last_result``: the latest ever,
+    the silent and the dead probe included, whatever the range), its data budget (the
+    daily ``usage_1d`` points) and the quality dashboard's radio scatter plots (raw tests
+    under 2 days, ``radio_1d`` line-days beyond) against values computed here."""
+    client, ds = loaded
+    window = _windows(ds)[resolution]
+    assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
+    everything = [*ds.results, *ds.legacy,
+                  *(m for m in ds.old if isinstance(m, ResultMessage))]
+    last = _last_shown(client, ds, window)
+    assert last == _expected_last(everything)
+    assert H.DEAD_PROBE in last and H.SILENT_PROBE in last
+    budget = _budget_shown(client, ds, window)
+    assert budget.keys() == _expected_budget(ds.statuses, *window).keys()
+    assert _flat(budget) == pytest.approx(_flat(_expected_budget(ds.statuses, *window)))
+    assert any(row["budget_bytes"] for row in budget.values())
+    # A range ending 30 hours ago: the last status of the day holding its end.
+    past = (window[0] - 30 * 3_600_000, _ms(ds.now) - 30 * 3_600_000)
+    assert _flat(_budget_shown(client, ds, past)) == pytest.approx(
+        _flat(_expected_budget(ds.statuses, *past)))
+    for key, metric in _RADIO:
+        want = _radio_expected(ds.results, metric, resolution, window)
+        assert want and _radio_shown(client, ds, key, metric, window) == [
+            pytest.approx(pair) for pair in want], key
+
+
+def test_last_result_budget_and_radio_after_late_messages(influxd: services.Service) -> None:
+    """A spool draining late: a mobile test (with radio levels) a day and a half back
+    changes its line-day's radio point and leaves its probe's last result as it was (a
+    newer one exists); the dead probe's result and status from 9 days back (newer than
+    its last ones) become its last result and its data budget row."""
+    url = f"http://{influxd.host}:{influxd.port}"
+    ds = H.make_dataset()
+    assert not ingest([*ds.results, *ds.statuses, *ds.old], H.SITES, url, database=DB).dead
+    client = InfluxClient(InfluxSettings(url=url, database=DB))
+    results = [*ds.results, *(m for m in ds.old if isinstance(m, ResultMessage))]
+    statuses = list(ds.statuses)
+
+    def check() -> None:
+        for resolution, window in _windows(ds).items():
+            assert _last_shown(client, ds, window) == _expected_last(results), resolution
+            assert _flat(_budget_shown(client, ds, window)) == pytest.approx(
+                _flat(_expected_budget(statuses, *window))), resolution
+            for key, metric in _RADIO:
+                assert _radio_shown(client, ds, key, metric, window) == [
+                    pytest.approx(p) for p in _radio_expected(results, metric, resolution,
+                                                              window)], (resolution, key)
+
+    try:
+        check()
+        probe = "hk-ubnd-01"
+        link, access, isp, _b = H.LINKS[probe][1]
+        assert access == "mobile"
+        late = ResultMessage(id=uuid.uuid4(), method="iperf3", target="mlab-hn",
+                             started_at=ds.now - timedelta(hours=36, minutes=13),
+                             probe_id=probe, link=link, access=access, isp=isp,
+                             agent_version="0.1.0", duration_s=10.0,
+                             metrics=Metrics(download_mbps=1.5, upload_mbps=0.5,
+                                             radio_rsrp_dbm=-60.0, radio_sinr_db=29.0))
+        dead_at = ds.now - timedelta(days=9)
+        dead = ResultMessage(id=uuid.uuid4(), method="icmp", target="8.8.8.8",
+                             started_at=dead_at, probe_id=H.DEAD_PROBE, link="fibre",
+                             access="fixed", isp="VNPT", agent_version="0.1.0",
+                             duration_s=5.0, metrics=Metrics(rtt_ms=20.0, jitter_ms=1.0,
+                                                             loss_pct=0.0))
+        status = StatusMessage(probe_id=H.DEAD_PROBE, at=dead_at + timedelta(seconds=30),
+                               agent_version="0.1.0", state="online", spool_depth=0,
+                               clock_synced=True,
+                               links=(LinkStatus(name="fibre", access="fixed", isp="VNPT",
+                                                 data_used_bytes=123_456_789),))
+        assert ingest([late, dead, status], H.SITES, url, database=DB).accepted == 3
+        results += [late, dead]
+        statuses.append(status)
+        daily = _daily_window(ds)
+        assert _last_shown(client, ds, daily)[H.DEAD_PROBE] == _ms(dead_at)
+        assert _budget_shown(client, ds, daily)[(H.DEAD_PROBE, "fibre")]["used_bytes"] == \
+            123_456_789
+        check()
+    finally:
+        client.close()
