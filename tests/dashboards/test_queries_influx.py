@@ -375,9 +375,7 @@ def test_probe_health(loaded: tuple[InfluxClient, H.DataSet]) -> None:
     assert spool_status.oldest_waiting_at is not None
     assert table[H.SPOOL_PROBE]["oldest_waiting_ms"] == \
         int(spool_status.oldest_waiting_at.timestamp() * 1000)
-    last = {s.tags["probe"]: s.values[0][0]
-            for s in _run(client, _panel("probes", "probes.last_seen")["targets"][0]["query"],
-                          ds)}
+    last = _last_shown(client, ds, _window(ds))
     expected_last = max(r.started_at for r in ds.results if r.probe_id == H.SILENT_PROBE)
     assert last[H.SILENT_PROBE] == int(expected_last.timestamp() * 1000)
     budget = _run(client, _panel("probes", "probes.budget")["targets"][0]["query"], ds)
