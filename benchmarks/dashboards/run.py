@@ -85,13 +85,14 @@ for name, dash in build_all(BuildConfig.from_config(), "vi").items():
 json.dump(out, sys.stdout)
 """
 
-Queries = dict[str, list[tuple[str, str | None, str, str]]]
+Queries = dict[str, list[tuple[str, str | None, str, str, int | None]]]
 
 
 def current_queries() -> Queries:
-    """This checkout's dashboards: name -> (panel key, min interval, refId, query)."""
-    return {name: [(p.key, p.interval, t.ref_id, t.query) for p in dash.data_panels()
-                   for t in p.targets]
+    """This checkout's dashboards: name -> (panel key, min interval, refId, query, max
+    data points)."""
+    return {name: [(p.key, p.interval, t.ref_id, t.query, p.max_data_points)
+                   for p in dash.data_panels() for t in p.targets]
             for name, dash in build_all(BuildConfig.from_config(), "vi").items()}
 
 
@@ -100,7 +101,8 @@ def baseline_queries(tree: Path) -> Queries:
     env = dict(os.environ, PYTHONPATH=str(tree))
     out = subprocess.run([sys.executable, "-c", _DUMP], cwd=tree, env=env, check=True,
                          capture_output=True, text=True).stdout
-    return {name: [(k, i, r, q) for k, i, r, q in rows] for name, rows in json.loads(out).items()}
+    return {name: [(k, i, r, q, None) for k, i, r, q in rows]
+            for name, rows in json.loads(out).items()}
 
 
 def _pct(values: list[float], pct: float) -> float | None:
@@ -380,7 +382,7 @@ def main() -> int:
                 roll.run_round()
                 rounds.append(time.perf_counter() - t0)
             round_s = statistics.median(rounds)
-            interval = f"{max(1, args.days * 86_400 // 1000 // 60)}m"
+            interval = f"{max(1, args.days * 86_400 // 1000 // 60)}m"  # 1,000 points
             resolution = fake_grafana_resolution(client, Q.resolution_query(), start_ms, now_ms)
             print(f"resolution for {args.days} days: {resolution}", file=sys.stderr)
             cfg = BuildConfig.from_config()
@@ -402,11 +404,14 @@ def main() -> int:
                 timings[which], per_dash[which] = {}, {}
                 for name, targets in queries.items():
                     total = 0.0
-                    for key, minimum, ref, query in targets:
-                        # Grafana's $__interval is at least the panel's own minimum.
+                    for key, minimum, ref, query, max_points in targets:
+                        # Grafana's $__interval: range / the panel's max data points (1,000
+                        # here by default), at least the panel's own minimum.
                         least = (int(minimum[:-1]) * {"m": 1, "h": 60, "d": 1440}[minimum[-1]]
                                  if minimum else 0)
-                        wide = f"{max(int(interval[:-1]), least)}m"
+                        sized = (max(1, args.days * 1440 // max_points) if max_points
+                                 else int(interval[:-1]))
+                        wide = f"{max(sized, least)}m"
                         med = timed(fake_grafana_interpolate(query, start_ms, now_ms, wide,
                                                              resolution=resolution))
                         timings[which][f"{name}/{key}/{ref}"] = med

@@ -496,6 +496,9 @@ class Builder:
                 self.switched("table", raw=Q.radio_scatter(m), rollup=Q.rollup_radio_scatter(m)),
                 description=f"{self.tr('p.radio.desc')} {self.tr('note.rollup_radio')}",
                 unit=u,
+                # the rollup target's buckets: a day at least (radio_1d), at most
+                # RADIO_DOTS_PER_LINE of them per line
+                interval="1d", max_data_points=Q.RADIO_DOTS_PER_LINE,
                 options={"mapping": "auto", "series": [],
                          "legend": _TS_OPTIONS["legend"],
                          "tooltip": {"mode": "single", "sort": "none"}}))

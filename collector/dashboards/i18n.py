@@ -164,9 +164,12 @@ TEXTS: dict[str, tuple[str, str]] = {
                      "signal point to a congested cell."),
     "note.rollup_radio": (
         "Khoảng thời gian từ {raw_days} ngày: mỗi điểm là một đường truyền trong một ngày "
-        "(trung vị mức sóng và trung vị tốc độ tải xuống của các phép đo đó).",
+        "(trung vị mức sóng và trung vị tốc độ tải xuống của các phép đo đó; khoảng dài hơn "
+        "30 ngày: trung vị các giá trị ngày trong mỗi khoảng, tối đa 30 điểm mỗi đường "
+        "truyền).",
         "Ranges of {raw_days} days and more: one point per line and day (the median level "
-        "and the median download of that day's tests)."),
+        "and the median download of that day's tests; ranges over 30 days: the median of "
+        "the daily values in each interval, at most 30 points per line)."),
     "col.limited": ("Bị giới hạn", "Limited"),
     "col.access": ("Loại truy nhập", "Access"),
     "p.ipv6": ("Mức sẵn sàng IPv6 theo xã/phường", "IPv6 readiness per commune/ward"),

@@ -152,6 +152,9 @@ class Panel:
     overrides: list[Override] = field(default_factory=list)
     transformations: list[Json] = field(default_factory=list)
     interval: str | None = None
+    #: Grafana's "max data points": sizes ``$__interval`` (range / this, at least
+    #: ``interval``).
+    max_data_points: int | None = None
     id: int = 0  # assigned by Dashboard in layout order
     #: Semantic key ("overview.median_fixed") the tests find panels by; not rendered.
     key: str = ""
@@ -193,6 +196,8 @@ class Panel:
             out["transformations"] = self.transformations
         if self.interval:
             out["interval"] = self.interval
+        if self.max_data_points:
+            out["maxDataPoints"] = self.max_data_points
         return out
 
 

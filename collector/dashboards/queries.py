@@ -381,16 +381,24 @@ def radio_scatter(x_metric: str) -> str:
             f" AND {RAW_ONLY}")
 
 
+#: Dots per mobile line in a radio scatter plot at most (the panel's max data points):
+#: one per line and day up to this many days, coarser buckets beyond.
+RADIO_DOTS_PER_LINE = 30
+
+
 def rollup_radio_scatter(x_metric: str) -> str:
     """:func:`radio_scatter` from the daily radio rollups (at the hourly resolution too):
-    one row per mobile line and day, the level's median next to the median download of
-    the same tests, under the raw query's column names."""
+    one row per mobile line and ``$__interval`` (a day, up to :data:`RADIO_DOTS_PER_LINE`
+    days; longer ranges: range / that many), the median of its days' level medians next
+    to the median of their download medians, under the raw query's column names; a
+    year is then ~30 dots per line, not 365."""
     name, unit = RADIO_LEVELS[x_metric]
     level, down, tests = f"{name}_median_{unit}", f"{name}_download_median_mbps", \
         f"{name}_tests"
-    return (f"SELECT {q(level)} AS {q(x_metric)}, {q(down)} AS {q('download_mbps')} "
-            f"FROM {q(RADIO_1D)} "
-            f"{where(*var_filters(RADIO_1D), f'{q(tests)} > 0', TIME, ROLLUP_ONLY)}")
+    return (f"SELECT median({q(level)}) AS {q(x_metric)}, median({q(down)}) AS "
+            f"{q('download_mbps')} FROM {q(RADIO_1D)} "
+            f"{where(*var_filters(RADIO_1D), f'{q(tests)} > 0', TIME, ROLLUP_ONLY)} "
+            f"GROUP BY time($__interval), {q('probe')}, {q('link')} fill(none)")
 
 
 # ----------------------------------------------------------------- quality

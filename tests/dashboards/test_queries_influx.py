@@ -789,24 +789,36 @@ def _last_shown(client: InfluxClient, ds: H.DataSet, window: tuple[int, int]
                           ds, None, window)}
 
 
+def _radio_tests(results: list[ResultMessage], metric: str) -> list[ResultMessage]:
+    """Successful idle mobile throughput tests that reported the radio level."""
+    return [r for r in results if r.method in H.THROUGHPUT and r.ok
+            and "cross_traffic" not in r.flags and r.access == "mobile"
+            and getattr(r.metrics, metric) is not None
+            and r.metrics.download_mbps is not None]
+
+
+def _radio_days(results: list[ResultMessage], metric: str, window: tuple[int, int]
+                ) -> dict[tuple[str, str, datetime], list[ResultMessage]]:
+    """Those tests per mobile line and local day, for the days starting inside the range."""
+    days: dict[tuple[str, str, datetime], list[ResultMessage]] = {}
+    for r in _radio_tests(results, metric):
+        day = H.bucket_start(r.started_at, "1d")
+        if window[0] <= _ms(day) <= window[1]:
+            days.setdefault((r.probe_id, r.link, day), []).append(r)
+    return days
+
+
 def _radio_expected(results: list[ResultMessage], metric: str, resolution: str,
                     window: tuple[int, int]) -> list[tuple[float, float]]:
     """The scatter's (level, download) pairs: one per test at the raw resolution; one per
     mobile line and local day (the level's and the download's medians over the day's
     tests with that level) from 2 days on, for the days starting inside the range."""
-    tests = [r for r in results if r.method in H.THROUGHPUT and r.ok
-             and "cross_traffic" not in r.flags and r.access == "mobile"
-             and getattr(r.metrics, metric) is not None
-             and r.metrics.download_mbps is not None]
     start, end = window
     if resolution == "raw":
         return sorted((float(getattr(r.metrics, metric)), float(r.metrics.download_mbps or 0))
-                      for r in tests if start <= _ms(r.started_at) <= end)
-    days: dict[tuple[str, str, datetime], list[ResultMessage]] = {}
-    for r in tests:
-        day = H.bucket_start(r.started_at, "1d")
-        if start <= _ms(day) <= end:
-            days.setdefault((r.probe_id, r.link, day), []).append(r)
+                      for r in _radio_tests(results, metric)
+                      if start <= _ms(r.started_at) <= end)
+    days = _radio_days(results, metric, window)
     return sorted((H.median([float(getattr(r.metrics, metric)) for r in rs]),
                    H.median([float(r.metrics.download_mbps or 0) for r in rs]))
                   for rs in days.values())
@@ -849,6 +861,24 @@ def test_last_result_budget_and_radio_panels(loaded: tuple[InfluxClient, H.DataS
         want = _radio_expected(ds.results, metric, resolution, window)
         assert want and _radio_shown(client, ds, key, metric, window) == [
             pytest.approx(pair) for pair in want], key
+        if resolution == "1d":
+            # A long range: $__interval spans several days (one bucket here), each dot
+            # the median of a line's daily medians in it.
+            panel = _panel("quality", key)
+            assert (panel["interval"], panel["maxDataPoints"]) == ("1d", 30)
+            [rollup] = [t["query"] for t in panel["targets"] if t["refId"] == "B"]
+            sql = H.fake_grafana_interpolate(rollup, *window, "1000d", None, resolution)
+            got = sorted((r[metric], r["download_mbps"]) for s in client.query(sql)[0]
+                         for r in s.rows())
+            per_line: dict[tuple[str, str], list[tuple[float, float]]] = {}
+            for (probe, link, _day), rs in _radio_days(ds.results, metric, window).items():
+                per_line.setdefault((probe, link), []).append(
+                    (H.median([float(getattr(r.metrics, metric)) for r in rs]),
+                     H.median([float(r.metrics.download_mbps or 0) for r in rs])))
+            lines = sorted((H.median([p[0] for p in v]), H.median([p[1] for p in v]))
+                           for v in per_line.values())
+            assert len(lines) >= 2 and got == [pytest.approx(p) for p in lines]
+            assert len(got) < len(want)  # fewer dots than line-days
 
 
 def test_last_result_budget_and_radio_after_late_messages(influxd: services.Service) -> None:
