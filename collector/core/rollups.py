@@ -310,12 +310,7 @@ class Rollups:
 
     def _tput_lines(self, client: InfluxClient, kind: _Kind, a: int, b: int,
                     probes: list[str], wanted: set[tuple[str, int]]) -> list[str]:
-        methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}"
-                              for m in THROUGHPUT_METHODS)
-        base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
-                f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
-                f"{_probe_filter(probes)}")
-        group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+        base, group = _idle_tput(kind, a, b, probes)
         dl = _q("download_mbps")
         tg = self.targets
         stmts = [
@@ -582,18 +577,27 @@ def _quality_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: li
     return out
 
 
+def _idle_tput(kind: _Kind, a: int, b: int, probes: list[str],
+               extra: str = "") -> tuple[str, str]:
+    """FROM/WHERE of the successful throughput tests on an idle line (no cross traffic)
+    of ``probes`` over [a, b) (epoch ms), ``extra`` ANDed, and the GROUP BY per line and
+    ``kind``'s bucket: what the throughput, line-day and radio rollups aggregate."""
+    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
+    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
+            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
+            + (f"{extra} AND " if extra else "") + _probe_filter(probes))
+    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    return base, group
+
+
 def _line_day_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list[str],
                     wanted: set[tuple[str, int]], peak: tuple[int, int]) -> list[str]:
     """``line_1d`` points: per line and local day, what the probe map and the peak-hour
     panels show (successful idle-line throughput tests: ``tests``, ``median_mbps``,
     ``latitude``, ``longitude``; those started in the peak hours: ``peak_tests``,
     ``peak_median_mbps``)."""
-    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
     dl = _q("download_mbps")
-    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
-            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
-            f"{_probe_filter(probes)}")
-    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    base, group = _idle_tput(kind, a, b, probes)
     hour = _q("local_hour")
     stmts = [
         f"SELECT count({dl}) AS tests, median({dl}) AS median_mbps, "
@@ -637,12 +641,8 @@ def _radio_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list
     (``rsrp_tests``), the level's median (``rsrp_median_dbm``) and the download's median
     over the same tests (``rsrp_download_median_mbps``); ``sinr_*`` likewise. One dot
     per line-day in the radio scatter plots instead of one per test."""
-    methods = " OR ".join(f"{_q('method')} = {influxql_string(m)}" for m in THROUGHPUT_METHODS)
     dl = _q("download_mbps")
-    base = (f"FROM {_q(RESULTS)} WHERE time >= {a}ms AND time < {b}ms AND ({methods}) "
-            f"AND {_q('status')} = 'ok' AND {_q('cross_traffic')} = 0 AND "
-            f"{_q('access')} = 'mobile' AND {_probe_filter(probes)}")
-    group = f"GROUP BY time({kind.step}), {', '.join(_q(t) for t in LINE_TAGS)} fill(none)"
+    base, group = _idle_tput(kind, a, b, probes, f"{_q('access')} = 'mobile'")
     stmts = [f"SELECT count({_q(field)}) AS {name}_tests, median({_q(field)}) AS "
              f"{name}_median_{unit}, median({dl}) AS {name}_download_median_mbps {base} "
              f"AND {_q(field)} > -1000 {group}"
