@@ -51,11 +51,17 @@ def test_bad_options_name_the_key() -> None:
 def test_goodput_matches_the_shaped_rate(iperf_link: Callable[[float], netns.ShapedLink],
                                          rate: float) -> None:
     link = iperf_link(rate)
-    res = run("iperf3", ctx_for(link), target=link.server_ip, duration_s=2, omit_s=1,
-              loaded_latency=False)
-    assert res.ok, res.error
     expected = rate * PAYLOAD_SHARE
-    m = res.metrics.values()
+    # At 1 Gb/s iperf3 is CPU-bound on a 2-core machine: a run starved by other work
+    # measures the machine, not the shaper (920 of 956 Mb/s once in a full run under
+    # load), so that rate gets three tries; a wrong shaper or parser misses all three.
+    for _attempt in range(3 if rate >= 1000 else 1):
+        res = run("iperf3", ctx_for(link), target=link.server_ip, duration_s=2, omit_s=1,
+                  loaded_latency=False)
+        assert res.ok, res.error
+        m = res.metrics.values()
+        if all(abs(m[k] - expected) / expected < 0.03 for k in ("download_mbps", "upload_mbps")):
+            break
     for key in ("download_mbps", "upload_mbps"):
         assert abs(m[key] - expected) / expected < 0.03, (key, m[key], expected)
     assert m["retransmits"] >= 0 and m["retransmits_upload"] >= 0
