@@ -32,6 +32,7 @@ from pydantic import (
 from pydantic_core import PydanticCustomError
 
 from netmon.jsonutil import JsonError, decode_object
+from netmon.jsonutil import format_time as format_time  # the wire's time format, re-exported
 from netmon.methods import DECLARATIONS, IPV6, REACHABILITY
 
 SCHEMA_VERSION: Final = 1
@@ -134,11 +135,6 @@ _M = TypeVar("_M", bound=BaseModel)
 def now_utc() -> datetime:
     """The current time, timezone-aware in UTC."""
     return datetime.now(UTC)
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 class _Strict(BaseModel):

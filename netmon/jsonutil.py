@@ -11,6 +11,7 @@ result codes, ``netmon.signing`` envelope codes).
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 from typing import Any, Literal, NoReturn
 
 from netmon.errors import EXIT_INPUT, NetmonError
@@ -64,3 +65,9 @@ def decode_object(payload: bytes, max_bytes: int) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise JsonError("not_object", f"payload is a JSON {type(obj).__name__}, not an object")
     return obj
+
+
+def format_time(value: datetime) -> str:
+    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix: how every time is
+    written on the wire (the contract's models and :mod:`netmon.wire` alike)."""
+    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

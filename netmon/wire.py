@@ -42,6 +42,8 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from netmon.jsonutil import format_time
+
 #: The contract's export (see :mod:`netmon.wireschema`, which writes it).
 SCHEMA_FILE = Path(__file__).with_name("wire_schema.json")
 
@@ -121,12 +123,6 @@ def _contract() -> _Contract:
 
 
 # --------------------------------------------------------------------------- values
-
-
-def format_time(value: datetime) -> str:
-    """RFC 3339 in UTC with millisecond precision and a ``Z`` suffix: what
-    :func:`netmon.contract.format_time` writes (the byte-equality tests hold them equal)."""
-    return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def format_float(value: float) -> str:
