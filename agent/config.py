@@ -156,6 +156,12 @@ class SpoolConfig(_Section):
         900.0, ge=1, le=7 * 86400,
         description="a result acknowledged by the broker but not receipted this long is "
                     "published again")
+    reconnect_receipt_s: float = Field(
+        60.0, ge=1, le=7 * 86400,
+        description="once a broker connection has been up this long, a result sent on an "
+                    "earlier connection (or by an earlier run) and still not receipted is "
+                    "published again: the clean session lost the receipts sent while the "
+                    "agent was away (at most receipt_timeout_s)")
     resend_batch: int = Field(
         500, ge=1, le=100_000,
         description="at most this many overdue results are published again per round")

@@ -6,8 +6,11 @@ marks a result *sent*; the result is deleted when the collector's receipt
 QoS 1 on every connection) names it, after the collector wrote it to InfluxDB. Results
 sent but not receipted for ``receipt_timeout_s`` are published again, oldest first, at most
 ``resend_batch`` per round (a round every :func:`resend_check_s`); storing twice is
-idempotent on the collector. With ``receipts = false`` the PUBACK deletes the result, as
-before receipts existed.
+idempotent on the collector. The session is clean, so a receipt the collector sends while
+the agent is away (a restart, a dropped link) is lost: results sent before the current
+connection came up are due already ``reconnect_receipt_s`` after it did (the receipts of
+a collector still catching up come meanwhile), not a whole ``receipt_timeout_s`` later.
+With ``receipts = false`` the PUBACK deletes the result, as before receipts existed.
 
 Threads: a supervisor thread connects (a client from :func:`netmon.mqtt.new_client`: TLS,
 username/password, plus the last will), runs paho's network loop for that connection
@@ -168,6 +171,10 @@ class Publisher:
         self.resend_batch = spool_cfg.resend_batch
         self._resend_every = resend_check_s(spool_cfg.receipt_timeout_s)
         self._next_resend_check = 0.0
+        self._reconnect_receipt_s = min(spool_cfg.reconnect_receipt_s,
+                                        spool_cfg.receipt_timeout_s)
+        #: When the current connection came up (wall, monotonic); None while down.
+        self._up_since: tuple[float, float] | None = None
         self._resend_queue: list[int] = []  # seqs picked for resending, oldest first
         self._resend_entries: dict[int, tuple[str, bytes]] = {}
         self._receipted: set[str] = set()  # ids named by receipts, not yet deleted
@@ -391,6 +398,7 @@ class Publisher:
 
     def _connection_changed(self, up: bool, gen: int) -> None:
         if up:
+            self._up_since = (time.time(), time.monotonic())
             self._hold(True)
             self._connected_evt.set()
             if self.announce:
@@ -398,6 +406,7 @@ class Publisher:
                 self._bg.add(task)
                 task.add_done_callback(self._bg.discard)
         else:
+            self._up_since = None
             self._connected_evt.clear()
             self._flush_acks()
             self._hold(False)  # after the acks: held rows go to the file marked sent
@@ -552,6 +561,11 @@ class Publisher:
             # Woken by new results and PUBACKs; with receipts also every resend check.
             timeout = self._resend_every if self._resends else \
                 (1.0 if self._retry_flush or self._receipted else None)
+            if self._resends and self.info.connected:
+                # A check set sooner than a round away (reconnect_receipt_s) is kept.
+                left = self._next_resend_check - time.monotonic()
+                if 0 < left < self._resend_every:
+                    timeout = left + 0.01
             # Write-behind: held results are committed when their delay passes.
             tick = self._spool_tick()
             if tick is not None:
@@ -602,12 +616,22 @@ class Publisher:
             return
         self._next_resend_check = now + self._resend_every
         wall = time.time()
+        sent_before = wall - self.receipt_timeout_s
+        if self._up_since is not None:
+            up_wall, up_mono = self._up_since
+            if now >= up_mono + self._reconnect_receipt_s:
+                # Sent before this connection: a receipt sent while the agent was away went
+                # nowhere (clean session), and a collector catching up has had its time.
+                sent_before = max(sent_before, up_wall)
+            else:
+                self._next_resend_check = min(self._next_resend_check,
+                                              up_mono + self._reconnect_receipt_s)
         # In flight, or acknowledged with the PUBACK not recorded yet: not overdue.
-        entries = self.spool.due(wall - self.receipt_timeout_s, self.resend_batch,
+        entries = self.spool.due(sent_before, self.resend_batch,
                                  exclude=[*self._inflight.values(), *self._acks], now=wall)
         if entries:
-            log.info("no receipt within %g s for %d result(s): publishing them again",
-                     self.receipt_timeout_s, len(entries))
+            log.info("no receipt within %g s (or since before this connection) for %d "
+                     "result(s): publishing them again", self.receipt_timeout_s, len(entries))
         self._resend_queue = [e.seq for e in entries]
         self._resend_entries = {e.seq: (e.topic, e.payload) for e in entries}
 

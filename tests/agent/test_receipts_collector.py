@@ -118,6 +118,46 @@ def test_agent_sigkill_between_puback_and_receipt_stored_exactly_once(
         wire.close()
 
 
+def test_receipts_sent_while_the_agent_was_away_do_not_park_its_results(
+        tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
+        collectors: list[Collector]) -> None:
+    """The agent restarts between the broker's PUBACK and the collector's receipt (an
+    upgrade, a config push, Ansible's handler: in a deployment the agent often restarts
+    seconds after its first result). The receipt goes to a clean session that is gone.
+    With a receipt timeout of an hour, only ``reconnect_receipt_s`` can bring the result
+    back: published again soon after the next connection, receipted, stored once."""
+    ccfg = collector_config(tmp_path / "collector", broker.port, influxd.port)
+    collectors.append(Collector(ccfg))  # its persistent session queues the results
+    collectors[-1].stop()
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                                              write_delay_s=1.0, receipt_timeout_s=3600,
+                                              reconnect_receipt_s=2))
+    spool = tmp_path / "state" / "spool.db"
+    wire = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/results")
+    agent = start_agent(cfg, tmp_path / "agent.log")
+    try:
+        wait_until(lambda: len(spool_sent_ids(spool)) >= 3, 60, "results awaiting receipt")
+        assert kill(agent, signal.SIGTERM) == 0
+        pending = spool_sent_ids(spool)
+        # The collector stores the queued copies and receipts them while no agent listens.
+        collectors.append(Collector(ccfg))
+        wait_until(lambda: set(pending) <= set(stored_ids(influx)), 90,
+                   "the collector storing the results the broker kept for it")
+        assert set(pending) <= set(spool_sent_ids(spool)), "nothing deleted them yet"
+        agent = start_agent(cfg, tmp_path / "agent2.log")
+        wait_until(lambda: not set(pending) & set(spool_ids(spool)), 120,
+                   "the results sent before the restart receipted (an hour's timeout)")
+        deliveries = Counter(r["id"] for r in wire.results())
+        assert all(deliveries[i] >= 2 for i in pending), deliveries
+        stored = stored_ids(influx)
+        assert {i: stored[i] for i in pending} == {i: 1 for i in pending}
+        log = (tmp_path / "agent2.log").read_text(errors="replace")
+        assert "since before this connection" in log, log[-2000:]
+    finally:
+        kill(agent)
+        wire.close()
+
+
 def test_agent_sigkill_between_spool_and_puback_stored_exactly_once(
         tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
         collectors: list[Collector]) -> None:

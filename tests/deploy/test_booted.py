@@ -334,14 +334,26 @@ def test_a_scheduled_result_reaches_influxdb_and_is_receipted(deployment: Deploy
     # have left it, and not by eviction: they were receipted.
     found = time.time()
 
+    last: dict[str, Any] = {}
+
     def receipted() -> bool:
         st = json.loads(bench.ssh(f"{VENV}/netmon-agent status --json").stdout)
+        last.clear()
+        last.update(st)
         assert st["receipts"] and st["spool_evicted"] == 0, st
         waiting = st["oldest_waiting_s"]
         return bool(st["agent_running"] and st["last_results"]
                     and (waiting is None or waiting < time.time() - found))
 
-    wait_for("the collector's receipts for the stored results", receipted, 600)
+    def describe() -> str:
+        since = datetime.fromtimestamp(found - 120, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+        logs = bench.ssh(f"journalctl --no-pager -o short-iso -u netmon-agent "
+                         f"-u netmon-collector -u mosquitto --since '{since}' | tail -n 150",
+                         check=False).stdout
+        return (f"found at {found:.0f}, now {time.time():.0f}; last agent status: "
+                f"{json.dumps(last, sort_keys=True)}\njournal since {since}:\n{logs}")
+
+    wait_for("the collector's receipts for the stored results", receipted, 600, describe)
 
 
 def test_probes_list_shows_the_probe_online(deployment: Deployment) -> None:

@@ -36,14 +36,22 @@ def missing_cache(*needed: Path) -> str | None:
     return None
 
 
-def wait_for(what: str, check: Callable[[], bool], deadline_s: float) -> None:
-    """Poll ``check`` until it is true or the deadline passes (then fail naming ``what``)."""
+def wait_for(what: str, check: Callable[[], bool], deadline_s: float,
+             describe: Callable[[], str] | None = None) -> None:
+    """Poll ``check`` until it is true or the deadline passes (then fail naming ``what``,
+    with what ``describe`` says of the state then: a timeout alone tells nobody why)."""
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         if check():
             return
         time.sleep(1.0)
-    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}")
+    detail = ""
+    if describe is not None:
+        try:
+            detail = "\n" + describe()
+        except Exception as exc:  # the state may be what broke: still fail on the timeout
+            detail = f"\n(describing the state failed: {exc!r})"
+    raise AssertionError(f"timed out after {deadline_s:.0f} s waiting for {what}{detail}")
 
 
 def copy_tree(src: Path, dest: Path) -> None:
