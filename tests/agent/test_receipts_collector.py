@@ -81,18 +81,26 @@ def probe_config(tmp_path: Path, broker: Service, tests: dict[str, Any],
                         spool={"receipt_timeout_s": 3, **spool})
 
 
+def sent_while_the_collector_is_down(
+        tmp_path: Path, broker: Service, influxd: Service, target: Listener,
+        collectors: list[Collector], **spool_cfg: Any) -> tuple[Path, Path, Path]:
+    """The collector's config (its persistent session made, the collector stopped: the
+    broker queues the results for it, stored when it comes back: the first copy), the
+    agent's config (write-behind at 1 s: unreceipted results are in the file, marked
+    sent, after 1 s) and the spool's path."""
+    ccfg = collector_config(tmp_path / "collector", broker.port, influxd.port)
+    collectors.append(Collector(ccfg))
+    collectors[-1].stop()
+    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
+                                              write_delay_s=1.0, **spool_cfg))
+    return ccfg, cfg, tmp_path / "state" / "spool.db"
+
+
 def test_agent_sigkill_between_puback_and_receipt_stored_exactly_once(
         tmp_path: Path, broker: Service, influxd: Service, influx: Any, target: Listener,
         collectors: list[Collector]) -> None:
-    ccfg = collector_config(tmp_path / "collector", broker.port, influxd.port)
-    # Once up so its persistent session exists: while it is down the broker queues the
-    # results for it, and it stores them when it comes back (the first copy).
-    collectors.append(Collector(ccfg))
-    collectors[-1].stop()
-    # Write-behind at 1 s: unreceipted results are in the file, marked sent, after 1 s.
-    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
-                                              write_delay_s=1.0))
-    spool = tmp_path / "state" / "spool.db"
+    ccfg, cfg, spool = sent_while_the_collector_is_down(tmp_path, broker, influxd, target,
+                                                        collectors)
     wire = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/results")
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:
@@ -126,13 +134,9 @@ def test_receipts_sent_while_the_agent_was_away_do_not_park_its_results(
     seconds after its first result). The receipt goes to a clean session that is gone.
     With a receipt timeout of an hour, only ``reconnect_receipt_s`` can bring the result
     back: published again soon after the next connection, receipted, stored once."""
-    ccfg = collector_config(tmp_path / "collector", broker.port, influxd.port)
-    collectors.append(Collector(ccfg))  # its persistent session queues the results
-    collectors[-1].stop()
-    cfg = write_config(tmp_path, probe_config(tmp_path, broker, {"t": tcp_test(target.port)},
-                                              write_delay_s=1.0, receipt_timeout_s=3600,
-                                              reconnect_receipt_s=2))
-    spool = tmp_path / "state" / "spool.db"
+    ccfg, cfg, spool = sent_while_the_collector_is_down(
+        tmp_path, broker, influxd, target, collectors, receipt_timeout_s=3600,
+        reconnect_receipt_s=2)
     wire = Subscriber(broker.host, broker.port, f"netmon/v1/probes/{PROBE}/results")
     agent = start_agent(cfg, tmp_path / "agent.log")
     try:
