@@ -11,6 +11,7 @@ from zoneinfo import ZoneInfoNotFoundError
 
 from collector.bulletin import charts, compute, data, packread, pdf, render
 from collector.bulletin import reference as reference_mod
+from collector.bulletin.gcpause import gc_paused
 from collector.bulletin.i18n import Lang
 from collector.config import CollectorConfig, unit_map
 from collector.core.influx import InfluxClient, InfluxError
@@ -80,6 +81,18 @@ def generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | 
     Raises :class:`BulletinInputError` for a bad month, an unreachable InfluxDB or an
     unusable output folder; :class:`collector.influx.InfluxError` for query failures.
     """
+    # Every stage allocates objects that live until it ends (decoded answers, report rows,
+    # WeasyPrint's boxes): the cyclic collector would traverse them again and again and
+    # free nothing (gcpause.py).
+    with gc_paused():
+        return _generate(cfg, month_text, out_dir, lang, formats, now, edition=edition,
+                         trend_csv=trend_csv)
+
+
+def _generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang | None,
+              formats: tuple[str, ...], now: datetime | None, *,
+              edition: Callable[[compute.Report], render.EditionNote] | None,
+              trend_csv: Callable[[str], Path] | None) -> BulletinResult:
     lang = lang or cfg.bulletin.language
     try:
         month = data.Month.parse(month_text, cfg.bulletin.timezone)

@@ -1,0 +1,31 @@
+"""Python's cyclic garbage collector paused over a stage of the bulletin.
+
+The bulletin's heavy stages allocate hundreds of thousands of container objects that live until the
+stage ends: the decoded InfluxDB answers of the fetch, WeasyPrint's box tree (a node per
+table cell, line and text run) in the PDF. Each allocation burst triggers collections, and
+the objects that survive them are traversed again by every later full collection, so
+with the collector on WeasyPrint alone spends about a third of its CPU time in it
+(benchmarks/bulletin/README.md). None of that work frees anything: these objects are
+released by reference counting when the stage drops them. Pausing the collector for the
+stage changes no output; the few reference cycles made meanwhile (WeasyPrint's, a few
+MiB) are collected by the next collection after it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    """Run the ``with`` body with automatic garbage collection off; restore it after (also
+    on an exception). Nested uses are fine: only the outermost one turns it back on."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
