@@ -7,8 +7,9 @@ the objects that survive them are traversed again by every later full collection
 with the collector on WeasyPrint alone spends about a third of its CPU time in it
 (benchmarks/bulletin/README.md). None of that work frees anything: these objects are
 released by reference counting when the stage drops them. Pausing the collector for the
-stage changes no output; the few reference cycles made meanwhile (WeasyPrint's, a few
-MiB) are collected by the next collection after it.
+stage changes no output. Reference cycles made meanwhile stay until the next collection:
+the bulletin collects once after its fetch (httpx's request/response cycles hold the
+answers' bodies) and leaves WeasyPrint's for after the PDF.
 """
 
 from __future__ import annotations
