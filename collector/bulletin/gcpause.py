@@ -1,15 +1,15 @@
 """Python's cyclic garbage collector paused over a stage of the bulletin.
 
-The bulletin's heavy stages allocate hundreds of thousands of container objects that live until the
-stage ends: the decoded InfluxDB answers of the fetch, WeasyPrint's box tree (a node per
-table cell, line and text run) in the PDF. Each allocation burst triggers collections, and
-the objects that survive them are traversed again by every later full collection, so
-with the collector on WeasyPrint alone spends about a third of its CPU time in it
-(benchmarks/bulletin/README.md). None of that work frees anything: these objects are
-released by reference counting when the stage drops them. Pausing the collector for the
-stage changes no output. Reference cycles made meanwhile stay until the next collection:
-the bulletin collects once after its fetch (httpx's request/response cycles hold the
-answers' bodies) and leaves WeasyPrint's for after the PDF.
+The bulletin's heavy stages allocate hundreds of thousands of container objects that live
+until the stage ends: the decoded InfluxDB answers of the fetch, WeasyPrint's box tree (a
+node per table cell, line and text run) in the PDF. Each allocation burst triggers
+collections, and the objects that survive them are traversed again by every later full
+collection: with the collector on, WeasyPrint alone spent about a third of its CPU time in
+it (benchmarks/bulletin/README.md). Almost nothing is freed by that work: these objects go
+by reference counting when the stage drops them. Pausing the collector changes no output.
+Reference cycles made meanwhile stay until the next collection: the bulletin collects once
+after its fetch (cycles around httpx's requests and responses hold the answers' bodies) and
+leaves WeasyPrint's for after the PDF.
 """
 
 from __future__ import annotations
