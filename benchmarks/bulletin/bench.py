@@ -24,15 +24,19 @@ Each run is done twice, back to back on the same data: the bulletin as it is, an
 previous approach (``--previous``: ``raw``, the default, reads every raw point of the month
 as before the day packs (``[bulletin] day_packs = false``); ``json``: that and every
 InfluxDB answer in JSON, as before issue 20), so the ratios compare runs made under the
-same load. ``--previous none`` skips it.
+same load. ``--previous none`` skips it. ``--baseline REV`` makes the previous approach the
+bulletin of git revision ``REV`` (its files exported with ``git archive``; day packs on, as
+now), e.g. ``--baseline b5683be`` for the code before the GC pause and the numpy compute.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import json
 import os
+import re
 import resource
 import shutil
 import statistics
@@ -48,6 +52,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.baseline import worktree  # noqa: E402
 from collector.config import InfluxSettings  # noqa: E402
 from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.schema import (  # noqa: E402
@@ -218,9 +223,22 @@ def has_packs(url: str) -> bool:
         return bool(client.query('SELECT count("n") FROM "tput_pack"')[0])
 
 
+def _pdf_text(path: Path) -> str:
+    """The PDF's text and page count (pdftotext, poppler-utils), to compare two bulletins."""
+    if shutil.which("pdftotext") is None:
+        return ""
+    text = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True,
+                          text=True, check=True).stdout
+    # The generation time ("Lập lúc 2026-12-03 18:40") differs between runs; nothing else may.
+    text = re.sub(r"\d{4}-\d\d-\d\d \d\d:\d\d", "(time)", text)
+    return f"{text.count(chr(12))} pages\n{text}"
+
+
 def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
-                 influxd_pid: int, probes: int, previous: str = "") -> dict[str, object]:
-    cfg = write_config(url, work, probes, day_packs=not previous)
+                 influxd_pid: int, probes: int, previous: str = "",
+                 tree: Path = ROOT) -> dict[str, object]:
+    """One bulletin as a child process; ``tree``: whose code runs (a baseline's files)."""
+    cfg = write_config(url, work, probes, day_packs=previous in ("", "baseline"))
     out = work / f"out-{lang}{'-previous' if previous else ''}"
     entry = ["-c", PREVIOUS_JSON] if previous == "json" else ["-m", "collector.cli"]
     argv = [sys.executable, *entry, "bulletin", "--config", str(cfg),
@@ -231,8 +249,8 @@ def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     influx_cpu0 = _cpu_s(influxd_pid)
     t0 = time.perf_counter()
-    p = subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
-                       env=os.environ | {"PYTHONPATH": str(ROOT)})
+    p = subprocess.run(argv, capture_output=True, text=True, cwd=tree,
+                       env=os.environ | {"PYTHONPATH": str(tree)})
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # CPU seconds do not depend on what else the (shared) machine is doing; wall time does.
@@ -242,7 +260,10 @@ def run_bulletin(url: str, work: Path, lang: str, formats: list[str],
         raise SystemExit(f"bulletin failed ({p.returncode}): {p.stderr}")
     summary = json.loads(p.stdout)
     csv = sorted(out.glob("*.csv"))
+    pdfs = sorted(out.glob("*.pdf"))
     return {"wall_s": wall, "cpu_s": child_cpu, "influxd_cpu_s": influx_cpu,
+            "load_average_1min": round(os.getloadavg()[0], 2),
+            "pdf_text": _pdf_text(pdfs[0]) if pdfs else "",
             "timings_s": summary["timings_s"], "totals": summary["totals"],
             "days_from_packs": summary.get("days_from_packs"),
             "csv": csv[0].read_bytes() if csv else b""}
@@ -260,15 +281,22 @@ def main() -> int:
     ap.add_argument("--previous", default="raw", choices=("raw", "json", "none"),
                     help="also time the previous approach in each run: raw = every raw "
                     "point (no day packs), json = that with JSON answers (default: raw)")
+    ap.add_argument("--baseline", metavar="REV",
+                    help="the previous approach is the bulletin of this git revision (its "
+                    "files via git archive, day packs on); overrides --previous")
     ap.add_argument("--out", type=Path, help="keep the bulletins here (default: a temporary "
                     "folder, removed at the end)")
     args = ap.parse_args()
+    if args.baseline:
+        args.previous = "baseline"
     work = args.out or Path(tempfile.mkdtemp(prefix="bench-bulletin-"))
     work.mkdir(parents=True, exist_ok=True)
     data_dir = args.reuse or args.keep or work / "influxd"
     svc = services.start_influxd(data_dir)
     figures: dict[str, object] = {"probes": args.probes, "days": args.days}
+    stack = contextlib.ExitStack()
     try:
+        base = stack.enter_context(worktree(args.baseline)) if args.baseline else ROOT
         url = f"http://{svc.host}:{svc.port}"
         if not args.reuse:
             log(f"loading {args.probes * 2 * 24 * args.days:,} results into influxd ...")
@@ -288,7 +316,8 @@ def main() -> int:
             order = [False, True] if i % 2 == 0 else [True, False]
             for previous in order if args.previous != "none" else [False]:
                 r = run_bulletin(url, work, args.lang, [], svc.proc.pid, args.probes,
-                                 args.previous if previous else "")
+                                 args.previous if previous else "",
+                                 base if previous else ROOT)
                 (prev_runs if previous else runs).append(r)
                 log(f"run {i + 1}{' (previous)' if previous else ''}: {r['wall_s']:.1f} s "
                     f"days from packs {r['days_from_packs']}, "
@@ -316,8 +345,13 @@ def main() -> int:
                     for r in runs), 2)}
             figures["csv_identical_to_previous"] = all(
                 r["csv"] == prev_runs[0]["csv"] for r in runs + prev_runs)
+            # The same text and page count (pdftotext; empty when it is not installed).
+            figures["pdf_text_identical_to_previous"] = all(
+                r["pdf_text"] == prev_runs[0]["pdf_text"] for r in runs + prev_runs)
             figures["stages_s_previous_last_run"] = prev_runs[-1]["timings_s"]
             figures["previous"] = args.previous
+            if args.baseline:
+                figures["baseline"] = args.baseline
         rss_mib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
         walls = [float(r["wall_s"]) for r in runs]  # type: ignore[arg-type]
         figures |= {
@@ -330,12 +364,14 @@ def main() -> int:
             "influxd_cpu_s_median": round(statistics.median(
                 float(r["influxd_cpu_s"]) for r in runs), 2),  # type: ignore[arg-type]
             "load_average_1min_at_end": round(os.getloadavg()[0], 2),
+            "load_average_1min_runs": [r["load_average_1min"] for r in runs + prev_runs],
             "stages_s_last_run": runs[-1]["timings_s"],
             "days_from_packs": runs[-1]["days_from_packs"],
             "peak_rss_mib": round(rss_mib, 1),
             "influxd_peak_rss_mib": _vm_hwm(svc.proc.pid),
         }
     finally:
+        stack.close()
         svc.stop()
         if not args.out:
             shutil.rmtree(work, ignore_errors=True)

@@ -313,9 +313,9 @@ def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
             # the same in every grouping, so compute them once.
             lp = ctx.line_p20(f"{direction}_mbps") if mask is None else None
             summ = stats.summarize(v, line_ids, target, lp)
-            probes = int(np.unique(ctx.line_probe[line_ids[has]]).size)
+            probes = int(stats.distinct(ctx.line_probe[line_ids[has]]).size)
             days = ctx.day[idx][valid][has]
-            pdays = int(np.unique(ctx.line_probe[line_ids[has]] * 64 + days).size)
+            pdays = int(stats.distinct(ctx.line_probe[line_ids[has]] * 64 + days).size)
             setattr(row, direction, SpeedStat(
                 summ, probes, target,
                 _rating(summ, target, min_tests, pdays, ctx.min_probe_days), pdays))

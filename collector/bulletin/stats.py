@@ -73,7 +73,15 @@ def grouped_percentile(values: ArrayLike, group_ids: ArrayLike, q: float
     v, g = v[keep], g[keep]
     if not v.size:
         return np.zeros(0, np.int64), np.zeros(0)
-    order = np.lexsort((v, g))
+    # By value (any order among equal values: they give the same figure; the
+    # interpolation below turns -0.0 into 0.0 either way), then stably by group: the
+    # order np.lexsort((v, g)) gives, 3-4 times faster. Group ids that fit 16 bits (a
+    # month's lines) are sorted by numpy's radix sort.
+    order = np.argsort(v)
+    by = g[order]
+    if int(by.min()) >= 0 and int(by.max()) < 1 << 16:
+        by = by.astype(np.uint16)
+    order = order[np.argsort(by, kind="stable")]
     v, g = v[order], g[order]
     starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
     counts = np.diff(np.concatenate([starts, [v.size]]))
@@ -83,6 +91,22 @@ def grouped_percentile(values: ArrayLike, group_ids: ArrayLike, q: float
     frac = pos - lo
     a, b = v[starts + lo], v[starts + hi]
     return g[starts], a + frac * (b - a)
+
+
+#: Above this, :func:`distinct` hashes instead of counting in a table this long.
+_TABLE_MAX = 1 << 22
+
+
+def distinct(ids: ArrayLike) -> NDArray[np.int64]:
+    """The distinct values of small non-negative integer ids, ascending: what ``np.unique``
+    returns, by counting in a table (numpy 2's hashing ``np.unique`` is ~100 times
+    slower on a month's line and probe-day ids); other ids go to ``np.unique``."""
+    a = np.asarray(ids)
+    if not a.size:
+        return np.zeros(0, np.int64)
+    if a.dtype.kind in "iu" and int(a.min()) >= 0 and int(a.max()) < _TABLE_MAX:
+        return np.flatnonzero(np.bincount(a)).astype(np.int64)
+    return np.unique(a).astype(np.int64)
 
 
 def has_enough(n_tests: int, min_tests: int) -> bool:
@@ -121,7 +145,7 @@ def summarize(values: ArrayLike, line_ids: ArrayLike, target: float | None,
     if line_p20 is None:
         _, per_line = grouped_percentile(a, ids, 20)  # == consistent_speed(), vectorised
     else:
-        per_line = line_p20[np.unique(ids)]
+        per_line = line_p20[distinct(ids)]
     return Summary(
         tests=int(a.size),
         median=p50,

@@ -1,8 +1,11 @@
 """The bulletin reads its raw tests as MessagePack answers now (issue 20): the files it
-writes must be the same as with the JSON answers it read before, on the same data."""
+writes must be the same as with the JSON answers it read before, on the same data; and
+the same with Python's cyclic garbage collector paused over its stages as with it running."""
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import subprocess
 from datetime import UTC, datetime
 from pathlib import Path
@@ -12,6 +15,9 @@ import httpx
 import pytest
 
 from collector import config as config_mod
+from collector.bulletin import compute, gcpause
+from collector.bulletin import generate as generate_mod
+from collector.bulletin import pdf as pdf_mod
 from collector.bulletin.generate import generate
 from collector.config import InfluxSettings
 from collector.core import influx as influx_mod
@@ -90,3 +96,62 @@ def test_same_csv_html_and_pdf_as_with_json_answers(url: str, tmp_path: Path) ->
     assert any(asked), "the bulletin no longer asks for MessagePack: this test is moot"
     for key in ("csv", "html", "pdf_text"):
         assert after[key] == before[key], key
+
+
+def test_gc_paused_restores_the_collector_state() -> None:
+    assert gc.isenabled()
+    with pytest.raises(RuntimeError), gcpause.gc_paused():
+        assert not gc.isenabled()
+        with gcpause.gc_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled(), "a nested pause turned the collector back on"
+        raise RuntimeError("a stage failed")
+    assert gc.isenabled(), "the collector stayed off after a failed stage"
+    gc.disable()
+    try:
+        with gcpause.gc_paused():
+            pass
+        assert not gc.isenabled(), "a pause turned on a collector its caller had turned off"
+    finally:
+        gc.enable()
+
+
+def test_collector_paused_in_every_stage_and_same_files_as_with_it(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 20: the cyclic garbage collector is off while the bulletin fetches, computes
+    and renders its PDF (a third of WeasyPrint's CPU time went to it), and the files are
+    the same as with it running all along."""
+    import weasyprint
+
+    seen: dict[str, bool] = {}
+    real_query, real_build = InfluxClient.query, compute.build_report
+    real_write_pdf = weasyprint.HTML.write_pdf
+
+    def query(self: InfluxClient, *a: Any, **kw: Any) -> list[Any]:
+        seen["fetch"] = seen.get("fetch", False) or gc.isenabled()
+        return real_query(self, *a, **kw)
+
+    def build_report(*a: Any, **kw: Any) -> compute.Report:
+        seen["compute"] = gc.isenabled()
+        return real_build(*a, **kw)
+
+    def write_pdf(self: Any, *a: Any, **kw: Any) -> Any:
+        seen["pdf"] = gc.isenabled()
+        return real_write_pdf(self, *a, **kw)
+
+    monkeypatch.setattr(InfluxClient, "query", query)
+    monkeypatch.setattr(compute, "build_report", build_report)
+    monkeypatch.setattr(weasyprint.HTML, "write_pdf", write_pdf)
+    paused = _bulletin(url, tmp_path / "paused")
+    assert seen == {"fetch": False, "compute": False, "pdf": False}, \
+        f"the collector ran during a stage: {seen}"
+    assert gc.isenabled(), "the bulletin left the collector off"
+    # The previous behaviour: the collector on throughout.
+    monkeypatch.setattr(gcpause, "gc_paused", contextlib.nullcontext)
+    monkeypatch.setattr(generate_mod, "gc_paused", contextlib.nullcontext)
+    monkeypatch.setattr(pdf_mod, "gc_paused", contextlib.nullcontext)
+    seen.clear()
+    running = _bulletin(url, tmp_path / "running")
+    assert seen == {"fetch": True, "compute": True, "pdf": True}, seen
+    for key in ("csv", "html", "pdf_text"):
+        assert paused[key] == running[key], key

@@ -47,6 +47,59 @@ def test_vectorised_80_80_equals_the_reference(pairs: list[tuple[int, float]]) -
                                     abs=1e-9)
 
 
+def _lexsort_grouped_percentile(values: list[float], ids: list[int], q: float
+                                ) -> tuple[np.ndarray, np.ndarray]:
+    """grouped_percentile as it was before issue 20's faster sort (np.lexsort)."""
+    v, g = np.asarray(values, np.float64), np.asarray(ids, np.int64)
+    keep = ~np.isnan(v)
+    v, g = v[keep], g[keep]
+    order = np.lexsort((v, g))
+    v, g = v[order], g[order]
+    starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
+    counts = np.diff(np.concatenate([starts, [v.size]]))
+    pos = (counts - 1) * (q / 100.0)
+    lo = np.floor(pos).astype(np.int64)
+    hi = np.minimum(lo + 1, counts - 1)
+    a, b = v[starts + lo], v[starts + hi]
+    return g[starts], a + (pos - lo) * (b - a)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([0, 3, 7, 65_535, 65_536, 10**9, -4]),
+                          st.one_of(st.sampled_from([0.0, -0.0, 1.5, 71.0, float("nan")]),
+                                    st.floats(-10, 2000, allow_nan=False))),
+                min_size=1, max_size=200),
+       st.sampled_from([0.0, 10.0, 20.0, 37.5, 50.0, 90.0, 100.0]))
+def test_grouped_percentile_is_bit_identical_to_the_lexsort_one(
+        pairs: list[tuple[int, float]], q: float) -> None:
+    """The bulletin's CSV must not change by a bit with the faster sort: same groups, same
+    figures (ties, zeros of either sign, NaN, ids beyond 16 bits and negative ones)."""
+    ids, values = [p[0] for p in pairs], [p[1] for p in pairs]
+    if all(np.isnan(values)):
+        return
+    want_ids, want = _lexsort_grouped_percentile(values, ids, q)
+    got_ids, got = stats.grouped_percentile(values, ids, q)
+    assert got_ids.tolist() == want_ids.tolist()
+    assert got.tobytes() == want.tobytes()
+    small = [i % 7 for i in ids]  # the 16-bit (radix sort) path
+    want_ids, want = _lexsort_grouped_percentile(values, small, q)
+    got_ids, got = stats.grouped_percentile(values, small, q)
+    assert got_ids.tolist() == want_ids.tolist()
+    assert got.tobytes() == want.tobytes()
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 70), st.integers(0, 1 << 23), st.integers(-5, 5)),
+                max_size=300))
+def test_distinct_is_np_unique(ids: list[int]) -> None:
+    """Counting probes and probe-days with a table gives np.unique's answer (negative and
+    large ids go to np.unique itself)."""
+    for arr in (np.asarray(ids, np.int64), np.asarray([abs(i) % 70 for i in ids], np.int32)):
+        got = stats.distinct(arr)
+        assert got.dtype == np.int64
+        assert got.tolist() == np.unique(arr).tolist()
+
+
 def test_share_counts_the_target_itself_as_reached() -> None:
     assert stats.share_at_or_above([70.9, 71.0, 71.1, 10.0], 71.0) == 0.5
 
