@@ -522,9 +522,36 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
                   and r.metrics.loss_pct is not None and r.access == access
                   and hour_start(_ms(r.started_at)) == loss_hour]
         loss = {int(v[0]): v[1] for s in _shown(client, _panel("quality", "quality.loss"), ds,
-                                                 {"access": [access]}, _window(ds))
+                                                 {"access": [access]}, _window(ds), "ABC")
                 for v in s.values}
         assert loss[loss_hour] == pytest.approx(statistics.mean(losses), rel=1e-9)
+        # The quality trends over every line (per-access rollups), hourly and daily: the
+        # late latency result's hour and (closed) day; every access type's buckets.
+        for window, res in ((_window(ds), "1h"), (_daily_window(ds), "1d")):
+            lines: dict[tuple[str, int], dict[tuple[str, str], list[tuple[float, float]]]] = {}
+            for r in results:
+                m = r.metrics
+                if (r.method in H.LATENCY and r.ok and m.rtt_ms is not None
+                        and m.loss_pct is not None
+                        and H.bucket_start(r.started_at, res) >= _dt(window[0])):
+                    bucket = _ms(H.bucket_start(r.started_at, res))
+                    lines.setdefault((r.access, bucket), {}).setdefault(
+                        (r.probe_id, r.link), []).append((m.rtt_ms, m.loss_pct))
+            rtt = {k: H.median([H.median([x for x, _ in v]) for v in per_line.values()])
+                   for k, per_line in lines.items()}
+            mean_loss = {k: statistics.mean([y for v in per_line.values() for _, y in v])
+                         for k, per_line in lines.items()}
+            for key, want in (("quality.rtt", rtt), ("quality.loss", mean_loss)):
+                panel = _panel("quality", key)
+                got = {(s.tags["access"], int(v[0])): v[1]
+                       for s in _shown(client, panel, ds, None, window, "ABC")
+                       for v in s.values}
+                assert got == pytest.approx(want, rel=1e-9), (key, res)
+                via = [t["refId"] for t in panel["targets"]
+                       if _run(client, t["query"], ds, None, window)]
+                assert via == ["C"], (key, res)  # the per-access points
+            late_bucket = (access, _ms(H.bucket_start(when - timedelta(hours=3), res)))
+            assert late_bucket in mean_loss, res
 
     try:
         check(ds.results, None)
@@ -672,19 +699,26 @@ def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
                                      resolution: str) -> None:
     """Latency, jitter, loaded/idle latency (medians of the lines' hourly/daily medians),
     loss (an exact mean) and probe-limited tests (an exact count) per access type, against
-    values computed here from the messages; the same panels at the raw resolution are
-    checked exactly."""
+    values computed here from the messages, over every line (read from the per-access
+    rollups) and with a commune, an ISP, a probe or an access type chosen (every line's
+    rollups, or the per-access ones); the same panels at the raw resolution are checked
+    exactly."""
     client, ds = loaded
     window = _window(ds) if resolution == "1h" else _daily_window(ds)
     t0 = _dt(window[0])
 
-    def per_bucket(methods: tuple[str, ...] | None, metric: str
+    def per_bucket(methods: tuple[str, ...] | None, metric: str,
+                   chosen: dict[str, list[str]]
                    ) -> dict[str, dict[int, dict[tuple[str, str], list[float]]]]:
-        """access -> 1-hour trend bucket (ms) -> line -> values."""
+        """access -> 1-hour trend bucket (ms) -> line -> values, of the ``chosen`` lines."""
         out: dict[str, dict[int, dict[tuple[str, str], list[float]]]] = {}
         for r in ds.results:
             value = r.metrics.values().get(metric)
             if not r.ok or value is None or (methods and r.method not in methods):
+                continue
+            tags = {"probe": r.probe_id, "isp": r.isp, "access": r.access,
+                    "commune": ds.site(r.probe_id).commune_code}
+            if any(tags[k] not in v for k, v in chosen.items()):
                 continue
             bucket = H.bucket_start(r.started_at, resolution)
             if bucket >= t0:
@@ -692,23 +726,35 @@ def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
                     .setdefault((r.probe_id, r.link), []).append(value)
         return out
 
-    def trend(key: str, refs: str = "AB") -> dict[tuple[str, int], float]:
+    def trend(key: str, refs: str, chosen: dict[str, list[str]]
+              ) -> dict[tuple[str, int], float]:
+        panel = _panel("quality", key)
+        got = {t["refId"]: _run(client, t["query"], ds, dict(chosen), window)
+               for t in panel["targets"] if t["refId"] in refs}
+        # the per-access target (the last of refs) is the one read exactly when no
+        # commune, ISP or probe is chosen
+        assert bool(got[refs[-1]]) == (not chosen.keys() - {"access"}), (key, chosen)
+        assert len([r for r in got.values() if r]) == 1, (key, chosen, got)
         return {(s.tags["access"], int(v[0])): v[1]
-                for s in _shown(client, _panel("quality", key), ds, None, window, refs)
-                for v in s.values}
+                for series in got.values() for s in series for v in s.values}
 
-    for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "AB"),
-                                       ("quality.jitter", H.LATENCY, "jitter_ms", "AB"),
-                                       ("quality.loaded", None, "loaded_rtt_ms", "AB"),
-                                       ("quality.loaded", None, "idle_rtt_ms", "CD")):
-        expected = {(a, t): H.median([H.median(v) for v in lines.values()])
-                    for a, buckets in per_bucket(methods, metric).items()
-                    for t, lines in buckets.items()}
-        assert trend(key, refs) == pytest.approx(expected, rel=1e-9), key
-    loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
-            for a, buckets in per_bucket(H.LATENCY, "loss_pct").items()
-            for t, lines in buckets.items()}
-    assert trend("quality.loss") == pytest.approx(loss, rel=1e-9)
+    ka = ds.site("ka-ubnd-01").commune_code
+    for chosen in ({}, {"access": ["mobile"]}, {"commune": [ka]}, {"isp": ["VNPT"]},
+                   {"probe": ["hk-ubnd-01", "ka-ubnd-03"]}):
+        for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "ABC"),
+                                           ("quality.jitter", H.LATENCY, "jitter_ms", "ABC"),
+                                           ("quality.loaded", None, "loaded_rtt_ms", "ABE"),
+                                           ("quality.loaded", None, "idle_rtt_ms", "CDF")):
+            expected = {(a, t): H.median([H.median(v) for v in lines.values()])
+                        for a, buckets in per_bucket(methods, metric, chosen).items()
+                        for t, lines in buckets.items()}
+            assert expected, (key, chosen)
+            assert trend(key, refs, chosen) == pytest.approx(expected, rel=1e-9), \
+                (key, chosen)
+        loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
+                for a, buckets in per_bucket(H.LATENCY, "loss_pct", chosen).items()
+                for t, lines in buckets.items()}
+        assert trend("quality.loss", "ABC", chosen) == pytest.approx(loss, rel=1e-9), chosen
     limited = {s.tags["access"]: s.rows()[0]["limited"]
                for s in _shown(client, _panel("quality", "quality.device_limited"), ds, None,
                                window)}
