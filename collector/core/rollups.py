@@ -682,7 +682,7 @@ _ACCESS_KINDS = (
 _ACCESS_BUCKETS_PER_QUERY = 800
 
 
-def _runs(buckets: Iterable[int], step_ms: int, most: int) -> list[tuple[int, int]]:
+def bucket_runs(buckets: Iterable[int], step_ms: int, most: int) -> list[tuple[int, int]]:
     """[start, end) spans of consecutive bucket starts, each at most ``most`` buckets."""
     out: list[tuple[int, int]] = []
     for t in sorted(set(buckets)):
@@ -700,7 +700,7 @@ def _recompute_access_quality(client: InfluxClient, dirty: dict[str, set[int]]) 
     lines: list[str] = []
     for kind, source in _ACCESS_KINDS:
         buckets = {_bucket(kind, h) for hours in dirty.values() for h in hours}
-        for a, b in _runs(buckets, kind.bucket_ms, _ACCESS_BUCKETS_PER_QUERY):
+        for a, b in bucket_runs(buckets, kind.bucket_ms, _ACCESS_BUCKETS_PER_QUERY):
             lines += access_quality_lines(client, kind.measurement, source, kind.step, a, b)
     for i in range(0, len(lines), 5000):
         client.write_lines(lines[i:i + 5000])
