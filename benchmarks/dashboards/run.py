@@ -55,6 +55,8 @@ from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E40
 from collector.core.rollups import (  # noqa: E402
     ACCESS_MEDIANS,
     ACCESS_SUMS,
+    COMMUNE_SUMS,
+    COMMUNE_TAGS,
     LAST_RESULT,
     LAST_RESULT_AT_MS,
     LINE_1D,
@@ -117,35 +119,47 @@ def _pct(values: list[float], pct: float) -> float | None:
 
 
 class _AccessBuckets:
-    """Part of the STAND-IN below: the per-access quality points (``qual_access_*``) made
-    of every probe's per-line ``qual_*`` points (per access type and bucket: the median of
-    the lines' medians, the sum of their counts), across the probes."""
+    """Part of the STAND-IN below: the per-access and per-unit quality points
+    (``qual_access_*``, ``qual_commune_*``) made of every probe's per-line ``qual_*``
+    points (per access type and bucket: the median of the lines' medians, the sum of their
+    counts; per unit, access type and bucket: the sums of the IPv6/TSLCD counts), across
+    the probes."""
 
     def __init__(self) -> None:
-        self.values: dict[tuple[str, str, int], dict[str, array[float]]] = {}
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...], int],
+                          dict[str, array[float]]] = {}
 
-    def add(self, measurement: str, access: str, ts: int,
+    def add(self, measurement: str, tags: dict[str, str], ts: int,
             fields: dict[str, float | int | bool | str]) -> None:
         """Record one line's ``qual_*`` point."""
-        if not any(f in fields for f in ("latency_tests", *ACCESS_MEDIANS)):
-            return  # an IPv6/TSLCD-only line: not in the per-access points
-        got = self.values.setdefault((measurement.replace("qual_", "qual_access_"), access,
-                                      ts), {})
-        for name in (*ACCESS_MEDIANS, *ACCESS_SUMS):
+        # an IPv6/TSLCD-only line is not in the per-access points
+        if any(f in fields for f in ("latency_tests", *ACCESS_MEDIANS)):
+            self._add((measurement.replace("qual_", "qual_access_"),
+                       (("access", tags["access"]),), ts), fields, (*ACCESS_MEDIANS,
+                                                                    *ACCESS_SUMS))
+        if any(fields.get(f) for f in ("ipv6_tests", "tslcd_tests")):
+            self._add((measurement.replace("qual_", "qual_commune_"),
+                       tuple((t, tags[t]) for t in COMMUNE_TAGS if tags.get(t)), ts), fields,
+                      COMMUNE_SUMS)
+
+    def _add(self, key: tuple[str, tuple[tuple[str, str], ...], int],
+             fields: dict[str, float | int | bool | str], names: tuple[str, ...]) -> None:
+        got = self.values.setdefault(key, {})
+        for name in names:
             if name in fields:
                 got.setdefault(name, array("d")).append(float(fields[name]))
 
     def lines(self) -> list[str]:
-        """The per-access points of what was added."""
+        """The per-access and per-unit points of what was added."""
         out = []
-        for (measurement, access, ts), v in self.values.items():
+        for (measurement, tags, ts), v in self.values.items():
             fields: dict[str, float | int | bool | str] = {
                 name: statistics.median(v[name]) for name in ACCESS_MEDIANS if name in v}
-            for name in ACCESS_SUMS:
+            for name in (*ACCESS_SUMS, *COMMUNE_SUMS):
                 if name in v:
                     total = math.fsum(v[name])
-                    fields[name] = int(total) if name.endswith("_tests") else total
-            out.append(line(measurement, {"access": access}, fields, ts))
+                    fields[name] = total if name == "loss_sum" else int(total)
+            out.append(line(measurement, dict(tags), fields, ts))
         return out
 
 
@@ -222,7 +236,7 @@ class _Buckets:
                                "tslcd_tests": len(v["reachable"])}
                 if "ipv6" in v:
                     fields |= {"ipv6_ready": int(sum(v["ipv6"])), "ipv6_tests": len(v["ipv6"])}
-                self.per_access.add(measurement, tags["access"], ts, fields)
+                self.per_access.add(measurement, tags, ts, fields)
             else:  # status
                 fields = {"online": 1, "clock_synced": 1, "spool_depth": 0,
                           "config_version": 1, "last_at_ms": int(max(v["at"])),

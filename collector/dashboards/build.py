@@ -480,8 +480,10 @@ class Builder:
                      "commune": t("col.commune", self.lang)}
             lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
-                              rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
+                [*self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
+                                rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
+                 # no ISP or probe chosen: the per-unit points
+                 self.target("C", Q.rollup_readiness_share(mt, Q.UNIT, p, True), "table")],
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
                                        Step("green", 100.0))),

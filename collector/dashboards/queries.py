@@ -59,6 +59,7 @@ from collector.core.rollups import (
     LINE_1D,
     QUAL_1H,
     QUAL_ACCESS_1H,
+    QUAL_COMMUNE_1H,
     RADIO_1D,
     RADIO_LEVELS,
     STATUS_1D,
@@ -110,6 +111,7 @@ _MEASUREMENT_VARS = {
     USAGE_1D: ("commune", "isp", "access", "probe"),
     RADIO_1D: ("commune", "isp", "access", "probe"),
     QUAL_ACCESS_1H: ("access",),
+    QUAL_COMMUNE_1H: ("commune", "access"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -147,6 +149,11 @@ QUAL_ACCESS_SWITCHED = f"qual_access_${RESOLUTION}"
 _CHOSEN = "".join(f"${{{v}:percentencode}}" for v in ("commune", "isp", "probe"))
 EVERY_LINE = f"'{_CHOSEN}' = '.*.*.*'"
 SOME_LINES = f"'{_CHOSEN}' != '.*.*.*'"
+#: The per-unit quality rollup of the current resolution (no ISP or probe chosen).
+QUAL_COMMUNE_SWITCHED = f"qual_commune_${RESOLUTION}"
+_CHOSEN_LINES = "".join(f"${{{v}:percentencode}}" for v in ("isp", "probe"))
+EVERY_ISP_PROBE = f"'{_CHOSEN_LINES}' = '.*.*'"
+SOME_ISP_PROBE = f"'{_CHOSEN_LINES}' != '.*.*'"
 #: Rollup field holding each metric's median.
 ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps",
                  "rtt_ms": "rtt_median_ms", "jitter_ms": "jitter_median_ms",
@@ -475,12 +482,21 @@ READINESS_FIELDS = {"ipv6_reachable": ("ipv6_ready", "ipv6_tests"),
                     "reachable": ("tslcd_reachable", "tslcd_tests")}
 
 
-def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str) -> str:
-    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts)."""
+def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str,
+                           per_commune: bool = False) -> str:
+    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts):
+    every line's points when an ISP or probe is chosen; with ``per_commune``, the target
+    for "All" of them, from the per-unit points (``qual_commune_*``: ``group`` must be
+    among their tags, the unit's)."""
     ones, tests = READINESS_FIELDS[metric]
+    if per_commune:
+        measurement, conds = QUAL_COMMUNE_SWITCHED, [*var_filters(QUAL_COMMUNE_1H),
+                                                     EVERY_ISP_PROBE]
+    else:
+        measurement, conds = QUAL_SWITCHED, [*var_filters(QUAL_1H), SOME_ISP_PROBE]
     return (f"SELECT sum({q(ones)}) / sum({q(tests)}) * 100 AS {q(pct_name)}, "
-            f"sum({q(tests)}) AS {q('tests')} FROM {q(QUAL_SWITCHED)} "
-            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
+            f"sum({q(tests)}) AS {q('tests')} FROM {q(measurement)} "
+            f"{where(*conds, TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
 
 
 # ----------------------------------------------------------------- probe health

@@ -21,6 +21,8 @@ from collector.core.rollups import (
     HOUR_MS,
     QUAL_ACCESS_1D,
     QUAL_ACCESS_1H,
+    QUAL_COMMUNE_1D,
+    QUAL_COMMUNE_1H,
     STATUS_1D,
     STATUS_1H,
     TPUT_1D,
@@ -120,6 +122,26 @@ def _check_access(client: InfluxClient, results: list[ResultMessage]) -> int:
         for key, want in expected.items():
             assert got[key] == pytest.approx(want, rel=1e-12), (measurement, key)
             checked += 1
+    # per unit and access type: the IPv6 and TSLCD counts
+    codes = {site.probe_id: site.commune_code for site in H.SITES}
+    for measurement, bucket in ((QUAL_COMMUNE_1H, "1h"), (QUAL_COMMUNE_1D, "1d")):
+        counts: dict[tuple[str, str, int], list[int]] = {}
+        for r in results:
+            metrics = r.metrics.values()
+            ms = to_ms(r.started_at)
+            start = hour_start(ms) if bucket == "1h" else day_start(ms)
+            for i, metric in ((0, "ipv6_reachable"), (2, "reachable")):
+                if metric in metrics and r.method in ("ipv6", "reachability"):
+                    c = counts.setdefault((codes[r.probe_id], r.access, start), [0, 0, 0, 0])
+                    c[i] += int(metrics[metric])
+                    c[i + 1] += 1
+        rows = {(s.tags["commune_code"], s.tags["access"], int(row["time"])):
+                [row.get(f) or 0 for f in ("ipv6_ready", "ipv6_tests", "tslcd_reachable",
+                                           "tslcd_tests")]
+                for s in client.query(f'SELECT * FROM "{measurement}" GROUP BY '
+                                      '"commune_code", "access"')[0] for row in s.rows()}
+        assert rows == counts, measurement
+        checked += len(rows)
     return checked
 
 
@@ -173,7 +195,12 @@ def test_rollups_exact_and_recomputed_after_a_late_result(influxd: services.Serv
         [series] = client.query(f'SELECT "loss_sum" FROM "{QUAL_ACCESS_1D}" WHERE '
                                 f'"access" = \'{access}\' AND time = {day[1]}ms')[0]
         assert series.values[0][1] == pytest.approx(before_loss + 80.0)
-        _check_access(client, [*ds.results, late, late_rtt])
+        late_tslcd = ResultMessage(id=uuid.uuid4(), method="reachability", target="tslcd",
+                                   started_at=when - timedelta(hours=1), probe_id=probe,
+                                   link=link, access=access, isp=isp, agent_version="0.1.0",
+                                   duration_s=1.0, metrics=Metrics(reachable=1.0))
+        assert ingest([late_tslcd], H.SITES, url, database="netmon").accepted == 1
+        _check_access(client, [*ds.results, late, late_rtt, late_tslcd])
     finally:
         client.close()
 

@@ -162,13 +162,14 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
         found = False
         # Raw points, hourly and daily rollups: each switched target has data at one.
         for window in (_raw_window(ds), _window(ds), _daily_window(ds)):
-            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
+            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]},
+                              {"isp": ["VNPT"]}):
                 # raises InfluxError on any error
                 series = _run(client, query, ds, variables, window)
                 # every line's quality rollups are read only when a commune (ISP, probe)
                 # is chosen; other targets must show data with "All"
-                found = found or (bool(series) and (variables is None
-                                                    or "!= '.*.*.*'" in query))
+                found = found or (bool(series) and (
+                    variables is None or "!= '.*.*.*'" in query or "!= '.*.*'" in query))
         if not found:
             # The old-district tables show months before the reorganisation only.
             legacy = _run(client, query, ds, None, _legacy_window())
@@ -320,13 +321,34 @@ def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
                           ("quality.ipv6", "ipv6", "ipv6_reachable")])
 def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
                                method: str, metric: str, resolution: str) -> None:
-    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each)."""
+    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each); at
+    the rollup resolutions from the per-unit points with no ISP or probe chosen, from
+    every line's with one chosen."""
     client, ds = loaded
     window, since = {"raw": (_raw_window(ds), _raw_start(ds)),
                      "1h": (_window(ds), ds.start), "1d": (_daily_window(ds), ds.start)}[
         resolution]
     assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
-    series = _shown(client, _panel("quality", key), ds, None, window)
+    panel = _panel("quality", key)
+    for chosen, via in (({}, "C"), ({"isp": ["VNPT"]}, "B"), ({"access": ["fixed"]}, "C"),
+                        ({"probe": ["ka-ubnd-01", "hk-ubnd-01"]}, "B")):
+        mine = [r for r in ds.results if r.method == method and metric in r.metrics.values()
+                and r.started_at >= since and r.isp in chosen.get("isp", [r.isp])
+                and r.access in chosen.get("access", [r.access])
+                and r.probe_id in chosen.get("probe", [r.probe_id])]
+        want = {}
+        for commune in {ds.site(r.probe_id).commune for r in mine}:
+            values = [r.metrics.values()[metric] for r in mine
+                      if ds.site(r.probe_id).commune == commune]
+            want[commune] = [pytest.approx(100.0 * sum(values) / len(values)), len(values)]
+        assert want, chosen
+        shown = {t["refId"]: _run(client, t["query"], ds, dict(chosen) or None, window)
+                 for t in panel["targets"]}
+        assert [ref for ref, series in shown.items() if series] == \
+            ["A" if resolution == "raw" else via], chosen
+        assert {s.tags["commune"]: s.values[0][1:] for series in shown.values()
+                for s in series} == want, chosen
+    series = _shown(client, panel, ds, None, window, "ABC")
     got = {s.tags["commune"]: s.values[0][1:] for s in series}
     expected = {}
     for commune in {s.commune for s in H.ACTIVE}:
