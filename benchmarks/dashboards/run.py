@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import random
 import statistics
@@ -38,6 +39,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from array import array
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -51,6 +53,10 @@ from collector.core.influx import InfluxClient  # noqa: E402
 from collector.core.registry import default_units  # noqa: E402
 from collector.core.registrymetrics import REGISTRY, probe_activity  # noqa: E402
 from collector.core.rollups import (  # noqa: E402
+    ACCESS_MEDIANS,
+    ACCESS_SUMS,
+    COMMUNE_SUMS,
+    COMMUNE_TAGS,
     LAST_RESULT,
     LAST_RESULT_AT_MS,
     LINE_1D,
@@ -112,15 +118,61 @@ def _pct(values: list[float], pct: float) -> float | None:
     return ordered[rank - 1] if rank >= 1 else None
 
 
+class _AccessBuckets:
+    """Part of the STAND-IN below: the per-access and per-unit quality points
+    (``qual_access_*``, ``qual_commune_*``) made of every probe's per-line ``qual_*``
+    points (per access type and bucket: the median of the lines' medians, the sum of their
+    counts; per unit, access type and bucket: the sums of the IPv6/TSLCD counts), across
+    the probes."""
+
+    def __init__(self) -> None:
+        self.values: dict[tuple[str, tuple[tuple[str, str], ...], int],
+                          dict[str, array[float]]] = {}
+
+    def add(self, measurement: str, tags: dict[str, str], ts: int,
+            fields: dict[str, float | int | bool | str]) -> None:
+        """Record one line's ``qual_*`` point."""
+        # an IPv6/TSLCD-only line is not in the per-access points
+        if any(f in fields for f in ("latency_tests", *ACCESS_MEDIANS)):
+            self._add((measurement.replace("qual_", "qual_access_"),
+                       (("access", tags["access"]),), ts), fields, (*ACCESS_MEDIANS,
+                                                                    *ACCESS_SUMS))
+        if any(fields.get(f) for f in ("ipv6_tests", "tslcd_tests")):
+            self._add((measurement.replace("qual_", "qual_commune_"),
+                       tuple((t, tags[t]) for t in COMMUNE_TAGS if tags.get(t)), ts), fields,
+                      COMMUNE_SUMS)
+
+    def _add(self, key: tuple[str, tuple[tuple[str, str], ...], int],
+             fields: dict[str, float | int | bool | str], names: tuple[str, ...]) -> None:
+        got = self.values.setdefault(key, {})
+        for name in names:
+            if name in fields:
+                got.setdefault(name, array("d")).append(float(fields[name]))
+
+    def lines(self) -> list[str]:
+        """The per-access and per-unit points of what was added."""
+        out = []
+        for (measurement, tags, ts), v in self.values.items():
+            fields: dict[str, float | int | bool | str] = {
+                name: statistics.median(v[name]) for name in ACCESS_MEDIANS if name in v}
+            for name in (*ACCESS_SUMS, *COMMUNE_SUMS):
+                if name in v:
+                    total = math.fsum(v[name])
+                    fields[name] = total if name == "loss_sum" else int(total)
+            out.append(line(measurement, dict(tags), fields, ts))
+        return out
+
+
 class _Buckets:
     """A STAND-IN for Rollups.rebuild in ``--synthetic-rollups`` runs: the rollup points
     computed here from the generated values, in the rollups' measurements, tags, fields
     and timestamps (what the queries' cost depends on), without the hours of recomputing
     a year through InfluxDB. Tests (tests/dashboards) check the real rollups' values."""
 
-    def __init__(self) -> None:
+    def __init__(self, per_access: _AccessBuckets) -> None:
         self.values: dict[tuple[str, tuple[tuple[str, str], ...], int], dict[str, list[float]]] \
             = {}
+        self.per_access = per_access
 
     def add(self, family: str, tags: dict[str, str], ts: int, **fields: float) -> None:
         """Record one test's values in its hour and its local day."""
@@ -166,9 +218,10 @@ class _Buckets:
                                  if peak[0] <= h < peak[1]]
                     line_fields: dict[str, float | int | bool | str] = {
                         "tests": len(down), "median_mbps": med(down), "latitude": 18.3,
-                        "longitude": 105.9, "peak_tests": len(peak_down)}
+                        "longitude": 105.9}
                     if peak_down:
-                        line_fields["peak_median_mbps"] = med(peak_down)
+                        line_fields |= {"peak_tests": len(peak_down),
+                                        "peak_median_mbps": med(peak_down)}
                     out.append(line(LINE_1D, tags, line_fields, ts))
             elif measurement.startswith("qual"):
                 if "rtt" in v:
@@ -177,14 +230,15 @@ class _Buckets:
                                "loss_sum": sum(v["loss"]), "loss_tests": len(v["loss"])}
                 if "loaded" in v:
                     fields |= {"loaded_rtt_median_ms": med(v["loaded"]),
-                               "idle_rtt_median_ms": med(v["idle"]), "device_limited": 0}
+                               "idle_rtt_median_ms": med(v["idle"])}
                 if "reachable" in v:
                     fields |= {"tslcd_reachable": int(sum(v["reachable"])),
                                "tslcd_tests": len(v["reachable"])}
                 if "ipv6" in v:
                     fields |= {"ipv6_ready": int(sum(v["ipv6"])), "ipv6_tests": len(v["ipv6"])}
+                self.per_access.add(measurement, tags, ts, fields)
             else:  # status
-                fields = {"online": 1, "clock_synced": 1, "spool_depth": 0, "spool_evicted": 0,
+                fields = {"online": 1, "clock_synced": 1, "spool_depth": 0,
                           "config_version": 1, "last_at_ms": int(max(v["at"])),
                           "spool_max": 0}
             out.append(line(measurement, tags, fields, ts))
@@ -207,6 +261,7 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
     rng = random.Random(seed)
     start = now_ms - days * 86_400_000
     units = default_units().sorted_units()
+    per_access = _AccessBuckets()
     for p in range(probes):
         probe = f"probe-{p:04d}"
         unit = units[p % len(units)]
@@ -215,7 +270,7 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
                 "commune": unit.name, "commune_code": unit.code,
                 "site_type": "commune_office"}
         out: list[str] = []
-        roll = _Buckets() if synthetic_rollups else None
+        roll = _Buckets(per_access) if synthetic_rollups else None
         #: line tags -> its latest result (the last_result points)
         latest: dict[tuple[tuple[str, str], ...], int] = {}
         links = [("fibre", "fixed", ("VNPT", "Viettel", "FPT")[p % 3], 150.0),
@@ -293,6 +348,8 @@ def generate(probes: int, days: int, now_ms: int, seed: int = 1, status_minutes:
             out += roll.lines((tg.fixed_mbps, tg.mobile_mbps, tg.fixed_2030_mbps),
                               (cfg.peak_start_hour, cfg.peak_end_hour))
         yield out
+    if synthetic_rollups:
+        yield per_access.lines()
 
 
 def cpu_s(pid: int | None = None) -> float:

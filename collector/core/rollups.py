@@ -42,6 +42,13 @@ Measurements (tags as on ``results``/``probe_status``; docs/schema.md):
   (:func:`_usage_lines`): the data budget table.
 - ``radio_1d``: per mobile line and local day, the radio levels' and the download's
   medians (:func:`_radio_lines`): the radio scatter plots.
+- ``qual_access_1h`` / ``qual_access_1d``: per access type and bucket, the quality trend
+  panels' figures over every line (:func:`access_quality_lines`): the medians of the
+  lines' ``qual_*`` medians and the sums of their counts, what those panels computed from
+  every line's points when no commune, ISP or probe is chosen.
+- ``qual_commune_1h`` / ``qual_commune_1d``: per unit (``commune_code``, ``commune``),
+  access type and bucket, the sums of the lines' IPv6 and TSLCD counts
+  (:func:`commune_readiness_lines`): the readiness tables when no ISP or probe is chosen.
 - ``rollup_switch``: three constant points (:func:`switch_lines`) from which the
   dashboards' hidden ``resolution`` variable picks raw points, hourly or daily rollups
   by the length of the time range (collector/dashboards/queries.py, ``RESOLUTION``).
@@ -92,9 +99,14 @@ LINE_1D = "line_1d"
 LAST_RESULT = "last_result"
 USAGE_1D = "usage_1d"
 RADIO_1D = "radio_1d"
+QUAL_ACCESS_1H = "qual_access_1h"
+QUAL_ACCESS_1D = "qual_access_1d"
+QUAL_COMMUNE_1H = "qual_commune_1h"
+QUAL_COMMUNE_1D = "qual_commune_1d"
 #: Every rollup measurement (the dashboards' layer rules and docs list them).
 MEASUREMENTS = (TPUT_1H, TPUT_1D, STATUS_1H, STATUS_1D, QUAL_1H, QUAL_1D, LINE_1D,
-                packs.PACK, LAST_RESULT, USAGE_1D, RADIO_1D)
+                packs.PACK, LAST_RESULT, USAGE_1D, RADIO_1D, QUAL_ACCESS_1H, QUAL_ACCESS_1D,
+                QUAL_COMMUNE_1H, QUAL_COMMUNE_1D)
 #: The one instant of every ``last_result`` point (2100-01-01T00:00Z, the switch points'
 #: base: see ``SWITCH_BASE_MS``): a line's new point overwrites its old one (same series,
 #: same time), so the dashboards read one point per line whatever the time range.
@@ -255,6 +267,8 @@ class Rollups:
                     written += self._recompute(client, kind, todo)
                 written += self._recompute_packs(client, results)
                 written += _recompute_last_results(client, results)
+                # after the per-line quality points it is made of, in the same round
+                written += _recompute_access_quality(client, results)
         except Exception:
             self._remark(results, statuses)
             raise
@@ -654,6 +668,101 @@ def _radio_lines(client: InfluxClient, kind: _Kind, a: int, b: int, probes: list
             tags = {k: v for k, v in zip(LINE_TAGS, key, strict=True) if v}
             out.append(line(kind.measurement, tags, {k: v for k, v in fields.items()
                                                      if v is not None}, t))
+    return out
+
+
+# ---------------------------------------------------------------------- per access type
+
+#: ``qual_*`` median fields of which ``qual_access_*`` holds the median over the lines.
+ACCESS_MEDIANS = ("rtt_median_ms", "jitter_median_ms", "loaded_rtt_median_ms",
+                  "idle_rtt_median_ms")
+#: ``qual_*`` count and sum fields of which ``qual_access_*`` holds the sum over the lines.
+ACCESS_SUMS = ("latency_tests", "loss_sum", "loss_tests")
+#: ``qual_*`` readiness counts of which ``qual_commune_*`` holds the sums per unit.
+COMMUNE_SUMS = ("ipv6_ready", "ipv6_tests", "tslcd_reachable", "tslcd_tests")
+#: Tags of a ``qual_commune_*`` point.
+COMMUNE_TAGS = ("commune_code", "commune", "access")
+_DAY_STEP = f"1d, {(-_OFFSET_MS // 60_000) % 1440}m"
+#: (grouped measurement, the per-line one it is made of, its bucket): hourly and daily.
+_ACCESS_KINDS = (
+    (_Kind(QUAL_ACCESS_1H, "1h", HOUR_MS, False, "qual_access"), QUAL_1H),
+    (_Kind(QUAL_ACCESS_1D, _DAY_STEP, DAY_MS, False, "qual_access"), QUAL_1D),
+    (_Kind(QUAL_COMMUNE_1H, "1h", HOUR_MS, False, "qual_commune"), QUAL_1H),
+    (_Kind(QUAL_COMMUNE_1D, _DAY_STEP, DAY_MS, False, "qual_commune"), QUAL_1D),
+)
+#: Buckets per statement at most (a rebuild's month of hours: 720).
+_ACCESS_BUCKETS_PER_QUERY = 800
+
+
+def bucket_runs(buckets: Iterable[int], step_ms: int, most: int) -> list[tuple[int, int]]:
+    """[start, end) spans of consecutive bucket starts, each at most ``most`` buckets."""
+    out: list[tuple[int, int]] = []
+    for t in sorted(set(buckets)):
+        if out and out[-1][1] == t and (t - out[-1][0]) // step_ms < most:
+            out[-1] = (out[-1][0], t + step_ms)
+        else:
+            out.append((t, t + step_ms))
+    return out
+
+
+def _recompute_access_quality(client: InfluxClient, dirty: dict[str, set[int]]) -> int:
+    """Rewrite the ``qual_access_*`` and ``qual_commune_*`` points of every hour and local
+    day any probe's batch touched (every access type and unit: a bucket's points are made
+    of all its lines), from the ``qual_*`` points this round has just rewritten."""
+    lines: list[str] = []
+    for kind, source in _ACCESS_KINDS:
+        make = access_quality_lines if kind.family == "qual_access" \
+            else commune_readiness_lines
+        buckets = {_bucket(kind, h) for hours in dirty.values() for h in hours}
+        for a, b in bucket_runs(buckets, kind.bucket_ms, _ACCESS_BUCKETS_PER_QUERY):
+            lines += make(client, kind.measurement, source, kind.step, a, b)
+    for i in range(0, len(lines), 5000):
+        client.write_lines(lines[i:i + 5000])
+    return len(lines)
+
+
+def access_quality_lines(client: InfluxClient, measurement: str, source: str, step: str,
+                         a: int, b: int) -> list[str]:
+    """``qual_access_*`` points of the buckets in [a, b) (epoch ms): per access type and
+    bucket, the median of every line's ``source`` (``qual_1h``/``qual_1d``) point for each
+    of :data:`ACCESS_MEDIANS` and the sum of each of :data:`ACCESS_SUMS`. So a quality
+    trend over every line reads one point per access type and bucket and shows what it
+    showed from the lines' points (the median of their medians; loss: a sum over a
+    count) in every Grafana bucket holding at most one rollup bucket."""
+    cols = [f"median({_q(f)}) AS {_q(f)}" for f in ACCESS_MEDIANS] + \
+        [f"sum({_q(f)}) AS {_q(f)}" for f in ACCESS_SUMS]
+    stmt = (f"SELECT {', '.join(cols)} FROM {_q(source)} WHERE time >= {a}ms AND "
+            f"time < {b}ms GROUP BY time({step}), {_q('access')} fill(none)")
+    out = []
+    for s in client.query(stmt)[0]:
+        access = s.tags.get("access", "")
+        for row in s.rows():
+            fields: dict[str, float | int | bool | str] = {
+                f: (int(row[f]) if f.endswith("_tests") else float(row[f]))
+                for f in (*ACCESS_MEDIANS, *ACCESS_SUMS) if row.get(f) is not None}
+            # a bucket of IPv6/TSLCD-only lines has none of these fields
+            if access and any(f in fields for f in ("latency_tests", *ACCESS_MEDIANS)):
+                out.append(line(measurement, {"access": access}, fields, int(row["time"])))
+    return out
+
+
+def commune_readiness_lines(client: InfluxClient, measurement: str, source: str, step: str,
+                            a: int, b: int) -> list[str]:
+    """``qual_commune_*`` points of the buckets in [a, b) (epoch ms): per unit, access type
+    and bucket, the sum of every line's ``source`` point for each of
+    :data:`COMMUNE_SUMS`. The readiness tables (sums over counts per unit: exact) then
+    read a point per unit and access type, not one per line."""
+    cols = ", ".join(f"sum({_q(f)}) AS {_q(f)}" for f in COMMUNE_SUMS)
+    stmt = (f"SELECT {cols} FROM {_q(source)} WHERE time >= {a}ms AND time < {b}ms "
+            f"GROUP BY time({step}), {', '.join(_q(t) for t in COMMUNE_TAGS)} fill(none)")
+    out = []
+    for s in client.query(stmt)[0]:
+        tags = {t: s.tags[t] for t in COMMUNE_TAGS if s.tags.get(t)}
+        for row in s.rows():
+            fields: dict[str, float | int | bool | str] = {
+                f: int(row[f]) for f in COMMUNE_SUMS if row.get(f) is not None}
+            if fields.get("ipv6_tests") or fields.get("tslcd_tests"):
+                out.append(line(measurement, tags, fields, int(row["time"])))
     return out
 
 

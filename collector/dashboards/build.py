@@ -229,6 +229,14 @@ class Builder:
         rollups."""
         return [self.target("A", raw, fmt, alias), self.target("B", rollup, fmt, alias)]
 
+    def quality_switched(self, alias: str, *, raw: str,
+                         rollup: Callable[[bool], str]) -> list[InfluxQLTarget]:
+        """Three targets of which ``$resolution`` and the variables leave two empty: A the
+        raw points, B every line's quality rollups (a commune, ISP or probe chosen), C the
+        per-access ones ("All" of them)."""
+        return [*self.switched(alias=alias, raw=raw, rollup=rollup(False)),
+                self.target("C", rollup(True), alias=alias)]
+
     def rollup_note(self, text: str) -> str:
         """A panel description with the note on what long ranges read."""
         return f"{text} {self.tr('note.rollup')}"
@@ -425,22 +433,22 @@ class Builder:
         lay.row(self.tr("row.latency"))
         lay.add(12, 8, lambda g: self.panel(
             "quality.rtt", "timeseries", self.tr("p.rtt"), g,
-            self.switched(alias="$tag_access", raw=Q.latency_trend("rtt_ms"),
-                          rollup=Q.rollup_latency_trend("rtt_ms")),
+            self.quality_switched("$tag_access", raw=Q.latency_trend("rtt_ms"),
+                                  rollup=lambda pa: Q.rollup_latency_trend("rtt_ms", pa)),
             description=self.tr("note.rollup_median"), unit="ms", min=0,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.jitter", "timeseries", self.tr("p.jitter"), g,
-            self.switched(alias="$tag_access", raw=Q.latency_trend("jitter_ms"),
-                          rollup=Q.rollup_latency_trend("jitter_ms")),
+            self.quality_switched("$tag_access", raw=Q.latency_trend("jitter_ms"),
+                                  rollup=lambda pa: Q.rollup_latency_trend("jitter_ms", pa)),
             description=self.tr("note.rollup_median"), unit="ms", min=0,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 8, lambda g: self.panel(
             "quality.loss", "timeseries", self.tr("p.loss"), g,
-            self.switched(alias="$tag_access", raw=Q.loss_trend(),
-                          rollup=Q.rollup_loss_trend()),
+            self.quality_switched("$tag_access", raw=Q.loss_trend(),
+                                  rollup=Q.rollup_loss_trend),
             description=self.tr("p.loss.desc", loss=_n(self.cfg.loss_alert_pct)),
             unit="percent", min=0,
             thresholds=Thresholds((Step("green", None), Step("red", self.cfg.loss_alert_pct))),
@@ -453,6 +461,10 @@ class Builder:
                          alias="loaded $tag_access"),
              self.target("C", Q.loaded_latency_trend("idle_rtt_ms"), alias="idle $tag_access"),
              self.target("D", Q.rollup_latency_trend("idle_rtt_ms"),
+                         alias="idle $tag_access"),
+             self.target("E", Q.rollup_latency_trend("loaded_rtt_ms", True),
+                         alias="loaded $tag_access"),
+             self.target("F", Q.rollup_latency_trend("idle_rtt_ms", True),
                          alias="idle $tag_access")],
             description=f"{self.tr('p.loaded.desc')} {self.tr('note.rollup_median')}",
             unit="ms", min=0,
@@ -468,8 +480,10 @@ class Builder:
                      "commune": t("col.commune", self.lang)}
             lay.add(12, 10, lambda g, k=key, m=method, mt=metric, p=pct, n=names: self.panel(
                 f"quality.{k}", "table", self.tr(f"p.{k}"), g,
-                self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
-                              rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
+                [*self.switched("table", raw=Q.readiness_share(m, mt, Q.UNIT, p),
+                                rollup=Q.rollup_readiness_share(mt, Q.UNIT, p)),
+                 # no ISP or probe chosen: the per-unit points
+                 self.target("C", Q.rollup_readiness_share(mt, Q.UNIT, p, True), "table")],
                 description=self.tr(f"p.{k}.desc"), unit="percent", decimals=0,
                 thresholds=Thresholds((Step("red", None), Step("orange", 50.0),
                                        Step("green", 100.0))),
@@ -569,7 +583,9 @@ class Builder:
              self.target("B", Q.spool_trend(daily=True), alias="$tag_probe")],
             unit="short", min=0,
             # The hourly rollup has one point an hour: shorter buckets are only empty ones.
-            interval="1h",
+            # At most SPOOL_POINTS per probe (a year: ~4-day maxima, not 365 daily points
+            # for each of hundreds of lines no one can tell apart).
+            interval="1h", max_data_points=Q.SPOOL_POINTS,
             color_mode="palette-classic", custom=_timeseries_custom(False),
             options=_TS_OPTIONS))
         lay.add(12, 9, lambda g: self.panel(

@@ -58,6 +58,8 @@ from collector.core.rollups import (
     LAST_RESULT_AT_MS,
     LINE_1D,
     QUAL_1H,
+    QUAL_ACCESS_1H,
+    QUAL_COMMUNE_1H,
     RADIO_1D,
     RADIO_LEVELS,
     STATUS_1D,
@@ -108,6 +110,8 @@ _MEASUREMENT_VARS = {
     LAST_RESULT: ("commune", "isp", "access", "probe"),
     USAGE_1D: ("commune", "isp", "access", "probe"),
     RADIO_1D: ("commune", "isp", "access", "probe"),
+    QUAL_ACCESS_1H: ("access",),
+    QUAL_COMMUNE_1H: ("commune", "access"),
 }
 #: The commune variable lists the ``unit`` tag of ``registry`` ("18754 Phường Sông Trí");
 #: this regex (Grafana's named groups, 7.4+) makes the code the value, the name the text.
@@ -134,6 +138,22 @@ RAW, HOURLY, DAILY = "raw", "1h", "1d"
 TPUT_SWITCHED = f"tput_${RESOLUTION}"
 #: The quality rollup of the current resolution (only read when it is not raw).
 QUAL_SWITCHED = f"qual_${RESOLUTION}"
+#: The per-access quality rollup of the current resolution (only read when it is not raw
+#: and no commune, ISP or probe is chosen).
+QUAL_ACCESS_SWITCHED = f"qual_access_${RESOLUTION}"
+#: Conditions between two literals (influxd reduces them before reading any shard, as the
+#: resolution's): true when commune, ISP and probe are all "All" (``.*``, Grafana's custom
+#: all value, which it inserts unformatted whatever the format), and the negation. The
+#: values are percent-encoded (Grafana's ``percentencode``: no quote or backslash can end
+#: up in the literal; a chosen value is never ``.*``).
+_CHOSEN = "".join(f"${{{v}:percentencode}}" for v in ("commune", "isp", "probe"))
+EVERY_LINE = f"'{_CHOSEN}' = '.*.*.*'"
+SOME_LINES = f"'{_CHOSEN}' != '.*.*.*'"
+#: The per-unit quality rollup of the current resolution (no ISP or probe chosen).
+QUAL_COMMUNE_SWITCHED = f"qual_commune_${RESOLUTION}"
+_CHOSEN_LINES = "".join(f"${{{v}:percentencode}}" for v in ("isp", "probe"))
+EVERY_ISP_PROBE = f"'{_CHOSEN_LINES}' = '.*.*'"
+SOME_ISP_PROBE = f"'{_CHOSEN_LINES}' != '.*.*'"
 #: Rollup field holding each metric's median.
 ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps",
                  "rtt_ms": "rtt_median_ms", "jitter_ms": "jitter_median_ms",
@@ -419,21 +439,32 @@ def loaded_latency_trend(metric: str) -> str:
     return _per_bucket("median", metric, (OK, RAW_ONLY))
 
 
-def _qual_per_bucket(select: str) -> str:
-    return (f"SELECT {select} FROM {q(QUAL_SWITCHED)} "
-            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} "
+def _qual_per_bucket(select: str, per_access: bool) -> str:
+    if per_access:
+        measurement, conds = QUAL_ACCESS_SWITCHED, [*var_filters(QUAL_ACCESS_1H), EVERY_LINE]
+    else:
+        measurement, conds = QUAL_SWITCHED, [*var_filters(QUAL_1H), SOME_LINES]
+    return (f"SELECT {select} FROM {q(measurement)} "
+            f"{where(*conds, TIME, ROLLUP_ONLY)} "
             f"GROUP BY time($__interval), {q('access')} fill(none)")
 
 
-def rollup_latency_trend(metric: str) -> str:
+def rollup_latency_trend(metric: str, per_access: bool = False) -> str:
     """:func:`latency_trend` / :func:`loaded_latency_trend` from the quality rollups: the
-    median of the lines' hourly (daily) medians in each bucket."""
-    return _qual_per_bucket(f"median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')}")
+    median of the lines' hourly (daily) medians in each bucket. Read from every line's
+    points when a commune, ISP or probe is chosen; with ``per_access``, the target for
+    "All" of them, from the per-access points (``qual_access_*``: the same medians,
+    already taken over the lines; the same figure in every bucket holding at most one
+    hour (day))."""
+    return _qual_per_bucket(f"median({q(ROLLUP_MEDIAN[metric])}) AS {q('median')}",
+                            per_access)
 
 
-def rollup_loss_trend() -> str:
-    """:func:`loss_trend` from the quality rollups (exact: a sum over a count)."""
-    return _qual_per_bucket(f"sum({q('loss_sum')}) / sum({q('loss_tests')}) AS {q('mean')}")
+def rollup_loss_trend(per_access: bool = False) -> str:
+    """:func:`loss_trend` from the quality rollups (exact: a sum over a count); with
+    ``per_access`` from the per-access points (exact too), as :func:`rollup_latency_trend`."""
+    return _qual_per_bucket(f"sum({q('loss_sum')}) / sum({q('loss_tests')}) AS {q('mean')}",
+                            per_access)
 
 
 def readiness_share(method: str, metric: str, group: Sequence[str], pct_name: str) -> str:
@@ -451,12 +482,21 @@ READINESS_FIELDS = {"ipv6_reachable": ("ipv6_ready", "ipv6_tests"),
                     "reachable": ("tslcd_reachable", "tslcd_tests")}
 
 
-def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str) -> str:
-    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts)."""
+def rollup_readiness_share(metric: str, group: Sequence[str], pct_name: str,
+                           per_commune: bool = False) -> str:
+    """:func:`readiness_share` from the quality rollups (exact: sums of 0/1 over counts):
+    every line's points when an ISP or probe is chosen; with ``per_commune``, the target
+    for "All" of them, from the per-unit points (``qual_commune_*``: ``group`` must be
+    among their tags, the unit's)."""
     ones, tests = READINESS_FIELDS[metric]
+    if per_commune:
+        measurement, conds = QUAL_COMMUNE_SWITCHED, [*var_filters(QUAL_COMMUNE_1H),
+                                                     EVERY_ISP_PROBE]
+    else:
+        measurement, conds = QUAL_SWITCHED, [*var_filters(QUAL_1H), SOME_ISP_PROBE]
     return (f"SELECT sum({q(ones)}) / sum({q(tests)}) * 100 AS {q(pct_name)}, "
-            f"sum({q(tests)}) AS {q('tests')} FROM {q(QUAL_SWITCHED)} "
-            f"{where(*var_filters(QUAL_1H), TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
+            f"sum({q(tests)}) AS {q('tests')} FROM {q(measurement)} "
+            f"{where(*conds, TIME, ROLLUP_ONLY)} GROUP BY {_group(group)}")
 
 
 # ----------------------------------------------------------------- probe health
@@ -508,6 +548,11 @@ def last_seen() -> str:
     return (f"SELECT max({q('last_ms')}) AS {q('last_ms')} FROM {q(LAST_RESULT)} "
             f"{where(*var_filters(LAST_RESULT), LAST_RESULT_TIME)} "
             f"GROUP BY {q('probe')}")
+
+
+#: Points per probe in the spool depth panel at most (its max data points): an hour each
+#: up to 4 days, a day each up to 100 days, longer buckets beyond (each the maximum).
+SPOOL_POINTS = 100
 
 
 def spool_trend(daily: bool = False) -> str:

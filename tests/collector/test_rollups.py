@@ -17,11 +17,18 @@ from collector import cli
 from collector.config import InfluxSettings, Targets
 from collector.core.influx import InfluxClient
 from collector.core.rollups import (
+    DAY_MS,
+    HOUR_MS,
+    QUAL_ACCESS_1D,
+    QUAL_ACCESS_1H,
+    QUAL_COMMUNE_1D,
+    QUAL_COMMUNE_1H,
     STATUS_1D,
     STATUS_1H,
     TPUT_1D,
     TPUT_1H,
     Rollups,
+    bucket_runs,
     day_start,
     hour_start,
 )
@@ -77,6 +84,76 @@ def _check(client: InfluxClient, results: list[ResultMessage], accesses: dict[st
     return checked
 
 
+def _check_access(client: InfluxClient, results: list[ResultMessage]) -> int:
+    """Every ``qual_access_*`` point against the messages: per access type and bucket, the
+    median of the lines' RTT / loaded RTT medians and the summed latency and loss counts."""
+    checked = 0
+    for measurement, bucket in ((QUAL_ACCESS_1H, "1h"), (QUAL_ACCESS_1D, "1d")):
+        lines: dict[tuple[str, int], dict[tuple[str, str], dict[str, list[float]]]] = {}
+        for r in results:
+            if not r.ok:
+                continue
+            ms = to_ms(r.started_at)
+            start = hour_start(ms) if bucket == "1h" else day_start(ms)
+            values = lines.setdefault((r.access, start), {}).setdefault(
+                (r.probe_id, r.link), defaultdict(list))
+            m = r.metrics
+            if r.method in H.LATENCY and m.rtt_ms is not None:
+                values["rtt"].append(m.rtt_ms)
+                if m.loss_pct is not None:
+                    values["loss"].append(m.loss_pct)
+            if m.loaded_rtt_ms is not None:
+                values["loaded"].append(m.loaded_rtt_ms)
+        expected = {}
+        for key, per_line in lines.items():
+            rtt = [H.median(v["rtt"]) for v in per_line.values() if v["rtt"]]
+            loaded = [H.median(v["loaded"]) for v in per_line.values() if v["loaded"]]
+            if rtt or loaded:
+                expected[key] = (H.median(rtt) if rtt else None,
+                                 H.median(loaded) if loaded else None,
+                                 sum(len(v["rtt"]) for v in per_line.values()),
+                                 sum(sum(v["loss"]) for v in per_line.values()))
+        got = {(s.tags["access"], int(row["time"])): (
+            row.get("rtt_median_ms"), row.get("loaded_rtt_median_ms"),
+            row.get("latency_tests") or 0, row.get("loss_sum") or 0.0)
+            for s in client.query(f'SELECT * FROM "{measurement}" GROUP BY "access"')[0]
+            for row in s.rows()}
+        assert got.keys() == expected.keys(), measurement
+        for key, want in expected.items():
+            assert got[key] == pytest.approx(want, rel=1e-12), (measurement, key)
+            checked += 1
+    # per unit and access type: the IPv6 and TSLCD counts
+    codes = {site.probe_id: site.commune_code for site in H.SITES}
+    for measurement, bucket in ((QUAL_COMMUNE_1H, "1h"), (QUAL_COMMUNE_1D, "1d")):
+        counts: dict[tuple[str, str, int], list[int]] = {}
+        for r in results:
+            metrics = r.metrics.values()
+            ms = to_ms(r.started_at)
+            start = hour_start(ms) if bucket == "1h" else day_start(ms)
+            for i, metric in ((0, "ipv6_reachable"), (2, "reachable")):
+                if metric in metrics and r.method in ("ipv6", "reachability"):
+                    c = counts.setdefault((codes[r.probe_id], r.access, start), [0, 0, 0, 0])
+                    c[i] += int(metrics[metric])
+                    c[i + 1] += 1
+        rows = {(s.tags["commune_code"], s.tags["access"], int(row["time"])):
+                [row.get(f) or 0 for f in ("ipv6_ready", "ipv6_tests", "tslcd_reachable",
+                                           "tslcd_tests")]
+                for s in client.query(f'SELECT * FROM "{measurement}" GROUP BY '
+                                      '"commune_code", "access"')[0] for row in s.rows()}
+        assert rows == counts, measurement
+        checked += len(rows)
+    return checked
+
+
+def test_spans_of_consecutive_buckets() -> None:
+    """The per-access recompute reads runs of consecutive buckets, none longer than asked."""
+    hours = [5 * HOUR_MS, 6 * HOUR_MS, 7 * HOUR_MS, 9 * HOUR_MS]
+    h = HOUR_MS
+    assert bucket_runs(hours, h, 800) == [(5 * h, 8 * h), (9 * h, 10 * h)]
+    assert bucket_runs(hours, h, 2) == [(5 * h, 7 * h), (7 * h, 8 * h), (9 * h, 10 * h)]
+    assert bucket_runs([DAY_MS, 0, DAY_MS], DAY_MS, 800) == [(0, 2 * DAY_MS)]
+
+
 def test_rollups_exact_and_recomputed_after_a_late_result(influxd: services.Service) -> None:
     url = f"http://{influxd.host}:{influxd.port}"
     now = datetime.now(UTC).replace(microsecond=0)
@@ -103,6 +180,27 @@ def test_rollups_exact_and_recomputed_after_a_late_result(influxd: services.Serv
         assert after["met_2030"] == before["met_2030"] + 1
         assert after["p90_mbps"] == 1234.5  # the fastest of the hour now
         _check(client, [*ds.results, late], accesses)
+        # ...and a latency test of that closed day: its access type's hour and day.
+        assert _check_access(client, [*ds.results, late]) > 50
+        late_rtt = ResultMessage(id=uuid.uuid4(), method="icmp", target="8.8.8.8",
+                                 started_at=when - timedelta(hours=2), probe_id=probe,
+                                 link=link, access=access, isp=isp, agent_version="0.1.0",
+                                 duration_s=5.0,
+                                 metrics=Metrics(rtt_ms=900.0, jitter_ms=1.0, loss_pct=80.0))
+        day = (access, day_start(to_ms(late_rtt.started_at)))
+        [series] = client.query(f'SELECT "loss_sum" FROM "{QUAL_ACCESS_1D}" WHERE '
+                                f'"access" = \'{access}\' AND time = {day[1]}ms')[0]
+        before_loss = series.values[0][1]
+        assert ingest([late_rtt], H.SITES, url, database="netmon").accepted == 1
+        [series] = client.query(f'SELECT "loss_sum" FROM "{QUAL_ACCESS_1D}" WHERE '
+                                f'"access" = \'{access}\' AND time = {day[1]}ms')[0]
+        assert series.values[0][1] == pytest.approx(before_loss + 80.0)
+        late_tslcd = ResultMessage(id=uuid.uuid4(), method="reachability", target="tslcd",
+                                   started_at=when - timedelta(hours=1), probe_id=probe,
+                                   link=link, access=access, isp=isp, agent_version="0.1.0",
+                                   duration_s=1.0, metrics=Metrics(reachable=1.0))
+        assert ingest([late_tslcd], H.SITES, url, database="netmon").accepted == 1
+        _check_access(client, [*ds.results, late, late_rtt, late_tslcd])
     finally:
         client.close()
 
@@ -162,6 +260,7 @@ def test_rebuild_command_fills_rollups_for_data_written_without_them(
         accesses = {link: access for links in H.LINKS.values()
                     for link, access, _i, _b in links}
         assert _check(client, ds.results, accesses) > 100
+        assert _check_access(client, ds.results) > 50  # the per-access quality points
     finally:
         client.close()
     assert cli.main(["rollups", "rebuild", "--config", str(cfg), "--since", "2026-05-02",

@@ -162,10 +162,14 @@ def test_every_query_runs_and_most_return_data(loaded: tuple[InfluxClient, H.Dat
         found = False
         # Raw points, hourly and daily rollups: each switched target has data at one.
         for window in (_raw_window(ds), _window(ds), _daily_window(ds)):
-            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]}):
+            for variables in (None, {"commune": ["18814"], "access": ["fixed", "mobile"]},
+                              {"isp": ["VNPT"]}):
                 # raises InfluxError on any error
                 series = _run(client, query, ds, variables, window)
-                found = found or (bool(series) and variables is None)
+                # every line's quality rollups are read only when a commune (ISP, probe)
+                # is chosen; other targets must show data with "All"
+                found = found or (bool(series) and (
+                    variables is None or "!= '.*.*.*'" in query or "!= '.*.*'" in query))
         if not found:
             # The old-district tables show months before the reorganisation only.
             legacy = _run(client, query, ds, None, _legacy_window())
@@ -317,13 +321,34 @@ def test_isp_comparison(loaded: tuple[InfluxClient, H.DataSet]) -> None:
                           ("quality.ipv6", "ipv6", "ipv6_reachable")])
 def test_readiness_per_commune(loaded: tuple[InfluxClient, H.DataSet], key: str,
                                method: str, metric: str, resolution: str) -> None:
-    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each)."""
+    """Raw points, hourly and daily rollups (sums of 0/1 over counts: exact at each); at
+    the rollup resolutions from the per-unit points with no ISP or probe chosen, from
+    every line's with one chosen."""
     client, ds = loaded
     window, since = {"raw": (_raw_window(ds), _raw_start(ds)),
                      "1h": (_window(ds), ds.start), "1d": (_daily_window(ds), ds.start)}[
         resolution]
     assert H.fake_grafana_resolution(client, _resolution_query(), *window) == resolution
-    series = _shown(client, _panel("quality", key), ds, None, window)
+    panel = _panel("quality", key)
+    for chosen, via in (({}, "C"), ({"isp": ["VNPT"]}, "B"), ({"access": ["fixed"]}, "C"),
+                        ({"probe": ["ka-ubnd-01", "hk-ubnd-01"]}, "B")):
+        mine = [r for r in ds.results if r.method == method and metric in r.metrics.values()
+                and r.started_at >= since and r.isp in chosen.get("isp", [r.isp])
+                and r.access in chosen.get("access", [r.access])
+                and r.probe_id in chosen.get("probe", [r.probe_id])]
+        want = {}
+        for commune in {ds.site(r.probe_id).commune for r in mine}:
+            values = [r.metrics.values()[metric] for r in mine
+                      if ds.site(r.probe_id).commune == commune]
+            want[commune] = [pytest.approx(100.0 * sum(values) / len(values)), len(values)]
+        assert want, chosen
+        shown = {t["refId"]: _run(client, t["query"], ds, dict(chosen) or None, window)
+                 for t in panel["targets"]}
+        assert [ref for ref, series in shown.items() if series] == \
+            ["A" if resolution == "raw" else via], chosen
+        assert {s.tags["commune"]: s.values[0][1:] for series in shown.values()
+                for s in series} == want, chosen
+    series = _shown(client, panel, ds, None, window, "ABC")
     got = {s.tags["commune"]: s.values[0][1:] for s in series}
     expected = {}
     for commune in {s.commune for s in H.ACTIVE}:
@@ -522,9 +547,36 @@ def test_rollup_panels_after_a_late_result(influxd: services.Service) -> None:
                   and r.metrics.loss_pct is not None and r.access == access
                   and hour_start(_ms(r.started_at)) == loss_hour]
         loss = {int(v[0]): v[1] for s in _shown(client, _panel("quality", "quality.loss"), ds,
-                                                 {"access": [access]}, _window(ds))
+                                                 {"access": [access]}, _window(ds), "ABC")
                 for v in s.values}
         assert loss[loss_hour] == pytest.approx(statistics.mean(losses), rel=1e-9)
+        # The quality trends over every line (per-access rollups), hourly and daily: the
+        # late latency result's hour and (closed) day; every access type's buckets.
+        for window, res in ((_window(ds), "1h"), (_daily_window(ds), "1d")):
+            lines: dict[tuple[str, int], dict[tuple[str, str], list[tuple[float, float]]]] = {}
+            for r in results:
+                m = r.metrics
+                if (r.method in H.LATENCY and r.ok and m.rtt_ms is not None
+                        and m.loss_pct is not None
+                        and H.bucket_start(r.started_at, res) >= _dt(window[0])):
+                    bucket = _ms(H.bucket_start(r.started_at, res))
+                    lines.setdefault((r.access, bucket), {}).setdefault(
+                        (r.probe_id, r.link), []).append((m.rtt_ms, m.loss_pct))
+            rtt = {k: H.median([H.median([x for x, _ in v]) for v in per_line.values()])
+                   for k, per_line in lines.items()}
+            mean_loss = {k: statistics.mean([y for v in per_line.values() for _, y in v])
+                         for k, per_line in lines.items()}
+            for key, want in (("quality.rtt", rtt), ("quality.loss", mean_loss)):
+                panel = _panel("quality", key)
+                got = {(s.tags["access"], int(v[0])): v[1]
+                       for s in _shown(client, panel, ds, None, window, "ABC")
+                       for v in s.values}
+                assert got == pytest.approx(want, rel=1e-9), (key, res)
+                via = [t["refId"] for t in panel["targets"]
+                       if _run(client, t["query"], ds, None, window)]
+                assert via == ["C"], (key, res)  # the per-access points
+            late_bucket = (access, _ms(H.bucket_start(when - timedelta(hours=3), res)))
+            assert late_bucket in mean_loss, res
 
     try:
         check(ds.results, None)
@@ -672,19 +724,26 @@ def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
                                      resolution: str) -> None:
     """Latency, jitter, loaded/idle latency (medians of the lines' hourly/daily medians),
     loss (an exact mean) and probe-limited tests (an exact count) per access type, against
-    values computed here from the messages; the same panels at the raw resolution are
-    checked exactly."""
+    values computed here from the messages, over every line (read from the per-access
+    rollups) and with a commune, an ISP, a probe or an access type chosen (every line's
+    rollups, or the per-access ones); the same panels at the raw resolution are checked
+    exactly."""
     client, ds = loaded
     window = _window(ds) if resolution == "1h" else _daily_window(ds)
     t0 = _dt(window[0])
 
-    def per_bucket(methods: tuple[str, ...] | None, metric: str
+    def per_bucket(methods: tuple[str, ...] | None, metric: str,
+                   chosen: dict[str, list[str]]
                    ) -> dict[str, dict[int, dict[tuple[str, str], list[float]]]]:
-        """access -> 1-hour trend bucket (ms) -> line -> values."""
+        """access -> 1-hour trend bucket (ms) -> line -> values, of the ``chosen`` lines."""
         out: dict[str, dict[int, dict[tuple[str, str], list[float]]]] = {}
         for r in ds.results:
             value = r.metrics.values().get(metric)
             if not r.ok or value is None or (methods and r.method not in methods):
+                continue
+            tags = {"probe": r.probe_id, "isp": r.isp, "access": r.access,
+                    "commune": ds.site(r.probe_id).commune_code}
+            if any(tags[k] not in v for k, v in chosen.items()):
                 continue
             bucket = H.bucket_start(r.started_at, resolution)
             if bucket >= t0:
@@ -692,23 +751,35 @@ def test_quality_panels_from_rollups(loaded: tuple[InfluxClient, H.DataSet],
                     .setdefault((r.probe_id, r.link), []).append(value)
         return out
 
-    def trend(key: str, refs: str = "AB") -> dict[tuple[str, int], float]:
+    def trend(key: str, refs: str, chosen: dict[str, list[str]]
+              ) -> dict[tuple[str, int], float]:
+        panel = _panel("quality", key)
+        got = {t["refId"]: _run(client, t["query"], ds, dict(chosen), window)
+               for t in panel["targets"] if t["refId"] in refs}
+        # the per-access target (the last of refs) is the one read exactly when no
+        # commune, ISP or probe is chosen
+        assert bool(got[refs[-1]]) == (not chosen.keys() - {"access"}), (key, chosen)
+        assert len([r for r in got.values() if r]) == 1, (key, chosen, got)
         return {(s.tags["access"], int(v[0])): v[1]
-                for s in _shown(client, _panel("quality", key), ds, None, window, refs)
-                for v in s.values}
+                for series in got.values() for s in series for v in s.values}
 
-    for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "AB"),
-                                       ("quality.jitter", H.LATENCY, "jitter_ms", "AB"),
-                                       ("quality.loaded", None, "loaded_rtt_ms", "AB"),
-                                       ("quality.loaded", None, "idle_rtt_ms", "CD")):
-        expected = {(a, t): H.median([H.median(v) for v in lines.values()])
-                    for a, buckets in per_bucket(methods, metric).items()
-                    for t, lines in buckets.items()}
-        assert trend(key, refs) == pytest.approx(expected, rel=1e-9), key
-    loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
-            for a, buckets in per_bucket(H.LATENCY, "loss_pct").items()
-            for t, lines in buckets.items()}
-    assert trend("quality.loss") == pytest.approx(loss, rel=1e-9)
+    ka = ds.site("ka-ubnd-01").commune_code
+    for chosen in ({}, {"access": ["mobile"]}, {"commune": [ka]}, {"isp": ["VNPT"]},
+                   {"probe": ["hk-ubnd-01", "ka-ubnd-03"]}):
+        for key, methods, metric, refs in (("quality.rtt", H.LATENCY, "rtt_ms", "ABC"),
+                                           ("quality.jitter", H.LATENCY, "jitter_ms", "ABC"),
+                                           ("quality.loaded", None, "loaded_rtt_ms", "ABE"),
+                                           ("quality.loaded", None, "idle_rtt_ms", "CDF")):
+            expected = {(a, t): H.median([H.median(v) for v in lines.values()])
+                        for a, buckets in per_bucket(methods, metric, chosen).items()
+                        for t, lines in buckets.items()}
+            assert expected, (key, chosen)
+            assert trend(key, refs, chosen) == pytest.approx(expected, rel=1e-9), \
+                (key, chosen)
+        loss = {(a, t): statistics.mean([x for v in lines.values() for x in v])
+                for a, buckets in per_bucket(H.LATENCY, "loss_pct", chosen).items()
+                for t, lines in buckets.items()}
+        assert trend("quality.loss", "ABC", chosen) == pytest.approx(loss, rel=1e-9), chosen
     limited = {s.tags["access"]: s.rows()[0]["limited"]
                for s in _shown(client, _panel("quality", "quality.device_limited"), ds, None,
                                window)}

@@ -8,6 +8,7 @@ import math
 import random
 import re
 import statistics
+import urllib.parse
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
@@ -256,7 +257,8 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
     """FAKE of Grafana's InfluxDB data source interpolation (Grafana cannot run here).
 
     ``$timeFilter`` -> ``time >= Xms and time <= Yms``; ``$__interval``; each template
-    variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)``; the
+    variable -> ``.*`` for All (None / missing), the escaped value, or ``(a|b)`` (with
+    ``:percentencode``: ``.*`` or the value percent-encoded, ``{a,b}`` for several); the
     hidden single-value ``$resolution`` -> ``resolution`` as is (Grafana does not escape
     a variable that is neither multi-value nor "All"; versions that regex-escape every
     variable of a query holding a regex leave ``raw``/``1h``/``1d`` unchanged too), which
@@ -271,6 +273,11 @@ def fake_grafana_interpolate(query: str, start_ms: int, end_ms: int, interval: s
         out = out.replace("${resolution}", resolution).replace("$resolution", resolution)
     for name in ("commune", "isp", "access", "probe"):
         values = variables.get(name)
+        # ${name:percentencode}: Grafana's encodeURIComponentStrict of the value (of
+        # "{a,b}" for several); a custom all value (.*) is inserted unformatted
+        encoded = ".*" if not values else urllib.parse.quote(
+            values[0] if len(values) == 1 else "{" + ",".join(values) + "}", safe="")
+        out = out.replace("${" + name + ":percentencode}", encoded)
         if not values:
             rendered = ".*"
         elif len(values) == 1:
