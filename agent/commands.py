@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from netmon.settings import ConfigError
+from netmon.configfile import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/netmon/agent.toml")
 T = TypeVar("T")
@@ -241,7 +241,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return _run_time(args.handoff_fd)
     from agent import handoff
     from agent.enroll import EnrollmentFailed
-    from netmon.settings import read_toml
+    from netmon.configfile import read_toml
 
     try:
         # A blank probe first gets its identity (agent/enroll.py), then runs as itself.

@@ -29,7 +29,7 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from netmon.settings import read_secret
+from netmon.configfile import read_secret
 
 #: The Python modules each source needs (the ``router`` extra installs them).
 NEEDS: dict[str, str] = {"snmp": "pysnmp", "upnp": "async_upnp_client"}
