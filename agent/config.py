@@ -277,15 +277,15 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
     return cfg
 
 
-def from_handoff(data: dict[str, Any]) -> AgentConfig:
-    """The config :func:`load` validated, from the JSON the start stage handed over
-    (:mod:`agent.handoff`); its files were checked there."""
+def from_handoff(doc: dict[str, Any]) -> AgentConfig:
+    """The config :func:`load` validated, from what the start stage handed over
+    (:func:`agent.handoff.read_fd`); its files were checked there."""
     from pydantic import ValidationError
 
     from agent.handoff import HandoffError
 
     try:
-        return AgentConfig.model_validate(data)
+        return AgentConfig.model_validate(doc["config"])
     except ValidationError as exc:  # a start stage of another version
         # Locations and reasons only: pydantic's text quotes the input, secrets included.
         where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"]

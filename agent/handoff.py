@@ -42,6 +42,18 @@ class _Dumpable(Protocol):
     def model_dump(self) -> dict[str, Any]: ...
 
 
+class _Spec(Protocol):
+    @property
+    def kind(self) -> str: ...
+    @property
+    def options(self) -> _Dumpable: ...
+
+
+class _Config(_Dumpable, Protocol):
+    @property
+    def tests(self) -> Mapping[str, _Spec]: ...
+
+
 def plain(value: Any) -> Any:
     """``value`` (a ``model_dump()`` in python mode) as JSON types, secrets included:
     the run-time image needs the real password, which ``mode="json"`` would mask."""
@@ -63,9 +75,13 @@ def plain(value: Any) -> Any:
     raise TypeError(f"cannot hand over a {type(value).__name__}")
 
 
-def encode(cfg: _Dumpable) -> bytes:
-    """The validated config as the JSON the run-time image reads."""
-    return json.dumps({"format": FORMAT, "config": plain(cfg.model_dump())},
+def encode(cfg: _Config) -> bytes:
+    """The validated config as the JSON the run-time image reads: ``config`` as the file
+    gave it (defaults filled in), and per test its method's ``kind`` and every option
+    (defaults included), so the run time needs none of the models that declare them."""
+    tests = {name: {"kind": spec.kind, "options": plain(spec.options.model_dump())}
+             for name, spec in cfg.tests.items()}
+    return json.dumps({"format": FORMAT, "config": plain(cfg.model_dump()), "tests": tests},
                       ensure_ascii=False, allow_nan=False).encode()
 
 
@@ -87,19 +103,18 @@ def write_fd(data: bytes) -> int:
 
 
 def read_fd(fd: int) -> dict[str, Any]:
-    """The config handed over on ``fd`` (closed here: nothing the image starts inherits
-    it). HandoffError names what is wrong."""
+    """What :func:`encode` handed over on ``fd`` (closed here: nothing the image starts
+    inherits it): ``config`` and ``tests``. HandoffError names what is wrong."""
     try:
         with os.fdopen(fd, "rb") as fh:
             doc = json.loads(fh.read())
     except (OSError, ValueError) as exc:
         raise HandoffError(f"{FLAG} {fd}: cannot read the handed-over config: {exc}") from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT or \
-            not isinstance(doc.get("config"), dict):
+            not isinstance(doc.get("config"), dict) or not isinstance(doc.get("tests"), dict):
         raise HandoffError(f"{FLAG} {fd}: not a config handed over by `netmon-agent run` "
                            f"(expected format {FORMAT!r})")
-    config: dict[str, Any] = doc["config"]
-    return config
+    return doc
 
 
 def one_process() -> bool:
@@ -114,7 +129,7 @@ def runtime_argv(fd: int) -> list[str]:
     return [*sys.orig_argv, FLAG, str(fd)]
 
 
-def exec_runtime(cfg: _Dumpable) -> NoReturn:
+def exec_runtime(cfg: _Config) -> NoReturn:
     """Replace this process with the run-time image holding ``cfg``."""
     fd = write_fd(encode(cfg))
     for stream in (sys.stdout, sys.stderr):

@@ -20,20 +20,25 @@ every secret file follows.
 from __future__ import annotations
 
 import os
-import ssl
 from pathlib import Path
 from typing import ClassVar
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from netmon.configfile import read_secret
-from netmon.mqttclient import TLS_MINIMUM_VERSION, ReconnectPolicy, new_client, tls_context
+from netmon.mqttclient import (
+    TLS_MINIMUM_VERSION,
+    BrokerLogin,
+    ReconnectPolicy,
+    new_client,
+    tls_context,
+)
 
-__all__ = ["TLS_MINIMUM_VERSION", "BrokerSettings", "ReconnectPolicy", "new_client",
+__all__ = ["TLS_MINIMUM_VERSION", "BrokerLogin", "BrokerSettings", "ReconnectPolicy", "new_client",
            "tls_context"]
 
 
-class BrokerSettings(BaseModel):
+class BrokerSettings(BrokerLogin, BaseModel):
     """The broker connection keys common to the agent's ``[broker]`` and the collector's
     ``[mqtt]`` sections. Subclasses add ``client_id`` and their own keys and defaults."""
 
@@ -62,29 +67,6 @@ class BrokerSettings(BaseModel):
         """The password from ``password_file`` (None without one); SecretFileError naming
         ``<section>.password_file`` when it cannot be used. Never logged."""
         return read_secret(self.password_file, f"{self.section}.password_file")
-
-    def credentials(self, default_username: str | None = None
-                    ) -> tuple[str, str | None] | None:
-        """``(username, password)`` for the CONNECT packet, or None for no login.
-
-        Without a username (and no ``default_username``) there is no login and the
-        password file is not read. With one, the password is read now, so a corrected
-        file counts at the next connection.
-        """
-        username = self.username or default_username
-        if username is None:
-            return None
-        password = self.read_password()
-        if password is None and not self.username:
-            return None  # only a default username and no password: connect anonymously
-        return username, password
-
-    def tls_context(self) -> ssl.SSLContext | None:
-        """The TLS context for this broker (None when ``tls`` is off); OSError or
-        ssl.SSLError when a CA, certificate or key file cannot be loaded."""
-        if not self.tls:
-            return None
-        return tls_context(self.ca_file, self.cert_file, self.key_file)
 
     def file_problems(self) -> list[str]:
         """``<section>.<key>: why`` for each named file that is missing or unreadable."""

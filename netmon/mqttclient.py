@@ -31,6 +31,45 @@ class HasTls(Protocol):
         ...
 
 
+class _LoginFields(Protocol):
+    username: str | None
+    tls: bool
+    ca_file: Path | None
+    cert_file: Path | None
+    key_file: Path | None
+
+    def read_password(self) -> str | None: ...
+
+
+class BrokerLogin:
+    """How a client logs in to its broker, from the settings' fields (``username``,
+    ``tls``, ``ca_file``, ``cert_file``, ``key_file``) and ``read_password()``: shared
+    by the validated settings model and the agent run time's plain config."""
+
+    def credentials(self: _LoginFields, default_username: str | None = None
+                    ) -> tuple[str, str | None] | None:
+        """``(username, password)`` for the CONNECT packet, or None for no login.
+
+        Without a username (and no ``default_username``) there is no login and the
+        password file is not read. With one, the password is read now, so a corrected
+        file counts at the next connection.
+        """
+        username = self.username or default_username
+        if username is None:
+            return None
+        password = self.read_password()
+        if password is None and not self.username:
+            return None  # only a default username and no password: connect anonymously
+        return username, password
+
+    def tls_context(self: _LoginFields) -> ssl.SSLContext | None:
+        """The TLS context for this broker (None when ``tls`` is off); OSError or
+        ssl.SSLError when a CA, certificate or key file cannot be loaded."""
+        if not self.tls:
+            return None
+        return tls_context(self.ca_file, self.cert_file, self.key_file)
+
+
 def tls_context(ca_file: Path | None = None, cert_file: Path | None = None,
                 key_file: Path | None = None) -> ssl.SSLContext:
     """A client TLS context: TLS 1.2+, the server's certificate checked against
