@@ -335,6 +335,13 @@ class Plan:
         return int(mb * MB) if mb is not None else None
 
 
+def plan_from_json(value: dict[str, Any]) -> Plan:
+    """A plan validated in the child process (:func:`agent.validate_child.validate`)."""
+    return Plan(tests={name: Spec.from_json(t["config"], t["kind"], t["options"])
+                       for name, t in value["tests"].items()},
+                budgets_mb=dict(value["budgets_mb"]))
+
+
 @dataclass(frozen=True)
 class RunConfig:
     """The whole agent configuration (:class:`agent.config.AgentConfig`)."""
