@@ -76,7 +76,7 @@ def test_a_manifest_validated_in_the_child_equals_the_model() -> None:
     with pytest.raises(validate_child.Refused) as err:
         validate_child.validate("manifest", json.dumps(bad).encode())
     assert any(p.startswith("percent:") for p in err.value.problems), err.value.problems
-    with pytest.raises(validate_child.Refused, match="(?i)invalid JSON"):
+    with pytest.raises(validate_child.Refused, match=r"(?i)invalid JSON"):
         validate_child.validate("manifest", b"{not json")
 
 
