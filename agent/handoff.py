@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from datetime import date, datetime, time
 from enum import Enum
@@ -92,7 +91,10 @@ def write_fd(data: bytes) -> int:
     try:
         fd = os.memfd_create("netmon-agent-config", 0)
     except (AttributeError, OSError):
-        fd = os.dup(tempfile.TemporaryFile().fileno())  # noqa: SIM115 (the fd outlives it)
+        import tempfile  # only here: the run time does not need it
+
+        with tempfile.TemporaryFile() as tmp:  # created 0600, its name already unlinked
+            fd = os.dup(tmp.fileno())
         os.fchmod(fd, 0o600)
     os.set_inheritable(fd, True)
     view = memoryview(data)

@@ -7,6 +7,7 @@ descriptor is closed once read."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -127,3 +128,17 @@ def test_a_descriptor_without_a_handed_over_config_is_refused(tmp_path: Path) ->
     assert res.returncode == 2, res.stderr
     assert "not a config handed over by `netmon-agent run`" in res.stderr
 
+
+
+def test_without_memfd_the_config_goes_in_an_unlinked_private_file(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memfd(name: str, flags: int = 0) -> int:
+        raise OSError(38, "Function not implemented")
+
+    monkeypatch.setattr(os, "memfd_create", no_memfd)
+    doc = {"format": handoff.FORMAT, "config": {"probe_id": "x"}, "tests": {}}
+    fd = handoff.write_fd(json.dumps(doc).encode())
+    st = os.fstat(fd)
+    assert st.st_mode & 0o777 == 0o600 and st.st_nlink == 0  # no name anywhere
+    assert os.get_inheritable(fd)
+    assert handoff.read_fd(fd) == doc
