@@ -28,7 +28,8 @@ RUN_TIME = (
     "agent.methods.base", "agent.methods.registry", "agent.methods.tcp",
     "agent.methods.common.radio", "agent.methods.common.router",
     "netmon.contract", "netmon.methods", "netmon.plan", "netmon.mqtt", "netmon.mqttclient",
-    "netmon.settings", "netmon.configfile", "netmon.wire", "netmon.jsonutil",
+    "netmon.settings", "netmon.configfile", "netmon.contractbase", "netmon.wire",
+    "netmon.jsonutil",
 )
 
 #: Run in the child: block pydantic, import argv[1], print the chain as JSON.
