@@ -201,6 +201,7 @@ class Spool:
     max_results: int
     receipts: bool
     receipt_timeout_s: float
+    reconnect_receipt_s: float
     resend_batch: int
     write_delay_s: float
     unusable_exit_s: float
