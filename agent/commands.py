@@ -20,7 +20,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
-from netmon.settings import ConfigError
+from netmon.configfile import ConfigError
 
 DEFAULT_CONFIG = Path("/etc/netmon/agent.toml")
 T = TypeVar("T")
@@ -37,8 +37,14 @@ def register(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
 
     p = sub.add_parser("run", help="the service: measure on schedule, spool, publish",
                        description="Run the agent until SIGTERM. Refuses to start (exit 2) "
-                                   "on an invalid config.")
+                                   "on an invalid config. Once the config is valid the "
+                                   "process replaces itself (same PID) with the run time, "
+                                   "which does not load the validation code; set "
+                                   "NETMON_AGENT_ONE_PROCESS=1 to stay in one process "
+                                   "(debugging).")
     common(p)
+    # Internal: the run-time image's descriptor holding the validated config.
+    p.add_argument("--handoff-fd", type=int, metavar="FD", help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("once", help="run the configured tests once",
@@ -228,10 +234,14 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    """The service."""
+    """The service: the start stage validates (and enrols a blank probe), then replaces
+    itself with the run time (:mod:`agent.handoff`)."""
     _logging(args.log_level)
+    if args.handoff_fd is not None:
+        return _run_time(args.handoff_fd)
+    from agent import handoff
     from agent.enroll import EnrollmentFailed
-    from netmon.settings import read_toml
+    from netmon.configfile import read_toml
 
     try:
         # A blank probe first gets its identity (agent/enroll.py), then runs as itself.
@@ -243,6 +253,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     except EnrollmentFailed as exc:
         logging.getLogger("netmon.agent").error("enrollment: %s", exc)
         return exc.exit_code
+    if not handoff.one_process():
+        handoff.exec_runtime(cfg)
+    return _serve(cfg)
+
+
+def _run_time(fd: int) -> int:
+    """The run-time image: the config the start stage validated, from ``fd``."""
+    from agent import handoff
+    from agent.config import from_handoff
+
+    try:
+        cfg = from_handoff(handoff.read_fd(fd))
+    except handoff.HandoffError as exc:
+        logging.getLogger("netmon.agent").error("%s", exc)
+        return 2
+    return _serve(cfg)
+
+
+def _serve(cfg: Any) -> int:
+    """Run the service on a validated config until SIGTERM."""
     from agent.runtime import Runtime
     from agent.spool import SpoolError
 

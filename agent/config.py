@@ -277,6 +277,22 @@ def load(path: Path | None, data: dict[str, Any] | None = None,
     return cfg
 
 
+def from_handoff(doc: dict[str, Any]) -> AgentConfig:
+    """The config :func:`load` validated, from what the start stage handed over
+    (:func:`agent.handoff.read_fd`); its files were checked there."""
+    from pydantic import ValidationError
+
+    from agent.handoff import HandoffError
+
+    try:
+        return AgentConfig.model_validate(doc["config"])
+    except ValidationError as exc:  # a start stage of another version
+        # Locations and reasons only: pydantic's text quotes the input, secrets included.
+        where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"]
+                          for e in exc.errors(include_input=False))
+        raise HandoffError(f"the handed-over config is not valid here: {where}") from None
+
+
 #: The probe id a blank probe's config is checked under until it is enrolled.
 NOT_ENROLLED = "not-enrolled"
 

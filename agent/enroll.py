@@ -33,11 +33,11 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from netmon import __version__
+from netmon.configfile import SecretFileError, read_secret
 from netmon.contract import EnrollRequest, HardwareFacts, Topics, format_time, now_utc
 from netmon.errors import EXIT_INPUT, NetmonError
 from netmon.fsutil import atomic_write
 from netmon.mqtt import BrokerSettings, ReconnectPolicy
-from netmon.settings import SecretFileError, read_secret
 
 log = logging.getLogger("netmon.agent.enroll")
 

@@ -56,9 +56,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 
 from agent.config import BrokerConfig, SpoolConfig
 from agent.spool import Spool, SpoolError
+from netmon.configfile import SecretFileError
 from netmon.contract import ContractError, StatusMessage, parse_receipt
-from netmon.mqtt import new_client
-from netmon.settings import SecretFileError
+from netmon.mqttclient import new_client
 
 log = logging.getLogger("netmon.agent.publisher")
 

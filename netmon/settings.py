@@ -5,17 +5,15 @@ a config points to. Shared by agent and collector.
 Environment variables override the file: ``NETMON_BROKER__HOST=10.0.0.5`` sets
 ``[broker] host`` (``__`` separates nesting levels).
 
-Secret files (``password_file``, ``token_file``) follow one rule, :func:`read_secret`: the
-file is UTF-8 text, leading and trailing whitespace (the newline an editor or Ansible's
-``content: "...\\n"`` adds, a stray space) is not part of the secret, and a file that is
-empty after that is refused rather than sent as an empty password.
+The config-file plumbing that needs no pydantic (:class:`ConfigError`, :func:`read_toml`,
+the secret-file rule :func:`read_secret`) lives in :mod:`netmon.configfile` and is
+re-exported here.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tomllib
 from pathlib import Path
 from typing import Any, TypeVar, cast
 
@@ -28,26 +26,13 @@ from pydantic_settings import (
     SettingsError,
 )
 
-from netmon.errors import EXIT_INPUT, NetmonError
+from netmon.configfile import ConfigError, SecretFileError, read_secret, read_toml
+
+__all__ = ["ConfigError", "SecretFileError", "describe_errors", "env_problems",
+           "load_settings", "read_secret", "read_toml", "url_problem",
+           "writable_path_problem"]
 
 T = TypeVar("T", bound=BaseSettings)
-
-
-class ConfigError(NetmonError):
-    """A config file that cannot be used. ``problems`` has one ``key: why`` per bad key."""
-
-    exit_code = EXIT_INPUT
-
-    def __init__(self, path: Path | None, problems: list[str]) -> None:
-        self.path = path
-        self.problems = problems
-        where = f"{path}: " if path else ""
-        super().__init__(where + "; ".join(problems))
-
-    def report(self) -> str:
-        """Multi-line text for an operator."""
-        head = f"invalid config {self.path}" if self.path else "invalid config"
-        return head + ":\n" + "\n".join(f"  - {p}" for p in self.problems)
 
 
 def describe_errors(exc: ValidationError) -> list[str]:
@@ -65,19 +50,6 @@ def describe_errors(exc: ValidationError) -> list[str]:
             msg = "unknown key (typo?)"
         out.append(f"{loc}: {msg}")
     return out
-
-
-def read_toml(path: Path) -> dict[str, Any]:
-    """Parse a TOML file; ConfigError with the line on a syntax error."""
-    try:
-        with open(path, "rb") as fh:
-            return tomllib.load(fh)
-    except FileNotFoundError:
-        raise ConfigError(path, ["file not found"]) from None
-    except PermissionError:
-        raise ConfigError(path, ["permission denied"]) from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(path, [f"TOML syntax: {exc}"]) from None
 
 
 def env_problems(model: type[BaseModel], env_prefix: str = "NETMON_") -> list[str]:
@@ -145,48 +117,6 @@ def load_settings(model: type[T], path: Path | None, env_prefix: str = "NETMON_"
     return cast(T, model.model_construct(
         _fields_set=loaded.model_fields_set,
         **{k: getattr(loaded, k) for k in model.model_fields}))
-
-
-class SecretFileError(NetmonError):
-    """A secret file that cannot be used: unreadable, not UTF-8, or empty.
-
-    ``why`` is the reason alone (``No such file or directory``, ``empty``); the message
-    names the config ``key`` when known, and never contains the secret.
-    """
-
-    exit_code = EXIT_INPUT
-
-    def __init__(self, path: Path, why: str, key: str | None = None) -> None:
-        super().__init__(f"{key}: {path}: {why}" if key else f"{path}: {why}")
-        self.path = path
-        self.why = why
-        self.key = key
-
-
-def read_secret(path: Path | None, key: str | None = None) -> str | None:
-    """The secret held in ``path`` (None when no file is configured); ``key`` (e.g.
-    ``mqtt.password_file``) names the setting in errors.
-
-    The rule for every ``*_file`` secret: UTF-8 text with leading and trailing whitespace
-    stripped; an unreadable, non-UTF-8 or (after stripping) empty file raises
-    :class:`SecretFileError`. Nothing is cached: a caller that reads at every connection
-    attempt (the agent) picks up a corrected file without a restart.
-    """
-    if path is None:
-        return None
-    try:
-        raw = path.read_bytes()
-    except OSError as exc:
-        raise SecretFileError(path, exc.strerror or str(exc), key) from None
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError:
-        raise SecretFileError(path, "not UTF-8 text", key) from None
-    # Strip both ends: an invisible space is as much a typo as the trailing newline.
-    secret = text.strip()
-    if not secret:
-        raise SecretFileError(path, "empty", key)
-    return secret
 
 
 def writable_path_problem(key: str, path: Path, want: str = "file") -> str | None:

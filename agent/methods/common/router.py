@@ -29,14 +29,15 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 
-from netmon.settings import read_secret
+from agent.runconfig import RouterSecrets
 
 #: The Python modules each source needs (the ``router`` extra installs them).
 NEEDS: dict[str, str] = {"snmp": "pysnmp", "upnp": "async_upnp_client"}
 
 
-class RouterCounters(BaseModel):
-    """``[links.<name>.router]``: where the line's real counters are read."""
+class RouterCounters(RouterSecrets, BaseModel):
+    """``[links.<name>.router]``: where the line's real counters are read (its secrets by
+    :class:`agent.runconfig.RouterSecrets`, shared with the run time's config)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,24 +114,6 @@ class RouterCounters(BaseModel):
                 if getattr(self, key) is not None:
                     raise ValueError(f'{key}: only for source = "snmp"')
         return self
-
-    def read_community(self) -> str:
-        """The SNMP community: ``community_file`` by the secret-file rule, else
-        ``community``; never logged."""
-        secret = read_secret(self.community_file, "router.community_file")
-        return secret if secret is not None else self.community.get_secret_value()
-
-    def read_usm_keys(self) -> tuple[str, str]:
-        """The SNMPv3 authentication and privacy passphrases from their files (the
-        secret-file rule; RFC 3414 wants 8 characters at least); never logged."""
-        keys = []
-        for name in ("auth_key_file", "priv_key_file"):
-            secret = read_secret(getattr(self, name), f"router.{name}") or ""
-            if len(secret) < 8:
-                raise ValueError(f"router.{name}: the passphrase is shorter than the 8 "
-                                 "characters SNMPv3 requires")
-            keys.append(secret)
-        return keys[0], keys[1]
 
     def problems(self, key: str) -> list[str]:
         """What stops this source from running on this machine (the extra not installed,

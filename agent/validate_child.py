@@ -1,0 +1,124 @@
+"""Full validation of the run time's rare inputs in a short-lived child process.
+
+A signed remote test plan and a release manifest arrive a few times a year; validating
+them takes the pydantic models (:class:`netmon.plan.TestPlan`, the method options,
+:class:`netmon.contract.ReleaseManifest`), about 15 MB that the run time does not keep
+(issue 20). :func:`validate` runs ``python -m agent.validate_child KIND [LINK...]`` with
+the payload on stdin; the child validates with the models and prints the validated JSON
+(or every problem, ``key: why``) and exits, taking pydantic with it.
+
+A plan comes back as :mod:`agent.runconfig` builds it (:func:`agent.runconfig.
+plan_from_json`): each test's table, its method's kind and every option. A manifest
+comes back as the model dumps it (by alias: ``schema``).
+
+This module imports nothing that imports pydantic; only :func:`main` (the child) does.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from collections.abc import Collection
+from typing import Any, Literal
+
+from netmon.errors import EXIT_INPUT, NetmonError
+
+Kind = Literal["plan", "manifest"]
+#: A child that takes longer is killed (a Pi 3 starts one in about 2 s).
+TIMEOUT_S = 120.0
+
+
+class Refused(NetmonError):
+    """The payload is invalid: ``problems`` has one ``key: why`` each."""
+
+    exit_code = EXIT_INPUT
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+class ChildFailed(NetmonError):
+    """The validation child itself failed (could not start, crashed, timed out)."""
+
+
+def validate(kind: Kind, payload: bytes, links: Collection[str] = (),
+             timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
+    """The validated ``payload`` (JSON bytes) of ``kind``, checked in a child process;
+    a plan is also checked against ``links`` (the probe's link names). Raises
+    :class:`Refused` (invalid) or :class:`ChildFailed`."""
+    try:
+        proc = subprocess.run([sys.executable, "-m", "agent.validate_child", kind, *links],
+                              input=payload, capture_output=True, timeout=timeout_s,
+                              check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise ChildFailed(f"{kind} validation child: {exc}") from None
+    try:
+        out = json.loads(proc.stdout)
+    except ValueError:
+        out = None
+    if proc.returncode not in (0, EXIT_INPUT) or not isinstance(out, dict):
+        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        raise ChildFailed(f"{kind} validation child exited {proc.returncode}: {tail[0]}")
+    if not out.get("ok"):
+        raise Refused([str(p) for p in out.get("problems") or ["invalid"]])
+    value: dict[str, Any] = out["value"]
+    return value
+
+
+# --------------------------------------------------------------------------- the child
+
+
+def _plan(payload: bytes, links: list[str]) -> dict[str, Any]:
+    from agent.handoff import plain
+    from netmon.plan import TestPlan
+
+    plan = TestPlan.model_validate(json.loads(payload))
+    problems = plan.problems(links)
+    if problems:
+        raise Refused(problems)
+    return {"budgets_mb": plain(plan.budgets_mb),
+            "tests": {name: {"config": plain(spec.model_dump()), "kind": spec.kind,
+                             "options": plain(spec.options.model_dump())}
+                      for name, spec in plan.tests.items()}}
+
+
+def _manifest(payload: bytes) -> dict[str, Any]:
+    from netmon.contract import ReleaseManifest
+
+    value: dict[str, Any] = json.loads(
+        ReleaseManifest.model_validate_json(payload).model_dump_json(by_alias=True))
+    return value
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The child: ``KIND [LINK...]``, the payload on stdin; prints ``{"ok": true,
+    "value": ...}`` (exit 0) or ``{"ok": false, "problems": [...]}`` (exit 2)."""
+    from pydantic import ValidationError
+
+    from netmon.settings import describe_errors
+
+    args = sys.argv[1:] if argv is None else argv
+    if not args or args[0] not in ("plan", "manifest"):
+        print("usage: python -m agent.validate_child plan|manifest [LINK...] < payload",
+              file=sys.stderr)
+        return EXIT_INPUT
+    payload = sys.stdin.buffer.read()
+    try:
+        value = _plan(payload, args[1:]) if args[0] == "plan" else _manifest(payload)
+    except ValidationError as exc:
+        problems = [p.replace(": Value error, ", ": ") for p in describe_errors(exc)]
+    except Refused as exc:
+        problems = exc.problems
+    except ValueError as exc:  # not JSON
+        problems = [f"(payload): not JSON: {exc}"]
+    else:
+        print(json.dumps({"ok": True, "value": value}))
+        return 0
+    print(json.dumps({"ok": False, "problems": problems}))
+    return EXIT_INPUT
+
+
+if __name__ == "__main__":
+    sys.exit(main())
