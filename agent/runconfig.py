@@ -15,7 +15,7 @@ still take the models (see benchmarks/agent/README.md, "What remains for 35 MB")
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field, make_dataclass
 from datetime import date, time
 from functools import cache
@@ -24,8 +24,7 @@ from typing import Any, Literal, Protocol
 
 from netmon.configfile import read_secret
 from netmon.mqttclient import BrokerLogin, ReconnectPolicy
-
-MB = 1_000_000
+from netmon.planlinks import PlanLinks
 
 
 class Secret:
@@ -311,29 +310,11 @@ class Spec:
 
 
 @dataclass(frozen=True)
-class Plan:
+class Plan(PlanLinks):
     """What to measure (:class:`netmon.plan.TestPlan`)."""
 
     tests: Mapping[str, Spec] = field(default_factory=dict)
     budgets_mb: Mapping[str, float] = field(default_factory=dict)
-
-    def problems(self, links: Collection[str]) -> list[str]:
-        """``key: why`` for each reference to a link not in ``links``."""
-        out = []
-        known = ", ".join(sorted(links)) or "(none)"
-        for name, spec in self.tests.items():
-            for link in spec.links or ():
-                if link not in links:
-                    out.append(f"tests.{name}.links: unknown link {link!r} (known: {known})")
-        for link in self.budgets_mb:
-            if link not in links:
-                out.append(f"budgets_mb.{link}: unknown link {link!r} (known: {known})")
-        return out
-
-    def budget_bytes(self, link: str) -> int | None:
-        """The monthly budget of ``link`` in bytes, or None when unmetered."""
-        mb = self.budgets_mb.get(link)
-        return int(mb * MB) if mb is not None else None
 
 
 def plan_from_json(value: dict[str, Any]) -> Plan:

@@ -14,7 +14,6 @@ links of the probe that will run it. See ``docs/agent.md`` for the reference.
 
 from __future__ import annotations
 
-from collections.abc import Collection
 from typing import Annotated, Any
 
 from pydantic import (
@@ -30,10 +29,11 @@ from pydantic import (
 
 from netmon.contract import LinkName
 from netmon.methods import Kind, MethodOptions, declared
+from netmon.planlinks import MB as MB  # where the scheduler and budgets take it
+from netmon.planlinks import PlanLinks
 from netmon.settings import describe_errors
 
 TestName = Annotated[str, StringConstraints(pattern=r"^[a-z0-9][a-z0-9_-]{0,63}$")]
-MB = 1_000_000
 
 #: Keys of a ``[tests.<name>]`` table that belong to the scheduler, not to the method.
 SCHEDULE_KEYS = frozenset({"method", "every_s", "jitter_s", "links", "enabled",
@@ -119,7 +119,7 @@ class TestSpec(BaseModel):
         return list(self.links) if self.links is not None else list(all_links)
 
 
-class TestPlan(BaseModel):
+class TestPlan(PlanLinks, BaseModel):
     """What to measure: the tests and the monthly data budgets (MB) per link.
 
     The same model validates the file's tests and a remote plan; check it against the
@@ -140,22 +140,3 @@ class TestPlan(BaseModel):
             if mb <= 0:
                 raise ValueError(f"budget of link {link!r} must be > 0 MB (got {mb!r})")
         return value
-
-    def problems(self, links: Collection[str]) -> list[str]:
-        """``key: why`` for each reference to a link not in ``links`` (the names of the
-        probe's links; a dict of them works)."""
-        out = []
-        known = ", ".join(sorted(links)) or "(none)"
-        for name, spec in self.tests.items():
-            for link in spec.links or ():
-                if link not in links:
-                    out.append(f"tests.{name}.links: unknown link {link!r} (known: {known})")
-        for link in self.budgets_mb:
-            if link not in links:
-                out.append(f"budgets_mb.{link}: unknown link {link!r} (known: {known})")
-        return out
-
-    def budget_bytes(self, link: str) -> int | None:
-        """The monthly budget of ``link`` in bytes, or None when unmetered."""
-        mb = self.budgets_mb.get(link)
-        return int(mb * MB) if mb is not None else None
