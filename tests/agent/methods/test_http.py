@@ -64,8 +64,10 @@ def test_goodput_within_3pct_of_iperf3(site: Site, server_ns: netns.ServerNamesp
     link = server_ns.add_link(rate)
     misses = []
     # The reference is measured right before and right after; on a machine shared with
-    # other tests one retry of the whole triple absorbs a neighbour's burst.
-    for _attempt in range(2):
+    # other tests a retry of the whole triple absorbs a neighbour's burst. Three tries, as
+    # test_iperf3 has: at 1 Gb/s the client is CPU-bound on 2 cores (upload 881 of 930 Mb/s
+    # once, twice in a row in a full run); a wrong shaper, parser or stream count misses all.
+    for _attempt in range(3):
         before = iperf_ref(link).metrics
         res = http(site, link)
         after = iperf_ref(link).metrics
