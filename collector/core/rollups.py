@@ -177,16 +177,18 @@ class _Kind:
     family: str = ""
 
 
+#: GROUP BY time() of a local day: UTC days shifted to the province's midnight.
+_DAY_STEP = f"1d, {(-_OFFSET_MS // 60_000) % 1440}m"
 _KINDS = (
     _Kind(TPUT_1H, "1h", HOUR_MS, False),
-    _Kind(TPUT_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False),
+    _Kind(TPUT_1D, _DAY_STEP, DAY_MS, False),
     _Kind(STATUS_1H, "1h", HOUR_MS, True),
-    _Kind(STATUS_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True),
+    _Kind(STATUS_1D, _DAY_STEP, DAY_MS, True),
     _Kind(QUAL_1H, "1h", HOUR_MS, False, "qual"),
-    _Kind(QUAL_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "qual"),
-    _Kind(LINE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "line"),
-    _Kind(USAGE_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, True, "usage"),
-    _Kind(RADIO_1D, f"1d, {(-_OFFSET_MS // 60_000) % 1440}m", DAY_MS, False, "radio"),
+    _Kind(QUAL_1D, _DAY_STEP, DAY_MS, False, "qual"),
+    _Kind(LINE_1D, _DAY_STEP, DAY_MS, False, "line"),
+    _Kind(USAGE_1D, _DAY_STEP, DAY_MS, True, "usage"),
+    _Kind(RADIO_1D, _DAY_STEP, DAY_MS, False, "radio"),
 )
 
 
@@ -682,7 +684,6 @@ ACCESS_SUMS = ("latency_tests", "loss_sum", "loss_tests")
 COMMUNE_SUMS = ("ipv6_ready", "ipv6_tests", "tslcd_reachable", "tslcd_tests")
 #: Tags of a ``qual_commune_*`` point.
 COMMUNE_TAGS = ("commune_code", "commune", "access")
-_DAY_STEP = f"1d, {(-_OFFSET_MS // 60_000) % 1440}m"
 #: (grouped measurement, the per-line one it is made of, its bucket): hourly and daily.
 _ACCESS_KINDS = (
     (_Kind(QUAL_ACCESS_1H, "1h", HOUR_MS, False, "qual_access"), QUAL_1H),

@@ -146,14 +146,17 @@ QUAL_ACCESS_SWITCHED = f"qual_access_${RESOLUTION}"
 #: all value, which it inserts unformatted whatever the format), and the negation. The
 #: values are percent-encoded (Grafana's ``percentencode``: no quote or backslash can end
 #: up in the literal; a chosen value is never ``.*``).
-_CHOSEN = "".join(f"${{{v}:percentencode}}" for v in ("commune", "isp", "probe"))
-EVERY_LINE = f"'{_CHOSEN}' = '.*.*.*'"
-SOME_LINES = f"'{_CHOSEN}' != '.*.*.*'"
+def _all_chosen(*names: str) -> tuple[str, str]:
+    """(every variable in ``names`` is "All", at least one is not): literal conditions."""
+    chosen = "".join(f"${{{v}:percentencode}}" for v in names)
+    every = ".*" * len(names)
+    return f"'{chosen}' = '{every}'", f"'{chosen}' != '{every}'"
+
+
+EVERY_LINE, SOME_LINES = _all_chosen("commune", "isp", "probe")
 #: The per-unit quality rollup of the current resolution (no ISP or probe chosen).
 QUAL_COMMUNE_SWITCHED = f"qual_commune_${RESOLUTION}"
-_CHOSEN_LINES = "".join(f"${{{v}:percentencode}}" for v in ("isp", "probe"))
-EVERY_ISP_PROBE = f"'{_CHOSEN_LINES}' = '.*.*'"
-SOME_ISP_PROBE = f"'{_CHOSEN_LINES}' != '.*.*'"
+EVERY_ISP_PROBE, SOME_ISP_PROBE = _all_chosen("isp", "probe")
 #: Rollup field holding each metric's median.
 ROLLUP_MEDIAN = {"download_mbps": "median_mbps", "upload_mbps": "upload_median_mbps",
                  "rtt_ms": "rtt_median_ms", "jitter_ms": "jitter_median_ms",
