@@ -132,7 +132,9 @@ def _generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang |
             reach = data.fetch_commune_counts(client, start_ms, end_ms,
                                               contract.REACHABILITY_METHOD, place)
             # The 11 months before this one: from earlier bulletins' CSVs in --out when
-            # there, else from InfluxDB (one scan per month); this month is computed below.
+            # there (published figures, kept after retention drops the points), else from
+            # InfluxDB (one scan per month, none before its first throughput result); this
+            # month is computed below.
             earlier = [month.prev()]
             for _ in range(10):
                 earlier.insert(0, earlier[0].prev())
@@ -146,9 +148,12 @@ def _generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang |
                     trend += pts
                 else:
                     missing.append(m)
-            trend += data.fetch_trend(client, missing, frozenset({month.prev().label}))
+            first = data.first_throughput_ms(client, earlier[0].bounds_ms()[0], start_ms)
+            stored = [m for m in earlier if first is not None and m.bounds_ms()[1] > first]
+            trend += data.fetch_trend(client, [m for m in missing if m in stored],
+                                      frozenset({month.prev().label}))
             # Each unit's months, its predecessors' included (placed through the registry).
-            unit_trend = data.fetch_unit_trend(client, earlier, place)
+            unit_trend = data.fetch_unit_trend(client, stored, place)
         except InfluxError as exc:
             if exc.status in (401, 403):
                 raise BulletinInputError(

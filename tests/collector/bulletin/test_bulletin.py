@@ -269,6 +269,29 @@ def test_trend_reuses_earlier_bulletin_csv(stack: tuple[str, hb.DataSet],
     assert head.prev_download == pytest.approx(123.4567)
 
 
+def test_trend_queries_start_at_the_first_throughput_result(
+        stack: tuple[str, hb.DataSet]) -> None:
+    """Months before the first throughput result are not asked for (a first bulletin's
+    empty months cost influxd a cursor per series each); the bound must be that result."""
+    url, ds = stack
+    from collector.bulletin import data
+    from collector.core.influx import InfluxClient
+
+    oct_start, _ = data.Month(2026, 10, "Asia/Ho_Chi_Minh").bounds_ms()
+    year_start, _ = data.Month(2025, 11, "Asia/Ho_Chi_Minh").bounds_ms()
+    tput = sorted(int(m.started_at.timestamp() * 1000) for m in ds.messages
+                  if m.method in THROUGHPUT)
+    before_oct = [t for t in tput if year_start <= t < oct_start]
+    assert before_oct and tput[0] < oct_start, "the data set has no month before October"
+    with InfluxClient(config_mod.InfluxSettings(url=url, database="netmon")) as client:
+        assert data.first_throughput_ms(client, year_start, oct_start) == before_oct[0]
+        # From the middle of September: the first one after that instant, not the month's.
+        mid = before_oct[len(before_oct) // 2]
+        assert data.first_throughput_ms(client, mid + 1, oct_start) == min(
+            t for t in before_oct if t > mid)
+        assert data.first_throughput_ms(client, year_start, tput[0]) is None
+
+
 def _pdftext(path: Path) -> str:
     out = subprocess.run(["pdftotext", "-enc", "UTF-8", str(path), "-"], capture_output=True,
                          check=True, timeout=60).stdout.decode("utf-8")
