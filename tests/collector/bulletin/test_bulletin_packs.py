@@ -106,14 +106,17 @@ def test_pack_round_trips_every_value_exactly() -> None:
                            np.array([1, 0], np.uint8), np.array([True, False]),
                            {f: np.array([2.0, 0.0]) if f == "device_limited"
                             else np.array([1.25, np.nan]) for f in vals})
-    many = packs.decode_many([packs.encode(dt), packs.encode(other)], day)
-    assert many.pack.tolist() == [0, 0, 0, 0, 1, 1]
+    # A column of whole numbers is written narrow (u8) in one pack and wide in another.
+    whole = packs.DayTests(day, np.array([day + 11]), ["ok"], np.zeros(1, np.uint8),
+                           np.array([False]), {f: np.array([3.0]) for f in vals})
+    many = packs.decode_many([packs.encode(dt), packs.encode(other), packs.encode(whole)], day)
+    assert many.pack.tolist() == [0, 0, 0, 0, 1, 1, 2]
     assert [many.status[i] for i in many.status_idx] == ["ok", "lỗi", "ok", "ok", "ok",
-                                                         "timeout"]
-    assert many.time_ms.tolist() == [*dt.time_ms.tolist(), day + 7, day + 9]
-    assert many.cross.tolist() == [False, False, True, False, True, False]
+                                                         "timeout", "ok"]
+    assert many.time_ms.tolist() == [*dt.time_ms.tolist(), day + 7, day + 9, day + 11]
+    assert many.cross.tolist() == [False, False, True, False, True, False, False]
     for f, v in vals.items():
-        assert np.array_equal(many.values[f], np.concatenate([v, other.values[f]]),
+        assert np.array_equal(many.values[f], np.concatenate([v, other.values[f], [3.0]]),
                               equal_nan=True), f
     for bad in (packs.encode(dt)[:-8], "not base64!"):
         with pytest.raises(packs.PackError, match=r"undecodable|left over"):
