@@ -138,12 +138,12 @@ def _generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang |
             earlier = [month.prev()]
             for _ in range(10):
                 earlier.insert(0, earlier[0].prev())
+            published = {m: trend_csv(m.label) if trend_csv else
+                         out_dir / f"bulletin-{m.label}.csv" for m in earlier}
             trend: list[data.TrendPoint] = []
             missing = []
             for m in earlier:
-                csv_path = trend_csv(m.label) if trend_csv else \
-                    out_dir / f"bulletin-{m.label}.csv"
-                pts = render.read_trend_csv(csv_path, m.label)
+                pts = render.read_trend_csv(published[m], m.label)
                 if pts:
                     trend += pts
                 else:
@@ -152,8 +152,17 @@ def _generate(cfg: CollectorConfig, month_text: str, out_dir: Path, lang: Lang |
             stored = [m for m in earlier if first is not None and m.bounds_ms()[1] > first]
             trend += data.fetch_trend(client, [m for m in missing if m in stored],
                                       frozenset({month.prev().label}))
-            # Each unit's months, its predecessors' included (placed through the registry).
-            unit_trend = data.fetch_unit_trend(client, stored, place)
+            # Each unit's months, its predecessors' included (placed through the registry):
+            # as published by that month's bulletin when made on this map, else computed.
+            unit_trend: list[data.UnitTrendPoint] = []
+            unit_missing = []
+            for m in stored:
+                got = render.read_unit_trend_csv(published[m], m.label, units.units)
+                if got is None:
+                    unit_missing.append(m)
+                else:
+                    unit_trend += got
+            unit_trend += data.fetch_unit_trend(client, unit_missing, place)
         except InfluxError as exc:
             if exc.status in (401, 403):
                 raise BulletinInputError(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
+from collections.abc import Collection
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -14,7 +15,7 @@ from jinja2 import Environment, FileSystemLoader, StrictUndefined, select_autoes
 
 from collector.bulletin import i18n
 from collector.bulletin.compute import ACCESS_ORDER, GroupRow, Report, SpeedStat
-from collector.bulletin.data import TrendPoint
+from collector.bulletin.data import TrendPoint, UnitTrendPoint
 from collector.bulletin.i18n import Lang
 from netmon.fsutil import atomic_write
 
@@ -267,18 +268,24 @@ def write_csv(rep: Report, path: Path) -> None:
     atomic_write(path, buf.getvalue(), mode=0o644, encoding="utf-8-sig")
 
 
+def _published_rows(path: Path, month: str, section: str) -> list[dict[str, str]] | None:
+    """An earlier bulletin's CSV rows of ``section`` for ``month`` (None: the file is
+    absent or unreadable)."""
+    try:
+        with open(path, encoding="utf-8-sig", newline="") as fh:
+            return [r for r in csv.DictReader(fh)
+                    if r.get("section") == section and r.get("month") == month]
+    except (OSError, csv.Error, UnicodeDecodeError):
+        return None
+
+
 def read_trend_csv(path: Path, month: str) -> list[TrendPoint]:
     """Province medians of an earlier bulletin's CSV (empty if absent or unreadable).
 
     The trend then shows the figures as they were published; results that arrived after
     that bulletin was made do not change them.
     """
-    try:
-        with open(path, encoding="utf-8-sig", newline="") as fh:
-            rows = [r for r in csv.DictReader(fh)
-                    if r.get("section") == "province" and r.get("month") == month]
-    except (OSError, csv.Error, UnicodeDecodeError):
-        return []
+    rows = _published_rows(path, month, "province") or []
     by_access: dict[str, dict[str, dict[str, str]]] = {}
     for r in rows:
         by_access.setdefault(r.get("access", ""), {})[r.get("metric", "")] = r
@@ -295,3 +302,25 @@ def read_trend_csv(path: Path, month: str) -> list[TrendPoint]:
         except (KeyError, ValueError):
             return []
     return out
+
+
+def read_unit_trend_csv(path: Path, month: str, codes: Collection[str]
+                        ) -> list[UnitTrendPoint] | None:
+    """Each unit's median download of ``month`` as an earlier bulletin of that month
+    published it (its ``unit_trend`` rows of its own month), or None when there is no
+    such CSV, it holds no unit figure, or a unit is not among ``codes`` (a CSV made on
+    another map: the month is then computed from InfluxDB on the current one).
+
+    Reading a year of raw points for eleven months' unit medians was each bulletin's
+    largest query once a deployment is a year old; like the province trend, a published
+    month keeps its published figures.
+    """
+    rows = _published_rows(path, month, "unit_trend")
+    if not rows or any(r.get("commune_code") not in codes for r in rows):
+        return None
+    try:
+        return [UnitTrendPoint(month, r["commune_code"], r.get("access", ""),
+                               float(r["median"]) if r.get("median") else None,
+                               int(r.get("tests") or 0)) for r in rows]
+    except (KeyError, ValueError):
+        return None

@@ -119,6 +119,41 @@ def test_june_july_2025_roll_into_one_trend_of_the_new_unit(url: str, tmp_path: 
     assert [int(r["tests"]) for r in kyhoa] == [12]
 
 
+def test_unit_trend_keeps_published_months_on_this_map_and_recomputes_others(
+        url: str, tmp_path: Path) -> None:
+    june, _ = _history()
+    cfg = _cfg(tmp_path, url, min_tests=5, min_probe_days=1)
+    out = tmp_path / "out"
+    july = generate(cfg, "2025-07", out, formats=("csv",)).files["csv"]
+    rows = _csv(july)
+    mine = [r for r in rows if r["section"] == "unit_trend" and r["month"] == "2025-07"
+            and r["commune_code"] == "18754"]
+    assert len(mine) == 1
+    # Mark July's published figure for Sông Trí: May 2026's trend must take it from the CSV.
+    mine[0]["median"] = "123.4567"
+    with open(july, "w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(rows)
+    # A June CSV made on the old map (a pre-reform unit's code): not used, June recomputed.
+    old = {k: "" for k in rows[0]} | {"month": "2025-06", "section": "unit_trend",
+                                      "commune_code": "18820", "access": "fixed",
+                                      "metric": "download_mbps", "tests": "12",
+                                      "median": "999.0"}
+    with open(out / "bulletin-2025-06.csv", "w", encoding="utf-8-sig", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerow(old)
+    res = generate(cfg, "2026-05", out, formats=("csv",))
+    trend = {(r["month"], r["commune_code"]): r for r in _csv(res.files["csv"])
+             if r["section"] == "unit_trend" and r["access"] == "fixed"}
+    assert float(trend[("2025-07", "18754")]["median"]) == pytest.approx(123.4567)
+    jun = _dl([m for m in june if m.probe_id == "sontri-01"])
+    assert float(trend[("2025-06", "18754")]["median"]) == pytest.approx(
+        statistics.median(jun), abs=1e-4)
+    assert ("2025-06", "18820") not in trend
+
+
 def test_pre_reform_month_has_the_labelled_legacy_view(url: str, tmp_path: Path) -> None:
     june, _ = _history()
     res = generate(_cfg(tmp_path, url, min_tests=5, min_probe_days=5), "2025-06",
