@@ -121,34 +121,32 @@ class Placement:
     def __init__(self, units: UnitMap, registry: Registry | None = None) -> None:
         self.units = units
         self.registry = registry
-        self._cache: dict[tuple[tuple[str | None, ...], int], tuple[str, ...]] = {}
+        #: Tags as written -> (key, from, until ms): the key holds while the registry's
+        #: answer for the probe does (for most probes, the whole month).
+        self._cache: dict[tuple[str | None, ...], tuple[tuple[str, ...], int, int]] = {}
         self._nfc: dict[tuple[str | None, ...], tuple[str, ...]] = {}
         self._placed: dict[tuple[tuple[str, ...], Site | None], tuple[str, ...]] = {}
-
-    def site(self, probe: str, at_ms: int) -> Site | None:
-        """The registry's site of ``probe`` at ``at_ms`` (None: unknown or no registry)."""
-        if self.registry is None:
-            return None
-        return self.registry.get(probe, datetime.fromtimestamp(at_ms / 1000, UTC))
 
     def key(self, tags: dict[str, str], at_ms: int) -> tuple[str, ...]:
         """The :data:`LINE_KEYS` tuple for a series' tags."""
         # Called per series and day (~90,000 times a month at 1,000 probes): each step is
         # cached on what it depends on (tags as written; their NFC form and the site).
         given = tuple(map(tags.get, LINE_TAGS))  # None: tag absent
-        ck = (given, at_ms)
-        found = self._cache.get(ck)
-        if found is not None:
-            return found
+        hit = self._cache.get(given)
+        if hit is not None and hit[1] <= at_ms < hit[2]:
+            return hit[0]
         raw = self._nfc.get(given)
         if raw is None:
             raw = self._nfc[given] = tuple(nfc(v or "") for v in given)
-        site = self.site(raw[0], at_ms)
+        if self.registry is None:
+            site, lo, hi = None, -2**62, 2**62
+        else:
+            site, lo, hi = self.registry.span(raw[0], at_ms)
         pk = (raw, site)
         found = self._placed.get(pk)
         if found is None:
             found = self._placed[pk] = self._place(raw, site)
-        self._cache[ck] = found
+        self._cache[given] = (found, lo, hi)
         return found
 
     def _place(self, raw: tuple[str, ...], site: Site | None) -> tuple[str, ...]:

@@ -187,6 +187,10 @@ def place(entry: SiteEntry, units: UnitMap) -> tuple[Site | None, list[str]]:
                 legacy_commune_code=old.code if old is not None else ""), []
 
 
+#: Beyond any result's time, in milliseconds (a span without an end).
+_FOREVER_MS = 2**62
+
+
 @dataclass(frozen=True)
 class SiteTable:
     """Every probe's entries in force from their dates, on one reference map."""
@@ -207,6 +211,17 @@ class SiteTable:
             return entries[-1][1]
         i = bisect.bisect_right([start for start, _ in entries], when) - 1
         return entries[max(i, 0)][1]
+
+    def span(self, probe_id: str, at_ms: int) -> tuple[Site | None, int, int]:
+        """:meth:`at` for epoch milliseconds, with the [from, until) milliseconds over which
+        that answer holds (the first entry holds before its date too, the last for ever)."""
+        entries = self.periods.get(probe_id)
+        if not entries:
+            return None, -_FOREVER_MS, _FOREVER_MS
+        starts = [int(start.timestamp() * 1000) for start, _ in entries]
+        i = max(bisect.bisect_right(starts, at_ms) - 1, 0)
+        return (entries[i][1], starts[i] if i else -_FOREVER_MS,
+                starts[i + 1] if i + 1 < len(starts) else _FOREVER_MS)
 
 
 def _local_midnight(day: date) -> datetime:
@@ -344,6 +359,12 @@ class Registry:
         """The site of a probe as of ``at`` (None: its current site), or None when the
         probe is unknown."""
         return self._table.at(probe_id, at)
+
+    def span(self, probe_id: str, at_ms: int) -> tuple[Site | None, int, int]:
+        """:meth:`get` at epoch milliseconds ``at_ms``, with the [from, until) milliseconds
+        over which the same answer holds: callers placing many results of a probe ask
+        again only when they leave it."""
+        return self._table.span(probe_id, at_ms)
 
     def __len__(self) -> int:
         return len(self._table.periods)

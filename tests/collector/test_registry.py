@@ -177,6 +177,22 @@ def test_a_moved_probe_is_tagged_as_of_started_at(tmp_path: Path) -> None:
     assert "duplicate probe id 'p-test-01'" in _problems(tmp_path, dup)
 
 
+def test_span_is_the_site_and_the_interval_it_holds_over(tmp_path: Path) -> None:
+    p = tmp_path / "sites.toml"
+    p.write_text(_entry(commune_code="18754")
+                 + _entry(commune_code="18652", valid_from=date(2026, 3, 1)), encoding="utf-8")
+    table = load_table(p)
+    move = int(datetime(2026, 2, 28, 17, 0, tzinfo=UTC).timestamp() * 1000)
+    early = int(datetime(2020, 1, 1, tzinfo=UTC).timestamp() * 1000)
+    for at in (early, move - 1, move, move + 86_400_000 * 400):
+        site, lo, hi = table.span("p-test-01", at)
+        # The same answer as at() anywhere in the span, and only there.
+        assert site == table.at("p-test-01", datetime.fromtimestamp(at / 1000, UTC))
+        assert lo <= at < hi
+        assert (lo, hi) == ((-2**62, move) if at < move else (move, 2**62))
+    assert table.span("unknown", move) == (None, -2**62, 2**62)
+
+
 def test_redelivery_after_a_move_is_the_same_point(tmp_path: Path) -> None:
     p = tmp_path / "sites.toml"
     site = SITES[0]
