@@ -402,15 +402,20 @@ def main() -> int:
             points = 0
             t0 = time.perf_counter()
             pending: list[str] = []
-            for probe_lines in generate(args.probes, args.days, now_ms,
-                                        status_minutes=args.status_minutes,
-                                        registry_hours=args.registry_hours,
-                                        synthetic_rollups=args.synthetic_rollups):
+            shown = t0
+            for done, probe_lines in enumerate(generate(
+                    args.probes, args.days, now_ms, status_minutes=args.status_minutes,
+                    registry_hours=args.registry_hours,
+                    synthetic_rollups=args.synthetic_rollups), 1):
                 pending += probe_lines
                 while len(pending) >= 20_000:
                     client.write_lines(pending[:20_000])
                     del pending[:20_000]
                 points += len(probe_lines)
+                if time.perf_counter() - shown >= 30:  # a year at 300 probes loads ~40 min
+                    shown = time.perf_counter()
+                    print(f"loading: {done} of {args.probes} probes, {points:,} points, "
+                          f"{shown - t0:.0f} s", file=sys.stderr, flush=True)
             if pending:
                 client.write_lines(pending)
             load_s = time.perf_counter() - t0
