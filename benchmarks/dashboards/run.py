@@ -414,7 +414,8 @@ def main() -> int:
                 points += len(probe_lines)
                 if time.perf_counter() - shown >= 30:  # a year at 300 probes loads ~40 min
                     shown = time.perf_counter()
-                    print(f"loading: {done} of {args.probes} probes, {points:,} points, "
+                    print(f"loading: {min(done, args.probes)} of {args.probes} probes, "
+                          f"{points:,} points, "
                           f"{shown - t0:.0f} s", file=sys.stderr, flush=True)
             if pending:
                 client.write_lines(pending)
