@@ -19,6 +19,7 @@ See ``docs/agent.md`` for the reference and ``examples/agent.toml`` for a commun
 from __future__ import annotations
 
 import ipaddress
+import json
 import re
 from datetime import date, time
 from pathlib import Path
@@ -36,12 +37,10 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings
 
-from agent.enroll import EnrollmentSettings, identity_overlay
+from agent.allowlist import allowlist_entry
 from agent.methods.base import LinkBinding
 from agent.methods.common.radio import ModemConfig
 from agent.methods.common.router import RouterCounters
-from agent.remote_config import RemoteConfigSettings
-from agent.update import UpdateSettings
 from netmon.contract import (
     DEFAULT_PREFIX,
     LINK_NAME_PATTERN,
@@ -203,6 +202,109 @@ class ScheduleConfig(_Section):
         return value
 
 
+# --------------------------------------------------------------------------- fleet
+
+
+class RemoteConfigSettings(_Section):
+    """``[remote_config]``: signed test plans from the NOC (:mod:`agent.remote_config`;
+    provisioned by Ansible). Remote configuration is off while ``public_keys`` is empty.
+    """
+
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="NOC Ed25519 public key files (PEM); two during a key rotation")
+    allowed_targets: list[str] = Field(
+        default_factory=list,
+        description="hosts a remote plan may test: names, *.suffix, IPs or CIDRs; the "
+                    "file config's own test targets are always allowed")
+    state_file: Path = Field(
+        Path("remote-config.json"),
+        description="where the last applied signed config is kept (relative: under the "
+                    "agent's state directory)")
+
+    @field_validator("allowed_targets")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        return [allowlist_entry(entry) for entry in entries]
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one NOC key is configured."""
+        return bool(self.public_keys)
+
+    def file_problems(self) -> list[str]:
+        """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
+        if not self.public_keys:
+            return []  # remote configuration off: nothing to load
+        from netmon.signing import SigningError, load_public_key
+
+        out = []
+        for i, path in enumerate(self.public_keys):
+            try:
+                load_public_key(path)
+            except SigningError as exc:
+                out.append(f"remote_config.public_keys[{i}]: {exc.detail}")
+        return out
+
+
+class UpdateSettings(_Section):
+    """``[update]``: signed agent updates with rollback (:mod:`agent.update`). Updates
+    are off while ``root`` is unset."""
+
+    root: Path | None = Field(None, description="where versions live (see agent/update.py)")
+    link: str | None = Field(
+        None, description="the link the download goes over: its data budget counts it "
+                          "(default: the first link)")
+    max_starts: int = Field(3, ge=1, le=100,
+                            description="starts of a new version before it is rolled back")
+    download_timeout_s: float = Field(300.0, ge=5, le=86400)
+    budget_retry_s: float = Field(
+        3600.0, ge=1, le=86400,
+        description="how often a release refused for the data budget is checked again "
+                    "(also at the start of the budget month)")
+    budget_wait_days: float = Field(
+        62.0, ge=1, le=366,
+        description="how long such a release is checked again by itself; afterwards only "
+                    "a reconnect (the retained manifest redelivered) tries it")
+
+
+class EnrollmentSettings(_Section):
+    """``[enrollment]``: zero-touch enrollment of a blank probe (:mod:`agent.enroll`; in
+    the probe image). Enrollment is off while ``claim_file`` is unset."""
+
+    claim_file: Path | None = Field(
+        None, description="the one-time claim code printed on the probe's label")
+    username: str = Field("netmon_enroll", min_length=1,
+                          description="the shared enrollment account")
+    password_file: Path | None = Field(None, description="its password (in the image)")
+    port: int = Field(8885, ge=1, le=65535, description="the broker's enrollment listener")
+    state_dir: Path = Field(Path("/var/lib/netmon-agent/enrollment"),
+                            description="key pair, request, identity and credentials")
+    retry_after_rejection_s: float = Field(3600.0, ge=1, le=30 * 86400)
+
+    @property
+    def enabled(self) -> bool:
+        """True when this probe may enrol itself."""
+        return self.claim_file is not None
+
+    @property
+    def identity_path(self) -> Path:
+        """Written once enrolled."""
+        return self.state_dir / IDENTITY_FILE
+
+    def file_problems(self) -> list[str]:
+        """Missing files, named with their key."""
+        out = []
+        for key in ("claim_file", "password_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                out.append(f"enrollment.{key}: no such file {str(path)!r}")
+        if self.enabled and self.password_file is None:
+            out.append("enrollment.password_file: needed with claim_file (the enrollment "
+                       "account's password)")
+        return out
+
+
 class AgentConfig(BaseSettings):
     """The whole agent configuration file."""
 
@@ -291,6 +393,22 @@ def from_handoff(doc: dict[str, Any]) -> AgentConfig:
         where = "; ".join(".".join(map(str, e["loc"])) + ": " + e["msg"]
                           for e in exc.errors(include_input=False))
         raise HandoffError(f"the handed-over config is not valid here: {where}") from None
+
+
+#: Written in ``[enrollment] state_dir`` once the probe is enrolled (:mod:`agent.enroll`).
+IDENTITY_FILE = "identity.json"
+
+
+def identity_overlay(settings: EnrollmentSettings) -> dict[str, Any] | None:
+    """Config keys the enrolled identity sets (``probe_id``, ``broker.username``,
+    ``broker.password_file``), or None before enrollment."""
+    try:
+        data = json.loads(settings.identity_path.read_text())
+        return {"probe_id": str(data["probe_id"]),
+                "broker": {"username": str(data["username"]),
+                           "password_file": str(data["password_file"])}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 #: The probe id a blank probe's config is checked under until it is enrolled.

@@ -57,13 +57,16 @@ import urllib.request
 from collections.abc import Callable, Iterable, Sequence
 from datetime import datetime
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import TYPE_CHECKING, Any, Protocol
 
 from netmon import __version__
-from netmon.contract import ReleaseManifest, UpdateStatus, WheelRef, format_time, now_utc
+from netmon.contractbase import now_utc
 from netmon.fsutil import atomic_write
+from netmon.jsonutil import format_time
+
+if TYPE_CHECKING:
+    from agent.config import UpdateSettings as UpdateSettings
+    from netmon.contract import ReleaseManifest, WheelRef
 
 log = logging.getLogger("netmon.agent.update")
 
@@ -72,26 +75,30 @@ STATE_FILE = "update-state.json"
 MAX_FAILED = 10
 
 
-class UpdateSettings(BaseModel):
-    """``[update]`` of the agent's file config. Updates are off while ``root`` is unset."""
+class UpdateFields(Protocol):
+    """What the updater reads of ``[update]``: :class:`agent.config.UpdateSettings`
+    (validated) or :class:`agent.runconfig.Update` (the run time's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    @property
+    def root(self) -> Path | None: ...
+    @property
+    def max_starts(self) -> int: ...
+    @property
+    def download_timeout_s(self) -> float: ...
+    @property
+    def budget_retry_s(self) -> float: ...
+    @property
+    def budget_wait_days(self) -> float: ...
 
-    root: Path | None = Field(None, description="where versions live (see agent/update.py)")
-    link: str | None = Field(
-        None, description="the link the download goes over: its data budget counts it "
-                          "(default: the first link)")
-    max_starts: int = Field(3, ge=1, le=100,
-                            description="starts of a new version before it is rolled back")
-    download_timeout_s: float = Field(300.0, ge=5, le=86400)
-    budget_retry_s: float = Field(
-        3600.0, ge=1, le=86400,
-        description="how often a release refused for the data budget is checked again "
-                    "(also at the start of the budget month)")
-    budget_wait_days: float = Field(
-        62.0, ge=1, le=366,
-        description="how long such a release is checked again by itself; afterwards only "
-                    "a reconnect (the retained manifest redelivered) tries it")
+
+def __getattr__(name: str) -> Any:
+    # The settings model lives in agent.config (pydantic); imported from here by older
+    # code, without making this module load pydantic.
+    if name == "UpdateSettings":
+        from agent.config import UpdateSettings
+
+        return UpdateSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 # --------------------------------------------------------------------------- layout
@@ -348,7 +355,7 @@ class Updater:
     EXIT_RESTART; ``month_left_s()`` is the time until the budget month starts again
     (a release refused for the budget is checked again then)."""
 
-    def __init__(self, settings: UpdateSettings, probe_id: str, trusted: Sequence[Any],
+    def __init__(self, settings: UpdateFields, probe_id: str, trusted: Sequence[Any],
                  link: str, count: Callable[[str, int], None],
                  budget_left: Callable[[str], float | None],
                  healthy: Callable[[], tuple[bool, str]],
@@ -372,16 +379,18 @@ class Updater:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> UpdateStatus:
-        """The update part of the status message."""
+    def status(self) -> dict[str, Any]:
+        """The update part of the status message (the contract's ``UpdateStatus``
+        fields, as plain data for :func:`netmon.wire.encode_status`)."""
         data = self.layout.read()
         trial = data.get("trial")
         at = data.get("last_event_at")
-        return UpdateStatus(
-            pending=self._pending or self._waiting, trial=trial["version"] if trial else None,
-            failed=dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
-            last_event=data.get("last_event"),
-            last_event_at=datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
+        return {
+            "pending": self._pending or self._waiting,
+            "trial": trial["version"] if trial else None,
+            "failed": dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
+            "last_event": data.get("last_event"),
+            "last_event_at": datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None}
 
     def on_trial(self) -> bool:
         """True when this process is the version on trial."""
