@@ -9,7 +9,9 @@ The NOC publishes a signed envelope (:mod:`netmon.signing`), retained, on
 3. checks it is meant for this probe or for all (``wrong_probe``);
 4. checks the version is newer than the applied one (``replay``); the retained message
    redelivered on every reconnect (same version, same bytes) is recognised and ignored;
-5. validates the plan with the same models as the file config (``invalid_plan``);
+5. validates the plan with the same models as the file config, in a short-lived child
+   process so that the run time keeps no pydantic (``invalid_plan``; a child that fails
+   to answer: ``validation_failed``);
 6. checks every target against the file config's allowlist (``target_not_allowed``), so
    a stolen broker account cannot point the fleet at a third party;
 7. persists the envelope atomically (write temp, fsync, rename, fsync the folder) so it
@@ -25,6 +27,7 @@ probe, plan, allowlist, which Ansible may have tightened since) before running i
 
 from __future__ import annotations
 
+import json
 import logging
 import re
 import threading
@@ -33,8 +36,10 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
+from agent import validate_child
 from agent.allowlist import Allowlist as Allowlist
 from agent.allowlist import target_host as target_host
+from agent.runconfig import Plan, plan_from_json
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
 
@@ -191,8 +196,9 @@ class Rejected(NetmonError):
 class RemoteConfig(Generic[P]):
     """Verifies, persists and applies signed plans for one probe; thread-safe.
 
-    ``validate_plan`` turns a plan dict into the runtime's plan object with the file
-    config's own models (raising ``ValidationError`` or ``ValueError``); ``apply`` swaps
+    ``validate_plan`` turns a plan dict into the runtime's plan object (raising
+    :class:`agent.validate_child.Refused`, ``ChildFailed`` or ``ValueError``: see
+    :func:`plan_validator`); ``apply`` swaps
     the running plan (it must be quick and thread-safe: MQTT callbacks call it);
     ``file_targets`` are the file config's test targets, always allowed.
     """
@@ -249,6 +255,12 @@ class RemoteConfig(Generic[P]):
         self._check_targets(env.plan, env.version)
         try:
             plan = self.validate_plan(env.plan)
+        except validate_child.Refused as exc:
+            raise Rejected("invalid_plan", "; ".join(exc.problems), env.version) from None
+        except validate_child.ChildFailed as exc:
+            # Nothing is known about the plan: the same message is checked again when it
+            # comes back (the retained config at every reconnect).
+            raise Rejected("validation_failed", str(exc), env.version) from None
         except (ValueError, TypeError) as exc:
             raise Rejected("invalid_plan", str(exc), env.version) from None
         self._check_targets(plan, env.version)
@@ -337,28 +349,21 @@ class RemoteConfig(Generic[P]):
 # --------------------------------------------------------------------------- agent wiring
 
 
-def plan_validator(links: Collection[str]) -> Callable[[dict[str, Any]], Any]:
+def plan_validator(links: Collection[str]) -> Callable[[dict[str, Any]], Plan]:
     """Validate a remote plan with the file config's own :class:`netmon.plan.TestPlan`
-    model, and check it only names links this probe has (``links``: their names);
-    ValueError (``key: why; ...``) when it is invalid.
+    model in a short-lived child process (:func:`agent.validate_child.validate`: the run
+    time keeps no pydantic), check it only names links this probe has (``links``: their
+    names), and build the run time's plan (:func:`agent.runconfig.plan_from_json`).
+    Raises :class:`agent.validate_child.Refused` (every ``key: why``) or
+    :class:`agent.validate_child.ChildFailed`.
 
     The runtime wires the handler in (``Runtime._attach_remote_config``): this module
     knows plans, not the runtime, so the two do not import each other.
     """
+    names = list(links)
 
-    def validate(data: dict[str, Any]) -> Any:
-        from pydantic import ValidationError
-
-        from netmon.contract import describe_validation_error
-        from netmon.plan import TestPlan
-
-        try:
-            plan = TestPlan.model_validate(data)
-        except ValidationError as exc:
-            raise ValueError(describe_validation_error(exc)) from None
-        problems = plan.problems(links)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return plan
+    def validate(data: dict[str, Any]) -> Plan:
+        payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+        return plan_from_json(validate_child.validate("plan", payload, names))
 
     return validate

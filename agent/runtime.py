@@ -646,9 +646,11 @@ class Runtime:
         cfg = self.cfg
         if not cfg.remote_config.enabled:
             return
-        remote = RemoteConfig(cfg.probe_id, cfg.remote_config, plan_validator(cfg.links),
-                              self._apply_remote_plan, file_targets=plan_targets(cfg.plan()),
-                              state_dir=cfg.state_dir or cfg.spool.path.parent)
+        # The plan comes as agent.runconfig builds it, in the validation child.
+        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config, plan_validator(cfg.links),
+                                   self._apply_remote_plan,
+                                   file_targets=plan_targets(cfg.plan()),
+                                   state_dir=cfg.state_dir or cfg.spool.path.parent)
         self.remote = remote
         restored = remote.restore()
         if restored.applied and restored.plan is not None:
