@@ -50,14 +50,14 @@ from agent.spool import LEDGER_FLUSH_S, LedgerUpdate, Spool, SpoolError, Unclean
 from netmon import __version__
 from netmon.contract import (
     EXIT_RESTART,
-    LinkStatus,
     Metrics,
     ResultMessage,
-    StatusMessage,
     Topics,
     format_time,
 )
+from netmon.contractbase import SCHEMA_VERSION
 from netmon.plan import TestPlan, TestSpec
+from netmon.wire import encode_status
 
 _T = TypeVar("_T")
 log = logging.getLogger("netmon.agent")
@@ -423,42 +423,46 @@ class Runtime:
 
     # ------------------------------------------------------------------ status
 
-    def status_message(self, state: str = "online") -> StatusMessage:
-        """The status message now (also the last will, with ``state=offline``)."""
+    def status_message(self, state: str = "online") -> dict[str, Any]:
+        """The status message now (also the last will, with ``state=offline``): the
+        contract's ``StatusMessage`` fields as plain data, written by
+        :func:`netmon.wire.encode_status` (no pydantic in the run time, issue 20)."""
         wall = self.clock.wall()
         month = month_key(wall, self.scheduler.tz)
         usage = self.spool.usage(month) if state == "online" else {}
         last = self.spool.last_results() if state == "online" else {}
         stats = self.spool.stats() if state == "online" else None
-        links = tuple(
-            LinkStatus(name=name, access=link.access, isp=link.isp,
-                       data_used_bytes=int(usage.get(name, 0)),
-                       data_budget_bytes=self.plan.budget_bytes(name),
-                       last_result_at=last.get(name))
-            for name, link in self.cfg.links.items())
+        links = [
+            {"name": name, "access": link.access, "isp": link.isp,
+             "data_used_bytes": int(usage.get(name, 0)),
+             "data_budget_bytes": self.plan.budget_bytes(name),
+             "last_result_at": last.get(name)}
+            for name, link in self.cfg.links.items()]
         plausible = wall.date() >= self.cfg.clock.not_before
-        return StatusMessage(
-            probe_id=self.cfg.probe_id, state=state,
-            at=wall if plausible else None, agent_version=__version__,
-            started_at=self.started_wall if plausible else None,
-            uptime_s=round(time.monotonic() - self.started_mono, 3),
-            spool_depth=stats.depth if stats else 0,
-            spool_evicted=stats.evicted if stats else 0,
-            last_result_at=self.last_result_at,
-            clock_synced=self._clock_state.synced if self._clock_state else None,
-            links=links, config_version=self.config_version, config_error=self.config_error,
-            awaiting_receipt=stats.awaiting_receipt if stats and self.cfg.spool.receipts
+        return {
+            "schema": SCHEMA_VERSION, "probe_id": self.cfg.probe_id, "state": state,
+            "at": wall if plausible else None, "agent_version": __version__,
+            "started_at": self.started_wall if plausible else None,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "spool_depth": stats.depth if stats else 0,
+            "spool_evicted": stats.evicted if stats else 0,
+            "last_result_at": self.last_result_at,
+            "clock_synced": self._clock_state.synced if self._clock_state else None,
+            "links": links, "config_version": self.config_version,
+            "config_error": self.config_error,
+            "awaiting_receipt": stats.awaiting_receipt if stats and self.cfg.spool.receipts
             else None,
-            spool_lost=self.spool_lost if state == "online" else None,
-            results_maybe_lost=self.unclean_stop.results_maybe_lost
+            "spool_lost": self.spool_lost if state == "online" else None,
+            "results_maybe_lost": self.unclean_stop.results_maybe_lost
             if state == "online" and self.unclean_stop is not None else None,
-            spool_error=self.spool.error[:2000] if state == "online" and self.spool.error
+            "spool_error": self.spool.error[:2000] if state == "online" and self.spool.error
             else None,
-            expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None,
-            update=self._update_status() if state == "online" else None,
-            oldest_waiting_at=datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
+            "expected_runs_per_day": self.expected_runs_per_day() if state == "online"
+            else None,
+            "update": self._update_status() if state == "online" else None,
+            "oldest_waiting_at": datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
             if stats and stats.oldest_spooled_at and plausible else None,
-            board_model=self.board_model or None)
+            "board_model": self.board_model or None}
 
     def _update_status(self) -> Any:
         if self.updater is None:
@@ -494,7 +498,7 @@ class Runtime:
                        "receipts": info.receipts if info else 0,
                        "receipted": info.receipted if info else 0,
                        "bad_receipts": info.bad_receipts if info else 0},
-            "status": json.loads(self.status_message().to_json()),
+            "status": json.loads(encode_status(self.status_message())),
             # One consistent snapshot: results_made == spooled (this run) + lost.
             "results": {"made": self.results_made, "lost": self.spool_lost,
                         "spooled_total": self._spooled_total()},

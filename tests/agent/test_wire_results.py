@@ -179,15 +179,39 @@ def test_failed_results_of_every_method_are_the_contracts(method: str) -> None:
 
 
 def test_a_real_status_message_is_the_contracts(tmp_path: Path) -> None:
+    """The run time's status (plain fields, written by wire.encode_status) and its last
+    will are byte for byte what the models wrote before: ``StatusMessage(...).to_json()``
+    and its ``model_copy(update={"at": None, "uptime_s": None})``."""
+    from agent.publisher import last_will
+    from agent.update import Layout, Updater
+
     cfg = config.load(write_config(tmp_path, agent_config(tmp_path, None,
                                                            {"t": tcp_test(1)})))
     runtime = Runtime(cfg, publish=False)
     try:
         asyncio.run(runtime.run_once())
+        # Every optional member set, as on a deployed probe (updates on, a refused config).
+        root = tmp_path / "releases"
+        Layout(root).write({"failed": {"0.1.9": "did not stay up: 3 starts"}, "trial": None,
+                            "last_event": "rolled back from 0.1.9 to 0.1.8",
+                            "last_event_at": "2026-12-01T08:00:00.123Z"})
+        runtime.updater = Updater(config.UpdateSettings(root=root), cfg.probe_id, [], "lo",
+                                  count=lambda link, n: None, budget_left=lambda link: None,
+                                  healthy=lambda: (True, ""), restart=lambda: None)
+        runtime.updater._pending = "0.2.0"
+        runtime.config_version, runtime.config_error = 7, "config version 8 rejected: replay"
+        runtime.board_model = "Raspberry Pi 4 Model B Rev 1.5"
         for state in ("online", "offline"):
-            msg = runtime.status_message(state)
-            payload = wire.encode_status(msg.model_dump(by_alias=True))
-            assert payload == msg.to_json()
-            assert StatusMessage.model_validate_json(payload) == msg
+            fields = runtime.status_message(state)
+            payload = wire.encode_status(fields)
+            model = StatusMessage.model_validate(fields)
+            assert payload == model.to_json()
+            assert StatusMessage.model_validate_json(payload) == model
+            assert last_will(fields) == model.model_copy(
+                update={"at": None, "uptime_s": None}).to_json()
+            assert model.config_version == 7 and model.board_model
+            if state == "online":
+                assert model.update is not None and model.update.pending == "0.2.0"
+                assert model.update.last_event_at is not None and model.links
     finally:
         runtime.spool.close()
