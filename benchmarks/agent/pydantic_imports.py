@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 RUN_TIME = (
     "agent.commands", "agent.handoff", "agent.runconfig", "agent.validate_child",
     "agent.runtime", "agent.publisher", "agent.scheduler", "agent.spool", "agent.clock",
-    "agent.budget", "agent.remote_config", "agent.update", "agent.enroll",
+    "agent.budget", "agent.remote_config", "agent.allowlist", "agent.update", "agent.enroll",
     "agent.methods.base", "agent.methods.registry", "agent.methods.tcp",
     "agent.methods.common.radio", "agent.methods.common.router",
     "netmon.contract", "netmon.methods", "netmon.plan", "netmon.mqtt", "netmon.mqttclient",
