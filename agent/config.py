@@ -236,7 +236,7 @@ class RemoteConfigSettings(_Section):
         """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
         if not self.public_keys:
             return []  # remote configuration off: nothing to load
-        from netmon.signing import SigningError, load_public_key
+        from netmon.sigcheck import SigningError, load_public_key
 
         out = []
         for i, path in enumerate(self.public_keys):

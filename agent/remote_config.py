@@ -209,7 +209,7 @@ class RemoteConfig(Generic[P]):
                  file_targets: Iterable[str] = (),
                  state_dir: Path | None = None,
                  public_keys: Sequence[VerifyKey | Ed25519PublicKey] | None = None) -> None:
-        from netmon.signing import load_public_key
+        from netmon.sigcheck import load_public_key
 
         self.probe_id = probe_id
         self.settings = settings

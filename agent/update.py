@@ -147,7 +147,7 @@ def parse_manifest(payload: bytes, trusted: Sequence[Any]) -> Manifest:
     :class:`UpdateRefused` with the same reasons (``too_large``, ``malformed``,
     ``unsigned``, ``unknown_key``, ``bad_signature``), or ``validation_failed`` when the
     child could not answer."""
-    from netmon.signing import SigningError, check_signature
+    from netmon.sigcheck import SigningError, check_signature
 
     try:
         obj = decode_object(payload, MAX_MESSAGE_BYTES)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -14,7 +15,7 @@ from tests.helpers import REPO
 
 FREE = ("agent.publisher", "agent.remote_config", "agent.update", "agent.enroll",
         "agent.allowlist", "agent.validate_child", "agent.runconfig", "netmon.release",
-        "netmon.wire")
+        "netmon.sigcheck", "netmon.wire")
 
 _PROBE = """
 import json, sys
@@ -40,3 +41,33 @@ def test_the_old_import_paths_still_give_the_settings_models() -> None:
     assert enroll.EnrollmentSettings is config.EnrollmentSettings
     with pytest.raises(AttributeError):
         _ = remote_config.NoSuchThing
+
+
+_MANIFEST = """
+import json, sys
+from pathlib import Path
+from agent.update import parse_manifest
+from netmon.sigcheck import load_public_key
+m = parse_manifest(Path(sys.argv[1]).read_bytes(), [load_public_key(Path(sys.argv[2]))])
+assert (m.serial, m.version, m.percent) == (4, "0.3.0", 20), m
+print(json.dumps(sorted(x for x in sys.modules if x.split(".")[0] in
+                        ("pydantic", "pydantic_core", "pydantic_settings", "cryptography"))))
+"""
+
+
+def test_a_release_manifest_is_checked_without_pydantic(tmp_path: Path) -> None:
+    """Validated in the child, its signature checked by netmon.sigcheck: the caller (the
+    run time) loads neither pydantic nor cryptography."""
+    from netmon.release import sign_manifest
+    from tests.helpers.fleet import make_keys
+
+    _, pub, key = make_keys(tmp_path / "keys")
+    payload = tmp_path / "manifest.json"
+    payload.write_bytes(sign_manifest(
+        serial=4, version="0.3.0", base_url="https://noc.example/r", key=key, percent=20,
+        wheels=[{"name": "hatinh_netmon-0.3.0-py3-none-any.whl", "sha256": "b" * 64,
+                 "size": 1000}]))
+    proc = subprocess.run([sys.executable, "-c", _MANIFEST, str(payload), str(pub)],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout.splitlines()[-1]) == []
