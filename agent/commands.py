@@ -303,12 +303,12 @@ def cmd_once(args: argparse.Namespace) -> int:
         return 2
     from agent.runtime import Runtime
     from agent.spool import SpoolError
-    from netmon.contract import ResultMessage
+    from netmon.wire import Result
 
     failed = 0
     progress = sys.stderr.isatty()
 
-    def emit(test: str, link: str, results: list[ResultMessage]) -> None:
+    def emit(test: str, link: str, results: list[Result]) -> None:
         nonlocal failed
         for r in results:
             failed += 0 if r.ok else 1

@@ -51,13 +51,12 @@ from netmon import __version__
 from netmon.contract import (
     EXIT_RESTART,
     LinkStatus,
-    Metrics,
-    ResultMessage,
     StatusMessage,
     Topics,
     format_time,
 )
 from netmon.plan import TestPlan, TestSpec
+from netmon.wire import Result
 
 _T = TypeVar("_T")
 log = logging.getLogger("netmon.agent")
@@ -163,14 +162,12 @@ async def interface_mbps(iface: str, seconds: float) -> float | None:
                second.tx_bytes - first.tx_bytes) * 8 / elapsed / 1e6
 
 
-def with_radio(results: list[ResultMessage], metrics: dict[str, float]
-               ) -> list[ResultMessage]:
+def with_radio(results: list[Result], metrics: dict[str, float]) -> list[Result]:
     """``results`` carrying the link's radio context (read just after the test, on the
     cell that served it), failed ones too: a failure on weak signal says something."""
     if not metrics:
         return results
-    return [r.model_copy(update={"metrics": Metrics(**(r.metrics.values() | metrics))})
-            for r in results]
+    return [r.with_metrics(metrics) for r in results]
 
 
 class Runtime:
@@ -316,7 +313,7 @@ class Runtime:
                  spec.defer_s, mbps, spec.defer_when_busy_mbps)
         return spec.defer_s
 
-    async def measure(self, test: str, spec: TestSpec, link: str) -> list[ResultMessage]:
+    async def measure(self, test: str, spec: TestSpec, link: str) -> list[Result]:
         """Run ``spec`` on ``link`` and return its results; failures become results."""
         flags = self.clock_state().flags
         ctx = MethodContext(probe_id=self.cfg.probe_id, agent_version=__version__,
@@ -346,12 +343,11 @@ class Runtime:
         if modem is not None and spec.kind == "throughput":
             results = with_radio(results, await radio.read(modem))
         if flags:  # a method that forgot the context's flags still gets them
-            results = [r if set(flags) <= set(r.flags) else
-                       r.model_copy(update={"flags": tuple(dict.fromkeys(r.flags + flags))})
+            results = [r if set(flags) <= set(r.flags) else r.with_flags(flags)
                        for r in results]
         return results
 
-    def store(self, results: Iterable[ResultMessage], test: str, spec: TestSpec) -> None:
+    def store(self, results: Iterable[Result], test: str, spec: TestSpec) -> None:
         """Commit results to the spool, count their bytes, wake the publisher."""
         results = list(results)
         if not results:
@@ -766,8 +762,8 @@ class Runtime:
             await asyncio.sleep(every)
 
     async def run_once(self, only: list[str] | None = None,
-                       emit: Callable[[str, str, list[ResultMessage]], None] | None = None
-                       ) -> list[ResultMessage]:
+                       emit: Callable[[str, str, list[Result]], None] | None = None
+                       ) -> list[Result]:
         """Run the plan's tests once each, one after another (so throughput tests never
         overlap), store the results when publishing, and hand each test's results to
         ``emit(test, link, results)`` as they come — ``netmon-agent once``."""
@@ -775,7 +771,7 @@ class Runtime:
         if not state.plausible:
             raise RuntimeError(f"system clock reads {format_time(self.clock.wall())}, before "
                                f"{self.cfg.clock.not_before}; set the clock first")
-        out: list[ResultMessage] = []
+        out: list[Result] = []
         for name, spec in self.plan.tests.items():
             if only and name not in only:
                 continue
