@@ -13,12 +13,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from agent.methods.common.radio import ModemConfig
-from agent.methods.common.router import RouterCounters
 from netmon.methods import Declaration, MethodOptions
 from netmon.wire import ErrorInfo, Metrics, Result
 
 if TYPE_CHECKING:
+    from agent.runconfig import Modem, Router
     from netmon.contract import Access, ErrorCode
 
 
@@ -31,8 +30,8 @@ class LinkBinding:
     isp: str
     interface: str | None = None  # SO_BINDTODEVICE / iperf3 --bind-dev
     source_address: str | None = None  # bind() before connect
-    router: RouterCounters | None = None  # the line's counters at the office router
-    modem: ModemConfig | None = None  # ModemManager modem giving radio context
+    router: Router | None = None  # the line's counters at the office router
+    modem: Modem | None = None  # ModemManager modem giving radio context
 
 
 @dataclass(frozen=True)
