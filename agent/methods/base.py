@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from netmon.methods import Declaration, MethodOptions
+from netmon.declarations import Declaration
 from netmon.wire import ErrorInfo, Metrics, Result
 
 if TYPE_CHECKING:
     from agent.runconfig import Modem, Router
     from netmon.contract import Access, ErrorCode
+    from netmon.methods import MethodOptions
 
 
 @dataclass(frozen=True)
@@ -45,7 +46,7 @@ class MethodContext:
 
 
 #: The options model a method's ``run`` takes (its declared ``options``).
-OptionsT = TypeVar("OptionsT", bound=MethodOptions, contravariant=True)
+OptionsT = TypeVar("OptionsT", bound="MethodOptions", contravariant=True)
 
 
 class Method(Protocol[OptionsT]):

@@ -15,10 +15,11 @@ from agent.methods.common.latency import sample_series
 from agent.methods.common.net import link_socket, target_host_port
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import DNS, Declaration, DnsOptions
+from netmon.declarations import DNS, Declaration
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
+    from netmon.methods import DnsOptions
     from netmon.wire import Result
 
 QTYPES = {"A": 1, "AAAA": 28}

@@ -19,9 +19,10 @@ from agent.methods.common.net import resolve
 from agent.methods.common.throughput import CounterWindow, add_direction, add_idle_rtt, directions
 from agent.methods.common.tls import client_context
 from netmon.contractbase import now_utc
-from netmon.methods import HTTP, Declaration, HttpOptions
+from netmon.declarations import HTTP, Declaration
 
 if TYPE_CHECKING:
+    from netmon.methods import HttpOptions
     from netmon.wire import Result
 
 

@@ -19,10 +19,11 @@ from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import HTTP_LATENCY, Declaration, HttpLatencyOptions
+from netmon.declarations import HTTP_LATENCY, Declaration
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
+    from netmon.methods import HttpLatencyOptions
     from netmon.wire import Result
 
 

@@ -11,9 +11,10 @@ from agent.methods.common.guard import guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import ICMP, Declaration, IcmpOptions
+from netmon.declarations import ICMP, Declaration
 
 if TYPE_CHECKING:
+    from netmon.methods import IcmpOptions
     from netmon.wire import Result
 
 FAMILIES = {"auto": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}

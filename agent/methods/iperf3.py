@@ -27,10 +27,11 @@ from agent.methods.common.throughput import (
     directions,
 )
 from netmon.contractbase import now_utc
-from netmon.methods import IPERF3, Declaration, Iperf3Options
+from netmon.declarations import IPERF3, Declaration
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
+    from netmon.methods import Iperf3Options
     from netmon.wire import Result
 
 

@@ -21,9 +21,10 @@ from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import IPV6, Declaration, Ipv6Options
+from netmon.declarations import IPV6, Declaration
 
 if TYPE_CHECKING:
+    from netmon.methods import Ipv6Options
     from netmon.wire import Result
 
 

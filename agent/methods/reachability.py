@@ -19,10 +19,11 @@ from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import REACHABILITY, Declaration, ReachabilityOptions, split_host_port
+from netmon.declarations import REACHABILITY, Declaration, split_host_port
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
+    from netmon.methods import ReachabilityOptions
     from netmon.wire import Result
 
 

@@ -37,9 +37,10 @@ from agent.methods.common.httpengine import EngineConfig, EngineResult, parse_he
 from agent.methods.common.net import connect_addr, resolve
 from agent.methods.common.tls import client_context, tls_error
 from netmon.contractbase import now_utc
-from netmon.methods import RESPONSIVENESS, Declaration, ResponsivenessOptions
+from netmon.declarations import RESPONSIVENESS, Declaration
 
 if TYPE_CHECKING:
+    from netmon.methods import ResponsivenessOptions
     from netmon.wire import Result
 
 #: The components of a probe, in the order they happen (``tls`` only for https).

@@ -35,10 +35,11 @@ from agent.methods.common.throughput import (
     directions,
 )
 from netmon.contractbase import now_utc
-from netmon.methods import SPEEDTEST, SPEEDTEST_NET, Declaration, SpeedtestOptions
+from netmon.declarations import SPEEDTEST, SPEEDTEST_NET, Declaration
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
+    from netmon.methods import SpeedtestOptions
     from netmon.wire import Result
 
 DOWNLOAD_SIZES = [350, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000]

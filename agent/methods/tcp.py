@@ -11,9 +11,10 @@ from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp, target_host_port
 from agent.methods.common.rtt import rtt_metrics
 from netmon.contractbase import now_utc
-from netmon.methods import TCP, Declaration, TcpOptions
+from netmon.declarations import TCP, Declaration
 
 if TYPE_CHECKING:
+    from netmon.methods import TcpOptions
     from netmon.wire import Result
 
 

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from agent.methods.common import radio
-from netmon.methods import DeviceOptions
 
 if TYPE_CHECKING:
     from agent.runconfig import Modem
+    from netmon.methods import DeviceOptions
 
 #: (pattern on the model string, download Mb/s, upload Mb/s): TCP goodput ceilings of
 #: the board's Ethernet port, first match wins (the "Plus" row before the plain 3B).

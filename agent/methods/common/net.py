@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 from agent.methods.base import LinkBinding
 from agent.methods.common.guard import MeasureError, os_error
-from netmon.methods import HostPort, split_host_port
+from netmon.declarations import HostPort, split_host_port
 
 if TYPE_CHECKING:
     from netmon.contract import ErrorCode
