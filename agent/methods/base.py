@@ -13,26 +13,15 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
+# LinkBinding is the run-time config's view of a link (defined there, beside Router and
+# Modem); re-exported here, where the methods have always found it.
+from agent.runconfig import LinkBinding as LinkBinding
 from netmon.declarations import Declaration
 from netmon.wire import ErrorInfo, Metrics, Result
 
 if TYPE_CHECKING:
-    from agent.runconfig import Modem, Router
-    from netmon.contract import Access, ErrorCode
+    from netmon.contract import ErrorCode
     from netmon.methods import MethodOptions
-
-
-@dataclass(frozen=True)
-class LinkBinding:
-    """The link a test runs on and how to pin traffic to it."""
-
-    name: str
-    access: Access
-    isp: str
-    interface: str | None = None  # SO_BINDTODEVICE / iperf3 --bind-dev
-    source_address: str | None = None  # bind() before connect
-    router: Router | None = None  # the line's counters at the office router
-    modem: Modem | None = None  # ModemManager modem giving radio context
 
 
 @dataclass(frozen=True)
