@@ -35,11 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from agent import runconfig
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
-from agent.config import AgentConfig
 from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats, radio, router_poll
@@ -48,16 +48,14 @@ from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
 from agent.spool import LEDGER_FLUSH_S, LedgerUpdate, Spool, SpoolError, UncleanStop
 from netmon import __version__
-from netmon.contract import (
-    EXIT_RESTART,
-    Metrics,
-    ResultMessage,
-    Topics,
-    format_time,
-)
-from netmon.contractbase import SCHEMA_VERSION
-from netmon.plan import TestPlan, TestSpec
-from netmon.wire import encode_status
+from netmon.contractbase import EXIT_RESTART, SCHEMA_VERSION, Topics
+from netmon.jsonutil import format_time
+from netmon.wire import Result, encode_status
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.runconfig import Plan, RunConfig, Spec
+    from netmon.plan import TestPlan
 
 _T = TypeVar("_T")
 log = logging.getLogger("netmon.agent")
@@ -163,22 +161,24 @@ async def interface_mbps(iface: str, seconds: float) -> float | None:
                second.tx_bytes - first.tx_bytes) * 8 / elapsed / 1e6
 
 
-def with_radio(results: list[ResultMessage], metrics: dict[str, float]
-               ) -> list[ResultMessage]:
+def with_radio(results: list[Result], metrics: dict[str, float]) -> list[Result]:
     """``results`` carrying the link's radio context (read just after the test, on the
     cell that served it), failed ones too: a failure on weak signal says something."""
     if not metrics:
         return results
-    return [r.model_copy(update={"metrics": Metrics(**(r.metrics.values() | metrics))})
-            for r in results]
+    return [r.with_metrics(metrics) for r in results]
 
 
 class Runtime:
     """One agent process's state and tasks."""
 
-    def __init__(self, cfg: AgentConfig, clock: Clock | None = None,
+    def __init__(self, cfg: RunConfig | AgentConfig, clock: Clock | None = None,
                  rng: random.Random | None = None, publish: bool = True,
                  announce: bool = True) -> None:
+        if not isinstance(cfg, runconfig.RunConfig):
+            # Validated in this process (``once``, the one-process mode, tests): the run
+            # time takes it through the start stage's JSON, as after the hand-over.
+            cfg = runconfig.from_validated(cfg)
         self.cfg = cfg
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
@@ -195,7 +195,7 @@ class Runtime:
         self._state_same: dict[str, Any] = {}
         self._state_at = 0.0
         self.bindings = cfg.bindings()
-        self.plan: TestPlan = cfg.plan()
+        self.plan: Plan = cfg.plan()
         self.config_version: int | None = None
         self.config_error: str | None = None
         self.started_wall = self.clock.wall()
@@ -213,12 +213,15 @@ class Runtime:
             # results marked sent for the service, which receives their receipts.
             receipts = self.topics.receipts(cfg.probe_id) \
                 if cfg.spool.receipts and announce else None
-            self.publisher = Publisher(cfg.broker, cfg.probe_id,
+            # The run-time config's sections have the models' fields (the ignores go when
+            # the publisher, remote config and updater are typed on them: issue 20, part B).
+            self.publisher = Publisher(cfg.broker, cfg.probe_id,  # type: ignore[arg-type]
                                        self.topics.status(cfg.probe_id), self.spool,
                                        self.status_message, rng=self.rng, announce=announce,
                                        client_id=None if announce else
                                        f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}",
-                                       spool_cfg=cfg.spool, receipts=cfg.spool.receipts,
+                                       spool_cfg=cfg.spool,  # type: ignore[arg-type]
+                                       receipts=cfg.spool.receipts,
                                        receipts_topic=receipts)
         self.scheduler = Scheduler(
             self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
@@ -239,12 +242,15 @@ class Runtime:
 
     # ------------------------------------------------------------------ plan
 
-    def apply_plan(self, plan: TestPlan, version: int | None = None) -> list[str]:
-        """Check ``plan`` against this probe's links and switch to it atomically.
+    def apply_plan(self, plan: Plan | TestPlan, version: int | None = None) -> list[str]:
+        """Check ``plan`` against this probe's links and switch to it atomically (a
+        validated :class:`netmon.plan.TestPlan` becomes the run time's plain one).
 
         Returns the problems (and changes nothing) when it does not fit; the problems are
         also kept as ``config_error`` for the status message.
         """
+        if not isinstance(plan, runconfig.Plan):
+            plan = runconfig.plan_from_validated(plan)
         problems = plan.problems(self.cfg.links)
         if problems:
             self.config_error = "; ".join(problems)[:2000]
@@ -316,7 +322,7 @@ class Runtime:
                  spec.defer_s, mbps, spec.defer_when_busy_mbps)
         return spec.defer_s
 
-    async def measure(self, test: str, spec: TestSpec, link: str) -> list[ResultMessage]:
+    async def measure(self, test: str, spec: Spec, link: str) -> list[Result]:
         """Run ``spec`` on ``link`` and return its results; failures become results."""
         flags = self.clock_state().flags
         ctx = MethodContext(probe_id=self.cfg.probe_id, agent_version=__version__,
@@ -346,12 +352,11 @@ class Runtime:
         if modem is not None and spec.kind == "throughput":
             results = with_radio(results, await radio.read(modem))
         if flags:  # a method that forgot the context's flags still gets them
-            results = [r if set(flags) <= set(r.flags) else
-                       r.model_copy(update={"flags": tuple(dict.fromkeys(r.flags + flags))})
+            results = [r if set(flags) <= set(r.flags) else r.with_flags(flags)
                        for r in results]
         return results
 
-    def store(self, results: Iterable[ResultMessage], test: str, spec: TestSpec) -> None:
+    def store(self, results: Iterable[Result], test: str, spec: Spec) -> None:
         """Commit results to the spool, count their bytes, wake the publisher."""
         results = list(results)
         if not results:
@@ -651,8 +656,8 @@ class Runtime:
         if not cfg.remote_config.enabled:
             return
         # The plan comes as agent.runconfig builds it, in the validation child.
-        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config, plan_validator(cfg.links),
-                                   self._apply_remote_plan,
+        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config,  # type: ignore[arg-type]
+                                   plan_validator(cfg.links), self._apply_remote_plan,
                                    file_targets=plan_targets(cfg.plan()),
                                    state_dir=cfg.state_dir or cfg.spool.path.parent)
         self.remote = remote
@@ -684,7 +689,7 @@ class Runtime:
         # and transactions are this loop's (another thread's BEGIN or COMMIT lands inside
         # them: results failed to store, counted lost), so they run on the loop.
         loop = asyncio.get_running_loop()
-        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,
+        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,  # type: ignore[arg-type]
                                _on_loop(loop, self._count_download),
                                _on_loop(loop, self._budget_left), self._update_healthy,
                                self._restart, month_left_s=lambda: seconds_left_in_month(
@@ -735,7 +740,7 @@ class Runtime:
 
         task.add_done_callback(done)
 
-    def _apply_remote_plan(self, plan: TestPlan, version: int) -> None:
+    def _apply_remote_plan(self, plan: Any, version: int) -> None:
         # Raising makes RemoteConfig put the previous envelope back and report apply_failed.
         problems = self.apply_plan(plan, version)
         if problems:
@@ -772,8 +777,8 @@ class Runtime:
             await asyncio.sleep(every)
 
     async def run_once(self, only: list[str] | None = None,
-                       emit: Callable[[str, str, list[ResultMessage]], None] | None = None
-                       ) -> list[ResultMessage]:
+                       emit: Callable[[str, str, list[Result]], None] | None = None
+                       ) -> list[Result]:
         """Run the plan's tests once each, one after another (so throughput tests never
         overlap), store the results when publishing, and hand each test's results to
         ``emit(test, link, results)`` as they come — ``netmon-agent once``."""
@@ -781,7 +786,7 @@ class Runtime:
         if not state.plausible:
             raise RuntimeError(f"system clock reads {format_time(self.clock.wall())}, before "
                                f"{self.cfg.clock.not_before}; set the clock first")
-        out: list[ResultMessage] = []
+        out: list[Result] = []
         for name, spec in self.plan.tests.items():
             if only and name not in only:
                 continue

@@ -84,18 +84,25 @@ def validate(kind: Kind, payload: bytes, links: Collection[str] = (),
 # --------------------------------------------------------------------------- the child
 
 
-def _plan(payload: bytes, links: list[str]) -> dict[str, Any]:
+def plan_json(plan: Any) -> dict[str, Any]:
+    """A validated :class:`netmon.plan.TestPlan` as the JSON
+    :func:`agent.runconfig.plan_from_json` reads: each test's table, kind and options."""
     from agent.handoff import plain
+
+    return {"budgets_mb": plain(plan.budgets_mb),
+            "tests": {name: {"config": plain(spec.model_dump()), "kind": spec.kind,
+                             "options": plain(spec.options.model_dump())}
+                      for name, spec in plan.tests.items()}}
+
+
+def _plan(payload: bytes, links: list[str]) -> dict[str, Any]:
     from netmon.plan import TestPlan
 
     plan = TestPlan.model_validate(json.loads(payload))
     problems = plan.problems(links)
     if problems:
         raise Refused(problems)
-    return {"budgets_mb": plain(plan.budgets_mb),
-            "tests": {name: {"config": plain(spec.model_dump()), "kind": spec.kind,
-                             "options": plain(spec.options.model_dump())}
-                      for name, spec in plan.tests.items()}}
+    return plan_json(plan)
 
 
 def _manifest(payload: bytes) -> dict[str, Any]:

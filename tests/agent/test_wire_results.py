@@ -1,6 +1,7 @@
-"""Real results and a real status message rebuilt by the light wire path (netmon/wire.py)
-are the contract's: the same bytes as the pydantic models write, read back by the models
-into equal messages (issue 20: the run-time process is to build its messages this way).
+"""Real results and a real status message written by the light wire path (netmon/wire.py),
+as the methods and the runtime make them, are the contract's: the same bytes as the
+pydantic models write for the same message, read back by the models into equal messages
+(issue 20: the run-time process builds its messages this way).
 
 The results come from the methods themselves: every declared method's successful run
 against real servers (on loopback, and the measurement server's nginx and iperf3 across a
@@ -25,7 +26,7 @@ from agent.runtime import Runtime
 from devstack import netns
 from devstack.services import Service
 from netmon import wire
-from netmon.contract import ResultMessage, StatusMessage
+from netmon.contract import ErrorInfo, Metrics, ResultMessage, StatusMessage
 from netmon.methods import DECLARATIONS
 from tests.helpers.agent import agent_config, tcp_test, write_config
 from tests.helpers.methods import DnsResponder, ctx_for, dns_responder, make_site
@@ -40,18 +41,18 @@ def test_every_declared_method_has_its_successful_results_compared() -> None:
     assert set(ON_LOOPBACK) | set(ACROSS_A_LINK) == set(DECLARATIONS)
 
 
-def light(r: ResultMessage) -> wire.Result:
-    """The same result built by the light path from its parts."""
-    return wire.Result(
+def model(r: wire.Result) -> ResultMessage:
+    """The same result built by the pydantic models from its parts."""
+    return ResultMessage(
         probe_id=r.probe_id, link=r.link, access=r.access, isp=r.isp, method=r.method,
         target=r.target, started_at=r.started_at, duration_s=r.duration_s,
-        agent_version=r.agent_version, metrics=r.metrics.values(),
-        error=wire.ErrorInfo(r.error.code, r.error.message) if r.error else None,
+        agent_version=r.agent_version, metrics=Metrics(**r.metrics.values()),
+        error=ErrorInfo(code=r.error.code, message=r.error.message) if r.error else None,
         flags=r.flags, id=r.id)
 
 
 def runs(method: str, link: netns.ShapedLink | None = None,
-         **options: Any) -> list[ResultMessage]:
+         **options: Any) -> list[wire.Result]:
     cls = get(method)
     return asyncio.run(cls().run(ctx_for(link), cls.decl.options(**options)))
 
@@ -110,12 +111,16 @@ def _failing(method: str, port: int) -> dict[str, Any]:
     }[method]
 
 
-def _same(results: list[ResultMessage]) -> None:
+def _same(results: list[wire.Result]) -> None:
     assert results
     for r in results:
-        payload = light(r).to_json()
-        assert payload == r.to_json()
-        assert ResultMessage.model_validate_json(payload) == r
+        assert isinstance(r, wire.Result)  # what the methods make (no pydantic)
+        payload = r.to_json()
+        heavy = model(r)
+        assert payload == heavy.to_json()
+        assert ResultMessage.model_validate_json(payload) == heavy
+        assert r.metrics.values() == heavy.metrics.values()
+        assert r.started_at == heavy.started_at  # UTC, milliseconds, as the model keeps it
 
 
 def test_successful_results_of_real_methods_are_the_contracts(
