@@ -213,14 +213,12 @@ class Runtime:
             # results marked sent for the service, which receives their receipts.
             receipts = self.topics.receipts(cfg.probe_id) \
                 if cfg.spool.receipts and announce else None
-            # The run-time config's sections have the models' fields (the ignores go when
-            # the publisher, remote config and updater are typed on them: issue 20, part B).
-            self.publisher = Publisher(cfg.broker, cfg.probe_id,  # type: ignore[arg-type]
+            self.publisher = Publisher(cfg.broker, cfg.probe_id,
                                        self.topics.status(cfg.probe_id), self.spool,
                                        self.status_message, rng=self.rng, announce=announce,
                                        client_id=None if announce else
                                        f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}",
-                                       spool_cfg=cfg.spool,  # type: ignore[arg-type]
+                                       spool_cfg=cfg.spool,
                                        receipts=cfg.spool.receipts,
                                        receipts_topic=receipts)
         self.scheduler = Scheduler(
@@ -656,7 +654,7 @@ class Runtime:
         if not cfg.remote_config.enabled:
             return
         # The plan comes as agent.runconfig builds it, in the validation child.
-        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config,  # type: ignore[arg-type]
+        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config,
                                    plan_validator(cfg.links), self._apply_remote_plan,
                                    file_targets=plan_targets(cfg.plan()),
                                    state_dir=cfg.state_dir or cfg.spool.path.parent)
@@ -689,7 +687,7 @@ class Runtime:
         # and transactions are this loop's (another thread's BEGIN or COMMIT lands inside
         # them: results failed to store, counted lost), so they run on the loop.
         loop = asyncio.get_running_loop()
-        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,  # type: ignore[arg-type]
+        self.updater = Updater(cfg.update, cfg.probe_id, trusted, link,
                                _on_loop(loop, self._count_download),
                                _on_loop(loop, self._budget_left), self._update_healthy,
                                self._restart, month_left_s=lambda: seconds_left_in_month(
