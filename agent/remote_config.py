@@ -108,26 +108,33 @@ def _tables(plan: Any) -> list[tuple[str, dict[str, Any]]]:
     return [(str(name), table) for name, table in tests.items() if isinstance(table, dict)]
 
 
-def _roles(table: dict[str, Any]) -> dict[str, Any]:
-    # The roles are read off the option models: loaded only when a plan is checked.
+def _roles(table: dict[str, Any]) -> dict[str, str]:
+    """Option -> what it names (``"target"``, ``"local"``) for a test's method: from the
+    contract's export (no option model loaded), or off the option model for a method the
+    export does not know (registered at run time)."""
+    method = table.get("method")
+    if not isinstance(method, str):
+        return {}
+    from netmon.wire import option_roles as exported
+
+    roles = exported(method)
+    if roles is not None:
+        return roles
     from netmon.methods import DECLARATIONS, option_roles
 
-    method = table.get("method")
-    decl = DECLARATIONS.get(method) if isinstance(method, str) else None
-    return option_roles(decl.options) if decl is not None else {}
+    decl = DECLARATIONS.get(method)
+    return {k: r.value for k, r in option_roles(decl.options).items()} if decl else {}
 
 
 def plan_targets(plan: Any) -> list[str]:
     """Every host a plan's tests would contact: the values of the options each method
     declares as targets (``netmon.methods.TARGET``), defaults included for a validated
     plan. An unknown method contributes nothing here: validation rejects it."""
-    from netmon.methods import Role
-
     found: list[str] = []
     for _, table in _tables(plan):
         for key, role in _roles(table).items():
             value = table.get(key)
-            if role is Role.TARGET and value is not None:
+            if role == "target" and value is not None:
                 values = value if isinstance(value, list | tuple) else [value]
                 found.extend(str(v) for v in values)
     return found
@@ -136,10 +143,8 @@ def plan_targets(plan: Any) -> list[str]:
 def local_options(plan: Any) -> list[str]:
     """``tests.<name>.<option>`` of every option naming a local executable or file
     (``netmon.methods.LOCAL``) that a raw plan sets: never settable remotely."""
-    from netmon.methods import Role
-
     return [f"tests.{name}.{key}" for name, table in _tables(plan)
-            for key, role in _roles(table).items() if role is Role.LOCAL and key in table]
+            for key, role in _roles(table).items() if role == "local" and key in table]
 
 
 def secret_keys(plan: Any, where: str = "") -> list[str]:

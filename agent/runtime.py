@@ -679,7 +679,7 @@ class Runtime:
             return
         from agent.budget import seconds_left_in_month
         from agent.update import TrialHealth, Updater
-        from netmon.signing import load_public_key
+        from netmon.sigcheck import load_public_key
 
         trusted = [load_public_key(p) for p in cfg.remote_config.public_keys]
         link = cfg.update.link or next(iter(cfg.links))

@@ -75,6 +75,8 @@ class _Contract:
     max_future: timedelta
     schema_version: int
     max_message_bytes: int
+    #: Method -> option -> what it names ("target", "local"): netmon.methods.Role's values.
+    option_roles: dict[str, dict[str, str]]
 
 
 #: The JSON Schema keywords the export uses; :func:`_contract` refuses a schema with any
@@ -119,7 +121,15 @@ def _contract() -> _Contract:
         max_exact_int=int(rules["max_exact_int"]),
         max_future=timedelta(seconds=float(rules["max_future_s"])),
         schema_version=int(rules["schema_version"]),
-        max_message_bytes=int(rules["max_message_bytes"]))
+        max_message_bytes=int(rules["max_message_bytes"]),
+        option_roles=rules["option_roles"])
+
+
+def option_roles(method: str) -> dict[str, str] | None:
+    """What each option of a declared ``method`` names, as :func:`netmon.methods.option_roles`
+    gives it read off the option model (the role's value: ``"target"``, ``"local"``), from
+    the export; None for a method the export does not know (one registered at run time)."""
+    return _contract().option_roles.get(method)
 
 
 # --------------------------------------------------------------------------- values
