@@ -33,7 +33,7 @@ def target_host(target: str) -> str:
     text = target.strip()
     if text.startswith("icmp:"):
         text = text[len("icmp:"):]
-    from netmon.methods import split_host_port
+    from netmon.declarations import split_host_port
 
     try:
         host = split_host_port(text, 0).host
