@@ -18,9 +18,12 @@ import threading
 import time
 from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from netmon.configfile import ConfigError
+
+if TYPE_CHECKING:
+    from agent.runconfig import RunConfig
 
 DEFAULT_CONFIG = Path("/etc/netmon/agent.toml")
 T = TypeVar("T")
@@ -255,23 +258,31 @@ def cmd_run(args: argparse.Namespace) -> int:
         return exc.exit_code
     if not handoff.one_process():
         handoff.exec_runtime(cfg)
-    return _serve(cfg)
+    from agent import runconfig
+
+    # One process: the same run-time config, through the same JSON as the hand-over.
+    return _serve(runconfig.from_validated(cfg))
 
 
 def _run_time(fd: int) -> int:
-    """The run-time image: the config the start stage validated, from ``fd``."""
-    from agent import handoff
-    from agent.config import from_handoff
+    """The run-time image: the config the start stage validated, from ``fd``, as the
+    run time's plain config (:mod:`agent.runconfig`: pydantic is never loaded here)."""
+    from agent import handoff, runconfig
 
     try:
-        cfg = from_handoff(handoff.read_fd(fd))
+        cfg = runconfig.from_handoff(handoff.read_fd(fd))
     except handoff.HandoffError as exc:
         logging.getLogger("netmon.agent").error("%s", exc)
+        return 2
+    except (KeyError, TypeError, ValueError) as exc:  # a start stage of another version
+        logging.getLogger("netmon.agent").error(
+            "%s %d: the handed-over config is not this version's: %s: %s", handoff.FLAG, fd,
+            type(exc).__name__, exc)
         return 2
     return _serve(cfg)
 
 
-def _serve(cfg: Any) -> int:
+def _serve(cfg: RunConfig) -> int:
     """Run the service on a validated config until SIGTERM."""
     from agent.runtime import Runtime
     from agent.spool import SpoolError
@@ -303,12 +314,12 @@ def cmd_once(args: argparse.Namespace) -> int:
         return 2
     from agent.runtime import Runtime
     from agent.spool import SpoolError
-    from netmon.contract import ResultMessage
+    from netmon.wire import Result
 
     failed = 0
     progress = sys.stderr.isatty()
 
-    def emit(test: str, link: str, results: list[ResultMessage]) -> None:
+    def emit(test: str, link: str, results: list[Result]) -> None:
         nonlocal failed
         for r in results:
             failed += 0 if r.ok else 1

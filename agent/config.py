@@ -18,11 +18,14 @@ See ``docs/agent.md`` for the reference and ``examples/agent.toml`` for a commun
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
+import json
 import re
 from datetime import date, time
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -36,12 +39,9 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings
 
-from agent.enroll import EnrollmentSettings, identity_overlay
+from agent.allowlist import allowlist_entry
 from agent.methods.base import LinkBinding
-from agent.methods.common.radio import ModemConfig
-from agent.methods.common.router import RouterCounters
-from agent.remote_config import RemoteConfigSettings
-from agent.update import UpdateSettings
+from agent.runconfig import RouterSecrets
 from netmon.contract import (
     DEFAULT_PREFIX,
     LINK_NAME_PATTERN,
@@ -92,10 +92,17 @@ class LinkConfig(_Section):
         return value
 
     def binding(self, name: str) -> LinkBinding:
-        """The method-facing view of this link."""
+        """The method-facing view of this link (the run time's plain router and modem
+        configuration, made from the same JSON the start stage hands over)."""
+        from agent.handoff import plain
+        from agent.runconfig import Modem, Router
+
         return LinkBinding(name=name, access=self.access, isp=self.isp,
                            interface=self.interface, source_address=self.source_address,
-                           router=self.router, modem=self.modem)
+                           router=None if self.router is None else
+                           Router.from_json(plain(self.router.model_dump())),
+                           modem=None if self.modem is None else
+                           Modem(**self.modem.model_dump()))
 
 
 # --------------------------------------------------------------------------- broker etc.
@@ -203,6 +210,109 @@ class ScheduleConfig(_Section):
         return value
 
 
+# --------------------------------------------------------------------------- fleet
+
+
+class RemoteConfigSettings(_Section):
+    """``[remote_config]``: signed test plans from the NOC (:mod:`agent.remote_config`;
+    provisioned by Ansible). Remote configuration is off while ``public_keys`` is empty.
+    """
+
+    public_keys: list[Path] = Field(
+        default_factory=list,
+        description="NOC Ed25519 public key files (PEM); two during a key rotation")
+    allowed_targets: list[str] = Field(
+        default_factory=list,
+        description="hosts a remote plan may test: names, *.suffix, IPs or CIDRs; the "
+                    "file config's own test targets are always allowed")
+    state_file: Path = Field(
+        Path("remote-config.json"),
+        description="where the last applied signed config is kept (relative: under the "
+                    "agent's state directory)")
+
+    @field_validator("allowed_targets")
+    @classmethod
+    def _check_allowlist(cls, entries: list[str]) -> list[str]:
+        return [allowlist_entry(entry) for entry in entries]
+
+    @property
+    def enabled(self) -> bool:
+        """True when at least one NOC key is configured."""
+        return bool(self.public_keys)
+
+    def file_problems(self) -> list[str]:
+        """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
+        if not self.public_keys:
+            return []  # remote configuration off: nothing to load
+        from netmon.sigcheck import SigningError, load_public_key
+
+        out = []
+        for i, path in enumerate(self.public_keys):
+            try:
+                load_public_key(path)
+            except SigningError as exc:
+                out.append(f"remote_config.public_keys[{i}]: {exc.detail}")
+        return out
+
+
+class UpdateSettings(_Section):
+    """``[update]``: signed agent updates with rollback (:mod:`agent.update`). Updates
+    are off while ``root`` is unset."""
+
+    root: Path | None = Field(None, description="where versions live (see agent/update.py)")
+    link: str | None = Field(
+        None, description="the link the download goes over: its data budget counts it "
+                          "(default: the first link)")
+    max_starts: int = Field(3, ge=1, le=100,
+                            description="starts of a new version before it is rolled back")
+    download_timeout_s: float = Field(300.0, ge=5, le=86400)
+    budget_retry_s: float = Field(
+        3600.0, ge=1, le=86400,
+        description="how often a release refused for the data budget is checked again "
+                    "(also at the start of the budget month)")
+    budget_wait_days: float = Field(
+        62.0, ge=1, le=366,
+        description="how long such a release is checked again by itself; afterwards only "
+                    "a reconnect (the retained manifest redelivered) tries it")
+
+
+class EnrollmentSettings(_Section):
+    """``[enrollment]``: zero-touch enrollment of a blank probe (:mod:`agent.enroll`; in
+    the probe image). Enrollment is off while ``claim_file`` is unset."""
+
+    claim_file: Path | None = Field(
+        None, description="the one-time claim code printed on the probe's label")
+    username: str = Field("netmon_enroll", min_length=1,
+                          description="the shared enrollment account")
+    password_file: Path | None = Field(None, description="its password (in the image)")
+    port: int = Field(8885, ge=1, le=65535, description="the broker's enrollment listener")
+    state_dir: Path = Field(Path("/var/lib/netmon-agent/enrollment"),
+                            description="key pair, request, identity and credentials")
+    retry_after_rejection_s: float = Field(3600.0, ge=1, le=30 * 86400)
+
+    @property
+    def enabled(self) -> bool:
+        """True when this probe may enrol itself."""
+        return self.claim_file is not None
+
+    @property
+    def identity_path(self) -> Path:
+        """Written once enrolled."""
+        return self.state_dir / IDENTITY_FILE
+
+    def file_problems(self) -> list[str]:
+        """Missing files, named with their key."""
+        out = []
+        for key in ("claim_file", "password_file"):
+            path = getattr(self, key)
+            if path is not None and not path.is_file():
+                out.append(f"enrollment.{key}: no such file {str(path)!r}")
+        if self.enabled and self.password_file is None:
+            out.append("enrollment.password_file: needed with claim_file (the enrollment "
+                       "account's password)")
+        return out
+
+
 class AgentConfig(BaseSettings):
     """The whole agent configuration file."""
 
@@ -293,6 +403,22 @@ def from_handoff(doc: dict[str, Any]) -> AgentConfig:
         raise HandoffError(f"the handed-over config is not valid here: {where}") from None
 
 
+#: Written in ``[enrollment] state_dir`` once the probe is enrolled (:mod:`agent.enroll`).
+IDENTITY_FILE = "identity.json"
+
+
+def identity_overlay(settings: EnrollmentSettings) -> dict[str, Any] | None:
+    """Config keys the enrolled identity sets (``probe_id``, ``broker.username``,
+    ``broker.password_file``), or None before enrollment."""
+    try:
+        data = json.loads(settings.identity_path.read_text())
+        return {"probe_id": str(data["probe_id"]),
+                "broker": {"username": str(data["username"]),
+                           "password_file": str(data["password_file"])}}
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 #: The probe id a blank probe's config is checked under until it is enrolled.
 NOT_ENROLLED = "not-enrolled"
 
@@ -346,3 +472,127 @@ def _flatten(problems: list[str]) -> list[str]:
             else:
                 out.append(f"{head}: {line}")
     return out
+
+
+# --------------------------------------------------------------------------- link devices
+# (validation only: the run time reads them as agent.runconfig.Router / Modem)
+
+
+#: The Python modules each router counter source needs (the ``router`` extra installs them).
+ROUTER_NEEDS: dict[str, str] = {"snmp": "pysnmp", "upnp": "async_upnp_client"}
+
+
+class ModemConfig(BaseModel):
+    """``[links.<name>.modem]``: read radio context from ModemManager for this link."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modem: str = Field("any", min_length=1, max_length=100, pattern=r"^[A-Za-z0-9/_.-]+$",
+                       description="mmcli -m argument: index, D-Bus path, or 'any'")
+    mmcli: str = Field("mmcli", min_length=1, max_length=500,
+                       description="the mmcli executable")
+    signal_rate_s: int = Field(10, ge=1, le=3600,
+                               description="--signal-setup rate when polling is off")
+    timeout_s: float = Field(5.0, gt=0, le=60, description="one mmcli call's time limit")
+
+
+class RouterCounters(RouterSecrets, BaseModel):
+    """``[links.<name>.router]``: where the line's real counters are read (its secrets by
+    :class:`agent.runconfig.RouterSecrets`, shared with the run time's config)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    source: Literal["snmp", "upnp"] = Field(description="SNMP IF-MIB or UPnP IGD")
+    # SNMP
+    host: str | None = Field(None, min_length=1, max_length=253,
+                             description="snmp: the router's address")
+    port: int = Field(161, ge=1, le=65535, description="snmp: UDP port")
+    community: SecretStr = Field(SecretStr("public"),
+                                 description="snmp v2c community (prefer community_file)")
+    community_file: Path | None = Field(None, description="snmp: file holding the community")
+    version: Literal["2c", "3"] = Field(
+        "2c", description='snmp: "2c" (community) or "3" (USM user, authPriv)')
+    user: str | None = Field(None, min_length=1, max_length=32,
+                             description="snmp v3: the USM user name")
+    auth_protocol: Literal["md5", "sha", "sha224", "sha256", "sha384", "sha512"] = Field(
+        "sha256", description="snmp v3: authentication protocol (HMAC)")
+    auth_key_file: Path | None = Field(
+        None, description="snmp v3: file holding the authentication passphrase (8+ chars)")
+    priv_protocol: Literal["aes", "aes192", "aes256"] = Field(
+        "aes", description="snmp v3: privacy protocol (AES-128 CFB, or 192/256)")
+    priv_key_file: Path | None = Field(
+        None, description="snmp v3: file holding the privacy passphrase (8+ chars)")
+    if_index: int | None = Field(None, ge=1, le=2**31 - 1,
+                                 description="snmp: ifIndex of the WAN interface")
+    if_name: str | None = Field(None, min_length=1, max_length=64,
+                                description="snmp: ifName (or ifDescr) of the WAN interface")
+    # UPnP
+    url: str | None = Field(None, min_length=1, max_length=500,
+                            description="upnp: the IGD's description URL (rootDesc.xml)")
+    timeout_s: float = Field(2.0, gt=0, le=30, description="one query's time limit")
+    sample_s: float = Field(
+        7.0, ge=1, le=120,
+        description="busy-line check: watch the counters this long (longer than two of the "
+                    "router's counter refreshes: snmpd refreshes every 3 s)")
+
+    @field_validator("version", mode="before")
+    @classmethod
+    def _version_number(cls, value: object) -> object:
+        # `version = 3` in TOML is as natural as `version = "3"`.
+        return str(value) if isinstance(value, int) and not isinstance(value, bool) else value
+
+    @model_validator(mode="after")
+    def _complete(self) -> RouterCounters:
+        v3_keys = ("user", "auth_key_file", "priv_key_file")
+        if self.source == "snmp":
+            if self.host is None:
+                raise ValueError('host: required when source = "snmp"')
+            if (self.if_index is None) == (self.if_name is None):
+                raise ValueError('if_index: set exactly one of if_index or if_name for '
+                                 'source = "snmp"')
+            if self.url is not None:
+                raise ValueError('url: only for source = "upnp"')
+            if self.version == "3":
+                for key in v3_keys:
+                    if getattr(self, key) is None:
+                        raise ValueError(f'{key}: required when version = "3" (SNMPv3 '
+                                         "runs authPriv: a user, an authentication and a "
+                                         "privacy passphrase file)")
+                if self.community_file is not None:
+                    raise ValueError('community_file: only for version = "2c"')
+            else:
+                for key in v3_keys:
+                    if getattr(self, key) is not None:
+                        raise ValueError(f'{key}: only for version = "3"')
+        else:
+            if self.url is None:
+                raise ValueError('url: required when source = "upnp" (the IGD\'s '
+                                 "description URL, e.g. http://192.168.1.1:5000/rootDesc.xml)")
+            parts = urlsplit(self.url)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                raise ValueError("url: must be an http:// URL of the IGD's description")
+            for key in ("host", "if_index", "if_name", "community_file", *v3_keys):
+                if getattr(self, key) is not None:
+                    raise ValueError(f'{key}: only for source = "snmp"')
+        return self
+
+    def problems(self, key: str) -> list[str]:
+        """What stops this source from running on this machine (the extra not installed,
+        an unreadable community file); ``key`` names the table in the messages."""
+        out = []
+        module = ROUTER_NEEDS[self.source]
+        if importlib.util.find_spec(module) is None:
+            out.append(f"{key}.source: {self.source} needs the '{module}' module: install "
+                       "the agent with the router extra (pip install 'hatinh-netmon[agent,"
+                       "router]')")
+        if self.community_file is not None:
+            try:
+                self.read_community()
+            except Exception as exc:  # SecretFileError names the file and why
+                out.append(f"{key}.community_file: {exc}")
+        if self.source == "snmp" and self.version == "3":
+            try:
+                self.read_usm_keys()
+            except Exception as exc:  # names the file (key prefix "router.") and why
+                out.append(f"{key}.{str(exc).removeprefix('router.')}")
+        return out

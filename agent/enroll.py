@@ -16,7 +16,7 @@ account. Before anything else ``netmon-agent run`` then:
 5. on approval opens the sealed credentials, writes the password (0600) and
    ``identity.json`` (probe id, username, password file), atomically, and returns.
 
-:func:`identity_overlay` is what :func:`agent.config.load` applies: from then on the
+:func:`agent.config.identity_overlay` is what :func:`agent.config.load` applies: from then on the
 agent runs as its own account on the probes' listener.
 """
 
@@ -28,81 +28,43 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from typing import TYPE_CHECKING, Any
 
 from netmon import __version__
 from netmon.configfile import SecretFileError, read_secret
-from netmon.contract import EnrollRequest, HardwareFacts, Topics, format_time, now_utc
+from netmon.contractbase import Topics, now_utc
 from netmon.errors import EXIT_INPUT, NetmonError
 from netmon.fsutil import atomic_write
-from netmon.mqtt import BrokerSettings, ReconnectPolicy
+from netmon.jsonutil import format_time
+from netmon.mqttclient import ReconnectPolicy
+
+if TYPE_CHECKING:  # the start stage enrols; the run time only reads hardware_facts()
+    from agent.config import EnrollmentSettings as EnrollmentSettings
+    from netmon.contract import EnrollRequest
+    from netmon.mqtt import BrokerSettings
 
 log = logging.getLogger("netmon.agent.enroll")
 
-IDENTITY_FILE = "identity.json"
 PASSWORD_FILE = "mqtt-password"
 KEY_FILE = "enroll-x25519.key"
 REQUEST_FILE = "request.json"
 STATE_FILE = "enrollment.json"
 
 
-class EnrollmentSettings(BaseModel):
-    """``[enrollment]`` of the agent's file config (in the probe image). Enrollment is off
-    while ``claim_file`` is unset."""
+def __getattr__(name: str) -> Any:
+    # The settings model lives in agent.config (pydantic); imported from here by older
+    # code, without making this module load pydantic.
+    if name == "EnrollmentSettings":
+        from agent.config import EnrollmentSettings
 
-    model_config = ConfigDict(extra="forbid")
-
-    claim_file: Path | None = Field(
-        None, description="the one-time claim code printed on the probe's label")
-    username: str = Field("netmon_enroll", min_length=1,
-                          description="the shared enrollment account")
-    password_file: Path | None = Field(None, description="its password (in the image)")
-    port: int = Field(8885, ge=1, le=65535, description="the broker's enrollment listener")
-    state_dir: Path = Field(Path("/var/lib/netmon-agent/enrollment"),
-                            description="key pair, request, identity and credentials")
-    retry_after_rejection_s: float = Field(3600.0, ge=1, le=30 * 86400)
-
-    @property
-    def enabled(self) -> bool:
-        """True when this probe may enrol itself."""
-        return self.claim_file is not None
-
-    @property
-    def identity_path(self) -> Path:
-        """Written once enrolled."""
-        return self.state_dir / IDENTITY_FILE
-
-    def file_problems(self) -> list[str]:
-        """Missing files, named with their key."""
-        out = []
-        for key in ("claim_file", "password_file"):
-            path = getattr(self, key)
-            if path is not None and not path.is_file():
-                out.append(f"enrollment.{key}: no such file {str(path)!r}")
-        if self.enabled and self.password_file is None:
-            out.append("enrollment.password_file: needed with claim_file (the enrollment "
-                       "account's password)")
-        return out
+        return EnrollmentSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class EnrollmentFailed(NetmonError):
     """Enrollment cannot even start (bad claim code, no trust anchor, unreadable file)."""
 
     exit_code = EXIT_INPUT
-
-
-def identity_overlay(settings: EnrollmentSettings) -> dict[str, Any] | None:
-    """Config keys the enrolled identity sets (``probe_id``, ``broker.username``,
-    ``broker.password_file``), or None before enrollment."""
-    try:
-        data = json.loads(settings.identity_path.read_text())
-        return {"probe_id": str(data["probe_id"]),
-                "broker": {"username": str(data["username"]),
-                           "password_file": str(data["password_file"])}}
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
 
 
 # --------------------------------------------------------------------------- facts
@@ -115,7 +77,22 @@ def _read(path: str) -> str:
         return ""
 
 
-def hardware_facts() -> HardwareFacts:
+@dataclass(frozen=True)
+class Hardware:
+    """What :func:`hardware_facts` finds (the contract's ``HardwareFacts`` fields)."""
+
+    board_model: str
+    serial: str
+    macs: tuple[str, ...]
+    links: tuple[str, ...]
+
+    def as_json(self) -> dict[str, Any]:
+        """The request's ``hardware`` member."""
+        return {"board_model": self.board_model, "serial": self.serial,
+                "macs": list(self.macs), "links": list(self.links)}
+
+
+def hardware_facts() -> Hardware:
     """Board model, serial, MAC addresses and the interfaces with a carrier."""
     model = _read("/proc/device-tree/model") or _read("/sys/class/dmi/id/product_name")
     serial = ""
@@ -137,8 +114,8 @@ def hardware_facts() -> HardwareFacts:
             macs.append(mac)
         if _read(f"/sys/class/net/{name}/carrier") == "1" and len(links) < 32:
             links.append(name[:32])
-    return HardwareFacts(board_model=model[:200], serial=serial[:100],
-                         macs=tuple(dict.fromkeys(macs)), links=tuple(links))
+    return Hardware(board_model=model[:200], serial=serial[:100],
+                    macs=tuple(dict.fromkeys(macs)), links=tuple(links))
 
 
 # --------------------------------------------------------------------------- state
@@ -190,6 +167,9 @@ class Enroller:
 
     def request(self, renew: bool = False) -> EnrollRequest:
         """The pending request (kept across restarts), or a new one."""
+        from pydantic import ValidationError
+
+        from netmon.contract import EnrollRequest
         from netmon.enrollment import claim_proof, x25519_public_b64
 
         path = self.dir / REQUEST_FILE
@@ -204,7 +184,7 @@ class Enroller:
             "schema": 1, "request_id": f"enroll-{secrets.token_hex(16)}",
             "public_key": x25519_public_b64(self.key),
             "created_at": format_time(now_utc()), "agent_version": __version__,
-            "hardware": hardware_facts().model_dump(mode="json"),
+            "hardware": hardware_facts().as_json(),
         }
         req = EnrollRequest.model_validate(unsigned | {
             "claim_proof": claim_proof(self.claim, unsigned)})

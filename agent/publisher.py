@@ -2,7 +2,8 @@
 
 End-to-end receipts (issue 14, ``[spool] receipts = true``, the default): a PUBACK only
 marks a result *sent*; the result is deleted when the collector's receipt
-(:class:`netmon.contract.ReceiptMessage` on ``Topics.receipts(probe_id)``, subscribed with
+(:class:`netmon.contract.ReceiptMessage`, read by :func:`netmon.wire.parse_receipt`, on
+``Topics.receipts(probe_id)``, subscribed with
 QoS 1 on every connection) names it, after the collector wrote it to InfluxDB. Results
 sent but not receipted for ``receipt_timeout_s`` are published again, oldest first, at most
 ``resend_batch`` per round (a round every :func:`resend_check_s`); storing twice is
@@ -46,19 +47,18 @@ import random
 import ssl
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from agent.config import BrokerConfig, SpoolConfig
 from agent.spool import Spool, SpoolError
 from netmon.configfile import SecretFileError
-from netmon.contract import ContractError, StatusMessage, parse_receipt
-from netmon.mqttclient import new_client
+from netmon.mqttclient import ReconnectPolicy, new_client
+from netmon.wire import WireError, encode_status, parse_receipt
 
 log = logging.getLogger("netmon.agent.publisher")
 
@@ -79,6 +79,44 @@ def resend_check_s(receipt_timeout_s: float) -> float:
     """How often the publisher looks for results overdue for a receipt: a tenth of the
     timeout, between 1 and 30 s (so an overdue result waits at most that much longer)."""
     return min(max(receipt_timeout_s / 10, 1.0), 30.0)
+
+
+class BrokerFields(Protocol):
+    """What the publisher reads of ``[broker]``: :class:`agent.config.BrokerConfig`
+    (validated) or :class:`agent.runconfig.Broker` (the run time's)."""
+
+    @property
+    def host(self) -> str: ...
+    @property
+    def port(self) -> int: ...
+    @property
+    def keepalive_s(self) -> int: ...
+    @property
+    def client_id(self) -> str | None: ...
+    @property
+    def max_inflight(self) -> int: ...
+    def tls_context(self) -> ssl.SSLContext | None: ...
+    def credentials(self, default_username: str | None = None
+                    ) -> tuple[str, str | None] | None: ...
+    def reconnect_policy(self) -> ReconnectPolicy: ...
+
+
+class SpoolFields(Protocol):
+    """What the publisher reads of ``[spool]`` (``SpoolConfig`` or ``runconfig.Spool``)."""
+
+    @property
+    def receipt_timeout_s(self) -> float: ...
+    @property
+    def reconnect_receipt_s(self) -> float: ...
+    @property
+    def resend_batch(self) -> int: ...
+
+
+def last_will(status: Mapping[str, Any]) -> bytes:
+    """The retained ``offline`` status the broker sends when the probe vanishes: no
+    ``at`` or uptime, so the collector stamps it with the time it arrives, not the time
+    of the connect that set it."""
+    return encode_status({**status, "at": None, "uptime_s": None})
 
 
 class ResultWatch(Protocol):
@@ -113,15 +151,18 @@ class ConnectionInfo:
 class Publisher:
     """Publish spooled results and status messages; see the module docstring."""
 
-    def __init__(self, cfg: BrokerConfig, probe_id: str, status_topic: str, spool: Spool,
-                 status: Callable[[str], StatusMessage], rng: random.Random | None = None,
+    def __init__(self, cfg: BrokerFields, probe_id: str, status_topic: str, spool: Spool,
+                 status: Callable[[str], Mapping[str, Any]],
+                 rng: random.Random | None = None,
                  announce: bool = True, client_id: str | None = None,
-                 spool_cfg: SpoolConfig | None = None, receipts: bool = False,
+                 spool_cfg: SpoolFields | None = None, receipts: bool = False,
                  receipts_topic: str | None = None) -> None:
         """``receipts``: a PUBACK marks a result sent, only a receipt deletes it (False:
         the PUBACK deletes it). ``receipts_topic``: where this client receives receipts
         (the service; ``once`` leaves its results to the service). ``spool_cfg`` gives the
-        receipt timeout and resend batch."""
+        receipt timeout and resend batch (default: the config's defaults). ``status``
+        gives the status message's fields (the contract's ``StatusMessage``) for a state,
+        written with :func:`netmon.wire.encode_status`."""
         self.cfg = cfg
         self.probe_id = probe_id
         self.status_topic = status_topic
@@ -160,7 +201,10 @@ class Publisher:
         #: See "Watch" in the module docstring; set by the runtime while on trial.
         self.watch: ResultWatch | None = None
         self._watch_ids: dict[int, str] = {}  # seq -> id of watched results (PUBACK path)
-        spool_cfg = spool_cfg or SpoolConfig()
+        if spool_cfg is None:  # tests and tools; the agent passes its own (no pydantic)
+            from agent.config import SpoolConfig
+
+            spool_cfg = SpoolConfig()
         self.receipts = receipts
         # Only the client that receives receipts resends: ``once`` leaves that to the service.
         self._resends = receipts and receipts_topic is not None
@@ -264,8 +308,8 @@ class Publisher:
         client = self._client
         if client is None or not self.info.connected:
             raise ConnectionError("not connected to the broker")
-        msg = self._status(state)
-        info = client.publish(self.status_topic, msg.to_json(), qos=1, retain=True)
+        payload = encode_status(self._status(state))
+        info = client.publish(self.status_topic, payload, qos=1, retain=True)
         if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
             raise ConnectionError(mqtt.error_string(info.rc))
         assert self._loop is not None
@@ -336,10 +380,8 @@ class Publisher:
                             credentials=cfg.credentials(default_username=self.probe_id))
         client.max_inflight_messages_set(cfg.max_inflight)
         if self.announce:
-            # The broker sends the will later, when the probe vanishes: no "at" or uptime,
-            # so the collector stamps it with the time it arrives, not this connect time.
-            will = self._status("offline").model_copy(update={"at": None, "uptime_s": None})
-            client.will_set(self.status_topic, will.to_json(), qos=1, retain=True)
+            client.will_set(self.status_topic, last_will(self._status("offline")), qos=1,
+                            retain=True)
         client.on_connect = lambda c, u, f, rc, p: self._on_connect(c, gen, rc)
         client.on_disconnect = lambda c, u, f, rc, p: self._on_disconnect(gen, rc)
         client.on_publish = lambda c, u, mid, rc, p: self._on_publish(gen, mid, rc)
@@ -514,9 +556,10 @@ class Publisher:
         """A receipt arrived (event loop): delete the results it names."""
         try:
             receipt = parse_receipt(payload, self.probe_id)
-        except ContractError as exc:
+        except WireError as exc:
             self.info.bad_receipts += 1
-            self._warn("receipt", f"ignored a receipt that breaks the contract: {exc}")
+            self._warn("receipt", "ignored a receipt that breaks the contract: "
+                                  f"{exc.reason}: {exc.detail}")
             return
         self.info.receipts += 1
         named = {str(i) for i in receipt.ids}

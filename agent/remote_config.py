@@ -9,7 +9,9 @@ The NOC publishes a signed envelope (:mod:`netmon.signing`), retained, on
 3. checks it is meant for this probe or for all (``wrong_probe``);
 4. checks the version is newer than the applied one (``replay``); the retained message
    redelivered on every reconnect (same version, same bytes) is recognised and ignored;
-5. validates the plan with the same models as the file config (``invalid_plan``);
+5. validates the plan with the same models as the file config, in a short-lived child
+   process so that the run time keeps no pydantic (``invalid_plan``; a child that fails
+   to answer: ``validation_failed``);
 6. checks every target against the file config's allowlist (``target_not_allowed``), so
    a stolen broker account cannot point the fleet at a third party;
 7. persists the envelope atomically (write temp, fsync, rename, fsync the folder) so it
@@ -25,26 +27,26 @@ probe, plan, allowlist, which Ansible may have tightened since) before running i
 
 from __future__ import annotations
 
-import ipaddress
+import json
 import logging
 import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
-
-from netmon.contract import describe_validation_error
+from agent import validate_child
+from agent.allowlist import Allowlist as Allowlist
+from agent.allowlist import target_host as target_host
+from agent.runconfig import Plan, plan_from_json
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
-from netmon.methods import DECLARATIONS, Role, option_roles, split_host_port
-from netmon.plan import TestPlan
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+    from agent.config import RemoteConfigSettings as RemoteConfigSettings
     from netmon.ed25519 import VerifyKey
     from netmon.signing import Envelope
 
@@ -58,143 +60,73 @@ P = TypeVar("P")
 #: Plan keys (at any depth) whose string values name a host the probe will contact.
 #: Keys that never belong in a remote plan: credentials and keys stay in the file config.
 SECRET_KEY_RE = re.compile(r"password|secret|token|private|credential|(^|_)key(_|$)", re.I)
-_HOSTNAME_RE = re.compile(r"^(\*\.)?([a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?\.)*"
-                          r"[a-z0-9_]([a-z0-9_-]{0,61}[a-z0-9_])?$")
 MAX_ERROR_CHARS = 2000
 
 
-class RemoteConfigSettings(BaseModel):
-    """``[remote_config]`` in the agent's file config (provisioned by Ansible).
-
-    Remote configuration is off while ``public_keys`` is empty.
-    """
-
-    model_config = ConfigDict(extra="forbid")
-
-    public_keys: list[Path] = Field(
-        default_factory=list,
-        description="NOC Ed25519 public key files (PEM); two during a key rotation")
-    allowed_targets: list[str] = Field(
-        default_factory=list,
-        description="hosts a remote plan may test: names, *.suffix, IPs or CIDRs; the "
-                    "file config's own test targets are always allowed")
-    state_file: Path = Field(
-        Path("remote-config.json"),
-        description="where the last applied signed config is kept (relative: under the "
-                    "agent's state directory)")
-
-    @field_validator("allowed_targets")
-    @classmethod
-    def _check_allowlist(cls, entries: list[str]) -> list[str]:
-        out = []
-        for entry in entries:
-            norm = entry.strip().lower().rstrip(".")
-            if "/" in norm:
-                try:
-                    ipaddress.ip_network(norm, strict=False)
-                except ValueError:
-                    raise ValueError(f"{entry!r} is not a valid CIDR network") from None
-            elif not (_is_ip(norm) or _HOSTNAME_RE.match(norm)):
-                raise ValueError(f"{entry!r} is not a host name, *.domain, IP address or CIDR")
-            out.append(norm)
-        return out
+class RemoteConfigFields(Protocol):
+    """What the handler reads of ``[remote_config]``: :class:`agent.config.
+    RemoteConfigSettings` (validated) or :class:`agent.runconfig.RemoteConfig` (the run
+    time's)."""
 
     @property
-    def enabled(self) -> bool:
-        """True when at least one NOC key is configured."""
-        return bool(self.public_keys)
+    def public_keys(self) -> Sequence[Path]: ...
+    @property
+    def allowed_targets(self) -> Sequence[str]: ...
+    @property
+    def state_file(self) -> Path: ...
 
-    def file_problems(self) -> list[str]:
-        """``remote_config.public_keys[i]: why`` for each key file that cannot be used."""
-        if not self.public_keys:
-            return []  # remote configuration off: no reason to load cryptography (~8 MB)
-        from netmon.signing import SigningError, load_public_key
 
-        out = []
-        for i, path in enumerate(self.public_keys):
-            try:
-                load_public_key(path)
-            except SigningError as exc:
-                out.append(f"remote_config.public_keys[{i}]: {exc.detail}")
+def __getattr__(name: str) -> Any:
+    # The settings model lives in agent.config (pydantic); imported from here by older
+    # code, without making this module load pydantic.
+    if name == "RemoteConfigSettings":
+        from agent.config import RemoteConfigSettings
+
+        return RemoteConfigSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def _options(spec: Any) -> dict[str, Any]:
+    """A validated test's options as JSON values: a model's dump, or the run time's
+    frozen dataclass (:mod:`agent.runconfig`) field by field."""
+    options = spec.options
+    dump = getattr(options, "model_dump", None)
+    if callable(dump):
+        out: dict[str, Any] = dump(mode="json")
         return out
-
-
-# --------------------------------------------------------------------------- allowlist
-
-
-def _is_ip(text: str) -> bool:
-    try:
-        ipaddress.ip_address(text)
-    except ValueError:
-        return False
-    return True
-
-
-def target_host(target: str) -> str:
-    """The host part of a test target: ``host``, ``host:port``, ``[v6]:port``, a URL, an
-    IP literal or a reachability endpoint (``icmp:host``), lower-cased without a trailing
-    dot; "" when there is none."""
-    text = target.strip()
-    if text.startswith("icmp:"):
-        text = text[len("icmp:"):]
-    try:
-        host = split_host_port(text, 0).host
-    except ValueError:
-        return ""
-    return host.lower().rstrip(".")
-
-
-class Allowlist:
-    """Which hosts a remote plan may point tests at (no DNS: names match as names)."""
-
-    def __init__(self, entries: Iterable[str]) -> None:
-        self.names: set[str] = set()
-        self.suffixes: list[str] = []
-        self.networks: list[ipaddress.IPv4Network | ipaddress.IPv6Network] = []
-        for raw in entries:
-            entry = raw.strip().lower().rstrip(".")
-            if not entry:
-                continue
-            if "/" in entry:
-                self.networks.append(ipaddress.ip_network(entry, strict=False))
-            elif _is_ip(entry):
-                self.networks.append(ipaddress.ip_network(entry))
-            elif entry.startswith("*."):
-                self.suffixes.append(entry[1:])
-            else:
-                self.names.add(entry)
-
-    def allows(self, target: str) -> bool:
-        """True when ``target``'s host is listed, under a listed ``*.domain``, or an IP
-        inside a listed network."""
-        host = target_host(target)
-        if not host:
-            return False
-        try:
-            ip = ipaddress.ip_address(host)
-        except ValueError:
-            return host in self.names or any(host.endswith(s) for s in self.suffixes)
-        return any(ip in net for net in self.networks)
+    return {f.name: getattr(options, f.name) for f in fields(options)}
 
 
 def _tables(plan: Any) -> list[tuple[str, dict[str, Any]]]:
     """``(test name, table)`` for every test of a raw or validated plan."""
-    if isinstance(plan, TestPlan):
-        return [(name, {"method": spec.method, **spec.options.model_dump(mode="json")})
+    if not isinstance(plan, dict):  # validated: netmon.plan.TestPlan or runconfig.Plan
+        return [(name, {"method": spec.method, **_options(spec)})
                 for name, spec in plan.tests.items()]
-    tests = plan.get("tests") if isinstance(plan, dict) else None
+    tests = plan.get("tests")
     if not isinstance(tests, dict):
         return []
     return [(str(name), table) for name, table in tests.items() if isinstance(table, dict)]
 
 
-def _roles(table: dict[str, Any]) -> dict[str, Role]:
+def _roles(table: dict[str, Any]) -> dict[str, str]:
+    """Option -> what it names (``"target"``, ``"local"``) for a test's method: from the
+    contract's export (no option model loaded), or off the option model for a method the
+    export does not know (registered at run time)."""
     method = table.get("method")
-    decl = DECLARATIONS.get(method) if isinstance(method, str) else None
-    return option_roles(decl.options) if decl is not None else {}
+    if not isinstance(method, str):
+        return {}
+    from netmon.wire import option_roles as exported
+
+    roles = exported(method)
+    if roles is not None:
+        return roles
+    from netmon.methods import DECLARATIONS, option_roles
+
+    decl = DECLARATIONS.get(method)
+    return {k: r.value for k, r in option_roles(decl.options).items()} if decl else {}
 
 
-def plan_targets(plan: TestPlan | dict[str, Any]) -> list[str]:
+def plan_targets(plan: Any) -> list[str]:
     """Every host a plan's tests would contact: the values of the options each method
     declares as targets (``netmon.methods.TARGET``), defaults included for a validated
     plan. An unknown method contributes nothing here: validation rejects it."""
@@ -202,17 +134,17 @@ def plan_targets(plan: TestPlan | dict[str, Any]) -> list[str]:
     for _, table in _tables(plan):
         for key, role in _roles(table).items():
             value = table.get(key)
-            if role is Role.TARGET and value is not None:
+            if role == "target" and value is not None:
                 values = value if isinstance(value, list | tuple) else [value]
                 found.extend(str(v) for v in values)
     return found
 
 
-def local_options(plan: TestPlan | dict[str, Any]) -> list[str]:
+def local_options(plan: Any) -> list[str]:
     """``tests.<name>.<option>`` of every option naming a local executable or file
     (``netmon.methods.LOCAL``) that a raw plan sets: never settable remotely."""
     return [f"tests.{name}.{key}" for name, table in _tables(plan)
-            for key, role in _roles(table).items() if role is Role.LOCAL and key in table]
+            for key, role in _roles(table).items() if role == "local" and key in table]
 
 
 def secret_keys(plan: Any, where: str = "") -> list[str]:
@@ -269,19 +201,20 @@ class Rejected(NetmonError):
 class RemoteConfig(Generic[P]):
     """Verifies, persists and applies signed plans for one probe; thread-safe.
 
-    ``validate_plan`` turns a plan dict into the runtime's plan object with the file
-    config's own models (raising ``ValidationError`` or ``ValueError``); ``apply`` swaps
+    ``validate_plan`` turns a plan dict into the runtime's plan object (raising
+    :class:`agent.validate_child.Refused`, ``ChildFailed`` or ``ValueError``: see
+    :func:`plan_validator`); ``apply`` swaps
     the running plan (it must be quick and thread-safe: MQTT callbacks call it);
     ``file_targets`` are the file config's test targets, always allowed.
     """
 
-    def __init__(self, probe_id: str, settings: RemoteConfigSettings,
+    def __init__(self, probe_id: str, settings: RemoteConfigFields,
                  validate_plan: Callable[[dict[str, Any]], P],
                  apply: Callable[[P, int], None] | None = None,
                  file_targets: Iterable[str] = (),
                  state_dir: Path | None = None,
                  public_keys: Sequence[VerifyKey | Ed25519PublicKey] | None = None) -> None:
-        from netmon.signing import load_public_key
+        from netmon.sigcheck import load_public_key
 
         self.probe_id = probe_id
         self.settings = settings
@@ -327,8 +260,12 @@ class RemoteConfig(Generic[P]):
         self._check_targets(env.plan, env.version)
         try:
             plan = self.validate_plan(env.plan)
-        except ValidationError as exc:
-            raise Rejected("invalid_plan", describe_validation_error(exc), env.version) from None
+        except validate_child.Refused as exc:
+            raise Rejected("invalid_plan", "; ".join(exc.problems), env.version) from None
+        except validate_child.ChildFailed as exc:
+            # Nothing is known about the plan: the same message is checked again when it
+            # comes back (the retained config at every reconnect).
+            raise Rejected("validation_failed", str(exc), env.version) from None
         except (ValueError, TypeError) as exc:
             raise Rejected("invalid_plan", str(exc), env.version) from None
         self._check_targets(plan, env.version)
@@ -417,19 +354,21 @@ class RemoteConfig(Generic[P]):
 # --------------------------------------------------------------------------- agent wiring
 
 
-def plan_validator(links: Collection[str]) -> Callable[[dict[str, Any]], TestPlan]:
+def plan_validator(links: Collection[str]) -> Callable[[dict[str, Any]], Plan]:
     """Validate a remote plan with the file config's own :class:`netmon.plan.TestPlan`
-    model, and check it only names links this probe has (``links``: their names).
+    model in a short-lived child process (:func:`agent.validate_child.validate`: the run
+    time keeps no pydantic), check it only names links this probe has (``links``: their
+    names), and build the run time's plan (:func:`agent.runconfig.plan_from_json`).
+    Raises :class:`agent.validate_child.Refused` (every ``key: why``) or
+    :class:`agent.validate_child.ChildFailed`.
 
     The runtime wires the handler in (``Runtime._attach_remote_config``): this module
     knows plans, not the runtime, so the two do not import each other.
     """
+    names = list(links)
 
-    def validate(data: dict[str, Any]) -> TestPlan:
-        plan = TestPlan.model_validate(data)
-        problems = plan.problems(links)
-        if problems:
-            raise ValueError("; ".join(problems))
-        return plan
+    def validate(data: dict[str, Any]) -> Plan:
+        payload = json.dumps(data, ensure_ascii=False, allow_nan=False).encode()
+        return plan_from_json(validate_child.validate("plan", payload, names))
 
     return validate

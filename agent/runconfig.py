@@ -9,14 +9,16 @@ model it mirrors, and what the run time calls on the model (``plan()``, ``bindin
 secrets, a test's ``options``, ``kind``, ``jitter`` and ``links_on``);
 ``tests/agent/test_runconfig.py`` keeps both equal for the example configs.
 
-Not used by the run time yet: the methods, the runtime, the scheduler and the publisher
-still take the models (see benchmarks/agent/README.md, "What remains for 35 MB").
+The run time (``netmon-agent run`` after the hand-over; ``once`` and the one-process
+mode through :func:`from_validated`, the same JSON) runs on these: the runtime, the
+scheduler and the methods take them (see benchmarks/agent/README.md, "Memory").
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
-from dataclasses import dataclass, field, make_dataclass
+from dataclasses import asdict, dataclass, field, make_dataclass
 from datetime import date, time
 from functools import cache
 from pathlib import Path
@@ -129,6 +131,20 @@ class Modem:
     mmcli: str
     signal_rate_s: int
     timeout_s: float
+
+
+@dataclass(frozen=True)
+class LinkBinding:
+    """The link a test runs on and how to pin traffic to it (what the methods see of a
+    link: :class:`agent.methods.base.MethodContext`)."""
+
+    name: str
+    access: Literal["fixed", "mobile"]
+    isp: str
+    interface: str | None = None  # SO_BINDTODEVICE / iperf3 --bind-dev
+    source_address: str | None = None  # bind() before connect
+    router: Router | None = None  # the line's counters at the office router
+    modem: Modem | None = None  # ModemManager modem giving radio context
 
 
 @dataclass(frozen=True)
@@ -316,6 +332,12 @@ class Plan(PlanLinks):
     tests: Mapping[str, Spec] = field(default_factory=dict)
     budgets_mb: Mapping[str, float] = field(default_factory=dict)
 
+    def raw(self) -> dict[str, Any]:
+        """The plan as a raw ``[tests]`` document: each test's ``method`` and every
+        option, defaults included (what the remote-config rules read)."""
+        return {"tests": {name: {"method": spec.method, **asdict(spec.options)}
+                          for name, spec in self.tests.items()}}
+
 
 def plan_from_json(value: dict[str, Any]) -> Plan:
     """A plan validated in the child process (:func:`agent.validate_child.validate`)."""
@@ -354,6 +376,14 @@ class RunConfig:
         base = self.state_dir or self.spool.path.parent
         return base / "agent-state.json"
 
+    def bindings(self) -> dict[str, LinkBinding]:
+        """Method-facing link views by name."""
+        return {name: LinkBinding(name=name, access=link.access, isp=link.isp,
+                                  interface=link.interface,
+                                  source_address=link.source_address, router=link.router,
+                                  modem=link.modem)
+                for name, link in self.links.items()}
+
 
 def from_handoff(doc: dict[str, Any]) -> RunConfig:
     """The run-time config from the start stage's JSON (:func:`agent.handoff.read_fd`):
@@ -386,3 +416,20 @@ def from_handoff(doc: dict[str, Any]) -> RunConfig:
             "claim_file": _path(enrol["claim_file"]),
             "password_file": _path(enrol["password_file"]),
             "state_dir": Path(enrol["state_dir"])})))
+
+
+def from_validated(cfg: Any) -> RunConfig:
+    """The run-time config of a config validated in this process
+    (:class:`agent.config.AgentConfig`: ``once``, ``NETMON_AGENT_ONE_PROCESS=1``, tests),
+    made through the JSON the start stage hands over, so the run time has one path."""
+    from agent.handoff import encode
+
+    return from_handoff(json.loads(encode(cfg)))
+
+
+def plan_from_validated(plan: Any) -> Plan:
+    """The run time's plan of a validated :class:`netmon.plan.TestPlan`, made through the
+    JSON the validation child writes (:func:`agent.validate_child.plan_json`)."""
+    from agent.validate_child import plan_json
+
+    return plan_from_json(json.loads(json.dumps(plan_json(plan))))

@@ -35,11 +35,11 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
+from agent import runconfig
 from agent.budget import month_key
 from agent.clock import Clock, ClockState, clock_state
-from agent.config import AgentConfig
 from agent.methods import registry
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import linkstats, radio, router_poll
@@ -48,16 +48,14 @@ from agent.remote_config import RemoteConfig, plan_targets, plan_validator
 from agent.scheduler import Job, Scheduler
 from agent.spool import LEDGER_FLUSH_S, LedgerUpdate, Spool, SpoolError, UncleanStop
 from netmon import __version__
-from netmon.contract import (
-    EXIT_RESTART,
-    LinkStatus,
-    Metrics,
-    ResultMessage,
-    StatusMessage,
-    Topics,
-    format_time,
-)
-from netmon.plan import TestPlan, TestSpec
+from netmon.contractbase import EXIT_RESTART, SCHEMA_VERSION, Topics
+from netmon.jsonutil import format_time
+from netmon.wire import Result, encode_status
+
+if TYPE_CHECKING:
+    from agent.config import AgentConfig
+    from agent.runconfig import Plan, RunConfig, Spec
+    from netmon.plan import TestPlan
 
 _T = TypeVar("_T")
 log = logging.getLogger("netmon.agent")
@@ -163,22 +161,24 @@ async def interface_mbps(iface: str, seconds: float) -> float | None:
                second.tx_bytes - first.tx_bytes) * 8 / elapsed / 1e6
 
 
-def with_radio(results: list[ResultMessage], metrics: dict[str, float]
-               ) -> list[ResultMessage]:
+def with_radio(results: list[Result], metrics: dict[str, float]) -> list[Result]:
     """``results`` carrying the link's radio context (read just after the test, on the
     cell that served it), failed ones too: a failure on weak signal says something."""
     if not metrics:
         return results
-    return [r.model_copy(update={"metrics": Metrics(**(r.metrics.values() | metrics))})
-            for r in results]
+    return [r.with_metrics(metrics) for r in results]
 
 
 class Runtime:
     """One agent process's state and tasks."""
 
-    def __init__(self, cfg: AgentConfig, clock: Clock | None = None,
+    def __init__(self, cfg: RunConfig | AgentConfig, clock: Clock | None = None,
                  rng: random.Random | None = None, publish: bool = True,
                  announce: bool = True) -> None:
+        if not isinstance(cfg, runconfig.RunConfig):
+            # Validated in this process (``once``, the one-process mode, tests): the run
+            # time takes it through the start stage's JSON, as after the hand-over.
+            cfg = runconfig.from_validated(cfg)
         self.cfg = cfg
         self.clock = clock or Clock()
         self.rng = rng or random.Random()
@@ -195,7 +195,7 @@ class Runtime:
         self._state_same: dict[str, Any] = {}
         self._state_at = 0.0
         self.bindings = cfg.bindings()
-        self.plan: TestPlan = cfg.plan()
+        self.plan: Plan = cfg.plan()
         self.config_version: int | None = None
         self.config_error: str | None = None
         self.started_wall = self.clock.wall()
@@ -218,7 +218,8 @@ class Runtime:
                                        self.status_message, rng=self.rng, announce=announce,
                                        client_id=None if announce else
                                        f"{cfg.broker.client_id or cfg.probe_id}-once-{os.getpid()}",
-                                       spool_cfg=cfg.spool, receipts=cfg.spool.receipts,
+                                       spool_cfg=cfg.spool,
+                                       receipts=cfg.spool.receipts,
                                        receipts_topic=receipts)
         self.scheduler = Scheduler(
             self.plan, list(cfg.links), self.execute, self.spool, clock=self.clock,
@@ -239,12 +240,15 @@ class Runtime:
 
     # ------------------------------------------------------------------ plan
 
-    def apply_plan(self, plan: TestPlan, version: int | None = None) -> list[str]:
-        """Check ``plan`` against this probe's links and switch to it atomically.
+    def apply_plan(self, plan: Plan | TestPlan, version: int | None = None) -> list[str]:
+        """Check ``plan`` against this probe's links and switch to it atomically (a
+        validated :class:`netmon.plan.TestPlan` becomes the run time's plain one).
 
         Returns the problems (and changes nothing) when it does not fit; the problems are
         also kept as ``config_error`` for the status message.
         """
+        if not isinstance(plan, runconfig.Plan):
+            plan = runconfig.plan_from_validated(plan)
         problems = plan.problems(self.cfg.links)
         if problems:
             self.config_error = "; ".join(problems)[:2000]
@@ -316,7 +320,7 @@ class Runtime:
                  spec.defer_s, mbps, spec.defer_when_busy_mbps)
         return spec.defer_s
 
-    async def measure(self, test: str, spec: TestSpec, link: str) -> list[ResultMessage]:
+    async def measure(self, test: str, spec: Spec, link: str) -> list[Result]:
         """Run ``spec`` on ``link`` and return its results; failures become results."""
         flags = self.clock_state().flags
         ctx = MethodContext(probe_id=self.cfg.probe_id, agent_version=__version__,
@@ -346,12 +350,11 @@ class Runtime:
         if modem is not None and spec.kind == "throughput":
             results = with_radio(results, await radio.read(modem))
         if flags:  # a method that forgot the context's flags still gets them
-            results = [r if set(flags) <= set(r.flags) else
-                       r.model_copy(update={"flags": tuple(dict.fromkeys(r.flags + flags))})
+            results = [r if set(flags) <= set(r.flags) else r.with_flags(flags)
                        for r in results]
         return results
 
-    def store(self, results: Iterable[ResultMessage], test: str, spec: TestSpec) -> None:
+    def store(self, results: Iterable[Result], test: str, spec: Spec) -> None:
         """Commit results to the spool, count their bytes, wake the publisher."""
         results = list(results)
         if not results:
@@ -423,42 +426,46 @@ class Runtime:
 
     # ------------------------------------------------------------------ status
 
-    def status_message(self, state: str = "online") -> StatusMessage:
-        """The status message now (also the last will, with ``state=offline``)."""
+    def status_message(self, state: str = "online") -> dict[str, Any]:
+        """The status message now (also the last will, with ``state=offline``): the
+        contract's ``StatusMessage`` fields as plain data, written by
+        :func:`netmon.wire.encode_status` (no pydantic in the run time, issue 20)."""
         wall = self.clock.wall()
         month = month_key(wall, self.scheduler.tz)
         usage = self.spool.usage(month) if state == "online" else {}
         last = self.spool.last_results() if state == "online" else {}
         stats = self.spool.stats() if state == "online" else None
-        links = tuple(
-            LinkStatus(name=name, access=link.access, isp=link.isp,
-                       data_used_bytes=int(usage.get(name, 0)),
-                       data_budget_bytes=self.plan.budget_bytes(name),
-                       last_result_at=last.get(name))
-            for name, link in self.cfg.links.items())
+        links = [
+            {"name": name, "access": link.access, "isp": link.isp,
+             "data_used_bytes": int(usage.get(name, 0)),
+             "data_budget_bytes": self.plan.budget_bytes(name),
+             "last_result_at": last.get(name)}
+            for name, link in self.cfg.links.items()]
         plausible = wall.date() >= self.cfg.clock.not_before
-        return StatusMessage(
-            probe_id=self.cfg.probe_id, state=state,
-            at=wall if plausible else None, agent_version=__version__,
-            started_at=self.started_wall if plausible else None,
-            uptime_s=round(time.monotonic() - self.started_mono, 3),
-            spool_depth=stats.depth if stats else 0,
-            spool_evicted=stats.evicted if stats else 0,
-            last_result_at=self.last_result_at,
-            clock_synced=self._clock_state.synced if self._clock_state else None,
-            links=links, config_version=self.config_version, config_error=self.config_error,
-            awaiting_receipt=stats.awaiting_receipt if stats and self.cfg.spool.receipts
+        return {
+            "schema": SCHEMA_VERSION, "probe_id": self.cfg.probe_id, "state": state,
+            "at": wall if plausible else None, "agent_version": __version__,
+            "started_at": self.started_wall if plausible else None,
+            "uptime_s": round(time.monotonic() - self.started_mono, 3),
+            "spool_depth": stats.depth if stats else 0,
+            "spool_evicted": stats.evicted if stats else 0,
+            "last_result_at": self.last_result_at,
+            "clock_synced": self._clock_state.synced if self._clock_state else None,
+            "links": links, "config_version": self.config_version,
+            "config_error": self.config_error,
+            "awaiting_receipt": stats.awaiting_receipt if stats and self.cfg.spool.receipts
             else None,
-            spool_lost=self.spool_lost if state == "online" else None,
-            results_maybe_lost=self.unclean_stop.results_maybe_lost
+            "spool_lost": self.spool_lost if state == "online" else None,
+            "results_maybe_lost": self.unclean_stop.results_maybe_lost
             if state == "online" and self.unclean_stop is not None else None,
-            spool_error=self.spool.error[:2000] if state == "online" and self.spool.error
+            "spool_error": self.spool.error[:2000] if state == "online" and self.spool.error
             else None,
-            expected_runs_per_day=self.expected_runs_per_day() if state == "online" else None,
-            update=self._update_status() if state == "online" else None,
-            oldest_waiting_at=datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
+            "expected_runs_per_day": self.expected_runs_per_day() if state == "online"
+            else None,
+            "update": self._update_status() if state == "online" else None,
+            "oldest_waiting_at": datetime.fromtimestamp(stats.oldest_spooled_at, UTC)
             if stats and stats.oldest_spooled_at and plausible else None,
-            board_model=self.board_model or None)
+            "board_model": self.board_model or None}
 
     def _update_status(self) -> Any:
         if self.updater is None:
@@ -494,7 +501,7 @@ class Runtime:
                        "receipts": info.receipts if info else 0,
                        "receipted": info.receipted if info else 0,
                        "bad_receipts": info.bad_receipts if info else 0},
-            "status": json.loads(self.status_message().to_json()),
+            "status": json.loads(encode_status(self.status_message())),
             # One consistent snapshot: results_made == spooled (this run) + lost.
             "results": {"made": self.results_made, "lost": self.spool_lost,
                         "spooled_total": self._spooled_total()},
@@ -646,9 +653,11 @@ class Runtime:
         cfg = self.cfg
         if not cfg.remote_config.enabled:
             return
-        remote = RemoteConfig(cfg.probe_id, cfg.remote_config, plan_validator(cfg.links),
-                              self._apply_remote_plan, file_targets=plan_targets(cfg.plan()),
-                              state_dir=cfg.state_dir or cfg.spool.path.parent)
+        # The plan comes as agent.runconfig builds it, in the validation child.
+        remote = RemoteConfig[Any](cfg.probe_id, cfg.remote_config,
+                                   plan_validator(cfg.links), self._apply_remote_plan,
+                                   file_targets=plan_targets(cfg.plan()),
+                                   state_dir=cfg.state_dir or cfg.spool.path.parent)
         self.remote = remote
         restored = remote.restore()
         if restored.applied and restored.plan is not None:
@@ -670,7 +679,7 @@ class Runtime:
             return
         from agent.budget import seconds_left_in_month
         from agent.update import TrialHealth, Updater
-        from netmon.signing import load_public_key
+        from netmon.sigcheck import load_public_key
 
         trusted = [load_public_key(p) for p in cfg.remote_config.public_keys]
         link = cfg.update.link or next(iter(cfg.links))
@@ -729,7 +738,7 @@ class Runtime:
 
         task.add_done_callback(done)
 
-    def _apply_remote_plan(self, plan: TestPlan, version: int) -> None:
+    def _apply_remote_plan(self, plan: Any, version: int) -> None:
         # Raising makes RemoteConfig put the previous envelope back and report apply_failed.
         problems = self.apply_plan(plan, version)
         if problems:
@@ -766,8 +775,8 @@ class Runtime:
             await asyncio.sleep(every)
 
     async def run_once(self, only: list[str] | None = None,
-                       emit: Callable[[str, str, list[ResultMessage]], None] | None = None
-                       ) -> list[ResultMessage]:
+                       emit: Callable[[str, str, list[Result]], None] | None = None
+                       ) -> list[Result]:
         """Run the plan's tests once each, one after another (so throughput tests never
         overlap), store the results when publishing, and hand each test's results to
         ``emit(test, link, results)`` as they come — ``netmon-agent once``."""
@@ -775,7 +784,7 @@ class Runtime:
         if not state.plausible:
             raise RuntimeError(f"system clock reads {format_time(self.clock.wall())}, before "
                                f"{self.cfg.clock.not_before}; set the clock first")
-        out: list[ResultMessage] = []
+        out: list[Result] = []
         for name, spec in self.plan.tests.items():
             if only and name not in only:
                 continue

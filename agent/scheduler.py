@@ -18,6 +18,9 @@ One job per (test, link). A single dispatcher loop starts jobs when they are due
 
 The plan can be replaced while running (:meth:`Scheduler.apply_plan`): jobs that stay
 keep their timing, running jobs finish, new jobs get a fresh jittered start.
+
+The plan is the run time's (:class:`agent.runconfig.Plan`, no pydantic); a validated
+:class:`netmon.plan.TestPlan` has the same attributes and is read the same way.
 """
 
 from __future__ import annotations
@@ -32,7 +35,8 @@ from zoneinfo import ZoneInfo
 
 from agent.budget import Demand, effective_intervals, month_key, seconds_left_in_month
 from agent.clock import Clock
-from netmon.plan import MB, TestPlan, TestSpec
+from agent.runconfig import Plan, Spec
+from netmon.planlinks import MB
 
 log = logging.getLogger("netmon.agent.scheduler")
 
@@ -54,7 +58,7 @@ class Job:
 
     test: str
     link: str
-    spec: TestSpec
+    spec: Spec
     due: float
     runs: int = 0
     last_start: float | None = None
@@ -81,7 +85,7 @@ Precheck = Callable[[Job], Awaitable[float | None]]
 class Scheduler:
     """Start jobs on time; see the module docstring."""
 
-    def __init__(self, plan: TestPlan, links: list[str], execute: Execute, ledger: Ledger,
+    def __init__(self, plan: Plan, links: list[str], execute: Execute, ledger: Ledger,
                  clock: Clock | None = None, rng: random.Random | None = None,
                  timezone: str = "Asia/Ho_Chi_Minh",
                  clock_ok: Callable[[], bool] = lambda: True,
@@ -98,7 +102,7 @@ class Scheduler:
         self.precheck = precheck
         self.deferred = 0
         self.jobs: dict[str, Job] = {}
-        self.plan = TestPlan()
+        self.plan = Plan()
         self._wake = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self._throughput_busy = False
@@ -107,7 +111,7 @@ class Scheduler:
 
     # ------------------------------------------------------------------ plan
 
-    def apply_plan(self, plan: TestPlan) -> None:
+    def apply_plan(self, plan: Plan) -> None:
         """Switch to ``plan`` atomically (one synchronous step on the event loop)."""
         now = self.clock.monotonic()
         jobs: dict[str, Job] = {}

@@ -55,15 +55,19 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
-
+from agent import validate_child
 from netmon import __version__
-from netmon.contract import ReleaseManifest, UpdateStatus, WheelRef, format_time, now_utc
+from netmon.contractbase import MAX_MESSAGE_BYTES, now_utc
 from netmon.fsutil import atomic_write
+from netmon.jsonutil import JsonError, decode_object, format_time
+
+if TYPE_CHECKING:
+    from agent.config import UpdateSettings as UpdateSettings
 
 log = logging.getLogger("netmon.agent.update")
 
@@ -72,26 +76,97 @@ STATE_FILE = "update-state.json"
 MAX_FAILED = 10
 
 
-class UpdateSettings(BaseModel):
-    """``[update]`` of the agent's file config. Updates are off while ``root`` is unset."""
+class UpdateFields(Protocol):
+    """What the updater reads of ``[update]``: :class:`agent.config.UpdateSettings`
+    (validated) or :class:`agent.runconfig.Update` (the run time's)."""
 
-    model_config = ConfigDict(extra="forbid")
+    @property
+    def root(self) -> Path | None: ...
+    @property
+    def max_starts(self) -> int: ...
+    @property
+    def download_timeout_s(self) -> float: ...
+    @property
+    def budget_retry_s(self) -> float: ...
+    @property
+    def budget_wait_days(self) -> float: ...
 
-    root: Path | None = Field(None, description="where versions live (see agent/update.py)")
-    link: str | None = Field(
-        None, description="the link the download goes over: its data budget counts it "
-                          "(default: the first link)")
-    max_starts: int = Field(3, ge=1, le=100,
-                            description="starts of a new version before it is rolled back")
-    download_timeout_s: float = Field(300.0, ge=5, le=86400)
-    budget_retry_s: float = Field(
-        3600.0, ge=1, le=86400,
-        description="how often a release refused for the data budget is checked again "
-                    "(also at the start of the budget month)")
-    budget_wait_days: float = Field(
-        62.0, ge=1, le=366,
-        description="how long such a release is checked again by itself; afterwards only "
-                    "a reconnect (the retained manifest redelivered) tries it")
+
+def __getattr__(name: str) -> Any:
+    # The settings model lives in agent.config (pydantic); imported from here by older
+    # code, without making this module load pydantic.
+    if name == "UpdateSettings":
+        from agent.config import UpdateSettings
+
+        return UpdateSettings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+@dataclass(frozen=True)
+class WheelRef:
+    """One wheel of a release (the contract's ``WheelRef``)."""
+
+    name: str
+    sha256: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Manifest:
+    """A release manifest validated by the contract's ``ReleaseManifest`` in the
+    validation child (:mod:`agent.validate_child`), as plain data."""
+
+    serial: int
+    version: str
+    base_url: str
+    wheels: tuple[WheelRef, ...]
+    probes: tuple[str, ...] | None
+    percent: int
+    health_timeout_s: float
+    key_id: str
+    signature: str
+
+    @classmethod
+    def from_json(cls, value: dict[str, Any]) -> Manifest:
+        """From the child's answer (the model dumped by alias)."""
+        probes = value.get("probes")
+        return cls(serial=int(value["serial"]), version=str(value["version"]),
+                   base_url=str(value["base_url"]),
+                   wheels=tuple(WheelRef(name=w["name"], sha256=w["sha256"],
+                                         size=int(w["size"])) for w in value["wheels"]),
+                   probes=None if probes is None else tuple(probes),
+                   percent=int(value["percent"]),
+                   health_timeout_s=float(value["health_timeout_s"]),
+                   key_id=str(value["key_id"]), signature=str(value["signature"]))
+
+
+def parse_manifest(payload: bytes, trusted: Sequence[Any]) -> Manifest:
+    """A manifest message checked as :func:`netmon.release.verify_manifest` does (size,
+    JSON, signature present, the contract's model, the NOC signature), the model run in a
+    short-lived child process so the run time keeps no pydantic. Raises
+    :class:`UpdateRefused` with the same reasons (``too_large``, ``malformed``,
+    ``unsigned``, ``unknown_key``, ``bad_signature``), or ``validation_failed`` when the
+    child could not answer."""
+    from netmon.sigcheck import SigningError, check_signature
+
+    try:
+        obj = decode_object(payload, MAX_MESSAGE_BYTES)
+    except JsonError as exc:
+        raise UpdateRefused("too_large" if exc.reason == "too_large" else "malformed",
+                            exc.detail) from None
+    if not obj.get("signature"):
+        raise UpdateRefused("unsigned", "manifest has no signature")
+    try:
+        manifest = Manifest.from_json(validate_child.validate("manifest", payload))
+    except validate_child.Refused as exc:
+        raise UpdateRefused("malformed", "; ".join(exc.problems)) from None
+    except validate_child.ChildFailed as exc:
+        raise UpdateRefused("validation_failed", str(exc)) from None
+    try:
+        check_signature(obj, manifest.key_id, manifest.signature, trusted)
+    except SigningError as exc:
+        raise UpdateRefused(exc.reason, exc.detail) from None
+    return manifest
 
 
 # --------------------------------------------------------------------------- layout
@@ -348,7 +423,7 @@ class Updater:
     EXIT_RESTART; ``month_left_s()`` is the time until the budget month starts again
     (a release refused for the budget is checked again then)."""
 
-    def __init__(self, settings: UpdateSettings, probe_id: str, trusted: Sequence[Any],
+    def __init__(self, settings: UpdateFields, probe_id: str, trusted: Sequence[Any],
                  link: str, count: Callable[[str, int], None],
                  budget_left: Callable[[str], float | None],
                  healthy: Callable[[], tuple[bool, str]],
@@ -369,19 +444,23 @@ class Updater:
         #: The release waiting for the data budget, and the task checking it again.
         self._waiting: str | None = None
         self._wait_task: asyncio.Task[None] | None = None
+        #: The last manifest that passed :func:`parse_manifest`, with its bytes.
+        self._verified: tuple[bytes, Manifest] | None = None
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> UpdateStatus:
-        """The update part of the status message."""
+    def status(self) -> dict[str, Any]:
+        """The update part of the status message (the contract's ``UpdateStatus``
+        fields, as plain data for :func:`netmon.wire.encode_status`)."""
         data = self.layout.read()
         trial = data.get("trial")
         at = data.get("last_event_at")
-        return UpdateStatus(
-            pending=self._pending or self._waiting, trial=trial["version"] if trial else None,
-            failed=dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
-            last_event=data.get("last_event"),
-            last_event_at=datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None)
+        return {
+            "pending": self._pending or self._waiting,
+            "trial": trial["version"] if trial else None,
+            "failed": dict(list((data.get("failed") or {}).items())[-MAX_FAILED:]),
+            "last_event": data.get("last_event"),
+            "last_event_at": datetime.fromisoformat(at.replace("Z", "+00:00")) if at else None}
 
     def on_trial(self) -> bool:
         """True when this process is the version on trial."""
@@ -423,18 +502,19 @@ class Updater:
 
     # ------------------------------------------------------------------ manifests
 
-    def check(self, payload: bytes) -> ReleaseManifest | None:
-        """Verify a manifest and decide; None when there is nothing to do. Raises
-        UpdateRefused for a manifest that is refused (recorded as the last event)."""
-        from netmon.release import targets, verify_manifest
-        from netmon.signing import SigningError
+    def check(self, payload: bytes) -> Manifest | None:
+        """Verify a manifest (:func:`parse_manifest`) and decide; None when there is
+        nothing to do. Raises UpdateRefused for a manifest that is refused (recorded as
+        the last event)."""
+        from netmon.release import targets
 
         if not payload:
             return None
-        try:
-            manifest = verify_manifest(payload, self.trusted)
-        except SigningError as exc:
-            raise UpdateRefused(exc.reason, exc.detail) from None
+        if self._verified is not None and self._verified[0] == payload:
+            manifest = self._verified[1]  # the retained manifest again: no second child
+        else:
+            manifest = parse_manifest(payload, self.trusted)
+            self._verified = (payload, manifest)
         data = self.layout.read()
         if manifest.serial < int(data.get("serial", 0)):
             raise UpdateRefused("replay", f"manifest serial {manifest.serial} is older than "
@@ -468,7 +548,8 @@ class Updater:
         self._busy = True
         try:
             try:
-                manifest = self.check(payload)
+                # In a worker thread: the validation child takes a second or two on a Pi.
+                manifest = await asyncio.to_thread(self.check, payload)
             except UpdateRefused as exc:
                 data = self.layout.read()
                 event(data, f"release manifest refused: {exc}")
@@ -497,7 +578,7 @@ class Updater:
 
     # ------------------------------------------------------------------ data budget
 
-    def _over_budget(self, manifest: ReleaseManifest) -> str | None:
+    def _over_budget(self, manifest: Manifest) -> str | None:
         """Why the download does not fit the link's budget now; None when it does."""
         need = sum(w.size for w in manifest.wheels if not self._cached(w).exists())
         left = self.budget_left(self.link)
@@ -513,7 +594,7 @@ class Updater:
             delay = min(delay, self.month_left_s() + 5.0)
         return max(1.0, delay)
 
-    def _wait_for_budget(self, payload: bytes, manifest: ReleaseManifest) -> None:
+    def _wait_for_budget(self, payload: bytes, manifest: Manifest) -> None:
         self._stop_waiting()
         self._waiting = manifest.version
         self._wait_task = asyncio.ensure_future(self._budget_wait(payload, manifest))
@@ -523,7 +604,7 @@ class Updater:
         if task is not None and task is not asyncio.current_task():
             task.cancel()
 
-    async def _budget_wait(self, payload: bytes, manifest: ReleaseManifest) -> None:
+    async def _budget_wait(self, payload: bytes, manifest: Manifest) -> None:
         """Check a release refused for the data budget again, without downloading, every
         ``budget_retry_s`` and at the start of the budget month; install it once it fits.
         One task per probe, ended by a newer manifest or after ``budget_wait_days``."""
@@ -560,7 +641,7 @@ class Updater:
 
     # ------------------------------------------------------------------ install
 
-    def _install(self, manifest: ReleaseManifest) -> None:
+    def _install(self, manifest: Manifest) -> None:
         layout = self.layout
         problem = self._over_budget(manifest)
         if problem is not None:
@@ -594,7 +675,7 @@ class Updater:
     def _cached(self, wheel: WheelRef) -> Path:
         return self.layout.downloads / wheel.sha256 / wheel.name
 
-    def _fetch(self, manifest: ReleaseManifest, wheel: WheelRef) -> Path:
+    def _fetch(self, manifest: Manifest, wheel: WheelRef) -> Path:
         path = self._cached(wheel)
         if path.exists():
             return path

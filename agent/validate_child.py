@@ -17,8 +17,10 @@ This module imports nothing that imports pydantic; only :func:`main` (the child)
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import Collection
 from typing import Any, Literal
 
@@ -27,6 +29,8 @@ from netmon.errors import EXIT_INPUT, NetmonError
 Kind = Literal["plan", "manifest"]
 #: A child that takes longer is killed (a Pi 3 starts one in about 2 s).
 TIMEOUT_S = 120.0
+#: The answer to a 64 KiB message is far smaller; more is a broken child.
+MAX_OUTPUT_BYTES = 1024 * 1024
 
 
 class Refused(NetmonError):
@@ -47,19 +51,29 @@ def validate(kind: Kind, payload: bytes, links: Collection[str] = (),
              timeout_s: float = TIMEOUT_S) -> dict[str, Any]:
     """The validated ``payload`` (JSON bytes) of ``kind``, checked in a child process;
     a plan is also checked against ``links`` (the probe's link names). Raises
-    :class:`Refused` (invalid) or :class:`ChildFailed`."""
+    :class:`Refused` (invalid) or :class:`ChildFailed`. The child's output is read into
+    memory only up to :data:`MAX_OUTPUT_BYTES`."""
+    # Files, not pipes: what the child prints is bounded before it is read.
+    with tempfile.TemporaryFile() as out_f, tempfile.TemporaryFile() as err_f:
+        try:
+            proc = subprocess.run([sys.executable, "-m", "agent.validate_child", kind, *links],
+                                  input=payload, stdout=out_f, stderr=err_f,
+                                  timeout=timeout_s, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise ChildFailed(f"{kind} validation child: {exc}") from None
+        out_f.seek(0)
+        stdout = out_f.read(MAX_OUTPUT_BYTES + 1)
+        err_f.seek(max(0, err_f.seek(0, os.SEEK_END) - 4096))
+        stderr = err_f.read()
+    if len(stdout) > MAX_OUTPUT_BYTES:
+        raise ChildFailed(f"{kind} validation child printed more than {MAX_OUTPUT_BYTES} "
+                          "bytes")
     try:
-        proc = subprocess.run([sys.executable, "-m", "agent.validate_child", kind, *links],
-                              input=payload, capture_output=True, timeout=timeout_s,
-                              check=False)
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        raise ChildFailed(f"{kind} validation child: {exc}") from None
-    try:
-        out = json.loads(proc.stdout)
+        out = json.loads(stdout)
     except ValueError:
         out = None
     if proc.returncode not in (0, EXIT_INPUT) or not isinstance(out, dict):
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
+        tail = stderr.decode(errors="replace").strip().splitlines()[-1:] or ["no output"]
         raise ChildFailed(f"{kind} validation child exited {proc.returncode}: {tail[0]}")
     if not out.get("ok"):
         raise Refused([str(p) for p in out.get("problems") or ["invalid"]])
@@ -70,18 +84,25 @@ def validate(kind: Kind, payload: bytes, links: Collection[str] = (),
 # --------------------------------------------------------------------------- the child
 
 
-def _plan(payload: bytes, links: list[str]) -> dict[str, Any]:
+def plan_json(plan: Any) -> dict[str, Any]:
+    """A validated :class:`netmon.plan.TestPlan` as the JSON
+    :func:`agent.runconfig.plan_from_json` reads: each test's table, kind and options."""
     from agent.handoff import plain
+
+    return {"budgets_mb": plain(plan.budgets_mb),
+            "tests": {name: {"config": plain(spec.model_dump()), "kind": spec.kind,
+                             "options": plain(spec.options.model_dump())}
+                      for name, spec in plan.tests.items()}}
+
+
+def _plan(payload: bytes, links: list[str]) -> dict[str, Any]:
     from netmon.plan import TestPlan
 
     plan = TestPlan.model_validate(json.loads(payload))
     problems = plan.problems(links)
     if problems:
         raise Refused(problems)
-    return {"budgets_mb": plain(plan.budgets_mb),
-            "tests": {name: {"config": plain(spec.model_dump()), "kind": spec.kind,
-                             "options": plain(spec.options.model_dump())}
-                      for name, spec in plan.tests.items()}}
+    return plan_json(plan)
 
 
 def _manifest(payload: bytes) -> dict[str, Any]:

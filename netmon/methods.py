@@ -3,7 +3,10 @@
 A :class:`Declaration` is everything about a method that is not the measurement itself:
 its name (the ``method`` of a ``[tests.<name>]`` table and of a result), its kind, the
 options model that validates its table, and a one-line description (the table in
-``docs/methods.md``, checked by ``tests/agent/methods/test_registry.py``).
+``docs/methods.md``, checked by ``tests/agent/methods/test_registry.py``). The
+declarations themselves are in :mod:`netmon.declarations` (no pydantic: the probe's run
+time reads them), each naming its options model here; this module holds the models and
+re-exports the declarations.
 
 It lives in the core, not beside the implementation, because the collector and the NOC
 tools validate results (:mod:`netmon.contract`) and test plans (:mod:`netmon.plan`)
@@ -12,64 +15,51 @@ twenty modules the NOC never runs. The implementations are ``agent/methods/<name
 one line each in ``agent/methods/registry.py``; see "Adding a method" in
 ``docs/methods.md``.
 
-This module imports nothing first-party, so :mod:`netmon.contract` can derive its method
-set and groups from :data:`DECLARATIONS` without an import cycle.
+This module imports nothing first-party but :mod:`netmon.declarations`, so
+:mod:`netmon.contract` can derive its method set and groups from :data:`DECLARATIONS`
+without an import cycle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from enum import Enum
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-#: What a method's results are, which decides how they are scheduled and aggregated:
-#: ``throughput`` tests never overlap and are charged against data budgets, and their
-#: results feed the speed charts; ``latency`` results feed the latency charts; ``check``
-#: results answer yes / no per target (ready, up) with RTTs beside, counted on their own.
-Kind = Literal["throughput", "latency", "check"]
+# The declarations live apart, without the models (the probe's run time reads them
+# without pydantic); re-exported so both sides keep finding them here.
+from netmon.declarations import (
+    DECLARATIONS,
+    DNS,
+    HTTP,
+    HTTP_LATENCY,
+    ICMP,
+    IPERF3,
+    IPV6,
+    REACHABILITY,
+    RESPONSIVENESS,
+    SPEEDTEST,
+    SPEEDTEST_NET,
+    TCP,
+    Declaration,
+    HostPort,
+    Kind,
+    declare,
+    declared,
+    split_host_port,
+)
 
-#: The speedtest target meaning "speedtest.net's own servers" (anything else is a URL).
-SPEEDTEST_NET = "speedtest.net"
-
-
-# --------------------------------------------------------------------------- targets
-
-
-@dataclass(frozen=True)
-class HostPort:
-    """A parsed ``host``, ``host:port``, ``[v6]:port`` or URL target."""
-
-    host: str
-    port: int
-
-
-def split_host_port(target: str, default_port: int) -> HostPort:
-    """Parse ``host``, ``host:port``, ``[v6addr]:port``, a bare IPv6 address or a URL.
-
-    Raises ValueError for a bad port or a URL without a host. Here rather than in the
-    agent because option models (``reachability`` endpoints) check targets with it.
-    """
-    target = target.strip()
-    if "://" in target:
-        parts = urlsplit(target)
-        if not parts.hostname:
-            raise ValueError(f"target {target!r} has no host")
-        scheme_port = {"http": 80, "https": 443}.get(parts.scheme, default_port)
-        return HostPort(parts.hostname, parts.port or scheme_port)
-    if target.startswith("["):
-        host, _, rest = target[1:].partition("]")
-        port = int(rest[1:]) if rest.startswith(":") else default_port
-        return HostPort(host, port)
-    if target.count(":") == 1:
-        host, port_text = target.split(":")
-        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
-            raise ValueError(f"target {target!r}: port must be 1-65535")
-        return HostPort(host, int(port_text))
-    return HostPort(target, default_port)
-
+__all__ = [
+    "DECLARATIONS", "DNS", "HTTP", "HTTP_LATENCY", "ICMP", "IPERF3", "IPV6", "LOCAL",
+    "REACHABILITY", "RESPONSIVENESS", "SPEEDTEST", "SPEEDTEST_NET", "TARGET", "TCP",
+    "Declaration", "DeviceOptions", "DnsOptions", "HostPort", "HttpLatencyOptions",
+    "HttpOptions", "IcmpOptions", "Iperf3Options", "Ipv6Options", "Kind", "LatencyOptions",
+    "MethodOptions", "ReachabilityOptions", "ResponsivenessOptions", "Role",
+    "SpeedtestOptions", "TcpOptions", "ThroughputOptions", "declare", "declared",
+    "option_roles", "split_host_port",
+]
 
 # --------------------------------------------------------------------------- option roles
 
@@ -391,65 +381,3 @@ class ReachabilityOptions(LatencyOptions):
         return [_check_endpoint(v) for v in value]
 
 
-# --------------------------------------------------------------------------- declarations
-
-
-@dataclass(frozen=True)
-class Declaration:
-    """What both sides know about a method: enough to validate its tests and results."""
-
-    name: str
-    kind: Kind
-    options: type[MethodOptions]
-    doc: str  # one line: the "what" column of the table in docs/methods.md
-    #: A throughput method whose results carry ``download_mbps`` / ``upload_mbps``: it
-    #: counts in the speed figures (dashboards, bulletin). ``responsiveness`` loads the
-    #: line like a speed test but reports round trips, so it is scheduled as throughput
-    #: and kept out of the speed figures (and their failed-test counts).
-    speed: bool = False
-
-
-#: Every method, by name, in declaration order (the order of the contract's groups, which
-#: the dashboards' queries follow). Tests add test-only methods for their duration with the
-#: ``register_method`` fixture (``tests/conftest.py``); production code never changes it.
-DECLARATIONS: dict[str, Declaration] = {}
-
-
-def declare(name: str, kind: Kind, options: type[MethodOptions], doc: str,
-            speed: bool | None = None) -> Declaration:
-    """Add a method to :data:`DECLARATIONS` and return its declaration (``speed``: see
-    :attr:`Declaration.speed`; default: every throughput method)."""
-    if name in DECLARATIONS:
-        raise ValueError(f"method {name!r} is declared twice")
-    decl = Declaration(name, kind, options, doc,
-                       kind == "throughput" if speed is None else speed)
-    DECLARATIONS[name] = decl
-    return decl
-
-
-def declared(name: str) -> Declaration:
-    """The declaration of a method; KeyError names the known ones."""
-    try:
-        return DECLARATIONS[name]
-    except KeyError:
-        raise KeyError(f"unknown method {name!r}; known: "
-                       f"{', '.join(sorted(DECLARATIONS))}") from None
-
-
-IPERF3 = declare("iperf3", "throughput", Iperf3Options,
-                 "iperf3 binary, `-J`, download `-R` / upload")
-SPEEDTEST = declare("speedtest", "throughput", SpeedtestOptions,
-                    "speedtest-cli library: speedtest.net over HTTPS, or a self-hosted server")
-HTTP = declare("http", "throughput", HttpOptions,
-               "our multi-stream HTTP(S) engine (uvloop, `BufferedProtocol`, TLS via `ssl`)")
-RESPONSIVENESS = declare("responsiveness", "throughput", ResponsivenessOptions,
-                         "round trips per minute (RPM) under load, IETF responsiveness draft",
-                         speed=False)
-ICMP = declare("icmp", "latency", IcmpOptions, "ICMP echo")
-TCP = declare("tcp", "latency", TcpOptions, "TCP connect time")
-DNS = declare("dns", "latency", DnsOptions, "resolution time against a configured resolver")
-HTTP_LATENCY = declare("http_latency", "latency", HttpLatencyOptions, "HTTP time to first byte")
-IPV6 = declare("ipv6", "check", Ipv6Options,
-               "IPv6 readiness: global address, v6 reachability, v6 vs v4 RTT")
-REACHABILITY = declare("reachability", "check", ReachabilityOptions,
-                       "up/down and RTT per endpoint (one result per endpoint)")

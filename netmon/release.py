@@ -13,25 +13,30 @@ import base64
 import hashlib
 from collections.abc import Sequence
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
-
-from pydantic import ValidationError
-
-from netmon.contract import (
-    MAX_MESSAGE_BYTES,
-    ReleaseManifest,
-    describe_validation_error,
-    format_time,
-    now_utc,
-)
-from netmon.ed25519 import VerifyKey
-from netmon.signing import SigningError, canonical_bytes, check_signature, key_id, parse_signed
+from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:  # only the NOC signs, with cryptography; a probe verifies without it
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
         Ed25519PrivateKey,
         Ed25519PublicKey,
     )
+
+    from netmon.contract import ReleaseManifest
+    from netmon.ed25519 import VerifyKey
+
+# The models (pydantic) are imported by the functions that sign or parse: a probe's run
+# time decides whether it is targeted (:func:`targets`) without them (issue 20).
+
+
+class Rollout(Protocol):
+    """What :func:`targets` reads of a manifest (the model, or the probe's plain copy)."""
+
+    @property
+    def version(self) -> str: ...
+    @property
+    def probes(self) -> Sequence[str] | None: ...
+    @property
+    def percent(self) -> int: ...
 
 
 def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[dict[str, Any]],
@@ -40,6 +45,17 @@ def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[
                   issued_at: datetime | None = None) -> bytes:
     """The signed manifest as published (canonical bytes). SigningError(``malformed``)
     names the member that does not fit the contract."""
+    from pydantic import ValidationError
+
+    from netmon.contract import (
+        MAX_MESSAGE_BYTES,
+        ReleaseManifest,
+        describe_validation_error,
+        format_time,
+        now_utc,
+    )
+    from netmon.signing import SigningError, canonical_bytes, key_id
+
     unsigned: dict[str, Any] = {
         "schema": 1, "serial": serial, "version": version,
         "issued_at": format_time(issued_at or now_utc()),
@@ -64,6 +80,9 @@ def sign_manifest(*, serial: int, version: str, base_url: str, wheels: Sequence[
 def verify_manifest(payload: bytes, trusted: Sequence[VerifyKey | Ed25519PublicKey]
                     ) -> ReleaseManifest:
     """Parse and check a manifest's signature against the trusted NOC keys."""
+    from netmon.contract import ReleaseManifest
+    from netmon.signing import check_signature, parse_signed
+
     manifest, obj = parse_signed(payload, ReleaseManifest, "manifest")
     check_signature(obj, manifest.key_id, manifest.signature, trusted)
     return manifest
@@ -75,7 +94,7 @@ def bucket(version: str, probe_id: str) -> int:
     return int.from_bytes(digest[:8], "big") % 100
 
 
-def targets(manifest: ReleaseManifest, probe_id: str) -> bool:
+def targets(manifest: Rollout, probe_id: str) -> bool:
     """True when ``probe_id`` takes this release: named in ``probes``, or (no list) in
     the first ``percent`` buckets."""
     if manifest.probes is not None:

@@ -18,7 +18,8 @@ first 16 hex digits of the SHA-256 of the raw 32-byte public key, so an agent ho
 several NOC keys (key rotation) knows which one to try and an operator can tell keys apart.
 
 Signing and key generation (the NOC's side) use the ``cryptography`` package, imported
-when first needed; checking a signature (the probe's side) uses :mod:`netmon.ed25519`,
+when first needed; checking a signature (the probe's side: :mod:`netmon.sigcheck`, re-exported here,
+without pydantic) uses :mod:`netmon.ed25519`,
 so a probe never loads ``cryptography`` for it (about 10 MB resident, issue 20).
 :func:`load_public_key` returns a :class:`netmon.ed25519.VerifyKey`; every function that
 checks signatures also takes ``cryptography``'s ``Ed25519PublicKey``.
@@ -27,10 +28,6 @@ checks signatures also takes ``cryptography``'s ``Ed25519PublicKey``.
 from __future__ import annotations
 
 import base64
-import binascii
-import hashlib
-import json
-import math
 from collections.abc import Sequence
 from datetime import datetime
 from pathlib import Path
@@ -38,7 +35,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Final, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError
 
-from netmon import ed25519
 from netmon.contract import (
     MAX_MESSAGE_BYTES,
     PROBE_ID_PATTERN,
@@ -47,10 +43,17 @@ from netmon.contract import (
     format_time,
     now_utc,
 )
-from netmon.ed25519 import VerifyKey
-from netmon.errors import EXIT_INPUT, EXIT_RUNTIME, NetmonError
 from netmon.fsutil import atomic_write
 from netmon.jsonutil import JsonError, decode_object
+
+# The probe's side (checking), without pydantic or cryptography, re-exported here.
+from netmon.sigcheck import ALL_PROBES as ALL_PROBES
+from netmon.sigcheck import SigningError as SigningError
+from netmon.sigcheck import canonical_bytes as canonical_bytes
+from netmon.sigcheck import check_signature as check_signature
+from netmon.sigcheck import key_id as key_id
+from netmon.sigcheck import load_public_key as load_public_key
+from netmon.sigcheck import signature_ok as signature_ok
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import (
@@ -58,76 +61,14 @@ if TYPE_CHECKING:
         Ed25519PublicKey,
     )
 
+    from netmon.ed25519 import VerifyKey
+
 M = TypeVar("M", bound=BaseModel)
 
 ENVELOPE_SCHEMA: Final = 1
-#: ``probe_id`` of an envelope meant for every probe.
-ALL_PROBES: Final = "*"
-
-
-class SigningError(NetmonError):
-    """A key or envelope that cannot be used. ``reason`` is a short stable code (it ends up
-    in a probe's status and in counters); the message is what a person reads.
-
-    Exit code 2 (a bad key, envelope or argument), except ``io``: a file that could not
-    be written is a run-time failure (1).
-    """
-
-    def __init__(self, reason: str, detail: str) -> None:
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-        self.exit_code = EXIT_RUNTIME if reason == "io" else EXIT_INPUT
-
-
-# --------------------------------------------------------------------------- canonical JSON
-
-
-def _check_finite(obj: Any, where: str = "") -> None:
-    if isinstance(obj, float) and not math.isfinite(obj):
-        raise SigningError("malformed", f"non-finite number at {where or '(top)'}")
-    if isinstance(obj, dict):
-        for key, value in obj.items():
-            if not isinstance(key, str):
-                raise SigningError("malformed", f"non-string key {key!r} at {where or '(top)'}")
-            _check_finite(value, f"{where}.{key}" if where else key)
-    elif isinstance(obj, list | tuple):
-        for i, value in enumerate(obj):
-            _check_finite(value, f"{where}[{i}]")
-
-
-def canonical_bytes(obj: Any) -> bytes:
-    """The bytes a signature covers: sorted keys, compact separators, UTF-8.
-
-    Raises SigningError(``malformed``) for NaN/Infinity (JSON has no such numbers, and
-    two parsers could disagree on them) and for non-string keys.
-    """
-    try:
-        _check_finite(obj)
-        text = json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
-                          allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise SigningError("malformed", f"not JSON-serialisable: {exc}") from None
-    except RecursionError:
-        raise SigningError("malformed", "JSON nests too deeply") from None
-    return text.encode("utf-8")
 
 
 # --------------------------------------------------------------------------- keys
-
-
-def _raw(public_key: VerifyKey | Ed25519PublicKey) -> bytes:
-    if isinstance(public_key, VerifyKey):
-        return public_key.raw
-    from cryptography.hazmat.primitives import serialization
-
-    return public_key.public_bytes(serialization.Encoding.Raw,
-                                   serialization.PublicFormat.Raw)
-
-
-def key_id(public_key: VerifyKey | Ed25519PublicKey) -> str:
-    """Short fingerprint of a public key (16 hex digits of SHA-256 of the raw key)."""
-    return hashlib.sha256(_raw(public_key)).hexdigest()[:16]
 
 
 def generate_private_key() -> Ed25519PrivateKey:
@@ -206,35 +147,6 @@ def load_private_key(path: Path) -> Ed25519PrivateKey:
     return key
 
 
-def load_public_key(path: Path) -> VerifyKey:
-    """Read a PEM Ed25519 public key (verification only, without ``cryptography``);
-    SigningError naming the file otherwise."""
-    try:
-        data = path.read_bytes()
-    except FileNotFoundError:
-        raise SigningError("key_missing", f"public key {path} not found") from None
-    except OSError as exc:
-        raise SigningError("key_unreadable", f"cannot read {path}: {exc.strerror}") from None
-    try:
-        return VerifyKey.from_pem(data)
-    except ValueError as exc:
-        raise SigningError("bad_key", f"{path}: {exc}") from None
-
-
-def signature_ok(key: VerifyKey | Ed25519PublicKey, signature: bytes, data: bytes) -> bool:
-    """True when ``signature`` is ``key``'s Ed25519 signature of ``data``; ``key`` is a
-    probe's :class:`VerifyKey` or a ``cryptography`` public key (NOC tools, tests)."""
-    if isinstance(key, VerifyKey):
-        return ed25519.verify(key.raw, signature, data)
-    from cryptography.exceptions import InvalidSignature
-
-    try:
-        key.verify(signature, data)
-    except InvalidSignature:
-        return False
-    return True
-
-
 # --------------------------------------------------------------------------- envelope
 
 
@@ -306,26 +218,6 @@ def parse_signed(payload: bytes, model: type[M], what: str) -> tuple[M, dict[str
     except ValidationError as exc:
         raise SigningError("malformed", describe_validation_error(exc)) from None
     return parsed, obj
-
-
-def check_signature(obj: dict[str, Any], signer: str, signature: str,
-                    public_keys: Sequence[VerifyKey | Ed25519PublicKey]) -> None:
-    """Check ``signature`` (base64) by the key named ``signer`` over every member of
-    ``obj`` but ``signature``. Raises SigningError ``unknown_key`` (a key this side does
-    not trust) or ``bad_signature``."""
-    by_id = {key_id(k): k for k in public_keys}
-    key = by_id.get(signer)
-    if key is None:
-        raise SigningError("unknown_key", f"signed with key {signer}, not a trusted NOC key "
-                                          f"({', '.join(sorted(by_id)) or 'none configured'})")
-    try:
-        raw = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        raise SigningError("bad_signature", "signature is not valid base64") from None
-    signed = {k: v for k, v in obj.items() if k != "signature"}
-    if not signature_ok(key, raw, canonical_bytes(signed)):
-        raise SigningError("bad_signature",
-                           f"signature does not match the content (key {signer})")
 
 
 def parse_envelope(payload: bytes) -> tuple[Envelope, dict[str, Any]]:

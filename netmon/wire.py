@@ -8,7 +8,8 @@ reads the contract's JSON schema exported to ``netmon/wire_schema.json`` (by
 walking that schema (:func:`_check`: the keywords pydantic writes, read as pydantic means
 them), plus the few rules the contract's Python validators add beyond the schema (metric
 names and values, a started_at not in the future, a declared method), whose constants come
-from the same export.
+from the same export (the declared methods from :data:`netmon.declarations.DECLARATIONS`
+itself, as the contract reads them).
 
 Why a schema walker and not a compiled checker: fastjsonschema's compiled validators for
 the two messages measured 3.4 MB resident (4.9 MB as generated code), a tenth of the
@@ -42,6 +43,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+from netmon.declarations import DECLARATIONS
 from netmon.jsonutil import format_time
 
 #: The contract's export (see :mod:`netmon.wireschema`, which writes it).
@@ -66,7 +68,6 @@ class _Contract:
     schemas: dict[str, dict[str, Any]]
     #: Per message kind and model title, the defaults made by factories (see wireschema).
     factories: dict[str, dict[str, dict[str, Any]]]
-    methods: frozenset[str]
     metric_name: re.Pattern[str]
     signed_metrics: frozenset[str]
     max_speed_mbps: float
@@ -74,6 +75,8 @@ class _Contract:
     max_future: timedelta
     schema_version: int
     max_message_bytes: int
+    #: Method -> option -> what it names ("target", "local"): netmon.methods.Role's values.
+    option_roles: dict[str, dict[str, str]]
 
 
 #: The JSON Schema keywords the export uses; :func:`_contract` refuses a schema with any
@@ -112,14 +115,21 @@ def _contract() -> _Contract:
         _keywords(schema, kind)
     return _Contract(
         schemas=schemas, factories=data["factory_defaults"],
-        methods=frozenset(rules["methods"]),
         metric_name=re.compile(rules["metric_name"]),
         signed_metrics=frozenset(rules["signed_metrics"]),
         max_speed_mbps=float(rules["max_speed_mbps"]),
         max_exact_int=int(rules["max_exact_int"]),
         max_future=timedelta(seconds=float(rules["max_future_s"])),
         schema_version=int(rules["schema_version"]),
-        max_message_bytes=int(rules["max_message_bytes"]))
+        max_message_bytes=int(rules["max_message_bytes"]),
+        option_roles=rules["option_roles"])
+
+
+def option_roles(method: str) -> dict[str, str] | None:
+    """What each option of a declared ``method`` names, as :func:`netmon.methods.option_roles`
+    gives it read off the option model (the role's value: ``"target"``, ``"local"``), from
+    the export; None for a method the export does not know (one registered at run time)."""
+    return _contract().option_roles.get(method)
 
 
 # --------------------------------------------------------------------------- values
@@ -429,7 +439,9 @@ def result_wire(message: Mapping[str, Any]) -> dict[str, Any]:
     data: dict[str, Any] = _shape(message, c.schemas["result"], c.schemas["result"], "",
                                    c.factories["result"])
     _check(data, c.schemas["result"], c.schemas["result"], "")
-    if data["method"] not in c.methods:
+    # The live declarations, as the contract checks them (a test may declare a method
+    # for its duration), not the export's copy of them.
+    if data["method"] not in DECLARATIONS:
         raise WireError(f"method: {data['method']!r} is not a declared method")
     started = _time(data["started_at"], "started_at")
     if started is not None and started > datetime.now(UTC) + c.max_future:
@@ -460,6 +472,53 @@ def encode_status(message: Mapping[str, Any]) -> bytes:
 # --------------------------------------------------------------------------- results
 
 
+@cache
+def _metric_fields() -> frozenset[str]:
+    # The contract's declared metrics (Metrics' fields), from the export.
+    result = _contract().schemas["result"]
+    return frozenset(result["$defs"]["Metrics"]["properties"])
+
+
+class Metrics:
+    """The numbers a test measured, read as :class:`netmon.contract.Metrics` is read: a
+    declared metric not measured reads ``None``, a measured one (declared or extra) its
+    value, any other name is an AttributeError; :meth:`values` is what was measured.
+
+    Checked with the rest of the result (:meth:`Result.to_json`), not here."""
+
+    __slots__ = ("_values",)
+    _values: dict[str, float]
+
+    def __init__(self, values: Mapping[str, float] | None = None, **more: float) -> None:
+        merged = {**(values or {}), **more}
+        object.__setattr__(self, "_values", {k: v for k, v in merged.items() if v is not None})
+
+    def values(self) -> dict[str, float]:
+        """Every metric that was measured, as a new plain dict."""
+        return dict(self._values)
+
+    def __getattr__(self, name: str) -> float | None:
+        # Only reached for names that are not attributes of the class itself.
+        values: dict[str, float] = object.__getattribute__(self, "_values")
+        if name in values:
+            return values[name]
+        if name in _metric_fields():
+            return None
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        raise AttributeError("Metrics is frozen")
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Metrics) and self._values == other._values
+
+    def __hash__(self) -> int:
+        return hash(tuple(sorted(self._values.items())))
+
+    def __repr__(self) -> str:
+        return f"Metrics({self._values!r})"
+
+
 @dataclass(frozen=True)
 class ErrorInfo:
     """Why a test failed (the contract's ``error``)."""
@@ -483,7 +542,7 @@ class Result:
     started_at: datetime
     duration_s: float
     agent_version: str
-    metrics: Mapping[str, float] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=Metrics)
     error: ErrorInfo | None = None
     flags: tuple[str, ...] = ()
     id: uuid.UUID = field(default_factory=uuid.uuid4)
@@ -499,7 +558,7 @@ class Result:
             "schema": 1, "id": self.id, "probe_id": self.probe_id, "link": self.link,
             "access": self.access, "isp": self.isp, "method": self.method,
             "target": self.target, "started_at": self.started_at,
-            "duration_s": self.duration_s, "metrics": dict(self.metrics),
+            "duration_s": self.duration_s, "metrics": self.metrics.values(),
             "error": None if self.error is None else
             {"code": self.error.code, "message": self.error.message},
             "flags": list(self.flags), "agent_version": self.agent_version})
@@ -510,7 +569,7 @@ class Result:
 
     def with_metrics(self, metrics: Mapping[str, float]) -> Result:
         """This result with ``metrics`` added (they win over measured ones)."""
-        return replace(self, metrics={**self.metrics, **metrics})
+        return replace(self, metrics=Metrics({**self.metrics.values(), **metrics}))
 
     def with_flags(self, flags: tuple[str, ...]) -> Result:
         """This result with ``flags`` added, each once, in order."""

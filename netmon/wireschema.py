@@ -26,7 +26,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from netmon import contract
-from netmon.methods import DECLARATIONS
+from netmon.methods import DECLARATIONS, option_roles
 
 #: Where the export lives, next to the light checker that reads it.
 SCHEMA_FILE = Path(__file__).with_name("wire_schema.json")
@@ -86,6 +86,11 @@ def build() -> dict[str, Any]:
                 ("receipt", contract.ReceiptMessage))},
         "rules": {
             "methods": list(DECLARATIONS),
+            # What each method's options name, for the remote-config rules of a probe
+            # whose run time holds no option model (agent/remote_config.py).
+            "option_roles": {name: {opt: role.value for opt, role in
+                                    option_roles(decl.options).items()}
+                             for name, decl in DECLARATIONS.items()},
             "metric_name": contract._METRIC_NAME.pattern,
             "signed_metrics": sorted(contract.SIGNED_METRICS),
             "max_speed_mbps": contract.MAX_SPEED_MBPS,

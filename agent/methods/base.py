@@ -10,27 +10,18 @@ line of doc) and implemented here by a small module exposing a class that satisf
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import datetime
-from typing import ClassVar, Protocol, TypeVar
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, ClassVar, Protocol, TypeVar
 
-from agent.methods.common.radio import ModemConfig
-from agent.methods.common.router import RouterCounters
-from netmon.contract import Access, ErrorCode, ErrorInfo, Metrics, ResultMessage
-from netmon.contract import Method as MethodName
-from netmon.methods import Declaration, MethodOptions
+# LinkBinding is the run-time config's view of a link (defined there, beside Router and
+# Modem); re-exported here, where the methods have always found it.
+from agent.runconfig import LinkBinding as LinkBinding
+from netmon.declarations import Declaration
+from netmon.wire import ErrorInfo, Metrics, Result
 
-
-@dataclass(frozen=True)
-class LinkBinding:
-    """The link a test runs on and how to pin traffic to it."""
-
-    name: str
-    access: Access
-    isp: str
-    interface: str | None = None  # SO_BINDTODEVICE / iperf3 --bind-dev
-    source_address: str | None = None  # bind() before connect
-    router: RouterCounters | None = None  # the line's counters at the office router
-    modem: ModemConfig | None = None  # ModemManager modem giving radio context
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import MethodOptions
 
 
 @dataclass(frozen=True)
@@ -44,7 +35,7 @@ class MethodContext:
 
 
 #: The options model a method's ``run`` takes (its declared ``options``).
-OptionsT = TypeVar("OptionsT", bound=MethodOptions, contravariant=True)
+OptionsT = TypeVar("OptionsT", bound="MethodOptions", contravariant=True)
 
 
 class Method(Protocol[OptionsT]):
@@ -57,21 +48,29 @@ class Method(Protocol[OptionsT]):
     #: Name, kind and options model, declared once in :mod:`netmon.methods`.
     decl: ClassVar[Declaration]
 
-    async def run(self, ctx: MethodContext, options: OptionsT) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: OptionsT) -> list[Result]:
         """Run one test and return its result(s); never raise for a failed measurement,
         return a result carrying ``error`` instead."""
         ...
 
 
-def make_result(ctx: MethodContext, method: MethodName, target: str, started_at: datetime,
+def make_result(ctx: MethodContext, method: str, target: str, started_at: datetime,
                 duration_s: float, metrics: dict[str, float] | None = None,
                 error: tuple[ErrorCode, str] | None = None,
-                flags: tuple[str, ...] = ()) -> ResultMessage:
-    """Build a contract result for this context (one place so every method agrees)."""
-    return ResultMessage(
+                flags: tuple[str, ...] = ()) -> Result:
+    """Build a contract result for this context (one place so every method agrees).
+
+    Checked against the contract here, as building the model did: a method that measured
+    something the contract refuses fails inside its own guard (an ``internal`` error
+    result), never later when the result is spooled. :class:`netmon.wire.WireError`."""
+    if started_at.tzinfo is not None:  # the model's UTC with milliseconds (a naive time
+        started_at = started_at.astimezone(UTC)  # is refused by the check below)
+        started_at = started_at.replace(microsecond=started_at.microsecond // 1000 * 1000)
+    result = Result(
         probe_id=ctx.probe_id, link=ctx.link.name, access=ctx.link.access, isp=ctx.link.isp,
         method=method, target=target, started_at=started_at, duration_s=max(0.0, duration_s),
-        metrics=Metrics(**(metrics or {})),
+        metrics=Metrics(metrics),
         error=ErrorInfo(code=error[0], message=error[1][:2000]) if error else None,
-        flags=tuple(dict.fromkeys(ctx.flags + flags)), agent_version=ctx.agent_version,
-    )
+        flags=tuple(dict.fromkeys(ctx.flags + flags)), agent_version=ctx.agent_version)
+    result.wire()
+    return result

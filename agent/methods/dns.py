@@ -7,15 +7,20 @@ import secrets
 import socket
 import struct
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded, os_error
 from agent.methods.common.latency import sample_series
 from agent.methods.common.net import link_socket, target_host_port
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import DNS, Declaration, DnsOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import DNS, Declaration
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import DnsOptions
+    from netmon.wire import Result
 
 QTYPES = {"A": 1, "AAAA": 28}
 RCODES = {0: "NOERROR", 1: "FORMERR", 2: "SERVFAIL", 3: "NXDOMAIN", 4: "NOTIMP", 5: "REFUSED"}
@@ -33,9 +38,9 @@ class DnsMethod:
 
     decl: ClassVar[Declaration] = DNS
 
-    async def run(self, ctx: MethodContext, options: DnsOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: DnsOptions) -> list[Result]:
         """Query ``count`` times; no usable answer at all becomes an error result."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             hp = target_host_port(options.target, options.port)
             loop = asyncio.get_running_loop()
             try:

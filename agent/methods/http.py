@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from agent.methods.base import MethodContext, make_result
@@ -18,8 +18,12 @@ from agent.methods.common.httpengine import EngineConfig, transfer
 from agent.methods.common.net import resolve
 from agent.methods.common.throughput import CounterWindow, add_direction, add_idle_rtt, directions
 from agent.methods.common.tls import client_context
-from netmon.contract import ResultMessage, now_utc
-from netmon.methods import HTTP, Declaration, HttpOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import HTTP, Declaration
+
+if TYPE_CHECKING:
+    from netmon.methods import HttpOptions
+    from netmon.wire import Result
 
 
 class HttpMethod:
@@ -27,9 +31,9 @@ class HttpMethod:
 
     decl: ClassVar[Declaration] = HTTP
 
-    async def run(self, ctx: MethodContext, options: HttpOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: HttpOptions) -> list[Result]:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             parts = urlsplit(options.target)
             tls = parts.scheme == "https"
             host, port = parts.hostname or "", parts.port or (443 if tls else 80)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from agent.methods.base import MethodContext, make_result
@@ -18,8 +18,13 @@ from agent.methods.common.guard import MeasureError, guarded, os_error
 from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import HTTP_LATENCY, Declaration, HttpLatencyOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import HTTP_LATENCY, Declaration
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import HttpLatencyOptions
+    from netmon.wire import Result
 
 
 class _Conn:
@@ -76,9 +81,9 @@ class HttpLatencyMethod:
 
     decl: ClassVar[Declaration] = HTTP_LATENCY
 
-    async def run(self, ctx: MethodContext, options: HttpLatencyOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: HttpLatencyOptions) -> list[Result]:
         """GET the target ``count`` times; HTTP errors are failures with the status line."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             parts = urlsplit(options.target)
             host, port = parts.hostname or "", parts.port or 80
             path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")

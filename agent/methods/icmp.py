@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ResultMessage, now_utc
-from netmon.methods import ICMP, Declaration, IcmpOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import ICMP, Declaration
+
+if TYPE_CHECKING:
+    from netmon.methods import IcmpOptions
+    from netmon.wire import Result
 
 FAMILIES = {"auto": socket.AF_UNSPEC, "ipv4": socket.AF_INET, "ipv6": socket.AF_INET6}
 
@@ -21,9 +25,9 @@ class IcmpMethod:
 
     decl: ClassVar[Declaration] = ICMP
 
-    async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: IcmpOptions) -> list[Result]:
         """Ping the target; all probes lost is an ``unreachable`` error with loss_pct=100."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             started, t0 = now_utc(), time.monotonic()
             rtts, sent = await ping_series(options.target, ctx.link, options.count,
                                            options.interval_s, options.probe_timeout_s,

@@ -12,7 +12,7 @@ import asyncio
 import json
 import statistics
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common import device, linkstats
@@ -26,8 +26,13 @@ from agent.methods.common.throughput import (
     add_idle_rtt,
     directions,
 )
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import IPERF3, Declaration, Iperf3Options
+from netmon.contractbase import now_utc
+from netmon.declarations import IPERF3, Declaration
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import Iperf3Options
+    from netmon.wire import Result
 
 
 def classify(text: str) -> ErrorCode:
@@ -148,9 +153,9 @@ class Iperf3Method:
             wait *= 2
         raise AssertionError("unreachable")  # pragma: no cover
 
-    async def run(self, ctx: MethodContext, options: Iperf3Options) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: Iperf3Options) -> list[Result]:
         """One result carrying ``download_mbps`` and/or ``upload_mbps``."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             hp = target_host_port(options.target, options.port)
             started, t0 = now_utc(), time.monotonic()
             _, addr = await resolve(hp.host, hp.port, ctx.link)

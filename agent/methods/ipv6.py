@@ -14,14 +14,18 @@ import ipaddress
 import socket
 import subprocess
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.icmp import ping_series
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ResultMessage, now_utc
-from netmon.methods import IPV6, Declaration, Ipv6Options
+from netmon.contractbase import now_utc
+from netmon.declarations import IPV6, Declaration
+
+if TYPE_CHECKING:
+    from netmon.methods import Ipv6Options
+    from netmon.wire import Result
 
 
 def global_ipv6_addresses(interface: str | None) -> list[str]:
@@ -49,10 +53,10 @@ class Ipv6Method:
 
     decl: ClassVar[Declaration] = IPV6
 
-    async def run(self, ctx: MethodContext, options: Ipv6Options) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: Ipv6Options) -> list[Result]:
         """One result: ``ipv6_global_address``, ``ipv6_reachable``, ``rtt_ms`` (v6),
         ``rtt_v4_ms``, ``rtt_v6_v4_ratio``, ``loss_pct`` (v6)."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             started, t0 = now_utc(), time.monotonic()
             v4_link = ctx.link if not (ctx.link.source_address and ":" in
                                        ctx.link.source_address) else None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
@@ -18,8 +18,13 @@ from agent.methods.common.icmp import ping_series
 from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import REACHABILITY, Declaration, ReachabilityOptions, split_host_port
+from netmon.contractbase import now_utc
+from netmon.declarations import REACHABILITY, Declaration, split_host_port
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import ReachabilityOptions
+    from netmon.wire import Result
 
 
 class ReachabilityMethod:
@@ -28,7 +33,7 @@ class ReachabilityMethod:
     decl: ClassVar[Declaration] = REACHABILITY
 
     async def _one(self, ctx: MethodContext, options: ReachabilityOptions, endpoint: str
-                   ) -> ResultMessage:
+                   ) -> Result:
         started, t0 = now_utc(), time.monotonic()
         failures: list[MeasureError] = []
         try:
@@ -64,10 +69,10 @@ class ReachabilityMethod:
                            metrics, error)
 
     async def run(self, ctx: MethodContext, options: ReachabilityOptions
-                  ) -> list[ResultMessage]:
+                  ) -> list[Result]:
         """One result per endpoint, in configuration order."""
         endpoints = list(dict.fromkeys([options.target, *options.endpoints]))
 
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             return list(await asyncio.gather(*(self._one(ctx, options, e) for e in endpoints)))
         return await guarded(ctx, REACHABILITY.name, options.target, options.timeout_s, body)

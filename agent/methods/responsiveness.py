@@ -27,7 +27,7 @@ import ssl
 import statistics
 import time
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import urlsplit
 
 from agent.methods.base import LinkBinding, MethodContext, make_result
@@ -36,8 +36,12 @@ from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.httpengine import EngineConfig, EngineResult, parse_head, transfer
 from agent.methods.common.net import connect_addr, resolve
 from agent.methods.common.tls import client_context, tls_error
-from netmon.contract import ResultMessage, now_utc
-from netmon.methods import RESPONSIVENESS, Declaration, ResponsivenessOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import RESPONSIVENESS, Declaration
+
+if TYPE_CHECKING:
+    from netmon.methods import ResponsivenessOptions
+    from netmon.wire import Result
 
 #: The components of a probe, in the order they happen (``tls`` only for https).
 COMPONENTS = ("tcp", "tls", "http")
@@ -181,9 +185,9 @@ class ResponsivenessMethod:
     decl: ClassVar[Declaration] = RESPONSIVENESS
 
     async def run(self, ctx: MethodContext, options: ResponsivenessOptions
-                  ) -> list[ResultMessage]:
+                  ) -> list[Result]:
         """One result carrying ``rpm`` (under load), ``idle_rpm`` and the components."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             parts = urlsplit(options.target)
             tls = parts.scheme == "https"
             host, port = parts.hostname or "", parts.port or (443 if tls else 80)

@@ -21,7 +21,7 @@ import contextlib
 import subprocess
 import threading
 import time
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 from urllib.parse import urlsplit
 
 from agent.methods.base import LinkBinding, MethodContext, make_result
@@ -34,8 +34,13 @@ from agent.methods.common.throughput import (
     add_idle_rtt,
     directions,
 )
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.methods import SPEEDTEST, SPEEDTEST_NET, Declaration, SpeedtestOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import SPEEDTEST, SPEEDTEST_NET, Declaration
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.methods import SpeedtestOptions
+    from netmon.wire import Result
 
 DOWNLOAD_SIZES = [350, 500, 750, 1000, 1500, 2000, 2500, 3000, 3500, 4000]
 #: speedtest.net's usual config (upload ratio 5, maxchunkcount 50): the three largest sizes.
@@ -141,11 +146,11 @@ class SpeedtestMethod:
 
     decl: ClassVar[Declaration] = SPEEDTEST
 
-    async def run(self, ctx: MethodContext, options: SpeedtestOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: SpeedtestOptions) -> list[Result]:
         """One result with ``download_mbps`` / ``upload_mbps`` / ``rtt_ms``."""
         stop = _StopEvent()
 
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             try:
                 import speedtest  # noqa: F401
             except ImportError:

@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import time
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from agent.methods.base import MethodContext, make_result
 from agent.methods.common.guard import MeasureError, guarded
 from agent.methods.common.latency import sample_series
 from agent.methods.common.net import connect_tcp, target_host_port
 from agent.methods.common.rtt import rtt_metrics
-from netmon.contract import ResultMessage, now_utc
-from netmon.methods import TCP, Declaration, TcpOptions
+from netmon.contractbase import now_utc
+from netmon.declarations import TCP, Declaration
+
+if TYPE_CHECKING:
+    from netmon.methods import TcpOptions
+    from netmon.wire import Result
 
 
 class TcpMethod:
@@ -19,9 +23,9 @@ class TcpMethod:
 
     decl: ClassVar[Declaration] = TCP
 
-    async def run(self, ctx: MethodContext, options: TcpOptions) -> list[ResultMessage]:
+    async def run(self, ctx: MethodContext, options: TcpOptions) -> list[Result]:
         """Connect ``count`` times; refused/unreachable on every try becomes that error."""
-        async def body() -> list[ResultMessage]:
+        async def body() -> list[Result]:
             hp = target_host_port(options.target, options.port)
             started, t0 = now_utc(), time.monotonic()
             codes: list[MeasureError] = []

@@ -20,16 +20,22 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 
 #: What the run time imports (agent/commands.py's run path, agent/runtime.py and what
-#: they import on a probe with remote configuration and updates on).
+#: they import on a probe with remote configuration and updates on, every method). The
+#: models (netmon.contract, netmon.methods, netmon.plan, netmon.settings, agent.config)
+#: are validation's: the start stage and the validation child load them, the run time
+#: must not.
 RUN_TIME = (
     "agent.commands", "agent.handoff", "agent.runconfig", "agent.validate_child",
     "agent.runtime", "agent.publisher", "agent.scheduler", "agent.spool", "agent.clock",
-    "agent.budget", "agent.remote_config", "agent.update", "agent.enroll",
-    "agent.methods.base", "agent.methods.registry", "agent.methods.tcp",
-    "agent.methods.common.radio", "agent.methods.common.router",
-    "netmon.contract", "netmon.methods", "netmon.plan", "netmon.mqtt", "netmon.mqttclient",
-    "netmon.settings", "netmon.configfile", "netmon.contractbase", "netmon.wire",
-    "netmon.jsonutil",
+    "agent.budget", "agent.remote_config", "agent.allowlist", "agent.update", "agent.enroll",
+    "agent.methods.base", "agent.methods.registry", "agent.methods.common.radio",
+    "agent.methods.common.router", "agent.methods.common.router_poll",
+    *(f"agent.methods.{name}" for name in (
+        "iperf3", "speedtest", "http", "responsiveness", "icmp", "tcp", "dns",
+        "http_latency", "ipv6", "reachability")),
+    "netmon.mqtt", "netmon.mqttclient", "netmon.configfile", "netmon.contractbase",
+    "netmon.declarations", "netmon.planlinks", "netmon.wire", "netmon.jsonutil",
+    "netmon.sigcheck",
 )
 
 #: Run in the child: block pydantic, import argv[1], print the chain as JSON.

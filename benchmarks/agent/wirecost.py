@@ -43,7 +43,7 @@ receipt = json.dumps({"schema": 1, "probe_id": "ht-01x", "ids": [str(uuid.uuid4(
 if sys.argv[1] == "wire":
     from netmon import wire
     def write():
-        return wire.Result(metrics=metrics, **fields).to_json()
+        return wire.Result(metrics=wire.Metrics(metrics), **fields).to_json()
     wire.encode_status(status)
     wire.parse_receipt(receipt, "ht-01x")
 else:

@@ -13,9 +13,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+from agent import config, handoff
 from devstack.services import Service
+from netmon.contract import ResultMessage
 from tests.helpers import REPO
 from tests.helpers.agent import (
+    Listener,
     Subscriber,
     agent_config,
     agent_env,
@@ -80,7 +83,10 @@ def test_a_configured_method_and_remote_config_are_loaded_without_cryptography(
                                                    "every_s": 3600, "duration_s": 1}},
                         remote_config={"public_keys": [str(key)]})
     mods = loaded_modules(write_config(tmp_path, data))
-    assert {"agent.methods.iperf3", "netmon.signing", "netmon.ed25519"} <= mods
+    # The NOC key is read (netmon.sigcheck); nothing signed was checked yet, so neither
+    # netmon.signing's envelope model nor cryptography is loaded.
+    assert {"agent.methods.iperf3", "netmon.sigcheck", "netmon.ed25519"} <= mods
+    assert "netmon.signing" not in mods
     assert "agent.methods.http" not in mods
     # Signatures are checked without cryptography (netmon.ed25519): ~10 MB less.
     assert sorted(m for m in mods if m.startswith("cryptography")) == []
@@ -130,6 +136,75 @@ before = anon_kb()
 assert trim_heap(), "no malloc_trim in this C library"
 print(before, anon_kb())
 """
+
+
+#: The run time's own path with pydantic made unimportable: the config from the start
+#: stage's hand-over (argv[1]), the scheduler's plan, every test run once by its method
+#: on the link's binding, each result written as published. Prints the payloads and
+#: the loaded modules.
+_NO_PYDANTIC = """
+import asyncio, json, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("pydantic", "pydantic_core", "pydantic_settings"):
+            raise ImportError(f"{name} is blocked in the run time")
+
+sys.meta_path.insert(0, Blocked())
+from agent import runconfig
+from agent.methods import registry
+from agent.methods.base import MethodContext
+from agent.scheduler import Scheduler
+
+cfg = runconfig.from_handoff(json.load(open(sys.argv[1])))
+plan = cfg.plan()
+
+class NoLedger:
+    def usage(self, month):
+        return {}
+    def estimate(self, test, link):
+        return None
+
+async def main():
+    scheduler = Scheduler(plan, list(cfg.links), lambda job: asyncio.sleep(0), NoLedger())
+    payloads = []
+    for job in scheduler.jobs.values():
+        ctx = MethodContext(cfg.probe_id, "test", cfg.bindings()[job.link])
+        for result in await registry.get(job.spec.method)().run(ctx, job.spec.options):
+            payloads.append(result.to_json().decode())
+    return payloads
+
+print(json.dumps({"payloads": asyncio.run(main()), "modules": sorted(sys.modules)}))
+"""
+
+
+def test_the_run_time_measures_and_writes_results_without_pydantic(tmp_path: Path) -> None:
+    # Issue 20: the run time's config, plan, scheduler, methods and results are its own
+    # plain types; pydantic (~15 MB) is for validation only. (The publisher, remote
+    # configuration and updates are checked by the footprint of the service itself.)
+    listener = Listener()
+    try:
+        cfg = config.load(write_config(tmp_path, agent_config(
+            tmp_path, None, {"t": tcp_test(listener.port), "v6": {
+                "method": "ipv6", "target": "::1", "v4_target": "127.0.0.1", "count": 1,
+                "probe_timeout_s": 0.5, "every_s": 60}})))
+        doc = tmp_path / "handoff.json"
+        doc.write_bytes(handoff.encode(cfg))  # what the start stage hands over
+        proc = subprocess.run([sys.executable, "-c", _NO_PYDANTIC, str(doc)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+    finally:
+        listener.close()
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    assert sorted(m for m in out["modules"] if m.startswith("pydantic")) == []
+    assert {"agent.runconfig", "agent.scheduler", "agent.methods.tcp", "netmon.wire"} \
+        <= set(out["modules"])
+    results = [ResultMessage.model_validate_json(p) for p in out["payloads"]]
+    assert sorted(r.method for r in results) == ["ipv6", "tcp"]
+    assert all(r.ok for r in results), [r.error for r in results]
+    assert listener.accepted == 1  # the tcp test really connected, once
+    # The contract's own bytes for what the run time wrote.
+    assert [r.to_json().decode() for r in results] == out["payloads"]
 
 
 def test_trim_heap_gives_freed_heap_pages_back_to_the_kernel() -> None:

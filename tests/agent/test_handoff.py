@@ -129,6 +129,27 @@ def test_a_descriptor_without_a_handed_over_config_is_refused(tmp_path: Path) ->
     assert "not a config handed over by `netmon-agent run`" in res.stderr
 
 
+def test_a_hand_over_of_another_version_is_refused_naming_what_is_missing(
+        tmp_path: Path) -> None:
+    # The run time builds its plain config without validating again: a start stage of
+    # another version (a key it does not know of) must stop it clearly, exit 2.
+    from agent import config
+
+    cfg_path = write_config(tmp_path, agent_config(tmp_path, None, {"t": tcp_test(1)}))
+    doc = json.loads(handoff.encode(config.load(cfg_path)))
+    del doc["config"]["spool"]["receipts"]
+    other = tmp_path / "other-version.json"
+    other.write_text(json.dumps(doc))
+    with open(other, "rb") as fh:
+        res = subprocess.run([*AGENT_ARGV, "run", "--config", str(cfg_path), "--handoff-fd",
+                              str(fh.fileno())], pass_fds=(fh.fileno(),),
+                             capture_output=True, text=True, timeout=120, cwd=REPO,
+                             env=agent_env())
+    assert res.returncode == 2, res.stderr
+    assert "the handed-over config is not this version's" in res.stderr
+    assert "receipts" in res.stderr
+
+
 
 def test_without_memfd_the_config_goes_in_an_unlinked_private_file(
         monkeypatch: pytest.MonkeyPatch) -> None:

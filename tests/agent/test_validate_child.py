@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,3 +95,83 @@ def test_the_caller_loads_no_pydantic() -> None:
                           capture_output=True, text=True, cwd=REPO, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(proc.stdout) == []
+
+
+# --------------------------------------------------------------------------- wired in
+
+
+def _remote(tmp_path: Path, applied: list[Any]) -> tuple[Any, Any]:
+    from agent.remote_config import RemoteConfig, plan_validator
+    from tests.helpers.fleet import make_keys
+
+    _, pub, key = make_keys(tmp_path / "keys")
+    # The run time's settings (agent.runconfig), duck-typed like the model.
+    settings = runconfig.RemoteConfig(public_keys=(pub,), allowed_targets=("192.0.2.0/24",),
+                                      state_file=Path("remote.json"))
+    rc = RemoteConfig[Any]("ht-kyanh-01", settings, plan_validator(["fibre", "mobile"]),
+                           apply=lambda plan, v: applied.append(plan), state_dir=tmp_path)
+    return rc, key
+
+
+def test_a_signed_remote_plan_is_validated_in_the_child(tmp_path: Path) -> None:
+    from netmon.signing import sign
+
+    applied: list[Any] = []
+    rc, key = _remote(tmp_path, applied)
+    d = rc.handle(sign(PLAN, probe_id="ht-kyanh-01", version=3, key=key).to_json())
+    assert d.applied and isinstance(d.plan, runconfig.Plan) and applied == [d.plan]
+    model = TestPlan.model_validate(PLAN)
+    assert d.plan.tests["speed"].options.direction == model.tests["speed"].options.direction
+    assert d.plan.budget_bytes("mobile") == model.budget_bytes("mobile")
+    bad = json.loads(json.dumps(PLAN))
+    bad["tests"]["lat"]["count"] = 0
+    d = rc.handle(sign(bad, probe_id="ht-kyanh-01", version=4, key=key).to_json())
+    assert d.reason == "invalid_plan" and "tests.lat: count:" in (d.detail or ""), d.detail
+    assert rc.version == 3 and "config version 4 rejected: invalid_plan" in (rc.error or "")
+
+
+def test_a_child_that_cannot_answer_refuses_the_plan_and_keeps_the_running_one(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from netmon.signing import sign
+
+    applied: list[Any] = []
+    rc, key = _remote(tmp_path, applied)
+    # A real process that fails (/bin/false as the interpreter), not a stand-in object.
+    monkeypatch.setattr(validate_child.sys, "executable", "/bin/false")
+    d = rc.handle(sign(PLAN, probe_id="ht-kyanh-01", version=3, key=key).to_json())
+    assert d.reason == "validation_failed" and "exited 1" in (d.detail or ""), d.detail
+    assert applied == [] and rc.version is None and not (tmp_path / "remote.json").exists()
+
+
+def test_a_manifest_is_validated_in_the_child_then_its_signature_checked(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from agent.update import Manifest, UpdateRefused, parse_manifest
+    from netmon.release import sign_manifest
+    from tests.helpers.fleet import make_keys
+
+    _, _, key = make_keys(tmp_path / "a")
+    _, _, other = make_keys(tmp_path / "b")
+    wheels = [{"name": "hatinh_netmon-0.2.0-py3-none-any.whl", "sha256": "a" * 64,
+               "size": 123456}]
+    payload = sign_manifest(serial=3, version="0.2.0", base_url="https://noc.example/r",
+                            wheels=wheels, key=key, percent=50)
+    got = parse_manifest(payload, [key.public_key()])
+    model = ReleaseManifest.model_validate_json(payload)
+    assert got == Manifest.from_json(json.loads(model.model_dump_json(by_alias=True)))
+    assert (got.serial, got.version, got.percent, got.wheels[0].size) == (3, "0.2.0", 50, 123456)
+    obj = json.loads(payload)
+    cases = [
+        (json.dumps(obj | {"percent": 101}).encode(), "malformed", "percent:"),
+        (json.dumps({k: v for k, v in obj.items() if k != "signature"}).encode(), "unsigned",
+         "no signature"),
+        (payload, "unknown_key", "not a trusted NOC key"),
+    ]
+    for data, reason, text in cases:
+        with pytest.raises(UpdateRefused) as err:
+            parse_manifest(data, [other.public_key()] if reason == "unknown_key"
+                           else [key.public_key()])
+        assert err.value.reason == reason and text in str(err.value), str(err.value)
+    monkeypatch.setattr(validate_child.sys, "executable", "/bin/false")
+    with pytest.raises(UpdateRefused) as err:
+        parse_manifest(payload, [key.public_key()])
+    assert err.value.reason == "validation_failed"

@@ -1,6 +1,7 @@
-"""Real results and a real status message rebuilt by the light wire path (netmon/wire.py)
-are the contract's: the same bytes as the pydantic models write, read back by the models
-into equal messages (issue 20: the run-time process is to build its messages this way).
+"""Real results and a real status message written by the light wire path (netmon/wire.py),
+as the methods and the runtime make them, are the contract's: the same bytes as the
+pydantic models write for the same message, read back by the models into equal messages
+(issue 20: the run-time process builds its messages this way).
 
 The results come from the methods themselves: every declared method's successful run
 against real servers (on loopback, and the measurement server's nginx and iperf3 across a
@@ -25,7 +26,7 @@ from agent.runtime import Runtime
 from devstack import netns
 from devstack.services import Service
 from netmon import wire
-from netmon.contract import ResultMessage, StatusMessage
+from netmon.contract import ErrorInfo, Metrics, ResultMessage, StatusMessage
 from netmon.methods import DECLARATIONS
 from tests.helpers.agent import agent_config, tcp_test, write_config
 from tests.helpers.methods import DnsResponder, ctx_for, dns_responder, make_site
@@ -40,18 +41,18 @@ def test_every_declared_method_has_its_successful_results_compared() -> None:
     assert set(ON_LOOPBACK) | set(ACROSS_A_LINK) == set(DECLARATIONS)
 
 
-def light(r: ResultMessage) -> wire.Result:
-    """The same result built by the light path from its parts."""
-    return wire.Result(
+def model(r: wire.Result) -> ResultMessage:
+    """The same result built by the pydantic models from its parts."""
+    return ResultMessage(
         probe_id=r.probe_id, link=r.link, access=r.access, isp=r.isp, method=r.method,
         target=r.target, started_at=r.started_at, duration_s=r.duration_s,
-        agent_version=r.agent_version, metrics=r.metrics.values(),
-        error=wire.ErrorInfo(r.error.code, r.error.message) if r.error else None,
+        agent_version=r.agent_version, metrics=Metrics(**r.metrics.values()),
+        error=ErrorInfo(code=r.error.code, message=r.error.message) if r.error else None,
         flags=r.flags, id=r.id)
 
 
 def runs(method: str, link: netns.ShapedLink | None = None,
-         **options: Any) -> list[ResultMessage]:
+         **options: Any) -> list[wire.Result]:
     cls = get(method)
     return asyncio.run(cls().run(ctx_for(link), cls.decl.options(**options)))
 
@@ -110,12 +111,16 @@ def _failing(method: str, port: int) -> dict[str, Any]:
     }[method]
 
 
-def _same(results: list[ResultMessage]) -> None:
+def _same(results: list[wire.Result]) -> None:
     assert results
     for r in results:
-        payload = light(r).to_json()
-        assert payload == r.to_json()
-        assert ResultMessage.model_validate_json(payload) == r
+        assert isinstance(r, wire.Result)  # what the methods make (no pydantic)
+        payload = r.to_json()
+        heavy = model(r)
+        assert payload == heavy.to_json()
+        assert ResultMessage.model_validate_json(payload) == heavy
+        assert r.metrics.values() == heavy.metrics.values()
+        assert r.started_at == heavy.started_at  # UTC, milliseconds, as the model keeps it
 
 
 def test_successful_results_of_real_methods_are_the_contracts(
@@ -179,15 +184,39 @@ def test_failed_results_of_every_method_are_the_contracts(method: str) -> None:
 
 
 def test_a_real_status_message_is_the_contracts(tmp_path: Path) -> None:
+    """The run time's status (plain fields, written by wire.encode_status) and its last
+    will are byte for byte what the models wrote before: ``StatusMessage(...).to_json()``
+    and its ``model_copy(update={"at": None, "uptime_s": None})``."""
+    from agent.publisher import last_will
+    from agent.update import Layout, Updater
+
     cfg = config.load(write_config(tmp_path, agent_config(tmp_path, None,
                                                            {"t": tcp_test(1)})))
     runtime = Runtime(cfg, publish=False)
     try:
         asyncio.run(runtime.run_once())
+        # Every optional member set, as on a deployed probe (updates on, a refused config).
+        root = tmp_path / "releases"
+        Layout(root).write({"failed": {"0.1.9": "did not stay up: 3 starts"}, "trial": None,
+                            "last_event": "rolled back from 0.1.9 to 0.1.8",
+                            "last_event_at": "2026-12-01T08:00:00.123Z"})
+        runtime.updater = Updater(config.UpdateSettings(root=root), cfg.probe_id, [], "lo",
+                                  count=lambda link, n: None, budget_left=lambda link: None,
+                                  healthy=lambda: (True, ""), restart=lambda: None)
+        runtime.updater._pending = "0.2.0"
+        runtime.config_version, runtime.config_error = 7, "config version 8 rejected: replay"
+        runtime.board_model = "Raspberry Pi 4 Model B Rev 1.5"
         for state in ("online", "offline"):
-            msg = runtime.status_message(state)
-            payload = wire.encode_status(msg.model_dump(by_alias=True))
-            assert payload == msg.to_json()
-            assert StatusMessage.model_validate_json(payload) == msg
+            fields = runtime.status_message(state)
+            payload = wire.encode_status(fields)
+            model = StatusMessage.model_validate(fields)
+            assert payload == model.to_json()
+            assert StatusMessage.model_validate_json(payload) == model
+            assert last_will(fields) == model.model_copy(
+                update={"at": None, "uptime_s": None}).to_json()
+            assert model.config_version == 7 and model.board_model
+            if state == "online":
+                assert model.update is not None and model.update.pending == "0.2.0"
+                assert model.update.last_event_at is not None and model.links
     finally:
         runtime.spool.close()

@@ -207,7 +207,7 @@ from datetime import UTC, datetime
 from netmon import wire
 r = wire.Result(probe_id="ht-01x", link="fibre", access="fixed", isp="VNPT", method="tcp",
                 target="127.0.0.1:1", started_at=datetime.now(UTC), duration_s=0.1,
-                agent_version="1", metrics={"rtt_ms": 1.0})
+                agent_version="1", metrics=wire.Metrics({"rtt_ms": 1.0}))
 assert json.loads(r.to_json())["metrics"] == {"rtt_ms": 1.0}
 wire.encode_status({"schema": 1, "probe_id": "ht-01x", "state": "online", "agent_version": "1"})
 receipt = wire.parse_receipt(json.dumps({"schema": 1, "probe_id": "ht-01x",

@@ -27,9 +27,13 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from agent.methods.common import radio
-from netmon.methods import DeviceOptions
+
+if TYPE_CHECKING:
+    from agent.runconfig import Modem
+    from netmon.methods import DeviceOptions
 
 #: (pattern on the model string, download Mb/s, upload Mb/s): TCP goodput ceilings of
 #: the board's Ethernet port, first match wins (the "Plus" row before the plain 3B).
@@ -145,7 +149,7 @@ def ceiling_for(options: DeviceOptions) -> Ceiling | None:
 
 
 async def path_ceiling(metrics: dict[str, float], options: DeviceOptions,
-                       interface: str | None, modem: radio.ModemConfig | None) -> Ceiling | None:
+                       interface: str | None, modem: Modem | None) -> Ceiling | None:
     """The ceiling of the path a test ran on: configured, else the board's, lowered by the
     interface's negotiated speed and, on a link with a modem, by the modem's reported
     maximum. Records ``link_speed_mbps`` and ``modem_max_*_mbps`` in ``metrics``."""

@@ -11,11 +11,15 @@ import errno
 import os
 import time
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from agent.methods.base import MethodContext, make_result
-from netmon.contract import ErrorCode, ResultMessage, now_utc
-from netmon.contract import Method as MethodName
+from netmon.contractbase import now_utc
 from netmon.errors import NetmonError
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
+    from netmon.wire import Result
 
 
 class MeasureError(NetmonError):
@@ -50,8 +54,8 @@ def os_error(exc: OSError, what: str) -> MeasureError:
     return MeasureError(code, f"{what}: {words}")
 
 
-async def guarded(ctx: MethodContext, method: MethodName, target: str, timeout: float,
-                  body: Callable[[], Awaitable[list[ResultMessage]]]) -> list[ResultMessage]:
+async def guarded(ctx: MethodContext, method: str, target: str, timeout: float,
+                  body: Callable[[], Awaitable[list[Result]]]) -> list[Result]:
     """Run a method body under its hard timeout and turn every failure into an error result
     (a measurement never raises into the runtime; cancellation still propagates)."""
     started = now_utc()

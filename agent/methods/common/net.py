@@ -9,11 +9,14 @@ import asyncio
 import errno
 import socket
 import time
+from typing import TYPE_CHECKING
 
 from agent.methods.base import LinkBinding
 from agent.methods.common.guard import MeasureError, os_error
-from netmon.contract import ErrorCode
-from netmon.methods import HostPort, split_host_port
+from netmon.declarations import HostPort, split_host_port
+
+if TYPE_CHECKING:
+    from netmon.contract import ErrorCode
 
 # SO_BINDTODEVICE is 25 on Linux; older Pythons lack the constant on some builds.
 SO_BINDTODEVICE = getattr(socket, "SO_BINDTODEVICE", 25)

@@ -8,26 +8,24 @@ import contextlib
 import dataclasses
 import logging
 import weakref
+from typing import TYPE_CHECKING
 
 from agent.methods.common import linkstats
-from agent.methods.common.router import (
-    CounterSource,
-    Reading,
-    RouterCounters,
-    RouterError,
-    delta,
-)
+from agent.methods.common.router import CounterSource, Reading, RouterError, delta
+
+if TYPE_CHECKING:
+    from agent.runconfig import Router
 
 log = logging.getLogger("netmon.agent.router")
 
 #: Sources per event loop: the protocol clients hold sockets bound to the loop they were
 #: first used in.
 _SOURCES: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop,
-                                    dict[RouterCounters, CounterSource]] = \
+                                    dict[Router, CounterSource]] = \
     weakref.WeakKeyDictionary()
 
 
-def source_for(cfg: RouterCounters) -> CounterSource:
+def source_for(cfg: Router) -> CounterSource:
     """The source for a configuration, cached in the running loop; the first call
     imports its library."""
     cache = _SOURCES.setdefault(asyncio.get_running_loop(), {})
@@ -43,7 +41,7 @@ def source_for(cfg: RouterCounters) -> CounterSource:
     return found
 
 
-async def read(cfg: RouterCounters, quiet: bool = False) -> Reading | None:
+async def read(cfg: Router, quiet: bool = False) -> Reading | None:
     """One reading, or None (logged unless ``quiet``) when the router cannot be queried."""
     try:
         return await asyncio.wait_for(source_for(cfg).read(), cfg.timeout_s * 3)
@@ -67,7 +65,7 @@ class Poller:
     test's own bytes over exactly that span can be subtracted.
     """
 
-    def __init__(self, cfg: RouterCounters, interface: str | None = None) -> None:
+    def __init__(self, cfg: Router, interface: str | None = None) -> None:
         self.cfg = cfg
         self.interface = interface
         self.read_any = False  # at least one reading succeeded
@@ -123,7 +121,7 @@ POLL_S = 0.25
 MIN_SPAN_S = 1.0
 
 
-async def line_mbps(cfg: RouterCounters) -> float | None:
+async def line_mbps(cfg: Router) -> float | None:
     """The busier direction's rate on the line (Mb/s) between two fresh readings of the
     router's counters at least :data:`MIN_SPAN_S` apart, taken within ``cfg.sample_s``:
     0 when the counters did not move that long, None when the router cannot be read."""

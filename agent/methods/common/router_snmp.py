@@ -4,7 +4,7 @@ extra; imported only by :func:`agent.methods.common.router.source_for`)."""
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pysnmp.hlapi.v3arch.asyncio import (
     USM_AUTH_HMAC96_MD5,
@@ -27,7 +27,10 @@ from pysnmp.hlapi.v3arch.asyncio import (
     walk_cmd,
 )
 
-from agent.methods.common.router import Reading, RouterCounters, RouterError
+from agent.methods.common.router import Reading, RouterError
+
+if TYPE_CHECKING:
+    from agent.runconfig import Router
 
 IF_HC_IN_OCTETS = "1.3.6.1.2.1.31.1.1.1.6"
 IF_HC_OUT_OCTETS = "1.3.6.1.2.1.31.1.1.1.10"
@@ -44,7 +47,7 @@ PRIV = {"aes": USM_PRIV_CFB128_AES, "aes192": USM_PRIV_CFB192_AES,
 class SnmpSource:
     """``ifHCInOctets`` / ``ifHCOutOctets`` of one interface of one router."""
 
-    def __init__(self, cfg: RouterCounters) -> None:
+    def __init__(self, cfg: Router) -> None:
         self.cfg = cfg
         self.engine = SnmpEngine()
         self.if_index = cfg.if_index

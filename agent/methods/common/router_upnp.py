@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from async_upnp_client.aiohttp import AiohttpRequester
 from async_upnp_client.client_factory import UpnpFactory
 from async_upnp_client.exceptions import UpnpError
 
-from agent.methods.common.router import Reading, RouterCounters, RouterError
+from agent.methods.common.router import Reading, RouterError
+
+if TYPE_CHECKING:
+    from agent.runconfig import Router
 
 WAN_COMMON = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1"
 
@@ -19,7 +22,7 @@ WAN_COMMON = "urn:schemas-upnp-org:service:WANCommonInterfaceConfig:1"
 class UpnpSource:
     """``GetTotalBytesReceived`` / ``GetTotalBytesSent`` of one IGD."""
 
-    def __init__(self, cfg: RouterCounters) -> None:
+    def __init__(self, cfg: Router) -> None:
         self.cfg = cfg
         self.service: Any = None
 

@@ -14,12 +14,16 @@ import contextlib
 import statistics
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from agent.methods.base import LinkBinding
 from agent.methods.common import linkstats, router_poll
 from agent.methods.common import router as routerstats
 from agent.methods.common.guard import MeasureError
 from agent.methods.common.icmp import Pinger, ping_series
+
+if TYPE_CHECKING:
+    from agent.runconfig import Router
 
 
 async def idle_rtt(host: str, link: LinkBinding, count: int = 5,
@@ -117,7 +121,7 @@ class CounterWindow:
     interface: str | None
     start: linkstats.Counters | None = None
     end: linkstats.Counters | None = None
-    router: routerstats.RouterCounters | None = None
+    router: Router | None = None
     router_span: tuple[routerstats.Reading, routerstats.Reading] | None = None
     _poller: router_poll.Poller | None = None
     _closed_at: float | None = None
