@@ -92,12 +92,9 @@ def test_a_configured_method_and_remote_config_are_loaded_without_cryptography(
     assert sorted(m for m in mods if m.startswith("cryptography")) == []
 
 
-def test_the_service_of_a_probe_without_enrollment_loads_no_cryptography(
-        tmp_path: Path, broker: Service) -> None:
-    # The whole ``run`` path (enrollment check, config, runtime, publisher, a test run and
-    # published): the enrollment check once imported netmon.signing before looking at
-    # whether the probe enrols, which put cryptography (~10 MB) in every probe.
-    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(broker.port)}))
+def service_modules(tmp_path: Path, broker: Service, cfg: Path) -> set[str]:
+    """The modules the real ``netmon-agent run`` (start stage, then the run-time image it
+    execs) holds when it stops after publishing a result to ``broker``."""
     dump = tmp_path / "modules.json"
     sub = Subscriber(broker.host, broker.port, "netmon/v1/probes/+/results")
     try:
@@ -112,9 +109,40 @@ def test_the_service_of_a_probe_without_enrollment_loads_no_cryptography(
     finally:
         sub.close()
     assert code == 0, (tmp_path / "agent.log").read_text()[-3000:]
-    mods = set(json.loads(dump.read_text()))
+    return set(json.loads(dump.read_text()))
+
+
+def test_the_service_of_a_probe_without_enrollment_loads_no_cryptography(
+        tmp_path: Path, broker: Service) -> None:
+    # The whole ``run`` path (enrollment check, config, runtime, publisher, a test run and
+    # published): the enrollment check once imported netmon.signing before looking at
+    # whether the probe enrols, which put cryptography (~10 MB) in every probe.
+    cfg = write_config(tmp_path, agent_config(tmp_path, broker, {"t": tcp_test(broker.port)}))
+    mods = service_modules(tmp_path, broker, cfg)
     assert {"agent.runtime", "agent.publisher", "agent.methods.tcp"} <= mods
     assert sorted(m for m in mods if m.startswith(HEAVY)) == []
+
+
+def test_the_service_as_deployed_runs_without_pydantic(tmp_path: Path, broker: Service
+                                                       ) -> None:
+    # As the probe role configures it: remote configuration (a NOC key) and updates on.
+    # The start stage validates with the models, then execs the run time, which must not
+    # load them again: pydantic and the models were ~15 MB of the probe's ~43 (issue 20).
+    from netmon.signing import write_keypair  # the NOC tools' own key generator
+
+    write_keypair(tmp_path / "noc.key", tmp_path / "noc.pub")
+    (tmp_path / "releases").mkdir()
+    cfg = write_config(tmp_path, agent_config(
+        tmp_path, broker, {"t": tcp_test(broker.port)},
+        remote_config={"public_keys": [str(tmp_path / "noc.pub")]},
+        update={"root": str(tmp_path / "releases")}))
+    mods = service_modules(tmp_path, broker, cfg)
+    assert {"agent.runtime", "agent.publisher", "agent.remote_config", "agent.update",
+            "netmon.wire"} <= mods
+    models = ("pydantic", "pydantic_core", "pydantic_settings", "netmon.contract",
+              "netmon.methods", "netmon.plan", "netmon.settings", "agent.config")
+    assert sorted(m for m in mods if m in models or m.startswith(tuple(f"{x}." for x in models))
+                  ) == []
 
 
 #: Frees 80 MB of 4 KB buffers between 600-byte ones that stay (so free() alone cannot
