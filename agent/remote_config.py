@@ -3,7 +3,9 @@
 The NOC publishes a signed envelope (:mod:`netmon.signing`), retained, on
 ``<prefix>/probes/<probe_id>/config``. For each message the agent, in this order:
 
-1. parses the envelope (``malformed`` / ``too_large`` / ``unsigned``);
+1. parses the envelope (``malformed`` / ``too_large`` / ``unsigned``): size, JSON and
+   signature here, the shape with :class:`netmon.signing.Envelope` in a short-lived
+   child process (:func:`verify_config`), so the run time keeps no pydantic;
 2. checks the Ed25519 signature against the NOC public key(s) from its Ansible-provisioned
    file config (``unknown_key`` / ``bad_signature``);
 3. checks it is meant for this probe or for all (``wrong_probe``);
@@ -33,6 +35,7 @@ import re
 import threading
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, fields
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
@@ -40,18 +43,16 @@ from agent import validate_child
 from agent.allowlist import Allowlist as Allowlist
 from agent.allowlist import target_host as target_host
 from agent.runconfig import Plan, plan_from_json
+from netmon.contractbase import MAX_MESSAGE_BYTES
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
+from netmon.jsonutil import JsonError, decode_object
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from agent.config import RemoteConfigSettings as RemoteConfigSettings
     from netmon.ed25519 import VerifyKey
-    from netmon.signing import Envelope
-
-# netmon.signing is imported only when a probe actually uses remote configuration; it
-# checks signatures without the cryptography package (netmon.ed25519, issue 20).
 
 log = logging.getLogger(__name__)
 
@@ -188,6 +189,53 @@ class Decision(Generic[P]):
         return self.outcome == "applied"
 
 
+@dataclass(frozen=True)
+class SignedConfig:
+    """A config envelope whose shape and signature passed: the fields of the
+    :class:`netmon.signing.Envelope` that :func:`netmon.signing.verify` returns."""
+
+    probe_id: str
+    version: int
+    issued_at: datetime
+    key_id: str
+    plan: dict[str, Any]
+    signature: str
+
+
+def verify_config(payload: bytes, public_keys: Sequence[VerifyKey | Ed25519PublicKey]
+                  ) -> SignedConfig:
+    """:func:`netmon.signing.verify` without pydantic in this process: the same checks in
+    the same order, refused with the same :class:`netmon.sigcheck.SigningError` reasons
+    and details (``too_large``, ``malformed``, ``unsigned``, ``unknown_key``,
+    ``bad_signature``). The shape is checked by :func:`netmon.signing.parse_envelope` in a
+    short-lived child (:mod:`agent.validate_child`, as :func:`agent.update.
+    parse_manifest` does for release manifests: pydantic is ~10 MB that would otherwise
+    stay for the process's life on every probe with a remote plan); a child that cannot
+    answer raises :class:`agent.validate_child.ChildFailed`."""
+    from netmon.sigcheck import SigningError, check_signature
+
+    # What parse_signed does before the model: a message refused here costs no child.
+    try:
+        obj = decode_object(payload, MAX_MESSAGE_BYTES)
+    except JsonError as exc:
+        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
+                           exc.detail) from None
+    if not obj.get("signature"):
+        raise SigningError("unsigned", "config has no signature")
+    try:
+        value = validate_child.validate("envelope", payload,
+                                        timeout_s=validate_child.ENVELOPE_TIMEOUT_S)
+    except validate_child.Refused as exc:
+        raise SigningError("malformed", "; ".join(exc.problems)) from None
+    env = SignedConfig(probe_id=value["probe_id"], version=value["version"],
+                       issued_at=datetime.fromisoformat(value["issued_at"]),
+                       key_id=value["key_id"], plan=value["plan"],
+                       signature=value["signature"])
+    # Against the members as received, exactly as verify does.
+    check_signature(obj, env.key_id, env.signature, public_keys)
+    return env
+
+
 class Rejected(NetmonError):
     """Internal: a check failed."""
 
@@ -234,13 +282,16 @@ class RemoteConfig(Generic[P]):
 
     # -- checks -------------------------------------------------------------------------
 
-    def _check(self, payload: bytes, replay_check: bool) -> tuple[Envelope, P]:
-        from netmon.signing import ALL_PROBES, SigningError, verify
+    def _check(self, payload: bytes, replay_check: bool) -> tuple[SignedConfig, P]:
+        from netmon.sigcheck import ALL_PROBES, SigningError
 
         try:
-            env = verify(payload, self.public_keys)
+            env = verify_config(payload, self.public_keys)
         except SigningError as exc:
             raise Rejected(exc.reason, exc.detail) from None
+        except validate_child.ChildFailed as exc:
+            # As for a plan: the same message is checked again when it comes back.
+            raise Rejected("validation_failed", str(exc)) from None
         if env.probe_id not in (self.probe_id, ALL_PROBES):
             raise Rejected("wrong_probe", f"config is for {env.probe_id!r}, this probe is "
                                           f"{self.probe_id!r}", env.version)

@@ -2,14 +2,17 @@
 
 A signed remote test plan and a release manifest arrive a few times a year; validating
 them takes the pydantic models (:class:`netmon.plan.TestPlan`, the method options,
-:class:`netmon.contract.ReleaseManifest`), about 15 MB that the run time does not keep
+:class:`netmon.contract.ReleaseManifest`, the remote-config :class:`netmon.signing.
+Envelope`), about 15 MB that the run time does not keep
 (issue 20). :func:`validate` runs ``python -m agent.validate_child KIND [LINK...]`` with
 the payload on stdin; the child validates with the models and prints the validated JSON
 (or every problem, ``key: why``) and exits, taking pydantic with it.
 
 A plan comes back as :mod:`agent.runconfig` builds it (:func:`agent.runconfig.
 plan_from_json`): each test's table, its method's kind and every option. A manifest
-comes back as the model dumps it (by alias: ``schema``).
+comes back as the model dumps it (by alias: ``schema``); a config envelope as
+:meth:`netmon.signing.Envelope.to_json` writes it (read by :func:`netmon.signing.
+parse_envelope`, so it is accepted or refused exactly as ``netmon.signing.verify`` does).
 
 This module imports nothing that imports pydantic; only :func:`main` (the child) does.
 """
@@ -26,11 +29,15 @@ from typing import Any, Literal
 
 from netmon.errors import EXIT_INPUT, NetmonError
 
-Kind = Literal["plan", "manifest"]
+Kind = Literal["plan", "manifest", "envelope"]
+KINDS: tuple[Kind, ...] = ("plan", "manifest", "envelope")
 #: A child that takes longer is killed (a Pi 3 starts one in about 2 s). Well under half
 #: the unit's WatchdogSec (120 s, pinged every 60 s from the event loop): a remote plan is
 #: validated on the loop, and a hung child must not get the agent killed by systemd.
 TIMEOUT_S = 30.0
+#: The envelope's child, which runs before the plan's for the same message: both together
+#: stay under half the watchdog (45 s).
+ENVELOPE_TIMEOUT_S = 15.0
 #: The answer to a 64 KiB message is far smaller; more is a broken child.
 MAX_OUTPUT_BYTES = 1024 * 1024
 
@@ -115,6 +122,20 @@ def _manifest(payload: bytes) -> dict[str, Any]:
     return value
 
 
+def _envelope(payload: bytes) -> dict[str, Any]:
+    from netmon.signing import SigningError, parse_envelope
+
+    try:
+        env, _raw = parse_envelope(payload)
+    except SigningError as exc:
+        # The caller decodes and looks for a signature first, as parse_envelope does, so
+        # only the shape ("malformed") is left to refuse here; the detail is verify's own.
+        raise Refused([exc.detail if exc.reason == "malformed"
+                       else f"{exc.reason}: {exc.detail}"]) from None
+    value: dict[str, Any] = json.loads(env.to_json())
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
     """The child: ``KIND [LINK...]``, the payload on stdin; prints ``{"ok": true,
     "value": ...}`` (exit 0) or ``{"ok": false, "problems": [...]}`` (exit 2)."""
@@ -123,13 +144,19 @@ def main(argv: list[str] | None = None) -> int:
     from netmon.settings import describe_errors
 
     args = sys.argv[1:] if argv is None else argv
-    if not args or args[0] not in ("plan", "manifest"):
-        print("usage: python -m agent.validate_child plan|manifest [LINK...] < payload",
+    if not args or args[0] not in KINDS:
+        print("usage: python -m agent.validate_child plan|manifest|envelope [LINK...] "
+              "< payload",
               file=sys.stderr)
         return EXIT_INPUT
     payload = sys.stdin.buffer.read()
     try:
-        value = _plan(payload, args[1:]) if args[0] == "plan" else _manifest(payload)
+        if args[0] == "plan":
+            value = _plan(payload, args[1:])
+        elif args[0] == "manifest":
+            value = _manifest(payload)
+        else:
+            value = _envelope(payload)
     except ValidationError as exc:
         problems = [p.replace(": Value error, ", ": ") for p in describe_errors(exc)]
     except Refused as exc:
