@@ -43,10 +43,8 @@ from agent import validate_child
 from agent.allowlist import Allowlist as Allowlist
 from agent.allowlist import target_host as target_host
 from agent.runconfig import Plan, plan_from_json
-from netmon.contractbase import MAX_MESSAGE_BYTES
 from netmon.errors import NetmonError
 from netmon.fsutil import atomic_write
-from netmon.jsonutil import JsonError, decode_object
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -212,16 +210,10 @@ def verify_config(payload: bytes, public_keys: Sequence[VerifyKey | Ed25519Publi
     parse_manifest` does for release manifests: pydantic is ~10 MB that would otherwise
     stay for the process's life on every probe with a remote plan); a child that cannot
     answer raises :class:`agent.validate_child.ChildFailed`."""
-    from netmon.sigcheck import SigningError, check_signature
+    from netmon.sigcheck import SigningError, check_signature, decode_signed
 
     # What parse_signed does before the model: a message refused here costs no child.
-    try:
-        obj = decode_object(payload, MAX_MESSAGE_BYTES)
-    except JsonError as exc:
-        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
-                           exc.detail) from None
-    if not obj.get("signature"):
-        raise SigningError("unsigned", "config has no signature")
+    obj = decode_signed(payload, "config")
     try:
         value = validate_child.validate("envelope", payload,
                                         timeout_s=validate_child.ENVELOPE_TIMEOUT_S)

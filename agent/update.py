@@ -62,9 +62,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from agent import validate_child
 from netmon import __version__
-from netmon.contractbase import MAX_MESSAGE_BYTES, now_utc
+from netmon.contractbase import now_utc
 from netmon.fsutil import atomic_write
-from netmon.jsonutil import JsonError, decode_object, format_time
+from netmon.jsonutil import format_time
 
 if TYPE_CHECKING:
     from agent.config import UpdateSettings as UpdateSettings
@@ -147,15 +147,12 @@ def parse_manifest(payload: bytes, trusted: Sequence[Any]) -> Manifest:
     :class:`UpdateRefused` with the same reasons (``too_large``, ``malformed``,
     ``unsigned``, ``unknown_key``, ``bad_signature``), or ``validation_failed`` when the
     child could not answer."""
-    from netmon.sigcheck import SigningError, check_signature
+    from netmon.sigcheck import SigningError, check_signature, decode_signed
 
     try:
-        obj = decode_object(payload, MAX_MESSAGE_BYTES)
-    except JsonError as exc:
-        raise UpdateRefused("too_large" if exc.reason == "too_large" else "malformed",
-                            exc.detail) from None
-    if not obj.get("signature"):
-        raise UpdateRefused("unsigned", "manifest has no signature")
+        obj = decode_signed(payload, "manifest")
+    except SigningError as exc:
+        raise UpdateRefused(exc.reason, exc.detail) from None
     try:
         manifest = Manifest.from_json(validate_child.validate("manifest", payload))
     except validate_child.Refused as exc:

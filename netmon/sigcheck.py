@@ -20,8 +20,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Final
 
 from netmon import ed25519
+from netmon.contractbase import MAX_MESSAGE_BYTES
 from netmon.ed25519 import VerifyKey
 from netmon.errors import EXIT_INPUT, EXIT_RUNTIME, NetmonError
+from netmon.jsonutil import JsonError, decode_object
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -122,6 +124,22 @@ def signature_ok(key: VerifyKey | Ed25519PublicKey, signature: bytes, data: byte
     except InvalidSignature:
         return False
     return True
+
+
+def decode_signed(payload: bytes, what: str) -> dict[str, Any]:
+    """A signed message's JSON object, before its shape and signature are checked: raises
+    SigningError ``too_large`` / ``malformed`` (not one JSON object) / ``unsigned``;
+    ``what`` names the message in the detail."""
+    try:
+        obj = decode_object(payload, MAX_MESSAGE_BYTES)
+    except JsonError as exc:
+        # Only the size has its own code; every other decoding problem is "malformed"
+        # (the detail says which).
+        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
+                           exc.detail) from None
+    if not obj.get("signature"):
+        raise SigningError("unsigned", f"{what} has no signature")
+    return obj
 
 
 def check_signature(obj: dict[str, Any], signer: str, signature: str,

@@ -44,13 +44,13 @@ from netmon.contract import (
     now_utc,
 )
 from netmon.fsutil import atomic_write
-from netmon.jsonutil import JsonError, decode_object
 
 # The probe's side (checking), without pydantic or cryptography, re-exported here.
 from netmon.sigcheck import ALL_PROBES as ALL_PROBES
 from netmon.sigcheck import SigningError as SigningError
 from netmon.sigcheck import canonical_bytes as canonical_bytes
 from netmon.sigcheck import check_signature as check_signature
+from netmon.sigcheck import decode_signed
 from netmon.sigcheck import key_id as key_id
 from netmon.sigcheck import load_public_key as load_public_key
 from netmon.sigcheck import signature_ok as signature_ok
@@ -204,15 +204,7 @@ def parse_signed(payload: bytes, model: type[M], what: str) -> tuple[M, dict[str
     object's members, exactly as received). Raises SigningError ``too_large`` /
     ``malformed`` / ``unsigned``; ``what`` names the message in the detail.
     """
-    try:
-        obj = decode_object(payload, MAX_MESSAGE_BYTES)
-    except JsonError as exc:
-        # Only the size has its own code; every other decoding problem is "malformed"
-        # (the detail says which).
-        raise SigningError("too_large" if exc.reason == "too_large" else "malformed",
-                           exc.detail) from None
-    if not obj.get("signature"):
-        raise SigningError("unsigned", f"{what} has no signature")
+    obj = decode_signed(payload, what)
     try:
         parsed = model.model_validate(obj)
     except ValidationError as exc:
