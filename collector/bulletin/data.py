@@ -27,6 +27,7 @@ import numpy as np
 from numpy.typing import NDArray
 
 from collector.core.influx import InfluxClient
+from collector.core.registry import FOREVER_MS
 from collector.core.schema import LINK_USAGE, RESULTS, Site, influxql_string, nfc
 from netmon.contract import (
     THROUGHPUT_METHODS,
@@ -139,7 +140,7 @@ class Placement:
         if raw is None:
             raw = self._nfc[given] = tuple(nfc(v or "") for v in given)
         if self.registry is None:
-            site, lo, hi = None, -2**62, 2**62
+            site, lo, hi = None, -FOREVER_MS, FOREVER_MS
         else:
             site, lo, hi = self.registry.span(raw[0], at_ms)
         pk = (raw, site)

@@ -188,7 +188,7 @@ def place(entry: SiteEntry, units: UnitMap) -> tuple[Site | None, list[str]]:
 
 
 #: Beyond any result's time, in milliseconds (a span without an end).
-_FOREVER_MS = 2**62
+FOREVER_MS = 2**62
 
 
 @dataclass(frozen=True)
@@ -217,11 +217,11 @@ class SiteTable:
         that answer holds (the first entry holds before its date too, the last for ever)."""
         entries = self.periods.get(probe_id)
         if not entries:
-            return None, -_FOREVER_MS, _FOREVER_MS
+            return None, -FOREVER_MS, FOREVER_MS
         starts = [int(start.timestamp() * 1000) for start, _ in entries]
         i = max(bisect.bisect_right(starts, at_ms) - 1, 0)
-        return (entries[i][1], starts[i] if i else -_FOREVER_MS,
-                starts[i + 1] if i + 1 < len(starts) else _FOREVER_MS)
+        return (entries[i][1], starts[i] if i else -FOREVER_MS,
+                starts[i + 1] if i + 1 < len(starts) else FOREVER_MS)
 
 
 def _local_midnight(day: date) -> datetime:
