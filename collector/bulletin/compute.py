@@ -282,7 +282,7 @@ def _group_rows(ctx: _Ctx, section: str, key: Callable[[int], tuple[str, ...]],
         return []
     gid = line_gid[t.line]
     idx_all = np.arange(t.size) if mask is None else np.flatnonzero(mask)
-    order = idx_all[np.argsort(gid[idx_all], kind="stable")]
+    order = idx_all[stats.stable_order(gid[idx_all])]
     sorted_gid = gid[order]
     bounds = np.flatnonzero(np.diff(sorted_gid)) + 1
     starts = np.concatenate([[0], bounds]) if order.size else np.zeros(0, np.int64)

@@ -20,7 +20,7 @@ from datetime import timedelta
 
 import numpy as np
 
-from collector.bulletin import data
+from collector.bulletin import data, stats
 from collector.core import packs
 from collector.core.influx import InfluxClient, Series
 from collector.core.schema import VIETNAM, nfc
@@ -113,7 +113,7 @@ def pack_slice(b: tuple[int, int], series: list[Series], datas: list[str],
     ranked = sorted(range(len(ids)), key=lambda j: data.series_order(tags_of[j]))
     rank = np.empty(len(ids), np.int64)
     rank[ranked] = np.arange(len(ids))
-    order = np.argsort(rank[np.searchsorted(ids, virt)], kind="stable")
+    order = stats.stable_order(rank[np.searchsorted(ids, virt)])
     arr = np.column_stack([batch.time_ms.astype(np.float64), batch.cross.astype(np.float64),
                            *(batch.values[f] for f in packs.PACK_FIELDS)])[order]
     meta = [(tags_of[j], int(sizes[j])) for j in ranked]

@@ -78,10 +78,7 @@ def grouped_percentile(values: ArrayLike, group_ids: ArrayLike, q: float
     # order np.lexsort((v, g)) gives, 3-4 times faster. Group ids that fit 16 bits (a
     # month's lines) are sorted by numpy's radix sort.
     order = np.argsort(v)
-    by = g[order]
-    if int(by.min()) >= 0 and int(by.max()) < 1 << 16:
-        by = by.astype(np.uint16)
-    order = order[np.argsort(by, kind="stable")]
+    order = order[stable_order(g[order])]
     v, g = v[order], g[order]
     starts = np.flatnonzero(np.concatenate([[True], g[1:] != g[:-1]]))
     counts = np.diff(np.concatenate([starts, [v.size]]))
@@ -91,6 +88,15 @@ def grouped_percentile(values: ArrayLike, group_ids: ArrayLike, q: float
     frac = pos - lo
     a, b = v[starts + lo], v[starts + hi]
     return g[starts], a + frac * (b - a)
+
+
+def stable_order(ids: NDArray[np.integer]) -> NDArray[np.intp]:
+    """``np.argsort(ids, kind="stable")``: integer ids that fit 16 bits (a month's lines,
+    units, groups) are sorted by numpy's radix sort, ~6 times faster than its merge sort
+    of 64-bit ids; the order is the same (stable either way)."""
+    if ids.size and int(ids.min()) >= 0 and int(ids.max()) < 1 << 16:
+        return np.argsort(ids.astype(np.uint16), kind="stable")
+    return np.argsort(ids, kind="stable")
 
 
 #: Above this, :func:`distinct` hashes instead of counting in a table this long.

@@ -89,6 +89,16 @@ def test_grouped_percentile_is_bit_identical_to_the_lexsort_one(
 
 
 @settings(max_examples=200, deadline=None)
+@given(st.lists(st.one_of(st.integers(0, 70), st.integers(0, (1 << 16) + 3),
+                          st.integers(-3, 3)), max_size=300))
+def test_stable_order_is_numpys_stable_argsort(ids: list[int]) -> None:
+    """The grouping order (radix sort for 16-bit ids) is exactly np.argsort's stable one:
+    equal ids keep their positions' order, ids outside 16 bits take the merge sort."""
+    for arr in (np.asarray(ids, np.int64), np.asarray([abs(i) % 70 for i in ids], np.int64)):
+        assert stats.stable_order(arr).tolist() == np.argsort(arr, kind="stable").tolist()
+
+
+@settings(max_examples=200, deadline=None)
 @given(st.lists(st.one_of(st.integers(0, 70), st.integers(0, 1 << 23), st.integers(-5, 5)),
                 max_size=300))
 def test_distinct_is_np_unique(ids: list[int]) -> None:
