@@ -145,9 +145,8 @@ def fetch_throughput(client: InfluxClient, month: data.Month, lines: data.Lines,
 
     slices: list[data.Slice | None] = [None] * len(bounds)
     if use:
-        # One pack query for the month (see _read_packs): in three, overlapped in threads,
-        # influxd spent ~0.3 CPU-s more for no shorter wall time on two cores, and the
-        # three answers were held at once anyway (peak RSS 574 vs 553 MiB).
+        # One pack query for the month (see _read_packs): three overlapped in threads
+        # bought no wall time on two cores and held their answers at once anyway.
         for i, rows in enumerate(_read_packs(client, bounds)):
             sl, held = pack_slice(bounds[i], *rows)
             slices[i] = sl if held and held == expected.get(i, {}) else None
